@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Numeric kernels are compiled with -Ounchecked in release builds: they do their own bounds reasoning
+/// and are checked against naive twins in the tests (debug builds keep every check).
+let fastMath: [SwiftSetting] = [
+  .unsafeFlags(["-Ounchecked", "-wmo", "-target-cpu", "x86-64-v3"], .when(configuration: .release))
+]
+
+let package = Package(
+  name: "Agora",
+  platforms: [.macOS(.v14)],
+  products: [
+    .executable(name: "agora", targets: ["agora"]),
+    .library(name: "AgoraModel", targets: ["AgoraModel"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+  ],
+  targets: [
+    // MARK: - System library shims (C only here; each has a README saying why)
+    .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "CSodium", path: "Sources/CSodium", providers: [.apt(["libsodium-dev"])]),
+    .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
+    .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+
+    // MARK: - Libraries
+    .target(name: "AgoraTensor", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
+    .target(name: "AgoraModel", dependencies: ["AgoraTensor"], swiftSettings: fastMath),
+    .target(name: "AgoraData", dependencies: ["AgoraModel", "CZlib"]),
+    .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData"]),
+    .target(name: "AgoraCrypto", dependencies: ["CSodium"]),
+    .target(name: "AgoraTransport", dependencies: ["CZeroMQ"]),
+
+    // MARK: - The command-line tool: a thin layer over the libraries
+    .executableTarget(
+      name: "agora",
+      dependencies: [
+        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraCrypto", "AgoraTransport", "AgoraTensor",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+
+    // MARK: - Tests
+    .testTarget(name: "AgoraTensorTests", dependencies: ["AgoraTensor"]),
+    .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
+    .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor"]),
+  ],
+  swiftLanguageModes: [.v5]
+)

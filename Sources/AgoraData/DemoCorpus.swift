@@ -1,0 +1,109 @@
+import CZlib
+import Foundation
+
+/// Builds the embedded default corpus of the demo from Debian's translated manual pages
+/// (`manpages-cs`, `-da`, `-de`, … 14 EU languages): each page's roff source is decompressed,
+/// reduced to plain paragraphs by `Roff`, and written as `<out>/<lang>/{train,valid}.txt`, one paragraph
+/// per line, pages separated by an empty line. Pages taken in the order of a hash of their file name go to
+/// `valid.txt` until it holds 5% of the language's bytes, so the split is stable and never empty.
+public enum DemoCorpus {
+  /// Language code → Debian package.
+  public static let packages: [(lang: String, package: String)] = [
+    ("cs", "manpages-cs"), ("da", "manpages-da"), ("de", "manpages-de"), ("el", "manpages-el"),
+    ("es", "manpages-es"), ("fi", "manpages-fi"), ("fr", "manpages-fr"), ("hu", "manpages-hu"),
+    ("it", "manpages-it"), ("nl", "manpages-nl"), ("pl", "manpages-pl"), ("pt", "manpages-pt-br"),
+    ("ro", "manpages-ro"), ("sv", "manpages-sv"),
+  ]
+
+  public struct Summary: Sendable {
+    public var lang: String
+    public var pages: Int
+    public var trainBytes: Int
+    public var validBytes: Int
+  }
+
+  /// Builds the corpus; returns one summary per language. Throws `DataError` when a package is missing.
+  public static func build(out: String, languages: [String]? = nil) throws -> [Summary] {
+    var result: [Summary] = []
+    for (lang, pkg) in packages where languages?.contains(lang) ?? true {
+      let files = try packageFiles(pkg).filter { $0.hasSuffix(".gz") && $0.contains("/man/") }.sorted()
+      guard !files.isEmpty else { throw DataError.missingSource("\(pkg) lists no manual pages; run scripts/setup") }
+      var pagesText: [(UInt64, String)] = []
+      for f in files {
+        guard let src = try? gunzip(f) else { continue }
+        let text = Roff.paragraphs(String(decoding: src, as: UTF8.self)).joined(separator: "\n")
+        guard text.utf8.count >= 200 else { continue }
+        pagesText.append((fnv1a((f as NSString).lastPathComponent), text))
+      }
+      // Pages in hash order go to validation until it holds 5% of the bytes (at least one page).
+      let total = pagesText.reduce(0) { $0 + $1.1.utf8.count }
+      var train = "", valid = ""
+      for (_, text) in pagesText.sorted(by: { $0.0 < $1.0 }) {
+        if valid.isEmpty || valid.utf8.count < total / 20 { valid += text + "\n\n" } else { train += text + "\n\n" }
+      }
+      let pages = pagesText.count
+      let dir = (out as NSString).appendingPathComponent(lang)
+      try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      try Data(train.utf8).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("train.txt")), options: .atomic)
+      try Data(valid.utf8).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("valid.txt")), options: .atomic)
+      result.append(Summary(lang: lang, pages: pages, trainBytes: train.utf8.count, validBytes: valid.utf8.count))
+    }
+    return result
+  }
+
+  /// Files installed by a Debian package (`dpkg-query -L`).
+  static func packageFiles(_ pkg: String) throws -> [String] {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/dpkg-query")
+    p.arguments = ["-L", pkg]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    do { try p.run() } catch { throw DataError.missingSource("cannot run dpkg-query: \(error)") }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw DataError.missingSource("Debian package \(pkg) is not installed; run scripts/setup") }
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+  }
+
+  /// Decompresses a gzip file with zlib.
+  public static func gunzip(_ path: String) throws -> [UInt8] {
+    guard let f = gzopen(path, "rb") else { throw DataError.unreadable(path, "gzopen failed") }
+    defer { gzclose(f) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+      let n = buf.withUnsafeMutableBytes { gzread(f, $0.baseAddress, UInt32($0.count)) }
+      if n < 0 { throw DataError.unreadable(path, "corrupt gzip data") }
+      if n == 0 { break }
+      out.append(contentsOf: buf[0..<Int(n)])
+    }
+    return out
+  }
+}
+
+/// 64-bit FNV-1a of a string's UTF-8 bytes (stable across runs and platforms).
+public func fnv1a(_ s: String) -> UInt64 { fnv1a(Array(s.utf8)) }
+
+public func fnv1a<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
+  var h: UInt64 = 0xcbf2_9ce4_8422_2325
+  for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+  return h
+}
+
+/// Errors of the data library.
+public enum DataError: Error, CustomStringConvertible, Equatable {
+  case missingSource(String)
+  case unreadable(String, String)
+  case corruptCache(String, String)
+  case empty(String)
+
+  public var description: String {
+    switch self {
+    case .missingSource(let s): return "missing data source: \(s)"
+    case .unreadable(let p, let why): return "\(p): \(why)"
+    case .corruptCache(let p, let why): return "\(p): token cache is invalid (\(why)); delete it to rebuild"
+    case .empty(let s): return "no data: \(s)"
+    }
+  }
+}

@@ -1,0 +1,122 @@
+import Foundation
+
+/// A model directory that Hugging Face `transformers` loads as `GPT2LMHeadModel`:
+/// `config.json`, `model.safetensors` (GPT-2 tensor names, Conv1D layout, fp32) and `tokenizer.json`.
+/// Training state, when present, is kept beside it in `optimizer.safetensors` (AdamW moments) and
+/// `trainer_state.json`.
+public enum Checkpoint {
+  public static let modelFile = "model.safetensors"
+  public static let configFile = "config.json"
+  public static let tokenizerFile = "tokenizer.json"
+  public static let optimizerFile = "optimizer.safetensors"
+
+  /// Hugging Face GPT-2 `config.json` for `c`.
+  public static func configJSON(_ c: GPTConfig, eot: Int) -> Data {
+    let s = """
+    {
+      "architectures": ["GPT2LMHeadModel"],
+      "model_type": "gpt2",
+      "vocab_size": \(c.vocabSize),
+      "n_positions": \(c.contextLength),
+      "n_ctx": \(c.contextLength),
+      "n_embd": \(c.channels),
+      "n_layer": \(c.layers),
+      "n_head": \(c.heads),
+      "n_inner": null,
+      "activation_function": "gelu_new",
+      "layer_norm_epsilon": 1e-05,
+      "resid_pdrop": 0.0,
+      "embd_pdrop": 0.0,
+      "attn_pdrop": 0.0,
+      "initializer_range": 0.02,
+      "scale_attn_weights": true,
+      "tie_word_embeddings": true,
+      "use_cache": true,
+      "bos_token_id": \(eot),
+      "eos_token_id": \(eot),
+      "torch_dtype": "float32"
+    }
+
+    """
+    return Data(s.utf8)
+  }
+
+  /// Reads the model shape from a `config.json`.
+  public static func readConfig(_ path: String) throws -> GPTConfig {
+    func fail(_ s: String) -> ModelError { .file(path: path, problem: s) }
+    guard let d = FileManager.default.contents(atPath: path) else { throw fail("cannot read the file") }
+    guard let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else { throw fail("not a JSON object (corrupt or truncated?)") }
+    func int(_ k: String) throws -> Int {
+      guard let v = (o[k] as? NSNumber)?.intValue else { throw fail("key \"\(k)\" is missing or not an integer") }
+      return v
+    }
+    if let t = o["model_type"] as? String, t != "gpt2" { throw fail("model_type is \"\(t)\", expected \"gpt2\"") }
+    if let a = o["activation_function"] as? String, a != "gelu_new" { throw fail("activation_function \"\(a)\" is not supported (gelu_new)") }
+    if let inner = o["n_inner"], !(inner is NSNull) { throw fail("n_inner must be null (4·n_embd)") }
+    let c = GPTConfig(vocabSize: try int("vocab_size"), contextLength: try int("n_positions"),
+                      channels: try int("n_embd"), layers: try int("n_layer"), heads: try int("n_head"))
+    do { try c.validate() } catch { throw fail("\(error)") }
+    return c
+  }
+
+  /// Writes the model directory (atomically per file).
+  public static func saveModel(_ model: GPT, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:]) throws {
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let p = UnsafeRawPointer(model.parameters.pointer)
+    let outs = model.layout.tensors.map { SafeTensors.Output(name: $0.name, shape: $0.shape, pointer: p + 4 * $0.offset) }
+    var meta = metadata
+    meta["format"] = "pt"
+    try SafeTensors.write(outs, metadata: meta, to: (dir as NSString).appendingPathComponent(modelFile))
+    try AtomicFile.write(configJSON(model.config, eot: tokenizer.map { Int($0.eotID) } ?? model.config.vocabSize - 1),
+                         to: (dir as NSString).appendingPathComponent(configFile))
+    if let tokenizer { try tokenizer.save(to: (dir as NSString).appendingPathComponent(tokenizerFile)) }
+  }
+
+  /// Loads weights from `dir/model.safetensors` into `model`, checking every name and shape.
+  public static func loadWeights(into model: GPT, from dir: String) throws {
+    let path = (dir as NSString).appendingPathComponent(modelFile)
+    let st = try SafeTensors(path: path)
+    let expected = Set(model.layout.tensors.map(\.name))
+    // transformers may add the tied head and the causal-mask buffers; anything else is a mismatch.
+    let unknown = st.entries.keys.filter { !expected.contains($0) && $0 != "lm_head.weight" && !$0.hasSuffix(".attn.bias") && !$0.hasSuffix(".attn.masked_bias") }
+    guard unknown.isEmpty else { throw ModelError.file(path: path, problem: "unexpected tensors \(unknown.sorted().prefix(5))") }
+    for t in model.layout.tensors {
+      try st.copyFloats(t.name, shape: t.shape, into: model.parameters.pointer + t.offset)
+    }
+    for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
+      throw ModelError.file(path: path, problem: "parameter \(i) is not finite")
+    }
+  }
+
+  /// Loads a whole model directory: config, tokenizer (must agree on the vocabulary) and weights.
+  public static func load(dir: String, batch B: Int, sequence T: Int) throws -> (GPT, Tokenizer) {
+    let config = try readConfig((dir as NSString).appendingPathComponent(configFile))
+    let tokPath = (dir as NSString).appendingPathComponent(tokenizerFile)
+    let tok = try Tokenizer(contentsOf: tokPath)
+    guard tok.vocabSize == config.vocabSize else {
+      throw ModelError.file(path: tokPath, problem: "vocabulary of \(tok.vocabSize) does not match config.json's vocab_size \(config.vocabSize)")
+    }
+    let model = try GPT(config: config, batch: B, sequence: min(T, config.contextLength))
+    try loadWeights(into: model, from: dir)
+    return (model, tok)
+  }
+
+  /// Saves AdamW's moments and step with `state` (a JSON document of the trainer's own).
+  public static func saveOptimizer(_ opt: AdamW, layoutCount: Int, to dir: String) throws {
+    let outs = [
+      SafeTensors.Output(name: "adam.m", shape: [layoutCount], pointer: UnsafeRawPointer(opt.m.pointer)),
+      SafeTensors.Output(name: "adam.v", shape: [layoutCount], pointer: UnsafeRawPointer(opt.v.pointer)),
+    ]
+    try SafeTensors.write(outs, metadata: ["step": String(opt.step), "agora": "optimizer-v1"],
+                          to: (dir as NSString).appendingPathComponent(optimizerFile))
+  }
+
+  public static func loadOptimizer(_ opt: AdamW, layoutCount: Int, from dir: String) throws {
+    let path = (dir as NSString).appendingPathComponent(optimizerFile)
+    let st = try SafeTensors(path: path)
+    guard st.metadata["agora"] == "optimizer-v1", let step = st.metadata["step"].flatMap(Int.init), step >= 0 else {
+      throw ModelError.file(path: path, problem: "not an Agora optimizer state (metadata agora/step missing)")
+    }
+    try opt.restore(step: step, m: try st.floats("adam.m", shape: [layoutCount]), v: try st.floats("adam.v", shape: [layoutCount]))
+  }
+}

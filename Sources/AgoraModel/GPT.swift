@@ -1,0 +1,213 @@
+import AgoraTensor
+
+/// A GPT-2 model in fp32 with hand-written forward and backward passes.
+///
+/// `parameters` and `gradients` are one flat `FloatBuffer` each, laid out by `layout`
+/// (Hugging Face GPT-2 names, shapes and order). Activations are sized for a fixed (B, T)
+/// given at creation; `forward` with targets computes the mean cross-entropy and, when asked,
+/// leaves dlogits ready for `backward`.
+public final class GPT {
+  public let config: GPTConfig
+  public let layout: ParameterLayout
+  public let parameters: FloatBuffer
+  public let gradients: FloatBuffer
+  public let B: Int, T: Int
+  let acts: Activations
+  let grads: ActivationGradients
+
+  /// Creates a model with GPT-2's initialisation (normal 0.02, residual projections 0.02/√(2L)).
+  public init(config: GPTConfig, batch B: Int, sequence T: Int, seed: UInt64 = 1337) throws {
+    try config.validate()
+    guard B >= 1, T >= 1, T <= config.contextLength else {
+      throw ModelError.invalidConfig("batch \(B) × sequence \(T) must be positive with T ≤ contextLength \(config.contextLength)")
+    }
+    self.config = config
+    self.B = B
+    self.T = T
+    layout = ParameterLayout(config)
+    parameters = FloatBuffer(count: layout.count)
+    gradients = FloatBuffer(count: layout.count)
+    acts = Activations(config, B: B, T: T)
+    grads = ActivationGradients(config, B: B, T: T)
+    initialise(seed: seed)
+  }
+
+  /// Resets the parameters to GPT-2's initialisation from `seed`.
+  public func initialise(seed: UInt64) {
+    var rng = SplitMix64(seed: seed)
+    let p = parameters.pointer
+    let residualStd = 0.02 / (2.0 * Double(config.layers)).squareRoot()
+    for t in layout.tensors {
+      let base = p + t.offset
+      if t.shape.count == 1 {
+        let fill: Float = t.name.hasSuffix("ln_1.weight") || t.name.hasSuffix("ln_2.weight") || t.name == "ln_f.weight" ? 1 : 0
+        base.update(repeating: fill, count: t.count)
+      } else {
+        let std = t.name.hasSuffix("c_proj.weight") ? residualStd : 0.02
+        for i in 0..<t.count { base[i] = Float(rng.nextGaussian() * std) }
+      }
+    }
+  }
+
+  public func zeroGradients() { gradients.zero() }
+
+  // MARK: - Forward
+
+  /// Runs the model on `tokens` (B·T, row-major) and returns the mean loss over `targets` (B·T),
+  /// or nil without targets (logits are then in `logits`). With `backwardScale`, dlogits scaled by it
+  /// are left in place of the logits for `backward`.
+  @discardableResult
+  public func forward(tokens: [Int32], targets: [Int32]?, backwardScale: Float? = nil) throws -> Float? {
+    let (B, T, C, V, L, NH) = (self.B, self.T, config.channels, config.vocabSize, config.layers, config.heads)
+    let BT = B * T
+    guard tokens.count == BT, targets.map({ $0.count == BT }) ?? true else {
+      throw ModelError.mismatch("expected \(BT) tokens and targets, got \(tokens.count) and \(targets?.count ?? 0)")
+    }
+    for tok in tokens where tok < 0 || Int(tok) >= V { throw ModelError.mismatch("token id \(tok) outside vocabulary 0..<\(V)") }
+    if let targets { for tok in targets where tok < 0 || Int(tok) >= V { throw ModelError.mismatch("target id \(tok) outside vocabulary 0..<\(V)") } }
+    acts.tokens.update(from: tokens, count: BT)
+    if let targets { acts.targets.update(from: targets, count: BT) }
+
+    let p = UnsafePointer(parameters.pointer)
+    let a = acts
+    encoderForward(a.encoded, a.tokens, p + layout.wte, p + layout.wpe, BT: BT, T: T, C: C)
+    for l in 0..<L {
+      let w = layout.blocks[l]
+      let residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * BT * C
+      let ln1 = a.ln1 + l * BT * C, ln1m = a.ln1Mean + l * BT, ln1r = a.ln1Rstd + l * BT
+      let qkv = a.qkv + l * BT * 3 * C, atty = a.atty + l * BT * C, att = a.att + l * B * NH * T * T
+      let res2 = a.residual2 + l * BT * C, ln2 = a.ln2 + l * BT * C
+      let ln2m = a.ln2Mean + l * BT, ln2r = a.ln2Rstd + l * BT
+      let fch = a.fch + l * BT * 4 * C, fchg = a.fchGelu + l * BT * 4 * C, res3 = a.residual3 + l * BT * C
+
+      layernormForward(ln1, ln1m, ln1r, residual, p + w.ln1w, p + w.ln1b, N: BT, C: C)
+      matmulForward(qkv, ln1, p + w.qkvw, p + w.qkvb, N: BT, C: C, OC: 3 * C)
+      attentionForward(atty, att, qkv, B: B, T: T, C: C, NH: NH)
+      matmulForward(a.proj, atty, p + w.attprojw, p + w.attprojb, N: BT, C: C, OC: C)
+      residualForward(res2, residual, a.proj, n: BT * C)
+      layernormForward(ln2, ln2m, ln2r, res2, p + w.ln2w, p + w.ln2b, N: BT, C: C)
+      matmulForward(fch, ln2, p + w.fcw, p + w.fcb, N: BT, C: C, OC: 4 * C)
+      geluForward(fchg, fch, n: BT * 4 * C)
+      matmulForward(a.proj, fchg, p + w.fcprojw, p + w.fcprojb, N: BT, C: 4 * C, OC: C)
+      residualForward(res3, res2, a.proj, n: BT * C)
+    }
+    let last = a.residual3 + (L - 1) * BT * C
+    layernormForward(a.lnf, a.lnfMean, a.lnfRstd, last, p + layout.lnfw, p + layout.lnfb, N: BT, C: C)
+    // logits (BT, V) = lnf (BT, C) · wteᵀ (tied output head)
+    BLAS.sgemm(transA: false, transB: true, m: BT, n: V, k: C, a: a.lnf, lda: C, b: p + layout.wte, ldb: C,
+               beta: 0, c: a.logits, ldc: V)
+    guard targets != nil else { return nil }
+    crossEntropyForward(a.logits, a.losses, a.targets, N: BT, V: V, dlossScale: backwardScale)
+    var total = 0.0
+    for i in 0..<BT { total += Double(a.losses[i]) }
+    return Float(total / Double(BT))
+  }
+
+  /// Per-position losses (nats) of the last forward pass with targets.
+  public var lastLosses: UnsafeBufferPointer<Float> { .init(start: acts.losses, count: B * T) }
+
+  /// Logits (B·T, V) of the last forward pass without targets (or dlogits after one with `backwardScale`).
+  public var logits: UnsafeBufferPointer<Float> { .init(start: acts.logits, count: B * T * config.vocabSize) }
+
+  // MARK: - Backward
+
+  /// Accumulates ∂loss/∂parameters into `gradients`. Needs a preceding `forward` with `backwardScale`.
+  public func backward() {
+    let (B, T, C, V, L, NH) = (self.B, self.T, config.channels, config.vocabSize, config.layers, config.heads)
+    let BT = B * T
+    let p = UnsafePointer(parameters.pointer)
+    let g = gradients.pointer
+    let a = acts, d = grads
+
+    // logits = lnf · wteᵀ: dlnf = dlogits · wte, dwte += dlogitsᵀ · lnf
+    BLAS.sgemm(transA: false, transB: false, m: BT, n: C, k: V, a: a.logits, lda: V, b: p + layout.wte, ldb: C,
+               beta: 0, c: d.dln, ldc: C)
+    BLAS.sgemm(transA: true, transB: false, m: V, n: C, k: BT, a: a.logits, lda: V, b: a.lnf, ldb: C,
+               beta: 1, c: g + layout.wte, ldc: C)
+    d.dresidual.update(repeating: 0, count: BT * C)
+    let last = a.residual3 + (L - 1) * BT * C
+    layernormBackward(d.dresidual, g + layout.lnfw, g + layout.lnfb, d.dln, last, p + layout.lnfw,
+                      a.lnfMean, a.lnfRstd, N: BT, C: C, scratch: d.scratch)
+
+    for l in stride(from: L - 1, through: 0, by: -1) {
+      let w = layout.blocks[l]
+      let residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * BT * C
+      let ln1 = a.ln1 + l * BT * C, ln1m = a.ln1Mean + l * BT, ln1r = a.ln1Rstd + l * BT
+      let qkv = a.qkv + l * BT * 3 * C, atty = a.atty + l * BT * C, att = a.att + l * B * NH * T * T
+      let res2 = a.residual2 + l * BT * C, ln2 = a.ln2 + l * BT * C
+      let ln2m = a.ln2Mean + l * BT, ln2r = a.ln2Rstd + l * BT
+      let fch = a.fch + l * BT * 4 * C, fchg = a.fchGelu + l * BT * 4 * C
+
+      // dresidual is ∂/∂residual3; the MLP branch:
+      matmulBackward(d.dfch, g + w.fcprojw, g + w.fcprojb, d.dresidual, fchg, p + w.fcprojw, N: BT, C: 4 * C, OC: C)
+      geluBackward(d.dfch, fch, d.dfch, n: BT * 4 * C)
+      matmulBackward(d.dln, g + w.fcw, g + w.fcb, d.dfch, ln2, p + w.fcw, N: BT, C: C, OC: 4 * C)
+      layernormBackward(d.dresidual, g + w.ln2w, g + w.ln2b, d.dln, res2, p + w.ln2w, ln2m, ln2r,
+                        N: BT, C: C, scratch: d.scratch)
+      // dresidual is now ∂/∂residual2; the attention branch:
+      matmulBackward(d.datty, g + w.attprojw, g + w.attprojb, d.dresidual, atty, p + w.attprojw, N: BT, C: C, OC: C)
+      attentionBackward(d.dqkv, d.datty, qkv, att, B: B, T: T, C: C, NH: NH, scratch: d.attScratch)
+      matmulBackward(d.dln, g + w.qkvw, g + w.qkvb, d.dqkv, ln1, p + w.qkvw, N: BT, C: C, OC: 3 * C)
+      layernormBackward(d.dresidual, g + w.ln1w, g + w.ln1b, d.dln, residual, p + w.ln1w, ln1m, ln1r,
+                        N: BT, C: C, scratch: d.scratch)
+    }
+    encoderBackward(g + layout.wte, g + layout.wpe, d.dresidual, a.tokens, BT: BT, T: T, C: C)
+  }
+
+  /// Bytes held by activations and their gradients.
+  public var activationBytes: Int { (acts.floatCount + grads.floatCount) * 4 }
+}
+
+/// Activations kept from forward for backward, one allocation each (llm.c's ActivationTensors).
+final class Activations {
+  let storage: FloatBuffer
+  let tokens: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>
+  let encoded, ln1, ln1Mean, ln1Rstd, qkv, atty, att, proj, residual2, ln2, ln2Mean, ln2Rstd: P
+  let fch, fchGelu, residual3, lnf, lnfMean, lnfRstd, logits, losses: P
+  var floatCount: Int { storage.count }
+
+  init(_ c: GPTConfig, B: Int, T: Int) {
+    let (C, L, NH, V) = (c.channels, c.layers, c.heads, c.vocabSize)
+    let BT = B * T
+    let sizes = [BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C, L * B * NH * T * T, BT * C,
+                 L * BT * C, L * BT * C, L * BT, L * BT, L * BT * 4 * C, L * BT * 4 * C, L * BT * C,
+                 BT * C, BT, BT, BT * V, BT]
+    // Round each slice to 16 floats so every tensor starts 64-byte aligned.
+    let rounded = sizes.map { ($0 + 15) / 16 * 16 }
+    storage = FloatBuffer(count: rounded.reduce(0, +))
+    var ptrs: [P] = []
+    var off = 0
+    for s in rounded { ptrs.append(storage.pointer + off); off += s }
+    (encoded, ln1, ln1Mean, ln1Rstd, qkv, atty, att, proj) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7])
+    (residual2, ln2, ln2Mean, ln2Rstd, fch, fchGelu, residual3) = (ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12], ptrs[13], ptrs[14])
+    (lnf, lnfMean, lnfRstd, logits, losses) = (ptrs[15], ptrs[16], ptrs[17], ptrs[18], ptrs[19])
+    tokens = .allocate(capacity: BT)
+    targets = .allocate(capacity: BT)
+    tokens.initialize(repeating: 0, count: BT)
+    targets.initialize(repeating: 0, count: BT)
+  }
+
+  deinit {
+    tokens.deallocate()
+    targets.deallocate()
+  }
+}
+
+/// Scratch for gradients of activations: only one layer's worth is live at a time.
+final class ActivationGradients {
+  let storage: FloatBuffer
+  let dresidual, dln, datty, dqkv, dfch, scratch, attScratch: P
+  var floatCount: Int { storage.count }
+
+  init(_ c: GPTConfig, B: Int, T: Int) {
+    let C = c.channels, BT = B * T
+    let threads = max(Parallel.threads, 1)
+    let sizes = [BT * C, BT * C, BT * C, BT * 3 * C, BT * 4 * C, threads * 2 * C, threads * T * T]
+    let rounded = sizes.map { ($0 + 15) / 16 * 16 }
+    storage = FloatBuffer(count: rounded.reduce(0, +))
+    var ptrs: [P] = []
+    var off = 0
+    for s in rounded { ptrs.append(storage.pointer + off); off += s }
+    (dresidual, dln, datty, dqkv, dfch, scratch, attScratch) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6])
+  }
+}

@@ -1,0 +1,311 @@
+import AgoraTensor
+#if canImport(Glibc)
+import Glibc
+#else
+import Foundation
+#endif
+
+// The layers of GPT-2 as forward/backward pairs of free functions (after llm.c's train_gpt2.c).
+// Shapes are row-major; gradient arguments start with `d`. Backward functions *accumulate* into
+// parameter gradients (so micro-batches add up) and into `dinp` where the comment says so.
+// Every loop is split over rows by `Parallel`; parameter-gradient reductions use per-chunk partial
+// sums added in a fixed order, so a run is bit-identical for the same thread count.
+
+typealias P = UnsafeMutablePointer<Float>
+typealias CP = UnsafePointer<Float>
+
+// MARK: - Embeddings
+
+/// tokens (B·T) → out (B·T, C) = wte[token] + wpe[t].
+func encoderForward(_ out: P, _ tokens: UnsafePointer<Int32>, _ wte: CP, _ wpe: CP, BT: Int, T: Int, C: Int) {
+  Parallel.forRange(BT, minChunk: 16) { s, e in
+    for i in s..<e {
+      let o = out + i * C, te = wte + Int(tokens[i]) * C, pe = wpe + (i % T) * C
+      for c in 0..<C { o[c] = te[c] + pe[c] }
+    }
+  }
+}
+
+/// dout (B·T, C) → dwte[token] += dout, dwpe[t] += dout. Split over channels, so rows with the same
+/// token never race and the order of additions is fixed.
+func encoderBackward(_ dwte: P, _ dwpe: P, _ dout: CP, _ tokens: UnsafePointer<Int32>, BT: Int, T: Int, C: Int) {
+  Parallel.forRange(C, minChunk: 16) { c0, c1 in
+    for i in 0..<BT {
+      let d = dout + i * C, te = dwte + Int(tokens[i]) * C, pe = dwpe + (i % T) * C
+      for c in c0..<c1 {
+        te[c] += d[c]
+        pe[c] += d[c]
+      }
+    }
+  }
+}
+
+// MARK: - LayerNorm
+
+/// inp (N, C) → out (N, C), with mean and rstd (N) kept for the backward pass. eps = 1e-5.
+func layernormForward(_ out: P, _ mean: P, _ rstd: P, _ inp: CP, _ w: CP, _ b: CP, N: Int, C: Int) {
+  Parallel.forRange(N, minChunk: 8) { s, e in
+    for i in s..<e {
+      let x = inp + i * C, o = out + i * C
+      let m = VectorMath.sum(x, C) / Float(C)
+      var v: Float = 0
+      for c in 0..<C { let d = x[c] - m; v += d * d }
+      let r = 1 / (v / Float(C) + 1e-5).squareRoot()
+      for c in 0..<C { o[c] = (x[c] - m) * r * w[c] + b[c] }
+      mean[i] = m
+      rstd[i] = r
+    }
+  }
+}
+
+/// dout (N, C) → dinp (N, C) **accumulated**, dw and db (C) accumulated.
+func layernormBackward(_ dinp: P, _ dw: P, _ db: P, _ dout: CP, _ inp: CP, _ w: CP, _ mean: CP, _ rstd: CP,
+                       N: Int, C: Int, scratch: P) {
+  let chunks = Parallel.threads
+  // scratch holds chunks × 2C partial sums of dw, db.
+  scratch.update(repeating: 0, count: chunks * 2 * C)
+  Parallel.forChunks(N, chunks: chunks) { k, s, e in
+    let pdw = scratch + k * 2 * C, pdb = pdw + C
+    for i in s..<e {
+      let x = inp + i * C, d = dout + i * C, di = dinp + i * C
+      let m = mean[i], r = rstd[i]
+      var dnormMean: Float = 0, dnormNormMean: Float = 0
+      for c in 0..<C {
+        let n = (x[c] - m) * r
+        let dn = w[c] * d[c]
+        dnormMean += dn
+        dnormNormMean += dn * n
+        pdb[c] += d[c]
+        pdw[c] += n * d[c]
+      }
+      dnormMean /= Float(C)
+      dnormNormMean /= Float(C)
+      for c in 0..<C {
+        let n = (x[c] - m) * r
+        let dn = w[c] * d[c]
+        di[c] += (dn - dnormMean - n * dnormNormMean) * r
+      }
+    }
+  }
+  for k in 0..<min(chunks, N) {
+    let pdw = scratch + k * 2 * C, pdb = pdw + C
+    for c in 0..<C { dw[c] += pdw[c]; db[c] += pdb[c] }
+  }
+}
+
+// MARK: - Linear (HF Conv1D layout)
+
+/// inp (N, C) · w (C, OC) + b (OC) → out (N, OC).
+func matmulForward(_ out: P, _ inp: CP, _ w: CP, _ b: CP?, N: Int, C: Int, OC: Int) {
+  if let b {
+    Parallel.forRange(N, minChunk: 16) { s, e in
+      for i in s..<e { (out + i * OC).update(from: b, count: OC) }
+    }
+  }
+  BLAS.sgemm(transA: false, transB: false, m: N, n: OC, k: C, a: inp, lda: C, b: w, ldb: OC,
+             beta: b == nil ? 0 : 1, c: out, ldc: OC)
+}
+
+/// dout (N, OC) → dinp (N, C) (overwritten, or accumulated with `accumulate`), dw (C, OC) and db (OC) accumulated.
+func matmulBackward(_ dinp: P, _ dw: P, _ db: P?, _ dout: CP, _ inp: CP, _ w: CP, N: Int, C: Int, OC: Int,
+                    accumulate: Bool = false) {
+  BLAS.sgemm(transA: false, transB: true, m: N, n: C, k: OC, a: dout, lda: OC, b: w, ldb: OC,
+             beta: accumulate ? 1 : 0, c: dinp, ldc: C)
+  BLAS.sgemm(transA: true, transB: false, m: C, n: OC, k: N, a: inp, lda: C, b: dout, ldb: OC,
+             beta: 1, c: dw, ldc: OC)
+  if let db {
+    Parallel.forRange(OC, minChunk: 64) { j0, j1 in
+      for i in 0..<N {
+        let d = dout + i * OC
+        for j in j0..<j1 { db[j] += d[j] }
+      }
+    }
+  }
+}
+
+// MARK: - GELU (tanh approximation, HF "gelu_new")
+
+private let geluK: Float = 0.7978845608028654  // sqrt(2/pi)
+
+/// out = 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), n elements.
+func geluForward(_ out: P, _ inp: CP, n: Int) {
+  Parallel.forRange(n / 16, minChunk: 256) { s, e in
+    for v in s..<e {
+      let x = VectorMath.load(inp + v * 16)
+      let t = VectorMath.tanh(geluK * (x + 0.044715 * x * x * x))
+      VectorMath.store(0.5 * x * (1 + t), out + v * 16)
+    }
+  }
+  for i in (n / 16 * 16)..<n {
+    let x = Vec(repeating: inp[i])
+    out[i] = (0.5 * x * (1 + VectorMath.tanh(geluK * (x + 0.044715 * x * x * x))))[0]
+  }
+}
+
+/// dinp = dout · gelu'(inp), n elements (dinp may alias dout).
+func geluBackward(_ dinp: P, _ inp: CP, _ dout: CP, n: Int) {
+  @inline(__always) func grad(_ x: Vec) -> Vec {
+    let x3 = x * x * x
+    let t = VectorMath.tanh(geluK * (x + 0.044715 * x3))
+    let sech2 = 1 - t * t
+    return 0.5 * (1 + t) + 0.5 * x * sech2 * geluK * (1 + 3 * 0.044715 * x * x)
+  }
+  Parallel.forRange(n / 16, minChunk: 256) { s, e in
+    for v in s..<e {
+      let g = grad(VectorMath.load(inp + v * 16))
+      VectorMath.store(g * VectorMath.load(dout + v * 16), dinp + v * 16)
+    }
+  }
+  for i in (n / 16 * 16)..<n { dinp[i] = grad(Vec(repeating: inp[i]))[0] * dout[i] }
+}
+
+// MARK: - Residual
+
+/// out = a + b, n elements.
+func residualForward(_ out: P, _ a: CP, _ b: CP, n: Int) {
+  Parallel.forRange(n, minChunk: 4096) { s, e in
+    for i in s..<e { out[i] = a[i] + b[i] }
+  }
+}
+
+// MARK: - Causal self-attention
+
+/// qkv (B, T, 3C) → out (B, T, C); att (B, NH, T, T) keeps the softmax probabilities for backward.
+/// Heads run in parallel, one thread each, each with single-threaded GEMMs.
+func attentionForward(_ out: P, _ att: P, _ qkv: CP, B: Int, T: Int, C: Int, NH: Int) {
+  let hs = C / NH
+  let scale = 1 / Float(hs).squareRoot()
+  Parallel.forEach(B * NH) { bh in
+    let b = bh / NH, h = bh % NH
+    let q = qkv + b * T * 3 * C + h * hs, k = q + C, v = q + 2 * C
+    let a = att + bh * T * T
+    // S = scale · Q Kᵀ (T, T); only the lower triangle is used.
+    BLAS.sgemm1(transA: false, transB: true, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: k, ldb: 3 * C,
+                beta: 0, c: a, ldc: T)
+    for t in 0..<T { softmaxCausalRow(a + t * T, valid: t + 1, T: T) }
+    // Y = P V (T, hs), written into out's head slice.
+    BLAS.sgemm1(transA: false, transB: false, m: T, n: hs, k: T, a: a, lda: T, b: v, ldb: 3 * C,
+                beta: 0, c: out + b * T * C + h * hs, ldc: C)
+  }
+}
+
+/// In place softmax over the first `valid` entries of a row of length T; the rest are set to 0.
+@inline(__always)
+func softmaxCausalRow(_ row: P, valid: Int, T: Int) {
+  var mx = -Float.infinity
+  for j in 0..<valid { mx = max(mx, row[j]) }
+  var sum: Float = 0
+  var j = 0
+  let vm = Vec(repeating: mx)
+  var acc = Vec()
+  while j + 16 <= valid {
+    let e = VectorMath.exp(VectorMath.load(row + j) - vm)
+    VectorMath.store(e, row + j)
+    acc += e
+    j += 16
+  }
+  sum = acc.sum()
+  while j < valid {
+    let e = VectorMath.exp(row[j] - mx)
+    row[j] = e
+    sum += e
+    j += 1
+  }
+  let inv = 1 / sum
+  for j in 0..<valid { row[j] *= inv }
+  if valid < T { (row + valid).update(repeating: 0, count: T - valid) }
+}
+
+/// dout (B, T, C) → dqkv (B, T, 3C) (overwritten). `scratch` needs Parallel.threads × T·T floats.
+func attentionBackward(_ dqkv: P, _ dout: CP, _ qkv: CP, _ att: CP, B: Int, T: Int, C: Int, NH: Int, scratch: P) {
+  let hs = C / NH
+  let scale = 1 / Float(hs).squareRoot()
+  Parallel.forChunks(B * NH) { chunk, s, e in
+    let ds = scratch + chunk * T * T
+    for bh in s..<e {
+      let b = bh / NH, h = bh % NH
+      let q = qkv + b * T * 3 * C + h * hs, k = q + C, v = q + 2 * C
+      let dq = dqkv + b * T * 3 * C + h * hs, dk = dq + C, dv = dq + 2 * C
+      let dy = dout + b * T * C + h * hs
+      let a = att + bh * T * T
+      // dP = dY Vᵀ (T, T)
+      BLAS.sgemm1(transA: false, transB: true, m: T, n: T, k: hs, a: dy, lda: C, b: v, ldb: 3 * C,
+                  beta: 0, c: ds, ldc: T)
+      // dV = Pᵀ dY (T, hs)
+      BLAS.sgemm1(transA: true, transB: false, m: T, n: hs, k: T, a: a, lda: T, b: dy, ldb: C,
+                  beta: 0, c: dv, ldc: 3 * C)
+      // dS = P ⊙ (dP − rowsum(P ⊙ dP)); zero above the diagonal because P is.
+      for t in 0..<T {
+        let pr = a + t * T, dr = ds + t * T
+        var dot: Float = 0
+        for j in 0...t { dot += pr[j] * dr[j] }
+        for j in 0...t { dr[j] = pr[j] * (dr[j] - dot) }
+        if t + 1 < T { (dr + t + 1).update(repeating: 0, count: T - t - 1) }
+      }
+      // dQ = scale · dS K, dK = scale · dSᵀ Q
+      BLAS.sgemm1(transA: false, transB: false, m: T, n: hs, k: T, alpha: scale, a: ds, lda: T, b: k, ldb: 3 * C,
+                  beta: 0, c: dq, ldc: 3 * C)
+      BLAS.sgemm1(transA: true, transB: false, m: T, n: hs, k: T, alpha: scale, a: ds, lda: T, b: q, ldb: 3 * C,
+                  beta: 0, c: dk, ldc: 3 * C)
+    }
+  }
+}
+
+// MARK: - Output head and cross-entropy
+
+/// logits (N, V), in place: softmax, per-row loss (nats) against `targets`, and — when `dlossScale` is given —
+/// dlogits = (p − onehot) · dlossScale written over the logits. Returns the summed loss of the rows.
+func crossEntropyForward(_ logits: P, _ losses: P, _ targets: UnsafePointer<Int32>, N: Int, V: Int,
+                         dlossScale: Float?) {
+  Parallel.forRange(N, minChunk: 4) { s, e in
+    for i in s..<e {
+      let row = logits + i * V
+      var mx = -Float.infinity
+      var vmx = Vec(repeating: -Float.infinity)
+      var j = 0
+      while j + 16 <= V { vmx = pointwiseMax(vmx, VectorMath.load(row + j)); j += 16 }
+      mx = vmx.max()
+      while j < V { mx = max(mx, row[j]); j += 1 }
+      let target = Int(targets[i])
+      let targetLogit = row[target]
+      var acc = Vec()
+      let vm = Vec(repeating: mx)
+      j = 0
+      if let scale = dlossScale {
+        while j + 16 <= V {
+          let ex = VectorMath.exp(VectorMath.load(row + j) - vm)
+          VectorMath.store(ex, row + j)
+          acc += ex
+          j += 16
+        }
+        var sum = acc.sum()
+        while j < V { let ex = VectorMath.exp(row[j] - mx); row[j] = ex; sum += ex; j += 1 }
+        losses[i] = (sum.logValue) + mx - targetLogit
+        let k = scale / sum
+        j = 0
+        let vk = Vec(repeating: k)
+        while j + 16 <= V { VectorMath.store(VectorMath.load(row + j) * vk, row + j); j += 16 }
+        while j < V { row[j] *= k; j += 1 }
+        row[target] -= scale
+      } else {
+        while j + 16 <= V { acc += VectorMath.exp(VectorMath.load(row + j) - vm); j += 16 }
+        var sum = acc.sum()
+        while j < V { sum += VectorMath.exp(row[j] - mx); j += 1 }
+        losses[i] = sum.logValue + mx - targetLogit
+      }
+    }
+  }
+}
+
+extension Float {
+  /// Natural logarithm via the C library (one call per row, not per element).
+  @inline(__always) var logValue: Float { Float(_log(Double(self))) }
+}
+
+@inline(__always) private func _log(_ x: Double) -> Double {
+  #if canImport(Glibc)
+  return Glibc.log(x)
+  #else
+  return Foundation.log(x)
+  #endif
+}

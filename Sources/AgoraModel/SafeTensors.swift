@@ -1,0 +1,224 @@
+import Foundation
+
+/// Reading and writing the `safetensors` format (Hugging Face): an 8-byte little-endian header length,
+/// a JSON header mapping tensor names to dtype, shape and byte offsets, then the raw little-endian data.
+///
+/// The reader trusts nothing in the file: every length, offset and shape is checked, and every problem is
+/// a `ModelError.file` naming the file and what is wrong.
+public struct SafeTensors {
+  public enum DType: String, Sendable {
+    case f32 = "F32", i32 = "I32", f16 = "F16", bf16 = "BF16", i64 = "I64", u8 = "U8", i8 = "I8", u16 = "U16"
+    public var size: Int {
+      switch self {
+      case .f32, .i32: return 4
+      case .f16, .bf16, .u16: return 2
+      case .i64: return 8
+      case .u8, .i8: return 1
+      }
+    }
+  }
+
+  public struct Entry: Sendable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    public let range: Range<Int>
+  }
+
+  public let path: String
+  public let entries: [String: Entry]
+  public let metadata: [String: String]
+  /// The whole file (memory-mapped where possible).
+  let data: Data
+  let dataStart: Int
+
+  /// The largest header accepted (the format's own reference implementation uses 100 MB).
+  public static let maxHeaderBytes = 100_000_000
+
+  public init(path: String) throws {
+    self.path = path
+    func fail(_ s: String) -> ModelError { .file(path: path, problem: s) }
+    let d: Data
+    do { d = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
+      throw fail("cannot read: \(error.localizedDescription)")
+    }
+    guard d.count >= 8 else { throw fail("not a safetensors file: \(d.count) bytes, shorter than the 8-byte header length") }
+    let n = d.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+    guard n >= 2, n <= UInt64(Self.maxHeaderBytes), n <= UInt64(d.count - 8) else {
+      throw fail("header length \(n) is impossible for a file of \(d.count) bytes (truncated or not safetensors)")
+    }
+    let headerData = d.subdata(in: 8..<(8 + Int(n)))
+    guard let obj = try? JSONSerialization.jsonObject(with: headerData), let header = obj as? [String: Any] else {
+      throw fail("header is not a JSON object")
+    }
+    let start = 8 + Int(n)
+    let dataLen = d.count - start
+    var entries: [String: Entry] = [:]
+    var meta: [String: String] = [:]
+    for (name, value) in header {
+      if name == "__metadata__" {
+        guard let m = value as? [String: Any] else { throw fail("__metadata__ is not an object") }
+        for (k, v) in m {
+          guard let s = v as? String else { throw fail("__metadata__[\(k)] is not a string") }
+          meta[k] = s
+        }
+        continue
+      }
+      guard let t = value as? [String: Any], let ds = t["dtype"] as? String,
+            let shapeAny = t["shape"] as? [Any], let offAny = t["data_offsets"] as? [Any], offAny.count == 2
+      else { throw fail("tensor '\(name)' has no valid dtype, shape and data_offsets") }
+      guard let dtype = DType(rawValue: ds) else { throw fail("tensor '\(name)' has unsupported dtype \(ds)") }
+      var shape: [Int] = []
+      var count = 1
+      for s in shapeAny {
+        guard let v = (s as? NSNumber)?.intValue, v >= 0, v <= Int(Int32.max) else { throw fail("tensor '\(name)' has a bad dimension \(s)") }
+        shape.append(v)
+        let (p, o) = count.multipliedReportingOverflow(by: v)
+        guard !o, p <= dataLen else { throw fail("tensor '\(name)' shape \(shapeAny) is larger than the file") }
+        count = p
+      }
+      guard let a = (offAny[0] as? NSNumber)?.intValue, let b = (offAny[1] as? NSNumber)?.intValue,
+            a >= 0, b >= a, b <= dataLen
+      else { throw fail("tensor '\(name)' data_offsets \(offAny) lie outside the \(dataLen) data bytes (truncated?)") }
+      guard b - a == count * dtype.size else {
+        throw fail("tensor '\(name)' has \(b - a) bytes but shape \(shape) of \(ds) needs \(count * dtype.size)")
+      }
+      entries[name] = Entry(name: name, dtype: dtype, shape: shape, range: a..<b)
+    }
+    // Tensors must not overlap.
+    let sorted = entries.values.sorted { $0.range.lowerBound < $1.range.lowerBound }
+    for (x, y) in zip(sorted, sorted.dropFirst()) where x.range.upperBound > y.range.lowerBound {
+      throw fail("tensors '\(x.name)' and '\(y.name)' overlap")
+    }
+    self.entries = entries
+    self.metadata = meta
+    self.data = d
+    self.dataStart = start
+  }
+
+  /// Copies a tensor's values as floats (F32 only), checking its shape when given.
+  public func floats(_ name: String, shape: [Int]? = nil) throws -> [Float] {
+    let e = try entry(name, dtype: .f32, shape: shape)
+    var out = [Float](repeating: 0, count: e.range.count / 4)
+    _ = out.withUnsafeMutableBytes { data.copyBytes(to: $0, from: (dataStart + e.range.lowerBound)..<(dataStart + e.range.upperBound)) }
+    return out.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) }
+  }
+
+  /// Copies a tensor's values into `dst` (F32 only), checking the count.
+  public func copyFloats(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<Float>) throws {
+    let e = try entry(name, dtype: .f32, shape: shape)
+    data.withUnsafeBytes { raw in
+      let src = raw.baseAddress! + dataStart + e.range.lowerBound
+      UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: e.range.count)
+    }
+  }
+
+  public func int32s(_ name: String) throws -> [Int32] {
+    let e = try entry(name, dtype: .i32, shape: nil)
+    var out = [Int32](repeating: 0, count: e.range.count / 4)
+    _ = out.withUnsafeMutableBytes { data.copyBytes(to: $0, from: (dataStart + e.range.lowerBound)..<(dataStart + e.range.upperBound)) }
+    return out
+  }
+
+  func entry(_ name: String, dtype: DType, shape: [Int]?) throws -> Entry {
+    guard let e = entries[name] else { throw ModelError.file(path: path, problem: "tensor '\(name)' is missing") }
+    guard e.dtype == dtype else { throw ModelError.file(path: path, problem: "tensor '\(name)' is \(e.dtype.rawValue), expected \(dtype.rawValue)") }
+    if let shape, shape != e.shape {
+      throw ModelError.file(path: path, problem: "tensor '\(name)' has shape \(e.shape), expected \(shape)")
+    }
+    return e
+  }
+
+  // MARK: - Writing
+
+  /// A tensor to write: its bytes are read from `pointer` during `write`.
+  public struct Output {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    public let pointer: UnsafeRawPointer
+    public init(name: String, dtype: DType = .f32, shape: [Int], pointer: UnsafeRawPointer) {
+      self.name = name
+      self.dtype = dtype
+      self.shape = shape
+      self.pointer = pointer
+    }
+    var byteCount: Int { shape.reduce(1, *) * dtype.size }
+  }
+
+  /// Writes tensors in the given order (the file's bytes depend only on the inputs), atomically:
+  /// to a temporary file that is fsynced and then renamed over `path`.
+  public static func write(_ tensors: [Output], metadata: [String: String] = [:], to path: String) throws {
+    var header = "{"
+    if !metadata.isEmpty {
+      header += "\"__metadata__\":{"
+      header += metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",")
+      header += "},"
+    }
+    var offset = 0
+    var parts: [String] = []
+    for t in tensors {
+      let shape = t.shape.map(String.init).joined(separator: ",")
+      parts.append("\(jsonString(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.byteCount)]}")
+      offset += t.byteCount
+    }
+    header += parts.joined(separator: ",") + "}"
+    var headerBytes = Array(header.utf8)
+    while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+    try AtomicFile.write(to: path) { handle in
+      var len = UInt64(headerBytes.count).littleEndian
+      try handle.write(contentsOf: Data(bytes: &len, count: 8))
+      try handle.write(contentsOf: Data(headerBytes))
+      for t in tensors {
+        try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: t.pointer), count: t.byteCount, deallocator: .none))
+      }
+    }
+  }
+}
+
+/// JSON string literal for `s` (quotes, backslashes and control characters escaped).
+public func jsonString(_ s: String) -> String {
+  var out = "\""
+  for u in s.unicodeScalars {
+    switch u {
+    case "\"": out += "\\\""
+    case "\\": out += "\\\\"
+    case "\n": out += "\\n"
+    case "\r": out += "\\r"
+    case "\t": out += "\\t"
+    default:
+      if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+    }
+  }
+  return out + "\""
+}
+
+/// Crash-safe file replacement: write to `path.tmp-PID`, fsync, rename over `path`, fsync the directory.
+public enum AtomicFile {
+  public static func write(to path: String, _ body: (FileHandle) throws -> Void) throws {
+    let tmp = path + ".tmp-\(getpid())"
+    guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
+      throw ModelError.file(path: path, problem: "cannot create temporary file \(tmp)")
+    }
+    do {
+      let h = try FileHandle(forWritingTo: URL(fileURLWithPath: tmp))
+      defer { try? h.close() }
+      try body(h)
+      try h.synchronize()
+    } catch {
+      try? FileManager.default.removeItem(atPath: tmp)
+      throw ModelError.file(path: path, problem: "write failed: \(error)")
+    }
+    guard rename(tmp, path) == 0 else {
+      try? FileManager.default.removeItem(atPath: tmp)
+      throw ModelError.file(path: path, problem: "rename failed: errno \(errno)")
+    }
+    let dir = (path as NSString).deletingLastPathComponent
+    let fd = open(dir.isEmpty ? "." : dir, O_RDONLY)
+    if fd >= 0 { fsync(fd); close(fd) }
+  }
+
+  public static func write(_ data: Data, to path: String) throws {
+    try write(to: path) { try $0.write(contentsOf: data) }
+  }
+}

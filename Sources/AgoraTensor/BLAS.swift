@@ -1,0 +1,80 @@
+import COpenBLAS
+
+/// Row-major single-precision matrix multiply: `C = alpha * op(A) * op(B) + beta * C`.
+///
+/// Every matmul of the trainer comes here. OpenBLAS runs single-threaded inside each call and the rows of
+/// `C` are split over `Parallel.threads` Swift threads, so OpenBLAS's own worker threads never spin against
+/// the trainer's other kernels. `sgemmNaive` is the reference twin used by the tests.
+public enum BLAS {
+  /// Pins OpenBLAS to one thread per call. Called once by anything that uses `sgemm`.
+  public static let configured: Bool = {
+    openblas_set_num_threads(1)
+    return true
+  }()
+
+  /// The OpenBLAS build string (core type and threading), for benchmark reports.
+  public static var config: String { String(cString: openblas_get_config()) }
+  public static var coreName: String { String(cString: openblas_get_corename()) }
+
+  /// Sets how many threads OpenBLAS itself uses (only for measuring its own peak).
+  public static func setOpenBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+
+  /// `C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C`, row-major, parallel over rows of `C`.
+  @inline(__always)
+  public static func sgemm(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true
+  ) {
+    _ = configured
+    let threads = parallel ? min(Parallel.threads, max(1, m / 32)) : 1
+    if threads <= 1 {
+      sgemm1(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+             a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      return
+    }
+    // Split rows of C in multiples of 8 (the kernel's row blocking) so no thread gets a ragged tail.
+    Parallel.forRange(threads) { s, e in
+      for t in s..<e {
+        let r0 = (m * t / threads) & ~7
+        let r1 = t == threads - 1 ? m : (m * (t + 1) / threads) & ~7
+        if r1 <= r0 { continue }
+        // Row r of op(A) is row r of A (no transpose) or column r of A (transpose).
+        let aOff = transA ? r0 : r0 * lda
+        sgemm1(transA: transA, transB: transB, m: r1 - r0, n: n, k: k, alpha: alpha,
+               a: a + aOff, lda: lda, b: b, ldb: ldb, beta: beta, c: c + r0 * ldc, ldc: ldc)
+      }
+    }
+  }
+
+  /// One OpenBLAS call on the calling thread.
+  @inline(__always)
+  public static func sgemm1(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+  }
+
+  /// The reference twin of `sgemm`: three loops, double accumulation.
+  public static func sgemmNaive(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
+    for i in 0..<m {
+      for j in 0..<n {
+        var acc = 0.0
+        for p in 0..<k {
+          let av = transA ? a[p * lda + i] : a[i * lda + p]
+          let bv = transB ? b[j * ldb + p] : b[p * ldb + j]
+          acc += Double(av) * Double(bv)
+        }
+        let prev = beta == 0 ? 0 : beta * c[i * ldc + j]
+        c[i * ldc + j] = alpha * Float(acc) + prev
+      }
+    }
+  }
+}

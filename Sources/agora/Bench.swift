@@ -1,0 +1,121 @@
+import AgoraModel
+import AgoraTensor
+import ArgumentParser
+import Foundation
+
+struct Bench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, TokenizerBench.self])
+
+  struct TrainerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "trainer", abstract: "Time AdamW training steps and report ms/step, tokens/s, GFLOP/s, MFU and peak memory.")
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(help: "Timed steps (after 2 warm-up steps).")
+    var steps: Int = 10
+
+    @Flag(help: "Print one JSON object instead of the table.")
+    var json = false
+
+    func run() throws {
+      model.apply()
+      let c = try GPTConfig.preset(model.preset)
+      let T = model.sequence ?? c.contextLength
+      let peak = measureSgemmPeak()
+      let gpt = try GPT(config: c, batch: model.batch, sequence: T, seed: 1)
+      let opt = AdamW(layout: gpt.layout)
+      var rng = SplitMix64(seed: 3)
+      let BT = model.batch * T
+      var times: [Double] = []
+      for i in 0..<(steps + 2) {
+        let x = (0..<BT).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) }
+        let y = (0..<BT).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        gpt.zeroGradients()
+        try gpt.forward(tokens: x, targets: y, backwardScale: 1 / Float(BT))
+        gpt.backward()
+        clipGradientNorm(gpt.gradients, maxNorm: 1)
+        opt.update(params: gpt.parameters, grads: gpt.gradients, lr: 1e-4)
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+        if i >= 2 { times.append(dt) }
+      }
+      let ms = median(times)
+      let flops = c.trainingFLOPs(batch: model.batch, sequence: T)
+      let gflops = flops / (ms / 1000) / 1e9
+      let tokS = Double(BT) / (ms / 1000)
+      let rss = peakRSSMiB()
+      if json {
+        print("{\"preset\":\"\(model.preset)\",\"B\":\(model.batch),\"T\":\(T),\"ms_per_step\":\(ms),\"tokens_per_s\":\(tokS),\"gflops\":\(gflops),\"sgemm_peak_gflops\":\(peak),\"mfu\":\(gflops / peak),\"peak_rss_mib\":\(rss)}")
+      } else {
+        print("preset \(model.preset): \(c.parameterCount) parameters, B=\(model.batch) T=\(T), \(Parallel.threads) threads, OpenBLAS \(BLAS.coreName)")
+        print(String(format: "FLOPs/step %.2f GFLOP; sgemm peak (2048³, %d threads) %.1f GFLOP/s", flops / 1e9, Parallel.threads, peak))
+        print(String(format: "median %.1f ms/step (min %.1f, max %.1f over %d steps), %.0f tokens/s, %.1f GFLOP/s, MFU %.1f%%, peak RSS %.0f MiB",
+                     ms, times.min()!, times.max()!, times.count, tokS, gflops, 100 * gflops / peak, rss))
+      }
+    }
+  }
+
+  struct TokenizerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "tokenizer", abstract: "Time single-threaded encoding of files (MB/s), best of several runs.")
+
+    @Option(help: "tokenizer.json to use.")
+    var tokenizer: String
+
+    @Option(help: "Repetitions; the median is reported.")
+    var repeats: Int = 5
+
+    @Argument(help: "Text files.")
+    var files: [String]
+
+    func run() throws {
+      let texts = try files.map { f -> String in
+        guard let d = FileManager.default.contents(atPath: f) else { throw CLIError("\(f): cannot read") }
+        return String(decoding: d, as: UTF8.self)
+      }
+      let bytes = texts.reduce(0) { $0 + $1.utf8.count }
+      var times: [Double] = []
+      var n = 0
+      for _ in 0..<repeats {
+        let tok = try Tokenizer(contentsOf: tokenizer)  // a fresh cache each run, as a new process has
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        n = 0
+        for t in texts { n += tok.encode(t).count }
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+      }
+      let s = median(times)
+      print(String(format: "{\"bytes\":%d,\"tokens\":%d,\"seconds\":%.4f,\"mb_per_s\":%.2f}", bytes, n, s, Double(bytes) / s / 1e6))
+    }
+  }
+}
+
+func median(_ xs: [Double]) -> Double {
+  let s = xs.sorted()
+  return s.isEmpty ? .nan : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
+}
+
+/// Peak resident memory of this process in MiB.
+func peakRSSMiB() -> Double {
+  var u = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &u)
+  return Double(u.ru_maxrss) / 1024
+}
+
+/// OpenBLAS's own sgemm throughput on 2048³ with as many threads as the kernels use (median of 5).
+func measureSgemmPeak() -> Double {
+  let n = 2048
+  let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
+  for i in 0..<(n * n) { a[i] = Float(i % 7) * 0.1; b[i] = Float(i % 5) * 0.1 }
+  _ = BLAS.configured
+  BLAS.setOpenBLASThreads(Parallel.threads)
+  defer { BLAS.setOpenBLASThreads(1) }
+  var times: [Double] = []
+  for _ in 0..<5 {
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    BLAS.sgemm1(transA: false, transB: false, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
+    times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+  }
+  return 2 * Double(n * n * n) / median(times) / 1e9
+}

@@ -1,0 +1,29 @@
+import AgoraData
+import ArgumentParser
+import Foundation
+
+struct DataCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "data", abstract: "Build and inspect training text.", subcommands: [BuildDemo.self])
+
+  struct BuildDemo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "build-demo",
+      abstract: "Build the embedded demo corpus (14 EU languages) from Debian's translated manual pages.")
+
+    @Option(help: "Output directory (one subdirectory per language).")
+    var out: String = defaultDemoData
+
+    @Option(help: "Comma-separated language codes (default: all 14).")
+    var languages: String?
+
+    func run() throws {
+      let langs = languages?.split(separator: ",").map(String.init)
+      let summary = try DemoCorpus.build(out: out, languages: langs)
+      for s in summary {
+        print("\(s.lang): \(s.pages) pages, train \(s.trainBytes) bytes, valid \(s.validBytes) bytes")
+      }
+      print("demo corpus written to \(out)")
+    }
+  }
+}
