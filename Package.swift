@@ -4,7 +4,7 @@ import PackageDescription
 /// Numeric kernels are compiled with -Ounchecked in release builds: they do their own bounds reasoning
 /// and are checked against naive twins in the tests (debug builds keep every check).
 let fastMath: [SwiftSetting] = [
-  .unsafeFlags(["-Ounchecked", "-wmo", "-target-cpu", "x86-64-v3"], .when(configuration: .release))
+  .unsafeFlags(["-Ounchecked", "-wmo", "-target-cpu", "haswell"], .when(configuration: .release))
 ]
 
 let package = Package(

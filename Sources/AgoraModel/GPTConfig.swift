@@ -34,10 +34,10 @@ public struct GPTConfig: Codable, Equatable, Sendable {
   /// Number of parameters (embeddings tied with the output head).
   public var parameterCount: Int { ParameterLayout(self).count }
 
-  /// FLOPs of one forward+backward pass over B·T tokens, as (6N + 6·L·C·T)·B·T with N the parameters
-  /// excluding position embeddings (the convention of the issue and of PaLM's MFU appendix).
+  /// FLOPs of one forward+backward pass over B·T tokens, as (6N + 6·L·C·T)·B·T with N all parameters
+  /// (the convention the benchmarks of llm.c and PyTorch are quoted in; PaLM's MFU appendix uses the same form).
   public func trainingFLOPs(batch: Int, sequence: Int) -> Double {
-    let n = Double(parameterCount - contextLength * channels)
+    let n = Double(parameterCount)
     let perToken = 6 * n + 6 * Double(layers * channels * sequence)
     return perToken * Double(batch * sequence)
   }

@@ -12,7 +12,7 @@ public enum Parallel {
   /// Calls `body(start, end)` on disjoint chunks covering `0..<count`, in parallel.
   ///
   /// - Parameter minChunk: below `2 * minChunk` items the loop runs on the calling thread.
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func forRange(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -> Void) {
     let n = min(threads, max(1, count / max(1, minChunk)))
     if n <= 1 {
@@ -27,7 +27,7 @@ public enum Parallel {
   }
 
   /// Runs `body(i)` for every `i` in `0..<count`, spread over the threads in contiguous blocks.
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func forEach(_ count: Int, _ body: (Int) -> Void) {
     forRange(count) { s, e in
       for i in s..<e { body(i) }
@@ -38,7 +38,7 @@ public enum Parallel {
   ///
   /// The chunk index lets a caller use per-thread scratch or partial sums that it then reduces in a fixed
   /// order, which keeps reductions deterministic.
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func forChunks(_ count: Int, chunks: Int = Parallel.threads, _ body: (Int, Int, Int) -> Void) {
     let n = max(1, min(chunks, count))
     if n == 1 {

@@ -7,15 +7,19 @@
 public typealias Vec = SIMD16<Float>
 
 public enum VectorMath {
-  @usableFromInline static let log2e: Float = 1.44269504088896341
-  @usableFromInline static let c1: Float = 0.693359375
-  @usableFromInline static let c2: Float = -2.12194440e-4
+  @usableFromInline static var log2e: Float { 1.44269504088896341 }
+  @usableFromInline static var c1: Float { 0.693359375 }
+  @usableFromInline static var c2: Float { -2.12194440e-4 }
+  /// 1.5·2²³: adding it rounds a float to an integer held in the low mantissa bits.
+  @usableFromInline static var magic: Float { 12582912 }
 
   /// e^x on 16 lanes. Inputs are clamped to [-87.3, 88.3]; below that the result is ~0.
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func exp(_ x0: Vec) -> Vec {
-    let x = x0.clamped(lowerBound: Vec(repeating: -87.3), upperBound: Vec(repeating: 88.3))
-    let n = (x * log2e).rounded(.toNearestOrEven)
+    var x = x0.replacing(with: -87.3, where: x0 .< -87.3)
+    x.replace(with: 88.3, where: x .> 88.3)
+    let t = x * log2e + magic
+    let n = t - magic
     var r = x - n * c1
     r = r - n * c2
     var y = Vec(repeating: 1.9875691500e-4)
@@ -25,22 +29,23 @@ public enum VectorMath {
     y = y * r + 1.6666665459e-1
     y = y * r + 5.0000001201e-1
     y = y * (r * r) + r + 1
-    let bits = (SIMD16<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
+    // t's bit pattern is magic's plus n: the integer exponent without a float→int conversion.
+    let bits = (unsafeBitCast(t, to: SIMD16<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
     return y * unsafeBitCast(bits, to: Vec.self)
   }
 
   /// e^x for one value, with the same algorithm as the 16-lane version.
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func exp(_ x: Float) -> Float { exp(Vec(repeating: x))[0] }
 
   /// tanh on 16 lanes through `exp`: tanh(u) = 1 - 2 / (e^{2u} + 1).
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func tanh(_ u: Vec) -> Vec {
     1 - 2 / (exp(2 * u) + 1)
   }
 
   /// Sum of `n` floats, 16 lanes at a time (the tail is added in order).
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = Vec()
     var i = 0
@@ -54,13 +59,13 @@ public enum VectorMath {
   }
 
   /// Loads 16 floats from `p` (no alignment needed).
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func load(_ p: UnsafePointer<Float>) -> Vec {
     UnsafeRawPointer(p).loadUnaligned(as: Vec.self)
   }
 
   /// Stores 16 floats at `p` (no alignment needed).
-  @inline(__always)
+  @inlinable @inline(__always)
   public static func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec.self)
   }
