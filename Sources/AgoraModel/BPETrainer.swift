@@ -36,9 +36,11 @@ public struct BPETrainer {
     guard total > 0 else { return }
     // Weight so that each language sums to about one million "bytes".
     let w = 1_000_000.0 / Double(total)
-    for (word, c) in counts {
+    // Dictionary order differs between instances and runs; sorted words make the floating-point sums,
+    // and so the merges, the same every time.
+    for word in counts.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
       words.append(word.map { Int32($0) })
-      weights.append(Double(c) * w)
+      weights.append(Double(counts[word]!) * w)
     }
     report.uniqueWords = words.count
   }
@@ -59,7 +61,7 @@ public struct BPETrainer {
       }
     }
     var heap = PairHeap()
-    for (k, c) in counts { heap.push(c, k) }
+    for k in counts.keys.sorted() { heap.push(counts[k]!, k) }
     var merges: [(Int32, Int32)] = []
     while merges.count < target, let (c, k) = heap.pop() {
       let current = counts[k] ?? 0
