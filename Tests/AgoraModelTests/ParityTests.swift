@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+@testable import AgoraModel
+
+/// Cross-checks against independent implementations in Python (PyTorch + transformers, Hugging Face
+/// tokenizers). They need the environment `scripts/setup --python` makes; `scripts/test` sets
+/// AGORA_PYTHON to it. Without it they fail and say how to get it.
+@Suite(.serialized) struct ParityTests {
+  func python() throws -> String {
+    let p = ProcessInfo.processInfo.environment["AGORA_PYTHON"] ?? repoRoot + "/.venv/bin/python"
+    guard FileManager.default.isExecutableFile(atPath: p) else {
+      throw ModelError.file(path: p, problem: "no Python for the cross-checks: run scripts/setup --python (or set AGORA_PYTHON)")
+    }
+    return p
+  }
+
+  /// Runs a command; returns (status, combined output).
+  func run(_ exe: String, _ args: [String]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let out = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+  }
+
+  @Test(arguments: [("tiny", 4, 64), ("small", 2, 128)])
+  func trainerMatchesPyTorch(preset: String, batch: Int, T: Int) throws {
+    let dir = NSTemporaryDirectory() + "agora-parity-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let c = try GPTConfig.preset(preset)
+    let gpt = try GPT(config: c, batch: batch, sequence: T, seed: 42)
+    var rng = SplitMix64(seed: 9)
+    func tokens() -> [Int32] { (0..<(batch * T)).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) } }
+    let opt = AdamW(layout: gpt.layout)
+    for _ in 0..<3 {  // move away from the initialisation
+      gpt.zeroGradients()
+      try gpt.forward(tokens: tokens(), targets: tokens(), backwardScale: 1 / Float(batch * T))
+      gpt.backward()
+      opt.update(params: gpt.parameters, grads: gpt.gradients, lr: 1e-2)
+    }
+    let x = tokens(), y = tokens()
+    try gpt.forward(tokens: x, targets: nil)
+    let logits = Array(gpt.logits)
+    gpt.zeroGradients()
+    var loss = [try gpt.forward(tokens: x, targets: y, backwardScale: 1 / Float(batch * T))!]
+    gpt.backward()
+    try Checkpoint.saveModel(gpt, tokenizer: nil, to: dir)
+    try x.withUnsafeBytes { xp in
+      try y.withUnsafeBytes { yp in
+        try logits.withUnsafeBytes { lp in
+          try loss.withUnsafeMutableBytes { lossP in
+            var outs: [SafeTensors.Output] = [
+              .init(name: "tokens", dtype: .i32, shape: [batch, T], pointer: xp.baseAddress!),
+              .init(name: "targets", dtype: .i32, shape: [batch, T], pointer: yp.baseAddress!),
+              .init(name: "logits", shape: [batch, T, c.vocabSize], pointer: lp.baseAddress!),
+              .init(name: "loss", shape: [1], pointer: UnsafeRawPointer(lossP.baseAddress!)),
+            ]
+            for t in gpt.layout.tensors {
+              outs.append(.init(name: "grad." + t.name, shape: t.shape, pointer: UnsafeRawPointer(gpt.gradients.pointer + t.offset)))
+            }
+            try SafeTensors.write(outs, to: dir + "/reference.safetensors")
+          }
+        }
+      }
+    }
+    let (status, out) = try run(try python(), [repoRoot + "/scripts/parity.py", dir])
+    print(out.split(separator: "\n").suffix(3).joined(separator: "\n"))
+    #expect(status == 0, "scripts/parity.py failed:\n\(out)")
+    #expect(out.contains("parity OK"))
+  }
+
+  @Test func tokenizerMatchesHuggingFaceTokenizers() throws {
+    // Learn a vocabulary from the demo corpus, then compare ids on every language's validation text.
+    let data = try demoSlice(languages: ["cs", "da", "de", "el", "es", "fi", "fr", "hu", "it", "nl", "pl", "pt", "ro", "sv"], bytes: 150_000)
+    defer { try? FileManager.default.removeItem(atPath: data) }
+    var bpe = BPETrainer()
+    let langs = try FileManager.default.contentsOfDirectory(atPath: data).sorted()
+    for l in langs { bpe.addLanguage(l, texts: [try String(contentsOfFile: "\(data)/\(l)/train.txt", encoding: .utf8)]) }
+    let tok = try bpe.train(vocabSize: 4096)
+    try tok.save(to: data + "/tokenizer.json")
+    let agora = repoRoot + "/.build/release/agora"
+    guard FileManager.default.isExecutableFile(atPath: agora) else {
+      throw ModelError.file(path: agora, problem: "build the CLI first (scripts/setup does)")
+    }
+    let files = langs.map { "\(data)/\($0)/valid.txt" }
+    let (status, out) = try run(try python(), [repoRoot + "/scripts/tokenizer_parity.py", agora, data + "/tokenizer.json"] + files)
+    print(out.split(separator: "\n").suffix(2).joined(separator: "\n"))
+    #expect(status == 0, "scripts/tokenizer_parity.py failed:\n\(out)")
+    #expect(out.contains("\(files.count + 1) of \(files.count + 1) files identical"))
+  }
+}
