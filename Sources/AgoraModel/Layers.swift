@@ -170,7 +170,12 @@ func residualForward(_ out: P, _ a: CP, _ b: CP, n: Int) {
 
 // MARK: - Causal self-attention
 
-/// qkv (B, T, 3C) → out (B, T, C); att (B, NH, T, T) keeps the softmax probabilities for backward.
+/// Query rows are processed in blocks of this many: block i only needs the keys of blocks 0...i, so the
+/// score and value GEMMs skip most of the masked upper triangle.
+let attentionBlock = 64
+
+/// qkv (B, T, 3C) → out (B, T, C); att (B, NH, T, T) keeps the softmax probabilities for backward
+/// (for a query block [r0, r1) only columns < r1 are written; backward reads no others).
 /// Heads run in parallel, one thread each, each with single-threaded GEMMs.
 func attentionForward(_ out: P, _ att: P, _ qkv: CP, B: Int, T: Int, C: Int, NH: Int) {
   let hs = C / NH
@@ -179,23 +184,30 @@ func attentionForward(_ out: P, _ att: P, _ qkv: CP, B: Int, T: Int, C: Int, NH:
     let b = bh / NH, h = bh % NH
     let q = qkv + b * T * 3 * C + h * hs, k = q + C, v = q + 2 * C
     let a = att + bh * T * T
-    // S = scale · Q Kᵀ (T, T); only the lower triangle is used.
-    BLAS.sgemm1(transA: false, transB: true, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: k, ldb: 3 * C,
-                beta: 0, c: a, ldc: T)
-    for t in 0..<T { softmaxCausalRow(a + t * T, valid: t + 1, T: T) }
-    // Y = P V (T, hs), written into out's head slice.
-    BLAS.sgemm1(transA: false, transB: false, m: T, n: hs, k: T, a: a, lda: T, b: v, ldb: 3 * C,
-                beta: 0, c: out + b * T * C + h * hs, ldc: C)
+    var r0 = 0
+    while r0 < T {
+      let r1 = min(T, r0 + attentionBlock)
+      // S = scale · Q[r0..<r1] K[0..<r1]ᵀ
+      BLAS.sgemm1(transA: false, transB: true, m: r1 - r0, n: r1, k: hs, alpha: scale, a: q + r0 * 3 * C, lda: 3 * C,
+                  b: k, ldb: 3 * C, beta: 0, c: a + r0 * T, ldc: T)
+      for t in r0..<r1 { softmaxCausalRow(a + t * T, valid: t + 1, T: r1) }
+      // Y[r0..<r1] = P V[0..<r1], written into out's head slice.
+      BLAS.sgemm1(transA: false, transB: false, m: r1 - r0, n: hs, k: r1, a: a + r0 * T, lda: T, b: v, ldb: 3 * C,
+                  beta: 0, c: out + (b * T + r0) * C + h * hs, ldc: C)
+      r0 = r1
+    }
   }
 }
 
-/// In place softmax over the first `valid` entries of a row of length T; the rest are set to 0.
+/// In place softmax over the first `valid` entries of a row; entries valid..<T are set to 0.
 @inline(__always)
 func softmaxCausalRow(_ row: P, valid: Int, T: Int) {
-  var mx = -Float.infinity
-  for j in 0..<valid { mx = max(mx, row[j]) }
-  var sum: Float = 0
+  var vmx = Vec(repeating: -Float.infinity)
   var j = 0
+  while j + 16 <= valid { let x = VectorMath.load(row + j); vmx.replace(with: x, where: x .> vmx); j += 16 }
+  var mx = vmx.max()
+  while j < valid { mx = max(mx, row[j]); j += 1 }
+  j = 0
   let vm = Vec(repeating: mx)
   var acc = Vec()
   while j + 16 <= valid {
@@ -204,7 +216,7 @@ func softmaxCausalRow(_ row: P, valid: Int, T: Int) {
     acc += e
     j += 16
   }
-  sum = acc.sum()
+  var sum = acc.sum()
   while j < valid {
     let e = VectorMath.exp(row[j] - mx)
     row[j] = e
@@ -228,25 +240,36 @@ func attentionBackward(_ dqkv: P, _ dout: CP, _ qkv: CP, _ att: CP, B: Int, T: I
       let dq = dqkv + b * T * 3 * C + h * hs, dk = dq + C, dv = dq + 2 * C
       let dy = dout + b * T * C + h * hs
       let a = att + bh * T * T
-      // dP = dY Vᵀ (T, T)
-      BLAS.sgemm1(transA: false, transB: true, m: T, n: T, k: hs, a: dy, lda: C, b: v, ldb: 3 * C,
-                  beta: 0, c: ds, ldc: T)
-      // dV = Pᵀ dY (T, hs)
-      BLAS.sgemm1(transA: true, transB: false, m: T, n: hs, k: T, a: a, lda: T, b: dy, ldb: C,
-                  beta: 0, c: dv, ldc: 3 * C)
-      // dS = P ⊙ (dP − rowsum(P ⊙ dP)); zero above the diagonal because P is.
+      // dK and dV accumulate over query blocks.
       for t in 0..<T {
-        let pr = a + t * T, dr = ds + t * T
-        var dot: Float = 0
-        for j in 0...t { dot += pr[j] * dr[j] }
-        for j in 0...t { dr[j] = pr[j] * (dr[j] - dot) }
-        if t + 1 < T { (dr + t + 1).update(repeating: 0, count: T - t - 1) }
+        (dk + t * 3 * C).update(repeating: 0, count: hs)
+        (dv + t * 3 * C).update(repeating: 0, count: hs)
       }
-      // dQ = scale · dS K, dK = scale · dSᵀ Q
-      BLAS.sgemm1(transA: false, transB: false, m: T, n: hs, k: T, alpha: scale, a: ds, lda: T, b: k, ldb: 3 * C,
-                  beta: 0, c: dq, ldc: 3 * C)
-      BLAS.sgemm1(transA: true, transB: false, m: T, n: hs, k: T, alpha: scale, a: ds, lda: T, b: q, ldb: 3 * C,
-                  beta: 0, c: dk, ldc: 3 * C)
+      var r0 = 0
+      while r0 < T {
+        let r1 = min(T, r0 + attentionBlock), m = r1 - r0
+        let pa = a + r0 * T, dsb = ds + r0 * T
+        // dP = dY[r0..<r1] V[0..<r1]ᵀ
+        BLAS.sgemm1(transA: false, transB: true, m: m, n: r1, k: hs, a: dy + r0 * C, lda: C, b: v, ldb: 3 * C,
+                    beta: 0, c: dsb, ldc: T)
+        // dV[0..<r1] += Pᵀ dY[r0..<r1]
+        BLAS.sgemm1(transA: true, transB: false, m: r1, n: hs, k: m, a: pa, lda: T, b: dy + r0 * C, ldb: C,
+                    beta: 1, c: dv, ldc: 3 * C)
+        // dS = P ⊙ (dP − rowsum(P ⊙ dP)); zero above the diagonal because P is.
+        for t in r0..<r1 {
+          let pr = a + t * T, dr = ds + t * T
+          var dot: Float = 0
+          for j in 0...t { dot += pr[j] * dr[j] }
+          for j in 0...t { dr[j] = pr[j] * (dr[j] - dot) }
+          if t + 1 < r1 { (dr + t + 1).update(repeating: 0, count: r1 - t - 1) }
+        }
+        // dQ[r0..<r1] = scale · dS K[0..<r1];  dK[0..<r1] += scale · dSᵀ Q[r0..<r1]
+        BLAS.sgemm1(transA: false, transB: false, m: m, n: hs, k: r1, alpha: scale, a: dsb, lda: T, b: k, ldb: 3 * C,
+                    beta: 0, c: dq + r0 * 3 * C, ldc: 3 * C)
+        BLAS.sgemm1(transA: true, transB: false, m: r1, n: hs, k: m, alpha: scale, a: dsb, lda: T, b: q + r0 * 3 * C, ldb: 3 * C,
+                    beta: 1, c: dk, ldc: 3 * C)
+        r0 = r1
+      }
     }
   }
 }
@@ -263,7 +286,7 @@ func crossEntropyForward(_ logits: P, _ losses: P, _ targets: UnsafePointer<Int3
       var mx = -Float.infinity
       var vmx = Vec(repeating: -Float.infinity)
       var j = 0
-      while j + 16 <= V { vmx = pointwiseMax(vmx, VectorMath.load(row + j)); j += 16 }
+      while j + 16 <= V { let x = VectorMath.load(row + j); vmx.replace(with: x, where: x .> vmx); j += 16 }
       mx = vmx.max()
       while j < V { mx = max(mx, row[j]); j += 1 }
       let target = Int(targets[i])
