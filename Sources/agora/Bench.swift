@@ -23,7 +23,7 @@ struct Bench: ParsableCommand {
       model.apply()
       let c = try GPTConfig.preset(model.preset)
       let T = model.sequence ?? c.contextLength
-      let peak = measureSgemmPeak()
+      let peakBefore = measureSgemmPeak()
       let gpt = try GPT(config: c, batch: model.batch, sequence: T, seed: 1)
       let opt = AdamW(layout: gpt.layout)
       var rng = SplitMix64(seed: 3)
@@ -41,6 +41,8 @@ struct Bench: ParsableCommand {
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
         if i >= 2 { times.append(dt) }
       }
+      // The peak is sampled before and after the steps, so a change of load during the run moves both.
+      let peak = median(peakBefore + measureSgemmPeak())
       let ms = median(times)
       let flops = c.trainingFLOPs(batch: model.batch, sequence: T)
       let gflops = flops / (ms / 1000) / 1e9
@@ -50,7 +52,7 @@ struct Bench: ParsableCommand {
         print("{\"preset\":\"\(model.preset)\",\"B\":\(model.batch),\"T\":\(T),\"ms_per_step\":\(ms),\"tokens_per_s\":\(tokS),\"gflops\":\(gflops),\"sgemm_peak_gflops\":\(peak),\"mfu\":\(gflops / peak),\"peak_rss_mib\":\(rss)}")
       } else {
         print("preset \(model.preset): \(c.parameterCount) parameters, B=\(model.batch) T=\(T), \(Parallel.threads) threads, OpenBLAS \(BLAS.coreName)")
-        print(String(format: "FLOPs/step %.2f GFLOP; sgemm peak (2048³, %d threads, best of 7) %.1f GFLOP/s", flops / 1e9, Parallel.threads, peak))
+        print(String(format: "FLOPs/step %.2f GFLOP; sgemm peak (2048³, %d threads, median of 8 before and after the steps) %.1f GFLOP/s", flops / 1e9, Parallel.threads, peak))
         print(String(format: "median %.1f ms/step (min %.1f, max %.1f over %d steps), %.0f tokens/s, %.1f GFLOP/s, MFU %.1f%%, peak RSS %.0f MiB",
                      ms, times.min()!, times.max()!, times.count, tokS, gflops, 100 * gflops / peak, rss))
       }
@@ -103,9 +105,9 @@ func peakRSSMiB() -> Double {
   return Double(u.ru_maxrss) / 1024
 }
 
-/// OpenBLAS's own sgemm throughput on 2048³ with as many threads as the kernels use: the best of 7 runs,
-/// so that noise from other load on the machine lowers the peak as little as possible (and MFU is not flattered).
-func measureSgemmPeak() -> Double {
+/// OpenBLAS's own sgemm throughput (GFLOP/s) on 2048³ with as many threads as the kernels use, one
+/// figure per repetition; MFU divides the median step's throughput by the median of these.
+func measureSgemmPeak(repeats: Int = 4) -> [Double] {
   let n = 2048
   let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
   for i in 0..<(n * n) { a[i] = Float(i % 7) * 0.1; b[i] = Float(i % 5) * 0.1 }
@@ -113,10 +115,10 @@ func measureSgemmPeak() -> Double {
   BLAS.setOpenBLASThreads(Parallel.threads)
   defer { BLAS.setOpenBLASThreads(1) }
   var times: [Double] = []
-  for _ in 0..<7 {
+  for _ in 0..<repeats {
     let t0 = DispatchTime.now().uptimeNanoseconds
     BLAS.sgemm1(transA: false, transB: false, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
     times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
   }
-  return 2 * Double(n * n * n) / times.min()! / 1e9
+  return times.map { 2 * Double(n * n * n) / $0 / 1e9 }
 }
