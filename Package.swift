@@ -29,14 +29,15 @@ let package = Package(
     .target(name: "AgoraModel", dependencies: ["AgoraTensor"], swiftSettings: fastMath),
     .target(name: "AgoraData", dependencies: ["AgoraModel", "CZlib"]),
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData"]),
-    .target(name: "AgoraCrypto", dependencies: ["CSodium"]),
-    .target(name: "AgoraTransport", dependencies: ["CZeroMQ"]),
+    .target(name: "AgoraWire"),
+    .target(name: "AgoraCrypto", dependencies: ["CSodium", "AgoraWire"]),
+    .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
 
     // MARK: - The command-line tool: a thin layer over the libraries
     .executableTarget(
       name: "agora",
       dependencies: [
-        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraCrypto", "AgoraTransport", "AgoraTensor",
+        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraTransport", "AgoraTensor",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
@@ -44,6 +45,7 @@ let package = Package(
     .testTarget(name: "AgoraTensorTests", dependencies: ["AgoraTensor"]),
     .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
     .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor"]),
+    .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto"]),
   ],
   swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,136 @@
+import AgoraCrypto
+import AgoraWire
+import Testing
+
+/// The update envelope against misuse: every way of damaging, replaying or misdirecting it is rejected
+/// with a typed error (after libsodium's own tests: empty, truncated, tampered, wrong key, replayed).
+@Suite struct EnvelopeTests {
+  struct Parties {
+    let node = try! Sodium.signKeypair(seed: [UInt8](repeating: 1, count: 32))
+    let other = try! Sodium.signKeypair(seed: [UInt8](repeating: 2, count: 32))
+    let coordinator = try! Sodium.boxKeypair(seed: [UInt8](repeating: 3, count: 32))
+    let stranger = try! Sodium.boxKeypair(seed: [UInt8](repeating: 4, count: 32))
+    var nodeID: [UInt8] { Envelope.fingerprint(node.publicKey) }
+    func context(round: UInt64 = 7) -> Envelope.Context {
+      Envelope.Context(federation: "openeurollm", round: round, baseHash: [UInt8](repeating: 0xAB, count: 32), nodeID: nodeID)
+    }
+    func lookup(_ id: [UInt8]) -> [UInt8]? { id == nodeID ? node.publicKey : nil }
+  }
+
+  let p = Parties()
+  let payload: [UInt8] = (0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+
+  /// Seals `payload` in 1 KiB chunks: (head, chunks, final).
+  func sealed(context: Envelope.Context? = nil, key: [UInt8]? = nil, recipient: [UInt8]? = nil) throws -> ([UInt8], [[UInt8]], [UInt8]) {
+    let s = try EnvelopeSealer(context: context ?? p.context(), payloadLength: UInt64(payload.count), chunkSize: 1024,
+                               recipient: recipient ?? p.coordinator.publicKey, signingSecretKey: key ?? p.node.secretKey)
+    var chunks: [[UInt8]] = []
+    var i = 0
+    while i < payload.count {
+      chunks.append(try s.seal(Array(payload[i..<min(payload.count, i + 1024)])))
+      i += 1024
+    }
+    return (s.headBytes, chunks, try s.finish())
+  }
+
+  func open(_ head: [UInt8], _ chunks: [[UInt8]], _ final: [UInt8], expected: Envelope.Context? = nil,
+            session: [UInt8]? = nil) throws -> [UInt8] {
+    let o = try EnvelopeOpener(headBytes: head, expected: expected ?? p.context(), aggregationPublicKey: p.coordinator.publicKey,
+                               aggregationSecretKey: p.coordinator.secretKey, sessionNodeID: session, signerKey: p.lookup)
+    var out: [UInt8] = []
+    for c in chunks { out += try o.open(c) }
+    try o.finish(final)
+    #expect(o.verified)
+    return out
+  }
+
+  func expectError(_ expected: EnvelopeError, _ body: () throws -> Void) {
+    do {
+      try body()
+      Issue.record("expected \(expected), nothing was thrown")
+    } catch let e as EnvelopeError {
+      #expect(e == expected)
+    } catch {
+      Issue.record("expected \(expected), got \(error)")
+    }
+  }
+
+  @Test func roundTrip() throws {
+    let (h, c, f) = try sealed()
+    #expect(c.count == 5)
+    #expect(try open(h, c, f, session: p.nodeID) == payload)
+    // The ciphertext does not contain the plaintext.
+    #expect(!c[0].starts(with: payload.prefix(32)))
+  }
+
+  @Test func crossRoundAndCrossFederationReplaysAreRejected() throws {
+    let (h, c, f) = try sealed()
+    expectError(.wrongRound(expected: 8, got: 7)) { _ = try open(h, c, f, expected: p.context(round: 8)) }
+    var other = p.context()
+    other.federation = "another"
+    expectError(.wrongFederation(expected: "another", got: "openeurollm")) { _ = try open(h, c, f, expected: other) }
+    var base = p.context()
+    base.baseHash[0] ^= 1
+    expectError(.wrongBase) { _ = try open(h, c, f, expected: base) }
+    expectError(.wrongNode) { _ = try open(h, c, f, session: [UInt8](repeating: 9, count: 32)) }
+  }
+
+  @Test func editedHeadFieldsBreakAuthentication() throws {
+    // An attacker rewrites the round in the head to replay into round 8: the chunks no longer authenticate.
+    let (h, c, f) = try sealed()
+    var head = try Envelope.Head.decode(h)
+    head.context.round = 8
+    expectError(.badChunk(index: 0, reason: "authentication failed (tampered, reordered or replayed)")) {
+      _ = try open(head.encode(), c, f, expected: p.context(round: 8))
+    }
+  }
+
+  @Test func tamperedReorderedReplayedAndTruncatedChunksAreRejected() throws {
+    let (h, c, f) = try sealed()
+    var bad = c
+    bad[2][10] ^= 0x40
+    expectError(.badChunk(index: 2, reason: "authentication failed (tampered, reordered or replayed)")) { _ = try open(h, bad, f) }
+    expectError(.badChunk(index: 1, reason: "authentication failed (tampered, reordered or replayed)")) { _ = try open(h, [c[0], c[2], c[1], c[3], c[4]], f) }
+    expectError(.badChunk(index: 1, reason: "authentication failed (tampered, reordered or replayed)")) { _ = try open(h, [c[0], c[0], c[1], c[2], c[3]], f) }
+    expectError(.truncated("4096 of 5000 payload bytes")) { _ = try open(h, Array(c.prefix(4)), f) }
+    // The final message moved forward in place of the last chunk: its position no longer authenticates.
+    expectError(.badChunk(index: 4, reason: "authentication failed (tampered, reordered or replayed)")) { _ = try open(h, Array(c.prefix(4)) + [f], c[4]) }
+    var shortened = c
+    shortened[4].removeLast()
+    expectError(.badChunk(index: 4, reason: "authentication failed (tampered, reordered or replayed)")) { _ = try open(h, shortened, f) }
+  }
+
+  @Test func wrongRecipientAndWrongSignerAreRejected() throws {
+    let (h, c, f) = try sealed(recipient: p.stranger.publicKey)
+    expectError(.cannotOpenKey) { _ = try open(h, c, f) }
+    // Sealed with another node's key while claiming this node's id: the signature fails.
+    let (h2, c2, f2) = try sealed(key: p.other.secretKey)
+    expectError(.badSignature) { _ = try open(h2, c2, f2) }
+    // An id nobody enrolled.
+    var ctx = p.context()
+    ctx.nodeID = Envelope.fingerprint(p.other.publicKey)
+    let (h3, c3, f3) = try sealed(context: ctx, key: p.other.secretKey)
+    expectError(.unknownNode(hex(ctx.nodeID))) { _ = try open(h3, c3, f3, expected: ctx) }
+  }
+
+  @Test func malformedHeadsGiveDecodeErrors() throws {
+    let (h, _, _) = try sealed()
+    expectError(.decode(.short("magic", needed: 4, available: 0))) { _ = try open([], [], []) }
+    expectError(.decode(.short("stream header", needed: 24, available: 23))) { _ = try open(Array(h.dropLast()), [], []) }
+    expectError(.decode(.trailing(1))) { _ = try open(h + [0], [], []) }
+    var v = h
+    v[4] = 2
+    expectError(.unsupportedVersion(2)) { _ = try open(v, [], []) }
+    var m = h
+    m[0] = 0x42
+    do { _ = try open(m, [], []); Issue.record("bad magic accepted") } catch let e as EnvelopeError {
+      guard case .malformed = e else { Issue.record("\(e)"); return }
+    }
+  }
+
+  @Test func sealerRefusesMisuse() throws {
+    let s = try EnvelopeSealer(context: p.context(), payloadLength: 2000, chunkSize: 1024, recipient: p.coordinator.publicKey, signingSecretKey: p.node.secretKey)
+    #expect(throws: EnvelopeError.self) { _ = try s.seal([UInt8](repeating: 0, count: 1000)) }
+    #expect(throws: EnvelopeError.self) { _ = try s.finish() }
+  }
+}
