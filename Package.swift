@@ -15,7 +15,8 @@ let package = Package(
     .library(name: "AgoraModel", targets: ["AgoraModel"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
   ],
   targets: [
     // MARK: - System library shims (C only here; each has a README saying why)
@@ -30,7 +31,7 @@ let package = Package(
     .target(name: "AgoraData", dependencies: ["AgoraModel", "CZlib"]),
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData"]),
     .target(name: "AgoraWire"),
-    .target(name: "AgoraCrypto", dependencies: ["CSodium", "AgoraWire"]),
+    .target(name: "AgoraCrypto", dependencies: ["CSodium", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
 
     // MARK: - The command-line tool: a thin layer over the libraries

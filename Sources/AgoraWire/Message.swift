@@ -1,0 +1,205 @@
+/// Agora's wire messages (Protocol/SPEC.md, "Messages"). A message travels as a ZeroMQ multipart message:
+///
+///     frame 0: version frame, 4 bytes: "AGR" ‖ protocol version (1)
+///     frame 1: body: type (1 byte) ‖ fields, at most `Wire.maxBody` bytes
+///     frame 2: payload (only for the chunk messages), at most `Wire.maxPayload` bytes
+///
+/// On a ROUTER socket the routing-id frame comes before frame 0 and is handled by the transport.
+public enum Wire {
+  public static let versionFrame: [UInt8] = [0x41, 0x47, 0x52, 0x01]  // "AGR" 1
+  public static let protocolVersion: UInt8 = 1
+  public static let maxBody = 64 << 10
+  public static let maxPayload = (16 << 20) + 64
+  public static let maxString = 1024
+  public static let maxBlob = 8 << 10
+}
+
+/// Error codes carried by `Message.error`.
+public enum ErrorCode: UInt16, Sendable, CaseIterable {
+  case malformed = 1, unsupportedVersion = 2, notEnrolled = 3, revoked = 4, unknownVersion = 5,
+       wrongRound = 6, rejectedUpdate = 7, busy = 8, internalError = 9, unknownTransfer = 10
+}
+
+public enum MessageType: UInt8, Sendable, CaseIterable {
+  case join = 0x01, welcome = 0x02, round = 0x03, fetch = 0x04, blobChunk = 0x05,
+       uploadBegin = 0x06, uploadChunk = 0x07, uploadEnd = 0x08, ack = 0x09,
+       heartbeat = 0x0A, leave = 0x0B, error = 0x0C
+}
+
+/// Every message of the protocol. Large binary data (model and update chunks) lives in the payload frame.
+public enum Message: Equatable, Sendable {
+  /// Node → coordinator: first message of a session.
+  case join(name: String, software: String, latestVersion: [UInt8])
+  /// Coordinator → node: session accepted, with the parameters the node must use.
+  case welcome(federation: String, heartbeatMillis: UInt32, liveness: UInt8, chunkSize: UInt32, credit: UInt16, aggregationKey: [UInt8])
+  /// Coordinator → node: round `round` starts from `baseHash`; train `innerSteps` and send before `deadlineMillis` (Unix ms).
+  case round(round: UInt64, baseHash: [UInt8], innerSteps: UInt32, batch: UInt32, learningRateBits: UInt32, deadlineMillis: UInt64, modelBytes: UInt64)
+  /// Node → coordinator: send the blob with this content hash from chunk `fromChunk`, at most `credit` chunks ahead.
+  case fetch(hash: [UInt8], fromChunk: UInt32, credit: UInt16)
+  /// Coordinator → node: one chunk of a blob (payload frame = the bytes).
+  case blobChunk(hash: [UInt8], index: UInt32, count: UInt32, payload: [UInt8])
+  /// Node → coordinator: an update transfer begins (or resumes) with this envelope head.
+  case uploadBegin(transfer: UInt64, round: UInt64, chunks: UInt32, head: [UInt8])
+  /// Node → coordinator: sealed chunk `index` of a transfer (payload frame = envelope chunk).
+  case uploadChunk(transfer: UInt64, index: UInt32, payload: [UInt8])
+  /// Node → coordinator: the envelope's final (signature) message, with the training figures.
+  case uploadEnd(transfer: UInt64, final: [UInt8], tokens: UInt64, steps: UInt32, lossBits: UInt32)
+  /// Receiver → sender: chunks below `next` are stored; up to `credit` more may be sent.
+  case ack(transfer: UInt64, next: UInt32, credit: UInt16)
+  /// Either way: liveness (any message counts as one too).
+  case heartbeat
+  /// Either way: the session ends.
+  case leave(reason: String)
+  /// Either way: a request failed.
+  case error(code: UInt16, message: String)
+
+  public var type: MessageType {
+    switch self {
+    case .join: return .join
+    case .welcome: return .welcome
+    case .round: return .round
+    case .fetch: return .fetch
+    case .blobChunk: return .blobChunk
+    case .uploadBegin: return .uploadBegin
+    case .uploadChunk: return .uploadChunk
+    case .uploadEnd: return .uploadEnd
+    case .ack: return .ack
+    case .heartbeat: return .heartbeat
+    case .leave: return .leave
+    case .error: return .error
+    }
+  }
+
+  // MARK: - Encoding
+
+  /// The frames of this message: version frame, body, and the payload frame for chunk messages.
+  public func frames() -> [[UInt8]] {
+    var w = ByteWriter(capacity: 96)
+    w.u8(type.rawValue)
+    var payload: [UInt8]? = nil
+    switch self {
+    case .join(let name, let software, let latest):
+      w.string(name); w.string(software); w.raw(latest)
+    case .welcome(let fed, let hb, let live, let chunk, let credit, let key):
+      w.string(fed); w.u32(hb); w.u8(live); w.u32(chunk); w.u16(credit); w.raw(key)
+    case .round(let r, let base, let steps, let batch, let lr, let deadline, let bytes):
+      w.u64(r); w.raw(base); w.u32(steps); w.u32(batch); w.u32(lr); w.u64(deadline); w.u64(bytes)
+    case .fetch(let hash, let from, let credit):
+      w.raw(hash); w.u32(from); w.u16(credit)
+    case .blobChunk(let hash, let index, let count, let p):
+      w.raw(hash); w.u32(index); w.u32(count); payload = p
+    case .uploadBegin(let t, let r, let chunks, let head):
+      w.u64(t); w.u64(r); w.u32(chunks); w.blob(head)
+    case .uploadChunk(let t, let index, let p):
+      w.u64(t); w.u32(index); payload = p
+    case .uploadEnd(let t, let final, let tokens, let steps, let loss):
+      w.u64(t); w.blob(final); w.u64(tokens); w.u32(steps); w.u32(loss)
+    case .ack(let t, let next, let credit):
+      w.u64(t); w.u32(next); w.u16(credit)
+    case .heartbeat:
+      break
+    case .leave(let reason):
+      w.string(reason)
+    case .error(let code, let message):
+      w.u16(code); w.string(message)
+    }
+    return payload.map { [Wire.versionFrame, w.bytes, $0] } ?? [Wire.versionFrame, w.bytes]
+  }
+
+  // MARK: - Decoding
+
+  /// Decodes a message from its frames (without a routing-id frame). Trusts no length or count.
+  public static func decode(_ frames: [[UInt8]]) throws -> Message {
+    guard frames.count >= 2 else { throw WireError.frameCount(frames.count) }
+    guard frames.count <= 3 else { throw WireError.frameCount(frames.count) }
+    let v = frames[0]
+    guard v.count == 4, v[0] == 0x41, v[1] == 0x47, v[2] == 0x52 else { throw WireError.notAgora }
+    guard v[3] == Wire.protocolVersion else { throw WireError.unsupportedVersion(v[3]) }
+    let body = frames[1]
+    guard !body.isEmpty else { throw WireError.emptyBody }
+    guard body.count <= Wire.maxBody else { throw WireError.decode(.tooLarge("body", value: body.count, bound: Wire.maxBody)) }
+    guard let type = MessageType(rawValue: body[0]) else { throw WireError.unknownType(body[0]) }
+    let hasPayload = type == .blobChunk || type == .uploadChunk
+    guard frames.count == (hasPayload ? 3 : 2) else { throw WireError.payloadFrame(type: type, present: frames.count == 3) }
+    if hasPayload {
+      guard frames[2].count <= Wire.maxPayload else { throw WireError.decode(.tooLarge("payload", value: frames[2].count, bound: Wire.maxPayload)) }
+      guard !frames[2].isEmpty else { throw WireError.decode(.invalid("zero-size chunk")) }
+    }
+    var r = ByteReader(Array(body.dropFirst()))
+    do {
+      let m: Message
+      switch type {
+      case .join:
+        m = .join(name: try r.string("name", max: 256), software: try r.string("software", max: 256), latestVersion: try r.raw(32, "latest version"))
+      case .welcome:
+        let fed = try r.string("federation", max: 255)
+        let hb = try r.u32("heartbeat"), live = try r.u8("liveness"), chunk = try r.u32("chunk size"), credit = try r.u16("credit")
+        let key = try r.raw(32, "aggregation key")
+        guard hb >= 10, live >= 1, chunk >= 1024, Int(chunk) <= 16 << 20, credit >= 1 else {
+          throw DecodeError.invalid("welcome parameters out of range (heartbeat \(hb) ms, liveness \(live), chunk \(chunk), credit \(credit))")
+        }
+        m = .welcome(federation: fed, heartbeatMillis: hb, liveness: live, chunkSize: chunk, credit: credit, aggregationKey: key)
+      case .round:
+        m = .round(round: try r.u64("round"), baseHash: try r.raw(32, "base hash"), innerSteps: try r.u32("inner steps"),
+                   batch: try r.u32("batch"), learningRateBits: try r.u32("learning rate"), deadlineMillis: try r.u64("deadline"),
+                   modelBytes: try r.u64("model bytes"))
+      case .fetch:
+        let hash = try r.raw(32, "hash"), from = try r.u32("from chunk"), credit = try r.u16("credit")
+        guard credit >= 1 else { throw DecodeError.invalid("fetch with zero credit") }
+        m = .fetch(hash: hash, fromChunk: from, credit: credit)
+      case .blobChunk:
+        let hash = try r.raw(32, "hash"), index = try r.u32("index"), count = try r.u32("count")
+        guard count >= 1, index < count else { throw DecodeError.invalid("chunk index \(index) outside a blob of \(count) chunks") }
+        m = .blobChunk(hash: hash, index: index, count: count, payload: frames[2])
+      case .uploadBegin:
+        let t = try r.u64("transfer"), round = try r.u64("round"), chunks = try r.u32("chunks")
+        let head = try r.blob("envelope head", max: Wire.maxBlob)
+        guard chunks >= 1 else { throw DecodeError.invalid("upload of zero chunks") }
+        m = .uploadBegin(transfer: t, round: round, chunks: chunks, head: head)
+      case .uploadChunk:
+        m = .uploadChunk(transfer: try r.u64("transfer"), index: try r.u32("index"), payload: frames[2])
+      case .uploadEnd:
+        m = .uploadEnd(transfer: try r.u64("transfer"), final: try r.blob("final message", max: Wire.maxBlob), tokens: try r.u64("tokens"),
+                       steps: try r.u32("steps"), lossBits: try r.u32("loss"))
+      case .ack:
+        m = .ack(transfer: try r.u64("transfer"), next: try r.u32("next"), credit: try r.u16("credit"))
+      case .heartbeat:
+        m = .heartbeat
+      case .leave:
+        m = .leave(reason: try r.string("reason", max: Wire.maxString))
+      case .error:
+        m = .error(code: try r.u16("code"), message: try r.string("message", max: Wire.maxString))
+      }
+      try r.expectEnd()
+      return m
+    } catch let e as DecodeError {
+      throw WireError.decode(e)
+    }
+  }
+}
+
+/// Why frames are not a valid message.
+public enum WireError: Error, Equatable, CustomStringConvertible {
+  case frameCount(Int)
+  case notAgora
+  case unsupportedVersion(UInt8)
+  case emptyBody
+  case unknownType(UInt8)
+  case payloadFrame(type: MessageType, present: Bool)
+  case decode(DecodeError)
+
+  public var code: ErrorCode { isVersion ? .unsupportedVersion : .malformed }
+  var isVersion: Bool { if case .unsupportedVersion = self { return true } else { return false } }
+
+  public var description: String {
+    switch self {
+    case .frameCount(let n): return "\(n) frames; a message has 2 or 3"
+    case .notAgora: return "the version frame is not \"AGR\" + version"
+    case .unsupportedVersion(let v): return "protocol version \(v) is not supported (this build speaks \(Wire.protocolVersion))"
+    case .emptyBody: return "empty body frame"
+    case .unknownType(let t): return "unknown message type 0x\(String(t, radix: 16))"
+    case .payloadFrame(let t, let present): return present ? "\(t) takes no payload frame" : "\(t) needs a payload frame"
+    case .decode(let e): return "malformed body: \(e)"
+    }
+  }
+}
