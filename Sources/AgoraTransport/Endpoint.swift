@@ -1,0 +1,203 @@
+import AgoraWire
+import CZeroMQ
+import Foundation
+
+/// Socket settings, named with their sane ranges (after zguide's Paranoid Pirate).
+public struct TransportSettings: Sendable {
+  /// ZMTP heartbeat interval: any traffic counts, PINGs fill the gaps (100–5,000 ms is reasonable).
+  public var heartbeatMillis: Int32 = 1000
+  /// A peer silent this long is dropped (3–5 heartbeats).
+  public var heartbeatTimeoutMillis: Int32 = 5000
+  /// First reconnect delay; it doubles on each failure up to `reconnectMaxMillis`.
+  public var reconnectMillis: Int32 = 100
+  public var reconnectMaxMillis: Int32 = 32_000
+  /// Largest message libzmq accepts; a larger one drops the connection before it is buffered.
+  public var maxMessageBytes: Int64 = Int64(Wire.maxPayload + Wire.maxBody + 64)
+  /// Queued messages per peer and direction before sending blocks or drops.
+  public var highWaterMark: Int32 = 64
+  /// Time a CURVE handshake may take.
+  public var handshakeMillis: Int32 = 5000
+  public init() {}
+}
+
+/// Something that arrived on an endpoint.
+public struct Inbound: Sendable {
+  /// The ROUTER routing id of the peer (empty on a DEALER).
+  public var peer: [UInt8]
+  /// The ZAP User-Id of the session: the node's fingerprint on the coordinator, empty on a node.
+  public var userID: String
+  public var message: Result<Message, WireError>
+}
+
+/// A libzmq socket driven by its own thread: `send` may be called from any thread (it queues and wakes
+/// the I/O thread through a pipe), and `receive(timeout:)` (blocking) or `next(timeout:)` (async) take what
+/// arrives. At most `inboxLimit` messages wait; beyond that the I/O thread stops reading, so libzmq's
+/// high-water marks push back on the senders and memory stays bounded.
+public final class Endpoint: @unchecked Sendable {
+  private let inbox = NSCondition()
+  private var queue: [Inbound] = []
+  private var head = 0
+  public let inboxLimit = 256
+  private let socket: ZMQSocket
+  private let isRouter: Bool
+  private let lock = NSLock()
+  private var outbox: [(peer: [UInt8], frames: [[UInt8]])] = []
+  private var wakeRead: Int32 = -1, wakeWrite: Int32 = -1
+  private let stopFlag = ManagedAtomicFlag()
+  private let finished = DispatchSemaphore(value: 0)
+  public private(set) var boundEndpoint: String = ""
+  /// Messages dropped because a peer was gone or its queue full (ROUTER) — for metrics and tests.
+  public private(set) var dropped = 0
+
+  /// A coordinator endpoint: ROUTER, CURVE server, bound to `endpoint`. Start the ZAP handler first.
+  public static func server(bind endpoint: String, keys: CurveKeys, settings: TransportSettings = .init()) throws -> Endpoint {
+    let s = try ZMQSocket(type: ZMQ_ROUTER)
+    try s.set(ZMQ_CURVE_SERVER, Int32(1))
+    try s.set(ZMQ_CURVE_SECRETKEY, bytes: keys.secretKey)
+    try s.set(ZMQ_ZAP_DOMAIN, string: "agora")
+    try s.set(ZMQ_ROUTER_MANDATORY, Int32(1))
+    try configure(s, settings)
+    try s.bind(endpoint)
+    return try Endpoint(socket: s, router: true)
+  }
+
+  /// A node endpoint: DEALER, CURVE client of the server key, connecting (and reconnecting) to `endpoint`.
+  public static func client(connect endpoint: String, serverKey: [UInt8], keys: CurveKeys, settings: TransportSettings = .init()) throws -> Endpoint {
+    let s = try ZMQSocket(type: ZMQ_DEALER)
+    try s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey)
+    try s.set(ZMQ_CURVE_PUBLICKEY, bytes: keys.publicKey)
+    try s.set(ZMQ_CURVE_SECRETKEY, bytes: keys.secretKey)
+    try configure(s, settings)
+    try s.connect(endpoint)
+    return try Endpoint(socket: s, router: false)
+  }
+
+  static func configure(_ s: ZMQSocket, _ c: TransportSettings) throws {
+    try s.set(ZMQ_HEARTBEAT_IVL, c.heartbeatMillis)
+    try s.set(ZMQ_HEARTBEAT_TIMEOUT, c.heartbeatTimeoutMillis)
+    try s.set(ZMQ_HEARTBEAT_TTL, c.heartbeatTimeoutMillis)
+    try s.set(ZMQ_RECONNECT_IVL, c.reconnectMillis)
+    try s.set(ZMQ_RECONNECT_IVL_MAX, c.reconnectMaxMillis)
+    try s.set(ZMQ_MAXMSGSIZE, c.maxMessageBytes)
+    try s.set(ZMQ_SNDHWM, c.highWaterMark)
+    try s.set(ZMQ_RCVHWM, c.highWaterMark)
+    try s.set(ZMQ_HANDSHAKE_IVL, c.handshakeMillis)
+  }
+
+  private init(socket: ZMQSocket, router: Bool) throws {
+    self.socket = socket
+    self.isRouter = router
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else { throw ZMQError(function: "pipe", errno: errno) }
+    wakeRead = fds[0]
+    wakeWrite = fds[1]
+    _ = fcntl(wakeRead, F_SETFL, O_NONBLOCK)
+    _ = fcntl(wakeWrite, F_SETFL, O_NONBLOCK)
+    boundEndpoint = socket.lastEndpoint
+    let t = Thread { [self] in self.run() }
+    t.name = router ? "agora-router" : "agora-dealer"
+    t.start()
+  }
+
+  /// Queues a message (to `peer` on a ROUTER). Never blocks.
+  public func send(_ message: Message, to peer: [UInt8] = []) {
+    sendFrames(message.frames(), to: peer)
+  }
+
+  /// Queues raw frames: for tests that send what no encoder would.
+  public func sendFrames(_ frames: [[UInt8]], to peer: [UInt8] = []) {
+    lock.lock()
+    outbox.append((peer, frames))
+    lock.unlock()
+    var b: UInt8 = 1
+    _ = write(wakeWrite, &b, 1)
+  }
+
+  /// Stops the I/O thread and closes the socket (pending outbound messages are dropped).
+  public func close() {
+    guard !stopFlag.isSet else { return }
+    stopFlag.set()
+    var b: UInt8 = 1
+    _ = write(wakeWrite, &b, 1)
+    finished.wait()
+  }
+
+  deinit {
+    close()
+    Darwin_close(wakeRead)
+    Darwin_close(wakeWrite)
+  }
+
+  private func run() {
+    defer {
+      socket.close()
+      inbox.lock(); inbox.broadcast(); inbox.unlock()
+      finished.signal()
+    }
+    var drain = [UInt8](repeating: 0, count: 256)
+    while !stopFlag.isSet {
+      let (readable, woken): (Bool, Bool)
+      do { (readable, woken) = try socket.poll(alsoFD: wakeRead, timeoutMillis: 100) } catch { continue }
+      if woken { while read(wakeRead, &drain, drain.count) > 0 {} }
+      flushOutbox()
+      if readable && pending >= inboxLimit { usleep(1000); continue }  // let the consumer catch up
+      if readable {
+        // Drain what is there, a bounded number at a time so sending keeps up.
+        for _ in 0..<64 {
+          guard let r = try? socket.receive(dontWait: true, maxFrames: isRouter ? 5 : 4) else { break }
+          var frames = r.frames
+          var peer: [UInt8] = []
+          if isRouter, !frames.isEmpty { peer = frames.removeFirst() }
+          let result: Result<Message, WireError> = Result { try Message.decode(frames) }.mapError { $0 as! WireError }
+          inbox.lock()
+          queue.append(Inbound(peer: peer, userID: r.userID, message: result))
+          inbox.signal()
+          inbox.unlock()
+        }
+      }
+    }
+  }
+
+  private var pending: Int {
+    inbox.lock(); defer { inbox.unlock() }
+    return queue.count - head
+  }
+
+  /// The next inbound message, waiting at most `timeout` seconds; nil on timeout or after `close`.
+  public func receive(timeout: Double) -> Inbound? {
+    let deadline = Date(timeIntervalSinceNow: timeout)
+    inbox.lock()
+    defer { inbox.unlock() }
+    while head == queue.count {
+      if stopFlag.isSet || !inbox.wait(until: deadline) { return nil }
+    }
+    let m = queue[head]
+    head += 1
+    if head > 512 { queue.removeFirst(head); head = 0 }
+    return m
+  }
+
+  /// `receive(timeout:)` without blocking the caller's executor.
+  public func next(timeout: Double) async -> Inbound? {
+    await withCheckedContinuation { c in
+      DispatchQueue.global().async { c.resume(returning: self.receive(timeout: timeout)) }
+    }
+  }
+
+  private func flushOutbox() {
+    lock.lock()
+    let batch = outbox
+    outbox.removeAll(keepingCapacity: true)
+    lock.unlock()
+    for (peer, frames) in batch {
+      do {
+        try socket.send(isRouter ? [peer] + frames : frames, dontWait: true)
+      } catch {
+        // ROUTER_MANDATORY: the peer is gone (EHOSTUNREACH) or its queue is full (EAGAIN).
+        dropped += 1
+      }
+    }
+  }
+}
+
+@inline(__always) func Darwin_close(_ fd: Int32) { if fd >= 0 { _ = Glibc.close(fd) } }

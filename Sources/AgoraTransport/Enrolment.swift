@@ -1,0 +1,149 @@
+import CZeroMQ
+import AgoraCrypto
+import AgoraWire
+import Foundation
+
+/// The set of enrolled identities the coordinator admits, keyed by CURVE public key, with revocation.
+/// Thread-safe: the ZAP handler reads it on its own thread while the coordinator changes it.
+///
+/// It reads a directory of enrolment cards for now; the registry of the versioning issue will feed it
+/// through the same `enrol`/`revoke` calls.
+public final class EnrolmentRegistry: @unchecked Sendable {
+  private let lock = NSLock()
+  private var byCurve: [[UInt8]: EnrolmentCard] = [:]
+  private var revoked: Set<String> = []
+  private var observers: [(EnrolmentCard) -> Void] = []
+  /// Fingerprints (BLAKE2b-256 of the CURVE key, hex) of refused connection attempts, most recent last.
+  public private(set) var refusals: [String] = []
+
+  public init(cards: [EnrolmentCard] = []) {
+    for c in cards { byCurve[c.curvePublic] = c }
+  }
+
+  /// Loads every `*.toml` card of a directory.
+  public static func load(directory: String) throws -> EnrolmentRegistry {
+    let files = (try? FileManager.default.contentsOfDirectory(atPath: directory))?.filter { $0.hasSuffix(".toml") }.sorted() ?? []
+    return EnrolmentRegistry(cards: try files.map { try EnrolmentCard.load(directory + "/" + $0) })
+  }
+
+  public func enrol(_ card: EnrolmentCard) {
+    lock.lock(); defer { lock.unlock() }
+    byCurve[card.curvePublic] = card
+    revoked.remove(card.fingerprint)
+  }
+
+  /// Revokes a node by fingerprint: new connections are refused and observers (the coordinator's live
+  /// sessions) are told at once.
+  public func revoke(fingerprint: String) {
+    lock.lock()
+    revoked.insert(fingerprint)
+    let card = byCurve.values.first { $0.fingerprint == fingerprint }
+    let obs = observers
+    lock.unlock()
+    if let card { for o in obs { o(card) } }
+  }
+
+  public func onRevoke(_ f: @escaping (EnrolmentCard) -> Void) {
+    lock.lock(); observers.append(f); lock.unlock()
+  }
+
+  /// The card of an enrolled, unrevoked CURVE key; records a refusal otherwise.
+  public func admit(curveKey: [UInt8]) -> EnrolmentCard? {
+    lock.lock(); defer { lock.unlock() }
+    if let c = byCurve[curveKey], !revoked.contains(c.fingerprint) { return c }
+    refusals.append(hex(Sodium.blake2b(curveKey)))
+    if refusals.count > 1000 { refusals.removeFirst(refusals.count - 1000) }
+    return nil
+  }
+
+  public func card(fingerprint: String) -> EnrolmentCard? {
+    lock.lock(); defer { lock.unlock() }
+    guard !revoked.contains(fingerprint) else { return nil }
+    return byCurve.values.first { $0.fingerprint == fingerprint }
+  }
+
+  public func isRevoked(_ fingerprint: String) -> Bool {
+    lock.lock(); defer { lock.unlock() }
+    return revoked.contains(fingerprint)
+  }
+}
+
+/// The ZeroMQ authentication handler (RFC 27/ZAP) for CURVE: admits a client only if its key is enrolled,
+/// and sets the session's User-Id to the node's fingerprint, which every message from it then carries.
+///
+/// It must be started before the server socket binds; with no handler libzmq lets every client in.
+public final class ZAPHandler: @unchecked Sendable {
+  public static let endpoint = "inproc://zeromq.zap.01"
+  let registry: EnrolmentRegistry
+  let log: @Sendable (String) -> Void
+  private let stopFlag = ManagedAtomicFlag()
+  private var thread: Thread?
+  private let ready = DispatchSemaphore(value: 0)
+  private let done = DispatchSemaphore(value: 0)
+  private var startError: Error?
+
+  public init(registry: EnrolmentRegistry, log: @escaping @Sendable (String) -> Void = { _ in }) {
+    self.registry = registry
+    self.log = log
+  }
+
+  /// Binds the handler socket (synchronously) and serves requests on its own thread until `stop`.
+  public func start(context: ZMQContext = .shared) throws {
+    let t = Thread { [self] in self.serve(context: context) }
+    t.name = "agora-zap"
+    thread = t
+    t.start()
+    ready.wait()
+    if let e = startError { throw e }
+  }
+
+  /// Stops serving and waits until the handler socket is closed (so another handler may bind).
+  public func stop() {
+    guard thread != nil, !stopFlag.isSet else { return }
+    stopFlag.set()
+    done.wait()
+  }
+
+  private func serve(context: ZMQContext) {
+    let sock: ZMQSocket
+    do {
+      sock = try ZMQSocket(type: ZMQ_REP, context: context)
+      try sock.bind(Self.endpoint)
+    } catch {
+      startError = error
+      ready.signal()
+      done.signal()
+      return
+    }
+    ready.signal()
+    while !stopFlag.isSet {
+      guard let (readable, _) = try? sock.poll(timeoutMillis: 50), readable else { continue }
+      guard let req = try? sock.receive(maxFrames: 7) else { continue }
+      let f = req.frames
+      // version, request id, domain, address, routing id, mechanism, credentials (the client's public key)
+      guard f.count >= 7, f[0] == Array("1.0".utf8) else {
+        try? sock.send([Array("1.0".utf8), f.count > 1 ? f[1] : [], Array("500".utf8), Array("malformed ZAP request".utf8), [], []])
+        continue
+      }
+      let mechanism = String(decoding: f[5], as: UTF8.self)
+      var status = "400", text = "not enrolled", user = ""
+      if mechanism == "CURVE", f[6].count == 32, let card = registry.admit(curveKey: f[6]) {
+        status = "200"; text = "OK"; user = card.fingerprint
+      } else {
+        let who = f[6].count == 32 ? hex(Sodium.blake2b(f[6])) : "(no key)"
+        log("refused \(mechanism) connection from \(String(decoding: f[3], as: UTF8.self)): key \(who) is not enrolled or is revoked")
+      }
+      try? sock.send([Array("1.0".utf8), f[1], Array(status.utf8), Array(text.utf8), Array(user.utf8), []])
+    }
+    sock.close()
+    done.signal()
+  }
+}
+
+/// A flag set once from any thread.
+final class ManagedAtomicFlag: @unchecked Sendable {
+  private let lock = NSLock()
+  private var value = false
+  func set() { lock.lock(); value = true; lock.unlock() }
+  var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}

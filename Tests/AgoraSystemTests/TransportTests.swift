@@ -1,0 +1,112 @@
+import AgoraCrypto
+import AgoraWire
+import Foundation
+import Testing
+@testable import AgoraTransport
+
+/// Parties with real keys for tests over 127.0.0.1.
+struct Federation {
+  let coordinator: Identity
+  let alice: Identity
+  let mallory: Identity
+  let registry: EnrolmentRegistry
+  let dir: String
+
+  init() throws {
+    dir = NSTemporaryDirectory() + "agora-fed-\(UUID().uuidString)"
+    coordinator = try Identity.generate(in: dir + "/coord", name: "Coordinator", institution: "C", contact: "", coordinator: true)
+    alice = try Identity.generate(in: dir + "/alice", name: "Alice University", institution: "A", contact: "", coordinator: false)
+    mallory = try Identity.generate(in: dir + "/mallory", name: "Mallory", institution: "M", contact: "", coordinator: false)
+    registry = EnrolmentRegistry(cards: [alice.card])
+  }
+
+  func keys(_ id: Identity) -> CurveKeys { CurveKeys(publicKey: id.card.curvePublic, secretKey: id.curveSecret) }
+  func cleanup() { try? FileManager.default.removeItem(atPath: dir) }
+}
+
+final class LogLines: @unchecked Sendable {
+  private let lock = NSLock()
+  private var lines: [String] = []
+  func add(_ s: String) { lock.lock(); lines.append(s); lock.unlock() }
+  var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+}
+
+@Suite(.serialized) struct TransportTests {
+  @Test func enrolledNodeGetsASessionAndUnenrolledKeyGetsNothing() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let log = LogLines()
+    let zap = ZAPHandler(registry: f.registry) { log.add($0) }
+    try zap.start()
+    defer { zap.stop() }
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    defer { server.close() }
+    let addr = server.boundEndpoint
+    #expect(addr.hasPrefix("tcp://127.0.0.1:"))
+
+    let alice = try Endpoint.client(connect: addr, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    defer { alice.close() }
+    alice.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    let got = try #require(server.receive(timeout: 5))
+    #expect(try got.message.get() == .join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    #expect(got.userID == f.alice.card.fingerprint, "ZAP sets the session's User-Id to the node's fingerprint")
+    server.send(.heartbeat, to: got.peer)
+    #expect(try alice.receive(timeout: 5)?.message.get() == .heartbeat)
+
+    // Mallory's key is not enrolled: no session, no message reaches the coordinator, and the refusal is logged.
+    let mallory = try Endpoint.client(connect: addr, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.mallory))
+    defer { mallory.close() }
+    mallory.send(.join(name: "Mallory", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    #expect(server.receive(timeout: 1.5) == nil)
+    let malloryFP = hex(Sodium.blake2b(f.mallory.card.curvePublic))
+    #expect(log.all.contains { $0.contains(malloryFP) }, "refusal logged by fingerprint: \(log.all)")
+
+    // A client that does not know the real server key hears nothing (CURVE fails in the handshake).
+    let wrong = try Sodium.boxKeypair()
+    let lost = try Endpoint.client(connect: addr, serverKey: wrong.publicKey, keys: f.keys(f.alice))
+    defer { lost.close() }
+    lost.send(.heartbeat)
+    #expect(server.receive(timeout: 1.5) == nil)
+  }
+
+  @Test func revokedKeyIsRefusedOnReconnect() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let zap = ZAPHandler(registry: f.registry)
+    try zap.start()
+    defer { zap.stop() }
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    defer { server.close() }
+    let a1 = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    a1.send(.heartbeat)
+    #expect(server.receive(timeout: 5) != nil)
+    a1.close()
+    f.registry.revoke(fingerprint: f.alice.card.fingerprint)
+    #expect(f.registry.isRevoked(f.alice.card.fingerprint))
+    let a2 = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    defer { a2.close() }
+    a2.send(.heartbeat)
+    #expect(server.receive(timeout: 1.5) == nil)
+  }
+
+  @Test func malformedFramesArriveAsTypedErrors() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let zap = ZAPHandler(registry: f.registry)
+    try zap.start()
+    defer { zap.stop() }
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    defer { server.close() }
+    let a = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    defer { a.close() }
+    a.sendFrames([[1, 2, 3]])
+    a.sendFrames([Wire.versionFrame, [0x7F]])
+    a.sendFrames([[0x41, 0x47, 0x52, 0x09], [0x0A]])
+    var errors: [WireError] = []
+    for _ in 0..<3 {
+      let r = try #require(server.receive(timeout: 5))
+      if case .failure(let e) = r.message { errors.append(e) }
+    }
+    #expect(errors == [.frameCount(1), .unknownType(0x7F), .unsupportedVersion(9)])
+  }
+}
