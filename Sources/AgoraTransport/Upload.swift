@@ -1,0 +1,239 @@
+import AgoraCrypto
+import AgoraWire
+import Foundation
+
+/// Errors of a streamed transfer.
+public enum TransferError: Error, Equatable, CustomStringConvertible {
+  case timeout(String)
+  case rejected(code: UInt16, message: String)
+  case protocolViolation(String)
+
+  public var description: String {
+    switch self {
+    case .timeout(let s): return "transfer timed out: \(s)"
+    case .rejected(let c, let m): return "transfer rejected by the peer (code \(c)): \(m)"
+    case .protocolViolation(let s): return "protocol violation: \(s)"
+    }
+  }
+}
+
+/// Sends one sealed update over a node's endpoint with credit-based flow control:
+/// the coordinator grants `credit` chunks beyond the next one it needs, acknowledges each chunk, and
+/// on a resumed transfer (after a reconnect) says which chunk it needs next. At most `credit + 1` sealed
+/// chunks are held, whatever the payload size.
+public struct UploadSender {
+  public var endpoint: Endpoint
+  public var transfer: UInt64
+  public var round: UInt64
+  /// How long to wait for an acknowledgement before asking again (the request doubles as a resume).
+  public var ackTimeout: Double = 5
+  /// How many unanswered asks end the transfer.
+  public var maxRetries = 6
+
+  public init(endpoint: Endpoint, transfer: UInt64, round: UInt64) {
+    self.endpoint = endpoint
+    self.transfer = transfer
+    self.round = round
+  }
+
+  public struct Result: Sendable {
+    public var chunks: Int
+    public var bytesSent: Int
+    public var resends: Int
+  }
+
+  /// Streams the payload: `chunk(i)` returns plaintext chunk i (exactly the sealer's chunk size except the last).
+  public func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float,
+                   chunk: (Int) throws -> [UInt8]) throws -> Result {
+    let total = sealer.head.chunkCount
+    var window: [Int: [UInt8]] = [:]   // sealed chunks the receiver has not acknowledged
+    var sealedUpTo = 0                  // chunks sealed so far (sealing is sequential)
+    var next = 0                        // first chunk the receiver still needs
+    var sentUpTo = 0                    // chunks sent
+    var credit = 0
+    var bytes = 0, resends = 0, retries = 0
+    var final: [UInt8]? = nil
+    var endSent = false
+    var resuming = false
+    let begin = Message.uploadBegin(transfer: transfer, round: round, chunks: UInt32(total), head: sealer.headBytes)
+    endpoint.send(begin)
+    bytes += sealer.headBytes.count
+    while true {
+      // Send what the credit allows.
+      while sentUpTo < total && sentUpTo < next + credit {
+        if sentUpTo == sealedUpTo {
+          window[sealedUpTo] = try sealer.seal(try chunk(sealedUpTo))
+          sealedUpTo += 1
+        }
+        guard let c = window[sentUpTo] else { throw TransferError.protocolViolation("chunk \(sentUpTo) is no longer held") }
+        endpoint.send(.uploadChunk(transfer: transfer, index: UInt32(sentUpTo), payload: c))
+        bytes += c.count
+        sentUpTo += 1
+      }
+      if next == total && !endSent && credit > 0 {
+        if final == nil { final = try sealer.finish() }
+        endpoint.send(.uploadEnd(transfer: transfer, final: final!, tokens: tokens, steps: steps, lossBits: loss.bitPattern))
+        bytes += final!.count
+        endSent = true
+      }
+      guard let inbound = endpoint.receive(timeout: ackTimeout) else {
+        retries += 1
+        guard retries <= maxRetries else { throw TransferError.timeout("no acknowledgement after \(maxRetries) requests") }
+        endpoint.send(begin)  // asks where the receiver stands; the answer resumes the transfer
+        resuming = true
+        continue
+      }
+      guard case .success(let m) = inbound.message else { continue }
+      switch m {
+      case .ack(let t, let n32, let c) where t == transfer:
+        retries = 0
+        let n = Int(n32)
+        if n == total + 1 { return Result(chunks: total, bytesSent: bytes, resends: resends) }
+        guard n <= total else { throw TransferError.protocolViolation("acknowledged chunk \(n) of \(total)") }
+        if resuming {
+          // The answer to a resume request: continue from the receiver's position.
+          resuming = false
+          guard n >= next else { throw TransferError.protocolViolation("receiver lost chunks it had acknowledged (\(n) < \(next)); start a new transfer") }
+          resends += max(0, sentUpTo - n)
+          sentUpTo = n
+          endSent = false
+        }
+        next = max(next, n)
+        for k in window.keys where k < next { window[k] = nil }
+        credit = Int(c)
+      case .error(let code, let text):
+        throw TransferError.rejected(code: code, message: text)
+      default:
+        continue
+      }
+    }
+  }
+}
+
+/// Receives streamed updates on the coordinator: one `Incoming` per (node, transfer), each holding only
+/// its envelope opener and position, so memory does not depend on the update's size.
+public final class UploadReceiver {
+  public struct Context {
+    public var federation: String
+    public var round: UInt64
+    public var baseHash: [UInt8]
+    public var aggregationPublic: [UInt8]
+    public var aggregationSecret: [UInt8]
+    public var credit: UInt16
+    public init(federation: String, round: UInt64, baseHash: [UInt8], aggregationPublic: [UInt8], aggregationSecret: [UInt8], credit: UInt16 = 4) {
+      self.federation = federation
+      self.round = round
+      self.baseHash = baseHash
+      self.aggregationPublic = aggregationPublic
+      self.aggregationSecret = aggregationSecret
+      self.credit = credit
+    }
+  }
+
+  /// A finished, verified update.
+  public struct Completed {
+    public var node: String
+    public var transfer: UInt64
+    public var bytes: UInt64
+    public var tokens: UInt64
+    public var steps: UInt32
+    public var loss: Float
+  }
+
+  final class Incoming {
+    let opener: EnvelopeOpener
+    var next = 0
+    let total: Int
+    init(opener: EnvelopeOpener, total: Int) {
+      self.opener = opener
+      self.total = total
+    }
+  }
+
+  public var context: Context
+  let registry: EnrolmentRegistry
+  var incoming: [String: Incoming] = [:]
+  var finished: [String: Int] = [:]  // transfer key → chunk count
+  /// Receives each decrypted chunk in order: (node fingerprint, chunk index, plaintext).
+  public var onChunk: (String, Int, [UInt8]) -> Void = { _, _, _ in }
+  public var onComplete: (Completed) -> Void = { _ in }
+  public var log: (String) -> Void = { _ in }
+
+  public init(context: Context, registry: EnrolmentRegistry) {
+    self.context = context
+    self.registry = registry
+  }
+
+  /// Handles one inbound message from a node's session; replies through `endpoint`. Returns whether the
+  /// message belonged to an upload.
+  @discardableResult
+  public func handle(_ inbound: Inbound, endpoint: Endpoint) -> Bool {
+    guard case .success(let m) = inbound.message else { return false }
+    let node = inbound.userID
+    func reject(_ t: UInt64, _ code: ErrorCode, _ text: String) {
+      log("upload \(t) from \(node.prefix(12)) rejected: \(text)")
+      incoming["\(node)/\(t)"] = nil
+      endpoint.send(.error(code: code.rawValue, message: text), to: inbound.peer)
+    }
+    switch m {
+    case .uploadBegin(let t, let round, let chunks, let head):
+      let key = "\(node)/\(t)"
+      if let n = finished[key] { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer); return true }
+      if let inc = incoming[key] {  // resume: say where we stand
+        endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
+        return true
+      }
+      guard round == context.round else { reject(t, .wrongRound, "round \(round) is not the current round \(context.round)"); return true }
+      guard let nodeID = unhex(node), nodeID.count == 32 else { reject(t, .notEnrolled, "session has no enrolled identity"); return true }
+      do {
+        let opener = try EnvelopeOpener(
+          headBytes: head, expected: .init(federation: context.federation, round: context.round, baseHash: context.baseHash, nodeID: nodeID),
+          aggregationPublicKey: context.aggregationPublic, aggregationSecretKey: context.aggregationSecret, sessionNodeID: nodeID,
+          signerKey: { [registry] id in registry.card(fingerprint: hex(id))?.signPublic })
+        guard opener.head.chunkCount == Int(chunks) else { reject(t, .rejectedUpdate, "head says \(opener.head.chunkCount) chunks, message says \(chunks)"); return true }
+        incoming[key] = Incoming(opener: opener, total: Int(chunks))
+        endpoint.send(.ack(transfer: t, next: 0, credit: context.credit), to: inbound.peer)
+      } catch {
+        reject(t, .rejectedUpdate, "\(error)")
+      }
+      return true
+    case .uploadChunk(let t, let index, let payload):
+      guard let inc = incoming["\(node)/\(t)"] else {
+        endpoint.send(.error(code: ErrorCode.unknownTransfer.rawValue, message: "no transfer \(t) in progress"), to: inbound.peer)
+        return true
+      }
+      guard Int(index) == inc.next else {
+        // A duplicate or a gap (after a reconnect): tell the sender where to continue.
+        endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
+        return true
+      }
+      do {
+        let plain = try inc.opener.open(payload)
+        onChunk(node, inc.next, plain)
+        inc.next += 1
+        endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
+      } catch {
+        reject(t, .rejectedUpdate, "\(error)")
+      }
+      return true
+    case .uploadEnd(let t, let final, let tokens, let steps, let loss):
+      let key = "\(node)/\(t)"
+      guard let inc = incoming[key] else {
+        if let n = finished[key] { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer) }
+        return true
+      }
+      do {
+        try inc.opener.finish(final)
+        incoming[key] = nil
+        finished[key] = inc.total
+        onComplete(Completed(node: node, transfer: t, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps, loss: Float(bitPattern: loss)))
+        endpoint.send(.ack(transfer: t, next: UInt32(inc.total + 1), credit: 0), to: inbound.peer)
+      } catch {
+        reject(t, .rejectedUpdate, "\(error)")
+      }
+      return true
+    default:
+      return false
+    }
+  }
+}
