@@ -1,0 +1,149 @@
+import AgoraCrypto
+import AgoraTransport
+import AgoraWire
+import ArgumentParser
+import Foundation
+
+struct TransportBench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "transport",
+    abstract: "Send an update from this (node) process to a coordinator process over loopback: signed, sealed and chunked, then the same bytes over plain libzmq with and without CURVE.")
+
+  @Option(help: "Update size in MB (10⁶ bytes); 56 is 14M fp32 parameters.")
+  var megabytes: Int = 56
+  @Option(name: .customLong("chunk-kib"), help: "Chunk size in KiB.")
+  var chunkKiB: Int = 1024
+  @Option(help: "Credit (chunks in flight).")
+  var credit: UInt16 = 8
+  @Option(help: "Rounds; each runs the three transfers once, and medians are reported.")
+  var rounds: Int = 3
+  @Flag(help: "One JSON object instead of the table.")
+  var json = false
+  @Flag(help: "Only time sealing and opening the envelope in this process (no network), to see the crypto's share.")
+  var cryptoOnly = false
+
+  struct Sample { var seconds: Double; var cpu: Double }
+
+  func run() throws {
+    let dir = NSTemporaryDirectory() + "agora-bench-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let coord = try Identity.generate(in: dir + "/coord", name: "bench coordinator", institution: "bench", contact: "", coordinator: true)
+    let node = try Identity.generate(in: dir + "/node", name: "bench node", institution: "bench", contact: "", coordinator: false)
+    try FileManager.default.createDirectory(atPath: dir + "/enrolled", withIntermediateDirectories: true)
+    try FileManager.default.copyItem(atPath: dir + "/node/card.toml", toPath: dir + "/enrolled/node.toml")
+    let bytes = megabytes * 1_000_000, chunk = chunkKiB << 10
+    if cryptoOnly { return try timeCrypto(coord: coord, node: node, bytes: bytes, chunk: chunk) }
+    let messages = (bytes + (1 << 20) - 1) >> 20
+    var agora: [Sample] = [], curve: [Sample] = [], plain: [Sample] = []
+    for r in 0..<rounds {
+      agora.append(try measure(["transport", "receive", "--identity", dir + "/coord", "--enrolled", dir + "/enrolled", "--credit", String(credit)]) { endpoint in
+        let client = try Endpoint.client(connect: endpoint, serverKey: coord.card.curvePublic,
+                                         keys: CurveKeys(publicKey: node.card.curvePublic, secretKey: node.curveSecret))
+        defer { client.close() }
+        let sealer = try EnvelopeSealer(context: .init(federation: "bench", round: 1, baseHash: [UInt8](repeating: 0, count: 32), nodeID: node.card.nodeID),
+                                        payloadLength: UInt64(bytes), chunkSize: chunk, recipient: coord.card.aggregationPublic!, signingSecretKey: node.signSecret)
+        var block = [UInt8](repeating: 0, count: chunk)
+        for i in 0..<chunk { block[i] = UInt8(truncatingIfNeeded: i &* 131) }
+        _ = try UploadSender(endpoint: client, transfer: UInt64(r + 1), round: 1).send(sealer: sealer, tokens: 0, steps: 0, loss: 0) { i in
+          let n = min(chunk, bytes - i * chunk)
+          return n == chunk ? block : Array(block.prefix(n))
+        }
+      })
+      let serverBox = try Sodium.boxKeypair()
+      curve.append(try measure(["transport", "sink", "--count", String(messages), "--curve-secret", hex(serverBox.secretKey)]) { endpoint in
+        try PlainSink.send(connect: endpoint, serverKey: serverBox.publicKey, keys: CurveKeys(publicKey: node.card.curvePublic, secretKey: node.curveSecret),
+                           count: messages, size: 1 << 20)
+      })
+      plain.append(try measure(["transport", "sink", "--count", String(messages)]) { endpoint in
+        try PlainSink.send(connect: endpoint, serverKey: nil, keys: nil, count: messages, size: 1 << 20)
+      })
+    }
+    func mbps(_ s: [Sample], _ n: Int) -> Double { Double(n) / median(s.map(\.seconds)) / 1e6 }
+    func cpuPerGB(_ s: [Sample], _ n: Int) -> Double { median(s.map(\.cpu)) / (Double(n) / 1e9) }
+    let plainBytes = messages << 20
+    let a = mbps(agora, bytes), c = mbps(curve, plainBytes), p = mbps(plain, plainBytes)
+    if json {
+      print("{\"megabytes\":\(megabytes),\"chunk_kib\":\(chunkKiB),\"agora_mb_s\":\(a),\"curve_mb_s\":\(c),\"plain_mb_s\":\(p),\"agora_cpu_s_per_gb\":\(cpuPerGB(agora, bytes)),\"curve_cpu_s_per_gb\":\(cpuPerGB(curve, plainBytes)),\"plain_cpu_s_per_gb\":\(cpuPerGB(plain, plainBytes)),\"ratio_to_curve\":\(a / c)}")
+    } else {
+      print("update \(megabytes) MB in \(chunkKiB) KiB chunks, credit \(credit), \(rounds) rounds, node and coordinator in separate processes on loopback")
+      print(String(format: "  Agora (CURVE + ZAP, signed, sealed, chunked): %7.1f MB/s  %5.2f CPU-s/GB", a, cpuPerGB(agora, bytes)))
+      print(String(format: "  plain libzmq, CURVE on (1 MiB messages):     %7.1f MB/s  %5.2f CPU-s/GB", c, cpuPerGB(curve, plainBytes)))
+      print(String(format: "  plain libzmq, CURVE off (1 MiB messages):    %7.1f MB/s  %5.2f CPU-s/GB", p, cpuPerGB(plain, plainBytes)))
+      print(String(format: "  Agora / CURVE-on libzmq: %.0f%%", 100 * a / c))
+    }
+  }
+
+  func timeCrypto(coord: Identity, node: Identity, bytes: Int, chunk: Int) throws {
+    var block = [UInt8](repeating: 0, count: chunk)
+    for i in 0..<chunk { block[i] = UInt8(truncatingIfNeeded: i &* 131) }
+    let ctx = Envelope.Context(federation: "bench", round: 1, baseHash: [UInt8](repeating: 0, count: 32), nodeID: node.card.nodeID)
+    let t0 = Date()
+    let sealer = try EnvelopeSealer(context: ctx, payloadLength: UInt64(bytes), chunkSize: chunk, recipient: coord.card.aggregationPublic!, signingSecretKey: node.signSecret)
+    var sealed: [[UInt8]] = []
+    for i in 0..<sealer.head.chunkCount {
+      let n = min(chunk, bytes - i * chunk)
+      sealed.append(try sealer.seal(n == chunk ? block : Array(block.prefix(n))))
+    }
+    let final = try sealer.finish()
+    let t1 = Date()
+    let opener = try EnvelopeOpener(headBytes: sealer.headBytes, expected: ctx, aggregationPublicKey: coord.card.aggregationPublic!,
+                                    aggregationSecretKey: coord.aggregationSecret!, sessionNodeID: nil) { _ in node.card.signPublic }
+    for c in sealed { _ = try opener.open(c) }
+    try opener.finish(final)
+    let t2 = Date()
+    var h = Date()
+    _ = Sodium.blake2b(block)
+    for _ in 0..<(bytes / chunk) { _ = Sodium.blake2b(block) }
+    let hashSecs = Date().timeIntervalSince(h)
+    h = Date()
+    let ss = try SecretStreamPush(key: SecretStream.keygen())
+    for _ in 0..<(bytes / chunk) { _ = try ss.push(block) }
+    let ssSecs = Date().timeIntervalSince(h)
+    let gb = Double(bytes) / 1e9
+    print(String(format: "one thread: seal %.0f MB/s, open %.0f MB/s; of which BLAKE2b %.0f MB/s, secretstream push %.0f MB/s",
+                 gb * 1000 / t1.timeIntervalSince(t0), gb * 1000 / t2.timeIntervalSince(t1), gb * 1000 / hashSecs, gb * 1000 / ssSecs))
+  }
+
+  /// Starts `agora ARGS` as the receiving process, waits for its READY line, runs `body(endpoint)` as the
+  /// sender, waits for the child to exit, and returns wall time and CPU seconds of both processes.
+  func measure(_ args: [String], _ body: (String) throws -> Void) throws -> Sample {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    p.arguments = args
+    // The receiver does no linear algebra: without this, OpenBLAS's worker threads start and spin
+    // (sched_yield) in the child and take CPU from the transfer being measured.
+    var env = ProcessInfo.processInfo.environment
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    p.environment = env
+    let out = Pipe()
+    p.standardOutput = out
+    try p.run()
+    var line = Data()
+    while !line.contains(0x0A) {
+      let d = out.fileHandleForReading.availableData
+      if d.isEmpty { throw CLIError("receiver exited before it was ready") }
+      line.append(d)
+    }
+    let text = String(decoding: line, as: UTF8.self)
+    guard let ready = text.split(separator: "\n").first(where: { $0.hasPrefix("READY ") }) else { throw CLIError("receiver said: \(text)") }
+    let endpoint = String(ready.dropFirst(6))
+    let cpu0 = cpuSeconds(RUSAGE_SELF.rawValue)
+    let t0 = Date()
+    try body(endpoint)
+    let secs = Date().timeIntervalSince(t0)  // the sender has the final acknowledgement: the transfer is done
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw CLIError("receiver failed with status \(p.terminationStatus)") }
+    let cpu = cpuSeconds(RUSAGE_SELF.rawValue) - cpu0 + cpuSeconds(RUSAGE_CHILDREN.rawValue) - childCPUBefore
+    childCPUBeforeStore = cpuSeconds(RUSAGE_CHILDREN.rawValue)
+    return Sample(seconds: secs, cpu: cpu)
+  }
+}
+
+nonisolated(unsafe) var childCPUBeforeStore = 0.0
+var childCPUBefore: Double { childCPUBeforeStore }
+
+func cpuSeconds(_ who: Int32) -> Double {
+  var u = rusage()
+  getrusage(__rusage_who_t(who), &u)
+  return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+}

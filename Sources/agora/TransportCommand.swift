@@ -1,0 +1,85 @@
+import AgoraCrypto
+import AgoraTransport
+import AgoraWire
+import ArgumentParser
+import Foundation
+
+/// Process-level pieces of the transport, used by `agora bench transport` (which starts them as child
+/// processes) and by the two-process tests.
+struct TransportCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "transport", abstract: "Run one side of a transfer (used by benchmarks and tests).",
+    subcommands: [Receive.self, Sink.self])
+
+  struct Receive: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Coordinator side: admit enrolled nodes, receive sealed updates, print one JSON line per verified update.")
+
+    @Option(help: "Coordinator identity directory (from agora keygen --coordinator).")
+    var identity: String
+    @Option(help: "Directory of enrolled nodes' card.toml files (*.toml).")
+    var enrolled: String
+    @Option(help: "Endpoint to bind.")
+    var bind: String = "tcp://127.0.0.1:*"
+    @Option(help: "Federation id.")
+    var federation: String = "bench"
+    @Option(help: "Current round.")
+    var round: UInt64 = 1
+    @Option(help: "Base version hash (64 hex digits).")
+    var base: String = String(repeating: "00", count: 32)
+    @Option(help: "Exit after this many verified updates.")
+    var updates: Int = 1
+    @Option(help: "Credit: chunks a node may send ahead of the acknowledged ones.")
+    var credit: UInt16 = 8
+
+    func run() throws {
+      let id = try Identity.load(from: identity)
+      guard let aggS = id.aggregationSecret, let aggP = id.card.aggregationPublic else { throw CLIError("\(identity) is not a coordinator identity") }
+      guard let baseHash = unhex(base), baseHash.count == 32 else { throw CLIError("--base must be 64 hex digits") }
+      let registry = try EnrolmentRegistry.load(directory: enrolled)
+      let zap = ZAPHandler(registry: registry) { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+      try zap.start()
+      let server = try Endpoint.server(bind: bind, keys: CurveKeys(publicKey: id.card.curvePublic, secretKey: id.curveSecret))
+      let receiver = UploadReceiver(context: .init(federation: federation, round: round, baseHash: baseHash, aggregationPublic: aggP,
+                                                   aggregationSecret: aggS, credit: credit), registry: registry)
+      let hasher = Sodium.Hasher()
+      var done = 0
+      var t0: Date? = nil
+      receiver.onChunk = { _, _, plain in hasher.update(plain) }
+      receiver.onComplete = { c in
+        done += 1
+        let secs = Date().timeIntervalSince(t0 ?? Date())
+        print("{\"node\":\"\(c.node)\",\"bytes\":\(c.bytes),\"seconds\":\(secs),\"blake2b\":\"\(hex(hasher.finish()))\"}")
+      }
+      print("READY \(server.boundEndpoint)")
+      fflush(stdout)
+      let deadline = Date(timeIntervalSinceNow: 600)
+      while done < updates, Date() < deadline {
+        guard let m = server.receive(timeout: 0.5) else { continue }
+        if t0 == nil { t0 = Date() }
+        receiver.handle(m, endpoint: server)
+      }
+      usleep(200_000)  // the final acknowledgement leaves before the socket closes
+      server.close()
+      zap.stop()
+      if done < updates { throw CLIError("timed out with \(done) of \(updates) updates") }
+    }
+  }
+
+  struct Sink: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Plain libzmq reference receiver for the benchmark.")
+    @Option(help: "Endpoint to bind.")
+    var bind: String = "tcp://127.0.0.1:*"
+    @Option(help: "CURVE server secret key (hex); plain TCP without it.")
+    var curveSecret: String?
+    @Option(help: "Messages to receive before answering.")
+    var count: Int
+
+    func run() throws {
+      let (endpoint, serve) = try PlainSink.serve(bind: bind, curveSecret: curveSecret.flatMap(unhex), count: count)
+      print("READY \(endpoint)")
+      fflush(stdout)
+      try serve()
+    }
+  }
+}
