@@ -14,6 +14,7 @@ final class CoordinatorLoop: @unchecked Sendable {
   var hasher = Sodium.Hasher()
   var completed: [UploadReceiver.Completed] = []
   var chunksSeen = 0
+  var malformed = 0
 
   init(server: Endpoint, receiver: UploadReceiver) {
     self.server = server
@@ -23,7 +24,10 @@ final class CoordinatorLoop: @unchecked Sendable {
     Thread { [self] in
       while !stop.isSet {
         lock.lock(); let s = self.server; lock.unlock()
-        if let m = s.receive(timeout: 0.05) { receiver.handle(m, endpoint: s) }
+        if let m = s.receive(timeout: 0.05) {
+          if case .failure = m.message { lock.lock(); malformed += 1; lock.unlock() }
+          receiver.handle(m, endpoint: s)
+        }
       }
       done.signal()
     }.start()
