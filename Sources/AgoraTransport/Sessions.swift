@@ -1,0 +1,134 @@
+import AgoraCrypto
+import AgoraWire
+import Foundation
+
+/// The coordinator's view of connected nodes: JOIN/WELCOME, liveness, LEAVE, malformed input and revocation.
+///
+/// Any message from a node counts as a sign of life; a node silent for `liveness` heartbeat intervals is
+/// expired. Revoking a node sends its live session ERROR(revoked) at once, and every later message with its
+/// User-Id is dropped (the ZAP handler already refuses its new connections).
+public final class SessionTable: @unchecked Sendable {
+  public struct Parameters: Sendable {
+    public var federation: String
+    public var heartbeatMillis: UInt32 = 1000
+    public var liveness: UInt8 = 3
+    public var chunkSize: UInt32 = 1 << 20
+    public var credit: UInt16 = 8
+    public var aggregationKey: [UInt8]
+    public init(federation: String, aggregationKey: [UInt8]) {
+      self.federation = federation
+      self.aggregationKey = aggregationKey
+    }
+  }
+
+  public struct Session: Sendable {
+    public var fingerprint: String
+    public var peer: [UInt8]
+    public var name: String
+    public var software: String
+    public var latestVersion: [UInt8]
+    public var joined: Date
+    public var lastSeen: Date
+  }
+
+  /// What `handle` did with a message.
+  public enum Outcome: Equatable {
+    /// The session layer answered it (JOIN, HEARTBEAT, LEAVE) or refused it; nothing more to do.
+    case handled
+    /// A message for the layers above (rounds, uploads, fetches) from a joined, enrolled node.
+    case forward
+    /// Dropped: malformed, from a revoked or unknown identity, or before JOIN.
+    case dropped(String)
+  }
+
+  public let parameters: Parameters
+  let registry: EnrolmentRegistry
+  let endpoint: Endpoint
+  private let lock = NSLock()
+  private var sessions: [String: Session] = [:]
+  public var log: @Sendable (String) -> Void = { _ in }
+
+  public init(parameters: Parameters, registry: EnrolmentRegistry, endpoint: Endpoint) {
+    self.parameters = parameters
+    self.registry = registry
+    self.endpoint = endpoint
+    registry.onRevoke { [weak self] card in self?.revoked(card) }
+  }
+
+  public var live: [Session] {
+    lock.lock(); defer { lock.unlock() }
+    return sessions.values.sorted { $0.joined < $1.joined }
+  }
+
+  public func session(_ fingerprint: String) -> Session? {
+    lock.lock(); defer { lock.unlock() }
+    return sessions[fingerprint]
+  }
+
+  public func handle(_ inbound: Inbound, now: Date = Date()) -> Outcome {
+    let fp = inbound.userID
+    guard !fp.isEmpty, registry.card(fingerprint: fp) != nil else {
+      // Only possible for a revoked node whose TCP connection is still open: never serve it.
+      return .dropped("message from a revoked or unknown identity \(fp.prefix(12))")
+    }
+    let message: Message
+    switch inbound.message {
+    case .success(let m): message = m
+    case .failure(let e):
+      endpoint.send(.error(code: e.code.rawValue, message: e.description), to: inbound.peer)
+      touch(fp, peer: inbound.peer, now: now)
+      return .dropped("malformed message from \(fp.prefix(12)): \(e)")
+    }
+    switch message {
+    case .join(let name, let software, let latest):
+      lock.lock()
+      sessions[fp] = Session(fingerprint: fp, peer: inbound.peer, name: name, software: software, latestVersion: latest, joined: now, lastSeen: now)
+      lock.unlock()
+      let p = parameters
+      endpoint.send(.welcome(federation: p.federation, heartbeatMillis: p.heartbeatMillis, liveness: p.liveness, chunkSize: p.chunkSize,
+                             credit: p.credit, aggregationKey: p.aggregationKey), to: inbound.peer)
+      log("\(name) (\(fp.prefix(12))) joined")
+      return .handled
+    case .leave(let reason):
+      lock.lock(); let s = sessions.removeValue(forKey: fp); lock.unlock()
+      log("\(s?.name ?? fp) left: \(reason)")
+      return .handled
+    default:
+      guard touch(fp, peer: inbound.peer, now: now) else {
+        endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "send JOIN first"), to: inbound.peer)
+        return .dropped("\(fp.prefix(12)) sent \(message.type) before JOIN")
+      }
+      if message == .heartbeat {
+        endpoint.send(.heartbeat, to: inbound.peer)
+        return .handled
+      }
+      return .forward
+    }
+  }
+
+  /// Records a sign of life (and the current routing id: it changes when a node reconnects).
+  @discardableResult
+  func touch(_ fp: String, peer: [UInt8], now: Date) -> Bool {
+    lock.lock(); defer { lock.unlock() }
+    guard sessions[fp] != nil else { return false }
+    sessions[fp]!.lastSeen = now
+    sessions[fp]!.peer = peer
+    return true
+  }
+
+  /// Removes and returns the sessions silent for longer than `liveness` heartbeat intervals.
+  public func expire(now: Date = Date()) -> [Session] {
+    let limit = Double(parameters.liveness) * Double(parameters.heartbeatMillis) / 1000
+    lock.lock(); defer { lock.unlock() }
+    let gone = sessions.values.filter { now.timeIntervalSince($0.lastSeen) > limit }
+    for s in gone { sessions[s.fingerprint] = nil }
+    return gone
+  }
+
+  private func revoked(_ card: EnrolmentCard) {
+    lock.lock(); let s = sessions.removeValue(forKey: card.fingerprint); lock.unlock()
+    guard let s else { return }
+    endpoint.send(.error(code: ErrorCode.revoked.rawValue, message: "the key of \(card.name) was revoked"), to: s.peer)
+    log("revoked \(card.name) (\(card.fingerprint.prefix(12))): live session closed")
+  }
+}

@@ -1,0 +1,123 @@
+import AgoraCrypto
+import AgoraWire
+import Foundation
+import Testing
+@testable import AgoraTransport
+
+/// Runs a coordinator's session table and blob server on a thread, as the coordinator service will.
+final class SessionLoop: @unchecked Sendable {
+  let sessions: SessionTable
+  let blobs: BlobServer
+  let server: Endpoint
+  let stop = ManagedAtomicFlag()
+  let done = DispatchSemaphore(value: 0)
+  let lock = NSLock()
+  var forwarded: [Message] = []
+  var dropped: [String] = []
+
+  init(server: Endpoint, sessions: SessionTable, blobs: BlobServer) {
+    self.server = server
+    self.sessions = sessions
+    self.blobs = blobs
+    Thread { [self] in
+      while !stop.isSet {
+        guard let m = server.receive(timeout: 0.05) else { continue }
+        switch sessions.handle(m) {
+        case .handled: break
+        case .dropped(let why): lock.lock(); dropped.append(why); lock.unlock()
+        case .forward:
+          if !blobs.handle(m, endpoint: server), case .success(let msg) = m.message { lock.lock(); forwarded.append(msg); lock.unlock() }
+        }
+      }
+      done.signal()
+    }.start()
+  }
+
+  func finish() { stop.set(); done.wait() }
+}
+
+@Suite(.serialized) struct SessionTests {
+  func start(_ f: Federation) throws -> (ZAPHandler, Endpoint, SessionLoop) {
+    let zap = ZAPHandler(registry: f.registry)
+    try zap.start()
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    var p = SessionTable.Parameters(federation: "test-fed", aggregationKey: f.coordinator.card.aggregationPublic!)
+    p.heartbeatMillis = 100
+    p.liveness = 3
+    let loop = SessionLoop(server: server, sessions: SessionTable(parameters: p, registry: f.registry, endpoint: server), blobs: BlobServer(chunkSize: 64 << 10))
+    return (zap, server, loop)
+  }
+
+  func client(_ f: Federation, _ server: Endpoint) throws -> Endpoint {
+    try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+  }
+
+  @Test func joinWelcomeHeartbeatAndExpiry() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, loop) = try start(f)
+    defer { loop.finish(); server.close(); zap.stop() }
+    let a = try client(f, server)
+    defer { a.close() }
+    a.send(.heartbeat)
+    #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.malformed.rawValue, message: "send JOIN first"))
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    let w = try #require(a.receive(timeout: 5))
+    guard case .success(.welcome(let fed, let hb, let live, _, _, let key)) = w.message else { Issue.record("\(w.message)"); return }
+    #expect(fed == "test-fed" && hb == 100 && live == 3 && key == f.coordinator.card.aggregationPublic!)
+    a.send(.heartbeat)
+    #expect(try a.receive(timeout: 5)?.message.get() == .heartbeat)
+    #expect(loop.sessions.session(f.alice.card.fingerprint)?.name == "Alice University")
+    // Silent for more than liveness × heartbeat (0.3 s): expired.
+    Thread.sleep(forTimeInterval: 0.5)
+    #expect(loop.sessions.expire().map(\.fingerprint) == [f.alice.card.fingerprint])
+    #expect(loop.sessions.live.isEmpty)
+  }
+
+  @Test func revokingALiveSessionClosesItAndDropsWhatFollows() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, loop) = try start(f)
+    defer { loop.finish(); server.close(); zap.stop() }
+    let a = try client(f, server)
+    defer { a.close() }
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    _ = try #require(a.receive(timeout: 5))
+    f.registry.revoke(fingerprint: f.alice.card.fingerprint)
+    #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.revoked.rawValue, message: "the key of Alice University was revoked"))
+    a.send(.round(round: 1, baseHash: [UInt8](repeating: 0, count: 32), innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0))
+    Thread.sleep(forTimeInterval: 0.3)
+    #expect(loop.forwarded.isEmpty)
+    #expect(loop.dropped.contains { $0.contains("revoked") })
+  }
+
+  @Test func modelFetchByContentHashIsVerified() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, loop) = try start(f)
+    defer { loop.finish(); server.close(); zap.stop() }
+    let blob = (0..<1_000_003).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 11) }
+    let path = f.dir + "/model.bin"
+    FileManager.default.createFile(atPath: path, contents: Data(blob))
+    let hash = try loop.blobs.publish(path: path)
+    #expect(hash == Sodium.blake2b(blob))
+    let a = try client(f, server)
+    defer { a.close() }
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    _ = try #require(a.receive(timeout: 5))
+    var got: [UInt8] = []
+    var fetcher = BlobFetcher(endpoint: a)
+    fetcher.credit = 4
+    let n = try fetcher.fetch(hash: hash) { got += $0 }
+    #expect(n == blob.count && got == blob)
+    // Unknown hash: a typed refusal.
+    #expect(throws: TransferError.self) { _ = try fetcher.fetch(hash: [UInt8](repeating: 9, count: 32)) { _ in } }
+    // The file changes under the server: the node detects it and does not use the data.
+    var tampered = blob
+    tampered[500_000] ^= 1
+    FileManager.default.createFile(atPath: path, contents: Data(tampered))
+    #expect(throws: FetchError.hashMismatch(expected: hex(hash), got: hex(Sodium.blake2b(tampered)))) {
+      _ = try fetcher.fetch(hash: hash) { _ in }
+    }
+  }
+}
