@@ -50,8 +50,9 @@ public final class Endpoint: @unchecked Sendable {
   public private(set) var dropped = 0
 
   /// A coordinator endpoint: ROUTER, CURVE server, bound to `endpoint`. Start the ZAP handler first.
-  public static func server(bind endpoint: String, keys: CurveKeys, settings: TransportSettings = .init()) throws -> Endpoint {
-    let s = try ZMQSocket(type: ZMQ_ROUTER)
+  public static func server(bind endpoint: String, keys: CurveKeys, settings: TransportSettings = .init(),
+                            context: ZMQContext = .shared) throws -> Endpoint {
+    let s = try ZMQSocket(type: ZMQ_ROUTER, context: context)
     try s.set(ZMQ_CURVE_SERVER, Int32(1))
     try s.set(ZMQ_CURVE_SECRETKEY, bytes: keys.secretKey)
     try s.set(ZMQ_ZAP_DOMAIN, string: "agora")
@@ -62,8 +63,9 @@ public final class Endpoint: @unchecked Sendable {
   }
 
   /// A node endpoint: DEALER, CURVE client of the server key, connecting (and reconnecting) to `endpoint`.
-  public static func client(connect endpoint: String, serverKey: [UInt8], keys: CurveKeys, settings: TransportSettings = .init()) throws -> Endpoint {
-    let s = try ZMQSocket(type: ZMQ_DEALER)
+  public static func client(connect endpoint: String, serverKey: [UInt8], keys: CurveKeys, settings: TransportSettings = .init(),
+                            context: ZMQContext = .shared) throws -> Endpoint {
+    let s = try ZMQSocket(type: ZMQ_DEALER, context: context)
     try s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey)
     try s.set(ZMQ_CURVE_PUBLICKEY, bytes: keys.publicKey)
     try s.set(ZMQ_CURVE_SECRETKEY, bytes: keys.secretKey)

@@ -22,12 +22,14 @@ enum ZMQ {
   }
 }
 
-/// One libzmq context for the process (its I/O threads serve every socket).
+/// A libzmq context: its I/O threads serve its sockets, and `inproc://` endpoints (such as the ZAP
+/// handler's) are private to it. Most programs use `shared`; a process hosting several coordinators (tests)
+/// gives each its own, so their ZAP handlers do not collide.
 public final class ZMQContext: @unchecked Sendable {
   public static let shared = ZMQContext(ioThreads: 2)
   let raw: UnsafeMutableRawPointer
 
-  init(ioThreads: Int32) {
+  public init(ioThreads: Int32 = 1) {
     raw = zmq_ctx_new()
     _ = zmq_ctx_set(raw, ZMQ_IO_THREADS, ioThreads)
   }

@@ -32,11 +32,11 @@ func rawTCP(port: UInt16, _ bytes: [UInt8]) {
     let bob = try Identity.generate(in: f.dir + "/bob", name: "Bob (misbehaving but enrolled)", institution: "B", contact: "", coordinator: false)
     f.registry.enrol(bob.card)
     let zap = ZAPHandler(registry: f.registry)
-    try zap.start()
+    try zap.start(context: f.context)
     defer { zap.stop() }
     var settings = TransportSettings()
     settings.maxMessageBytes = 2 << 20
-    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), settings: settings)
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), settings: settings, context: f.context)
     defer { server.close() }
     let port = UInt16(server.boundEndpoint.split(separator: ":").last!)!
     let receiver = UploadReceiver(context: .init(federation: "test-fed", round: 3, baseHash: [UInt8](repeating: 7, count: 32),
@@ -88,6 +88,7 @@ func rawTCP(port: UInt16, _ bytes: [UInt8]) {
     }
     try upload(t)
     #expect(loop.completed.count == Int(t), "every one of Alice's \(t) updates got through")
+    for _ in 0..<50 where loop.malformed < 50 { Thread.sleep(forTimeInterval: 0.1) }  // bounded: 5 s
     #expect(loop.malformed >= 50, "the garbage reached the coordinator: \(loop.malformed) malformed messages")
     let after = residentBytes()
     #expect(after - before < 40 << 20, "resident memory grew by \((after - before) >> 20) MiB")

@@ -39,8 +39,8 @@ final class SessionLoop: @unchecked Sendable {
 @Suite(.serialized) struct SessionTests {
   func start(_ f: Federation) throws -> (ZAPHandler, Endpoint, SessionLoop) {
     let zap = ZAPHandler(registry: f.registry)
-    try zap.start()
-    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    try zap.start(context: f.context)
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
     var p = SessionTable.Parameters(federation: "test-fed", aggregationKey: f.coordinator.card.aggregationPublic!)
     p.heartbeatMillis = 100
     p.liveness = 3

@@ -11,6 +11,9 @@ struct Federation {
   let mallory: Identity
   let registry: EnrolmentRegistry
   let dir: String
+  /// Each test federation has its own libzmq context, so its ZAP handler's inproc endpoint is its own
+  /// even when test suites run in parallel.
+  let context = ZMQContext(ioThreads: 1)
 
   init() throws {
     dir = NSTemporaryDirectory() + "agora-fed-\(UUID().uuidString)"
@@ -37,9 +40,9 @@ final class LogLines: @unchecked Sendable {
     defer { f.cleanup() }
     let log = LogLines()
     let zap = ZAPHandler(registry: f.registry) { log.add($0) }
-    try zap.start()
+    try zap.start(context: f.context)
     defer { zap.stop() }
-    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
     defer { server.close() }
     let addr = server.boundEndpoint
     #expect(addr.hasPrefix("tcp://127.0.0.1:"))
@@ -73,9 +76,9 @@ final class LogLines: @unchecked Sendable {
     let f = try Federation()
     defer { f.cleanup() }
     let zap = ZAPHandler(registry: f.registry)
-    try zap.start()
+    try zap.start(context: f.context)
     defer { zap.stop() }
-    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
     defer { server.close() }
     let a1 = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
     a1.send(.heartbeat)
@@ -93,9 +96,9 @@ final class LogLines: @unchecked Sendable {
     let f = try Federation()
     defer { f.cleanup() }
     let zap = ZAPHandler(registry: f.registry)
-    try zap.start()
+    try zap.start(context: f.context)
     defer { zap.stop() }
-    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
     defer { server.close() }
     let a = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
     defer { a.close() }

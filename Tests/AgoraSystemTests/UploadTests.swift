@@ -40,8 +40,8 @@ final class CoordinatorLoop: @unchecked Sendable {
 @Suite(.serialized) struct UploadTests {
   func setup(_ f: Federation, round: UInt64 = 3) throws -> (ZAPHandler, Endpoint, UploadReceiver) {
     let zap = ZAPHandler(registry: f.registry)
-    try zap.start()
-    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator))
+    try zap.start(context: f.context)
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
     let ctx = UploadReceiver.Context(federation: "test-fed", round: round, baseHash: [UInt8](repeating: 7, count: 32),
                                      aggregationPublic: f.coordinator.card.aggregationPublic!, aggregationSecret: f.coordinator.aggregationSecret!)
     return (zap, server, UploadReceiver(context: ctx, registry: f.registry))
@@ -98,7 +98,13 @@ final class CoordinatorLoop: @unchecked Sendable {
         // The coordinator's socket goes away mid-transfer (its receiver state survives) and comes back on the same port.
         restarted = true
         server.close()
-        let again = try Endpoint.server(bind: addr, keys: f.keys(f.coordinator))
+        // libzmq closes the old listener asynchronously: retry the bind briefly (bounded: 3 s).
+        var again: Endpoint? = nil
+        for _ in 0..<60 where again == nil {
+          again = try? Endpoint.server(bind: addr, keys: f.keys(f.coordinator), context: f.context)
+          if again == nil { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        guard let again else { throw TransferError.timeout("could not bind \(addr) again") }
         loop.swapServer(again)
       }
       return Array(data[(i * chunk)..<min(data.count, (i + 1) * chunk)])
