@@ -31,6 +31,8 @@ let package = Package(
     .target(name: "AgoraData", dependencies: ["AgoraModel", "CZlib"]),
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData"]),
     .target(name: "AgoraWire"),
+    .target(name: "AgoraFederation", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor",
+                                                    .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
 
@@ -38,7 +40,7 @@ let package = Package(
     .executableTarget(
       name: "agora",
       dependencies: [
-        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraTransport", "AgoraTensor",
+        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraFederation", "AgoraTransport", "AgoraTensor",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
@@ -47,6 +49,7 @@ let package = Package(
     .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
     .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor"]),
     .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto"]),
+    .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor"]),
   ],
   swiftLanguageModes: [.v5]
 )

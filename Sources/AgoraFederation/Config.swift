@@ -1,0 +1,170 @@
+import Foundation
+import TOMLKit
+
+/// A setting that is wrong or missing: the file, the key and what was expected.
+public struct ConfigError: Error, Equatable, CustomStringConvertible {
+  public let file: String
+  public let key: String
+  public let problem: String
+  public var description: String { "\(file): \(key): \(problem)" }
+}
+
+/// Reads typed settings from one TOML file; paths are resolved against the file's directory.
+struct TOMLFile {
+  let path: String
+  let table: TOMLTable
+  var dir: String { (path as NSString).deletingLastPathComponent }
+
+  init(_ path: String) throws {
+    self.path = path
+    guard let d = FileManager.default.contents(atPath: path) else { throw ConfigError(file: path, key: "-", problem: "cannot read the file") }
+    do { table = try TOMLTable(string: String(decoding: d, as: UTF8.self)) } catch {
+      throw ConfigError(file: path, key: "-", problem: "not valid TOML: \(error)")
+    }
+  }
+
+  func value(_ key: String) -> TOMLValueConvertible? {
+    var t: TOMLTable = table
+    let parts = key.split(separator: ".").map(String.init)
+    for p in parts.dropLast() {
+      guard let sub = t[p]?.table else { return nil }
+      t = sub
+    }
+    return t[parts.last!]
+  }
+
+  func fail(_ key: String, _ problem: String) -> ConfigError { ConfigError(file: path, key: key, problem: problem) }
+
+  func string(_ key: String, default d: String? = nil) throws -> String {
+    guard let v = value(key) else { if let d { return d }; throw fail(key, "missing (expected a string)") }
+    guard let s = v.string else { throw fail(key, "expected a string") }
+    return s
+  }
+
+  func int(_ key: String, default d: Int? = nil, range: ClosedRange<Int>) throws -> Int {
+    guard let v = value(key) else { if let d { return d }; throw fail(key, "missing (expected an integer in \(range))") }
+    guard let i = v.int else { throw fail(key, "expected an integer in \(range)") }
+    guard range.contains(i) else { throw fail(key, "\(i) is outside \(range)") }
+    return i
+  }
+
+  func double(_ key: String, default d: Double? = nil, range: ClosedRange<Double>) throws -> Double {
+    guard let v = value(key) else { if let d { return d }; throw fail(key, "missing (expected a number in \(range))") }
+    guard let x = v.double ?? v.int.map(Double.init) else { throw fail(key, "expected a number in \(range)") }
+    guard range.contains(x) else { throw fail(key, "\(x) is outside \(range)") }
+    return x
+  }
+
+  func path(_ key: String, default d: String? = nil) throws -> String {
+    let s = try string(key, default: d)
+    return s.hasPrefix("/") ? s : (dir as NSString).appendingPathComponent(s)
+  }
+
+  func paths(_ key: String) throws -> [String] {
+    guard let v = value(key) else { throw fail(key, "missing (expected a list of paths)") }
+    guard let a = v.array else { throw fail(key, "expected a list of paths") }
+    return try (0..<a.count).map { i in
+      guard let s = a[i].string else { throw fail("\(key)[\(i)]", "expected a string path") }
+      return s.hasPrefix("/") ? s : (dir as NSString).appendingPathComponent(s)
+    }
+  }
+
+  func choice<T: RawRepresentable & CaseIterable>(_ key: String, default d: T) throws -> T where T.RawValue == String {
+    let s = try string(key, default: d.rawValue)
+    guard let v = T(rawValue: s) else { throw fail(key, "\"\(s)\" is not one of \(T.allCases.map(\.rawValue))") }
+    return v
+  }
+}
+
+/// `federation.toml`: what every party of a federation agrees on.
+public struct FederationConfig: Sendable {
+  public var path: String
+  public var id: String
+  public var endpoint: String
+  public var coordinatorCard: String
+  public var preset: String
+  public var tokenizer: String
+  public var seed: UInt64
+  public var rounds: Int
+  public var innerSteps: Int
+  public var batch: Int
+  public var learningRate: Double
+  public var deadlineSeconds: Double
+  public var quorum: Double
+  public var outerOptimizer: OuterOptimizer.Kind
+  public var outerLR: Double
+  public var outerMomentum: Double
+  public var compression: CompressionSetting
+  public var minNodes: Int
+  public var evalData: [String]
+
+  public enum CompressionSetting: String, CaseIterable, Sendable { case int8, fp32 }
+
+  public init(path: String) throws {
+    let f = try TOMLFile(path)
+    self.path = path
+    id = try f.string("federation.id")
+    guard !id.isEmpty, id.utf8.count <= 255 else { throw f.fail("federation.id", "must be 1 to 255 bytes") }
+    endpoint = try f.string("federation.endpoint")
+    guard endpoint.hasPrefix("tcp://") else { throw f.fail("federation.endpoint", "expected tcp://HOST:PORT") }
+    coordinatorCard = try f.path("federation.coordinator_card")
+    preset = try f.string("model.preset", default: "tiny")
+    tokenizer = try f.path("model.tokenizer")
+    seed = UInt64(try f.int("model.seed", default: 1, range: 0...Int(Int32.max)))
+    rounds = try f.int("rounds.count", default: 5, range: 1...100_000)
+    innerSteps = try f.int("rounds.inner_steps", default: 50, range: 1...1_000_000)
+    batch = try f.int("rounds.batch", default: 8, range: 1...4096)
+    learningRate = try f.double("rounds.learning_rate", default: 1e-3, range: 1e-7...1)
+    deadlineSeconds = try f.double("rounds.deadline_seconds", default: 300, range: 1...86_400)
+    quorum = try f.double("rounds.quorum", default: 0.5, range: 0...1)
+    outerOptimizer = try f.choice("rounds.outer_optimizer", default: OuterOptimizer.Kind.diloco)
+    outerLR = try f.double("rounds.outer_lr", default: outerOptimizer == .fedavg ? 1 : 0.7, range: 1e-6...10)
+    outerMomentum = try f.double("rounds.outer_momentum", default: 0.9, range: 0...0.999)
+    compression = try f.choice("rounds.compression", default: CompressionSetting.int8)
+    minNodes = try f.int("rounds.min_nodes", default: 1, range: 1...100_000)
+    evalData = f.value("model.eval_data") == nil ? [] : try f.paths("model.eval_data")
+  }
+}
+
+/// `coordinator.toml`: the coordinator's own settings.
+public struct CoordinatorConfig: Sendable {
+  public var federation: FederationConfig
+  public var identity: String
+  public var enrolled: String
+  public var dataDir: String
+  public var bind: String
+
+  public init(path: String) throws {
+    let f = try TOMLFile(path)
+    federation = try FederationConfig(path: try f.path("coordinator.federation"))
+    identity = try f.path("coordinator.identity")
+    enrolled = try f.path("coordinator.enrolled")
+    dataDir = try f.path("coordinator.data")
+    bind = try f.string("coordinator.bind", default: federation.endpoint)
+  }
+}
+
+/// `<institution>.toml`: one node's identity, data and compute budget.
+public struct NodeConfig: Sendable {
+  public var path: String
+  public var federation: FederationConfig
+  public var name: String
+  public var identity: String
+  public var data: [String]
+  public var maxStepsPerRound: Int?
+  public var threads: Int?
+  public var workDir: String
+
+  public init(path: String) throws {
+    let f = try TOMLFile(path)
+    self.path = path
+    federation = try FederationConfig(path: try f.path("node.federation"))
+    name = try f.string("node.name")
+    identity = try f.path("node.identity")
+    data = try f.paths("node.data")
+    guard !data.isEmpty else { throw f.fail("node.data", "needs at least one data directory") }
+    maxStepsPerRound = f.value("node.max_steps_per_round") == nil ? nil : try f.int("node.max_steps_per_round", range: 1...1_000_000)
+    threads = f.value("node.threads") == nil ? nil : try f.int("node.threads", range: 1...256)
+    workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
+  }
+}

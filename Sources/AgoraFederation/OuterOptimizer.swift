@@ -1,0 +1,55 @@
+import AgoraTensor
+
+/// The coordinator's outer optimizer: it turns the weighted mean pseudo-gradient Δ̄ into the next version.
+///
+/// - FedAvg: θ ← θ − lr·Δ̄ (lr = 1 is plain model averaging).
+/// - DiLoCo (Nesterov momentum, as DiLoCo and INTELLECT-1: lr 0.7, μ 0.9): m ← μ·m + Δ̄; θ ← θ − lr·(Δ̄ + μ·m).
+/// - FedAdam (Reddi et al.): m ← β1·m + (1−β1)·Δ̄; v ← β2·v + (1−β2)·Δ̄²; θ ← θ − lr·m/(√v + ε).
+/// Its state (m, v) is kept with each version so a restarted coordinator continues exactly.
+public final class OuterOptimizer {
+  public enum Kind: String, Sendable, CaseIterable { case fedavg, diloco, fedadam }
+
+  public let kind: Kind
+  public var lr: Float
+  public var momentum: Float
+  public var beta2: Float = 0.99
+  public var eps: Float = 1e-3
+  public let m: FloatBuffer
+  public let v: FloatBuffer
+
+  public init(kind: Kind, count: Int, lr: Float, momentum: Float) {
+    self.kind = kind
+    self.lr = lr
+    self.momentum = momentum
+    m = FloatBuffer(count: kind == .fedavg ? 0 : count)
+    v = FloatBuffer(count: kind == .fedadam ? count : 0)
+  }
+
+  /// Applies the mean pseudo-gradient to the parameters in place.
+  public func apply(params: FloatBuffer, meanDelta: FloatBuffer) {
+    let p = params.pointer, d = meanDelta.pointer, mp = m.pointer, vp = v.pointer
+    let (lr, mu, b2, eps) = (self.lr, momentum, beta2, self.eps)
+    switch kind {
+    case .fedavg:
+      Parallel.forRange(params.count, minChunk: 16384) { s, e in for i in s..<e { p[i] -= lr * d[i] } }
+    case .diloco:
+      Parallel.forRange(params.count, minChunk: 16384) { s, e in
+        for i in s..<e {
+          let mi = mu * mp[i] + d[i]
+          mp[i] = mi
+          p[i] -= lr * (d[i] + mu * mi)
+        }
+      }
+    case .fedadam:
+      Parallel.forRange(params.count, minChunk: 16384) { s, e in
+        for i in s..<e {
+          let mi = mu * mp[i] + (1 - mu) * d[i]
+          let vi = b2 * vp[i] + (1 - b2) * d[i] * d[i]
+          mp[i] = mi
+          vp[i] = vi
+          p[i] -= lr * mi / (vi.squareRoot() + eps)
+        }
+      }
+    }
+  }
+}
