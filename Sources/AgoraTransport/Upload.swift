@@ -29,6 +29,8 @@ public struct UploadSender {
   public var ackTimeout: Double = 5
   /// How many unanswered asks end the transfer.
   public var maxRetries = 6
+  /// The round's deadline: waiting (e.g. for credit while other nodes upload) ends there.
+  public var deadline: Date? = nil
 
   public init(endpoint: Endpoint, transfer: UInt64, round: UInt64) {
     self.endpoint = endpoint
@@ -76,6 +78,7 @@ public struct UploadSender {
         bytes += final!.count
         endSent = true
       }
+      if let d = deadline, Date() > d { throw TransferError.timeout("the round's deadline passed") }
       guard let inbound = endpoint.receive(timeout: ackTimeout) else {
         retries += 1
         guard retries <= maxRetries else { throw TransferError.timeout("no acknowledgement after \(maxRetries) requests") }
@@ -144,19 +147,37 @@ public final class UploadReceiver {
     let opener: EnvelopeOpener
     var next = 0
     let total: Int
-    init(opener: EnvelopeOpener, total: Int) {
+    var peer: [UInt8]
+    var active = false
+    let node: String
+    let transfer: UInt64
+    init(opener: EnvelopeOpener, total: Int, peer: [UInt8], node: String, transfer: UInt64) {
       self.opener = opener
       self.total = total
+      self.peer = peer
+      self.node = node
+      self.transfer = transfer
     }
   }
+
+  /// How many uploads stream at once; the others wait with zero credit. The coordinator folds each update
+  /// into its own scratch buffer before accepting it, so this bounds its memory to (1 + maxActive) models.
+  public var maxActive = 1
+  var waiting: [String] = []
+  /// Called when an upload starts streaming (node fingerprint, transfer).
+  public var onStart: (String, UInt64) -> Void = { _, _ in }
+  /// Called when an upload is abandoned (rejected or failed) after it started streaming.
+  public var onAbort: (String, UInt64) -> Void = { _, _ in }
 
   public var context: Context
   let registry: EnrolmentRegistry
   var incoming: [String: Incoming] = [:]
   var finished: [String: Int] = [:]  // transfer key → chunk count
   /// Receives each decrypted chunk in order: (node fingerprint, chunk index, plaintext).
-  public var onChunk: (String, Int, [UInt8]) -> Void = { _, _, _ in }
-  public var onComplete: (Completed) -> Void = { _ in }
+  /// Receives each decrypted chunk in order; throwing rejects the update.
+  public var onChunk: (String, Int, [UInt8]) throws -> Void = { _, _, _ in }
+  /// Called with a verified update; throwing rejects it (e.g. a non-finite or outsized Δ).
+  public var onComplete: (Completed) throws -> Void = { _ in }
   public var log: (String) -> Void = { _ in }
 
   public init(context: Context, registry: EnrolmentRegistry) {
@@ -172,7 +193,8 @@ public final class UploadReceiver {
     let node = inbound.userID
     func reject(_ t: UInt64, _ code: ErrorCode, _ text: String) {
       log("upload \(t) from \(node.prefix(12)) rejected: \(text)")
-      incoming["\(node)/\(t)"] = nil
+      if let inc = incoming.removeValue(forKey: "\(node)/\(t)"), inc.active { onAbort(node, t); promote(endpoint) }
+      waiting.removeAll { $0 == "\(node)/\(t)" }
       endpoint.send(.error(code: code.rawValue, message: text), to: inbound.peer)
     }
     switch m {
@@ -180,7 +202,8 @@ public final class UploadReceiver {
       let key = "\(node)/\(t)"
       if let n = finished[key] { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer); return true }
       if let inc = incoming[key] {  // resume: say where we stand
-        endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
+        inc.peer = inbound.peer
+        endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: inc.active ? context.credit : 0), to: inbound.peer)
         return true
       }
       guard round == context.round else { reject(t, .wrongRound, "round \(round) is not the current round \(context.round)"); return true }
@@ -191,8 +214,12 @@ public final class UploadReceiver {
           aggregationPublicKey: context.aggregationPublic, aggregationSecretKey: context.aggregationSecret, sessionNodeID: nodeID,
           signerKey: { [registry] id in registry.card(fingerprint: hex(id))?.signPublic })
         guard opener.head.chunkCount == Int(chunks) else { reject(t, .rejectedUpdate, "head says \(opener.head.chunkCount) chunks, message says \(chunks)"); return true }
-        incoming[key] = Incoming(opener: opener, total: Int(chunks))
-        endpoint.send(.ack(transfer: t, next: 0, credit: context.credit), to: inbound.peer)
+        incoming[key] = Incoming(opener: opener, total: Int(chunks), peer: inbound.peer, node: node, transfer: t)
+        waiting.append(key)
+        if incoming.values.filter(\.active).count >= maxActive {
+          endpoint.send(.ack(transfer: t, next: 0, credit: 0), to: inbound.peer)  // wait for your turn
+        }
+        promote(endpoint)
       } catch {
         reject(t, .rejectedUpdate, "\(error)")
       }
@@ -202,14 +229,15 @@ public final class UploadReceiver {
         endpoint.send(.error(code: ErrorCode.unknownTransfer.rawValue, message: "no transfer \(t) in progress"), to: inbound.peer)
         return true
       }
-      guard Int(index) == inc.next else {
+      inc.peer = inbound.peer
+      guard inc.active, Int(index) == inc.next else {
         // A duplicate or a gap (after a reconnect): tell the sender where to continue.
-        endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
+        endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: inc.active ? context.credit : 0), to: inbound.peer)
         return true
       }
       do {
         let plain = try inc.opener.open(payload)
-        onChunk(node, inc.next, plain)
+        try onChunk(node, inc.next, plain)
         inc.next += 1
         endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
       } catch {
@@ -222,12 +250,14 @@ public final class UploadReceiver {
         if let n = finished[key] { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer) }
         return true
       }
+      guard inc.active else { return true }
       do {
         try inc.opener.finish(final)
+        try onComplete(Completed(node: node, transfer: t, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps, loss: Float(bitPattern: loss)))
         incoming[key] = nil
         finished[key] = inc.total
-        onComplete(Completed(node: node, transfer: t, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps, loss: Float(bitPattern: loss)))
         endpoint.send(.ack(transfer: t, next: UInt32(inc.total + 1), credit: 0), to: inbound.peer)
+        promote(endpoint)
       } catch {
         reject(t, .rejectedUpdate, "\(error)")
       }
@@ -235,5 +265,25 @@ public final class UploadReceiver {
     default:
       return false
     }
+  }
+
+  /// Starts waiting uploads while fewer than `maxActive` stream, granting them credit.
+  func promote(_ endpoint: Endpoint) {
+    while incoming.values.filter(\.active).count < maxActive, !waiting.isEmpty {
+      let key = waiting.removeFirst()
+      guard let inc = incoming[key] else { continue }
+      inc.active = true
+      onStart(inc.node, inc.transfer)
+      endpoint.send(.ack(transfer: inc.transfer, next: UInt32(inc.next), credit: context.credit), to: inc.peer)
+    }
+  }
+
+  /// Forgets every transfer (a new round starts); in-progress ones are aborted.
+  public func reset(endpoint: Endpoint) {
+    for inc in incoming.values where inc.active { onAbort(inc.node, inc.transfer) }
+    for inc in incoming.values { endpoint.send(.error(code: ErrorCode.wrongRound.rawValue, message: "the round ended"), to: inc.peer) }
+    incoming = [:]
+    waiting = []
+    finished = [:]
   }
 }
