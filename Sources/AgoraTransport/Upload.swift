@@ -168,6 +168,8 @@ public final class UploadReceiver {
   public var onStart: (String, UInt64) -> Void = { _, _ in }
   /// Called when an upload is abandoned (rejected or failed) after it started streaming.
   public var onAbort: (String, UInt64) -> Void = { _, _ in }
+  /// Called for every rejected upload, streaming or not: (node, transfer, reason).
+  public var onReject: (String, UInt64, String) -> Void = { _, _, _ in }
 
   public var context: Context
   let registry: EnrolmentRegistry
@@ -195,6 +197,7 @@ public final class UploadReceiver {
       log("upload \(t) from \(node.prefix(12)) rejected: \(text)")
       if let inc = incoming.removeValue(forKey: "\(node)/\(t)"), inc.active { onAbort(node, t); promote(endpoint) }
       waiting.removeAll { $0 == "\(node)/\(t)" }
+      onReject(node, t, text)
       endpoint.send(.error(code: code.rawValue, message: text), to: inbound.peer)
     }
     switch m {

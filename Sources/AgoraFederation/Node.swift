@@ -1,0 +1,155 @@
+import AgoraCrypto
+import AgoraData
+import AgoraModel
+import AgoraTensor
+import AgoraTrainer
+import AgoraTransport
+import AgoraWire
+import Foundation
+
+/// The node service: joins the federation, and for each round fetches the base version (checked by hash),
+/// trains on its own data (which never leaves it), and sends Δ = θ_base − θ_local, compressed, signed and
+/// sealed for the coordinator.
+public final class NodeService {
+  public let config: NodeConfig
+  let identity: Identity
+  let coordinatorCard: EnrolmentCard
+  public let trainer: Trainer
+  let endpoint: Endpoint
+  let base: FloatBuffer
+  let errorFeedback: FloatBuffer
+  var baseHash: [UInt8] = []
+  public var log: (String) -> Void = { print($0) }
+  let stop = ManagedAtomicFlagPublic()
+  public private(set) var roundsDone = 0
+
+  public init(config: NodeConfig) throws {
+    self.config = config
+    let fed = config.federation
+    if let t = config.threads { Parallel.threads = t }
+    identity = try Identity.load(from: config.identity)
+    coordinatorCard = try EnrolmentCard.load(fed.coordinatorCard)
+    let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
+    let sources = try LanguageSource.discover(config.data)
+    try FileManager.default.createDirectory(atPath: config.workDir, withIntermediateDirectories: true)
+    let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.workDir + "/cache")
+    var s = TrainSettings()
+    s.preset = fed.preset
+    s.batch = fed.batch
+    s.steps = fed.rounds * fed.innerSteps
+    s.maxLR = Float(fed.learningRate)
+    s.minLR = Float(fed.learningRate) / 10
+    s.warmupSteps = min(20, fed.innerSteps)
+    s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)  // each node draws its own batches
+    s.evalEvery = 0
+    trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
+    base = FloatBuffer(count: trainer.model.parameters.count)
+    errorFeedback = FloatBuffer(count: trainer.model.parameters.count)
+    endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
+                                   keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
+  }
+
+  public func requestStop() { stop.set() }
+
+  /// Joins and serves rounds until the coordinator says LEAVE, the node is revoked, or `requestStop`.
+  public func run() throws {
+    let name = config.name
+    var welcome: (chunk: Int, heartbeat: UInt32, aggregationKey: [UInt8])? = nil
+    for attempt in 0..<12 where welcome == nil && !stop.isSet {
+      if attempt % 4 == 0 { endpoint.send(.join(name: name, software: "agora/0.1.0", latestVersion: baseHash.isEmpty ? [UInt8](repeating: 0, count: 32) : baseHash)) }
+      guard let m = endpoint.receive(timeout: 2.5) else { continue }
+      switch m.message {
+      case .success(.welcome(let fed, let hb, _, let chunk, _, let key)):
+        guard fed == config.federation.id else { throw ConfigError(file: config.path, key: "node.federation", problem: "the coordinator runs federation \(fed)") }
+        guard key == coordinatorCard.aggregationPublic else { throw ConfigError(file: config.federation.path, key: "federation.coordinator_card", problem: "the coordinator's aggregation key differs from the card's") }
+        welcome = (Int(chunk), hb, key)
+      case .success(.error(let code, let text)):
+        throw TransferError.rejected(code: code, message: text)
+      default: continue
+      }
+    }
+    guard let w = welcome else { throw TransferError.timeout("no WELCOME from \(config.federation.endpoint) (not running, wrong server key, or this node is not enrolled)") }
+    log("\(name) joined \(config.federation.id)")
+    // Heartbeats while training keeps this thread busy.
+    let beat = Thread { [endpoint, stop] in
+      while !stop.isSet { Thread.sleep(forTimeInterval: Double(w.heartbeat) / 1000); endpoint.send(.heartbeat) }
+    }
+    beat.start()
+    defer { stop.set() }
+    while !stop.isSet {
+      guard let m = endpoint.receive(timeout: 1) else { continue }
+      guard case .success(let msg) = m.message else { continue }
+      switch msg {
+      case .round(let r, let baseHash, let steps, _, _, let deadlineMs, let modelBytes):
+        let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
+        do {
+          try runRound(round: r, baseHash: baseHash, steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline, chunk: w.chunk, recipient: w.aggregationKey)
+        } catch {
+          log("\(name): round \(r) abandoned: \(error)")
+        }
+      case .leave(let reason):
+        log("\(name): coordinator says \(reason); leaving")
+        return
+      case .error(let code, let text) where code == ErrorCode.revoked.rawValue:
+        throw TransferError.rejected(code: code, message: text)
+      default:
+        continue
+      }
+    }
+    endpoint.send(.leave(reason: "node stopping"))
+    Thread.sleep(forTimeInterval: 0.2)
+  }
+
+  func runRound(round r: UInt64, baseHash hash: [UInt8], steps: Int, modelBytes: Int, deadline: Date, chunk: Int, recipient: [UInt8]) throws {
+    let fed = config.federation
+    let t0 = Date()
+    guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
+    var fetched = 0
+    if hash != baseHash {
+      var offset = 0
+      let raw = UnsafeMutableRawPointer(base.pointer)
+      // A fresh buffer while fetching: a failed fetch must not leave a half-written base.
+      let staging = FloatBuffer(count: base.count)
+      let sraw = UnsafeMutableRawPointer(staging.pointer)
+      fetched = try BlobFetcher(endpoint: endpoint).fetch(hash: hash) { bytes in
+        guard offset + bytes.count <= modelBytes else { throw TransferError.protocolViolation("blob longer than the model") }
+        bytes.withUnsafeBytes { sraw.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        offset += bytes.count
+      }
+      guard offset == modelBytes else { throw TransferError.protocolViolation("blob of \(offset) bytes, expected \(modelBytes)") }
+      raw.copyMemory(from: sraw, byteCount: modelBytes)
+      baseHash = hash
+    }
+    trainer.model.parameters.copy(from: base)
+    let n = min(steps, config.maxStepsPerRound ?? steps)
+    var loss: Float = 0
+    var done = 0
+    for _ in 0..<n {
+      if Date() > deadline || stop.isSet { break }
+      loss = try trainer.step().loss
+      done += 1
+    }
+    // Δ = θ_base − θ_local
+    let delta = FloatBuffer(count: base.count)
+    let (d, b, p) = (delta.pointer, base.pointer, trainer.model.parameters.pointer)
+    for i in 0..<base.count { d[i] = b[i] - p[i] }
+    let format: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
+    let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
+                                    errorFeedback: format == .int8 ? errorFeedback.buffer : nil)
+    let sealer = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: hash, nodeID: identity.card.nodeID),
+                                    payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: recipient, signingSecretKey: identity.signSecret)
+    var sender = UploadSender(endpoint: endpoint, transfer: r, round: r)
+    sender.deadline = deadline
+    sender.ackTimeout = 2
+    sender.maxRetries = 1000  // bounded by the deadline
+    let tokens = UInt64(done * trainer.model.B * trainer.model.T)
+    let res = try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss) { i in
+      Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
+    }
+    roundsDone += 1
+    log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched,
+               res.bytesSent, format.name, Date().timeIntervalSince(t0)))
+  }
+
+  public func shutdown() { endpoint.close() }
+}

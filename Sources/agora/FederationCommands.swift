@@ -1,0 +1,121 @@
+import AgoraFederation
+import AgoraTensor
+import ArgumentParser
+import Dispatch
+import Foundation
+
+/// Calls `handler` once on SIGINT or SIGTERM (the default action is replaced).
+func onTerminationSignal(_ handler: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
+  [SIGINT, SIGTERM].map { sig in
+    signal(sig, SIG_IGN)
+    let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+    s.setEventHandler(handler: handler)
+    s.resume()
+    return s
+  }
+}
+
+struct CoordinatorCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "coordinator", abstract: "Run a federation's coordinator: admit enrolled nodes, run rounds, aggregate, version the model.")
+
+  @Option(help: "coordinator.toml of the federation (e.g. Nodes/demo/coordinator.toml).")
+  var config: String
+
+  func run() throws {
+    let cfg: CoordinatorConfig
+    do { cfg = try CoordinatorConfig(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+    let service = try CoordinatorService(config: cfg)
+    let signals = onTerminationSignal { service.requestStop() }
+    defer { _ = signals; service.shutdown() }
+    print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")
+    var first: [(String, Double)] = []
+    service.onRound = { r in
+      let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
+      print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.1f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
+                   r.bytesIn, r.meanLoss, mean, r.seconds, r.applied ? "" : "  (quorum not reached)"))
+      fflush(stdout)
+    }
+    let reports = try service.run()
+    first = reports.first?.bitsPerByte ?? []
+    if let last = reports.last, !first.isEmpty {
+      print("bits per byte per language, version 0 → version \(last.version):")
+      let after = Dictionary(uniqueKeysWithValues: last.bitsPerByte)
+      for (lang, b) in first { print(String(format: "  %@  %.3f → %.3f", lang, b, after[lang] ?? .nan)) }
+    }
+  }
+}
+
+struct NodeCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "node", abstract: "Run a node: train on local data each round and send sealed updates to the coordinator.")
+
+  @Option(help: "The node's TOML file (e.g. Nodes/demo/cuni.toml).")
+  var config: String
+
+  func run() throws {
+    let cfg: NodeConfig
+    do { cfg = try NodeConfig(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+    let node = try NodeService(config: cfg)
+    let signals = onTerminationSignal { node.requestStop() }
+    defer { _ = signals; node.shutdown() }
+    try node.run()
+  }
+}
+
+struct Demo: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Run the demo consortium of Nodes/demo on this machine: a coordinator and four institutions as separate processes on 127.0.0.1.")
+
+  @Option(help: "Directory of the demo federation's configuration.")
+  var nodes: String = "Nodes/demo"
+
+  @Option(help: "Work directory for keys, tokenizer, logs and versions.")
+  var work: String = ".agora/demo"
+
+  func run() throws {
+    let fm = FileManager.default
+    guard fm.fileExists(atPath: defaultDemoData + "/de/train.txt") else { throw CLIError("the demo corpus is missing: run scripts/setup") }
+    let fedCfg = nodes + "/federation.toml"
+    let nodeFiles = try fm.contentsOfDirectory(atPath: nodes).filter { $0.hasSuffix(".toml") && $0 != "federation.toml" && $0 != "coordinator.toml" }.sorted()
+    try DemoSetup.prepare(work: work, federation: fedCfg, nodeConfigs: nodeFiles.map { nodes + "/" + $0 })
+    try fm.createDirectory(atPath: work + "/logs", withIntermediateDirectories: true)
+    let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    var children: [Process] = []
+    let lock = NSLock()
+    let signals = onTerminationSignal {
+      lock.lock(); for c in children where c.isRunning { c.terminate() }; lock.unlock()
+    }
+    defer { _ = signals }
+    func spawn(_ args: [String], log: String?) throws -> Process {
+      let p = Process()
+      p.executableURL = exe
+      p.arguments = args
+      var env = ProcessInfo.processInfo.environment
+      env["OPENBLAS_NUM_THREADS"] = "1"
+      p.environment = env
+      if let log {
+        fm.createFile(atPath: log, contents: nil)
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = h
+        p.standardError = h
+      }
+      try p.run()
+      lock.lock(); children.append(p); lock.unlock()
+      return p
+    }
+    print("demo: coordinator and \(nodeFiles.count) institutions on 127.0.0.1 (logs in \(work)/logs)")
+    fflush(stdout)
+    let coordinator = try spawn(["coordinator", "--config", nodes + "/coordinator.toml"], log: nil)
+    Thread.sleep(forTimeInterval: 0.5)
+    for f in nodeFiles {
+      _ = try spawn(["node", "--config", nodes + "/" + f], log: work + "/logs/" + (f as NSString).deletingPathExtension + ".log")
+    }
+    coordinator.waitUntilExit()
+    // Nodes leave when the coordinator says so; anything still running after 10 s is stopped.
+    let deadline = Date(timeIntervalSinceNow: 10)
+    while Date() < deadline, children.contains(where: \.isRunning) { Thread.sleep(forTimeInterval: 0.1) }
+    lock.lock(); for c in children where c.isRunning { c.terminate() }; lock.unlock()
+    guard coordinator.terminationStatus == 0 else { throw CLIError("the coordinator failed (status \(coordinator.terminationStatus))") }
+  }
+}
