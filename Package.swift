@@ -49,7 +49,7 @@ let package = Package(
     .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
     .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor"]),
     .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto"]),
-    .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor"]),
+    .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire", "AgoraData"]),
   ],
   swiftLanguageModes: [.v5]
 )

@@ -153,9 +153,11 @@ public final class CoordinatorService {
       try decoder!.finish()
       decoder = nil
       let norm = l2(scratch)
+      // Rejected: anything non-finite, a Δ ten times larger than the model itself, or one ten times the
+      // median of the updates already accepted this round.
       let median = norms.sorted().dropFirst(norms.count / 2).first
-      if !norm.isFinite || norm > baseNorm || (median.map { norm > 10 * $0 } ?? false) {
-        throw ModelError.nonFinite("update norm \(norm) is far outside the others (median \(median ?? .nan), model norm \(baseNorm))")
+      if !norm.isFinite || norm > 10 * baseNorm || (median.map { norm > 10 * $0 } ?? false) {
+        throw ModelError.nonFinite("update norm \(norm) is far outside the others (median \(median.map { "\($0)" } ?? "none yet"), model norm \(baseNorm))")
       }
       let w = Double(max(c.tokens, 1))
       let wf = Float(w)
@@ -182,6 +184,14 @@ public final class CoordinatorService {
       for gone in sessions.expire() where wanted.contains(gone.fingerprint) {
         log("  \(gone.name) stopped answering; round \(r) goes on without it")
         done.insert(gone.fingerprint)
+      }
+      // A selected node that joined again during the round has restarted and lost its work: it takes part
+      // from the next round on (fetching the latest version by hash then).
+      for fp in wanted.subtracting(done) {
+        if let s = sessions.session(fp), s.joined > started {
+          log("  \(s.name) restarted; round \(r) goes on without it")
+          done.insert(fp)
+        }
       }
     }
     let accepted = norms.count

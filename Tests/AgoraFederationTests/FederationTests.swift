@@ -1,0 +1,235 @@
+import AgoraCrypto
+import AgoraData
+import AgoraModel
+import AgoraTransport
+import AgoraWire
+import Foundation
+import Testing
+@testable import AgoraFederation
+
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let agoraBinary = repoRoot + "/.build/release/agora"
+
+/// A small federation in a temporary directory: real keys, real demo text split over the nodes, TOML files
+/// like Nodes/demo's, and a free port on 127.0.0.1.
+struct Harness {
+  let dir: String
+  let nodes: [String]
+  let port: Int
+
+  init(nodes: [(String, [String])], rounds: Int, innerSteps: Int, quorum: Double = 0.5, deadline: Double = 60, minNodes: Int? = nil,
+       bytes: Int = 60_000) throws {
+    dir = NSTemporaryDirectory() + "agora-federation-\(UUID().uuidString)"
+    let fm = FileManager.default
+    let demo = repoRoot + "/.agora/data/demo"
+    guard fm.fileExists(atPath: demo + "/de/train.txt") else { throw DataError.missingSource("run scripts/setup first: the demo corpus is missing") }
+    var langs: Set<String> = []
+    for (_, ls) in nodes { langs.formUnion(ls) }
+    var bpe = BPETrainer()
+    for l in langs.sorted() {
+      try fm.createDirectory(atPath: "\(dir)/data/\(l)", withIntermediateDirectories: true)
+      for (split, n) in [("train", bytes), ("valid", bytes / 4)] {
+        let d = try Data(contentsOf: URL(fileURLWithPath: "\(demo)/\(l)/\(split).txt"))
+        let cut = d.prefix(n)
+        let text = cut.prefix(through: cut.lastIndex(of: 0x0A) ?? cut.count - 1)
+        try text.write(to: URL(fileURLWithPath: "\(dir)/data/\(l)/\(split).txt"))
+        if split == "train" { bpe.addLanguage(l, texts: [String(decoding: text, as: UTF8.self)]) }
+      }
+    }
+    try bpe.train(vocabSize: 512).save(to: dir + "/tokenizer.json")
+    _ = try Identity.generate(in: dir + "/keys/coordinator", name: "Test coordinator", institution: "T", contact: "", coordinator: true)
+    try fm.createDirectory(atPath: dir + "/keys/enrolled", withIntermediateDirectories: true)
+    // A free port: bind to 0, read it, release it.
+    let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, len); return getsockname(probe, $0, &len) } }
+    port = Int(UInt16(bigEndian: addr.sin_port))
+    close(probe)
+    try """
+    [federation]
+    id = "test-federation"
+    endpoint = "tcp://127.0.0.1:\(port)"
+    coordinator_card = "keys/coordinator/card.toml"
+    [model]
+    preset = "tiny"
+    tokenizer = "tokenizer.json"
+    seed = 3
+    eval_data = ["data"]
+    [rounds]
+    count = \(rounds)
+    inner_steps = \(innerSteps)
+    batch = 8
+    learning_rate = 5e-3
+    deadline_seconds = \(deadline)
+    quorum = \(quorum)
+    min_nodes = \(minNodes ?? nodes.count)
+    outer_optimizer = "diloco"
+    compression = "int8"
+    """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
+    try """
+    [coordinator]
+    federation = "federation.toml"
+    identity = "keys/coordinator"
+    enrolled = "keys/enrolled"
+    data = "coordinator"
+    """.write(toFile: dir + "/coordinator.toml", atomically: true, encoding: .utf8)
+    var names: [String] = []
+    for (name, ls) in nodes {
+      let id = try Identity.generate(in: dir + "/keys/" + name, name: name, institution: name, contact: "", coordinator: false)
+      try id.card.toml().write(toFile: dir + "/keys/enrolled/\(name).toml", atomically: true, encoding: .utf8)
+      try """
+      [node]
+      name = "\(name)"
+      federation = "federation.toml"
+      identity = "keys/\(name)"
+      data = [\(ls.map { "\"data/\($0)\"" }.joined(separator: ", "))]
+      threads = 1
+      work = "work/\(name)"
+      """.write(toFile: dir + "/\(name).toml", atomically: true, encoding: .utf8)
+      names.append(name)
+    }
+    self.nodes = names
+  }
+
+  func cleanup() { try? FileManager.default.removeItem(atPath: dir) }
+
+  /// Starts `agora ARGS`; output goes to `log` under the harness directory.
+  func start(_ args: [String], log: String) throws -> Process {
+    guard FileManager.default.isExecutableFile(atPath: agoraBinary) else {
+      throw DataError.missingSource("\(agoraBinary) is missing: build it first (scripts/setup does)")
+    }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: agoraBinary)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    p.environment = env
+    FileManager.default.createFile(atPath: dir + "/" + log, contents: nil)
+    let h = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/" + log))
+    p.standardOutput = h
+    p.standardError = h
+    try p.run()
+    return p
+  }
+
+  func coordinator() throws -> Process { try start(["coordinator", "--config", dir + "/coordinator.toml"], log: "coordinator.log") }
+  func node(_ name: String, log: String? = nil) throws -> Process { try start(["node", "--config", "\(dir)/\(name).toml"], log: log ?? "\(name).log") }
+  func read(_ log: String) -> String { (try? String(contentsOfFile: dir + "/" + log, encoding: .utf8)) ?? "" }
+
+  /// Waits (bounded) for a process to exit; kills it when the time is up.
+  func wait(_ p: Process, seconds: Double) -> Bool {
+    let end = Date(timeIntervalSinceNow: seconds)
+    while p.isRunning && Date() < end { Thread.sleep(forTimeInterval: 0.1) }
+    if p.isRunning { p.terminate(); return false }
+    return true
+  }
+
+  /// (round, mean bits/byte) rows of the coordinator's round table.
+  func table() -> [(Int, Double)] {
+    read("coordinator.log").split(separator: "\n").compactMap { line in
+      let f = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+      guard f.count >= 8, let r = Int(f[0]), let bpb = Double(f[6]) else { return nil }
+      return (r, bpb)
+    }
+  }
+}
+
+@Suite(.serialized) struct FederationTests {
+  @Test func multiProcessFederationLowersValidationLoss() throws {
+    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40)
+    defer { h.cleanup() }
+    let c = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let nodes = try h.nodes.map { try h.node($0) }
+    let finished = h.wait(c, seconds: 240)
+    for n in nodes { _ = h.wait(n, seconds: 15) }
+    print(h.read("coordinator.log"))
+    #expect(finished && c.terminationStatus == 0, "coordinator: \(h.read("coordinator.log"))")
+    let rows = h.table()
+    #expect(rows.count == 4)
+    let initial = h.read("coordinator.log").split(separator: "\n").filter { $0.contains("→") }.compactMap { Double($0.split(separator: " ")[1]) }
+    #expect(!initial.isEmpty)
+    let start = initial.reduce(0, +) / Double(initial.count)
+    #expect(rows.last!.1 < start - 0.3, "bits/byte went from \(start) to \(rows.last!.1)")
+    #expect(rows.last!.1 < rows.first!.1)
+  }
+
+  @Test func roundCompletesOnQuorumWhenANodeIsKilledAndTheNodeCatchesUp() throws {
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 4, innerSteps: 300, quorum: 0.5, deadline: 60, minNodes: 3)
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    var procs = try h.nodes.map { try h.node($0) }
+    // Once round 1 is in the table, round 2 has been announced: kill node c while it trains.
+    let end = Date(timeIntervalSinceNow: 120)
+    while Date() < end && h.table().isEmpty { Thread.sleep(forTimeInterval: 0.1) }
+    Thread.sleep(forTimeInterval: 1)
+    kill(procs[2].processIdentifier, SIGKILL)
+    procs[2].waitUntilExit()
+    // It restarts at once and must catch up with the latest version (by hash) in a later round.
+    procs[2] = try h.node("c", log: "c-restarted.log")
+    let finished = h.wait(coord, seconds: 240)
+    for p in procs { _ = h.wait(p, seconds: 15) }
+    print(h.read("coordinator.log"))
+    #expect(finished && coord.terminationStatus == 0)
+    let log = h.read("coordinator.log")
+    let rows = log.split(separator: "\n").filter { $0.hasPrefix("    ") && $0.contains("|") }
+    #expect(rows.count == 4, "\(log)")
+    #expect(!log.contains("quorum not reached"), "every round reached quorum")
+    #expect(h.read("c-restarted.log").contains("round 3") || h.read("c-restarted.log").contains("round 4"),
+            "the restarted node fetched the latest version and trained in a later round: \(h.read("c-restarted.log"))")
+    #expect(log.contains("stopped answering") || log.contains("restarted; round 2 goes on without it"), "the killed node was noticed")
+    let secondRound = rows.first { $0.hasPrefix("    2 |") } ?? ""
+    #expect(secondRound.contains(" 2/3 "), "round 2 completed on the quorum of the two live nodes: \(secondRound)")
+    #expect(!secondRound.hasSuffix("60.0"), "round 2 did not wait for its deadline")
+  }
+
+  @Test func nanAndEnormousUpdatesAreRejectedAndTheVersionIsUnharmed() throws {
+    let h = try Harness(nodes: [("good", ["de"]), ("rogue", ["fr"])], rounds: 2, innerSteps: 30, quorum: 0.5, deadline: 60, minNodes: 2)
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let good = try h.node("good")
+    // The rogue node speaks the protocol by hand: it joins, and answers each round with a poisoned Δ.
+    let rogue = try Identity.load(from: h.dir + "/keys/rogue")
+    let coordCard = try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml")
+    let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(h.port)", serverKey: coordCard.curvePublic,
+                                 keys: CurveKeys(publicKey: rogue.card.curvePublic, secretKey: rogue.curveSecret))
+    defer { ep.close() }
+    ep.send(.join(name: "rogue", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    var outcomes: [String] = []
+    let end = Date(timeIntervalSinceNow: 120)
+    while outcomes.count < 2 && Date() < end {
+      guard let m = ep.receive(timeout: 1), case .success(.round(let r, let base, _, _, _, _, let bytes)) = m.message else { continue }
+      let n = Int(bytes) / 4
+      var delta = [Float](repeating: 0.01, count: n)
+      if r == 1 { delta[n / 2] = .nan } else { for i in 0..<n { delta[i] = 1e6 } }
+      let payload = delta.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
+      let sealer = try EnvelopeSealer(context: .init(federation: "test-federation", round: r, baseHash: base, nodeID: rogue.card.nodeID),
+                                      payloadLength: UInt64(payload.count), chunkSize: 1 << 20, recipient: coordCard.aggregationPublic!,
+                                      signingSecretKey: rogue.signSecret)
+      do {
+        _ = try UploadSender(endpoint: ep, transfer: r, round: r).send(sealer: sealer, tokens: 1_000_000, steps: 1, loss: 0) { i in
+          Array(payload[(i << 20)..<min(payload.count, (i + 1) << 20)])
+        }
+        outcomes.append("round \(r): accepted")
+      } catch let TransferError.rejected(code, text) {
+        outcomes.append("round \(r): rejected \(code) \(text)")
+      }
+    }
+    #expect(h.wait(coord, seconds: 120) && coord.terminationStatus == 0)
+    _ = h.wait(good, seconds: 15)
+    let log = h.read("coordinator.log")
+    print(log)
+    #expect(outcomes.count == 2)
+    #expect(outcomes.allSatisfy { $0.contains("rejected \(ErrorCode.rejectedUpdate.rawValue)") }, "\(outcomes)")
+    #expect(outcomes.first?.contains("NaN") == true)
+    #expect(outcomes.last?.contains("far outside") == true)
+    let rows = h.table()
+    #expect(rows.count == 2 && rows.allSatisfy { $0.1.isFinite }, "versions stay finite: \(rows)")
+    #expect(log.split(separator: "\n").filter { $0.contains("|  1/2  |") }.count == 2, "each round applied only the good node's update")
+  }
+}
