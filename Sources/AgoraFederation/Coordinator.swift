@@ -45,7 +45,7 @@ public final class CoordinatorService {
   public var onRound: (RoundReport) -> Void = { _ in }
   public private(set) var version = 0
   public private(set) var versionHash: [UInt8] = []
-  let stop = ManagedAtomicFlagPublic()
+  let stop = ManagedAtomicFlag()
 
   public init(config: CoordinatorConfig) throws {
     self.config = config
@@ -234,11 +234,3 @@ func l2(_ b: FloatBuffer) -> Float {
   return Float(s.squareRoot())
 }
 
-/// A flag set once from any thread (signal handlers, other services).
-public final class ManagedAtomicFlagPublic: @unchecked Sendable {
-  private let lock = NSLock()
-  private var value = false
-  public init() {}
-  public func set() { lock.lock(); value = true; lock.unlock() }
-  public var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
-}

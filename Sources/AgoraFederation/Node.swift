@@ -20,7 +20,7 @@ public final class NodeService {
   let errorFeedback: FloatBuffer
   var baseHash: [UInt8] = []
   public var log: (String) -> Void = { print($0) }
-  let stop = ManagedAtomicFlagPublic()
+  let stop = ManagedAtomicFlag()
   public private(set) var roundsDone = 0
 
   public init(config: NodeConfig) throws {

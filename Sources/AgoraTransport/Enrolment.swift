@@ -140,10 +140,11 @@ public final class ZAPHandler: @unchecked Sendable {
   }
 }
 
-/// A flag set once from any thread.
-final class ManagedAtomicFlag: @unchecked Sendable {
+/// A flag set once from any thread (stop requests, signal handlers).
+public final class ManagedAtomicFlag: @unchecked Sendable {
   private let lock = NSLock()
   private var value = false
-  func set() { lock.lock(); value = true; lock.unlock() }
-  var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+  public init() {}
+  public func set() { lock.lock(); value = true; lock.unlock() }
+  public var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }

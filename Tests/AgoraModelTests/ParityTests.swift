@@ -32,42 +32,7 @@ import Testing
   func trainerMatchesPyTorch(preset: String, batch: Int, T: Int) throws {
     let dir = NSTemporaryDirectory() + "agora-parity-\(UUID().uuidString)"
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    let c = try GPTConfig.preset(preset)
-    let gpt = try GPT(config: c, batch: batch, sequence: T, seed: 42)
-    var rng = SplitMix64(seed: 9)
-    func tokens() -> [Int32] { (0..<(batch * T)).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) } }
-    let opt = AdamW(layout: gpt.layout)
-    for _ in 0..<3 {  // move away from the initialisation
-      gpt.zeroGradients()
-      try gpt.forward(tokens: tokens(), targets: tokens(), backwardScale: 1 / Float(batch * T))
-      gpt.backward()
-      opt.update(params: gpt.parameters, grads: gpt.gradients, lr: 1e-2)
-    }
-    let x = tokens(), y = tokens()
-    try gpt.forward(tokens: x, targets: nil)
-    let logits = Array(gpt.logits)
-    gpt.zeroGradients()
-    var loss = [try gpt.forward(tokens: x, targets: y, backwardScale: 1 / Float(batch * T))!]
-    gpt.backward()
-    try Checkpoint.saveModel(gpt, tokenizer: nil, to: dir)
-    try x.withUnsafeBytes { xp in
-      try y.withUnsafeBytes { yp in
-        try logits.withUnsafeBytes { lp in
-          try loss.withUnsafeMutableBytes { lossP in
-            var outs: [SafeTensors.Output] = [
-              .init(name: "tokens", dtype: .i32, shape: [batch, T], pointer: xp.baseAddress!),
-              .init(name: "targets", dtype: .i32, shape: [batch, T], pointer: yp.baseAddress!),
-              .init(name: "logits", shape: [batch, T, c.vocabSize], pointer: lp.baseAddress!),
-              .init(name: "loss", shape: [1], pointer: UnsafeRawPointer(lossP.baseAddress!)),
-            ]
-            for t in gpt.layout.tensors {
-              outs.append(.init(name: "grad." + t.name, shape: t.shape, pointer: UnsafeRawPointer(gpt.gradients.pointer + t.offset)))
-            }
-            try SafeTensors.write(outs, to: dir + "/reference.safetensors")
-          }
-        }
-      }
-    }
+    try ReferenceDump.write(config: try GPTConfig.preset(preset), batch: batch, sequence: T, to: dir)
     let (status, out) = try run(try python(), [repoRoot + "/scripts/parity.py", dir])
     print(out.split(separator: "\n").suffix(3).joined(separator: "\n"))
     #expect(status == 0, "scripts/parity.py failed:\n\(out)")
