@@ -59,9 +59,10 @@ public final class CoordinatorService {
     var mc = try GPTConfig.preset(fed.preset)
     mc.vocabSize = tokenizer.vocabSize
     modelConfig = mc
-    let initial = try GPT(config: mc, batch: 1, sequence: 1, seed: fed.seed)
-    params = FloatBuffer(count: initial.parameters.count)
-    params.copy(from: initial.parameters)
+    try mc.validate()
+    let layout = ParameterLayout(mc)
+    params = FloatBuffer(count: layout.count)
+    GPT.initialise(params, layout: layout, seed: fed.seed)
     sum = FloatBuffer(count: params.count)
     scratch = FloatBuffer(count: params.count)
     outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum))
@@ -93,7 +94,10 @@ public final class CoordinatorService {
     let hash = Sodium.blake2b(bytes)
     let path = config.dataDir + "/blobs/" + hex(hash)
     if !FileManager.default.fileExists(atPath: path) {
-      try AtomicFile.write(Data(bytes), to: path)
+      // Written straight from the parameter buffer: no second copy of the model in memory.
+      try AtomicFile.write(to: path) { h in
+        try h.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
+      }
     }
     try blobs.publish(path: path)
     versionHash = hash

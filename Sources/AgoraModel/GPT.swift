@@ -33,10 +33,15 @@ public final class GPT {
   }
 
   /// Resets the parameters to GPT-2's initialisation from `seed`.
-  public func initialise(seed: UInt64) {
+  public func initialise(seed: UInt64) { Self.initialise(parameters, layout: layout, seed: seed) }
+
+  /// GPT-2's initialisation of a parameter buffer laid out by `layout` (normal 0.02, residual projections
+  /// 0.02/√(2L), unit norms, zero biases). Needs no model, so a coordinator can make version 0 without
+  /// allocating gradients and activations.
+  public static func initialise(_ parameters: FloatBuffer, layout: ParameterLayout, seed: UInt64) {
     var rng = SplitMix64(seed: seed)
     let p = parameters.pointer
-    let residualStd = 0.02 / (2.0 * Double(config.layers)).squareRoot()
+    let residualStd = 0.02 / (2.0 * Double(layout.config.layers)).squareRoot()
     for t in layout.tensors {
       let base = p + t.offset
       if t.shape.count == 1 {

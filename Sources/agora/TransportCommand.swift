@@ -1,4 +1,5 @@
 import AgoraCrypto
+import AgoraFederation
 import AgoraTransport
 import AgoraWire
 import ArgumentParser
@@ -9,7 +10,7 @@ import Foundation
 struct TransportCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "transport", abstract: "Run one side of a transfer (used by benchmarks and tests).",
-    subcommands: [Receive.self, Sink.self])
+    subcommands: [Receive.self, Sink.self, InstantNodeCommand.self])
 
   struct Receive: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -80,6 +81,25 @@ struct TransportCommand: ParsableCommand {
       print("READY \(endpoint)")
       fflush(stdout)
       try serve()
+    }
+  }
+
+  struct InstantNodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "instant-node",
+      abstract: "A benchmark node: joins, fetches each base, and answers with a fixed update without training.")
+    @Option(help: "federation.toml.")
+    var federation: String
+    @Option(help: "The node's identity directory (enrolled at the coordinator).")
+    var identity: String
+    @Flag(help: "fp32 updates instead of int8.")
+    var fp32 = false
+
+    func run() throws {
+      let fed = try FederationConfig(path: federation)
+      let node = try InstantNode(endpoint: fed.endpoint, coordinator: try EnrolmentCard.load(fed.coordinatorCard),
+                                 identity: try Identity.load(from: identity), federation: fed.id)
+      defer { node.shutdown() }
+      try node.run(format: fp32 ? .fp32 : .int8)
     }
   }
 }

@@ -1,0 +1,67 @@
+import AgoraCrypto
+import AgoraTransport
+import AgoraWire
+import Foundation
+
+/// A node for the coordinator benchmark: it speaks the whole protocol (join, fetch the base by hash and check
+/// it, seal, sign and stream an update) but skips training and holds no model: its update is a fixed
+/// pseudo-random Δ made once. Memory: the encoded update and one chunk.
+public final class InstantNode {
+  let endpoint: Endpoint
+  let identity: Identity
+  let federation: String
+  public var log: (String) -> Void = { _ in }
+
+  public init(endpoint: String, coordinator: EnrolmentCard, identity: Identity, federation: String) throws {
+    self.identity = identity
+    self.federation = federation
+    self.endpoint = try Endpoint.client(connect: endpoint, serverKey: coordinator.curvePublic,
+                                        keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
+  }
+
+  public func run(format: DeltaFormat) throws {
+    endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32)))
+    var chunk = 1 << 20, key: [UInt8] = []
+    var payload: [UInt8] = []
+    let end = Date(timeIntervalSinceNow: 3600)
+    while Date() < end {
+      guard let m = endpoint.receive(timeout: 1), case .success(let msg) = m.message else { continue }
+      switch msg {
+      case .welcome(_, _, _, let c, _, let k):
+        chunk = Int(c); key = k
+      case .round(let r, let base, _, _, _, let deadlineMs, let bytes):
+        // Fetch and verify the base like a real node, keeping nothing but the hash.
+        _ = try BlobFetcher(endpoint: endpoint).fetch(hash: base) { _ in }
+        if payload.isEmpty {
+          let n = Int(bytes) / 4
+          var g = fnvSeed(identity.card.fingerprint)
+          let delta = (0..<n).map { _ -> Float in
+            g = g &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: g) >> 40) * 1e-12
+          }
+          payload = delta.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) }
+        }
+        let sealer = try EnvelopeSealer(context: .init(federation: federation, round: r, baseHash: base, nodeID: identity.card.nodeID),
+                                        payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: key, signingSecretKey: identity.signSecret)
+        var sender = UploadSender(endpoint: endpoint, transfer: r, round: r)
+        sender.deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
+        sender.maxRetries = 10_000
+        _ = try sender.send(sealer: sealer, tokens: 2048, steps: 1, loss: 1) { i in
+          Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
+        }
+      case .leave:
+        return
+      default:
+        continue
+      }
+    }
+  }
+
+  public func shutdown() { endpoint.close() }
+}
+
+func fnvSeed(_ s: String) -> UInt64 {
+  var h: UInt64 = 0xcbf2_9ce4_8422_2325
+  for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+  return h
+}

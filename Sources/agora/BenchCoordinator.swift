@@ -1,0 +1,113 @@
+import AgoraCrypto
+import AgoraData
+import AgoraFederation
+import AgoraModel
+import ArgumentParser
+import Foundation
+
+struct CoordinatorBench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "coordinator",
+    abstract: "Seconds per round and the coordinator's peak memory with N node processes that skip training, all on loopback, encryption on.")
+
+  @Option(help: "Node processes.")
+  var nodes: Int = 4
+  @Option(help: "Model preset (bench-14m has 13.9M parameters).")
+  var preset: String = "bench-14m"
+  @Option(help: "Rounds (the first is reported separately: it includes connection set-up).")
+  var rounds: Int = 3
+  @Flag(help: "Send fp32 updates instead of int8.")
+  var fp32 = false
+
+  func run() throws {
+    let dir = NSTemporaryDirectory() + "agora-benchcoord-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let fm = FileManager.default
+    let mc = try GPTConfig.preset(preset)
+    // A tokenizer only fixes the vocabulary size here.
+    var bpe = BPETrainer()
+    let text = (0..<4000).map { "w\($0 % 997) x\($0 % 61)y\($0 % 13) " }.joined()
+    bpe.addLanguage("synthetic", texts: [text])
+    var tok = try bpe.train(vocabSize: 1000)
+    if tok.vocabSize != mc.vocabSize {
+      // Pad the vocabulary with merges of byte pairs, so the model has the preset's shape.
+      var merges = tok.merges
+      var a: Int32 = 0, b: Int32 = 0
+      while merges.count + 257 < mc.vocabSize {
+        b += 1; if b == 256 { a += 1; b = 0 }
+        if !merges.contains(where: { $0 == (a, b) }) { merges.append((a, b)) }
+      }
+      tok = try Tokenizer(merges: merges)
+    }
+    try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    try tok.save(to: dir + "/tokenizer.json")
+    _ = try Identity.generate(in: dir + "/keys/coordinator", name: "bench coordinator", institution: "bench", contact: "", coordinator: true)
+    try fm.createDirectory(atPath: dir + "/keys/enrolled", withIntermediateDirectories: true)
+    for i in 0..<nodes {
+      let id = try Identity.generate(in: dir + "/keys/n\(i)", name: "node \(i)", institution: "bench", contact: "", coordinator: false)
+      try id.card.toml().write(toFile: dir + "/keys/enrolled/n\(i).toml", atomically: true, encoding: .utf8)
+    }
+    let port = 47_200 + Int.random(in: 0..<500)
+    try """
+    [federation]
+    id = "bench"
+    endpoint = "tcp://127.0.0.1:\(port)"
+    coordinator_card = "keys/coordinator/card.toml"
+    [model]
+    preset = "\(preset)"
+    tokenizer = "tokenizer.json"
+    [rounds]
+    count = \(rounds)
+    inner_steps = 1
+    deadline_seconds = 600
+    quorum = 1.0
+    min_nodes = \(nodes)
+    outer_optimizer = "diloco"
+    compression = "\(fp32 ? "fp32" : "int8")"
+    """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
+    try "[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
+      .write(toFile: dir + "/coordinator.toml", atomically: true, encoding: .utf8)
+    let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    var env = ProcessInfo.processInfo.environment
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    func spawn(_ args: [String], out: String) throws -> Process {
+      let p = Process()
+      p.executableURL = exe
+      p.arguments = args
+      p.environment = env
+      fm.createFile(atPath: out, contents: nil)
+      let h = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+      p.standardOutput = h
+      p.standardError = h
+      try p.run()
+      return p
+    }
+    let coord = try spawn(["coordinator", "--config", dir + "/coordinator.toml"], out: dir + "/coordinator.log")
+    Thread.sleep(forTimeInterval: 0.5)
+    var procs: [Process] = []
+    for i in 0..<nodes {
+      procs.append(try spawn(["transport", "instant-node", "--federation", dir + "/federation.toml", "--identity", dir + "/keys/n\(i)"]
+                             + (fp32 ? ["--fp32"] : []), out: dir + "/n\(i).log"))
+    }
+    var peakKiB = 0
+    let end = Date(timeIntervalSinceNow: 1800)
+    while coord.isRunning && Date() < end {
+      if let s = try? String(contentsOfFile: "/proc/\(coord.processIdentifier)/status", encoding: .utf8),
+         let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+         let kb = Int(line.split(separator: " ").dropFirst().first ?? "") { peakKiB = max(peakKiB, kb) }
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    for p in procs where p.isRunning { p.terminate() }
+    let log = (try? String(contentsOfFile: dir + "/coordinator.log", encoding: .utf8)) ?? ""
+    let secs: [Double] = log.split(separator: "\n").compactMap { l in
+      let f = l.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+      return f.count >= 8 && Int(f[0]) != nil ? Double(f[7].split(separator: " ").first ?? "") : nil
+    }
+    guard secs.count == rounds else { throw CLIError("the coordinator did not finish its rounds:\n\(log)") }
+    let steady = Array(secs.dropFirst())
+    let modelMB = Double(mc.parameterCount * 4) / 1e6
+    print(String(format: "{\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f}",
+                 nodes, mc.parameterCount, fp32 ? "fp32" : "int8", secs[0], median(steady.isEmpty ? secs : steady),
+                 Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB))
+  }
+}
