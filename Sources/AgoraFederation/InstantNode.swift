@@ -23,6 +23,12 @@ public final class InstantNode {
     endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32)))
     var chunk = 1 << 20, key: [UInt8] = []
     var payload: [UInt8] = []
+    // Heartbeats, so the coordinator does not expire this node while it fetches or seals.
+    let stop = ManagedAtomicFlag()
+    defer { stop.set() }
+    Thread { [endpoint] in
+      while !stop.isSet { Thread.sleep(forTimeInterval: 1); endpoint.send(.heartbeat) }
+    }.start()
     let end = Date(timeIntervalSinceNow: 3600)
     while Date() < end {
       guard let m = endpoint.receive(timeout: 1), case .success(let msg) = m.message else { continue }

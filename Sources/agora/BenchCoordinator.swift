@@ -99,10 +99,10 @@ struct CoordinatorBench: ParsableCommand {
     }
     for p in procs where p.isRunning { p.terminate() }
     let log = (try? String(contentsOfFile: dir + "/coordinator.log", encoding: .utf8)) ?? ""
-    let secs: [Double] = log.split(separator: "\n").compactMap { l in
-      let f = l.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
-      return f.count >= 8 && Int(f[0]) != nil ? Double(f[7].split(separator: " ").first ?? "") : nil
-    }
+    let rows = log.split(separator: "\n").map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { $0.count >= 8 && Int($0[0]) != nil }
+    let secs = rows.compactMap { Double($0[7].split(separator: " ").first ?? "") }
+    let counts = rows.map { $0[2].replacingOccurrences(of: " ", with: "") }
+    guard counts.allSatisfy({ $0 == "\(nodes)/\(nodes)" }) else { throw CLIError("not every node's update was applied in every round (\(counts)):\n\(log)") }
     guard secs.count == rounds else { throw CLIError("the coordinator did not finish its rounds:\n\(log)") }
     let steady = Array(secs.dropFirst())
     let modelMB = Double(mc.parameterCount * 4) / 1e6
