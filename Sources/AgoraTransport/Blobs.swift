@@ -71,7 +71,9 @@ public enum FetchError: Error, Equatable, CustomStringConvertible {
 /// Chunks go to `sink` in order; the caller must discard them if this throws.
 public struct BlobFetcher {
   public var endpoint: Endpoint
-  public var credit: UInt16 = 8
+  /// Chunks asked for at once. The coordinator queues up to this many chunks per fetching node, so its
+  /// memory grows by nodes × credit × chunk size while they fetch: keep it small.
+  public var credit: UInt16 = 2
   public var timeout: Double = 5
   public var maxRetries = 6
   public init(endpoint: Endpoint) { self.endpoint = endpoint }
