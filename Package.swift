@@ -27,7 +27,7 @@ let package = Package(
 
     // MARK: - Libraries
     .target(name: "AgoraTensor", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
-    .target(name: "AgoraModel", dependencies: ["AgoraTensor"], swiftSettings: fastMath),
+    .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraWire"], swiftSettings: fastMath),
     .target(name: "AgoraData", dependencies: ["AgoraModel", "CZlib"]),
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData"]),
     .target(name: "AgoraWire"),

@@ -103,10 +103,10 @@ public struct EnrolmentCard: Equatable, Sendable {
     let iso = ISO8601DateFormatter().string(from: created)
     var s = """
     # Agora enrolment card: public keys only. Send this file to the coordinator to enrol.
-    name = \(jsonQuoted(name))
-    institution = \(jsonQuoted(institution))
-    contact = \(jsonQuoted(contact))
-    created = \(jsonQuoted(iso))
+    name = \(jsonString(name))
+    institution = \(jsonString(institution))
+    contact = \(jsonString(contact))
+    created = \(jsonString(iso))
     # Ed25519 key that signs this party's updates (hex); the fingerprint is BLAKE2b-256 of it.
     sign_public = "\(hex(signPublic))"
     fingerprint = "\(fingerprint)"
@@ -142,20 +142,6 @@ public struct EnrolmentCard: Equatable, Sendable {
     }
     return card
   }
-}
-
-func jsonQuoted(_ s: String) -> String {
-  var out = "\""
-  for u in s.unicodeScalars {
-    switch u {
-    case "\"": out += "\\\""
-    case "\\": out += "\\\\"
-    case "\n": out += "\\n"
-    case "\t": out += "\\t"
-    default: if u.value < 0x20 { out += String(format: "\\u%04X", u.value) } else { out.unicodeScalars.append(u) }
-    }
-  }
-  return out + "\""
 }
 
 public enum IdentityError: Error, Equatable, CustomStringConvertible {

@@ -1,4 +1,5 @@
 import AgoraCrypto
+import AgoraData
 import AgoraTransport
 import AgoraWire
 import Foundation
@@ -40,7 +41,7 @@ public final class InstantNode {
         _ = try BlobFetcher(endpoint: endpoint).fetch(hash: base) { _ in }
         if payload.isEmpty {
           let n = Int(bytes) / 4
-          var g = fnvSeed(identity.card.fingerprint)
+          var g = fnv1a(identity.card.fingerprint)
           let delta = (0..<n).map { _ -> Float in
             g = g &* 6364136223846793005 &+ 1442695040888963407
             return Float(Int64(bitPattern: g) >> 40) * 1e-12
@@ -64,10 +65,4 @@ public final class InstantNode {
   }
 
   public func shutdown() { endpoint.close() }
-}
-
-func fnvSeed(_ s: String) -> UInt64 {
-  var h: UInt64 = 0xcbf2_9ce4_8422_2325
-  for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-  return h
 }

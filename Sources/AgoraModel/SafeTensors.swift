@@ -1,3 +1,4 @@
+import AgoraWire
 import Foundation
 
 /// Reading and writing the `safetensors` format (Hugging Face): an 8-byte little-endian header length,
@@ -174,23 +175,6 @@ public struct SafeTensors {
       }
     }
   }
-}
-
-/// JSON string literal for `s` (quotes, backslashes and control characters escaped).
-public func jsonString(_ s: String) -> String {
-  var out = "\""
-  for u in s.unicodeScalars {
-    switch u {
-    case "\"": out += "\\\""
-    case "\\": out += "\\\\"
-    case "\n": out += "\\n"
-    case "\r": out += "\\r"
-    case "\t": out += "\\t"
-    default:
-      if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-    }
-  }
-  return out + "\""
 }
 
 /// Crash-safe file replacement: write to `path.tmp-PID`, fsync, rename over `path`, fsync the directory.

@@ -1,3 +1,4 @@
+import AgoraWire
 import Foundation
 
 /// A byte-level BPE tokenizer in the form of GPT-2 and Hugging Face `tokenizers`.

@@ -108,3 +108,21 @@ public func unhex(_ s: String) -> [UInt8]? {
   }
   return hi == nil ? out : nil
 }
+
+/// JSON string literal for `s` (quotes, backslashes and control characters escaped); also a valid TOML
+/// basic string, so enrolment cards use it too.
+public func jsonString(_ s: String) -> String {
+  var out = "\""
+  for u in s.unicodeScalars {
+    switch u {
+    case "\"": out += "\\\""
+    case "\\": out += "\\\\"
+    case "\n": out += "\\n"
+    case "\r": out += "\\r"
+    case "\t": out += "\\t"
+    default:
+      if u.value < 0x20 || u.value == 0x7F { out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16) } else { out.unicodeScalars.append(u) }
+    }
+  }
+  return out + "\""
+}

@@ -1,3 +1,4 @@
+import AgoraWire
 import AgoraData
 import AgoraModel
 import ArgumentParser

@@ -137,7 +137,7 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
   @Test func keygenWritesPrivateKeysAndACardThatLoads() throws {
     let d = dir()
     defer { try? FileManager.default.removeItem(atPath: d) }
-    let id = try Identity.generate(in: d, name: "Charles University", institution: "Univerzita Karlova", contact: "ops@example.org", coordinator: true)
+    let id = try Identity.generate(in: d, name: "Charles University", institution: "Univerzita \"Karlova\"\t\u{7F}", contact: "ops@example.org", coordinator: true)
     for f in [Identity.signFile, Identity.curveFile, Identity.aggregationFile] {
       let mode = (try FileManager.default.attributesOfItem(atPath: d + "/" + f)[.posixPermissions] as! NSNumber).intValue
       #expect(mode == 0o600, "\(f) has mode \(String(mode, radix: 8))")
