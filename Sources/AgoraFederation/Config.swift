@@ -95,10 +95,14 @@ public struct FederationConfig: Sendable {
   public var outerLR: Double
   public var outerMomentum: Double
   public var compression: CompressionSetting
+  public var broadcast: BroadcastSetting
   public var minNodes: Int
   public var evalData: [String]
 
   public enum CompressionSetting: String, CaseIterable, Sendable { case int8, fp32 }
+  /// How a new version reaches nodes that hold its parent: an int8 patch (a quarter of the model), or the
+  /// whole model (fp32, exact steps).
+  public enum BroadcastSetting: String, CaseIterable, Sendable { case int8, full }
 
   public init(path: String) throws {
     let f = try TOMLFile(path)
@@ -121,6 +125,7 @@ public struct FederationConfig: Sendable {
     outerLR = try f.double("rounds.outer_lr", default: outerOptimizer == .fedavg ? 1 : 0.7, range: 1e-6...10)
     outerMomentum = try f.double("rounds.outer_momentum", default: 0.9, range: 0...0.999)
     compression = try f.choice("rounds.compression", default: CompressionSetting.int8)
+    broadcast = try f.choice("rounds.broadcast", default: BroadcastSetting.int8)
     minNodes = try f.int("rounds.min_nodes", default: 1, range: 1...100_000)
     evalData = f.value("model.eval_data") == nil ? [] : try f.paths("model.eval_data")
   }

@@ -38,13 +38,17 @@ public final class CoordinatorService {
   public let modelConfig: GPTConfig
   let params: FloatBuffer
   let sum: FloatBuffer
-  let scratch: FloatBuffer
+  /// The plaintext of the update being received: the largest payload a node may send, allocated once and
+  /// touched only as far as payloads reach (int8 updates use a quarter of it).
+  let staging: UnsafeMutableRawBufferPointer
   let outer: OuterOptimizer
   let evaluator: (GPT, Evaluator)?
   public var log: (String) -> Void = { print($0) }
   public var onRound: (RoundReport) -> Void = { _ in }
   public private(set) var version = 0
   public private(set) var versionHash: [UInt8] = []
+  /// The int8 patch from the previous version to this one (hashes), when the last round made one.
+  var patch: (from: [UInt8], hash: [UInt8], path: String)? = nil
   let stop = ManagedAtomicFlag()
 
   public init(config: CoordinatorConfig) throws {
@@ -64,7 +68,7 @@ public final class CoordinatorService {
     params = FloatBuffer(count: layout.count)
     GPT.initialise(params, layout: layout, seed: fed.seed)
     sum = FloatBuffer(count: params.count)
-    scratch = FloatBuffer(count: params.count)
+    staging = .allocate(byteCount: DeltaCodec.encodedSize(count: layout.count, format: .fp32), alignment: 64)
     outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum))
     if !fed.evalData.isEmpty {
       let sources = try LanguageSource.discover(fed.evalData)
@@ -88,23 +92,49 @@ public final class CoordinatorService {
   /// Asks `run` to stop at the next message (SIGINT/SIGTERM): the current round is abandoned, never half-applied.
   public func requestStop() { stop.set() }
 
-  /// Writes the current parameters as a content-addressed blob and serves it.
-  func publishVersion() throws {
+  /// Hashes the current parameters and writes them as a content-addressed blob that the blob server serves.
+  /// With `writeBehind` the file is written and fsynced on a background thread while the next round runs
+  /// (nodes holding the parent need only the patch; FETCHes of the whole version wait until it is written);
+  /// `finishWrite` joins it, and runs before the parameters change again.
+  func publishVersion(writeBehind: Bool = false) throws {
+    try finishWrite()
     let bytes = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
     let hash = Sodium.blake2b(bytes)
     let path = config.dataDir + "/blobs/" + hex(hash)
-    if !FileManager.default.fileExists(atPath: path) {
-      // Written straight from the parameter buffer: no second copy of the model in memory.
-      try AtomicFile.write(to: path) { h in
-        try h.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
-      }
-    }
-    try blobs.publish(path: path)
     versionHash = hash
+    let blobs = self.blobs
+    let write = {
+      if !FileManager.default.fileExists(atPath: path) {
+        // Written straight from the parameter buffer: no second copy of the model in memory.
+        try AtomicFile.write(to: path) { h in
+          try h.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
+        }
+      }
+      try blobs.publish(path: path, hash: hash, size: bytes.count)
+    }
+    guard writeBehind else { return try write() }
+    blobs.expect(hash: hash)
+    let job = BackgroundWrite()
+    pendingWrite = job
+    Thread {
+      do { try write() } catch { job.error = error; blobs.cancel(hash: hash) }
+      job.done.signal()
+    }.start()
+  }
+
+  var pendingWrite: BackgroundWrite? = nil
+
+  /// Waits for the version file being written (if any); rethrows its failure.
+  func finishWrite() throws {
+    guard let job = pendingWrite else { return }
+    job.done.wait()
+    pendingWrite = nil
+    if let e = job.error { throw e }
   }
 
   /// Handles one inbound message of any kind.
   func pump(timeout: Double) {
+    defer { blobs.serve(endpoint: endpoint) }
     guard let m = endpoint.receive(timeout: timeout) else { return }
     switch sessions.handle(m) {
     case .handled: break
@@ -130,6 +160,7 @@ public final class CoordinatorService {
       reports.append(try round(r))
       onRound(reports.last!)
     }
+    try finishWrite()
     for s in sessions.live { endpoint.send(.leave(reason: "the federation's rounds are over"), to: s.peer) }
     Thread.sleep(forTimeInterval: 0.3)
     return reports
@@ -147,16 +178,19 @@ public final class CoordinatorService {
     sum.zero()
     var weightTotal = 0.0, tokens: UInt64 = 0, bytesIn: UInt64 = 0, losses: [Double] = [], norms: [Float] = []
     var done: Set<String> = [], rejected: [String] = []
-    var decoder: DeltaDecoder? = nil
+    var received = 0
     let baseNorm = l2(params)
-    receiver.onStart = { [scratch] _, _ in decoder = DeltaDecoder(into: scratch.pointer, capacity: scratch.count) }
-    receiver.onAbort = { _, _ in decoder = nil }
+    receiver.onStart = { _, _ in received = 0 }
+    receiver.onAbort = { _, _ in received = 0 }
     receiver.onReject = { node, _, _ in rejected.append(node); done.insert(node) }
-    receiver.onChunk = { _, _, plain in try decoder!.feed(plain) }
+    receiver.onChunk = { [staging] _, _, plain in
+      guard received + plain.count <= staging.count else { throw DeltaError.length(got: received + plain.count, expected: staging.count) }
+      plain.withUnsafeBytes { staging.baseAddress!.advanced(by: received).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+      received += plain.count
+    }
     receiver.onComplete = { [self] c in
-      try decoder!.finish()
-      decoder = nil
-      let norm = l2(scratch)
+      let payload = UnsafeRawBufferPointer(start: staging.baseAddress, count: received)
+      let norm = Float(try DeltaCodec.validate(payload, count: sum.count).1.squareRoot())
       // Rejected: anything non-finite, a Δ ten times larger than the model itself, or one ten times the
       // median of the updates already accepted this round.
       let median = norms.sorted().dropFirst(norms.count / 2).first
@@ -164,9 +198,7 @@ public final class CoordinatorService {
         throw ModelError.nonFinite("update norm \(norm) is far outside the others (median \(median.map { "\($0)" } ?? "none yet"), model norm \(baseNorm))")
       }
       let w = Double(max(c.tokens, 1))
-      let wf = Float(w)
-      let (s, d) = (sum.pointer, scratch.pointer)
-      Parallel.forRange(sum.count, minChunk: 16384) { a, b in for i in a..<b { s[i] += wf * d[i] } }
+      try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
       weightTotal += w
       tokens += c.tokens
       bytesIn += c.bytes
@@ -179,7 +211,7 @@ public final class CoordinatorService {
     for s in selected {
       endpoint.send(.round(round: UInt64(r), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps), batch: UInt32(fed.batch),
                            learningRateBits: lrBits, deadlineMillis: UInt64(deadline.timeIntervalSince1970 * 1000),
-                           modelBytes: UInt64(params.count * 4)), to: s.peer)
+                           modelBytes: UInt64(params.count * 4), patchFrom: patch?.from ?? zero32, patchHash: patch?.hash ?? zero32), to: s.peer)
     }
     let wanted = Set(selected.map(\.fingerprint))
     while !stop.isSet && Date() < deadline && !wanted.isSubset(of: done) {
@@ -205,9 +237,9 @@ public final class CoordinatorService {
       let inv = Float(1 / weightTotal)
       let s = sum.pointer
       Parallel.forRange(sum.count, minChunk: 16384) { a, b in for i in a..<b { s[i] *= inv } }
-      outer.apply(params: params, meanDelta: sum)
-      version += 1
-      try publishVersion()
+      let t = Date()
+      try step(round: r)
+      log(String(format: "  version %d made in %.2f s (waited %.2f s for updates)", version, Date().timeIntervalSince(t), t.timeIntervalSince(started)))
       applied = true
     } else {
       log("  round \(r): \(accepted) of \(selected.count) updates, quorum \(needed) not reached; version \(version) stays")
@@ -219,6 +251,51 @@ public final class CoordinatorService {
     return report
   }
 
+  /// Makes the next version from the mean Δ in `sum`: the outer optimizer turns it into the step u, and the
+  /// version is θ − u. With `broadcast = "int8"` u is quantised (stochastic rounding, seeded by the round)
+  /// and the coordinator applies exactly the bytes it publishes as the patch, so a node holding the parent
+  /// reaches the same bits, and checks them against the version hash.
+  func step(round r: Int) throws {
+    let fed = config.federation
+    try finishWrite()  // the parameters are about to change
+    let parent = versionHash
+    var marks: [(String, Date)] = [("start", Date())]
+    defer { if ProcessInfo.processInfo.environment["AGORA_TRACE"] != nil { log("  step: " + zip(marks.dropFirst(), marks).map { String(format: "%@ %.0f ms", $0.0.0, $0.0.1.timeIntervalSince($0.1.1) * 1000) }.joined(separator: ", ")) } }
+    outer.step(sum)
+    marks.append(("outer", Date()))
+    var patchBytes: UnsafeRawBufferPointer? = nil
+    if fed.broadcast == .int8 {
+      // Encoded into the staging buffer, free between rounds: no allocation of the patch's size.
+      let n = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, into: staging,
+                                rounding: .stochastic(seed: fed.seed &* 0x100_0000_01B3 ^ UInt64(r)))
+      let bytes = UnsafeRawBufferPointer(start: staging.baseAddress, count: n)
+      try DeltaCodec.decode(bytes, into: params.pointer, count: params.count, mode: .subtract)
+      patchBytes = bytes
+      marks.append(("patch", Date()))
+    } else {
+      let (p, u) = (params.pointer, sum.pointer)
+      Parallel.forRange(params.count, minChunk: 16384) { a, b in for i in a..<b { p[i] -= u[i] } }
+    }
+    version += 1
+    try publishVersion(writeBehind: true)
+    marks.append(("version", Date()))
+    if let old = patch {
+      blobs.unpublish(hash: old.hash)
+      try? FileManager.default.removeItem(atPath: old.path)
+      patch = nil
+    }
+    if let bytes = patchBytes {
+      let hash = Sodium.blake2b(bytes)
+      let path = config.dataDir + "/blobs/" + hex(hash)
+      try AtomicFile.write(to: path) { h in
+        try h.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
+      }
+      try blobs.publish(path: path, hash: hash, size: bytes.count)
+      patch = (parent, hash, path)
+      marks.append(("patch file", Date()))
+    }
+  }
+
   func evaluate(_ model: GPT, _ ev: Evaluator, round: Int) -> RoundReport {
     model.parameters.copy(from: params)
     let bpb = (try? ev.bitsPerByte(model: model)) ?? []
@@ -227,9 +304,18 @@ public final class CoordinatorService {
   }
 
   public func shutdown() {
+    try? finishWrite()
+    staging.deallocate()
     endpoint.close()
     zap.stop()
   }
+}
+
+let zero32 = [UInt8](repeating: 0, count: 32)
+
+final class BackgroundWrite: @unchecked Sendable {
+  let done = DispatchSemaphore(value: 0)
+  var error: Error? = nil
 }
 
 func l2(_ b: FloatBuffer) -> Float {

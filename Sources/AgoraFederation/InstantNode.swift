@@ -1,12 +1,15 @@
 import AgoraCrypto
 import AgoraData
+
 import AgoraTransport
 import AgoraWire
 import Foundation
 
-/// A node for the coordinator benchmark: it speaks the whole protocol (join, fetch the base by hash and check
-/// it, seal, sign and stream an update) but skips training and holds no model: its update is a fixed
-/// pseudo-random Δ made once. Memory: the encoded update and one chunk.
+/// A node for the coordinator benchmark: it speaks the whole protocol (join; fetch the announced version's
+/// patch when it holds the parent, else the whole version, checking the blob's hash; seal, sign and stream an
+/// update) but skips training and everything a real node does with the model (applying the patch, hashing
+/// the result): it holds no model, only the hash of the version it would have. Its update is a fixed
+/// pseudo-random Δ made once. Memory: the encoded update and a chunk.
 public final class InstantNode {
   let endpoint: Endpoint
   let identity: Identity
@@ -24,6 +27,7 @@ public final class InstantNode {
     endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32)))
     var chunk = 1 << 20, key: [UInt8] = []
     var payload: [UInt8] = []
+    var have: [UInt8] = []
     // Heartbeats, so the coordinator does not expire this node while it fetches or seals.
     let stop = ManagedAtomicFlag()
     defer { stop.set() }
@@ -36,9 +40,12 @@ public final class InstantNode {
       switch msg {
       case .welcome(_, _, _, let c, _, let k):
         chunk = Int(c); key = k
-      case .round(let r, let base, _, _, _, let deadlineMs, let bytes):
-        // Fetch and verify the base like a real node, keeping nothing but the hash.
-        _ = try BlobFetcher(endpoint: endpoint).fetch(hash: base) { _ in }
+      case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash):
+        let t0 = Date()
+        let viaPatch = !have.isEmpty && patchFrom == have && patchHash != zero32
+        let fetched = try BlobFetcher(endpoint: endpoint).fetch(hash: viaPatch ? patchHash : base) { _ in }
+        have = base
+        let t1 = Date()
         if payload.isEmpty {
           let n = Int(bytes) / 4
           var g = fnv1a(identity.card.fingerprint)
@@ -56,6 +63,8 @@ public final class InstantNode {
         _ = try sender.send(sealer: sealer, tokens: 2048, steps: 1, loss: 1) { i in
           Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
         }
+        log(String(format: "round %llu: fetched %d B%@ in %.2f s, sent %d B in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
+                   t1.timeIntervalSince(t0), payload.count, Date().timeIntervalSince(t1)))
       case .leave:
         return
       default:

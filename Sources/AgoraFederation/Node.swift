@@ -16,9 +16,8 @@ public final class NodeService {
   let coordinatorCard: EnrolmentCard
   public let trainer: Trainer
   let endpoint: Endpoint
-  let base: FloatBuffer
+  let copy: VersionCopy
   let errorFeedback: FloatBuffer
-  var baseHash: [UInt8] = []
   public var log: (String) -> Void = { print($0) }
   let stop = ManagedAtomicFlag()
   public private(set) var roundsDone = 0
@@ -43,7 +42,7 @@ public final class NodeService {
     s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)  // each node draws its own batches
     s.evalEvery = 0
     trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
-    base = FloatBuffer(count: trainer.model.parameters.count)
+    copy = VersionCopy(count: trainer.model.parameters.count)
     errorFeedback = FloatBuffer(count: trainer.model.parameters.count)
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
@@ -56,7 +55,7 @@ public final class NodeService {
     let name = config.name
     var welcome: (chunk: Int, heartbeat: UInt32, aggregationKey: [UInt8])? = nil
     for attempt in 0..<12 where welcome == nil && !stop.isSet {
-      if attempt % 4 == 0 { endpoint.send(.join(name: name, software: "agora/0.1.0", latestVersion: baseHash.isEmpty ? [UInt8](repeating: 0, count: 32) : baseHash)) }
+      if attempt % 4 == 0 { endpoint.send(.join(name: name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? zero32 : copy.hash)) }
       guard let m = endpoint.receive(timeout: 2.5) else { continue }
       switch m.message {
       case .success(.welcome(let fed, let hb, _, let chunk, _, let key)):
@@ -80,10 +79,11 @@ public final class NodeService {
       guard let m = endpoint.receive(timeout: 1) else { continue }
       guard case .success(let msg) = m.message else { continue }
       switch msg {
-      case .round(let r, let baseHash, let steps, _, _, let deadlineMs, let modelBytes):
+      case .round(let r, let baseHash, let steps, _, _, let deadlineMs, let modelBytes, let patchFrom, let patchHash):
         let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         do {
-          try runRound(round: r, baseHash: baseHash, steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline, chunk: w.chunk, recipient: w.aggregationKey)
+          try runRound(round: r, baseHash: baseHash, patch: (patchFrom, patchHash), steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline,
+                       chunk: w.chunk, recipient: w.aggregationKey)
         } catch {
           log("\(name): round \(r) abandoned: \(error)")
         }
@@ -100,26 +100,13 @@ public final class NodeService {
     Thread.sleep(forTimeInterval: 0.2)
   }
 
-  func runRound(round r: UInt64, baseHash hash: [UInt8], steps: Int, modelBytes: Int, deadline: Date, chunk: Int, recipient: [UInt8]) throws {
+  func runRound(round r: UInt64, baseHash hash: [UInt8], patch: ([UInt8], [UInt8]), steps: Int, modelBytes: Int, deadline: Date, chunk: Int, recipient: [UInt8]) throws {
     let fed = config.federation
     let t0 = Date()
+    let base = copy.base
     guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
-    var fetched = 0
-    if hash != baseHash {
-      var offset = 0
-      let raw = UnsafeMutableRawPointer(base.pointer)
-      // A fresh buffer while fetching: a failed fetch must not leave a half-written base.
-      let staging = FloatBuffer(count: base.count)
-      let sraw = UnsafeMutableRawPointer(staging.pointer)
-      fetched = try BlobFetcher(endpoint: endpoint).fetch(hash: hash) { bytes in
-        guard offset + bytes.count <= modelBytes else { throw TransferError.protocolViolation("blob longer than the model") }
-        bytes.withUnsafeBytes { sraw.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        offset += bytes.count
-      }
-      guard offset == modelBytes else { throw TransferError.protocolViolation("blob of \(offset) bytes, expected \(modelBytes)") }
-      raw.copyMemory(from: sraw, byteCount: modelBytes)
-      baseHash = hash
-    }
+    let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
+    let fetched = sync.bytesFetched
     trainer.model.parameters.copy(from: base)
     let n = min(steps, config.maxStepsPerRound ?? steps)
     var loss: Float = 0
@@ -147,7 +134,7 @@ public final class NodeService {
       Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
     }
     roundsDone += 1
-    log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched,
+    log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
                res.bytesSent, format.name, Date().timeIntervalSince(t0)))
   }
 

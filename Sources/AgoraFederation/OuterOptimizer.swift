@@ -25,29 +25,37 @@ public final class OuterOptimizer {
     v = FloatBuffer(count: kind == .fedadam ? count : 0)
   }
 
-  /// Applies the mean pseudo-gradient to the parameters in place.
+  /// Applies the mean pseudo-gradient to the parameters in place (exactly, in fp32).
   public func apply(params: FloatBuffer, meanDelta: FloatBuffer) {
-    let p = params.pointer, d = meanDelta.pointer, mp = m.pointer, vp = v.pointer
+    step(meanDelta)
+    let p = params.pointer, u = meanDelta.pointer
+    Parallel.forRange(params.count, minChunk: 16384) { s, e in for i in s..<e { p[i] -= u[i] } }
+  }
+
+  /// Updates the optimizer state from the mean pseudo-gradient and turns the buffer, in place, into the step
+  /// u that makes the next version θ − u (so a version patch can carry u, quantised).
+  public func step(_ buffer: FloatBuffer) {
+    let d = buffer.pointer, mp = m.pointer, vp = v.pointer
     let (lr, mu, b2, eps) = (self.lr, momentum, beta2, self.eps)
     switch kind {
     case .fedavg:
-      Parallel.forRange(params.count, minChunk: 16384) { s, e in for i in s..<e { p[i] -= lr * d[i] } }
+      Parallel.forRange(buffer.count, minChunk: 16384) { s, e in for i in s..<e { d[i] = lr * d[i] } }
     case .diloco:
-      Parallel.forRange(params.count, minChunk: 16384) { s, e in
+      Parallel.forRange(buffer.count, minChunk: 16384) { s, e in
         for i in s..<e {
           let mi = mu * mp[i] + d[i]
           mp[i] = mi
-          p[i] -= lr * (d[i] + mu * mi)
+          d[i] = lr * (d[i] + mu * mi)
         }
       }
     case .fedadam:
-      Parallel.forRange(params.count, minChunk: 16384) { s, e in
+      Parallel.forRange(buffer.count, minChunk: 16384) { s, e in
         for i in s..<e {
           let mi = mu * mp[i] + (1 - mu) * d[i]
           let vi = b2 * vp[i] + (1 - b2) * d[i] * d[i]
           mp[i] = mi
           vp[i] = vi
-          p[i] -= lr * mi / (vi.squareRoot() + eps)
+          d[i] = lr * mi / (vi.squareRoot() + eps)
         }
       }
     }

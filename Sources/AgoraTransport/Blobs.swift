@@ -2,14 +2,31 @@ import AgoraCrypto
 import AgoraWire
 import Foundation
 
-/// Serves content-addressed blobs (model versions) to nodes in chunks, `credit` at a time, reading each
-/// chunk from its file when asked: memory is one chunk whatever the blob size.
+/// Serves content-addressed blobs (model versions and patches) to nodes in chunks, reading each chunk from
+/// its file when it is sent. Memory is bounded by a global budget: at most `budget` chunks are queued for
+/// sending across all nodes at once; further FETCH requests wait in a queue (a few bytes each) and are
+/// served in arrival order as earlier chunks are taken. A node's chunks count until it asks again (it asks
+/// only once it holds them) or until `releaseAfter` seconds have passed (it died or lost them).
 public final class BlobServer: @unchecked Sendable {
   public let chunkSize: Int
+  public var budget: Int
+  public var releaseAfter: Double = 10
+  /// Requests waiting beyond this many are refused with ERROR(busy); the node asks again later.
+  public var maxPending = 4096
+  /// Chunks sent for one request at most, whatever credit it asks for.
+  public static let maxCredit = 8
   private let lock = NSLock()
   private var files: [[UInt8]: (path: String, size: Int)] = [:]
+  private struct Request { var peer: [UInt8]; var hash: [UInt8]; var from: Int; var credit: Int }
+  private var pending: [Request] = []
+  private var inFlight: [[UInt8]: (chunks: Int, at: Date)] = [:]
+  private var inFlightTotal = 0
+  private var expected: Set<[UInt8]> = []
 
-  public init(chunkSize: Int = 1 << 20) { self.chunkSize = chunkSize }
+  public init(chunkSize: Int = 1 << 20, budget: Int = 16) {
+    self.chunkSize = chunkSize
+    self.budget = max(1, budget)
+  }
 
   /// Makes a file available under its BLAKE2b-256 content hash (computed here, streaming); returns the hash.
   @discardableResult
@@ -24,34 +41,110 @@ public final class BlobServer: @unchecked Sendable {
       d.withUnsafeBytes { hasher.update($0) }
       size += d.count
     }
-    guard size > 0 else { throw TransferError.protocolViolation("\(path) is empty; blobs have at least one byte") }
     let hash = hasher.finish()
-    lock.lock(); files[hash] = (path, size); lock.unlock()
+    try publish(path: path, hash: hash, size: size)
     return hash
   }
 
-  /// Answers a FETCH; returns false for other messages.
+  /// Makes a file available under a hash the caller has just computed over exactly its `size` bytes.
+  public func publish(path: String, hash: [UInt8], size: Int) throws {
+    guard size > 0 else { throw TransferError.protocolViolation("\(path) is empty; blobs have at least one byte") }
+    lock.lock(); files[hash] = (path, size); expected.remove(hash); lock.unlock()
+  }
+
+  /// Stops serving a blob (its file may then be removed).
+  public func unpublish(hash: [UInt8]) {
+    lock.lock(); files[hash] = nil; expected.remove(hash); lock.unlock()
+  }
+
+  /// Announces a blob that is still being written: FETCHes for it wait in the queue until `publish`
+  /// (or are refused after `cancel`).
+  public func expect(hash: [UInt8]) {
+    lock.lock(); expected.insert(hash); lock.unlock()
+  }
+
+  public func cancel(hash: [UInt8]) {
+    lock.lock(); expected.remove(hash); lock.unlock()
+  }
+
+  public var isPublished: ([UInt8]) -> Bool {
+    { [self] h in lock.lock(); defer { lock.unlock() }; return files[h] != nil }
+  }
+
+  /// Chunks queued for sending now, across all nodes (for tests and metrics).
+  public var queuedChunks: Int { lock.lock(); defer { lock.unlock() }; return inFlightTotal }
+
+  /// Takes a FETCH; returns false for other messages.
   @discardableResult
   public func handle(_ inbound: Inbound, endpoint: Endpoint) -> Bool {
     guard case .success(.fetch(let hash, let from, let credit)) = inbound.message else { return false }
-    lock.lock(); let entry = files[hash]; lock.unlock()
-    guard let (path, size) = entry, let h = FileHandle(forReadingAtPath: path) else {
-      endpoint.send(.error(code: ErrorCode.unknownVersion.rawValue, message: "no blob \(hex(hash).prefix(16))…"), to: inbound.peer)
+    lock.lock()
+    let entry = files[hash]
+    if (entry == nil && expected.contains(hash)) || entry.map({ Int(from) < max(1, ($0.size + chunkSize - 1) / chunkSize) }) == true {
+      // Asking again means the earlier chunks arrived (or were lost): they no longer count.
+      release(inbound.peer)
+      pending.removeAll { $0.peer == inbound.peer }
+      if pending.count >= maxPending {
+        lock.unlock()
+        endpoint.send(.error(code: ErrorCode.busy.rawValue, message: "blob server busy; ask again"), to: inbound.peer)
+        return true
+      }
+      pending.append(Request(peer: inbound.peer, hash: hash, from: Int(from), credit: Int(credit)))
+      lock.unlock()
+      serve(endpoint: endpoint)
       return true
     }
-    defer { try? h.close() }
-    let count = max(1, (size + chunkSize - 1) / chunkSize)
-    let end = min(count, Int(from) + Int(credit))
-    guard Int(from) < count else {
+    if let e = entry, Int(from) == max(1, (e.size + chunkSize - 1) / chunkSize) {
+      // FETCH from the chunk count: the node has the whole blob; its chunks no longer count.
+      release(inbound.peer)
+      lock.unlock()
+      serve(endpoint: endpoint)
+      return true
+    }
+    lock.unlock()
+    if let e = entry {
+      let count = max(1, (e.size + chunkSize - 1) / chunkSize)
       endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "chunk \(from) of a blob of \(count) chunks"), to: inbound.peer)
-      return true
-    }
-    for i in Int(from)..<end {
-      try? h.seek(toOffset: UInt64(i * chunkSize))
-      let bytes = [UInt8](h.readData(ofLength: chunkSize))
-      endpoint.send(.blobChunk(hash: hash, index: UInt32(i), count: UInt32(count), payload: bytes), to: inbound.peer)
+    } else {
+      endpoint.send(.error(code: ErrorCode.unknownVersion.rawValue, message: "no blob \(hex(hash).prefix(16))…"), to: inbound.peer)
     }
     return true
+  }
+
+  private func release(_ peer: [UInt8]) {
+    if let f = inFlight.removeValue(forKey: peer) { inFlightTotal -= f.chunks }
+  }
+
+  /// Sends queued requests while the budget allows; call it whenever the service loop is idle.
+  public func serve(endpoint: Endpoint) {
+    lock.lock()
+    let now = Date()
+    for (peer, f) in inFlight where now.timeIntervalSince(f.at) > releaseAfter { _ = f; release(peer) }
+    var batch: [(Request, String, Int, Int)] = []
+    var waiting: [Request] = []
+    while let r = pending.first, inFlightTotal < budget {
+      pending.removeFirst()
+      guard let (path, size) = files[r.hash] else {
+        if expected.contains(r.hash) { waiting.append(r) }  // still being written
+        continue  // else unpublished meanwhile: the node's retry gets an error
+      }
+      let count = max(1, (size + chunkSize - 1) / chunkSize)
+      let n = min(r.credit, BlobServer.maxCredit, count - r.from)
+      inFlight[r.peer] = (n, now)
+      inFlightTotal += n
+      batch.append((r, path, count, n))
+    }
+    pending.insert(contentsOf: waiting, at: 0)
+    lock.unlock()
+    for (r, path, count, n) in batch {
+      guard let h = FileHandle(forReadingAtPath: path) else { continue }
+      for i in r.from..<(r.from + n) {
+        try? h.seek(toOffset: UInt64(i * chunkSize))
+        let bytes = [UInt8](h.readData(ofLength: chunkSize))
+        endpoint.send(.blobChunk(hash: r.hash, index: UInt32(i), count: UInt32(count), payload: bytes), to: r.peer)
+      }
+      try? h.close()
+    }
   }
 }
 
@@ -73,7 +166,7 @@ public struct BlobFetcher {
   public var endpoint: Endpoint
   /// Chunks asked for at once. The coordinator queues up to this many chunks per fetching node, so its
   /// memory grows by nodes × credit × chunk size while they fetch: keep it small.
-  public var credit: UInt16 = 2
+  public var credit: UInt16 = 2  // at most BlobServer.maxCredit are served
   public var timeout: Double = 5
   public var maxRetries = 6
   public init(endpoint: Endpoint) { self.endpoint = endpoint }
@@ -104,12 +197,19 @@ public struct BlobFetcher {
         try sink(payload)
         bytes += payload.count
         next += 1
+      case .error(let code, _) where code == ErrorCode.busy.rawValue:
+        retries += 1
+        guard retries <= maxRetries else { throw TransferError.timeout("blob server busy after \(maxRetries) requests") }
+        Thread.sleep(forTimeInterval: 0.2 * Double(retries))
+        requestedUpTo = next
       case .error(let code, let text):
         throw TransferError.rejected(code: code, message: text)
       default:
         continue
       }
     }
+    // Tell the server the blob is complete, so what it counted for this node goes to others.
+    if let c = count { endpoint.send(.fetch(hash: hash, fromChunk: UInt32(c), credit: 1)) }
     let got = hasher.finish()
     guard got == hash else { throw FetchError.hashMismatch(expected: hex(hash), got: hex(got)) }
     return bytes

@@ -35,7 +35,8 @@ public struct Inbound: Sendable {
 /// high-water marks push back on the senders and memory stays bounded.
 public final class Endpoint: @unchecked Sendable {
   private let inbox = NSCondition()
-  private var queue: [Inbound] = []
+  /// Taken slots are emptied at once (a taken message's payload must not outlive its use).
+  private var queue: [Inbound?] = []
   private var head = 0
   public let inboxLimit = 256
   private let socket: ZMQSocket
@@ -173,9 +174,10 @@ public final class Endpoint: @unchecked Sendable {
     while head == queue.count {
       if stopFlag.isSet || !inbox.wait(until: deadline) { return nil }
     }
-    let m = queue[head]
+    let m = queue[head]!
+    queue[head] = nil
     head += 1
-    if head > 512 { queue.removeFirst(head); head = 0 }
+    if head > 512 || head == queue.count { queue.removeFirst(head); head = 0 }
     return m
   }
 

@@ -33,7 +33,10 @@ public enum Message: Equatable, Sendable {
   /// Coordinator → node: session accepted, with the parameters the node must use.
   case welcome(federation: String, heartbeatMillis: UInt32, liveness: UInt8, chunkSize: UInt32, credit: UInt16, aggregationKey: [UInt8])
   /// Coordinator → node: round `round` starts from `baseHash`; train `innerSteps` and send before `deadlineMillis` (Unix ms).
-  case round(round: UInt64, baseHash: [UInt8], innerSteps: UInt32, batch: UInt32, learningRateBits: UInt32, deadlineMillis: UInt64, modelBytes: UInt64)
+  /// A node that holds version `patchFrom` may fetch the blob `patchHash` (an int8 step) instead of the whole model
+  /// and apply it; both are 32 zero octets when there is no patch.
+  case round(round: UInt64, baseHash: [UInt8], innerSteps: UInt32, batch: UInt32, learningRateBits: UInt32, deadlineMillis: UInt64, modelBytes: UInt64,
+             patchFrom: [UInt8], patchHash: [UInt8])
   /// Node → coordinator: send the blob with this content hash from chunk `fromChunk`, at most `credit` chunks ahead.
   case fetch(hash: [UInt8], fromChunk: UInt32, credit: UInt16)
   /// Coordinator → node: one chunk of a blob (payload frame = the bytes).
@@ -82,8 +85,8 @@ public enum Message: Equatable, Sendable {
       w.string(name); w.string(software); w.raw(latest)
     case .welcome(let fed, let hb, let live, let chunk, let credit, let key):
       w.string(fed); w.u32(hb); w.u8(live); w.u32(chunk); w.u16(credit); w.raw(key)
-    case .round(let r, let base, let steps, let batch, let lr, let deadline, let bytes):
-      w.u64(r); w.raw(base); w.u32(steps); w.u32(batch); w.u32(lr); w.u64(deadline); w.u64(bytes)
+    case .round(let r, let base, let steps, let batch, let lr, let deadline, let bytes, let from, let patch):
+      w.u64(r); w.raw(base); w.u32(steps); w.u32(batch); w.u32(lr); w.u64(deadline); w.u64(bytes); w.raw(from); w.raw(patch)
     case .fetch(let hash, let from, let credit):
       w.raw(hash); w.u32(from); w.u16(credit)
     case .blobChunk(let hash, let index, let count, let p):
@@ -142,7 +145,7 @@ public enum Message: Equatable, Sendable {
       case .round:
         m = .round(round: try r.u64("round"), baseHash: try r.raw(32, "base hash"), innerSteps: try r.u32("inner steps"),
                    batch: try r.u32("batch"), learningRateBits: try r.u32("learning rate"), deadlineMillis: try r.u64("deadline"),
-                   modelBytes: try r.u64("model bytes"))
+                   modelBytes: try r.u64("model bytes"), patchFrom: try r.raw(32, "patch from"), patchHash: try r.raw(32, "patch hash"))
       case .fetch:
         let hash = try r.raw(32, "hash"), from = try r.u32("from chunk"), credit = try r.u16("credit")
         guard credit >= 1 else { throw DecodeError.invalid("fetch with zero credit") }

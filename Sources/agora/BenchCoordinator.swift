@@ -18,10 +18,12 @@ struct CoordinatorBench: ParsableCommand {
   var rounds: Int = 3
   @Flag(help: "Send fp32 updates instead of int8.")
   var fp32 = false
+  @Flag(help: "Keep the working directory (keys, configs, every process's log) and print its path.")
+  var keep = false
 
   func run() throws {
     let dir = NSTemporaryDirectory() + "agora-benchcoord-\(UUID().uuidString)"
-    defer { try? FileManager.default.removeItem(atPath: dir) }
+    defer { if keep { print("kept \(dir)") } else { try? FileManager.default.removeItem(atPath: dir) } }
     let fm = FileManager.default
     let mc = try GPTConfig.preset(preset)
     // A tokenizer only fixes the vocabulary size here.

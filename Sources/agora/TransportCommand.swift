@@ -99,6 +99,7 @@ struct TransportCommand: ParsableCommand {
       let node = try InstantNode(endpoint: fed.endpoint, coordinator: try EnrolmentCard.load(fed.coordinatorCard),
                                  identity: try Identity.load(from: identity), federation: fed.id)
       defer { node.shutdown() }
+      node.log = { print($0); fflush(stdout) }
       try node.run(format: fp32 ? .fp32 : .int8)
     }
   }

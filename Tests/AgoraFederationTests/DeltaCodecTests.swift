@@ -3,8 +3,8 @@ import Testing
 @testable import AgoraFederation
 
 @Suite struct DeltaCodecTests {
-  func delta(_ n: Int) -> [Float] {
-    var g = UInt64(7)
+  func delta(_ n: Int, seed: UInt64 = 7) -> [Float] {
+    var g = seed
     return (0..<n).map { i -> Float in
       g = g &* 6364136223846793005 &+ 1442695040888963407
       let u = Float(Int64(bitPattern: g) >> 40) / Float(1 << 23)  // in [-1, 1)
@@ -12,22 +12,22 @@ import Testing
     }
   }
 
-  /// Feeds `bytes` to a decoder in pieces of awkward sizes, as chunks arrive.
-  func decode(_ bytes: [UInt8], count: Int, piece: Int) throws -> [Float] {
-    let out = FloatBuffer(count: count)
-    var d = DeltaDecoder(into: out.pointer, capacity: count)
-    var i = 0
-    while i < bytes.count { try d.feed(Array(bytes[i..<min(bytes.count, i + piece)])); i += piece }
-    try d.finish()
+  func decode(_ bytes: [UInt8], count: Int, mode: DeltaCodec.Mode = .store, into start: [Float]? = nil) throws -> [Float] {
+    let out = FloatBuffer(start ?? [Float](repeating: 0, count: count))
+    try bytes.withUnsafeBytes { try DeltaCodec.decode($0, into: out.pointer, count: count, mode: mode) }
     return out.array
   }
 
-  @Test(arguments: [1, 3, 257, 4096])
-  func fp32RoundTripsExactly(piece: Int) throws {
-    let x = delta(1000)
+  @Test(arguments: [1, 1000, 70_001])
+  func fp32RoundTripsExactly(count: Int) throws {
+    let x = delta(count)
     let bytes = x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
-    #expect(bytes.count == DeltaCodec.encodedSize(count: 1000, format: .fp32))
-    #expect(try decode(bytes, count: 1000, piece: piece) == x)
+    #expect(bytes.count == DeltaCodec.encodedSize(count: count, format: .fp32))
+    #expect(try decode(bytes, count: count) == x)
+    let (format, sq) = try bytes.withUnsafeBytes { try DeltaCodec.validate($0, count: count) }
+    #expect(format == .fp32)
+    let expected = x.reduce(0.0) { $0 + Double($1 * $1) }
+    #expect(abs(sq - expected) <= 1e-9 * max(1, expected))
   }
 
   @Test func int8IsAboutFourTimesSmallerAndErrorFeedbackCarriesTheRest() throws {
@@ -37,26 +37,84 @@ import Testing
     let bytes = x.withUnsafeBufferPointer { xs in feedback.withUnsafeMutableBufferPointer { DeltaCodec.encode(xs, format: .int8, errorFeedback: $0) } }
     #expect(bytes.count == DeltaCodec.encodedSize(count: n, format: .int8))
     #expect(Double(DeltaCodec.encodedSize(count: n, format: .fp32)) / Double(bytes.count) > 3.8)
-    let y = try decode(bytes, count: n, piece: 333)
+    let y = try decode(bytes, count: n)
     // Per block the error is at most half a quantisation step, and the feedback holds exactly what was lost.
     for i in 0..<n {
       #expect(abs((y[i] + feedback[i]) - x[i]) <= 1e-6 * max(1, abs(x[i])))
     }
     let maxAbs = x.map(abs).max()!
     #expect(y.indices.allSatisfy { abs(y[$0] - x[$0]) <= maxAbs / 127 })
+    // validate's norm is the norm of what decode gives.
+    let sq = try bytes.withUnsafeBytes { try DeltaCodec.validate($0, count: n).1 }
+    let decoded = y.reduce(0.0) { $0 + Double($1) * Double($1) }
+    #expect(abs(sq - decoded) <= 1e-6 * decoded)
   }
 
-  @Test func badPayloadsAreTypedErrors() throws {
+  @Test func addAndSubtractModesFoldIntoTheTarget() throws {
+    let n = 1000
+    let x = delta(n), base = delta(n, seed: 99)
+    let bytes = x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
+    let added = try decode(bytes, count: n, mode: .add(3), into: base)
+    let subtracted = try decode(bytes, count: n, mode: .subtract, into: base)
+    for i in 0..<n {
+      #expect(added[i] == base[i] + 3 * x[i])
+      #expect(subtracted[i] == base[i] - x[i])
+    }
+  }
+
+  /// A version patch is rounded stochastically: the same seed gives the same bytes (the coordinator and every
+  /// node agree), different seeds differ, and on average the patch is the step itself (no bias, even for
+  /// values far below the block's largest, which rounding to nearest would always send as zero).
+  @Test func stochasticRoundingIsDeterministicAndUnbiased() throws {
+    let n = 512
+    var x = [Float](repeating: 0.003, count: n)
+    x[0] = 1  // scale 1/127: 0.003 is 0.38 of a step
+    for i in 1..<n where i % 3 == 0 { x[i] = -0.0051 }
+    let enc = { (seed: UInt64) in x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8, rounding: .stochastic(seed: seed)) } }
+    #expect(enc(5) == enc(5))
+    #expect(enc(5) != enc(6))
+    let nearest = try decode(x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8) }, count: n)
+    #expect(nearest[1] == 0, "to nearest, a value under half a step is lost")
+    var mean = [Double](repeating: 0, count: n)
+    let trials = 400
+    for s in 0..<trials {
+      let y = try decode(enc(UInt64(s)), count: n)
+      for i in 0..<n { mean[i] += Double(y[i]) / Double(trials) }
+      #expect(y.indices.allSatisfy { abs(y[$0] - x[$0]) <= 1 / 127 + 1e-6 }, "each value within one step")
+    }
+    let positive = (1..<n).filter { $0 % 3 != 0 }, negative = (1..<n).filter { $0 % 3 == 0 }
+    let avgPositive: Double = positive.map { mean[$0] }.reduce(0, +) / Double(positive.count)
+    let avgNegative: Double = negative.map { mean[$0] }.reduce(0, +) / Double(negative.count)
+    #expect(abs(avgPositive - 0.003) < 0.0002, "mean \(avgPositive)")
+    #expect(abs(avgNegative + 0.0051) < 0.0002, "mean \(avgNegative)")
+    #expect(abs(mean[0] - 1) < 1e-9, "the block maximum is exact")
+  }
+
+  @Test func badPayloadsAreTypedErrorsAndLeaveTheTargetAlone() throws {
     let x = delta(300)
     let fp = x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
-    #expect(throws: DeltaDecoder.Failure.header("holds 300 values, the model has 299")) { _ = try decode(fp, count: 299, piece: 64) }
-    #expect(throws: DeltaDecoder.Failure.incomplete(got: 299, expected: 300)) { _ = try decode(Array(fp.dropLast(4)), count: 300, piece: 64) }
-    #expect(throws: DeltaDecoder.Failure.overflow) { _ = try decode(fp + [0, 0, 0, 0], count: 300, piece: 64) }
+    let keep = [Float](repeating: 5, count: 300)
+    #expect(throws: DeltaError.header("holds 300 values, the model has 299")) { _ = try decode(fp, count: 299) }
+    #expect(throws: DeltaError.length(got: fp.count - 4, expected: fp.count)) { _ = try decode(Array(fp.dropLast(4)), count: 300) }
+    #expect(throws: DeltaError.length(got: fp.count + 4, expected: fp.count)) { _ = try decode(fp + [0, 0, 0, 0], count: 300) }
+    #expect(throws: DeltaError.length(got: 5, expected: 16)) { _ = try decode(Array(fp.prefix(5)), count: 300) }
     var nan = fp
     nan.replaceSubrange(16..<20, with: [0x00, 0x00, 0xC0, 0x7F])
-    #expect(throws: DeltaDecoder.Failure.nonFinite(index: 0)) { _ = try decode(nan, count: 300, piece: 64) }
+    #expect(throws: DeltaError.nonFinite(index: 0)) { _ = try nan.withUnsafeBytes { try DeltaCodec.validate($0, count: 300) } }
     var magic = fp
     magic[0] = 0
-    #expect(throws: DeltaDecoder.Failure.header("bad magic")) { _ = try decode(magic, count: 300, piece: 64) }
+    let target = FloatBuffer(keep)
+    #expect(throws: DeltaError.header("bad magic")) { try magic.withUnsafeBytes { try DeltaCodec.decode($0, into: target.pointer, count: 300, mode: .subtract) } }
+    #expect(target.array == keep, "a refused header writes nothing")
+    var reserved = fp
+    reserved[6] = 1
+    #expect(throws: DeltaError.header("reserved octets are not zero")) { _ = try decode(reserved, count: 300) }
+    var format = fp
+    format[4] = 9
+    #expect(throws: DeltaError.header("unknown format 9")) { _ = try decode(format, count: 300) }
+    // An int8 block whose scale is infinite.
+    var q = x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8) }
+    q.replaceSubrange((16 + 260)..<(16 + 264), with: [0x00, 0x00, 0x80, 0x7F])
+    #expect(throws: DeltaError.nonFinite(index: 256)) { _ = try q.withUnsafeBytes { try DeltaCodec.validate($0, count: 300) } }
   }
 }

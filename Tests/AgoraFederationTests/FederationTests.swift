@@ -155,6 +155,11 @@ struct Harness {
     let start = initial.reduce(0, +) / Double(initial.count)
     #expect(rows.last!.1 < start - 0.3, "bits/byte went from \(start) to \(rows.last!.1)")
     #expect(rows.last!.1 < rows.first!.1)
+    // From round 2 on, nodes holding the previous version take the int8 patch instead of the whole model.
+    for name in h.nodes {
+      let lines = h.read("\(name).log").split(separator: "\n").filter { $0.contains(": round ") }
+      #expect(lines.count == 4 && lines.dropFirst().allSatisfy { $0.contains("(patch)") }, "\(name): \(lines)")
+    }
   }
 
   @Test func roundCompletesOnQuorumWhenANodeIsKilledAndTheNodeCatchesUp() throws {
@@ -203,7 +208,7 @@ struct Harness {
     var outcomes: [String] = []
     let end = Date(timeIntervalSinceNow: 120)
     while outcomes.count < 2 && Date() < end {
-      guard let m = ep.receive(timeout: 1), case .success(.round(let r, let base, _, _, _, _, let bytes)) = m.message else { continue }
+      guard let m = ep.receive(timeout: 1), case .success(.round(let r, let base, _, _, _, _, let bytes, _, _)) = m.message else { continue }
       let n = Int(bytes) / 4
       var delta = [Float](repeating: 0.01, count: n)
       if r == 1 { delta[n / 2] = .nan } else { for i in 0..<n { delta[i] = 1e6 } }
