@@ -8,9 +8,9 @@ public enum ProtocolVectors {
 
   /// (name, message) for every message type.
   public static let messages: [(String, Message)] = [
-    ("join", .join(name: "Charles University", software: "agora/0.1.0", latestVersion: hash(0x11))),
+    ("join", .join(name: "Charles University", software: "agora/0.1.0", latestVersion: hash(0x11), role: 0)),
     ("welcome", .welcome(federation: "openeurollm", heartbeatMillis: 1000, liveness: 3, chunkSize: 1 << 20, credit: 4, aggregationKey: hash(0x22))),
-    ("round", .round(round: 42, baseHash: hash(0x33), innerSteps: 500, batch: 8, learningRateBits: Float(3e-4).bitPattern, deadlineMillis: 1_790_000_000_000, modelBytes: 55_566_336, patchFrom: hash(0x32), patchHash: hash(0x34))),
+    ("round", .round(round: 42, baseHash: hash(0x33), innerSteps: 500, batch: 8, learningRateBits: Float(3e-4).bitPattern, deadlineMillis: 1_790_000_000_000, modelBytes: 55_566_336, patchFrom: hash(0x32), patchHash: hash(0x34), shardHash: hash(0x35))),
     ("fetch", .fetch(hash: hash(0x33), fromChunk: 3, credit: 4)),
     ("blob_chunk", .blobChunk(hash: hash(0x33), index: 3, count: 54, payload: Array("model bytes".utf8))),
     ("upload_begin", .uploadBegin(transfer: 0x0102_0304_0506_0708, round: 42, chunks: 54, head: [0xAA, 0xBB, 0xCC])),

@@ -10,6 +10,12 @@ public struct LanguageSource: Sendable, Equatable {
   public var train: String
   public var valid: String?
 
+  public init(name: String, train: String, valid: String?) {
+    self.name = name
+    self.train = train
+    self.valid = valid
+  }
+
   public static func discover(_ dirs: [String]) throws -> [LanguageSource] {
     let fm = FileManager.default
     var out: [LanguageSource] = []

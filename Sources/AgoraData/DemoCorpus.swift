@@ -5,7 +5,9 @@ import Foundation
 /// (`manpages-cs`, `-da`, `-de`, … 14 EU languages): each page's roff source is decompressed,
 /// reduced to plain paragraphs by `Roff`, and written as `<out>/<lang>/{train,valid}.txt`, one paragraph
 /// per line, pages separated by an empty line. Pages taken in the order of a hash of their file name go to
-/// `valid.txt` until it holds 5% of the language's bytes, so the split is stable and never empty.
+/// `valid.txt` until it holds 5% of the language's bytes, so the split is stable and never empty. With
+/// `publicOut`, the next 10% go to `<publicOut>/<lang>/train.txt`: the federation's public corpus, which
+/// compute donors train on and which no institution holds.
 public enum DemoCorpus {
   /// Language code → Debian package.
   public static let packages: [(lang: String, package: String)] = [
@@ -20,10 +22,11 @@ public enum DemoCorpus {
     public var pages: Int
     public var trainBytes: Int
     public var validBytes: Int
+    public var publicBytes: Int
   }
 
   /// Builds the corpus; returns one summary per language. Throws `DataError` when a package is missing.
-  public static func build(out: String, languages: [String]? = nil) throws -> [Summary] {
+  public static func build(out: String, publicOut: String? = nil, languages: [String]? = nil) throws -> [Summary] {
     var result: [Summary] = []
     for (lang, pkg) in packages where languages?.contains(lang) ?? true {
       let files = try packageFiles(pkg).filter { $0.hasSuffix(".gz") && $0.contains("/man/") }.sorted()
@@ -37,16 +40,23 @@ public enum DemoCorpus {
       }
       // Pages in hash order go to validation until it holds 5% of the bytes (at least one page).
       let total = pagesText.reduce(0) { $0 + $1.1.utf8.count }
-      var train = "", valid = ""
+      var train = "", valid = "", pub = ""
       for (_, text) in pagesText.sorted(by: { $0.0 < $1.0 }) {
-        if valid.isEmpty || valid.utf8.count < total / 20 { valid += text + "\n\n" } else { train += text + "\n\n" }
+        if valid.isEmpty || valid.utf8.count < total / 20 { valid += text + "\n\n" }
+        else if publicOut != nil, pub.utf8.count < total / 10 { pub += text + "\n\n" }
+        else { train += text + "\n\n" }
+      }
+      if let publicOut {
+        let pdir = (publicOut as NSString).appendingPathComponent(lang)
+        try FileManager.default.createDirectory(atPath: pdir, withIntermediateDirectories: true)
+        try Data(pub.utf8).write(to: URL(fileURLWithPath: (pdir as NSString).appendingPathComponent("train.txt")), options: .atomic)
       }
       let pages = pagesText.count
       let dir = (out as NSString).appendingPathComponent(lang)
       try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
       try Data(train.utf8).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("train.txt")), options: .atomic)
       try Data(valid.utf8).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("valid.txt")), options: .atomic)
-      result.append(Summary(lang: lang, pages: pages, trainBytes: train.utf8.count, validBytes: valid.utf8.count))
+      result.append(Summary(lang: lang, pages: pages, trainBytes: train.utf8.count, validBytes: valid.utf8.count, publicBytes: pub.utf8.count))
     }
     return result
   }

@@ -48,6 +48,12 @@ struct TOMLFile {
     return i
   }
 
+  func bool(_ key: String, default d: Bool) throws -> Bool {
+    guard let v = value(key) else { return d }
+    guard let b = v.bool else { throw fail(key, "expected true or false") }
+    return b
+  }
+
   func double(_ key: String, default d: Double? = nil, range: ClosedRange<Double>) throws -> Double {
     guard let v = value(key) else { if let d { return d }; throw fail(key, "missing (expected a number in \(range))") }
     guard let x = v.double ?? v.int.map(Double.init) else { throw fail(key, "expected a number in \(range)") }
@@ -98,6 +104,15 @@ public struct FederationConfig: Sendable {
   public var broadcast: BroadcastSetting
   public var minNodes: Int
   public var evalData: [String]
+  /// Directories of public text (one per language, holding train.txt) cut into shards for compute donors.
+  public var publicData: [String]
+  public var shardBytes: Int
+  /// What happens to an update that arrives after its round closed.
+  public var lateUpdates: LateUpdates
+  /// A late update's weight is multiplied by (1 + staleness)^−exponent (staleness = rounds late).
+  public var stalenessExponent: Double
+
+  public enum LateUpdates: String, CaseIterable, Sendable { case drop, stale }
 
   public enum CompressionSetting: String, CaseIterable, Sendable { case int8, fp32 }
   /// How a new version reaches nodes that hold its parent: an int8 patch (a quarter of the model), or the
@@ -128,6 +143,10 @@ public struct FederationConfig: Sendable {
     broadcast = try f.choice("rounds.broadcast", default: BroadcastSetting.int8)
     minNodes = try f.int("rounds.min_nodes", default: 1, range: 1...100_000)
     evalData = f.value("model.eval_data") == nil ? [] : try f.paths("model.eval_data")
+    publicData = f.value("public.data") == nil ? [] : try f.paths("public.data")
+    shardBytes = try f.int("public.shard_bytes", default: 262_144, range: 4096...(64 << 20))
+    lateUpdates = try f.choice("rounds.late_updates", default: LateUpdates.drop)
+    stalenessExponent = try f.double("rounds.staleness_exponent", default: 0.5, range: 0...10)
   }
 }
 
@@ -156,6 +175,8 @@ public struct NodeConfig: Sendable {
   public var name: String
   public var identity: String
   public var data: [String]
+  /// A compute donor: no data of its own; it trains on the public shards the coordinator assigns.
+  public var donor: Bool
   public var maxStepsPerRound: Int?
   public var threads: Int?
   public var workDir: String
@@ -166,8 +187,16 @@ public struct NodeConfig: Sendable {
     federation = try FederationConfig(path: try f.path("node.federation"))
     name = try f.string("node.name")
     identity = try f.path("node.identity")
-    data = try f.paths("node.data")
-    guard !data.isEmpty else { throw f.fail("node.data", "needs at least one data directory") }
+    donor = try f.bool("node.donor", default: false)
+    data = f.value("node.data") == nil ? [] : try f.paths("node.data")
+    if donor {
+      guard data.isEmpty else { throw f.fail("node.data", "a donor (node.donor = true) has no data of its own; remove node.data") }
+      guard !federation.publicData.isEmpty else {
+        throw f.fail("node.donor", "the federation (\(federation.path)) names no public corpus ([public] data) for donors to train on")
+      }
+    } else {
+      guard !data.isEmpty else { throw f.fail("node.data", "needs at least one data directory (or node.donor = true for a compute donor)") }
+    }
     maxStepsPerRound = f.value("node.max_steps_per_round") == nil ? nil : try f.int("node.max_steps_per_round", range: 1...1_000_000)
     threads = f.value("node.threads") == nil ? nil : try f.int("node.threads", range: 1...256)
     workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)

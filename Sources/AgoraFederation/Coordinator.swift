@@ -21,6 +21,10 @@ public struct RoundReport: Sendable {
   public var seconds: Double
   public var bitsPerByte: [(String, Double)]
   public var applied: Bool
+  /// Late updates of the previous round folded in with staleness weighting (not counted in `accepted`).
+  public var late: Int = 0
+  /// Compute donors among the selected nodes.
+  public var donors: Int = 0
 }
 
 /// The coordinator service: admits enrolled nodes, announces rounds, receives sealed updates one at a time
@@ -41,12 +45,17 @@ public final class CoordinatorService {
   /// The plaintext of the update being received: the largest payload a node may send, allocated once and
   /// touched only as far as payloads reach (int8 updates use a quarter of it).
   let staging: UnsafeMutableRawBufferPointer
+  /// Bytes of the current upload in `staging`.
+  var received = 0
   let outer: OuterOptimizer
   let evaluator: (GPT, Evaluator)?
   public var log: (String) -> Void = { print($0) }
   public var onRound: (RoundReport) -> Void = { _ in }
   public private(set) var version = 0
   public private(set) var versionHash: [UInt8] = []
+  /// The public corpus cut into shards for compute donors, and where the rotation over them stands.
+  public private(set) var shards: [PublicShard] = []
+  var shardCursor = 0
   /// The int8 patch from the previous version to this one (hashes), when the last round made one.
   var patch: (from: [UInt8], hash: [UInt8], path: String)? = nil
   let stop = ManagedAtomicFlag()
@@ -87,6 +96,10 @@ public final class CoordinatorService {
     receiver = UploadReceiver(context: .init(federation: fed.id, round: 0, baseHash: [UInt8](repeating: 0, count: 32),
                                              aggregationPublic: aggP, aggregationSecret: aggS, credit: 8), registry: registry)
     try FileManager.default.createDirectory(atPath: config.dataDir + "/blobs", withIntermediateDirectories: true)
+    if !fed.publicData.isEmpty {
+      shards = try PublicShards.build(sources: try LanguageSource.discover(fed.publicData), bytes: fed.shardBytes, dir: config.dataDir + "/shards")
+      for s in shards { try blobs.publish(path: s.path) }
+    }
   }
 
   /// Asks `run` to stop at the next message (SIGINT/SIGTERM): the current round is abandoned, never half-applied.
@@ -149,6 +162,8 @@ public final class CoordinatorService {
   @discardableResult
   public func run() throws -> [RoundReport] {
     let fed = config.federation
+    nonisolated(unsafe) let logger = log
+    sessions.log = { logger("  " + $0) }
     try publishVersion()
     log("coordinator of \(fed.id) listening on \(endpoint.boundEndpoint); model \(fed.preset), \(params.count) parameters, version 0 \(hex(versionHash).prefix(12))")
     var reports: [RoundReport] = []
@@ -172,18 +187,24 @@ public final class CoordinatorService {
     let deadline = Date(timeIntervalSinceNow: fed.deadlineSeconds)
     _ = sessions.expire()
     let selected = sessions.live
-    receiver.reset(endpoint: endpoint)
+    // With late updates taken, the previous round's uploads go on (an active one keeps streaming into the
+    // staging buffer) and are folded into this round with staleness weighting.
+    let stale = fed.lateUpdates == .stale && r > 1
+    receiver.context.previous = stale ? (receiver.context.round, receiver.context.baseHash) : nil
+    receiver.reset(endpoint: endpoint, keepRound: stale ? receiver.context.round : nil)
     receiver.context.round = UInt64(r)
     receiver.context.baseHash = versionHash
     sum.zero()
     var weightTotal = 0.0, tokens: UInt64 = 0, bytesIn: UInt64 = 0, losses: [Double] = [], norms: [Float] = []
-    var done: Set<String> = [], rejected: [String] = []
-    var received = 0
+    var done: Set<String> = [], rejected: [String] = [], late = 0
     let baseNorm = l2(params)
-    receiver.onStart = { _, _ in received = 0 }
-    receiver.onAbort = { _, _ in received = 0 }
-    receiver.onReject = { node, _, _ in rejected.append(node); done.insert(node) }
-    receiver.onChunk = { [staging] _, _, plain in
+    receiver.onStart = { [self] _, _ in received = 0 }
+    receiver.onAbort = { [self] _, _ in received = 0 }
+    receiver.onReject = { node, forRound, _ in
+      rejected.append(node)
+      if forRound == UInt64(r) { done.insert(node) }
+    }
+    receiver.onChunk = { [self] _, _, plain in
       guard received + plain.count <= staging.count else { throw DeltaError.length(got: received + plain.count, expected: staging.count) }
       plain.withUnsafeBytes { staging.baseAddress!.advanced(by: received).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
       received += plain.count
@@ -197,21 +218,36 @@ public final class CoordinatorService {
       if !norm.isFinite || norm > 10 * baseNorm || (median.map { norm > 10 * $0 } ?? false) {
         throw ModelError.nonFinite("update norm \(norm) is far outside the others (median \(median.map { "\($0)" } ?? "none yet"), model norm \(baseNorm))")
       }
-      let w = Double(max(c.tokens, 1))
+      var w = Double(max(c.tokens, 1))
+      if c.round < UInt64(r) {
+        // A late update, made on an older version: weighted down by (1 + staleness)^−a.
+        let staleness = Double(UInt64(r) - c.round)
+        w *= pow(1 + staleness, -fed.stalenessExponent)
+        late += 1
+        log(String(format: "  late update of round %llu from %@ applied with staleness %.0f (weight ×%.3f)", c.round, String(c.node.prefix(12)),
+                   staleness, pow(1 + staleness, -fed.stalenessExponent)))
+      }
       try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
       weightTotal += w
       tokens += c.tokens
       bytesIn += c.bytes
       losses.append(Double(c.loss))
       norms.append(norm)
-      done.insert(c.node)
+      if c.round == UInt64(r) { done.insert(c.node) }
     }
     receiver.log = { [self] in log("  " + $0) }
     let lrBits = Float(fed.learningRate).bitPattern
     for s in selected {
+      var shard = zero32
+      if s.donor, !shards.isEmpty {
+        let p = shards[shardCursor % shards.count]
+        shardCursor += 1
+        shard = p.hash
+        log("  \(s.name) (donor) trains on public shard \(p.language) #\(p.index)")
+      }
       endpoint.send(.round(round: UInt64(r), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps), batch: UInt32(fed.batch),
                            learningRateBits: lrBits, deadlineMillis: UInt64(deadline.timeIntervalSince1970 * 1000),
-                           modelBytes: UInt64(params.count * 4), patchFrom: patch?.from ?? zero32, patchHash: patch?.hash ?? zero32), to: s.peer)
+                           modelBytes: UInt64(params.count * 4), patchFrom: patch?.from ?? zero32, patchHash: patch?.hash ?? zero32, shardHash: shard), to: s.peer)
     }
     let wanted = Set(selected.map(\.fingerprint))
     while !stop.isSet && Date() < deadline && !wanted.isSubset(of: done) {
@@ -230,7 +266,7 @@ public final class CoordinatorService {
         }
       }
     }
-    let accepted = norms.count
+    let accepted = norms.count - late  // on time: these make the quorum
     let needed = max(1, Int((fed.quorum * Double(selected.count)).rounded(.up)))
     var applied = false
     if !stop.isSet && accepted >= needed && weightTotal > 0 {
@@ -247,6 +283,8 @@ public final class CoordinatorService {
     var report = RoundReport(round: r, version: version, hash: hex(versionHash), selected: selected.count, accepted: accepted,
                              rejected: rejected, tokens: tokens, bytesIn: bytesIn, meanLoss: losses.isEmpty ? .nan : losses.reduce(0, +) / Double(losses.count),
                              seconds: Date().timeIntervalSince(started), bitsPerByte: [], applied: applied)
+    report.late = late
+    report.donors = selected.filter(\.donor).count
     if let (model, ev) = evaluator { report.bitsPerByte = evaluate(model, ev, round: r).bitsPerByte }
     return report
   }

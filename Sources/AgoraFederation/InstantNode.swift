@@ -24,7 +24,7 @@ public final class InstantNode {
   }
 
   public func run(format: DeltaFormat) throws {
-    endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32)))
+    endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
     var chunk = 1 << 20, key: [UInt8] = []
     var payload: [UInt8] = []
     var have: [UInt8] = []
@@ -40,7 +40,7 @@ public final class InstantNode {
       switch msg {
       case .welcome(_, _, _, let c, _, let k):
         chunk = Int(c); key = k
-      case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash):
+      case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash, _):
         let t0 = Date()
         let viaPatch = !have.isEmpty && patchFrom == have && patchHash != zero32
         let fetched = try BlobFetcher(endpoint: endpoint).fetch(hash: viaPatch ? patchHash : base) { _ in }

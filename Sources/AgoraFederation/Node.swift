@@ -9,12 +9,17 @@ import Foundation
 
 /// The node service: joins the federation, and for each round fetches the base version (checked by hash),
 /// trains on its own data (which never leaves it), and sends Δ = θ_base − θ_local, compressed, signed and
-/// sealed for the coordinator.
+/// sealed for the coordinator. A compute donor (`node.donor = true`) has no data: each round it trains on the
+/// public shard the coordinator assigns (fetched by hash like a version).
 public final class NodeService {
   public let config: NodeConfig
   let identity: Identity
   let coordinatorCard: EnrolmentCard
-  public let trainer: Trainer
+  /// Nil for a donor until its first shard arrives.
+  public private(set) var trainer: Trainer?
+  let settings: TrainSettings
+  let tokenizer: Tokenizer
+  var shardHash: [UInt8] = []
   let endpoint: Endpoint
   let copy: VersionCopy
   let errorFeedback: FloatBuffer
@@ -28,10 +33,8 @@ public final class NodeService {
     if let t = config.threads { Parallel.threads = t }
     identity = try Identity.load(from: config.identity)
     coordinatorCard = try EnrolmentCard.load(fed.coordinatorCard)
-    let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
-    let sources = try LanguageSource.discover(config.data)
+    tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
     try FileManager.default.createDirectory(atPath: config.workDir, withIntermediateDirectories: true)
-    let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.workDir + "/cache")
     var s = TrainSettings()
     s.preset = fed.preset
     s.batch = fed.batch
@@ -41,9 +44,17 @@ public final class NodeService {
     s.warmupSteps = min(20, fed.innerSteps)
     s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)  // each node draws its own batches
     s.evalEvery = 0
-    trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
-    copy = VersionCopy(count: trainer.model.parameters.count)
-    errorFeedback = FloatBuffer(count: trainer.model.parameters.count)
+    settings = s
+    if !config.donor {
+      let sources = try LanguageSource.discover(config.data)
+      let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.workDir + "/cache")
+      trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
+    }
+    var mc = try GPTConfig.preset(fed.preset)
+    mc.vocabSize = tokenizer.vocabSize
+    let count = ParameterLayout(mc).count
+    copy = VersionCopy(count: count)
+    errorFeedback = FloatBuffer(count: count)
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
   }
@@ -55,7 +66,8 @@ public final class NodeService {
     let name = config.name
     var welcome: (chunk: Int, heartbeat: UInt32, aggregationKey: [UInt8])? = nil
     for attempt in 0..<12 where welcome == nil && !stop.isSet {
-      if attempt % 4 == 0 { endpoint.send(.join(name: name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? zero32 : copy.hash)) }
+      if attempt % 4 == 0 { endpoint.send(.join(name: name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? zero32 : copy.hash,
+                                               role: config.donor ? 1 : 0)) }
       guard let m = endpoint.receive(timeout: 2.5) else { continue }
       switch m.message {
       case .success(.welcome(let fed, let hb, _, let chunk, _, let key)):
@@ -79,10 +91,10 @@ public final class NodeService {
       guard let m = endpoint.receive(timeout: 1) else { continue }
       guard case .success(let msg) = m.message else { continue }
       switch msg {
-      case .round(let r, let baseHash, let steps, _, _, let deadlineMs, let modelBytes, let patchFrom, let patchHash):
+      case .round(let r, let baseHash, let steps, _, _, let deadlineMs, let modelBytes, let patchFrom, let patchHash, let shard):
         let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         do {
-          try runRound(round: r, baseHash: baseHash, patch: (patchFrom, patchHash), steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline,
+          try runRound(round: r, baseHash: baseHash, patch: (patchFrom, patchHash), shard: shard, steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline,
                        chunk: w.chunk, recipient: w.aggregationKey)
         } catch {
           log("\(name): round \(r) abandoned: \(error)")
@@ -100,11 +112,36 @@ public final class NodeService {
     Thread.sleep(forTimeInterval: 0.2)
   }
 
-  func runRound(round r: UInt64, baseHash hash: [UInt8], patch: ([UInt8], [UInt8]), steps: Int, modelBytes: Int, deadline: Date, chunk: Int, recipient: [UInt8]) throws {
+  /// A donor's data for this round: the assigned public shard, fetched by hash (once), tokenized in its work
+  /// directory, and handed to the trainer (created with the first shard).
+  func takeShard(_ hash: [UInt8]) throws -> String {
+    guard hash != zero32 else { throw TransferError.protocolViolation("a donor's ROUND names no public shard") }
+    if hash == shardHash, let t = trainer { return t.corpus.languages.joined(separator: ",") }
+    var blob: [UInt8] = []
+    _ = try BlobFetcher(endpoint: endpoint).fetch(hash: hash) { chunk in
+      guard blob.count + chunk.count <= 64 << 20 else { throw ShardError.malformed("longer than 64 MiB") }
+      blob += chunk
+    }
+    let (lang, index, text) = try PublicShards.parse(blob)
+    let dir = config.workDir + "/shard/" + lang
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    try AtomicFile.write(Data(text), to: dir + "/train.txt")
+    let corpus = try TokenizedCorpus(sources: [LanguageSource(name: lang, train: dir + "/train.txt", valid: nil)], tokenizer: tokenizer,
+                                     tokenizerPath: config.federation.tokenizer, cacheDir: config.workDir + "/shard-cache")
+    if let t = trainer { try t.use(corpus: corpus) } else { trainer = try Trainer(settings: settings, tokenizer: tokenizer, corpus: corpus) }
+    shardHash = hash
+    log("\(config.name): public shard \(lang) #\(index) (\(text.count) bytes, \(hex(hash).prefix(12)))")
+    return lang
+  }
+
+  func runRound(round r: UInt64, baseHash hash: [UInt8], patch: ([UInt8], [UInt8]), shard: [UInt8], steps: Int, modelBytes: Int, deadline: Date,
+                chunk: Int, recipient: [UInt8]) throws {
     let fed = config.federation
     let t0 = Date()
     let base = copy.base
     guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
+    if config.donor { _ = try takeShard(shard) }
+    guard let trainer else { throw TransferError.protocolViolation("no data to train on") }
     let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
     let fetched = sync.bytesFetched
     trainer.model.parameters.copy(from: base)
@@ -126,7 +163,8 @@ public final class NodeService {
     let sealer = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: hash, nodeID: identity.card.nodeID),
                                     payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: recipient, signingSecretKey: identity.signSecret)
     var sender = UploadSender(endpoint: endpoint, transfer: r, round: r)
-    sender.deadline = deadline
+    // A late update is still worth sending when the federation applies late updates (one round later).
+    sender.deadline = fed.lateUpdates == .stale ? deadline.addingTimeInterval(fed.deadlineSeconds) : deadline
     sender.ackTimeout = 2
     sender.maxRetries = 1000  // bounded by the deadline
     let tokens = UInt64(done * trainer.model.B * trainer.model.T)

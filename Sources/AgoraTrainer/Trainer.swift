@@ -67,10 +67,10 @@ public final class Trainer {
   public let model: GPT
   public let optimizer: AdamW
   public let tokenizer: Tokenizer
-  public let corpus: TokenizedCorpus
-  public let sampler: MixtureSampler
+  public private(set) var corpus: TokenizedCorpus
+  public private(set) var sampler: MixtureSampler
   public let schedule: LRSchedule
-  public let evaluator: Evaluator
+  public private(set) var evaluator: Evaluator
   public private(set) var state: TrainerState
 
   public init(settings: TrainSettings, tokenizer: Tokenizer, corpus: TokenizedCorpus) throws {
@@ -89,6 +89,16 @@ public final class Trainer {
     schedule = LRSchedule(maxLR: settings.maxLR, minLR: settings.minLR, warmupSteps: settings.warmupSteps, totalSteps: settings.steps)
     evaluator = Evaluator(corpus: corpus, tokenizer: tokenizer, maxWindows: settings.evalWindows)
     state = TrainerState(settings: settings, step: 0, languages: corpus.languages, losses: [], evals: [])
+  }
+
+  /// Trains from now on on another corpus (a compute donor's next public shard): the model, the optimizer
+  /// state and the step count carry on; batches are drawn from the new corpus with the same seed.
+  public func use(corpus: TokenizedCorpus) throws {
+    let weights = corpus.languages.map { settings.mixture[$0] ?? 1 }
+    sampler = try MixtureSampler(corpus: corpus, weights: weights, seed: settings.seed)
+    evaluator = Evaluator(corpus: corpus, tokenizer: tokenizer, maxWindows: settings.evalWindows)
+    self.corpus = corpus
+    state.languages = corpus.languages
   }
 
   /// Continues from a checkpoint directory written by `saveCheckpoint`: same settings (but the step

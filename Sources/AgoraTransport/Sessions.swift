@@ -27,6 +27,8 @@ public final class SessionTable: @unchecked Sendable {
     public var name: String
     public var software: String
     public var latestVersion: [UInt8]
+    /// A compute donor (JOIN role 1): it trains on public shards the coordinator assigns.
+    public var donor: Bool
     public var joined: Date
     public var lastSeen: Date
   }
@@ -80,14 +82,15 @@ public final class SessionTable: @unchecked Sendable {
       return .dropped("malformed message from \(fp.prefix(12)): \(e)")
     }
     switch message {
-    case .join(let name, let software, let latest):
+    case .join(let name, let software, let latest, let role):
       lock.lock()
-      sessions[fp] = Session(fingerprint: fp, peer: inbound.peer, name: name, software: software, latestVersion: latest, joined: now, lastSeen: now)
+      sessions[fp] = Session(fingerprint: fp, peer: inbound.peer, name: name, software: software, latestVersion: latest, donor: role == 1,
+                             joined: now, lastSeen: now)
       lock.unlock()
       let p = parameters
       endpoint.send(.welcome(federation: p.federation, heartbeatMillis: p.heartbeatMillis, liveness: p.liveness, chunkSize: p.chunkSize,
                              credit: p.credit, aggregationKey: p.aggregationKey), to: inbound.peer)
-      log("\(name) (\(fp.prefix(12))) joined")
+      log("\(name) (\(fp.prefix(12))) joined\(role == 1 ? " as a compute donor" : "")")
       return .handled
     case .leave(let reason):
       lock.lock(); let s = sessions.removeValue(forKey: fp); lock.unlock()

@@ -123,6 +123,8 @@ public final class UploadReceiver {
     public var aggregationPublic: [UInt8]
     public var aggregationSecret: [UInt8]
     public var credit: UInt16
+    /// A closed round whose late updates are still taken (staleness weighting): its number and base.
+    public var previous: (round: UInt64, baseHash: [UInt8])? = nil
     public init(federation: String, round: UInt64, baseHash: [UInt8], aggregationPublic: [UInt8], aggregationSecret: [UInt8], credit: UInt16 = 4) {
       self.federation = federation
       self.round = round
@@ -137,6 +139,8 @@ public final class UploadReceiver {
   public struct Completed {
     public var node: String
     public var transfer: UInt64
+    /// The round the update was made for (the previous one for a late update).
+    public var round: UInt64
     public var bytes: UInt64
     public var tokens: UInt64
     public var steps: UInt32
@@ -151,6 +155,7 @@ public final class UploadReceiver {
     var active = false
     let node: String
     let transfer: UInt64
+    var round: UInt64 = 0
     init(opener: EnvelopeOpener, total: Int, peer: [UInt8], node: String, transfer: UInt64) {
       self.opener = opener
       self.total = total
@@ -168,13 +173,13 @@ public final class UploadReceiver {
   public var onStart: (String, UInt64) -> Void = { _, _ in }
   /// Called when an upload is abandoned (rejected or failed) after it started streaming.
   public var onAbort: (String, UInt64) -> Void = { _, _ in }
-  /// Called for every rejected upload, streaming or not: (node, transfer, reason).
+  /// Called for every rejected upload, streaming or not: (node, round the upload was for, reason).
   public var onReject: (String, UInt64, String) -> Void = { _, _, _ in }
 
   public var context: Context
   let registry: EnrolmentRegistry
   var incoming: [String: Incoming] = [:]
-  var finished: [String: Int] = [:]  // transfer key → chunk count
+  var finished: [String: (chunks: Int, round: UInt64)] = [:]  // transfer key → chunk count, round
   /// Receives each decrypted chunk in order: (node fingerprint, chunk index, plaintext).
   /// Receives each decrypted chunk in order; throwing rejects the update.
   public var onChunk: (String, Int, [UInt8]) throws -> Void = { _, _, _ in }
@@ -193,38 +198,45 @@ public final class UploadReceiver {
   public func handle(_ inbound: Inbound, endpoint: Endpoint) -> Bool {
     guard case .success(let m) = inbound.message else { return false }
     let node = inbound.userID
-    func reject(_ t: UInt64, _ code: ErrorCode, _ text: String) {
+    func reject(_ t: UInt64, _ code: ErrorCode, _ text: String, round: UInt64? = nil) {
       log("upload \(t) from \(node.prefix(12)) rejected: \(text)")
+      let forRound = round ?? incoming["\(node)/\(t)"]?.round ?? context.round
       if let inc = incoming.removeValue(forKey: "\(node)/\(t)"), inc.active { onAbort(node, t); promote(endpoint) }
       waiting.removeAll { $0 == "\(node)/\(t)" }
-      onReject(node, t, text)
+      onReject(node, forRound, text)
       endpoint.send(.error(code: code.rawValue, message: text), to: inbound.peer)
     }
     switch m {
     case .uploadBegin(let t, let round, let chunks, let head):
       let key = "\(node)/\(t)"
-      if let n = finished[key] { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer); return true }
+      if let n = finished[key]?.chunks { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer); return true }
       if let inc = incoming[key] {  // resume: say where we stand
         inc.peer = inbound.peer
         endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: inc.active ? context.credit : 0), to: inbound.peer)
         return true
       }
-      guard round == context.round else { reject(t, .wrongRound, "round \(round) is not the current round \(context.round)"); return true }
-      guard let nodeID = unhex(node), nodeID.count == 32 else { reject(t, .notEnrolled, "session has no enrolled identity"); return true }
+      let late = context.previous.map { round == $0.round } ?? false
+      guard round == context.round || late else {
+        reject(t, .wrongRound, "round \(round) is not the current round \(context.round)\(round < context.round ? " (a late update, dropped)" : "")", round: round)
+        return true
+      }
+      let base = late ? context.previous!.baseHash : context.baseHash
+      guard let nodeID = unhex(node), nodeID.count == 32 else { reject(t, .notEnrolled, "session has no enrolled identity", round: round); return true }
       do {
         let opener = try EnvelopeOpener(
-          headBytes: head, expected: .init(federation: context.federation, round: context.round, baseHash: context.baseHash, nodeID: nodeID),
+          headBytes: head, expected: .init(federation: context.federation, round: round, baseHash: base, nodeID: nodeID),
           aggregationPublicKey: context.aggregationPublic, aggregationSecretKey: context.aggregationSecret, sessionNodeID: nodeID,
           signerKey: { [registry] id in registry.card(fingerprint: hex(id))?.signPublic })
-        guard opener.head.chunkCount == Int(chunks) else { reject(t, .rejectedUpdate, "head says \(opener.head.chunkCount) chunks, message says \(chunks)"); return true }
+        guard opener.head.chunkCount == Int(chunks) else { reject(t, .rejectedUpdate, "head says \(opener.head.chunkCount) chunks, message says \(chunks)", round: round); return true }
         incoming[key] = Incoming(opener: opener, total: Int(chunks), peer: inbound.peer, node: node, transfer: t)
+        incoming[key]!.round = round
         waiting.append(key)
         if incoming.values.filter(\.active).count >= maxActive {
           endpoint.send(.ack(transfer: t, next: 0, credit: 0), to: inbound.peer)  // wait for your turn
         }
         promote(endpoint)
       } catch {
-        reject(t, .rejectedUpdate, "\(error)")
+        reject(t, .rejectedUpdate, "\(error)", round: round)
       }
       return true
     case .uploadChunk(let t, let index, let payload):
@@ -250,15 +262,15 @@ public final class UploadReceiver {
     case .uploadEnd(let t, let final, let tokens, let steps, let loss):
       let key = "\(node)/\(t)"
       guard let inc = incoming[key] else {
-        if let n = finished[key] { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer) }
+        if let n = finished[key]?.chunks { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer) }
         return true
       }
       guard inc.active else { return true }
       do {
         try inc.opener.finish(final)
-        try onComplete(Completed(node: node, transfer: t, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps, loss: Float(bitPattern: loss)))
+        try onComplete(Completed(node: node, transfer: t, round: inc.round, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps, loss: Float(bitPattern: loss)))
         incoming[key] = nil
-        finished[key] = inc.total
+        finished[key] = (inc.total, inc.round)
         endpoint.send(.ack(transfer: t, next: UInt32(inc.total + 1), credit: 0), to: inbound.peer)
         promote(endpoint)
       } catch {
@@ -281,12 +293,14 @@ public final class UploadReceiver {
     }
   }
 
-  /// Forgets every transfer (a new round starts); in-progress ones are aborted.
-  public func reset(endpoint: Endpoint) {
-    for inc in incoming.values where inc.active { onAbort(inc.node, inc.transfer) }
-    for inc in incoming.values { endpoint.send(.error(code: ErrorCode.wrongRound.rawValue, message: "the round ended"), to: inc.peer) }
-    incoming = [:]
-    waiting = []
-    finished = [:]
+  /// Forgets every transfer (a new round starts); in-progress ones are aborted, except those of `keepRound`
+  /// (a closed round whose late updates are still taken), which go on where they are.
+  public func reset(endpoint: Endpoint, keepRound: UInt64? = nil) {
+    let dropped = incoming.filter { $0.value.round != keepRound }
+    for inc in dropped.values where inc.active { onAbort(inc.node, inc.transfer) }
+    for inc in dropped.values { endpoint.send(.error(code: ErrorCode.wrongRound.rawValue, message: "the round ended"), to: inc.peer) }
+    incoming = incoming.filter { $0.value.round == keepRound }
+    waiting = waiting.filter { incoming[$0] != nil }
+    finished = finished.filter { $0.value.round == keepRound }
   }
 }

@@ -29,14 +29,17 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
 /// Every message of the protocol. Large binary data (model and update chunks) lives in the payload frame.
 public enum Message: Equatable, Sendable {
   /// Node → coordinator: first message of a session.
-  case join(name: String, software: String, latestVersion: [UInt8])
+  /// Node → coordinator: `role` 0 is an institution training on its own data, 1 a compute donor (trains on
+  /// public shards the coordinator assigns).
+  case join(name: String, software: String, latestVersion: [UInt8], role: UInt8)
   /// Coordinator → node: session accepted, with the parameters the node must use.
   case welcome(federation: String, heartbeatMillis: UInt32, liveness: UInt8, chunkSize: UInt32, credit: UInt16, aggregationKey: [UInt8])
   /// Coordinator → node: round `round` starts from `baseHash`; train `innerSteps` and send before `deadlineMillis` (Unix ms).
   /// A node that holds version `patchFrom` may fetch the blob `patchHash` (an int8 step) instead of the whole model
-  /// and apply it; both are 32 zero octets when there is no patch.
+  /// and apply it; both are 32 zero octets when there is no patch. A donor trains this round on the public shard
+  /// `shardHash` (zero for institutions, which train on their own data).
   case round(round: UInt64, baseHash: [UInt8], innerSteps: UInt32, batch: UInt32, learningRateBits: UInt32, deadlineMillis: UInt64, modelBytes: UInt64,
-             patchFrom: [UInt8], patchHash: [UInt8])
+             patchFrom: [UInt8], patchHash: [UInt8], shardHash: [UInt8])
   /// Node → coordinator: send the blob with this content hash from chunk `fromChunk`, at most `credit` chunks ahead.
   case fetch(hash: [UInt8], fromChunk: UInt32, credit: UInt16)
   /// Coordinator → node: one chunk of a blob (payload frame = the bytes).
@@ -81,12 +84,12 @@ public enum Message: Equatable, Sendable {
     w.u8(type.rawValue)
     var payload: [UInt8]? = nil
     switch self {
-    case .join(let name, let software, let latest):
-      w.string(name); w.string(software); w.raw(latest)
+    case .join(let name, let software, let latest, let role):
+      w.string(name); w.string(software); w.raw(latest); w.u8(role)
     case .welcome(let fed, let hb, let live, let chunk, let credit, let key):
       w.string(fed); w.u32(hb); w.u8(live); w.u32(chunk); w.u16(credit); w.raw(key)
-    case .round(let r, let base, let steps, let batch, let lr, let deadline, let bytes, let from, let patch):
-      w.u64(r); w.raw(base); w.u32(steps); w.u32(batch); w.u32(lr); w.u64(deadline); w.u64(bytes); w.raw(from); w.raw(patch)
+    case .round(let r, let base, let steps, let batch, let lr, let deadline, let bytes, let from, let patch, let shard):
+      w.u64(r); w.raw(base); w.u32(steps); w.u32(batch); w.u32(lr); w.u64(deadline); w.u64(bytes); w.raw(from); w.raw(patch); w.raw(shard)
     case .fetch(let hash, let from, let credit):
       w.raw(hash); w.u32(from); w.u16(credit)
     case .blobChunk(let hash, let index, let count, let p):
@@ -133,7 +136,10 @@ public enum Message: Equatable, Sendable {
       let m: Message
       switch type {
       case .join:
-        m = .join(name: try r.string("name", max: 256), software: try r.string("software", max: 256), latestVersion: try r.raw(32, "latest version"))
+        let name = try r.string("name", max: 256), software = try r.string("software", max: 256), latest = try r.raw(32, "latest version")
+        let role = try r.u8("role")
+        guard role <= 1 else { throw DecodeError.invalid("unknown role \(role) in JOIN (0 institution, 1 donor)") }
+        m = .join(name: name, software: software, latestVersion: latest, role: role)
       case .welcome:
         let fed = try r.string("federation", max: 255)
         let hb = try r.u32("heartbeat"), live = try r.u8("liveness"), chunk = try r.u32("chunk size"), credit = try r.u16("credit")
@@ -145,7 +151,7 @@ public enum Message: Equatable, Sendable {
       case .round:
         m = .round(round: try r.u64("round"), baseHash: try r.raw(32, "base hash"), innerSteps: try r.u32("inner steps"),
                    batch: try r.u32("batch"), learningRateBits: try r.u32("learning rate"), deadlineMillis: try r.u64("deadline"),
-                   modelBytes: try r.u64("model bytes"), patchFrom: try r.raw(32, "patch from"), patchHash: try r.raw(32, "patch hash"))
+                   modelBytes: try r.u64("model bytes"), patchFrom: try r.raw(32, "patch from"), patchHash: try r.raw(32, "patch hash"), shardHash: try r.raw(32, "shard hash"))
       case .fetch:
         let hash = try r.raw(32, "hash"), from = try r.u32("from chunk"), credit = try r.u16("credit")
         guard credit >= 1 else { throw DecodeError.invalid("fetch with zero credit") }

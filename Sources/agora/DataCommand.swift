@@ -14,16 +14,20 @@ struct DataCommand: ParsableCommand {
     @Option(help: "Output directory (one subdirectory per language).")
     var out: String = defaultDemoData
 
+    @Option(help: "Output directory of the public corpus for compute donors (default: OUT-public).")
+    var publicOut: String?
+
     @Option(help: "Comma-separated language codes (default: all 14).")
     var languages: String?
 
     func run() throws {
       let langs = languages?.split(separator: ",").map(String.init)
-      let summary = try DemoCorpus.build(out: out, languages: langs)
+      let pub = publicOut ?? (out.hasSuffix("/") ? String(out.dropLast()) : out) + "-public"
+      let summary = try DemoCorpus.build(out: out, publicOut: pub, languages: langs)
       for s in summary {
-        print("\(s.lang): \(s.pages) pages, train \(s.trainBytes) bytes, valid \(s.validBytes) bytes")
+        print("\(s.lang): \(s.pages) pages, train \(s.trainBytes) bytes, valid \(s.validBytes) bytes, public \(s.publicBytes) bytes")
       }
-      print("demo corpus written to \(out)")
+      print("demo corpus written to \(out), its public part to \(pub)")
     }
   }
 }

@@ -23,9 +23,12 @@ struct CoordinatorCommand: ParsableCommand {
   var config: String
 
   func run() throws {
+    setvbuf(stdout, nil, _IOLBF, 0)  // a line at a time, also into a log file
     let cfg: CoordinatorConfig
     do { cfg = try CoordinatorConfig(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
     let service = try CoordinatorService(config: cfg)
+    // The round table goes to stdout; what happens inside a round to stderr (the demo keeps it in a log).
+    service.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
     let signals = onTerminationSignal { service.requestStop() }
     defer { _ = signals; service.shutdown() }
     print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")
@@ -33,7 +36,8 @@ struct CoordinatorCommand: ParsableCommand {
     service.onRound = { r in
       let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
       print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.1f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
-                   r.bytesIn, r.meanLoss, mean, r.seconds, r.applied ? "" : "  (quorum not reached)"))
+                   r.bytesIn, r.meanLoss, mean, r.seconds,
+                   (r.applied ? "" : "  (quorum not reached)") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
       fflush(stdout)
     }
     let reports = try service.run()
@@ -54,6 +58,7 @@ struct NodeCommand: ParsableCommand {
   var config: String
 
   func run() throws {
+    setvbuf(stdout, nil, _IOLBF, 0)
     let cfg: NodeConfig
     do { cfg = try NodeConfig(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
     let node = try NodeService(config: cfg)
@@ -75,7 +80,9 @@ struct Demo: ParsableCommand {
 
   func run() throws {
     let fm = FileManager.default
-    guard fm.fileExists(atPath: defaultDemoData + "/de/train.txt") else { throw CLIError("the demo corpus is missing: run scripts/setup") }
+    guard fm.fileExists(atPath: defaultDemoData + "/de/train.txt"), fm.fileExists(atPath: defaultDemoData + "-public/de/train.txt") else {
+      throw CLIError("the demo corpus is missing: run scripts/setup")
+    }
     let fedCfg = nodes + "/federation.toml"
     let nodeFiles = try fm.contentsOfDirectory(atPath: nodes).filter { $0.hasSuffix(".toml") && $0 != "federation.toml" && $0 != "coordinator.toml" }.sorted()
     try DemoSetup.prepare(work: work, federation: fedCfg, nodeConfigs: nodeFiles.map { nodes + "/" + $0 })
@@ -87,7 +94,7 @@ struct Demo: ParsableCommand {
       lock.lock(); for c in children where c.isRunning { c.terminate() }; lock.unlock()
     }
     defer { _ = signals }
-    func spawn(_ args: [String], log: String?) throws -> Process {
+    func spawn(_ args: [String], log: String?, errorLog: String? = nil) throws -> Process {
       let p = Process()
       p.executableURL = exe
       p.arguments = args
@@ -100,13 +107,17 @@ struct Demo: ParsableCommand {
         p.standardOutput = h
         p.standardError = h
       }
+      if let errorLog {
+        fm.createFile(atPath: errorLog, contents: nil)
+        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorLog))
+      }
       try p.run()
       lock.lock(); children.append(p); lock.unlock()
       return p
     }
-    print("demo: coordinator and \(nodeFiles.count) institutions on 127.0.0.1 (logs in \(work)/logs)")
+    print("demo: coordinator and \(nodeFiles.count) nodes on 127.0.0.1 (logs in \(work)/logs)")
     fflush(stdout)
-    let coordinator = try spawn(["coordinator", "--config", nodes + "/coordinator.toml"], log: nil)
+    let coordinator = try spawn(["coordinator", "--config", nodes + "/coordinator.toml"], log: nil, errorLog: work + "/logs/coordinator.log")
     Thread.sleep(forTimeInterval: 0.5)
     for f in nodeFiles {
       _ = try spawn(["node", "--config", nodes + "/" + f], log: work + "/logs/" + (f as NSString).deletingPathExtension + ".log")

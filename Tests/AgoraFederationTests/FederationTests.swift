@@ -18,7 +18,7 @@ struct Harness {
   let port: Int
 
   init(nodes: [(String, [String])], rounds: Int, innerSteps: Int, quorum: Double = 0.5, deadline: Double = 60, minNodes: Int? = nil,
-       bytes: Int = 60_000) throws {
+       bytes: Int = 60_000, extra: String = "", donors: [String] = []) throws {
     dir = NSTemporaryDirectory() + "agora-federation-\(UUID().uuidString)"
     let fm = FileManager.default
     let demo = repoRoot + "/.agora/data/demo"
@@ -68,6 +68,7 @@ struct Harness {
     min_nodes = \(minNodes ?? nodes.count)
     outer_optimizer = "diloco"
     compression = "int8"
+    \(extra)
     """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
     try """
     [coordinator]
@@ -90,6 +91,16 @@ struct Harness {
       work = "work/\(name)"
       """.write(toFile: dir + "/\(name).toml", atomically: true, encoding: .utf8)
       names.append(name)
+    }
+    for name in donors {
+      let id = try Identity.generate(in: dir + "/keys/" + name, name: name, institution: name, contact: "", coordinator: false)
+      try id.card.toml().write(toFile: dir + "/keys/enrolled/\(name).toml", atomically: true, encoding: .utf8)
+      try "[node]\nname = \"\(name)\"\nfederation = \"federation.toml\"\nidentity = \"keys/\(name)\"\ndonor = true\nthreads = 1\nwork = \"work/\(name)\"\n"
+        .write(toFile: dir + "/\(name).toml", atomically: true, encoding: .utf8)
+      // The public corpus donors train on: Italian text no institution holds.
+      try fm.createDirectory(atPath: dir + "/public/it", withIntermediateDirectories: true)
+      let d = try Data(contentsOf: URL(fileURLWithPath: demo + "/it/train.txt")).prefix(30_000)
+      try d.prefix(through: d.lastIndex(of: 0x0A)!).write(to: URL(fileURLWithPath: dir + "/public/it/train.txt"))
     }
     self.nodes = names
   }
@@ -204,11 +215,11 @@ struct Harness {
     let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(h.port)", serverKey: coordCard.curvePublic,
                                  keys: CurveKeys(publicKey: rogue.card.curvePublic, secretKey: rogue.curveSecret))
     defer { ep.close() }
-    ep.send(.join(name: "rogue", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    ep.send(.join(name: "rogue", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
     var outcomes: [String] = []
     let end = Date(timeIntervalSinceNow: 120)
     while outcomes.count < 2 && Date() < end {
-      guard let m = ep.receive(timeout: 1), case .success(.round(let r, let base, _, _, _, _, let bytes, _, _)) = m.message else { continue }
+      guard let m = ep.receive(timeout: 1), case .success(.round(let r, let base, _, _, _, _, let bytes, _, _, _)) = m.message else { continue }
       let n = Int(bytes) / 4
       var delta = [Float](repeating: 0.01, count: n)
       if r == 1 { delta[n / 2] = .nan } else { for i in 0..<n { delta[i] = 1e6 } }
@@ -236,5 +247,82 @@ struct Harness {
     let rows = h.table()
     #expect(rows.count == 2 && rows.allSatisfy { $0.1.isFinite }, "versions stay finite: \(rows)")
     #expect(log.split(separator: "\n").filter { $0.contains("|  1/2  |") }.count == 2, "each round applied only the good node's update")
+  }
+
+  /// A node whose update arrives after its round closed: with `late_updates = "stale"` the coordinator folds it
+  /// into the next round with weight ×(1 + 1)^−1; with "drop" it refuses it (ERROR wrong round) with a log line.
+  @Test(arguments: ["stale", "drop"])
+  func lateUpdateIsAppliedWithStalenessWeightingOrDropped(mode: String) throws {
+    let h = try Harness(nodes: [("prompt", ["de"]), ("slow", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 6, minNodes: 2,
+                        extra: "late_updates = \"\(mode)\"\nstaleness_exponent = 1")
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let prompt = try h.node("prompt")
+    let slow = try Identity.load(from: h.dir + "/keys/slow")
+    let coordCard = try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml")
+    let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(h.port)", serverKey: coordCard.curvePublic,
+                                 keys: CurveKeys(publicKey: slow.card.curvePublic, secretKey: slow.curveSecret))
+    defer { ep.close() }
+    ep.send(.join(name: "slow", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    var outcomes: [UInt64: String] = [:]
+    let end = Date(timeIntervalSinceNow: 90)
+    while outcomes[1] == nil && Date() < end {
+      guard let m = ep.receive(timeout: 0.5) else { ep.send(.heartbeat); continue }
+      guard case .success(.round(let r, let base, _, _, _, let deadlineMs, let bytes, _, _, _)) = m.message else { continue }
+      if r == 1 {
+        // Miss the deadline (still sending heartbeats, so the session stays alive).
+        while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) + 800 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }
+      }
+      let payload = [Float](repeating: 1e-5, count: Int(bytes) / 4).withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
+      let sealer = try EnvelopeSealer(context: .init(federation: "test-federation", round: r, baseHash: base, nodeID: slow.card.nodeID),
+                                      payloadLength: UInt64(payload.count), chunkSize: 1 << 20, recipient: coordCard.aggregationPublic!,
+                                      signingSecretKey: slow.signSecret)
+      var sender = UploadSender(endpoint: ep, transfer: r, round: r)
+      sender.ackTimeout = 1
+      do {
+        _ = try sender.send(sealer: sealer, tokens: 4096, steps: 10, loss: 5) { i in Array(payload[(i << 20)..<min(payload.count, (i + 1) << 20)]) }
+        outcomes[r] = "accepted"
+      } catch let TransferError.rejected(code, text) {
+        outcomes[r] = "rejected \(code) \(text)"
+      }
+    }
+    #expect(h.wait(coord, seconds: 90) && coord.terminationStatus == 0)
+    _ = h.wait(prompt, seconds: 15)
+    let log = h.read("coordinator.log")
+    print(log)
+    let rows = log.split(separator: "\n").filter { $0.hasPrefix("    2 |") }
+    if mode == "stale" {
+      #expect(outcomes[1] == "accepted", "\(outcomes)")
+      #expect(log.contains("late update of round 1 from") && log.contains("weight ×0.500"), "the late update was folded in with weight 1/2")
+      #expect(rows.count == 1 && rows[0].contains("(+1 late)"), "\(rows)")
+    } else {
+      #expect(outcomes[1]?.hasPrefix("rejected \(ErrorCode.wrongRound.rawValue)") == true, "\(outcomes)")
+      #expect(log.contains("a late update, dropped"))
+      #expect(rows.count == 1 && !rows[0].contains("late"), "\(rows)")
+    }
+    #expect(h.table().count == 3 && h.table().allSatisfy { $0.1.isFinite })
+  }
+
+  /// A compute donor has no data: the coordinator cuts the federation's public corpus into shards, assigns it
+  /// one per round, and its update counts like an institution's.
+  @Test func computeDonorTrainsOnAssignedPublicShards() throws {
+    let h = try Harness(nodes: [("inst", ["de"])], rounds: 3, innerSteps: 10, deadline: 60, minNodes: 2,
+                        extra: "[public]\ndata = [\"public\"]\nshard_bytes = 8192", donors: ["volunteer"])
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let nodes = try ["inst", "volunteer"].map { try h.node($0) }
+    #expect(h.wait(coord, seconds: 120) && coord.terminationStatus == 0)
+    for n in nodes { _ = h.wait(n, seconds: 15) }
+    let log = h.read("coordinator.log"), donorLog = h.read("volunteer.log")
+    print(log, donorLog)
+    #expect(log.contains("joined as a compute donor"))
+    let assigned = log.split(separator: "\n").filter { $0.contains("(donor) trains on public shard") }
+    #expect(assigned.count == 3, "one shard per round: \(assigned)")
+    #expect(Set(assigned.map { $0.split(separator: " ").suffix(2).joined(separator: " ") }).count == 3, "a different shard each round")
+    #expect(donorLog.split(separator: "\n").filter { $0.contains("public shard") }.count == 3)
+    #expect(h.table().count == 3)
+    #expect(log.split(separator: "\n").filter { $0.contains("|  2/2  |") }.count == 3, "the donor's update counted in every round")
   }
 }

@@ -61,7 +61,7 @@ final class SessionLoop: @unchecked Sendable {
     defer { a.close() }
     a.send(.heartbeat)
     #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.malformed.rawValue, message: "send JOIN first"))
-    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
     let w = try #require(a.receive(timeout: 5))
     guard case .success(.welcome(let fed, let hb, let live, _, _, let key)) = w.message else { Issue.record("\(w.message)"); return }
     #expect(fed == "test-fed" && hb == 100 && live == 3 && key == f.coordinator.card.aggregationPublic!)
@@ -81,11 +81,11 @@ final class SessionLoop: @unchecked Sendable {
     defer { loop.finish(); server.close(); zap.stop() }
     let a = try client(f, server)
     defer { a.close() }
-    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
     _ = try #require(a.receive(timeout: 5))
     f.registry.revoke(fingerprint: f.alice.card.fingerprint)
     #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.revoked.rawValue, message: "the key of Alice University was revoked"))
-    a.send(.round(round: 1, baseHash: [UInt8](repeating: 0, count: 32), innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0, patchFrom: [UInt8](repeating: 0, count: 32), patchHash: [UInt8](repeating: 0, count: 32)))
+    a.send(.round(round: 1, baseHash: [UInt8](repeating: 0, count: 32), innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0, patchFrom: [UInt8](repeating: 0, count: 32), patchHash: [UInt8](repeating: 0, count: 32), shardHash: [UInt8](repeating: 0, count: 32)))
     Thread.sleep(forTimeInterval: 0.3)
     #expect(loop.forwarded.isEmpty)
     #expect(loop.dropped.contains { $0.contains("revoked") })
@@ -103,7 +103,7 @@ final class SessionLoop: @unchecked Sendable {
     #expect(hash == Sodium.blake2b(blob))
     let a = try client(f, server)
     defer { a.close() }
-    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32)))
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
     _ = try #require(a.receive(timeout: 5))
     var got: [UInt8] = []
     var fetcher = BlobFetcher(endpoint: a)
