@@ -107,6 +107,18 @@ public struct MixtureSampler: Sendable {
     self.seed = seed
   }
 
+  /// The language index of each row of batch `index` (the same draws `batch` makes).
+  public func languages(_ index: Int, B: Int) -> [Int] {
+    var rng = SplitMix64.derived(seed, UInt64(index))
+    return (0..<B).map { _ in
+      let u = rng.nextUnit()
+      _ = rng.next()
+      var acc = 0.0, lang = weights.count - 1
+      for (i, w) in weights.enumerated() { acc += w; if u < acc { lang = i; break } }
+      return lang
+    }
+  }
+
   /// Batch number `index` of B rows of T+1 tokens: (tokens, targets), each B·T.
   public func batch(_ index: Int, B: Int, T: Int) throws -> (tokens: [Int32], targets: [Int32]) {
     var rng = SplitMix64.derived(seed, UInt64(index))

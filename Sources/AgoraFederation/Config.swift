@@ -104,6 +104,7 @@ public struct FederationConfig: Sendable {
   public var broadcast: BroadcastSetting
   public var minNodes: Int
   public var evalData: [String]
+  public var evalWindows: Int
   /// Directories of public text (one per language, holding train.txt) cut into shards for compute donors.
   public var publicData: [String]
   public var shardBytes: Int
@@ -143,6 +144,7 @@ public struct FederationConfig: Sendable {
     broadcast = try f.choice("rounds.broadcast", default: BroadcastSetting.int8)
     minNodes = try f.int("rounds.min_nodes", default: 1, range: 1...100_000)
     evalData = f.value("model.eval_data") == nil ? [] : try f.paths("model.eval_data")
+    evalWindows = try f.int("model.eval_windows", default: 4, range: 1...100_000)
     publicData = f.value("public.data") == nil ? [] : try f.paths("public.data")
     shardBytes = try f.int("public.shard_bytes", default: 262_144, range: 4096...(64 << 20))
     lateUpdates = try f.choice("rounds.late_updates", default: LateUpdates.drop)

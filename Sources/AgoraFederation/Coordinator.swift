@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraData
 import AgoraModel
+import AgoraRegistry
 import AgoraTensor
 import AgoraTrainer
 import AgoraTransport
@@ -53,6 +54,15 @@ public final class CoordinatorService {
   public var onRound: (RoundReport) -> Void = { _ in }
   public private(set) var version = 0
   public private(set) var versionHash: [UInt8] = []
+  /// The current version's parent hash (zero for version 0) and the coordinator's signature of it.
+  var parentHash = zero32
+  var versionSignature = [UInt8](repeating: 0, count: 64)
+  /// The registry: blobs and metadata of every version, round and contribution.
+  public let store: Registry
+  /// The first round this run will hold (after a restart, the one after the last recorded).
+  public private(set) var firstRound = 1
+  let tokenizerHash: String
+  let configJSON: String
   /// The public corpus cut into shards for compute donors, and where the rotation over them stands.
   public private(set) var shards: [PublicShard] = []
   var shardCursor = 0
@@ -75,14 +85,19 @@ public final class CoordinatorService {
     try mc.validate()
     let layout = ParameterLayout(mc)
     params = FloatBuffer(count: layout.count)
-    GPT.initialise(params, layout: layout, seed: fed.seed)
     sum = FloatBuffer(count: params.count)
+    // The registry first: a data directory that cannot be used stops the coordinator before it listens.
+    try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+    let st = try Registry(dataDir: config.dataDir, federation: fed.id, create: true)
+    store = st
+    configJSON = String(decoding: Checkpoint.configJSON(mc, eot: Int(tokenizer.eotID)), as: UTF8.self)
+    tokenizerHash = hex(try tokenizer.jsonData().withUnsafeBytes { try st.writeBlob($0) })
     staging = .allocate(byteCount: DeltaCodec.encodedSize(count: layout.count, format: .fp32), alignment: 64)
     outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum))
     if !fed.evalData.isEmpty {
       let sources = try LanguageSource.discover(fed.evalData)
       let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.dataDir + "/eval-cache")
-      evaluator = (try GPT(config: mc, batch: 8, sequence: mc.contextLength, seed: 0), Evaluator(corpus: corpus, tokenizer: tokenizer, maxWindows: 4))
+      evaluator = (try GPT(config: mc, batch: 8, sequence: mc.contextLength, seed: 0), Evaluator(corpus: corpus, tokenizer: tokenizer, maxWindows: fed.evalWindows))
     } else {
       evaluator = nil
     }
@@ -95,7 +110,7 @@ public final class CoordinatorService {
     blobs = BlobServer(chunkSize: Int(p.chunkSize))
     receiver = UploadReceiver(context: .init(federation: fed.id, round: 0, baseHash: [UInt8](repeating: 0, count: 32),
                                              aggregationPublic: aggP, aggregationSecret: aggS, credit: 8), registry: registry)
-    try FileManager.default.createDirectory(atPath: config.dataDir + "/blobs", withIntermediateDirectories: true)
+    try openStore(layout: layout)
     if !fed.publicData.isEmpty {
       shards = try PublicShards.build(sources: try LanguageSource.discover(fed.publicData), bytes: fed.shardBytes, dir: config.dataDir + "/shards")
       for s in shards { try blobs.publish(path: s.path) }
@@ -105,32 +120,79 @@ public final class CoordinatorService {
   /// Asks `run` to stop at the next message (SIGINT/SIGTERM): the current round is abandoned, never half-applied.
   public func requestStop() { stop.set() }
 
-  /// Hashes the current parameters and writes them as a content-addressed blob that the blob server serves.
-  /// With `writeBehind` the file is written and fsynced on a background thread while the next round runs
-  /// (nodes holding the parent need only the patch; FETCHes of the whole version wait until it is written);
-  /// `finishWrite` joins it, and runs before the parameters change again.
-  func publishVersion(writeBehind: Bool = false) throws {
-    try finishWrite()
-    let bytes = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
-    let hash = Sodium.blake2b(bytes)
-    let path = config.dataDir + "/blobs/" + hex(hash)
-    versionHash = hash
-    let blobs = self.blobs
-    let write = {
-      if !FileManager.default.fileExists(atPath: path) {
-        // Written straight from the parameter buffer: no second copy of the model in memory.
-        try AtomicFile.write(to: path) { h in
-          try h.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
-        }
-      }
-      try blobs.publish(path: path, hash: hash, size: bytes.count)
+  /// Resumes from the registry's latest version (weights and optimizer state, hash-checked), or makes
+  /// version 0 from the seed and records it. Temporary files a crash left behind are removed first; nothing
+  /// the registry names is ever deleted here.
+  func openStore(layout: ParameterLayout) throws {
+    let fed = config.federation
+    for t in store.removeTemporaryFiles() { log("  removed \(t), left by an interrupted write") }
+    for card in registry.cards {
+      let known = try store.nodes().first { $0.fingerprint == card.fingerprint }
+      try store.upsert(node: NodeRecord(fingerprint: card.fingerprint, name: card.name, institution: card.institution, contact: card.contact,
+                                        role: known?.role ?? "institution", languages: [], status: known?.status ?? "enrolled",
+                                        enrolledAt: known?.enrolledAt ?? Date().timeIntervalSince1970, revokedAt: known?.revokedAt,
+                                        signKey: hex(card.signPublic), curveKey: hex(card.curvePublic)).keepingLanguages(of: known))
+      if known?.status == "revoked" { registry.revoke(fingerprint: card.fingerprint) }
     }
-    guard writeBehind else { return try write() }
+    if let latest = try store.latestVersion() {
+      guard latest.config == configJSON else {
+        throw ConfigError(file: fed.path, key: "model.preset", problem: "the registry in \(config.dataDir) holds versions of another model shape (\(latest.preset)); use its configuration or another data directory")
+      }
+      try store.readBlob(latest.hash, into: UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4), what: "weights of version \(latest.number)")
+      if let o = latest.optimizer {
+        guard latest.optimizerKind == outer.kind.rawValue else {
+          throw ConfigError(file: fed.path, key: "rounds.outer_optimizer", problem: "the registry's versions were made with \(latest.optimizerKind)")
+        }
+        try store.readBlob(o, into: outer.state.map { UnsafeMutableRawBufferPointer(start: $0.pointer, count: $0.count * 4) }, what: "optimizer state of version \(latest.number)")
+      }
+      version = latest.number
+      versionHash = unhex(latest.hash) ?? []
+      parentHash = try latest.parent.map { unhex(try store.version($0).hash) ?? zero32 } ?? zero32
+      versionSignature = unhex(latest.signature) ?? versionSignature
+      firstRound = try store.lastRound() + 1
+      log("  resuming \(fed.id) from version \(version) (\(latest.hash.prefix(12))), round \(firstRound)")
+    } else {
+      GPT.initialise(params, layout: layout, seed: fed.seed)
+      let bytes = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
+      versionHash = try store.writeBlob(bytes)
+      parentHash = zero32
+      versionSignature = try sign(number: 0)
+      try store.commitGenesis(VersionRecord(number: 0, parent: nil, hash: hex(versionHash), optimizer: nil, optimizerKind: outer.kind.rawValue, round: 0,
+                                            createdAt: Date().timeIntervalSince1970, signature: hex(versionSignature), bitsPerByte: [],
+                                            tokens: 0, contributors: 0, preset: fed.preset, config: configJSON, tokenizer: tokenizerHash))
+    }
+    try blobs.publish(path: store.blobPath(versionHash), hash: versionHash, size: params.count * 4)
+  }
+
+  func sign(number: Int) throws -> [UInt8] {
+    try Sodium.sign(VersionStatement.bytes(federation: config.federation.id, number: UInt64(number), hash: versionHash, parent: parentHash),
+                    secretKey: identity.signSecret)
+  }
+
+  /// Writes the version's weights and optimizer state as blobs (each fsynced and renamed), then commits the
+  /// version with its round and contributions in one transaction, then serves the weights. This runs on a
+  /// background thread while the next round goes on (nodes holding the parent need only the patch; FETCHes
+  /// of the whole version wait in the blob server's queue until it is written); `finishWrite` joins it and runs
+  /// before the parameters or the optimizer state change again. If the coordinator dies before the commit,
+  /// it restarts from the previous version: the one announced was never recorded.
+  func persist(version record: VersionRecord, round: RoundRecord, contributions: [ContributionRecord]) {
+    let (store, blobs, hash) = (self.store, self.blobs, versionHash)
+    let weights = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
+    let state = outer.state.map { UnsafeRawBufferPointer(start: $0.pointer, count: $0.count * 4) }
     blobs.expect(hash: hash)
     let job = BackgroundWrite()
     pendingWrite = job
     Thread {
-      do { try write() } catch { job.error = error; blobs.cancel(hash: hash) }
+      do {
+        try store.writeBlob(weights, hash: hash)
+        var r = record
+        if !state.isEmpty { r.optimizer = hex(try store.writeBlob(parts: state)) }
+        try store.commit(version: r, round: round, contributions: contributions)
+        try blobs.publish(path: store.blobPath(hash), hash: hash, size: weights.count)
+      } catch {
+        job.error = error
+        blobs.cancel(hash: hash)
+      }
       job.done.signal()
     }.start()
   }
@@ -164,14 +226,13 @@ public final class CoordinatorService {
     let fed = config.federation
     nonisolated(unsafe) let logger = log
     sessions.log = { logger("  " + $0) }
-    try publishVersion()
-    log("coordinator of \(fed.id) listening on \(endpoint.boundEndpoint); model \(fed.preset), \(params.count) parameters, version 0 \(hex(versionHash).prefix(12))")
+    log("coordinator of \(fed.id) listening on \(endpoint.boundEndpoint); model \(fed.preset), \(params.count) parameters, version \(version) \(hex(versionHash).prefix(12))")
     var reports: [RoundReport] = []
     if let (model, ev) = evaluator { reports.append(evaluate(model, ev, round: 0)) }
     // Wait (bounded) for the nodes that must be there before the first round.
     let joinDeadline = Date(timeIntervalSinceNow: fed.deadlineSeconds)
     while sessions.live.count < fed.minNodes && Date() < joinDeadline && !stop.isSet { pump(timeout: 0.2) }
-    for r in 1...fed.rounds where !stop.isSet {
+    for r in firstRound..<max(firstRound, fed.rounds + 1) where !stop.isSet {
       reports.append(try round(r))
       onRound(reports.last!)
     }
@@ -197,6 +258,8 @@ public final class CoordinatorService {
     sum.zero()
     var weightTotal = 0.0, tokens: UInt64 = 0, bytesIn: UInt64 = 0, losses: [Double] = [], norms: [Float] = []
     var done: Set<String> = [], rejected: [String] = [], late = 0
+    var contributions: [ContributionRecord] = []
+    let names = Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a })
     let baseNorm = l2(params)
     receiver.onStart = { [self] _, _ in received = 0 }
     receiver.onAbort = { [self] _, _ in received = 0 }
@@ -234,6 +297,12 @@ public final class CoordinatorService {
       losses.append(Double(c.loss))
       norms.append(norm)
       if c.round == UInt64(r) { done.insert(c.node) }
+      let who = names[c.node] ?? sessions.session(c.node).map { ($0.name, $0.donor) } ?? (String(c.node.prefix(12)), false)
+      var perLanguage = Dictionary(c.languages.map { ($0.language, Int($0.tokens)) }, uniquingKeysWith: +)
+      if perLanguage.isEmpty { perLanguage["unknown"] = Int(c.tokens) }
+      contributions.append(ContributionRecord(round: r, node: c.node, name: who.0, role: who.1 ? "donor" : "institution", tokens: Int(c.tokens),
+                                              languages: perLanguage, steps: Int(c.steps), seconds: Date().timeIntervalSince(started),
+                                              bytes: Int(c.bytes), loss: Double(c.loss), weight: w, late: c.round < UInt64(r)))
     }
     receiver.log = { [self] in log("  " + $0) }
     let lrBits = Float(fed.learningRate).bitPattern
@@ -247,7 +316,8 @@ public final class CoordinatorService {
       }
       endpoint.send(.round(round: UInt64(r), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps), batch: UInt32(fed.batch),
                            learningRateBits: lrBits, deadlineMillis: UInt64(deadline.timeIntervalSince1970 * 1000),
-                           modelBytes: UInt64(params.count * 4), patchFrom: patch?.from ?? zero32, patchHash: patch?.hash ?? zero32, shardHash: shard), to: s.peer)
+                           modelBytes: UInt64(params.count * 4), patchFrom: parentHash, patchHash: patch?.hash ?? zero32, shardHash: shard,
+                           version: UInt64(version), signature: versionSignature), to: s.peer)
     }
     let wanted = Set(selected.map(\.fingerprint))
     while !stop.isSet && Date() < deadline && !wanted.isSubset(of: done) {
@@ -273,12 +343,15 @@ public final class CoordinatorService {
       let inv = Float(1 / weightTotal)
       let s = sum.pointer
       Parallel.forRange(sum.count, minChunk: 16384) { a, b in for i in a..<b { s[i] *= inv } }
-      let t = Date()
       try step(round: r)
-      log(String(format: "  version %d made in %.2f s (waited %.2f s for updates)", version, Date().timeIntervalSince(t), t.timeIntervalSince(started)))
       applied = true
     } else {
       log("  round \(r): \(accepted) of \(selected.count) updates, quorum \(needed) not reached; version \(version) stays")
+    }
+    // A round stopped by SIGINT/SIGTERM is abandoned whole: nothing of it is recorded.
+    guard !stop.isSet || applied else {
+      return RoundReport(round: r, version: version, hash: hex(versionHash), selected: selected.count, accepted: 0, rejected: [], tokens: 0, bytesIn: 0,
+                         meanLoss: .nan, seconds: Date().timeIntervalSince(started), bitsPerByte: [], applied: false)
     }
     var report = RoundReport(round: r, version: version, hash: hex(versionHash), selected: selected.count, accepted: accepted,
                              rejected: rejected, tokens: tokens, bytesIn: bytesIn, meanLoss: losses.isEmpty ? .nan : losses.reduce(0, +) / Double(losses.count),
@@ -286,6 +359,18 @@ public final class CoordinatorService {
     report.late = late
     report.donors = selected.filter(\.donor).count
     if let (model, ev) = evaluator { report.bitsPerByte = evaluate(model, ev, round: r).bitsPerByte }
+    let roundRecord = RoundRecord(number: r, startedAt: started.timeIntervalSince1970, endedAt: Date().timeIntervalSince1970, selected: selected.count,
+                                  accepted: accepted, rejected: rejected.count, late: late,
+                                  outcome: applied ? "version \(version)" : "quorum not reached (\(accepted) of \(needed))", version: applied ? version : nil)
+    if applied {
+      persist(version: VersionRecord(number: version, parent: version - 1, hash: hex(versionHash), optimizer: nil, optimizerKind: outer.kind.rawValue,
+                                     round: r, createdAt: Date().timeIntervalSince1970, signature: hex(versionSignature), bitsPerByte: report.bitsPerByte,
+                                     tokens: Int(tokens), contributors: Set(contributions.map(\.node)).count, preset: fed.preset, config: configJSON,
+                                     tokenizer: tokenizerHash),
+              round: roundRecord, contributions: contributions)
+    } else {
+      try store.commit(round: roundRecord, contributions: contributions)
+    }
     return report
   }
 
@@ -315,8 +400,10 @@ public final class CoordinatorService {
       Parallel.forRange(params.count, minChunk: 16384) { a, b in for i in a..<b { p[i] -= u[i] } }
     }
     version += 1
-    try publishVersion(writeBehind: true)
-    marks.append(("version", Date()))
+    versionHash = Sodium.blake2b(UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4))
+    parentHash = parent
+    versionSignature = try sign(number: version)
+    marks.append(("hash and signature", Date()))
     if let old = patch {
       blobs.unpublish(hash: old.hash)
       try? FileManager.default.removeItem(atPath: old.path)
@@ -324,7 +411,9 @@ public final class CoordinatorService {
     }
     if let bytes = patchBytes {
       let hash = Sodium.blake2b(bytes)
-      let path = config.dataDir + "/blobs/" + hex(hash)
+      // Patches live beside the registry's blobs, not among them: only the latest is kept.
+      try FileManager.default.createDirectory(atPath: config.dataDir + "/patches", withIntermediateDirectories: true)
+      let path = config.dataDir + "/patches/" + hex(hash)
       try AtomicFile.write(to: path) { h in
         try h.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
       }

@@ -40,7 +40,7 @@ public final class InstantNode {
       switch msg {
       case .welcome(_, _, _, let c, _, let k):
         chunk = Int(c); key = k
-      case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash, _):
+      case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash, _, _, _):
         let t0 = Date()
         let viaPatch = !have.isEmpty && patchFrom == have && patchHash != zero32
         let fetched = try BlobFetcher(endpoint: endpoint).fetch(hash: viaPatch ? patchHash : base) { _ in }

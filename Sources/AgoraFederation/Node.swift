@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraData
 import AgoraModel
+import AgoraRegistry
 import AgoraTensor
 import AgoraTrainer
 import AgoraTransport
@@ -91,8 +92,14 @@ public final class NodeService {
       guard let m = endpoint.receive(timeout: 1) else { continue }
       guard case .success(let msg) = m.message else { continue }
       switch msg {
-      case .round(let r, let baseHash, let steps, _, _, let deadlineMs, let modelBytes, let patchFrom, let patchHash, let shard):
+      case .round(let r, let baseHash, let steps, _, _, let deadlineMs, let modelBytes, let patchFrom, let patchHash, let shard, let version, let signature):
         let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
+        // Only a version the coordinator signed is trained on.
+        let statement = VersionStatement.bytes(federation: config.federation.id, number: version, hash: baseHash, parent: patchFrom)
+        guard Sodium.verify(signature, message: statement, publicKey: coordinatorCard.signPublic) else {
+          log("\(name): round \(r) refused: version \(version) (\(hex(baseHash).prefix(12))) is not signed by the coordinator's key")
+          continue
+        }
         do {
           try runRound(round: r, baseHash: baseHash, patch: (patchFrom, patchHash), shard: shard, steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline,
                        chunk: w.chunk, recipient: w.aggregationKey)
@@ -148,6 +155,7 @@ public final class NodeService {
     let n = min(steps, config.maxStepsPerRound ?? steps)
     var loss: Float = 0
     var done = 0
+    let before = trainer.tokensByLanguage
     for _ in 0..<n {
       if Date() > deadline || stop.isSet { break }
       loss = try trainer.step().loss
@@ -168,7 +176,9 @@ public final class NodeService {
     sender.ackTimeout = 2
     sender.maxRetries = 1000  // bounded by the deadline
     let tokens = UInt64(done * trainer.model.B * trainer.model.T)
-    let res = try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss) { i in
+    var perLanguage: [String: UInt64] = [:]
+    for (l, t) in trainer.tokensByLanguage where t > before[l] ?? 0 { perLanguage[l] = t - (before[l] ?? 0) }
+    let res = try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, languages: LanguageTokens.canonical(perLanguage)) { i in
       Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
     }
     roundsDone += 1

@@ -17,6 +17,15 @@ public final class OuterOptimizer {
   public let m: FloatBuffer
   public let v: FloatBuffer
 
+  /// The buffers a version keeps as its optimizer state, in order (none for FedAvg).
+  public var state: [FloatBuffer] {
+    switch kind {
+    case .fedavg: return []
+    case .diloco: return [m]
+    case .fedadam: return [m, v]
+    }
+  }
+
   public init(kind: Kind, count: Int, lr: Float, momentum: Float) {
     self.kind = kind
     self.lr = lr

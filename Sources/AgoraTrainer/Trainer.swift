@@ -72,6 +72,8 @@ public final class Trainer {
   public let schedule: LRSchedule
   public private(set) var evaluator: Evaluator
   public private(set) var state: TrainerState
+  /// Tokens trained on per language since this trainer was made (for contribution reports).
+  public private(set) var tokensByLanguage: [String: UInt64] = [:]
 
   public init(settings: TrainSettings, tokenizer: Tokenizer, corpus: TokenizedCorpus) throws {
     self.settings = settings
@@ -135,6 +137,7 @@ public final class Trainer {
     let scale = 1 / Float(model.B * model.T * accum)
     for micro in 0..<accum {
       let (x, y) = try sampler.batch(s * accum + micro, B: model.B, T: model.T)
+      for l in sampler.languages(s * accum + micro, B: model.B) { tokensByLanguage[corpus.languages[l], default: 0] += UInt64(model.T) }
       loss += try model.forward(tokens: x, targets: y, backwardScale: scale)! / Float(accum)
       model.backward()
     }

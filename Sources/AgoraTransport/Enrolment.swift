@@ -16,6 +16,12 @@ public final class EnrolmentRegistry: @unchecked Sendable {
   /// Fingerprints (BLAKE2b-256 of the CURVE key, hex) of refused connection attempts, most recent last.
   public private(set) var refusals: [String] = []
 
+  /// Every enrolled card (revoked ones included), by name.
+  public var cards: [EnrolmentCard] {
+    lock.lock(); defer { lock.unlock() }
+    return byCurve.values.sorted { $0.name < $1.name }
+  }
+
   public init(cards: [EnrolmentCard] = []) {
     for c in cards { byCurve[c.curvePublic] = c }
   }

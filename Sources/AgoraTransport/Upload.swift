@@ -45,7 +45,7 @@ public struct UploadSender {
   }
 
   /// Streams the payload: `chunk(i)` returns plaintext chunk i (exactly the sealer's chunk size except the last).
-  public func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float,
+  public func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float, languages: [LanguageTokens] = [],
                    chunk: (Int) throws -> [UInt8]) throws -> Result {
     let total = sealer.head.chunkCount
     var window: [Int: [UInt8]] = [:]   // sealed chunks the receiver has not acknowledged
@@ -74,7 +74,7 @@ public struct UploadSender {
       }
       if next == total && !endSent && credit > 0 {
         if final == nil { final = try sealer.finish() }
-        endpoint.send(.uploadEnd(transfer: transfer, final: final!, tokens: tokens, steps: steps, lossBits: loss.bitPattern))
+        endpoint.send(.uploadEnd(transfer: transfer, final: final!, tokens: tokens, steps: steps, lossBits: loss.bitPattern, languages: languages))
         bytes += final!.count
         endSent = true
       }
@@ -145,6 +145,7 @@ public final class UploadReceiver {
     public var tokens: UInt64
     public var steps: UInt32
     public var loss: Float
+    public var languages: [LanguageTokens] = []
   }
 
   final class Incoming {
@@ -259,7 +260,7 @@ public final class UploadReceiver {
         reject(t, .rejectedUpdate, "\(error)")
       }
       return true
-    case .uploadEnd(let t, let final, let tokens, let steps, let loss):
+    case .uploadEnd(let t, let final, let tokens, let steps, let loss, let languages):
       let key = "\(node)/\(t)"
       guard let inc = incoming[key] else {
         if let n = finished[key]?.chunks { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer) }
@@ -268,7 +269,8 @@ public final class UploadReceiver {
       guard inc.active else { return true }
       do {
         try inc.opener.finish(final)
-        try onComplete(Completed(node: node, transfer: t, round: inc.round, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps, loss: Float(bitPattern: loss)))
+        try onComplete(Completed(node: node, transfer: t, round: inc.round, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps,
+                                 loss: Float(bitPattern: loss), languages: languages))
         incoming[key] = nil
         finished[key] = (inc.total, inc.round)
         endpoint.send(.ack(transfer: t, next: UInt32(inc.total + 1), credit: 0), to: inbound.peer)

@@ -37,9 +37,11 @@ public enum Message: Equatable, Sendable {
   /// Coordinator → node: round `round` starts from `baseHash`; train `innerSteps` and send before `deadlineMillis` (Unix ms).
   /// A node that holds version `patchFrom` may fetch the blob `patchHash` (an int8 step) instead of the whole model
   /// and apply it; both are 32 zero octets when there is no patch. A donor trains this round on the public shard
-  /// `shardHash` (zero for institutions, which train on their own data).
+  /// `shardHash` (zero for institutions, which train on their own data). `version` is the base's number and
+  /// `signature` the coordinator's Ed25519 signature of it (the registry's VersionStatement, with `patchFrom`
+  /// as the parent hash): a node checks it before training.
   case round(round: UInt64, baseHash: [UInt8], innerSteps: UInt32, batch: UInt32, learningRateBits: UInt32, deadlineMillis: UInt64, modelBytes: UInt64,
-             patchFrom: [UInt8], patchHash: [UInt8], shardHash: [UInt8])
+             patchFrom: [UInt8], patchHash: [UInt8], shardHash: [UInt8], version: UInt64, signature: [UInt8])
   /// Node → coordinator: send the blob with this content hash from chunk `fromChunk`, at most `credit` chunks ahead.
   case fetch(hash: [UInt8], fromChunk: UInt32, credit: UInt16)
   /// Coordinator → node: one chunk of a blob (payload frame = the bytes).
@@ -49,7 +51,8 @@ public enum Message: Equatable, Sendable {
   /// Node → coordinator: sealed chunk `index` of a transfer (payload frame = envelope chunk).
   case uploadChunk(transfer: UInt64, index: UInt32, payload: [UInt8])
   /// Node → coordinator: the envelope's final (signature) message, with the training figures.
-  case uploadEnd(transfer: UInt64, final: [UInt8], tokens: UInt64, steps: UInt32, lossBits: UInt32)
+  /// `languages`: tokens trained on per language (at most 64, names ≤ 32 bytes, strictly increasing names).
+  case uploadEnd(transfer: UInt64, final: [UInt8], tokens: UInt64, steps: UInt32, lossBits: UInt32, languages: [LanguageTokens])
   /// Receiver → sender: chunks below `next` are stored; up to `credit` more may be sent.
   case ack(transfer: UInt64, next: UInt32, credit: UInt16)
   /// Either way: liveness (any message counts as one too).
@@ -88,8 +91,9 @@ public enum Message: Equatable, Sendable {
       w.string(name); w.string(software); w.raw(latest); w.u8(role)
     case .welcome(let fed, let hb, let live, let chunk, let credit, let key):
       w.string(fed); w.u32(hb); w.u8(live); w.u32(chunk); w.u16(credit); w.raw(key)
-    case .round(let r, let base, let steps, let batch, let lr, let deadline, let bytes, let from, let patch, let shard):
+    case .round(let r, let base, let steps, let batch, let lr, let deadline, let bytes, let from, let patch, let shard, let version, let sig):
       w.u64(r); w.raw(base); w.u32(steps); w.u32(batch); w.u32(lr); w.u64(deadline); w.u64(bytes); w.raw(from); w.raw(patch); w.raw(shard)
+      w.u64(version); w.raw(sig)
     case .fetch(let hash, let from, let credit):
       w.raw(hash); w.u32(from); w.u16(credit)
     case .blobChunk(let hash, let index, let count, let p):
@@ -98,8 +102,10 @@ public enum Message: Equatable, Sendable {
       w.u64(t); w.u64(r); w.u32(chunks); w.blob(head)
     case .uploadChunk(let t, let index, let p):
       w.u64(t); w.u32(index); payload = p
-    case .uploadEnd(let t, let final, let tokens, let steps, let loss):
+    case .uploadEnd(let t, let final, let tokens, let steps, let loss, let langs):
       w.u64(t); w.blob(final); w.u64(tokens); w.u32(steps); w.u32(loss)
+      w.u8(UInt8(langs.count))
+      for l in langs { w.string(l.language); w.u64(l.tokens) }
     case .ack(let t, let next, let credit):
       w.u64(t); w.u32(next); w.u16(credit)
     case .heartbeat:
@@ -151,7 +157,8 @@ public enum Message: Equatable, Sendable {
       case .round:
         m = .round(round: try r.u64("round"), baseHash: try r.raw(32, "base hash"), innerSteps: try r.u32("inner steps"),
                    batch: try r.u32("batch"), learningRateBits: try r.u32("learning rate"), deadlineMillis: try r.u64("deadline"),
-                   modelBytes: try r.u64("model bytes"), patchFrom: try r.raw(32, "patch from"), patchHash: try r.raw(32, "patch hash"), shardHash: try r.raw(32, "shard hash"))
+                   modelBytes: try r.u64("model bytes"), patchFrom: try r.raw(32, "patch from"), patchHash: try r.raw(32, "patch hash"), shardHash: try r.raw(32, "shard hash"),
+                   version: try r.u64("version"), signature: try r.raw(64, "signature"))
       case .fetch:
         let hash = try r.raw(32, "hash"), from = try r.u32("from chunk"), credit = try r.u16("credit")
         guard credit >= 1 else { throw DecodeError.invalid("fetch with zero credit") }
@@ -168,8 +175,18 @@ public enum Message: Equatable, Sendable {
       case .uploadChunk:
         m = .uploadChunk(transfer: try r.u64("transfer"), index: try r.u32("index"), payload: frames[2])
       case .uploadEnd:
-        m = .uploadEnd(transfer: try r.u64("transfer"), final: try r.blob("final message", max: Wire.maxBlob), tokens: try r.u64("tokens"),
-                       steps: try r.u32("steps"), lossBits: try r.u32("loss"))
+        let t = try r.u64("transfer"), final = try r.blob("final message", max: Wire.maxBlob), tokens = try r.u64("tokens")
+        let steps = try r.u32("steps"), loss = try r.u32("loss"), n = Int(try r.u8("language count"))
+        guard n <= LanguageTokens.maxCount else { throw DecodeError.tooLarge("language count", value: n, bound: LanguageTokens.maxCount) }
+        var langs: [LanguageTokens] = []
+        for _ in 0..<n {
+          let l = LanguageTokens(language: try r.string("language", max: LanguageTokens.maxName), tokens: try r.u64("language tokens"))
+          guard !l.language.isEmpty, langs.last.map({ $0.language < l.language }) ?? true else {
+            throw DecodeError.invalid("languages must be non-empty and in strictly increasing order")
+          }
+          langs.append(l)
+        }
+        m = .uploadEnd(transfer: t, final: final, tokens: tokens, steps: steps, lossBits: loss, languages: langs)
       case .ack:
         m = .ack(transfer: try r.u64("transfer"), next: try r.u32("next"), credit: try r.u16("credit"))
       case .heartbeat:
@@ -210,5 +227,25 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
     case .payloadFrame(let t, let present): return present ? "\(t) takes no payload frame" : "\(t) needs a payload frame"
     case .decode(let e): return "malformed body: \(e)"
     }
+  }
+}
+
+/// Tokens a node trained on in one language during a round (reported with its update).
+public struct LanguageTokens: Equatable, Hashable, Sendable {
+  public static let maxCount = 64
+  public static let maxName = 32
+  public var language: String
+  public var tokens: UInt64
+  public init(language: String, tokens: UInt64) {
+    self.language = language
+    self.tokens = tokens
+  }
+
+  /// Sorted by name, names cut to `maxName` bytes, at most `maxCount` (the largest kept): ready for UPLOAD_END.
+  public static func canonical(_ counts: [String: UInt64]) -> [LanguageTokens] {
+    var merged: [String: UInt64] = [:]
+    for (k, v) in counts where !k.isEmpty { merged[String(decoding: k.utf8.prefix(maxName), as: UTF8.self), default: 0] += v }
+    let top = merged.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(maxCount)
+    return top.map { LanguageTokens(language: $0.key, tokens: $0.value) }.sorted { $0.language < $1.language }
   }
 }

@@ -48,6 +48,9 @@ struct Train: ParsableCommand {
   @Option(help: "Evaluate bits-per-byte every this many steps (0: only at the end).")
   var evalEvery: Int = 100
 
+  @Option(help: "Validation windows per language for bits/byte (the same windows as a coordinator's model.eval_windows).")
+  var evalWindows: Int = 16
+
   @Option(help: "Also checkpoint every this many steps (0: only at the end).")
   var checkpointEvery: Int = 0
 
@@ -108,6 +111,7 @@ struct Train: ParsableCommand {
     s.warmupSteps = min(warmup, steps)
     s.seed = seed
     s.evalEvery = evalEvery
+    s.evalWindows = evalWindows
     s.checkpointEvery = checkpointEvery
     let trainer = try Trainer(settings: s, tokenizer: tok, corpus: corpus)
     if resume {

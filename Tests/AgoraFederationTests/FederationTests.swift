@@ -219,7 +219,7 @@ struct Harness {
     var outcomes: [String] = []
     let end = Date(timeIntervalSinceNow: 120)
     while outcomes.count < 2 && Date() < end {
-      guard let m = ep.receive(timeout: 1), case .success(.round(let r, let base, _, _, _, _, let bytes, _, _, _)) = m.message else { continue }
+      guard let m = ep.receive(timeout: 1), case .success(.round(let r, let base, _, _, _, _, let bytes, _, _, _, _, _)) = m.message else { continue }
       let n = Int(bytes) / 4
       var delta = [Float](repeating: 0.01, count: n)
       if r == 1 { delta[n / 2] = .nan } else { for i in 0..<n { delta[i] = 1e6 } }
@@ -269,7 +269,7 @@ struct Harness {
     let end = Date(timeIntervalSinceNow: 90)
     while outcomes[1] == nil && Date() < end {
       guard let m = ep.receive(timeout: 0.5) else { ep.send(.heartbeat); continue }
-      guard case .success(.round(let r, let base, _, _, _, let deadlineMs, let bytes, _, _, _)) = m.message else { continue }
+      guard case .success(.round(let r, let base, _, _, _, let deadlineMs, let bytes, _, _, _, _, _)) = m.message else { continue }
       if r == 1 {
         // Miss the deadline (still sending heartbeats, so the session stays alive).
         while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) + 800 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }

@@ -85,7 +85,7 @@ final class SessionLoop: @unchecked Sendable {
     _ = try #require(a.receive(timeout: 5))
     f.registry.revoke(fingerprint: f.alice.card.fingerprint)
     #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.revoked.rawValue, message: "the key of Alice University was revoked"))
-    a.send(.round(round: 1, baseHash: [UInt8](repeating: 0, count: 32), innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0, patchFrom: [UInt8](repeating: 0, count: 32), patchHash: [UInt8](repeating: 0, count: 32), shardHash: [UInt8](repeating: 0, count: 32)))
+    a.send(.round(round: 1, baseHash: [UInt8](repeating: 0, count: 32), innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0, patchFrom: [UInt8](repeating: 0, count: 32), patchHash: [UInt8](repeating: 0, count: 32), shardHash: [UInt8](repeating: 0, count: 32), version: 0, signature: [UInt8](repeating: 0, count: 64)))
     Thread.sleep(forTimeInterval: 0.3)
     #expect(loop.forwarded.isEmpty)
     #expect(loop.dropped.contains { $0.contains("revoked") })

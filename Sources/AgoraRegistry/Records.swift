@@ -1,0 +1,215 @@
+import AgoraCrypto
+import AgoraWire
+import Foundation
+import GRDB
+
+/// An enrolled node.
+public struct NodeRecord: Codable, Equatable, Sendable, FetchableRecord, PersistableRecord {
+  public static let databaseTableName = "nodes"
+  public var fingerprint: String
+  public var name: String
+  public var institution: String
+  public var contact: String
+  /// "institution" or "donor".
+  public var role: String
+  /// JSON array of the languages it has trained on.
+  public var languages: String
+  /// "enrolled" or "revoked".
+  public var status: String
+  public var enrolledAt: Double
+  public var revokedAt: Double?
+  public var signKey: String
+  public var curveKey: String
+
+  public init(fingerprint: String, name: String, institution: String, contact: String, role: String, languages: [String], status: String,
+              enrolledAt: Double, revokedAt: Double?, signKey: String, curveKey: String) {
+    self.fingerprint = fingerprint
+    self.name = name
+    self.institution = institution
+    self.contact = contact
+    self.role = role
+    self.languages = jsonArray(languages)
+    self.status = status
+    self.enrolledAt = enrolledAt
+    self.revokedAt = revokedAt
+    self.signKey = signKey
+    self.curveKey = curveKey
+  }
+
+  /// The same record with the languages `other` already lists.
+  public func keepingLanguages(of other: NodeRecord?) -> NodeRecord {
+    var n = self
+    if let other { n.languages = other.languages }
+    return n
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case fingerprint, name, institution, contact, role, languages, status
+    case enrolledAt = "enrolled_at", revokedAt = "revoked_at", signKey = "sign_key", curveKey = "curve_key"
+  }
+}
+
+/// One round: its timing, how many nodes were selected and finished, and what came of it.
+public struct RoundRecord: Codable, Equatable, Sendable, FetchableRecord, PersistableRecord {
+  public static let databaseTableName = "rounds"
+  public var number: Int
+  public var startedAt: Double
+  public var endedAt: Double
+  public var selected: Int
+  public var accepted: Int
+  public var rejected: Int
+  public var late: Int
+  /// "version N", "quorum not reached", "stopped".
+  public var outcome: String
+  public var version: Int?
+
+  public init(number: Int, startedAt: Double, endedAt: Double, selected: Int, accepted: Int, rejected: Int, late: Int, outcome: String, version: Int?) {
+    self.number = number
+    self.startedAt = startedAt
+    self.endedAt = endedAt
+    self.selected = selected
+    self.accepted = accepted
+    self.rejected = rejected
+    self.late = late
+    self.outcome = outcome
+    self.version = version
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case number, selected, accepted, rejected, late, outcome, version
+    case startedAt = "started_at", endedAt = "ended_at"
+  }
+}
+
+/// One node's accepted update in one round.
+public struct ContributionRecord: Codable, Equatable, Sendable, FetchableRecord, PersistableRecord {
+  public static let databaseTableName = "contributions"
+  public var round: Int
+  public var node: String
+  public var name: String
+  public var role: String
+  public var tokens: Int
+  /// JSON object language → tokens (the languages the node trained on, tokens split evenly when it did not say).
+  public var languages: String
+  public var steps: Int
+  /// Wall-clock seconds from the round's start to the update's arrival (an upper bound of the compute spent).
+  public var seconds: Double
+  public var bytes: Int
+  public var loss: Double
+  public var weight: Double
+  public var late: Bool
+
+  public init(round: Int, node: String, name: String, role: String, tokens: Int, languages: [String: Int], steps: Int, seconds: Double,
+              bytes: Int, loss: Double, weight: Double, late: Bool) {
+    self.round = round
+    self.node = node
+    self.name = name
+    self.role = role
+    self.tokens = tokens
+    self.languages = jsonObject(languages)
+    self.steps = steps
+    self.seconds = seconds
+    self.bytes = bytes
+    self.loss = loss
+    self.weight = weight
+    self.late = late
+  }
+
+  public var tokensPerLanguage: [String: Int] { parseObject(languages) }
+}
+
+/// A version of the shared model.
+public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, PersistableRecord {
+  public static let databaseTableName = "versions"
+  public var number: Int
+  public var parent: Int?
+  /// BLAKE2b-256 of the weights blob (the parameters, binary32, in the model's layout), hex.
+  public var hash: String
+  /// The outer optimizer's state blob (momentum, second moment), hex; nil for FedAvg.
+  public var optimizer: String?
+  public var optimizerKind: String
+  public var round: Int
+  public var createdAt: Double
+  /// Ed25519 by the coordinator over `VersionStatement`, hex.
+  public var signature: String
+  /// JSON object language → bits per byte on the federation's validation text.
+  public var bitsPerByte: String
+  public var meanBitsPerByte: Double?
+  public var tokens: Int
+  public var contributors: Int
+  public var preset: String
+  /// The model's config.json.
+  public var config: String
+  /// The tokenizer.json blob, hex.
+  public var tokenizer: String
+  /// When `agora gc` freed its blobs (the record and its lineage stay).
+  public var freedAt: Double? = nil
+
+  public init(number: Int, parent: Int?, hash: String, optimizer: String?, optimizerKind: String, round: Int, createdAt: Double, signature: String,
+              bitsPerByte: [(String, Double)], tokens: Int, contributors: Int, preset: String, config: String, tokenizer: String) {
+    self.tokenizer = tokenizer
+    self.number = number
+    self.parent = parent
+    self.hash = hash
+    self.optimizer = optimizer
+    self.optimizerKind = optimizerKind
+    self.round = round
+    self.createdAt = createdAt
+    self.signature = signature
+    self.bitsPerByte = jsonObject(Dictionary(uniqueKeysWithValues: bitsPerByte))
+    self.meanBitsPerByte = bitsPerByte.isEmpty ? nil : bitsPerByte.map(\.1).reduce(0, +) / Double(bitsPerByte.count)
+    self.tokens = tokens
+    self.contributors = contributors
+    self.preset = preset
+    self.config = config
+  }
+
+  public var bitsPerByteByLanguage: [String: Double] {
+    guard let o = try? JSONSerialization.jsonObject(with: Data(bitsPerByte.utf8)) as? [String: Any] else { return [:] }
+    return o.compactMapValues { ($0 as? NSNumber)?.doubleValue }
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case number, parent, hash, optimizer, round, signature, tokens, contributors, preset, config, tokenizer
+    case optimizerKind = "optimizer_kind", createdAt = "created_at", bitsPerByte = "bits_per_byte", meanBitsPerByte = "mean_bits_per_byte"
+    case freedAt = "freed_at"
+  }
+}
+
+/// An entry of the append-only event log.
+public struct EventRecord: Codable, Equatable, Sendable, FetchableRecord, PersistableRecord {
+  public static let databaseTableName = "events"
+  public var id: Int64?
+  public var at: Double
+  public var kind: String
+  public var subject: String
+  public var detail: String
+}
+
+/// What a version's signature covers:
+///
+///     "agora-version/1" ‖ federation (u16 length ‖ UTF-8) ‖ number (u64) ‖ weights hash (32) ‖ parent weights hash (32, zero for version 0)
+///
+/// Nodes check it (with the coordinator card's Ed25519 key) before training on a version; `agora verify`
+/// checks it for every version and that the parents chain back to version 0.
+public enum VersionStatement {
+  public static func bytes(federation: String, number: UInt64, hash: [UInt8], parent: [UInt8]) -> [UInt8] {
+    var w = ByteWriter()
+    w.raw(Array("agora-version/1".utf8))
+    w.string(federation)
+    w.u64(number)
+    w.raw(hash)
+    w.raw(parent)
+    return w.bytes
+  }
+}
+
+func jsonArray(_ a: [String]) -> String { "[" + a.sorted().map(jsonString).joined(separator: ",") + "]" }
+func jsonObject(_ o: [String: Int]) -> String { "{" + o.keys.sorted().map { "\(jsonString($0)):\(o[$0]!)" }.joined(separator: ",") + "}" }
+func jsonObject(_ o: [String: Double]) -> String {
+  "{" + o.keys.sorted().map { "\(jsonString($0)):\(o[$0]!.isFinite ? String(format: "%.5f", o[$0]!) : "null")" }.joined(separator: ",") + "}"
+}
+func parseObject(_ s: String) -> [String: Int] {
+  guard let o = try? JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any] else { return [:] }
+  return o.compactMapValues { ($0 as? NSNumber)?.intValue }
+}
