@@ -208,16 +208,17 @@ public final class CoordinatorService {
   }
 
   /// Handles one inbound message of any kind.
-  func pump(timeout: Double) {
+  @discardableResult
+  func pump(timeout: Double) -> Bool {
     defer { blobs.serve(endpoint: endpoint) }
-    guard let m = endpoint.receive(timeout: timeout) else { return }
+    guard let m = endpoint.receive(timeout: timeout) else { return false }
     switch sessions.handle(m) {
     case .handled: break
     case .dropped(let why): log("  dropped: \(why)")
     case .forward:
-      if blobs.handle(m, endpoint: endpoint) { return }
-      _ = receiver.handle(m, endpoint: endpoint)
+      if !blobs.handle(m, endpoint: endpoint) { _ = receiver.handle(m, endpoint: endpoint) }
     }
+    return true
   }
 
   /// Runs the configured number of rounds; returns their reports.
@@ -246,6 +247,9 @@ public final class CoordinatorService {
     let fed = config.federation
     let started = Date()
     let deadline = Date(timeIntervalSinceNow: fed.deadlineSeconds)
+    // Take what arrived while the last round was being applied and scored (heartbeats above all) before
+    // deciding who is gone.
+    for _ in 0..<100_000 { guard pump(timeout: 0) else { break } }
     _ = sessions.expire()
     let selected = sessions.live
     // With late updates taken, the previous round's uploads go on (an active one keeps streaming into the

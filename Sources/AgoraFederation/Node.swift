@@ -88,6 +88,7 @@ public final class NodeService {
     }
     beat.start()
     defer { stop.set() }
+    var lastJoin = Date()
     while !stop.isSet {
       guard let m = endpoint.receive(timeout: 1) else { continue }
       guard case .success(let msg) = m.message else { continue }
@@ -111,6 +112,13 @@ public final class NodeService {
         return
       case .error(let code, let text) where code == ErrorCode.revoked.rawValue:
         throw TransferError.rejected(code: code, message: text)
+      case .error(let code, _) where code == ErrorCode.notJoined.rawValue:
+        // The coordinator expired this session (or restarted): join again, at most once a second.
+        if Date().timeIntervalSince(lastJoin) > 1 {
+          lastJoin = Date()
+          log("\(name): the coordinator no longer knows this session; joining again")
+          endpoint.send(.join(name: name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? zero32 : copy.hash, role: config.donor ? 1 : 0))
+        }
       default:
         continue
       }

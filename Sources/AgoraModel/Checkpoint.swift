@@ -1,3 +1,4 @@
+import AgoraTensor
 import Foundation
 
 /// A model directory that Hugging Face `transformers` loads as `GPT2LMHeadModel`:
@@ -61,13 +62,20 @@ public enum Checkpoint {
 
   /// Writes the model directory (atomically per file).
   public static func saveModel(_ model: GPT, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:]) throws {
+    try save(parameters: model.parameters, config: model.config, tokenizer: tokenizer, to: dir, metadata: metadata)
+  }
+
+  /// Writes a model directory from a flat parameter buffer in `config`'s layout.
+  public static func save(parameters: FloatBuffer, config: GPTConfig, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:]) throws {
+    let layout = ParameterLayout(config)
+    precondition(parameters.count == layout.count, "Checkpoint.save: the buffer does not fit the layout")
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let p = UnsafeRawPointer(model.parameters.pointer)
-    let outs = model.layout.tensors.map { SafeTensors.Output(name: $0.name, shape: $0.shape, pointer: p + 4 * $0.offset) }
+    let p = UnsafeRawPointer(parameters.pointer)
+    let outs = layout.tensors.map { SafeTensors.Output(name: $0.name, shape: $0.shape, pointer: p + 4 * $0.offset) }
     var meta = metadata
     meta["format"] = "pt"
     try SafeTensors.write(outs, metadata: meta, to: (dir as NSString).appendingPathComponent(modelFile))
-    try AtomicFile.write(configJSON(model.config, eot: tokenizer.map { Int($0.eotID) } ?? model.config.vocabSize - 1),
+    try AtomicFile.write(configJSON(config, eot: tokenizer.map { Int($0.eotID) } ?? config.vocabSize - 1),
                          to: (dir as NSString).appendingPathComponent(configFile))
     if let tokenizer { try tokenizer.save(to: (dir as NSString).appendingPathComponent(tokenizerFile)) }
   }

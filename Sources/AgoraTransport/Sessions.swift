@@ -11,7 +11,8 @@ public final class SessionTable: @unchecked Sendable {
   public struct Parameters: Sendable {
     public var federation: String
     public var heartbeatMillis: UInt32 = 1000
-    public var liveness: UInt8 = 3
+    /// Heartbeat intervals of silence before a session expires (generous: a loaded machine delays threads).
+    public var liveness: UInt8 = 10
     public var chunkSize: UInt32 = 1 << 20
     public var credit: UInt16 = 8
     public var aggregationKey: [UInt8]
@@ -98,7 +99,7 @@ public final class SessionTable: @unchecked Sendable {
       return .handled
     default:
       guard touch(fp, peer: inbound.peer, now: now) else {
-        endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "send JOIN first"), to: inbound.peer)
+        endpoint.send(.error(code: ErrorCode.notJoined.rawValue, message: "send JOIN first"), to: inbound.peer)
         return .dropped("\(fp.prefix(12)) sent \(message.type) before JOIN")
       }
       if message == .heartbeat {

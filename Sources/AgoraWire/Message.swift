@@ -17,7 +17,7 @@ public enum Wire {
 /// Error codes carried by `Message.error`.
 public enum ErrorCode: UInt16, Sendable, CaseIterable {
   case malformed = 1, unsupportedVersion = 2, notEnrolled = 3, revoked = 4, unknownVersion = 5,
-       wrongRound = 6, rejectedUpdate = 7, busy = 8, internalError = 9, unknownTransfer = 10
+       wrongRound = 6, rejectedUpdate = 7, busy = 8, internalError = 9, unknownTransfer = 10, notJoined = 11
 }
 
 public enum MessageType: UInt8, Sendable, CaseIterable {

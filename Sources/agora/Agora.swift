@@ -6,7 +6,8 @@ struct Agora: AsyncParsableCommand {
     commandName: "agora",
     abstract: "Federated training of open multilingual language models.",
     version: "0.1.0",
-    subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, Bench.self, ModelCommand.self, ProtocolCommand.self, Keygen.self, TransportCommand.self, CoordinatorCommand.self, NodeCommand.self, Demo.self])
+    subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, Bench.self, ModelCommand.self, ProtocolCommand.self, Keygen.self, TransportCommand.self, CoordinatorCommand.self, NodeCommand.self, Demo.self,
+                  VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, GCCommand.self])
 }
 
 /// Where set-up puts the embedded demo corpus, relative to the working directory.

@@ -86,6 +86,12 @@ struct Demo: ParsableCommand {
     let fedCfg = nodes + "/federation.toml"
     let nodeFiles = try fm.contentsOfDirectory(atPath: nodes).filter { $0.hasSuffix(".toml") && $0 != "federation.toml" && $0 != "coordinator.toml" }.sorted()
     try DemoSetup.prepare(work: work, federation: fedCfg, nodeConfigs: nodeFiles.map { nodes + "/" + $0 })
+    // Every demo is a new federation: the previous demo's registry and node state go first (keys stay).
+    let coordData = try CoordinatorConfig(path: nodes + "/coordinator.toml").dataDir
+    if fm.fileExists(atPath: coordData) {
+      print("demo: a new federation; removing the previous demo's registry in \(coordData)")
+      try fm.removeItem(atPath: coordData)
+    }
     try fm.createDirectory(atPath: work + "/logs", withIntermediateDirectories: true)
     let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     var children: [Process] = []

@@ -1,0 +1,157 @@
+import AgoraCrypto
+import AgoraModel
+import AgoraRegistry
+import AgoraTensor
+import AgoraWire
+import Foundation
+
+/// Who trained a version on what: every institution and donor whose updates went into the version's
+/// lineage, with tokens per language and per node, the rounds, and the compute spent. It is written into the
+/// model card and as `training_data.json` (the kind of summary the EU AI Act, Art. 53, asks providers of
+/// general-purpose models to publish).
+public struct TrainingDataSummary: Codable, Sendable {
+  public struct Contributor: Codable, Sendable {
+    public var name: String
+    public var fingerprint: String
+    public var role: String
+    public var rounds: Int
+    public var tokens: Int
+    public var steps: Int
+    public var seconds: Double
+    public var tokensPerLanguage: [String: Int]
+  }
+  public var federation: String
+  public var version: Int
+  public var hash: String
+  public var rounds: [Int]
+  public var tokens: Int
+  public var tokensPerLanguage: [String: Int]
+  public var contributors: [Contributor]
+  public var steps: Int
+  /// Sum over contributions of the wall-clock seconds from a round's start to the update's arrival.
+  public var nodeSeconds: Double
+  public var bitsPerByte: [String: Double]
+
+  /// The summary of `number`: contributions of the rounds that made the versions of its lineage.
+  public static func of(_ number: Int, in store: Registry) throws -> TrainingDataSummary {
+    let v = try store.version(number)
+    let lineage = try store.lineage(number)
+    let rounds = Set(lineage.map(\.round).filter { $0 > 0 })
+    let all = try store.contributions().filter { rounds.contains($0.round) }
+    var byNode: [String: Contributor] = [:]
+    var perLanguage: [String: Int] = [:]
+    for c in all {
+      var k = byNode[c.node] ?? Contributor(name: c.name, fingerprint: c.node, role: c.role, rounds: 0, tokens: 0, steps: 0, seconds: 0, tokensPerLanguage: [:])
+      k.rounds += 1
+      k.tokens += c.tokens
+      k.steps += c.steps
+      k.seconds += c.seconds
+      for (l, t) in c.tokensPerLanguage {
+        k.tokensPerLanguage[l, default: 0] += t
+        perLanguage[l, default: 0] += t
+      }
+      byNode[c.node] = k
+    }
+    return TrainingDataSummary(federation: store.federation, version: number, hash: v.hash, rounds: rounds.sorted(), tokens: all.reduce(0) { $0 + $1.tokens },
+                               tokensPerLanguage: perLanguage, contributors: byNode.values.sorted { $0.tokens > $1.tokens },
+                               steps: all.reduce(0) { $0 + $1.steps }, nodeSeconds: all.reduce(0) { $0 + $1.seconds },
+                               bitsPerByte: v.bitsPerByteByLanguage)
+  }
+
+  public func json() throws -> Data {
+    let e = JSONEncoder()
+    e.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return try e.encode(self)
+  }
+
+  public var markdown: String {
+    var s = "| contributor | role | rounds | tokens | languages (tokens) | steps | node-seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+    for c in contributors {
+      let langs = c.tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+      s += "| \(c.name) (`\(c.fingerprint.prefix(12))`) | \(c.role) | \(c.rounds) | \(c.tokens) | \(langs) | \(c.steps) | \(String(format: "%.0f", c.seconds)) |\n"
+    }
+    s += "\nTokens per language: " + tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ".\n"
+    s += "Rounds: \(rounds.map(String.init).joined(separator: ", ")); \(tokens) tokens in \(steps) optimizer steps, \(String(format: "%.0f", nodeSeconds)) node-seconds.\n"
+    return s
+  }
+}
+
+/// Writes a version as a Hugging Face model directory: `config.json`, `model.safetensors`, `tokenizer.json`,
+/// `generation_config.json`, a `README.md` model card with the training-data summary, and
+/// `training_data.json`. The weights blob is hash-checked and the version's signature verified first.
+public enum VersionExport {
+  public struct Result: Sendable {
+    public var summary: TrainingDataSummary
+    public var signatureValid: Bool
+  }
+
+  public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String) throws -> Result {
+    let v = try store.version(number)
+    guard v.freedAt == nil else { throw RegistryError.notFound("version \(number)'s blobs were freed by agora gc; only its record remains") }
+    let config = try parseConfig(v.config)
+    let layout = ParameterLayout(config)
+    let params = FloatBuffer(count: layout.count)
+    try store.readBlob(v.hash, into: UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4), what: "weights of version \(number)")
+    let tokPath = store.blobPath(v.tokenizer)
+    guard let tokData = FileManager.default.contents(atPath: tokPath) else { throw RegistryError.missingBlob(hash: v.tokenizer, path: tokPath, what: "tokenizer") }
+    guard hex(Sodium.blake2b([UInt8](tokData))) == v.tokenizer else { throw RegistryError.corruptBlob(hash: v.tokenizer, path: tokPath, got: hex(Sodium.blake2b([UInt8](tokData)))) }
+    let tokenizer = try Tokenizer(contentsOf: tokPath)
+    let parent = try v.parent.map { unhex(try store.version($0).hash) ?? [] } ?? [UInt8](repeating: 0, count: 32)
+    let statement = VersionStatement.bytes(federation: store.federation, number: UInt64(number), hash: unhex(v.hash) ?? [], parent: parent)
+    let valid = Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey)
+    let summary = try TrainingDataSummary.of(number, in: store)
+    try Checkpoint.save(parameters: params, config: config, tokenizer: tokenizer, to: dir,
+                        metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash])
+    let gen = "{\n  \"bos_token_id\": \(tokenizer.eotID),\n  \"eos_token_id\": \(tokenizer.eotID),\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n  \"top_k\": 50,\n  \"max_new_tokens\": 64\n}\n"
+    try AtomicFile.write(Data(gen.utf8), to: dir + "/generation_config.json")
+    try AtomicFile.write(try summary.json(), to: dir + "/training_data.json")
+    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid).utf8), to: dir + "/README.md")
+    return Result(summary: summary, signatureValid: valid)
+  }
+
+  static func parseConfig(_ json: String) throws -> GPTConfig {
+    let tmp = NSTemporaryDirectory() + "agora-config-\(UUID().uuidString).json"
+    defer { try? FileManager.default.removeItem(atPath: tmp) }
+    try Data(json.utf8).write(to: URL(fileURLWithPath: tmp))
+    return try Checkpoint.readConfig(tmp)
+  }
+
+  static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool) -> String {
+    let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \($0.key) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")
+    return """
+    ---
+    library_name: transformers
+    pipeline_tag: text-generation
+    tags: [gpt2, federated-learning, agora, multilingual]
+    ---
+    # \(summary.federation), version \(v.number)
+
+    A GPT-2 model (\(config.layers) layers, \(config.channels) channels, \(config.heads) heads, context \(config.contextLength),
+    vocabulary \(config.vocabSize)) trained by federated learning with [Agora](https://example.org/agora): each contributor
+    trained on its own text and sent only signed, sealed model updates; the coordinator aggregated them
+    (\(v.optimizerKind)) into this version.
+
+    - Version \(v.number) of federation `\(summary.federation)`, made in round \(v.round), parent \(v.parent.map(String.init) ?? "none").
+    - Weights hash (BLAKE2b-256 of the parameters, binary32): `\(v.hash)`.
+    - Signed by the coordinator (Ed25519): signature \(signatureValid ? "valid" : "INVALID") at export.
+
+    ```python
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+    model = GPT2LMHeadModel.from_pretrained("THIS_DIRECTORY")
+    tok = PreTrainedTokenizerFast(tokenizer_file="THIS_DIRECTORY/tokenizer.json")
+    ```
+
+    ## Training data
+
+    \(summary.markdown)
+    The same summary is in `training_data.json`. The text itself never left the contributors.
+
+    ## Evaluation (bits per byte on the federation's validation text)
+
+    | language | bits/byte |
+    | --- | --- |
+    \(bpb.isEmpty ? "| (not evaluated) | |" : bpb)
+
+    """
+  }
+}

@@ -1,0 +1,134 @@
+import AgoraCrypto
+import AgoraFederation
+import AgoraRegistry
+import AgoraWire
+import ArgumentParser
+import Foundation
+
+/// What the registry commands share: the coordinator's configuration, whose data directory holds the registry.
+struct RegistryOptions: ParsableArguments {
+  @Option(help: "coordinator.toml of the federation (its data directory holds the registry).")
+  var config: String = "Nodes/demo/coordinator.toml"
+
+  func open() throws -> (Registry, CoordinatorConfig) {
+    let cfg: CoordinatorConfig
+    do { cfg = try CoordinatorConfig(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+    do {
+      return (try Registry(dataDir: cfg.dataDir, federation: cfg.federation.id, create: false), cfg)
+    } catch let e as RegistryError { throw CLIError(e.description) }
+  }
+
+  /// The coordinator's Ed25519 key, from its card.
+  func signKey(_ cfg: CoordinatorConfig) throws -> [UInt8] {
+    do { return try EnrolmentCard.load(cfg.identity + "/" + Identity.cardFile).signPublic } catch {
+      throw CLIError("\(cfg.identity)/\(Identity.cardFile): \(error)")
+    }
+  }
+}
+
+func formatDate(_ t: Double) -> String {
+  let f = DateFormatter()
+  f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+  f.timeZone = TimeZone(identifier: "UTC")
+  return f.string(from: Date(timeIntervalSince1970: t)) + "Z"
+}
+
+struct VersionsCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "versions", abstract: "List the federation's versions: round, parent, hash, contributors, tokens, mean bits/byte.")
+  @OptionGroup var options: RegistryOptions
+
+  func run() throws {
+    let (store, _) = try options.open()
+    print("version | round | parent | hash         | contributors | tokens     | mean bits/byte | created")
+    for v in try store.versions() {
+      print(String(format: "%7d | %5d | %6@ | %@ | %12d | %10d | %14@ | %@%@", v.number, v.round, v.parent.map(String.init) ?? "-", String(v.hash.prefix(12)),
+                   v.contributors, v.tokens, v.meanBitsPerByte.map { String(format: "%.3f", $0) } ?? "-", formatDate(v.createdAt),
+                   v.freedAt == nil ? "" : "  (blobs freed)"))
+    }
+  }
+}
+
+struct ShowCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "show", abstract: "One version: lineage, contributors, per-language metrics, signature status.")
+  @OptionGroup var options: RegistryOptions
+  @Argument(help: "Version number (default: the latest).")
+  var version: Int?
+  @Flag(help: "Print the training-data summary as JSON instead.")
+  var json = false
+
+  func run() throws {
+    let (store, cfg) = try options.open()
+    guard let n = try version ?? store.latestVersion()?.number else { throw CLIError("the registry holds no version") }
+    let v: VersionRecord
+    do { v = try store.version(n) } catch let e as RegistryError { throw CLIError(e.description) }
+    let summary = try TrainingDataSummary.of(n, in: store)
+    if json { print(String(decoding: try summary.json(), as: UTF8.self)); return }
+    let lineage = try store.lineage(n)
+    let parentHash = lineage.dropFirst().first.flatMap { unhex($0.hash) } ?? [UInt8](repeating: 0, count: 32)
+    let ok = Sodium.verify(unhex(v.signature) ?? [], message: VersionStatement.bytes(federation: store.federation, number: UInt64(n), hash: unhex(v.hash) ?? [], parent: parentHash),
+                           publicKey: try options.signKey(cfg))
+    print("version \(n) of \(store.federation): round \(v.round), made \(formatDate(v.createdAt)), outer optimizer \(v.optimizerKind), preset \(v.preset)")
+    print("hash       \(v.hash)")
+    print("signature  \(ok ? "valid" : "INVALID") (coordinator key \(hex(try options.signKey(cfg)).prefix(16))…)")
+    print("blobs      \(v.freedAt == nil ? (store.checkBlob(v.hash, what: "weights") == nil ? "weights present and intact" : "weights MISSING or CORRUPT") : "freed by gc")")
+    print("lineage    " + lineage.map { "\($0.number) (\($0.hash.prefix(8)))" }.joined(separator: " ← "))
+    print("\ncontributors to its lineage:")
+    print(summary.markdown)
+    if !summary.bitsPerByte.isEmpty {
+      print("bits per byte: " + summary.bitsPerByte.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value))" }.joined(separator: ", "))
+    }
+  }
+}
+
+struct VerifyCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "verify", abstract: "Re-hash every blob, check every signature and the lineage; the exit status says whether all holds.")
+  @OptionGroup var options: RegistryOptions
+
+  func run() throws {
+    let (store, cfg) = try options.open()
+    let r = try store.verify(signKey: try options.signKey(cfg))
+    print("\(r.versions) versions, \(r.blobsChecked) blobs re-hashed (\(r.bytesChecked) bytes), \(r.problems.count) problems")
+    for p in r.problems { print("  ✗ \(p)") }
+    if !r.ok { throw ExitCode(1) }
+    print("all versions verify")
+  }
+}
+
+struct ExportCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "export", abstract: "Write a version as a Hugging Face model directory with a model card and training-data summary.")
+  @OptionGroup var options: RegistryOptions
+  @Argument(help: "Version number.")
+  var version: Int
+  @Option(help: "Output directory.")
+  var out: String
+
+  func run() throws {
+    let (store, cfg) = try options.open()
+    do {
+      let r = try VersionExport.export(version, from: store, signKey: try options.signKey(cfg), to: out)
+      print("version \(version) written to \(out) (signature \(r.signatureValid ? "valid" : "INVALID"); \(r.summary.contributors.count) contributors, \(r.summary.tokens) tokens)")
+      if !r.signatureValid { throw ExitCode(1) }
+    } catch let e as RegistryError { throw CLIError(e.description) }
+  }
+}
+
+struct GCCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "gc", abstract: "Free the blobs of old versions (records and lineage stay).")
+  @OptionGroup var options: RegistryOptions
+  @Option(help: "Keep the newest N versions.")
+  var keepLast: Int = 5
+  @Option(help: "Also keep every version whose number is a multiple of K (0: none).")
+  var keepEvery: Int = 0
+  @Flag(help: "Say what would be freed, free nothing.")
+  var dryRun = false
+
+  func run() throws {
+    let (store, _) = try options.open()
+    guard keepLast >= 1, keepEvery >= 0 else { throw CLIError("--keep-last must be ≥ 1 and --keep-every ≥ 0") }
+    let r = try store.gc(keepLast: keepLast, keepEvery: keepEvery, dryRun: dryRun)
+    print("\(dryRun ? "would free" : "freed") \(r.freed.count) versions' blobs (\(r.bytesFreed) bytes); kept \(r.kept.map(String.init).joined(separator: ", "))")
+    if !r.freed.isEmpty { print("freed: " + r.freed.map(String.init).joined(separator: ", ")) }
+    if !r.orphans.isEmpty { print("\(dryRun ? "would remove" : "removed") \(r.orphans.count) files no version names") }
+    for n in r.notes { print("note: \(n)") }
+  }
+}
