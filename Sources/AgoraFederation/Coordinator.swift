@@ -185,9 +185,11 @@ public final class CoordinatorService {
     Thread {
       do {
         try store.writeBlob(weights, hash: hash)
+        fault("mid-write", round: round.number)
         var r = record
         if !state.isEmpty { r.optimizer = hex(try store.writeBlob(parts: state)) }
         try store.commit(version: r, round: round, contributions: contributions)
+        fault("after-commit", round: round.number)
         try blobs.publish(path: store.blobPath(hash), hash: hash, size: weights.count)
       } catch {
         job.error = error
@@ -347,7 +349,9 @@ public final class CoordinatorService {
       let inv = Float(1 / weightTotal)
       let s = sum.pointer
       Parallel.forRange(sum.count, minChunk: 16384) { a, b in for i in a..<b { s[i] *= inv } }
+      fault("before-step", round: r)
       try step(round: r)
+      fault("after-step", round: r)
       applied = true
     } else {
       log("  round \(r): \(accepted) of \(selected.count) updates, quorum \(needed) not reached; version \(version) stays")
@@ -443,6 +447,21 @@ public final class CoordinatorService {
 }
 
 let zero32 = [UInt8](repeating: 0, count: 32)
+
+/// Fault injection for the crash-safety tests: `AGORA_FAULT=<point>@<round>` makes the coordinator kill itself
+/// with SIGKILL at that point of that round (before-step, after-step, mid-write, after-commit). Unset in
+/// normal use; it changes nothing else.
+let faultPoint: (point: String, round: Int)? = {
+  guard let s = ProcessInfo.processInfo.environment["AGORA_FAULT"], let at = s.firstIndex(of: "@"), let r = Int(s[s.index(after: at)...]) else { return nil }
+  return (String(s[..<at]), r)
+}()
+
+func fault(_ point: String, round: Int) {
+  if let f = faultPoint, f.point == point, f.round == round {
+    FileHandle.standardError.write(Data("  fault injection: SIGKILL at \(point) of round \(round)\n".utf8))
+    kill(getpid(), SIGKILL)
+  }
+}
 
 final class BackgroundWrite: @unchecked Sendable {
   let done = DispatchSemaphore(value: 0)

@@ -207,6 +207,11 @@ public final class Registry: @unchecked Sendable {
                    arguments: [Date().timeIntervalSince1970, kind, subject, detail])
   }
 
+  /// Tries to change the event log (it must fail: the log is append-only). For tests.
+  public func tamperWithEventsForTesting() throws {
+    try db.write { try $0.execute(sql: "UPDATE events SET detail = 'changed'") }
+  }
+
   public func upsert(node n: NodeRecord) throws {
     try db.write { db in
       let before = try NodeRecord.fetchOne(db, key: n.fingerprint)

@@ -108,7 +108,7 @@ struct Harness {
   func cleanup() { try? FileManager.default.removeItem(atPath: dir) }
 
   /// Starts `agora ARGS`; output goes to `log` under the harness directory.
-  func start(_ args: [String], log: String) throws -> Process {
+  func start(_ args: [String], log: String, env extra: [String: String] = [:], append: Bool = false) throws -> Process {
     guard FileManager.default.isExecutableFile(atPath: agoraBinary) else {
       throw DataError.missingSource("\(agoraBinary) is missing: build it first (scripts/setup does)")
     }
@@ -117,16 +117,28 @@ struct Harness {
     p.arguments = args
     var env = ProcessInfo.processInfo.environment
     env["OPENBLAS_NUM_THREADS"] = "1"
+    env.merge(extra) { _, b in b }
     p.environment = env
-    FileManager.default.createFile(atPath: dir + "/" + log, contents: nil)
+    if !append || !FileManager.default.fileExists(atPath: dir + "/" + log) { FileManager.default.createFile(atPath: dir + "/" + log, contents: nil) }
     let h = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/" + log))
+    h.seekToEndOfFile()
     p.standardOutput = h
     p.standardError = h
     try p.run()
     return p
   }
 
-  func coordinator() throws -> Process { try start(["coordinator", "--config", dir + "/coordinator.toml"], log: "coordinator.log") }
+  func coordinator(env: [String: String] = [:], log: String = "coordinator.log") throws -> Process {
+    try start(["coordinator", "--config", dir + "/coordinator.toml"], log: log, env: env)
+  }
+
+  /// Runs `agora ARGS` to the end; returns (status, output).
+  func run(_ args: [String]) throws -> (Int32, String) {
+    let name = "cmd-\(UUID().uuidString).log"
+    let p = try start(args, log: name)
+    p.waitUntilExit()
+    return (p.terminationStatus, read(name))
+  }
   func node(_ name: String, log: String? = nil) throws -> Process { try start(["node", "--config", "\(dir)/\(name).toml"], log: log ?? "\(name).log") }
   func read(_ log: String) -> String { (try? String(contentsOfFile: dir + "/" + log, encoding: .utf8)) ?? "" }
 

@@ -1,0 +1,24 @@
+"""Loads a directory written by `agora export` with Hugging Face transformers and generates from it.
+
+    python scripts/export_check.py DIR   ->  one JSON line; exit status 0 when everything holds
+"""
+import json
+import sys
+
+import torch
+from transformers import GPT2LMHeadModel, GenerationConfig, PreTrainedTokenizerFast
+
+d = sys.argv[1]
+model = GPT2LMHeadModel.from_pretrained(d)
+model.eval()
+tok = PreTrainedTokenizerFast(tokenizer_file=f"{d}/tokenizer.json")
+gen = GenerationConfig.from_pretrained(d)
+ids = tok("Die Datei wird", return_tensors="pt").input_ids
+torch.manual_seed(0)
+with torch.no_grad():
+    out = model.generate(ids, generation_config=gen, max_new_tokens=16, pad_token_id=gen.eos_token_id)
+    logits = model(out).logits
+assert torch.isfinite(logits).all(), "non-finite logits"
+assert out.shape[1] > ids.shape[1], "nothing generated"
+print(json.dumps({"loaded": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+                  "generated": tok.decode(out[0][ids.shape[1]:])}))
