@@ -169,6 +169,8 @@ public final class NodeService {
       loss = try trainer.step().loss
       done += 1
     }
+    // Asked to stop (SIGINT/SIGTERM): the round is abandoned, nothing half-sent.
+    guard !stop.isSet else { throw TransferError.timeout("stopping; round \(r) abandoned") }
     // Δ = θ_base − θ_local
     let delta = FloatBuffer(count: base.count)
     let (d, b, p) = (delta.pointer, base.pointer, trainer.model.parameters.pointer)

@@ -182,7 +182,7 @@ public final class Trainer {
       progress(StepReport(step: state.step, totalSteps: settings.steps, loss: loss, lr: lr, gradNorm: norm,
                           tokensPerSecond: tokensPerStep / avg, secondsLeft: avg * Double(settings.steps - state.step)))
       let last = state.step == settings.steps
-      if settings.evalEvery > 0, state.step % settings.evalEvery == 0 || last { onEval(try evaluate()) }
+      if (settings.evalEvery > 0 && state.step % settings.evalEvery == 0) || last { onEval(try evaluate()) }  // 0: at the end only
       if let dir = checkpointDir, (settings.checkpointEvery > 0 && state.step % settings.checkpointEvery == 0) || last {
         try saveCheckpoint(to: dir)
       }

@@ -132,6 +132,17 @@ struct Harness {
     try start(["coordinator", "--config", dir + "/coordinator.toml"], log: log, env: env)
   }
 
+  /// A node that speaks the protocol by hand (for tests of what a well-behaved node never sends): its
+  /// identity, the coordinator's card, and an endpoint that has sent JOIN.
+  func handClient(_ name: String) throws -> (Identity, EnrolmentCard, Endpoint) {
+    let me = try Identity.load(from: dir + "/keys/" + name)
+    let card = try EnrolmentCard.load(dir + "/keys/coordinator/card.toml")
+    let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(port)", serverKey: card.curvePublic,
+                                 keys: CurveKeys(publicKey: me.card.curvePublic, secretKey: me.curveSecret))
+    ep.send(.join(name: name, software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    return (me, card, ep)
+  }
+
   /// Runs `agora ARGS` to the end; returns (status, output).
   func run(_ args: [String]) throws -> (Int32, String) {
     let name = "cmd-\(UUID().uuidString).log"
@@ -222,12 +233,8 @@ struct Harness {
     Thread.sleep(forTimeInterval: 0.3)
     let good = try h.node("good")
     // The rogue node speaks the protocol by hand: it joins, and answers each round with a poisoned Δ.
-    let rogue = try Identity.load(from: h.dir + "/keys/rogue")
-    let coordCard = try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml")
-    let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(h.port)", serverKey: coordCard.curvePublic,
-                                 keys: CurveKeys(publicKey: rogue.card.curvePublic, secretKey: rogue.curveSecret))
+    let (rogue, coordCard, ep) = try h.handClient("rogue")
     defer { ep.close() }
-    ep.send(.join(name: "rogue", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
     var outcomes: [String] = []
     let end = Date(timeIntervalSinceNow: 120)
     while outcomes.count < 2 && Date() < end {
@@ -271,12 +278,8 @@ struct Harness {
     let coord = try h.coordinator()
     Thread.sleep(forTimeInterval: 0.3)
     let prompt = try h.node("prompt")
-    let slow = try Identity.load(from: h.dir + "/keys/slow")
-    let coordCard = try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml")
-    let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(h.port)", serverKey: coordCard.curvePublic,
-                                 keys: CurveKeys(publicKey: slow.card.curvePublic, secretKey: slow.curveSecret))
+    let (slow, coordCard, ep) = try h.handClient("slow")
     defer { ep.close() }
-    ep.send(.join(name: "slow", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
     var outcomes: [UInt64: String] = [:]
     let end = Date(timeIntervalSinceNow: 90)
     while outcomes[1] == nil && Date() < end {

@@ -72,6 +72,30 @@ import Testing
     #expect(try store.versions().filter { $0.freedAt != nil }.count == versions.count - 2)
   }
 
+  /// SIGINT in the middle of a round: the coordinator abandons the round whole (nothing of it recorded), finishes
+  /// writing the version before it, and exits 0; SIGTERM stops a node cleanly. A restart carries on from there.
+  @Test func sigintMidRoundAbandonsTheRoundAndNothingIsHalfWritten() throws {
+    let h = try Harness(nodes: [("east", ["de"]), ("west", ["fr"])], rounds: 30, innerSteps: 400, quorum: 1.0, deadline: 120)
+    defer { h.cleanup() }
+    let c = try h.coordinator()
+    let nodes = try h.nodes.map { try h.node($0) }
+    defer { for n in nodes where n.isRunning { n.terminate() } }
+    // Wait until round 2 is under way (its nodes are training), then interrupt.
+    let end = Date(timeIntervalSinceNow: 120)
+    while Date() < end, !h.read("coordinator.log").contains("    1 |") { Thread.sleep(forTimeInterval: 0.2) }
+    Thread.sleep(forTimeInterval: 1)
+    kill(c.processIdentifier, SIGINT)
+    #expect(h.wait(c, seconds: 60), "the coordinator stopped")
+    #expect(c.terminationReason == .exit && c.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    kill(nodes[0].processIdentifier, SIGTERM)
+    #expect(h.wait(nodes[0], seconds: 60) && nodes[0].terminationReason == .exit, "the node stopped on SIGTERM: \(h.read("east.log"))")
+    let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
+    #expect(try store.rounds().map(\.number) == [1], "round 2 was abandoned whole")
+    #expect(try store.versions().map(\.number) == [0, 1])
+    let (status, verify) = try h.run(["verify", "--config", h.dir + "/coordinator.toml"])
+    #expect(status == 0, "\(verify)")
+  }
+
   /// An exported version is a directory transformers loads as GPT2LMHeadModel and generates from, with a model
   /// card and a training-data summary naming every contributor and language.
   @Test func exportLoadsInTransformersWithATrainingDataSummary() throws {
