@@ -63,6 +63,8 @@ public final class CoordinatorService {
   public private(set) var firstRound = 1
   let tokenizerHash: String
   let configJSON: String
+  /// The safetensors header of every version blob of this model (`header ‖ parameters`).
+  let weightsHeader: [UInt8]
   /// The public corpus cut into shards for compute donors, and where the rotation over them stands.
   public private(set) var shards: [PublicShard] = []
   var shardCursor = 0
@@ -91,6 +93,7 @@ public final class CoordinatorService {
     let st = try Registry(dataDir: config.dataDir, federation: fed.id, create: true)
     store = st
     configJSON = String(decoding: Checkpoint.configJSON(mc, eot: Int(tokenizer.eotID)), as: UTF8.self)
+    weightsHeader = Checkpoint.weightsHeader(mc)
     tokenizerHash = hex(try tokenizer.jsonData().withUnsafeBytes { try st.writeBlob($0) })
     staging = .allocate(byteCount: DeltaCodec.encodedSize(count: layout.count, format: .fp32), alignment: 64)
     outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum))
@@ -138,7 +141,11 @@ public final class CoordinatorService {
       guard latest.config == configJSON else {
         throw ConfigError(file: fed.path, key: "model.preset", problem: "the registry in \(config.dataDir) holds versions of another model shape (\(latest.preset)); use its configuration or another data directory")
       }
-      try store.readBlob(latest.hash, into: UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4), what: "weights of version \(latest.number)")
+      var head = [UInt8](repeating: 0, count: weightsHeader.count)
+      try head.withUnsafeMutableBytes { h in
+        try store.readBlob(latest.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(latest.number)")
+      }
+      guard head == weightsHeader else { throw RegistryError.corruptBlob(hash: latest.hash, path: store.blobPath(latest.hash), got: "a safetensors header of another model") }
       if let o = latest.optimizer {
         guard latest.optimizerKind == outer.kind.rawValue else {
           throw ConfigError(file: fed.path, key: "rounds.outer_optimizer", problem: "the registry's versions were made with \(latest.optimizerKind)")
@@ -154,14 +161,14 @@ public final class CoordinatorService {
     } else {
       GPT.initialise(params, layout: layout, seed: fed.seed)
       let bytes = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
-      versionHash = try store.writeBlob(bytes)
+      versionHash = try weightsHeader.withUnsafeBytes { try store.writeBlob(parts: [$0, bytes]) }
       parentHash = zero32
       versionSignature = try sign(number: 0)
       try store.commitGenesis(VersionRecord(number: 0, parent: nil, hash: hex(versionHash), optimizer: nil, optimizerKind: outer.kind.rawValue, round: 0,
                                             createdAt: Date().timeIntervalSince1970, signature: hex(versionSignature), bitsPerByte: [],
                                             tokens: 0, contributors: 0, preset: fed.preset, config: configJSON, tokenizer: tokenizerHash))
     }
-    try blobs.publish(path: store.blobPath(versionHash), hash: versionHash, size: params.count * 4)
+    try blobs.publish(path: store.blobPath(versionHash), hash: versionHash, size: weightsHeader.count + params.count * 4)
   }
 
   func sign(number: Int) throws -> [UInt8] {
@@ -176,7 +183,7 @@ public final class CoordinatorService {
   /// before the parameters or the optimizer state change again. If the coordinator dies before the commit,
   /// it restarts from the previous version: the one announced was never recorded.
   func persist(version record: VersionRecord, round: RoundRecord, contributions: [ContributionRecord]) {
-    let (store, blobs, hash) = (self.store, self.blobs, versionHash)
+    let (store, blobs, hash, header) = (self.store, self.blobs, versionHash, weightsHeader)
     let weights = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
     let state = outer.state.map { UnsafeRawBufferPointer(start: $0.pointer, count: $0.count * 4) }
     blobs.expect(hash: hash)
@@ -184,13 +191,13 @@ public final class CoordinatorService {
     pendingWrite = job
     Thread {
       do {
-        try store.writeBlob(weights, hash: hash)
+        try header.withUnsafeBytes { try store.writeBlob(parts: [$0, weights], hash: hash) }
         fault("mid-write", round: round.number)
         var r = record
         if !state.isEmpty { r.optimizer = hex(try store.writeBlob(parts: state)) }
         try store.commit(version: r, round: round, contributions: contributions)
         fault("after-commit", round: round.number)
-        try blobs.publish(path: store.blobPath(hash), hash: hash, size: weights.count)
+        try blobs.publish(path: store.blobPath(hash), hash: hash, size: header.count + weights.count)
       } catch {
         job.error = error
         blobs.cancel(hash: hash)
@@ -408,7 +415,7 @@ public final class CoordinatorService {
       Parallel.forRange(params.count, minChunk: 16384) { a, b in for i in a..<b { p[i] -= u[i] } }
     }
     version += 1
-    versionHash = Sodium.blake2b(UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4))
+    versionHash = VersionCopy.hash(header: weightsHeader, parameters: params)
     parentHash = parent
     versionSignature = try sign(number: version)
     marks.append(("hash and signature", Date()))

@@ -91,7 +91,12 @@ public enum VersionExport {
     let config = try parseConfig(v.config)
     let layout = ParameterLayout(config)
     let params = FloatBuffer(count: layout.count)
-    try store.readBlob(v.hash, into: UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4), what: "weights of version \(number)")
+    // The weights blob is itself a safetensors file (header ‖ parameters); the export adds Agora's metadata.
+    var head = Checkpoint.weightsHeader(config)
+    try head.withUnsafeMutableBytes { h in
+      try store.readBlob(v.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(number)")
+    }
+    guard head == Checkpoint.weightsHeader(config) else { throw RegistryError.corruptBlob(hash: v.hash, path: store.blobPath(v.hash), got: "a header of another model") }
     let tokPath = store.blobPath(v.tokenizer)
     guard let tokData = FileManager.default.contents(atPath: tokPath) else { throw RegistryError.missingBlob(hash: v.tokenizer, path: tokPath, what: "tokenizer") }
     guard hex(Sodium.blake2b([UInt8](tokData))) == v.tokenizer else { throw RegistryError.corruptBlob(hash: v.tokenizer, path: tokPath, got: hex(Sodium.blake2b([UInt8](tokData)))) }

@@ -54,7 +54,7 @@ public final class NodeService {
     var mc = try GPTConfig.preset(fed.preset)
     mc.vocabSize = tokenizer.vocabSize
     let count = ParameterLayout(mc).count
-    copy = VersionCopy(count: count)
+    copy = VersionCopy(header: Checkpoint.weightsHeader(mc), count: count)
     errorFeedback = FloatBuffer(count: count)
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))

@@ -4,7 +4,9 @@ import AgoraTransport
 import AgoraWire
 import Foundation
 
-/// A node's copy of the federation's current version. `sync` brings it to the version a ROUND announces:
+/// A node's copy of the federation's current version. A version blob is `header ‖ parameters`: a
+/// safetensors file whose header the node rebuilds from the model config (`Checkpoint.weightsHeader`), so it
+/// can check a version's hash after applying a patch without ever holding the blob. `sync` brings it to the version a ROUND announces:
 /// nothing to do if it is already there; the int8 patch if the node holds the patch's parent (a quarter of
 /// the bytes); otherwise the whole model. Every path ends with the version's BLAKE2b hash checked over the
 /// parameters, and a copy that fails any check is never used (the base stays as it was, or is marked
@@ -12,6 +14,7 @@ import Foundation
 public final class VersionCopy {
   /// The parameters of `hash` (meaningless while `hash` is empty).
   public let base: FloatBuffer
+  public let header: [UInt8]
   public private(set) var hash: [UInt8] = []
 
   public struct Sync: Sendable {
@@ -19,7 +22,18 @@ public final class VersionCopy {
     public var viaPatch = false
   }
 
-  public init(count: Int) { base = FloatBuffer(count: count) }
+  public init(header: [UInt8], count: Int) {
+    self.header = header
+    base = FloatBuffer(count: count)
+  }
+
+  /// BLAKE2b-256 of `header ‖ parameters`: the version hash of these parameters.
+  public static func hash(header: [UInt8], parameters: FloatBuffer) -> [UInt8] {
+    let h = Sodium.Hasher()
+    header.withUnsafeBytes { h.update($0) }
+    h.update(UnsafeRawBufferPointer(start: parameters.pointer, count: parameters.count * 4))
+    return h.finish()
+  }
 
   /// Brings `base` to `target`, using `work` (the trainer's parameters, or any buffer of the same size) as
   /// scratch so a failed transfer never leaves `base` half-written.
@@ -40,7 +54,7 @@ public final class VersionCopy {
         }
         work.copy(from: base)
         try bytes.withUnsafeBytes { try DeltaCodec.decode($0, into: work.pointer, count: work.count, mode: .subtract) }
-        let got = Sodium.blake2b(UnsafeRawBufferPointer(start: work.pointer, count: modelBytes))
+        let got = VersionCopy.hash(header: header, parameters: work)
         guard got == target else { throw FetchError.hashMismatch(expected: hex(target), got: hex(got)) }
         base.copy(from: work)
         hash = target
@@ -51,14 +65,23 @@ public final class VersionCopy {
       } catch is DeltaError {
       }
     }
+    // The whole blob: the header must be the one this model's config gives; the rest is the parameters.
     var offset = 0
+    let total = header.count + modelBytes
     let raw = UnsafeMutableRawPointer(work.pointer)
+    let header = self.header
     result.bytesFetched += try BlobFetcher(endpoint: endpoint).fetch(hash: target) { chunk in
-      guard offset + chunk.count <= modelBytes else { throw TransferError.protocolViolation("blob longer than the model") }
-      chunk.withUnsafeBytes { raw.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+      guard offset + chunk.count <= total else { throw TransferError.protocolViolation("version blob longer than header and model") }
+      for (i, b) in chunk.enumerated() where offset + i < header.count {
+        guard b == header[offset + i] else { throw TransferError.protocolViolation("version blob's safetensors header differs from this model's") }
+      }
+      let skip = max(0, header.count - offset)
+      if skip < chunk.count {
+        chunk.withUnsafeBytes { raw.advanced(by: offset + skip - header.count).copyMemory(from: $0.baseAddress! + skip, byteCount: $0.count - skip) }
+      }
       offset += chunk.count
     }
-    guard offset == modelBytes else { throw TransferError.protocolViolation("blob of \(offset) bytes, expected \(modelBytes)") }
+    guard offset == total else { throw TransferError.protocolViolation("version blob of \(offset) bytes, expected \(total)") }
     base.copy(from: work)
     hash = target
     return result

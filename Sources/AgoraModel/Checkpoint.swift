@@ -65,6 +65,14 @@ public enum Checkpoint {
     try save(parameters: model.parameters, config: model.config, tokenizer: tokenizer, to: dir, metadata: metadata)
   }
 
+  /// The safetensors header of a version blob: every tensor of `config`'s layout under its Hugging Face
+  /// GPT-2 name, binary32, back to back in layout order, so the data that follows is exactly the flat
+  /// parameter buffer. A version blob (header ‖ parameters) is therefore a `model.safetensors` that
+  /// transformers loads, and anyone who knows the config can rebuild its bytes from the parameters.
+  public static func weightsHeader(_ config: GPTConfig) -> [UInt8] {
+    SafeTensors.header(ParameterLayout(config).tensors.map { ($0.name, SafeTensors.DType.f32, $0.shape) }, metadata: ["format": "pt"])
+  }
+
   /// Writes a model directory from a flat parameter buffer in `config`'s layout.
   public static func save(parameters: FloatBuffer, config: GPTConfig, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:]) throws {
     let layout = ParameterLayout(config)

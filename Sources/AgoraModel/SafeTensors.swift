@@ -147,9 +147,9 @@ public struct SafeTensors {
     var byteCount: Int { shape.reduce(1, *) * dtype.size }
   }
 
-  /// Writes tensors in the given order (the file's bytes depend only on the inputs), atomically:
-  /// to a temporary file that is fsynced and then renamed over `path`.
-  public static func write(_ tensors: [Output], metadata: [String: String] = [:], to path: String) throws {
+  /// The bytes before the data: the header's length (u64) and the JSON header (padded with spaces to a
+  /// multiple of 8), for tensors stored back to back in the given order. The same inputs give the same bytes.
+  public static func header(_ tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String] = [:]) -> [UInt8] {
     var header = "{"
     if !metadata.isEmpty {
       header += "\"__metadata__\":{"
@@ -160,16 +160,23 @@ public struct SafeTensors {
     var parts: [String] = []
     for t in tensors {
       let shape = t.shape.map(String.init).joined(separator: ",")
-      parts.append("\(jsonString(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.byteCount)]}")
-      offset += t.byteCount
+      let bytes = t.shape.reduce(1, *) * t.dtype.size
+      parts.append("\(jsonString(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+      offset += bytes
     }
     header += parts.joined(separator: ",") + "}"
     var headerBytes = Array(header.utf8)
     while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+    var len = UInt64(headerBytes.count).littleEndian
+    return withUnsafeBytes(of: &len) { Array($0) } + headerBytes
+  }
+
+  /// Writes tensors in the given order (the file's bytes depend only on the inputs), atomically:
+  /// to a temporary file that is fsynced and then renamed over `path`.
+  public static func write(_ tensors: [Output], metadata: [String: String] = [:], to path: String) throws {
+    let head = header(tensors.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
     try AtomicFile.write(to: path) { handle in
-      var len = UInt64(headerBytes.count).littleEndian
-      try handle.write(contentsOf: Data(bytes: &len, count: 8))
-      try handle.write(contentsOf: Data(headerBytes))
+      try handle.write(contentsOf: Data(head))
       for t in tensors {
         try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: t.pointer), count: t.byteCount, deallocator: .none))
       }

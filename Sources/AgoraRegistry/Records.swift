@@ -123,7 +123,8 @@ public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, Pers
   public static let databaseTableName = "versions"
   public var number: Int
   public var parent: Int?
-  /// BLAKE2b-256 of the weights blob (the parameters, binary32, in the model's layout), hex.
+  /// BLAKE2b-256 of the weights blob, hex: a safetensors file (GPT-2 names, binary32) whose data is the flat
+  /// parameter vector in the model's layout.
   public var hash: String
   /// The outer optimizer's state blob (momentum, second moment), hex; nil for FedAvg.
   public var optimizer: String?

@@ -57,9 +57,12 @@ import AgoraModel
     let b = FloatBuffer(count: n)
     b.copy(from: a)
     try patch.withUnsafeBytes { try DeltaCodec.decode($0, into: b.pointer, count: n, mode: .subtract) }
-    let raw = { (f: FloatBuffer) in UnsafeRawBufferPointer(start: f.pointer, count: n * 4) }
-    let (hashA, hashB) = (Sodium.blake2b(raw(a)), Sodium.blake2b(raw(b)))
-    for (bytes, hash) in [(raw(a), hashA), (raw(b), hashB)] { try server.blobs.publish(path: try write(bytes, dir), hash: hash, size: n * 4) }
+    // Version blobs are header ‖ parameters (a safetensors file in real use; any fixed header here).
+    let header = Array("HEADER-OF-THIS-MODEL-".utf8)
+    let blob = { (f: FloatBuffer) in header + Array(UnsafeRawBufferPointer(start: f.pointer, count: n * 4)) }
+    let (hashA, hashB) = (VersionCopy.hash(header: header, parameters: a), VersionCopy.hash(header: header, parameters: b))
+    #expect(hashA == Sodium.blake2b(blob(a)) && hashB == Sodium.blake2b(blob(b)))
+    for f in [a, b] { try server.blobs.publish(path: try blob(f).withUnsafeBytes { try write($0, dir) }) }
     let patchHash = try server.blobs.publish(path: try patch.withUnsafeBytes { try write($0, dir) })
     let badHash = try server.blobs.publish(path: try badPatch.withUnsafeBytes { try write($0, dir) })
 
@@ -70,9 +73,9 @@ import AgoraModel
     let zero = [UInt8](repeating: 0, count: 32)
 
     // First version: whole.
-    let copy = VersionCopy(count: n)
+    let copy = VersionCopy(header: header, count: n)
     var s = try copy.sync(endpoint: client, target: hashA, patchFrom: zero, patchHash: zero, work: work)
-    #expect(!s.viaPatch && s.bytesFetched == n * 4 && copy.hash == hashA && copy.base.array == a.array)
+    #expect(!s.viaPatch && s.bytesFetched == header.count + n * 4 && copy.hash == hashA && copy.base.array == a.array)
     // Holding A, the node takes the patch: a quarter of the bytes, the same bits as the coordinator's B.
     s = try copy.sync(endpoint: client, target: hashB, patchFrom: hashA, patchHash: patchHash, work: work)
     #expect(s.viaPatch && s.bytesFetched == patch.count && copy.hash == hashB && copy.base.array == b.array)
@@ -82,10 +85,10 @@ import AgoraModel
     #expect(s.bytesFetched == 0)
 
     // A patch that does not lead to the announced hash is discarded; the whole version is fetched instead.
-    let other = VersionCopy(count: n)
+    let other = VersionCopy(header: header, count: n)
     _ = try other.sync(endpoint: client, target: hashA, patchFrom: zero, patchHash: zero, work: work)
     s = try other.sync(endpoint: client, target: hashB, patchFrom: hashA, patchHash: badHash, work: work)
-    #expect(!s.viaPatch && s.bytesFetched == badPatch.count + n * 4 && other.hash == hashB && other.base.array == b.array)
+    #expect(!s.viaPatch && s.bytesFetched == badPatch.count + header.count + n * 4 && other.hash == hashB && other.base.array == b.array)
 
     // A version nobody serves: a typed error, and the copy keeps what it had.
     #expect(throws: TransferError.self) {
@@ -94,6 +97,10 @@ import AgoraModel
     #expect(other.hash == hashB && other.base.array == b.array)
     #expect(server.peak <= server.blobs.budget - 1 + BlobServer.maxCredit, "queued chunks stayed within the budget")
     #expect(server.blobs.queuedChunks == 0, "the closing FETCH released every chunk")
+    // A blob whose header is another model's is refused and the copy stays as it was.
+    let foreign = VersionCopy(header: Array("ANOTHER-MODEL-HEADER!".utf8), count: n)
+    #expect(throws: TransferError.self) { _ = try foreign.sync(endpoint: client, target: hashA, patchFrom: zero, patchHash: zero, work: work) }
+    #expect(foreign.hash.isEmpty)
   }
 
   /// Many nodes fetching at once: every one gets its bytes, and the server never queues more than its budget.

@@ -60,7 +60,7 @@ final class SessionLoop: @unchecked Sendable {
     let a = try client(f, server)
     defer { a.close() }
     a.send(.heartbeat)
-    #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.malformed.rawValue, message: "send JOIN first"))
+    #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.notJoined.rawValue, message: "send JOIN first"))
     a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
     let w = try #require(a.receive(timeout: 5))
     guard case .success(.welcome(let fed, let hb, let live, _, _, let key)) = w.message else { Issue.record("\(w.message)"); return }
