@@ -16,7 +16,7 @@ public enum ProtocolVectors {
     ("blob_chunk", .blobChunk(hash: hash(0x33), index: 3, count: 54, payload: Array("model bytes".utf8))),
     ("upload_begin", .uploadBegin(transfer: 0x0102_0304_0506_0708, round: 42, chunks: 54, head: [0xAA, 0xBB, 0xCC])),
     ("upload_chunk", .uploadChunk(transfer: 0x0102_0304_0506_0708, index: 0, payload: Array("sealed chunk".utf8))),
-    ("upload_end", .uploadEnd(transfer: 0x0102_0304_0506_0708, final: [0xDD, 0xEE], tokens: 2_048_000, steps: 500, lossBits: Float(3.25).bitPattern,
+    ("upload_end", .uploadEnd(transfer: 0x0102_0304_0506_0708, final: [0xDD, 0xEE], tokens: 2_048_000, steps: 500, lossBits: Float(3.25).bitPattern, cpuMillis: 93_000,
                                 languages: [.init(language: "cs", tokens: 1_024_000), .init(language: "pl", tokens: 1_024_000)])),
     ("ack", .ack(transfer: 0x0102_0304_0506_0708, next: 5, credit: 4)),
     ("heartbeat", .heartbeat),

@@ -137,6 +137,13 @@ public final class CoordinatorService {
                                         signKey: hex(card.signPublic), curveKey: hex(card.curvePublic)).keepingLanguages(of: known))
       if known?.status == "revoked" { registry.revoke(fingerprint: card.fingerprint) }
     }
+    // A revocation (refused at once by the ZAP handler) is recorded with the node and in the event log.
+    registry.onRevoke { [store] card in
+      guard var n = try? store.nodes().first(where: { $0.fingerprint == card.fingerprint }) else { return }
+      n.status = "revoked"
+      n.revokedAt = Date().timeIntervalSince1970
+      try? store.upsert(node: n)
+    }
     if let latest = try store.latestVersion() {
       guard latest.config == configJSON else {
         throw ConfigError(file: fed.path, key: "model.preset", problem: "the registry in \(config.dataDir) holds versions of another model shape (\(latest.preset)); use its configuration or another data directory")
@@ -314,7 +321,7 @@ public final class CoordinatorService {
       var perLanguage = Dictionary(c.languages.map { ($0.language, Int($0.tokens)) }, uniquingKeysWith: +)
       if perLanguage.isEmpty { perLanguage["unknown"] = Int(c.tokens) }
       contributions.append(ContributionRecord(round: r, node: c.node, name: who.0, role: who.1 ? "donor" : "institution", tokens: Int(c.tokens),
-                                              languages: perLanguage, steps: Int(c.steps), seconds: Date().timeIntervalSince(started),
+                                              languages: perLanguage, steps: Int(c.steps), seconds: c.cpuSeconds,
                                               bytes: Int(c.bytes), loss: Double(c.loss), weight: w, late: c.round < UInt64(r)))
     }
     receiver.log = { [self] in log("  " + $0) }

@@ -28,7 +28,7 @@ public struct TrainingDataSummary: Codable, Sendable {
   public var tokensPerLanguage: [String: Int]
   public var contributors: [Contributor]
   public var steps: Int
-  /// Sum over contributions of the wall-clock seconds from a round's start to the update's arrival.
+  /// CPU-seconds the contributors reported, summed.
   public var nodeSeconds: Double
   public var bitsPerByte: [String: Double]
 
@@ -65,13 +65,13 @@ public struct TrainingDataSummary: Codable, Sendable {
   }
 
   public var markdown: String {
-    var s = "| contributor | role | rounds | tokens | languages (tokens) | steps | node-seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+    var s = "| contributor | role | rounds | tokens | languages (tokens) | steps | CPU-seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"
     for c in contributors {
       let langs = c.tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
       s += "| \(c.name) (`\(c.fingerprint.prefix(12))`) | \(c.role) | \(c.rounds) | \(c.tokens) | \(langs) | \(c.steps) | \(String(format: "%.0f", c.seconds)) |\n"
     }
     s += "\nTokens per language: " + tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ".\n"
-    s += "Rounds: \(rounds.map(String.init).joined(separator: ", ")); \(tokens) tokens in \(steps) optimizer steps, \(String(format: "%.0f", nodeSeconds)) node-seconds.\n"
+    s += "Rounds: \(rounds.map(String.init).joined(separator: ", ")); \(tokens) tokens in \(steps) optimizer steps, \(String(format: "%.0f", nodeSeconds)) CPU-seconds.\n"
     return s
   }
 }

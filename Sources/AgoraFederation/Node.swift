@@ -164,6 +164,7 @@ public final class NodeService {
     var loss: Float = 0
     var done = 0
     let before = trainer.tokensByLanguage
+    let cpu0 = processCPUSeconds()
     for _ in 0..<n {
       if Date() > deadline || stop.isSet { break }
       loss = try trainer.step().loss
@@ -188,7 +189,9 @@ public final class NodeService {
     let tokens = UInt64(done * trainer.model.B * trainer.model.T)
     var perLanguage: [String: UInt64] = [:]
     for (l, t) in trainer.tokensByLanguage where t > before[l] ?? 0 { perLanguage[l] = t - (before[l] ?? 0) }
-    let res = try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, languages: LanguageTokens.canonical(perLanguage)) { i in
+    let cpuMillis = UInt64(max(0, processCPUSeconds() - cpu0) * 1000)
+    let res = try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
+                              languages: LanguageTokens.canonical(perLanguage)) { i in
       Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
     }
     roundsDone += 1
@@ -197,4 +200,11 @@ public final class NodeService {
   }
 
   public func shutdown() { endpoint.close() }
+}
+
+/// CPU time (user + system, all threads) this process has used so far, in seconds.
+func processCPUSeconds() -> Double {
+  var u = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &u)
+  return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
 }

@@ -92,12 +92,17 @@ public struct ContributionRecord: Codable, Equatable, Sendable, FetchableRecord,
   /// JSON object language → tokens (the languages the node trained on, tokens split evenly when it did not say).
   public var languages: String
   public var steps: Int
-  /// Wall-clock seconds from the round's start to the update's arrival (an upper bound of the compute spent).
+  /// CPU-seconds the node reported for the round (training and encoding, all its threads).
   public var seconds: Double
   public var bytes: Int
   public var loss: Double
   public var weight: Double
   public var late: Bool
+
+  enum CodingKeys: String, CodingKey {
+    case round, node, name, role, tokens, languages, steps, bytes, loss, weight, late
+    case seconds = "cpu_seconds"
+  }
 
   public init(round: Int, node: String, name: String, role: String, tokens: Int, languages: [String: Int], steps: Int, seconds: Double,
               bytes: Int, loss: Double, weight: Double, late: Bool) {

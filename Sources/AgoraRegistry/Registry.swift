@@ -98,7 +98,7 @@ public final class Registry: @unchecked Sendable {
           outcome TEXT NOT NULL, version INTEGER);
         CREATE TABLE contributions (
           round INTEGER NOT NULL REFERENCES rounds(number), node TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL,
-          tokens INTEGER NOT NULL, languages TEXT NOT NULL, steps INTEGER NOT NULL, seconds DOUBLE NOT NULL,
+          tokens INTEGER NOT NULL, languages TEXT NOT NULL, steps INTEGER NOT NULL, cpu_seconds DOUBLE NOT NULL,
           bytes INTEGER NOT NULL, loss DOUBLE NOT NULL, weight DOUBLE NOT NULL, late INTEGER NOT NULL,
           PRIMARY KEY (round, node));
         CREATE TABLE versions (

@@ -45,7 +45,7 @@ public struct UploadSender {
   }
 
   /// Streams the payload: `chunk(i)` returns plaintext chunk i (exactly the sealer's chunk size except the last).
-  public func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float, languages: [LanguageTokens] = [],
+  public func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float, cpuMillis: UInt64 = 0, languages: [LanguageTokens] = [],
                    chunk: (Int) throws -> [UInt8]) throws -> Result {
     let total = sealer.head.chunkCount
     var window: [Int: [UInt8]] = [:]   // sealed chunks the receiver has not acknowledged
@@ -74,7 +74,7 @@ public struct UploadSender {
       }
       if next == total && !endSent && credit > 0 {
         if final == nil { final = try sealer.finish() }
-        endpoint.send(.uploadEnd(transfer: transfer, final: final!, tokens: tokens, steps: steps, lossBits: loss.bitPattern, languages: languages))
+        endpoint.send(.uploadEnd(transfer: transfer, final: final!, tokens: tokens, steps: steps, lossBits: loss.bitPattern, cpuMillis: cpuMillis, languages: languages))
         bytes += final!.count
         endSent = true
       }
@@ -145,6 +145,7 @@ public final class UploadReceiver {
     public var tokens: UInt64
     public var steps: UInt32
     public var loss: Float
+    public var cpuSeconds: Double = 0
     public var languages: [LanguageTokens] = []
   }
 
@@ -260,7 +261,7 @@ public final class UploadReceiver {
         reject(t, .rejectedUpdate, "\(error)")
       }
       return true
-    case .uploadEnd(let t, let final, let tokens, let steps, let loss, let languages):
+    case .uploadEnd(let t, let final, let tokens, let steps, let loss, let cpu, let languages):
       let key = "\(node)/\(t)"
       guard let inc = incoming[key] else {
         if let n = finished[key]?.chunks { endpoint.send(.ack(transfer: t, next: UInt32(n + 1), credit: 0), to: inbound.peer) }
@@ -270,7 +271,7 @@ public final class UploadReceiver {
       do {
         try inc.opener.finish(final)
         try onComplete(Completed(node: node, transfer: t, round: inc.round, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps,
-                                 loss: Float(bitPattern: loss), languages: languages))
+                                 loss: Float(bitPattern: loss), cpuSeconds: Double(cpu) / 1000, languages: languages))
         incoming[key] = nil
         finished[key] = (inc.total, inc.round)
         endpoint.send(.ack(transfer: t, next: UInt32(inc.total + 1), credit: 0), to: inbound.peer)

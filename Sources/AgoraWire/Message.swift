@@ -52,7 +52,8 @@ public enum Message: Equatable, Sendable {
   case uploadChunk(transfer: UInt64, index: UInt32, payload: [UInt8])
   /// Node → coordinator: the envelope's final (signature) message, with the training figures.
   /// `languages`: tokens trained on per language (at most 64, names ≤ 32 bytes, strictly increasing names).
-  case uploadEnd(transfer: UInt64, final: [UInt8], tokens: UInt64, steps: UInt32, lossBits: UInt32, languages: [LanguageTokens])
+  /// `cpuMillis`: CPU time the node spent on this round (training and encoding), in milliseconds.
+  case uploadEnd(transfer: UInt64, final: [UInt8], tokens: UInt64, steps: UInt32, lossBits: UInt32, cpuMillis: UInt64, languages: [LanguageTokens])
   /// Receiver → sender: chunks below `next` are stored; up to `credit` more may be sent.
   case ack(transfer: UInt64, next: UInt32, credit: UInt16)
   /// Either way: liveness (any message counts as one too).
@@ -102,8 +103,8 @@ public enum Message: Equatable, Sendable {
       w.u64(t); w.u64(r); w.u32(chunks); w.blob(head)
     case .uploadChunk(let t, let index, let p):
       w.u64(t); w.u32(index); payload = p
-    case .uploadEnd(let t, let final, let tokens, let steps, let loss, let langs):
-      w.u64(t); w.blob(final); w.u64(tokens); w.u32(steps); w.u32(loss)
+    case .uploadEnd(let t, let final, let tokens, let steps, let loss, let cpu, let langs):
+      w.u64(t); w.blob(final); w.u64(tokens); w.u32(steps); w.u32(loss); w.u64(cpu)
       w.u8(UInt8(langs.count))
       for l in langs { w.string(l.language); w.u64(l.tokens) }
     case .ack(let t, let next, let credit):
@@ -176,7 +177,7 @@ public enum Message: Equatable, Sendable {
         m = .uploadChunk(transfer: try r.u64("transfer"), index: try r.u32("index"), payload: frames[2])
       case .uploadEnd:
         let t = try r.u64("transfer"), final = try r.blob("final message", max: Wire.maxBlob), tokens = try r.u64("tokens")
-        let steps = try r.u32("steps"), loss = try r.u32("loss"), n = Int(try r.u8("language count"))
+        let steps = try r.u32("steps"), loss = try r.u32("loss"), cpu = try r.u64("cpu milliseconds"), n = Int(try r.u8("language count"))
         guard n <= LanguageTokens.maxCount else { throw DecodeError.tooLarge("language count", value: n, bound: LanguageTokens.maxCount) }
         var langs: [LanguageTokens] = []
         for _ in 0..<n {
@@ -186,7 +187,7 @@ public enum Message: Equatable, Sendable {
           }
           langs.append(l)
         }
-        m = .uploadEnd(transfer: t, final: final, tokens: tokens, steps: steps, lossBits: loss, languages: langs)
+        m = .uploadEnd(transfer: t, final: final, tokens: tokens, steps: steps, lossBits: loss, cpuMillis: cpu, languages: langs)
       case .ack:
         m = .ack(transfer: try r.u64("transfer"), next: try r.u32("next"), credit: try r.u16("credit"))
       case .heartbeat:

@@ -115,6 +115,8 @@ import Testing
     #expect(Set(summary.contributors.map(\.name)) == ["north", "south"])
     #expect(Set(summary.tokensPerLanguage.keys) == ["de", "sv", "it"])
     #expect(summary.rounds == [1, 2] && summary.tokens == summary.tokensPerLanguage.values.reduce(0, +))
+    #expect(summary.contributors.allSatisfy { $0.seconds > 0 && $0.steps == 10 }, "CPU-seconds and steps reported by the nodes")
+    #expect(summary.contributors.first { $0.name == "north" }.map { Set($0.tokensPerLanguage.keys) == ["de", "sv"] } == true)
     let card = try String(contentsOfFile: out + "/README.md", encoding: .utf8)
     #expect(card.contains("north") && card.contains("Training data") && card.contains("signature valid"))
     // transformers loads it and generates (the Python environment comes from scripts/setup --python).
