@@ -89,7 +89,7 @@ struct Demo: ParsableCommand {
     // Every demo is a new federation: the previous demo's registry and node state go first (keys stay).
     let coordData = try CoordinatorConfig(path: nodes + "/coordinator.toml").dataDir
     if fm.fileExists(atPath: coordData) {
-      print("demo: a new federation; removing the previous demo's registry in \(coordData)")
+      print("demo: a new federation; removing the previous demo's registry in \((coordData as NSString).standardizingPath)")
       try fm.removeItem(atPath: coordData)
     }
     try fm.createDirectory(atPath: work + "/logs", withIntermediateDirectories: true)

@@ -33,6 +33,9 @@ func formatDate(_ t: Double) -> String {
   return f.string(from: Date(timeIntervalSince1970: t)) + "Z"
 }
 
+/// Right-aligns `s` in `width` columns.
+func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+
 struct VersionsCommand: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "versions", abstract: "List the federation's versions: round, parent, hash, contributors, tokens, mean bits/byte.")
   @OptionGroup var options: RegistryOptions
@@ -41,9 +44,10 @@ struct VersionsCommand: ParsableCommand {
     let (store, _) = try options.open()
     print("version | round | parent | hash         | contributors | tokens     | mean bits/byte | created")
     for v in try store.versions() {
-      print(String(format: "%7d | %5d | %6@ | %@ | %12d | %10d | %14@ | %@%@", v.number, v.round, v.parent.map(String.init) ?? "-", String(v.hash.prefix(12)),
-                   v.contributors, v.tokens, v.meanBitsPerByte.map { String(format: "%.3f", $0) } ?? "-", formatDate(v.createdAt),
-                   v.freedAt == nil ? "" : "  (blobs freed)"))
+      let parent = v.parent.map(String.init) ?? "-", bpb = v.meanBitsPerByte.map { String(format: "%.3f", $0) } ?? "-"
+      print(String(format: "%7d | %5d | ", v.number, v.round) + pad(parent, 6) + " | " + String(v.hash.prefix(12))
+            + String(format: " | %12d | %10d | ", v.contributors, v.tokens) + pad(bpb, 14) + " | " + formatDate(v.createdAt)
+            + (v.freedAt == nil ? "" : "  (blobs freed)"))
     }
   }
 }
