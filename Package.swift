@@ -18,6 +18,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
   ],
   targets: [
     // MARK: - System library shims (C only here; each has a README saying why)
@@ -32,17 +33,19 @@ let package = Package(
     .target(name: "AgoraData", dependencies: ["AgoraModel", "CZlib"]),
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData"]),
     .target(name: "AgoraWire"),
-    .target(name: "AgoraFederation", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraRegistry",
+    .target(name: "AgoraFederation", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraRegistry", "AgoraDashboard",
+                                                    .product(name: "Hummingbird", package: "hummingbird"),
                                                     .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", .product(name: "GRDB", package: "GRDB.swift")]),
+    .target(name: "AgoraDashboard", dependencies: ["AgoraRegistry", .product(name: "Hummingbird", package: "hummingbird")]),
 
     // MARK: - The command-line tool: a thin layer over the libraries
     .executableTarget(
       name: "agora",
       dependencies: [
-        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
+        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry", "AgoraDashboard",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
@@ -51,6 +54,8 @@ let package = Package(
     .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
     .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor"]),
     .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto"]),
+    .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraDashboard", "AgoraRegistry",
+                                                         .product(name: "HummingbirdTesting", package: "hummingbird")]),
     .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire", "AgoraData", "AgoraRegistry"]),
   ],
   swiftLanguageModes: [.v5]

@@ -159,10 +159,26 @@ public struct CoordinatorConfig: Sendable {
   public var enrolled: String
   public var dataDir: String
   public var bind: String
+  /// Where the dashboard listens (host, port), if anywhere; a token it asks for.
+  public var dashboard: (host: String, port: Int)?
+  public var dashboardToken: String?
 
   public init(path: String) throws {
     let f = try TOMLFile(path)
     federation = try FederationConfig(path: try f.path("coordinator.federation"))
+    if f.value("coordinator.dashboard") != nil {
+      let s = try f.string("coordinator.dashboard")
+      guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port), colon > s.startIndex else {
+        throw f.fail("coordinator.dashboard", "expected HOST:PORT, e.g. 127.0.0.1:47180")
+      }
+      dashboard = (String(s[..<colon]), port)
+    }
+    dashboardToken = f.value("coordinator.dashboard_token") == nil ? nil : try f.string("coordinator.dashboard_token")
+    if let d = dashboard, !["127.0.0.1", "localhost", "::1"].contains(d.host) {
+      guard let t = dashboardToken, t.count >= 16 else {
+        throw f.fail("coordinator.dashboard_token", "the dashboard listens on \(d.host), not on loopback: set a read-only access token of at least 16 characters")
+      }
+    }
     identity = try f.path("coordinator.identity")
     enrolled = try f.path("coordinator.enrolled")
     dataDir = try f.path("coordinator.data")

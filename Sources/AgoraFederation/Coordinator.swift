@@ -1,4 +1,6 @@
 import AgoraCrypto
+import AgoraDashboard
+import Hummingbird
 import AgoraData
 import AgoraModel
 import AgoraRegistry
@@ -59,6 +61,9 @@ public final class CoordinatorService {
   var versionSignature = [UInt8](repeating: 0, count: 64)
   /// The registry: blobs and metadata of every version, round and contribution.
   public let store: Registry
+  /// What the dashboard shows of the round in progress and of connected nodes.
+  public let live: LiveState
+  var dashboardTask: Task<Void, Never>? = nil
   /// The first round this run will hold (after a restart, the one after the last recorded).
   public private(set) var firstRound = 1
   let tokenizerHash: String
@@ -92,6 +97,7 @@ public final class CoordinatorService {
     try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
     let st = try Registry(dataDir: config.dataDir, federation: fed.id, create: true)
     store = st
+    live = LiveState(federation: fed.id)
     configJSON = String(decoding: Checkpoint.configJSON(mc, eot: Int(tokenizer.eotID)), as: UTF8.self)
     weightsHeader = Checkpoint.weightsHeader(mc)
     tokenizerHash = hex(try tokenizer.jsonData().withUnsafeBytes { try st.writeBlob($0) })
@@ -226,7 +232,10 @@ public final class CoordinatorService {
   /// Handles one inbound message of any kind.
   @discardableResult
   func pump(timeout: Double) -> Bool {
-    defer { blobs.serve(endpoint: endpoint) }
+    defer {
+      blobs.serve(endpoint: endpoint)
+      if Date().timeIntervalSince(liveNodesAt) > 1 { updateLiveNodes() }
+    }
     guard let m = endpoint.receive(timeout: timeout) else { return false }
     switch sessions.handle(m) {
     case .handled: break
@@ -235,6 +244,28 @@ public final class CoordinatorService {
       if !blobs.handle(m, endpoint: endpoint) { _ = receiver.handle(m, endpoint: endpoint) }
     }
     return true
+  }
+
+  var liveNodesAt = Date.distantPast
+  func updateLiveNodes() {
+    liveNodesAt = Date()
+    let nodes = sessions.live.map { LiveStatus.Node(fingerprint: $0.fingerprint, name: $0.name, donor: $0.donor, lastSeen: $0.lastSeen.timeIntervalSince1970) }
+    let v = version
+    live.update { $0.nodes = nodes; $0.version = v }
+  }
+
+  /// Starts the dashboard (Hummingbird) if the configuration names an address; returns its URL.
+  @discardableResult
+  public func startDashboard() -> String? {
+    guard let (host, port) = config.dashboard, dashboardTask == nil else { return nil }
+    let app = Application(router: Dashboard.router(store: store, live: live, token: config.dashboardToken),
+                          configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
+    let log = self.log
+    nonisolated(unsafe) let logger = log
+    dashboardTask = Task.detached {
+      do { try await app.runService(gracefulShutdownSignals: []) } catch { logger("  dashboard stopped: \(error)") }
+    }
+    return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)/"
   }
 
   /// Runs the configured number of rounds; returns their reports.
@@ -316,7 +347,7 @@ public final class CoordinatorService {
       bytesIn += c.bytes
       losses.append(Double(c.loss))
       norms.append(norm)
-      if c.round == UInt64(r) { done.insert(c.node) }
+      if c.round == UInt64(r) { done.insert(c.node); live.update { $0.received += 1 } }
       let who = names[c.node] ?? sessions.session(c.node).map { ($0.name, $0.donor) } ?? (String(c.node.prefix(12)), false)
       var perLanguage = Dictionary(c.languages.map { ($0.language, Int($0.tokens)) }, uniquingKeysWith: +)
       if perLanguage.isEmpty { perLanguage["unknown"] = Int(c.tokens) }
@@ -340,6 +371,8 @@ public final class CoordinatorService {
                            version: UInt64(version), signature: versionSignature), to: s.peer)
     }
     let wanted = Set(selected.map(\.fingerprint))
+    live.update { $0.round = r; $0.expected = selected.count; $0.received = 0; $0.deadline = deadline.timeIntervalSince1970 }
+    defer { let v = version; live.update { $0.round = nil; $0.deadline = nil; $0.version = v } }
     while !stop.isSet && Date() < deadline && !wanted.isSubset(of: done) {
       pump(timeout: 0.1)
       // A node that died is not waited for: once it is expired, the round goes on without it.

@@ -7,7 +7,7 @@ struct Agora: AsyncParsableCommand {
     abstract: "Federated training of open multilingual language models.",
     version: "0.1.0",
     subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, Bench.self, ModelCommand.self, ProtocolCommand.self, Keygen.self, TransportCommand.self, CoordinatorCommand.self, NodeCommand.self, Demo.self,
-                  VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, GCCommand.self])
+                  VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, GCCommand.self, StatusCommand.self])
 }
 
 /// Where set-up puts the embedded demo corpus, relative to the working directory.

@@ -29,6 +29,7 @@ struct CoordinatorCommand: ParsableCommand {
     let service = try CoordinatorService(config: cfg)
     // The round table goes to stdout; what happens inside a round to stderr (the demo keeps it in a log).
     service.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+    if let url = service.startDashboard() { service.log("dashboard on \(url)") }
     let signals = onTerminationSignal { service.requestStop() }
     defer { _ = signals; service.shutdown() }
     print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")
@@ -89,7 +90,7 @@ struct Demo: ParsableCommand {
     // Every demo is a new federation: the previous demo's registry and node state go first (keys stay).
     let coordData = try CoordinatorConfig(path: nodes + "/coordinator.toml").dataDir
     if fm.fileExists(atPath: coordData) {
-      print("demo: a new federation; removing the previous demo's registry in \((coordData as NSString).standardizingPath)")
+      print("demo: a new federation; removing the previous demo's registry in \(URL(fileURLWithPath: coordData).standardized.path)")
       try fm.removeItem(atPath: coordData)
     }
     try fm.createDirectory(atPath: work + "/logs", withIntermediateDirectories: true)
@@ -122,6 +123,9 @@ struct Demo: ParsableCommand {
       return p
     }
     print("demo: coordinator and \(nodeFiles.count) nodes on 127.0.0.1 (logs in \(work)/logs)")
+    if let d = try CoordinatorConfig(path: nodes + "/coordinator.toml").dashboard {
+      print("demo: dashboard on http://\(d.host):\(d.port)/ while the demo runs")
+    }
     fflush(stdout)
     let coordinator = try spawn(["coordinator", "--config", nodes + "/coordinator.toml"], log: nil, errorLog: work + "/logs/coordinator.log")
     Thread.sleep(forTimeInterval: 0.5)

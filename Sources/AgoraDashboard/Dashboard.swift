@@ -1,0 +1,202 @@
+import AgoraRegistry
+import Foundation
+import Hummingbird
+
+/// What the coordinator knows now and the registry does not hold yet: the round in progress and who is
+/// connected. The coordinator updates it; the dashboard reads snapshots.
+public struct LiveStatus: Codable, Sendable, Equatable {
+  public struct Node: Codable, Sendable, Equatable {
+    public var fingerprint: String
+    public var name: String
+    public var donor: Bool
+    public var lastSeen: Double
+    public init(fingerprint: String, name: String, donor: Bool, lastSeen: Double) {
+      self.fingerprint = fingerprint
+      self.name = name
+      self.donor = donor
+      self.lastSeen = lastSeen
+    }
+  }
+  public var federation: String
+  /// The round being collected, if any.
+  public var round: Int?
+  public var expected = 0
+  public var received = 0
+  /// Unix seconds.
+  public var deadline: Double?
+  public var version = 0
+  public var nodes: [Node] = []
+  public init(federation: String) { self.federation = federation }
+}
+
+public final class LiveState: @unchecked Sendable {
+  private let lock = NSLock()
+  private var status: LiveStatus
+  public init(federation: String) { status = LiveStatus(federation: federation) }
+  public var snapshot: LiveStatus { lock.lock(); defer { lock.unlock() }; return status }
+  public func update(_ change: (inout LiveStatus) -> Void) { lock.lock(); change(&status); lock.unlock() }
+}
+
+/// One row of the contributors' leaderboard.
+public struct NodeRow: Codable, Sendable {
+  public var fingerprint: String
+  public var name: String
+  public var institution: String
+  public var role: String
+  public var languages: [String]
+  public var status: String
+  public var connected: Bool
+  public var lastSeen: Double?
+  public var roundsJoined: Int
+  public var roundsMissed: Int
+  public var tokens: Int
+  public var cpuSeconds: Double
+}
+
+public struct Overview: Codable, Sendable {
+  public var live: LiveStatus
+  public var rounds: Int
+  public var versions: [VersionRecord]
+}
+
+/// The coordinator's dashboard: a page of rounds, nodes, versions and per-language plots (server-rendered
+/// SVG, a few lines of script that poll the JSON API, no framework, no CDN), the JSON API under `/api/v1`,
+/// all read from the registry and the live state. With a token, every route asks for it
+/// (`Authorization: Bearer TOKEN` or `?token=TOKEN`).
+public enum Dashboard {
+  public static func router(store: Registry, live: LiveState, token: String?) -> Router<BasicRequestContext> {
+    let router = Router()
+    if let token { router.add(middleware: TokenCheck(token: token)) }
+    router.get("/api/v1/overview") { _, _ in try overview(store, live) }
+    router.get("/api/v1/nodes") { _, _ in try nodes(store, live) }
+    router.get("/api/v1/rounds") { _, _ in try store.rounds() }
+    router.get("/api/v1/versions") { _, _ in try store.versions() }
+    router.get("/api/v1/versions/{number}") { _, context -> VersionDetail in
+      let n = try context.parameters.require("number", as: Int.self)
+      do {
+        let v = try store.version(n)
+        return VersionDetail(version: v, lineage: try store.lineage(n).map(\.number), contributions: try store.contributions().filter { c in
+          try store.lineage(n).contains { $0.round == c.round }
+        })
+      } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
+    }
+    router.get("/plots/bits-per-byte.svg") { _, _ in svg(Plots.bitsPerByte(try store.versions())) }
+    router.get("/plots/loss.svg") { _, _ in svg(Plots.loss(try store.rounds(), try store.contributions())) }
+    router.get("/") { _, _ in
+      Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: Page.html(federation: live.snapshot.federation))))
+    }
+    return router
+  }
+
+  public struct VersionDetail: Codable, Sendable, ResponseEncodable {
+    public var version: VersionRecord
+    public var lineage: [Int]
+    public var contributions: [ContributionRecord]
+  }
+
+  static func svg(_ s: String) -> Response {
+    Response(status: .ok, headers: [.contentType: "image/svg+xml"], body: .init(byteBuffer: ByteBuffer(string: s)))
+  }
+
+  static func overview(_ store: Registry, _ live: LiveState) throws -> Overview {
+    Overview(live: live.snapshot, rounds: try store.lastRound(), versions: Array(try store.versions().suffix(5).reversed()))
+  }
+
+  static func nodes(_ store: Registry, _ live: LiveState) throws -> [NodeRow] {
+    let snap = live.snapshot
+    let contributions = try store.contributions()
+    let rounds = try store.rounds()
+    return try store.nodes().map { n in
+      let mine = contributions.filter { $0.node == n.fingerprint }
+      let joined = Set(mine.map(\.round))
+      let since = rounds.filter { $0.startedAt >= n.enrolledAt - 1 }.map(\.number)
+      let langs = (try? JSONSerialization.jsonObject(with: Data(n.languages.utf8)) as? [String]) ?? []
+      let l = snap.nodes.first { $0.fingerprint == n.fingerprint }
+      return NodeRow(fingerprint: n.fingerprint, name: n.name, institution: n.institution, role: n.role, languages: langs, status: n.status,
+                     connected: l != nil, lastSeen: l?.lastSeen, roundsJoined: joined.count, roundsMissed: since.filter { !joined.contains($0) }.count,
+                     tokens: mine.reduce(0) { $0 + $1.tokens }, cpuSeconds: mine.reduce(0) { $0 + $1.seconds })
+    }.sorted { $0.tokens > $1.tokens }
+  }
+}
+
+extension VersionRecord: ResponseEncodable {}
+extension RoundRecord: ResponseEncodable {}
+extension ContributionRecord: ResponseEncodable {}
+extension Overview: ResponseEncodable {}
+extension NodeRow: ResponseEncodable {}
+
+/// Refuses requests without the dashboard's token (401).
+struct TokenCheck<Context: RequestContext>: RouterMiddleware {
+  let token: String
+  func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    let bearer = request.headers[.authorization].map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : "" }
+    let query = request.uri.queryParameters.get("token")
+    guard bearer == token || query == token else {
+      throw HTTPError(.unauthorized, message: "this dashboard needs its access token (Authorization: Bearer TOKEN or ?token=TOKEN)")
+    }
+    return try await next(request, context)
+  }
+}
+
+/// Server-side SVG line plots: no script, no external assets.
+public enum Plots {
+  static let palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+                        "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
+
+  /// Bits per byte of every language across versions.
+  public static func bitsPerByte(_ versions: [VersionRecord]) -> String {
+    var series: [String: [(Double, Double)]] = [:]
+    for v in versions { for (l, b) in v.bitsPerByteByLanguage where b.isFinite { series[l, default: []].append((Double(v.number), b)) } }
+    return plot(title: "bits per byte by language", x: "version", y: "bits/byte", series: series)
+  }
+
+  /// Mean node training loss per round.
+  public static func loss(_ rounds: [RoundRecord], _ contributions: [ContributionRecord]) -> String {
+    var pts: [(Double, Double)] = []
+    for r in rounds {
+      let cs = contributions.filter { $0.round == r.number && $0.loss.isFinite }
+      if !cs.isEmpty { pts.append((Double(r.number), cs.map(\.loss).reduce(0, +) / Double(cs.count))) }
+    }
+    return plot(title: "mean node loss by round", x: "round", y: "loss", series: pts.isEmpty ? [:] : ["loss": pts])
+  }
+
+  static func esc(_ s: String) -> String {
+    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+  }
+
+  static func plot(title: String, x: String, y: String, series: [String: [(Double, Double)]]) -> String {
+    let (w, h, l, r, t, b) = (640.0, 320.0, 56.0, 110.0, 28.0, 40.0)
+    let all = series.values.flatMap { $0 }
+    var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(Int(w)) \(Int(h))\" width=\"\(Int(w))\" height=\"\(Int(h))\" role=\"img\" aria-label=\"\(esc(title))\">"
+    out += "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/><text x=\"\(l)\" y=\"18\" font-family=\"sans-serif\" font-size=\"13\">\(esc(title))</text>"
+    guard !all.isEmpty else {
+      return out + "<text x=\"\(l)\" y=\"\(h / 2)\" font-family=\"sans-serif\" font-size=\"12\" fill=\"#777\">no data yet</text></svg>"
+    }
+    var (x0, x1) = (all.map(\.0).min()!, all.map(\.0).max()!)
+    var (y0, y1) = (all.map(\.1).min()!, all.map(\.1).max()!)
+    if x1 == x0 { x0 -= 1; x1 += 1 }
+    if y1 == y0 { y0 -= 0.5; y1 += 0.5 }
+    let pad = (y1 - y0) * 0.05
+    y0 -= pad; y1 += pad
+    func px(_ v: Double) -> Double { l + (v - x0) / (x1 - x0) * (w - l - r) }
+    func py(_ v: Double) -> Double { h - b - (v - y0) / (y1 - y0) * (h - t - b) }
+    out += "<g stroke=\"#ccc\" font-family=\"sans-serif\" font-size=\"10\" fill=\"#555\">"
+    for k in 0...4 {
+      let v = y0 + (y1 - y0) * Double(k) / 4
+      out += "<line x1=\"\(l)\" x2=\"\(w - r)\" y1=\"\(py(v))\" y2=\"\(py(v))\"/><text x=\"\(l - 6)\" y=\"\(py(v) + 3)\" text-anchor=\"end\" stroke=\"none\">\(String(format: "%.2f", v))</text>"
+    }
+    let ticks = Array(Set(all.map(\.0))).sorted()
+    let step = max(1, ticks.count / 10)
+    for (i, v) in ticks.enumerated() where i % step == 0 {
+      out += "<text x=\"\(px(v))\" y=\"\(h - b + 14)\" text-anchor=\"middle\" stroke=\"none\">\(Int(v))</text>"
+    }
+    out += "</g><text x=\"\((l + w - r) / 2)\" y=\"\(h - 6)\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"11\">\(esc(x))</text>"
+    for (i, name) in series.keys.sorted().enumerated() {
+      let c = palette[i % palette.count]
+      let pts = series[name]!.sorted { $0.0 < $1.0 }.map { "\(String(format: "%.1f", px($0.0))),\(String(format: "%.1f", py($0.1)))" }.joined(separator: " ")
+      out += "<polyline class=\"series\" data-name=\"\(esc(name))\" fill=\"none\" stroke=\"\(c)\" stroke-width=\"1.6\" points=\"\(pts)\"/>"
+      out += "<text x=\"\(w - r + 8)\" y=\"\(t + 12 + Double(i) * 14)\" font-family=\"sans-serif\" font-size=\"11\" fill=\"\(c)\">\(esc(name))</text>"
+    }
+    return out + "</svg>"
+  }
+}

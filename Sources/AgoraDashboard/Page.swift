@@ -1,0 +1,57 @@
+/// The dashboard page: static HTML and a few lines of script that poll `/api/v1` every two seconds and
+/// redraw the tables and plots in place (no reload, no framework, nothing fetched from elsewhere).
+enum Page {
+  static func html(federation: String) -> String {
+    """
+    <!doctype html>
+    <html lang="en"><head><meta charset="utf-8"><title>Agora — \(Plots.esc(federation))</title>
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <style>
+    body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; max-width: 1100px; }
+    h1 { font-size: 1.4rem; margin: 0 0 .3rem; } h2 { font-size: 1.1rem; margin: 1.4rem 0 .4rem; }
+    table { border-collapse: collapse; width: 100%; font-size: .85rem; } td, th { border-bottom: 1px solid #e4e4e4; padding: .25rem .4rem; text-align: left; }
+    th { background: #f6f6f6; } .num { text-align: right; font-variant-numeric: tabular-nums; } code { font-size: .8rem; }
+    .bar { background: #eee; height: 14px; border-radius: 7px; overflow: hidden; width: 320px; display: inline-block; vertical-align: middle; }
+    .bar > div { background: #2ca02c; height: 100%; } .plots img { max-width: 49%; border: 1px solid #eee; }
+    .muted { color: #777; }
+    </style></head>
+    <body>
+    <h1>Agora federation <code id="fed">\(Plots.esc(federation))</code></h1>
+    <div id="overview" class="muted">loading…</div>
+    <h2>Rounds</h2>
+    <div class="plots"><img id="plot-bpb" alt="bits per byte by language" src="plots/bits-per-byte.svg"><img id="plot-loss" alt="mean node loss by round" src="plots/loss.svg"></div>
+    <table id="rounds"><thead><tr><th>round</th><th>outcome</th><th class="num">selected</th><th class="num">accepted</th><th class="num">rejected</th><th class="num">late</th><th class="num">seconds</th></tr></thead><tbody></tbody></table>
+    <h2>Nodes — contributors</h2>
+    <table id="nodes"><thead><tr><th>node</th><th>role</th><th>languages</th><th>status</th><th>last heartbeat</th><th class="num">rounds joined</th><th class="num">missed</th><th class="num">tokens</th><th class="num">CPU-s</th></tr></thead><tbody></tbody></table>
+    <h2>Versions</h2>
+    <table id="versions"><thead><tr><th>version</th><th>round</th><th>parent</th><th>hash</th><th class="num">contributors</th><th class="num">tokens</th><th class="num">mean bits/byte</th></tr></thead><tbody></tbody></table>
+    <script>
+    const q = location.search.includes("token=") ? location.search : "";
+    const esc = s => String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+    const get = p => fetch(p + q).then(r => { if (!r.ok) throw new Error(p + ": " + r.status); return r.json(); });
+    const rows = (id, list, f) => { document.querySelector("#" + id + " tbody").innerHTML = list.map(x => "<tr>" + f(x).join("") + "</tr>").join(""); };
+    const td = (v, num) => "<td" + (num ? " class=num" : "") + ">" + esc(v) + "</td>";
+    let lastRounds = -1;
+    async function refresh() {
+      const [o, nodes, rounds, versions] = await Promise.all([get("api/v1/overview"), get("api/v1/nodes"), get("api/v1/rounds"), get("api/v1/versions")]);
+      const l = o.live, pct = l.expected ? Math.round(100 * l.received / l.expected) : 0;
+      const left = l.deadline ? Math.max(0, Math.round(l.deadline - Date.now() / 1000)) + " s to the deadline" : "";
+      document.getElementById("overview").innerHTML = (l.round ? "Round <b>" + l.round + "</b>: " + l.received + " of " + l.expected +
+        " updates <span class=bar><div style='width:" + pct + "%'></div></span> " + left : "No round in progress") +
+        " · version <b>" + l.version + "</b> · " + l.nodes.length + " nodes connected · " + o.rounds + " rounds recorded";
+      rows("rounds", rounds.slice().reverse(), r => [td(r.number, 1), td(r.outcome), td(r.selected, 1), td(r.accepted, 1), td(r.rejected, 1), td(r.late, 1), td((r.ended_at - r.started_at).toFixed(1), 1)]);
+      rows("nodes", nodes, n => [td(n.name), td(n.role), td(n.languages.join(", ")), td(n.connected ? "connected" : n.status), td(n.lastSeen ? new Date(n.lastSeen * 1000).toLocaleTimeString() : "—"),
+        td(n.roundsJoined, 1), td(n.roundsMissed, 1), td(n.tokens, 1), td(n.cpuSeconds.toFixed(0), 1)]);
+      rows("versions", versions.slice().reverse(), v => [td(v.number, 1), td(v.round, 1), td(v.parent ?? "—", 1), "<td><code>" + esc(v.hash.slice(0, 16)) + "</code></td>",
+        td(v.contributors, 1), td(v.tokens, 1), td(v.mean_bits_per_byte == null ? "—" : v.mean_bits_per_byte.toFixed(3), 1)]);
+      if (rounds.length !== lastRounds) {
+        lastRounds = rounds.length;
+        for (const [id, p] of [["plot-bpb", "plots/bits-per-byte.svg"], ["plot-loss", "plots/loss.svg"]]) document.getElementById(id).src = p + (q ? q + "&" : "?") + "n=" + lastRounds;
+      }
+    }
+    refresh(); setInterval(() => refresh().catch(e => { document.getElementById("overview").textContent = "cannot reach the coordinator: " + e.message; }), 2000);
+    </script>
+    </body></html>
+    """
+  }
+}

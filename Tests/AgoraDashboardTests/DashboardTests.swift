@@ -1,0 +1,109 @@
+import AgoraRegistry
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+@testable import AgoraDashboard
+
+/// Every route of the dashboard through Hummingbird's router test client (no port opened), on a real
+/// registry in a temporary directory.
+@Suite struct DashboardTests {
+  func registry() throws -> (Registry, LiveState, String) {
+    let dir = NSTemporaryDirectory() + "agora-dashboard-\(UUID().uuidString)"
+    let store = try Registry(dataDir: dir, federation: "test-fed", create: true)
+    try store.upsert(node: NodeRecord(fingerprint: "aa11", name: "Alpha University", institution: "Alpha", contact: "", role: "institution", languages: [],
+                                      status: "enrolled", enrolledAt: 0, revokedAt: nil, signKey: "00", curveKey: "00"))
+    try store.upsert(node: NodeRecord(fingerprint: "bb22", name: "Volunteer <b>", institution: "Beta", contact: "", role: "donor", languages: [],
+                                      status: "enrolled", enrolledAt: 0, revokedAt: nil, signKey: "00", curveKey: "00"))
+    try store.commitGenesis(VersionRecord(number: 0, parent: nil, hash: String(repeating: "0", count: 64), optimizer: nil, optimizerKind: "diloco", round: 0,
+                                          createdAt: 1, signature: "", bitsPerByte: [("de", 5.0), ("fr", 5.2)], tokens: 0, contributors: 0,
+                                          preset: "tiny", config: "{}", tokenizer: "t"))
+    for r in 1...3 {
+      let cs = [ContributionRecord(round: r, node: "aa11", name: "Alpha University", role: "institution", tokens: 1000, languages: ["de": 1000], steps: 10,
+                                   seconds: 2, bytes: 100, loss: 5 - Double(r) * 0.1, weight: 1000, late: false),
+                ContributionRecord(round: r, node: "bb22", name: "Volunteer <b>", role: "donor", tokens: 500, languages: ["fr": 500], steps: 10,
+                                   seconds: 1, bytes: 100, loss: 5.1 - Double(r) * 0.1, weight: 500, late: false)]
+      let round = RoundRecord(number: r, startedAt: Double(r), endedAt: Double(r) + 0.5, selected: 2, accepted: 2, rejected: 0, late: 0,
+                              outcome: "version \(r)", version: r)
+      try store.commit(version: VersionRecord(number: r, parent: r - 1, hash: String(repeating: "\(r)", count: 64), optimizer: nil, optimizerKind: "diloco",
+                                              round: r, createdAt: Double(r), signature: "", bitsPerByte: [("de", 5.0 - Double(r) * 0.2), ("fr", 5.2 - Double(r) * 0.1)],
+                                              tokens: 1500, contributors: 2, preset: "tiny", config: "{}", tokenizer: "t"),
+                       round: round, contributions: cs)
+    }
+    let live = LiveState(federation: "test-fed")
+    live.update {
+      $0.round = 4; $0.expected = 2; $0.received = 1; $0.deadline = Date().timeIntervalSince1970 + 30; $0.version = 3
+      $0.nodes = [.init(fingerprint: "aa11", name: "Alpha University", donor: false, lastSeen: Date().timeIntervalSince1970)]
+    }
+    return (store, live, dir)
+  }
+
+  @Test func everyRouteAnswers() async throws {
+    let (store, live, dir) = try registry()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let app = Application(router: Dashboard.router(store: store, live: live, token: nil))
+    try await app.test(.router) { client in
+      try await client.execute(uri: "/", method: .get) { r in
+        #expect(r.status == .ok)
+        #expect(r.headers[.contentType]?.hasPrefix("text/html") == true)
+        let page = String(buffer: r.body)
+        #expect(page.contains("<table id=\"rounds\"") && page.contains("plots/bits-per-byte.svg"))
+        #expect(!page.contains("http://") && !page.contains("https://"), "nothing is fetched from elsewhere")
+      }
+      try await client.execute(uri: "/api/v1/overview", method: .get) { r in
+        let o = try JSONDecoder().decode(Overview.self, from: Data(buffer: r.body))
+        #expect(o.live.round == 4 && o.live.received == 1 && o.rounds == 3 && o.versions.first?.number == 3)
+      }
+      try await client.execute(uri: "/api/v1/nodes", method: .get) { r in
+        let nodes = try JSONDecoder().decode([NodeRow].self, from: Data(buffer: r.body))
+        #expect(nodes.map(\.name) == ["Alpha University", "Volunteer <b>"], "leaderboard by tokens")
+        #expect(nodes[0].tokens == 3000 && nodes[0].roundsJoined == 3 && nodes[0].connected && nodes[0].languages == ["de"])
+        #expect(nodes[1].role == "donor" && !nodes[1].connected && nodes[1].cpuSeconds == 3)
+      }
+      try await client.execute(uri: "/api/v1/rounds", method: .get) { r in
+        let rounds = try JSONDecoder().decode([RoundRecord].self, from: Data(buffer: r.body))
+        #expect(rounds.map(\.number) == [1, 2, 3])
+      }
+      try await client.execute(uri: "/api/v1/versions", method: .get) { r in
+        let versions = try JSONDecoder().decode([VersionRecord].self, from: Data(buffer: r.body))
+        #expect(versions.map(\.number) == [0, 1, 2, 3])
+      }
+      try await client.execute(uri: "/api/v1/versions/2", method: .get) { r in
+        let d = try JSONDecoder().decode(Dashboard.VersionDetail.self, from: Data(buffer: r.body))
+        #expect(d.version.number == 2 && d.lineage == [2, 1, 0] && d.contributions.count == 4)
+      }
+      try await client.execute(uri: "/api/v1/versions/99", method: .get) { r in #expect(r.status == .notFound) }
+      try await client.execute(uri: "/api/v1/versions/x", method: .get) { r in #expect(r.status == .badRequest) }
+      try await client.execute(uri: "/plots/bits-per-byte.svg", method: .get) { r in
+        let svg = String(buffer: r.body)
+        #expect(r.headers[.contentType] == "image/svg+xml")
+        #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<polyline").count == 3, "one line per language")
+      }
+      try await client.execute(uri: "/plots/loss.svg", method: .get) { r in
+        #expect(String(buffer: r.body).contains("<polyline"))
+      }
+    }
+  }
+
+  @Test func aTokenGuardsEveryRoute() async throws {
+    let (store, live, dir) = try registry()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let app = Application(router: Dashboard.router(store: store, live: live, token: "s3cret"))
+    try await app.test(.router) { client in
+      for uri in ["/", "/api/v1/overview", "/api/v1/nodes", "/api/v1/rounds", "/api/v1/versions", "/api/v1/versions/1", "/plots/loss.svg", "/plots/bits-per-byte.svg"] {
+        try await client.execute(uri: uri, method: .get) { r in #expect(r.status == .unauthorized, "\(uri) without the token") }
+        try await client.execute(uri: uri, method: .get, headers: [.authorization: "Bearer wrong"]) { r in #expect(r.status == .unauthorized) }
+        try await client.execute(uri: uri, method: .get, headers: [.authorization: "Bearer s3cret"]) { r in #expect(r.status == .ok, "\(uri) with the token") }
+        try await client.execute(uri: uri + "?token=s3cret", method: .get) { r in #expect(r.status == .ok) }
+      }
+    }
+  }
+
+  @Test func plotsEscapeNamesAndHandleNoData() {
+    #expect(Plots.bitsPerByte([]).contains("no data yet"))
+    let v = VersionRecord(number: 1, parent: 0, hash: "h", optimizer: nil, optimizerKind: "diloco", round: 1, createdAt: 0, signature: "",
+                          bitsPerByte: [("<x>", 4.0)], tokens: 0, contributors: 0, preset: "tiny", config: "{}", tokenizer: "t")
+    let svg = Plots.bitsPerByte([v])
+    #expect(svg.contains("&lt;x&gt;") && !svg.contains("<x>"))
+  }
+}
