@@ -49,7 +49,9 @@ enum Page {
         for (const [id, p] of [["plot-bpb", "plots/bits-per-byte.svg"], ["plot-loss", "plots/loss.svg"]]) document.getElementById(id).src = p + (q ? q + "&" : "?") + "n=" + lastRounds;
       }
     }
-    refresh(); setInterval(() => refresh().catch(e => { document.getElementById("overview").textContent = "cannot reach the coordinator: " + e.message; }), 2000);
+    for (const img of document.querySelectorAll(".plots img")) img.addEventListener("load", () => { img.dataset.loaded = img.naturalWidth > 0 ? "yes" : "empty"; });
+    refresh().then(() => { document.body.dataset.refreshed = "yes"; });
+    setInterval(() => refresh().catch(e => { document.getElementById("overview").textContent = "cannot reach the coordinator: " + e.message; }), 2000);
     </script>
     </body></html>
     """
