@@ -64,9 +64,12 @@ public struct Overview: Codable, Sendable {
 /// all read from the registry and the live state. With a token, every route asks for it
 /// (`Authorization: Bearer TOKEN` or `?token=TOKEN`).
 public enum Dashboard {
-  public static func router(store: Registry, live: LiveState, token: String?) -> Router<BasicRequestContext> {
+  public static func router(store: Registry, live: LiveState, token: String?, metrics: FederationMetrics = FederationMetrics()) -> Router<BasicRequestContext> {
     let router = Router()
     if let token { router.add(middleware: TokenCheck(token: token)) }
+    router.get("/metrics") { _, _ in
+      Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: metrics.text())))
+    }
     router.get("/api/v1/overview") { _, _ in try overview(store, live) }
     router.get("/api/v1/nodes") { _, _ in try nodes(store, live) }
     router.get("/api/v1/rounds") { _, _ in try store.rounds() }

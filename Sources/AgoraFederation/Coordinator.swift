@@ -63,6 +63,8 @@ public final class CoordinatorService {
   public let store: Registry
   /// What the dashboard shows of the round in progress and of connected nodes.
   public let live: LiveState
+  /// Prometheus metrics, served by the dashboard at /metrics.
+  public let metrics = FederationMetrics()
   var dashboardTask: Task<Void, Never>? = nil
   /// The first round this run will hold (after a restart, the one after the last recorded).
   public private(set) var firstRound = 1
@@ -252,13 +254,15 @@ public final class CoordinatorService {
     let nodes = sessions.live.map { LiveStatus.Node(fingerprint: $0.fingerprint, name: $0.name, donor: $0.donor, lastSeen: $0.lastSeen.timeIntervalSince1970) }
     let v = version
     live.update { $0.nodes = nodes; $0.version = v }
+    metrics.nodesConnected.set(Double(nodes.count))
+    metrics.latestVersion.set(Double(v))
   }
 
   /// Starts the dashboard (Hummingbird) if the configuration names an address; returns its URL.
   @discardableResult
   public func startDashboard() -> String? {
     guard let (host, port) = config.dashboard, dashboardTask == nil else { return nil }
-    let app = Application(router: Dashboard.router(store: store, live: live, token: config.dashboardToken),
+    let app = Application(router: Dashboard.router(store: store, live: live, token: config.dashboardToken, metrics: metrics),
                           configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
     let log = self.log
     nonisolated(unsafe) let logger = log
@@ -314,8 +318,9 @@ public final class CoordinatorService {
     let baseNorm = l2(params)
     receiver.onStart = { [self] _, _ in received = 0 }
     receiver.onAbort = { [self] _, _ in received = 0 }
-    receiver.onReject = { node, forRound, _ in
+    receiver.onReject = { [metrics] node, forRound, _ in
       rejected.append(node)
+      metrics.updatesRejected.increment()
       if forRound == UInt64(r) { done.insert(node) }
     }
     receiver.onChunk = { [self] _, _, plain in
@@ -348,6 +353,8 @@ public final class CoordinatorService {
       losses.append(Double(c.loss))
       norms.append(norm)
       if c.round == UInt64(r) { done.insert(c.node); live.update { $0.received += 1 } }
+      metrics.updatesReceived.increment()
+      metrics.bytesIn.increment(by: Int64(c.bytes))
       let who = names[c.node] ?? sessions.session(c.node).map { ($0.name, $0.donor) } ?? (String(c.node.prefix(12)), false)
       var perLanguage = Dictionary(c.languages.map { ($0.language, Int($0.tokens)) }, uniquingKeysWith: +)
       if perLanguage.isEmpty { perLanguage["unknown"] = Int(c.tokens) }
@@ -372,7 +379,13 @@ public final class CoordinatorService {
     }
     let wanted = Set(selected.map(\.fingerprint))
     live.update { $0.round = r; $0.expected = selected.count; $0.received = 0; $0.deadline = deadline.timeIntervalSince1970 }
-    defer { let v = version; live.update { $0.round = nil; $0.deadline = nil; $0.version = v } }
+    defer {
+      let v = version
+      live.update { $0.round = nil; $0.deadline = nil; $0.version = v }
+      metrics.rounds.increment()
+      metrics.latestVersion.set(Double(v))
+      metrics.roundDuration.record(.milliseconds(Int64(Date().timeIntervalSince(started) * 1000)))
+    }
     while !stop.isSet && Date() < deadline && !wanted.isSubset(of: done) {
       pump(timeout: 0.1)
       // A node that died is not waited for: once it is expired, the round goes on without it.

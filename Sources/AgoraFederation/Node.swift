@@ -7,6 +7,7 @@ import AgoraTrainer
 import AgoraTransport
 import AgoraWire
 import Foundation
+import Logging
 
 /// The node service: joins the federation, and for each round fetches the base version (checked by hash),
 /// trains on its own data (which never leaves it), and sends Δ = θ_base − θ_local, compressed, signed and
@@ -24,7 +25,18 @@ public final class NodeService {
   let endpoint: Endpoint
   let copy: VersionCopy
   let errorFeedback: FloatBuffer
-  public var log: (String) -> Void = { print($0) }
+  /// Where the node says what it does: swift-log (label `agora.node`) unless a caller sets its own.
+  public var log: (String) -> Void = { [logger = Logger(label: "agora.node")] in logger.info("\($0)") }
+  /// The live progress line while training (step, loss, tokens/s, ETA): rewritten in place on a terminal,
+  /// a line every 10 s otherwise.
+  public var progress: (String) -> Void = NodeService.defaultProgress
+  static let defaultProgress: (String) -> Void = {
+    let tty = isatty(STDOUT_FILENO) == 1
+    nonisolated(unsafe) var last = Date.distantPast
+    return { line in
+      if tty { print("\r" + line, terminator: ""); fflush(stdout) } else if Date().timeIntervalSince(last) >= 10 { last = Date(); print(line) }
+    }
+  }()
   let stop = ManagedAtomicFlag()
   public private(set) var roundsDone = 0
 
@@ -165,11 +177,17 @@ public final class NodeService {
     var done = 0
     let before = trainer.tokensByLanguage
     let cpu0 = processCPUSeconds()
+    let tokensPerStep = Double(trainer.model.B * trainer.model.T)
     for _ in 0..<n {
       if Date() > deadline || stop.isSet { break }
       loss = try trainer.step().loss
       done += 1
+      let elapsed = Date().timeIntervalSince(t0)
+      let rate = Double(done) / max(elapsed, 1e-9)
+      progress(String(format: "%@ training, round %llu step %d/%d, loss %.3f, %.0f tok/s, ETA %.0f s", config.name, r, done, n, loss,
+                      rate * tokensPerStep, Double(n - done) / max(rate, 1e-9)))
     }
+    if isatty(STDOUT_FILENO) == 1 { print("") }
     // Asked to stop (SIGINT/SIGTERM): the round is abandoned, nothing half-sent.
     guard !stop.isSet else { throw TransferError.timeout("stopping; round \(r) abandoned") }
     // Δ = θ_base − θ_local

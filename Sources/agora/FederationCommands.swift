@@ -3,6 +3,7 @@ import AgoraTensor
 import ArgumentParser
 import Dispatch
 import Foundation
+import Logging
 
 /// Calls `handler` once on SIGINT or SIGTERM (the default action is replaced).
 func onTerminationSignal(_ handler: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
@@ -62,6 +63,7 @@ struct NodeCommand: ParsableCommand {
     setvbuf(stdout, nil, _IOLBF, 0)
     let cfg: NodeConfig
     do { cfg = try NodeConfig(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+    LoggingSystem.bootstrap { StreamLogHandler.standardOutput(label: $0) }
     let node = try NodeService(config: cfg)
     let signals = onTerminationSignal { node.requestStop() }
     defer { _ = signals; node.shutdown() }

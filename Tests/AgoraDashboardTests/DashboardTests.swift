@@ -41,7 +41,10 @@ import Testing
   @Test func everyRouteAnswers() async throws {
     let (store, live, dir) = try registry()
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    let app = Application(router: Dashboard.router(store: store, live: live, token: nil))
+    let metrics = FederationMetrics()
+    metrics.updatesReceived.increment(by: Int64(7))
+    metrics.latestVersion.set(Double(3))
+    let app = Application(router: Dashboard.router(store: store, live: live, token: nil, metrics: metrics))
     try await app.test(.router) { client in
       try await client.execute(uri: "/", method: .get) { r in
         #expect(r.status == .ok)
@@ -82,6 +85,12 @@ import Testing
       try await client.execute(uri: "/plots/loss.svg", method: .get) { r in
         #expect(String(buffer: r.body).contains("<polyline"))
       }
+      try await client.execute(uri: "/metrics", method: .get) { r in
+        let text = String(buffer: r.body)
+        #expect(r.headers[.contentType]?.hasPrefix("text/plain; version=0.0.4") == true)
+        #expect(text.contains("agora_updates_received_total 7") && text.contains("agora_latest_version 3.0") || text.contains("agora_latest_version 3"), "\(text)")
+        #expect(text.contains("# TYPE agora_round_duration_seconds histogram") && text.contains("agora_nodes_connected"))
+      }
     }
   }
 
@@ -90,7 +99,7 @@ import Testing
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let app = Application(router: Dashboard.router(store: store, live: live, token: "s3cret"))
     try await app.test(.router) { client in
-      for uri in ["/", "/api/v1/overview", "/api/v1/nodes", "/api/v1/rounds", "/api/v1/versions", "/api/v1/versions/1", "/plots/loss.svg", "/plots/bits-per-byte.svg"] {
+      for uri in ["/", "/metrics", "/api/v1/overview", "/api/v1/nodes", "/api/v1/rounds", "/api/v1/versions", "/api/v1/versions/1", "/plots/loss.svg", "/plots/bits-per-byte.svg"] {
         try await client.execute(uri: uri, method: .get) { r in #expect(r.status == .unauthorized, "\(uri) without the token") }
         try await client.execute(uri: uri, method: .get, headers: [.authorization: "Bearer wrong"]) { r in #expect(r.status == .unauthorized) }
         try await client.execute(uri: uri, method: .get, headers: [.authorization: "Bearer s3cret"]) { r in #expect(r.status == .ok, "\(uri) with the token") }

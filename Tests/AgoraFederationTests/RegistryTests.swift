@@ -210,6 +210,18 @@ import Testing
     let consoleErrors = log.split(separator: "\n").filter { $0.contains("CONSOLE") && ($0.contains("Uncaught") || $0.contains("rror")) }
     #expect(consoleErrors.isEmpty, "console errors: \(consoleErrors)")
     _ = try chrome(["--screenshot=" + shots + "/dashboard.png"])
+    // The same overview in a terminal, and the Prometheus metrics.
+    let (status, overview) = try h.run(["status", "--coordinator", "http://127.0.0.1:\(port)/"])
+    #expect(status == 0 && overview.contains("federation test-federation") && overview.contains("east") && overview.contains("connected"), "\(overview)")
+    let curl = Process()
+    curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+    curl.arguments = ["-sf", "http://127.0.0.1:\(port)/metrics"]
+    let pipe = Pipe()
+    curl.standardOutput = pipe
+    try curl.run()
+    let metrics = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    curl.waitUntilExit()
+    #expect(metrics.contains("agora_updates_received_total") && metrics.contains("agora_nodes_connected 2"), "\(metrics)")
     let size = (try? FileManager.default.attributesOfItem(atPath: shots + "/dashboard.png")[.size] as? Int) ?? 0
     #expect(size > 10_000, "a screenshot was saved (\(size) bytes)")
   }
