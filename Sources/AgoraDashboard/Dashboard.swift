@@ -1,4 +1,6 @@
+import AgoraCrypto
 import AgoraRegistry
+import AgoraWire
 import Foundation
 import Hummingbird
 
@@ -64,7 +66,8 @@ public struct Overview: Codable, Sendable {
 /// all read from the registry and the live state. With a token, every route asks for it
 /// (`Authorization: Bearer TOKEN` or `?token=TOKEN`).
 public enum Dashboard {
-  public static func router(store: Registry, live: LiveState, token: String?, metrics: FederationMetrics = FederationMetrics()) -> Router<BasicRequestContext> {
+  public static func router(store: Registry, live: LiveState, token: String?, metrics: FederationMetrics = FederationMetrics(),
+                             signKey: [UInt8]? = nil) -> Router<BasicRequestContext> {
     let router = Router()
     if let token { router.add(middleware: TokenCheck(token: token)) }
     router.get("/metrics") { _, _ in
@@ -78,9 +81,14 @@ public enum Dashboard {
       let n = try context.parameters.require("number", as: Int.self)
       do {
         let v = try store.version(n)
-        return VersionDetail(version: v, lineage: try store.lineage(n).map(\.number), contributions: try store.contributions().filter { c in
-          try store.lineage(n).contains { $0.round == c.round }
-        })
+        let lineage = try store.lineage(n)
+        var valid: Bool? = nil
+        if let signKey {
+          let parent = lineage.dropFirst().first.flatMap { unhex($0.hash) } ?? [UInt8](repeating: 0, count: 32)
+          let statement = VersionStatement.bytes(federation: store.federation, number: UInt64(n), hash: unhex(v.hash) ?? [], parent: parent)
+          valid = Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey)
+        }
+        return VersionDetail(version: v, lineage: lineage.map(\.number), signatureValid: valid, summary: try TrainingDataSummary.of(n, in: store))
       } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
     }
     router.get("/plots/bits-per-byte.svg") { _, _ in svg(Plots.bitsPerByte(try store.versions())) }
@@ -94,7 +102,10 @@ public enum Dashboard {
   public struct VersionDetail: Codable, Sendable, ResponseEncodable {
     public var version: VersionRecord
     public var lineage: [Int]
-    public var contributions: [ContributionRecord]
+    /// Whether the coordinator's signature verifies (nil when the dashboard was not given its key).
+    public var signatureValid: Bool?
+    /// Who trained it on what (the model card's training-data summary).
+    public var summary: TrainingDataSummary
   }
 
   static func svg(_ s: String) -> Response {

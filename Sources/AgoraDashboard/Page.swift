@@ -25,6 +25,7 @@ enum Page {
     <table id="nodes"><thead><tr><th>node</th><th>role</th><th>languages</th><th>status</th><th>last heartbeat</th><th class="num">rounds joined</th><th class="num">missed</th><th class="num">tokens</th><th class="num">CPU-s</th></tr></thead><tbody></tbody></table>
     <h2>Versions</h2>
     <table id="versions"><thead><tr><th>version</th><th>round</th><th>parent</th><th>hash</th><th class="num">contributors</th><th class="num">tokens</th><th class="num">mean bits/byte</th></tr></thead><tbody></tbody></table>
+    <div id="version" class="muted">Select a version for its lineage, signature and training-data summary.</div>
     <script>
     const q = location.search.includes("token=") ? location.search : "";
     const esc = s => String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
@@ -32,6 +33,14 @@ enum Page {
     const rows = (id, list, f) => { document.querySelector("#" + id + " tbody").innerHTML = list.map(x => "<tr>" + f(x).join("") + "</tr>").join(""); };
     const td = (v, num) => "<td" + (num ? " class=num" : "") + ">" + esc(v) + "</td>";
     let lastRounds = -1;
+    async function show(n) {
+      const d = await get("api/v1/versions/" + n), s = d.summary;
+      const sig = d.signatureValid == null ? "not checked" : (d.signatureValid ? "valid" : "INVALID");
+      document.getElementById("version").innerHTML = "<h2>Version " + n + "</h2><p>hash <code>" + esc(d.version.hash) + "</code> · signature <b>" + sig +
+        "</b> · lineage " + d.lineage.map(esc).join(" ← ") + "</p><p>Training data: " + s.tokens + " tokens in rounds " + s.rounds.join(", ") + "; " +
+        Object.entries(s.tokensPerLanguage).map(([l, t]) => esc(l) + " " + t).join(", ") + "</p><table><tr><th>contributor</th><th>role</th><th class=num>rounds</th><th class=num>tokens</th><th>languages</th><th class=num>CPU-s</th></tr>" +
+        s.contributors.map(c => "<tr>" + td(c.name) + td(c.role) + td(c.rounds, 1) + td(c.tokens, 1) + td(Object.entries(c.tokensPerLanguage).map(([l, t]) => l + " " + t).join(", ")) + td(c.seconds.toFixed(0), 1) + "</tr>").join("") + "</table>";
+    }
     async function refresh() {
       const [o, nodes, rounds, versions] = await Promise.all([get("api/v1/overview"), get("api/v1/nodes"), get("api/v1/rounds"), get("api/v1/versions")]);
       const l = o.live, pct = l.expected ? Math.round(100 * l.received / l.expected) : 0;
@@ -42,7 +51,7 @@ enum Page {
       rows("rounds", rounds.slice().reverse(), r => [td(r.number, 1), td(r.outcome), td(r.selected, 1), td(r.accepted, 1), td(r.rejected, 1), td(r.late, 1), td((r.ended_at - r.started_at).toFixed(1), 1)]);
       rows("nodes", nodes, n => [td(n.name), td(n.role), td(n.languages.join(", ")), td(n.connected ? "connected" : n.status), td(n.lastSeen ? new Date(n.lastSeen * 1000).toLocaleTimeString() : "—"),
         td(n.roundsJoined, 1), td(n.roundsMissed, 1), td(n.tokens, 1), td(n.cpuSeconds.toFixed(0), 1)]);
-      rows("versions", versions.slice().reverse(), v => [td(v.number, 1), td(v.round, 1), td(v.parent ?? "—", 1), "<td><code>" + esc(v.hash.slice(0, 16)) + "</code></td>",
+      rows("versions", versions.slice().reverse(), v => ["<td class=num><a href='#v" + v.number + "' onclick='show(" + v.number + ")'>" + v.number + "</a></td>", td(v.round, 1), td(v.parent ?? "—", 1), "<td><code>" + esc(v.hash.slice(0, 16)) + "</code></td>",
         td(v.contributors, 1), td(v.tokens, 1), td(v.mean_bits_per_byte == null ? "—" : v.mean_bits_per_byte.toFixed(3), 1)]);
       if (rounds.length !== lastRounds) {
         lastRounds = rounds.length;
@@ -50,7 +59,7 @@ enum Page {
       }
     }
     for (const img of document.querySelectorAll(".plots img")) img.addEventListener("load", () => { img.dataset.loaded = img.naturalWidth > 0 ? "yes" : "empty"; });
-    refresh().then(() => { document.body.dataset.refreshed = "yes"; });
+    refresh().then(() => { document.body.dataset.refreshed = "yes"; const m = location.hash.match(/^#v([0-9]+)$/); if (m) show(+m[1]); });
     setInterval(() => refresh().catch(e => { document.getElementById("overview").textContent = "cannot reach the coordinator: " + e.message; }), 2000);
     </script>
     </body></html>

@@ -262,7 +262,8 @@ public final class CoordinatorService {
   @discardableResult
   public func startDashboard() -> String? {
     guard let (host, port) = config.dashboard, dashboardTask == nil else { return nil }
-    let app = Application(router: Dashboard.router(store: store, live: live, token: config.dashboardToken, metrics: metrics),
+    let app = Application(router: Dashboard.router(store: store, live: live, token: config.dashboardToken, metrics: metrics,
+                                                   signKey: identity.card.signPublic),
                           configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
     let log = self.log
     nonisolated(unsafe) let logger = log

@@ -187,11 +187,11 @@ import Testing
     #expect(c.isRunning, "the federation is still running: \(h.read("coordinator.log"))")
     let shots = repoRoot + "/.agora/screenshots"
     try FileManager.default.createDirectory(atPath: shots, withIntermediateDirectories: true)
-    func chrome(_ args: [String]) throws -> (String, String) {
+    func chrome(_ args: [String], fragment: String = "") throws -> (String, String) {
       let p = Process()
       p.executableURL = URL(fileURLWithPath: browser)
       p.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0",
-                     "--user-data-dir=" + h.dir + "/chromium", "--virtual-time-budget=6000", "--window-size=1200,1500"] + args + ["http://127.0.0.1:\(port)/"]
+                     "--user-data-dir=" + h.dir + "/chromium", "--virtual-time-budget=6000", "--window-size=1200,1500"] + args + ["http://127.0.0.1:\(port)/" + fragment]
       let out = Pipe(), err = Pipe()
       p.standardOutput = out
       p.standardError = err
@@ -210,6 +210,9 @@ import Testing
     let consoleErrors = log.split(separator: "\n").filter { $0.contains("CONSOLE") && ($0.contains("Uncaught") || $0.contains("rror")) }
     #expect(consoleErrors.isEmpty, "console errors: \(consoleErrors)")
     _ = try chrome(["--screenshot=" + shots + "/dashboard.png"])
+    // A version's detail: lineage, signature status, training-data summary.
+    let (detail, _) = try chrome(["--dump-dom"], fragment: "#v2")
+    #expect(detail.contains("<h2>Version 2</h2>") && detail.contains("signature <b>valid</b>") && detail.contains("2 ← 1 ← 0"), "\(detail.suffix(1500))")
     // The same overview in a terminal, and the Prometheus metrics.
     let (status, overview) = try h.run(["status", "--coordinator", "http://127.0.0.1:\(port)/"])
     #expect(status == 0 && overview.contains("federation test-federation") && overview.contains("east") && overview.contains("connected"), "\(overview)")
