@@ -67,7 +67,7 @@ public struct Overview: Codable, Sendable {
 /// (`Authorization: Bearer TOKEN` or `?token=TOKEN`).
 public enum Dashboard {
   public static func router(store: Registry, live: LiveState, token: String?, metrics: FederationMetrics = FederationMetrics(),
-                             signKey: [UInt8]? = nil) -> Router<BasicRequestContext> {
+                             signKey: [UInt8]? = nil, modelCard: (@Sendable (Int) throws -> String)? = nil) -> Router<BasicRequestContext> {
     let router = Router()
     if let token { router.add(middleware: TokenCheck(token: token)) }
     router.get("/metrics") { _, _ in
@@ -89,6 +89,13 @@ public enum Dashboard {
           valid = Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey)
         }
         return VersionDetail(version: v, lineage: lineage.map(\.number), signatureValid: valid, summary: try TrainingDataSummary.of(n, in: store))
+      } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
+    }
+    router.get("/api/v1/versions/{number}/card") { _, context -> Response in
+      let n = try context.parameters.require("number", as: Int.self)
+      guard let modelCard else { throw HTTPError(.notFound, message: "no model cards here") }
+      do {
+        return Response(status: .ok, headers: [.contentType: "text/markdown; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: try modelCard(n))))
       } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
     }
     router.get("/plots/bits-per-byte.svg") { _, _ in svg(Plots.bitsPerByte(try store.versions())) }

@@ -39,7 +39,10 @@ enum Page {
       document.getElementById("version").innerHTML = "<h2>Version " + n + "</h2><p>hash <code>" + esc(d.version.hash) + "</code> · signature <b>" + sig +
         "</b> · lineage " + d.lineage.map(esc).join(" ← ") + "</p><p>Training data: " + s.tokens + " tokens in rounds " + s.rounds.join(", ") + "; " +
         Object.entries(s.tokensPerLanguage).map(([l, t]) => esc(l) + " " + t).join(", ") + "</p><table><tr><th>contributor</th><th>role</th><th class=num>rounds</th><th class=num>tokens</th><th>languages</th><th class=num>CPU-s</th></tr>" +
-        s.contributors.map(c => "<tr>" + td(c.name) + td(c.role) + td(c.rounds, 1) + td(c.tokens, 1) + td(Object.entries(c.tokensPerLanguage).map(([l, t]) => l + " " + t).join(", ")) + td(c.seconds.toFixed(0), 1) + "</tr>").join("") + "</table>";
+        s.contributors.map(c => "<tr>" + td(c.name) + td(c.role) + td(c.rounds, 1) + td(c.tokens, 1) + td(Object.entries(c.tokensPerLanguage).map(([l, t]) => l + " " + t).join(", ")) + td(c.seconds.toFixed(0), 1) + "</tr>").join("") + "</table>" +
+        "<h2>Model card</h2><pre id=card style='white-space:pre-wrap;font-size:.8rem'></pre>";
+      const card = await fetch("api/v1/versions/" + n + "/card" + q);
+      document.getElementById("card").textContent = card.ok ? await card.text() : "(no model card: " + card.status + ")";
     }
     async function refresh() {
       const [o, nodes, rounds, versions] = await Promise.all([get("api/v1/overview"), get("api/v1/nodes"), get("api/v1/rounds"), get("api/v1/versions")]);

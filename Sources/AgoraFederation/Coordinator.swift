@@ -263,7 +263,8 @@ public final class CoordinatorService {
   public func startDashboard() -> String? {
     guard let (host, port) = config.dashboard, dashboardTask == nil else { return nil }
     let app = Application(router: Dashboard.router(store: store, live: live, token: config.dashboardToken, metrics: metrics,
-                                                   signKey: identity.card.signPublic),
+                                                   signKey: identity.card.signPublic,
+                                                   modelCard: { [store, key = identity.card.signPublic] n in try VersionExport.modelCard(n, from: store, signKey: key) }),
                           configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
     let log = self.log
     nonisolated(unsafe) let logger = log

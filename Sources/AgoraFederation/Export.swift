@@ -43,6 +43,15 @@ public enum VersionExport {
     return Result(summary: summary, signatureValid: valid)
   }
 
+  /// The model card `export` writes for a version (its signature checked with `signKey`).
+  public static func modelCard(_ number: Int, from store: Registry, signKey: [UInt8]) throws -> String {
+    let v = try store.version(number)
+    let parent = try v.parent.map { unhex(try store.version($0).hash) ?? [] } ?? [UInt8](repeating: 0, count: 32)
+    let statement = VersionStatement.bytes(federation: store.federation, number: UInt64(number), hash: unhex(v.hash) ?? [], parent: parent)
+    return modelCard(v, summary: try TrainingDataSummary.of(number, in: store), config: try parseConfig(v.config),
+                     signatureValid: Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey))
+  }
+
   static func parseConfig(_ json: String) throws -> GPTConfig {
     let tmp = NSTemporaryDirectory() + "agora-config-\(UUID().uuidString).json"
     defer { try? FileManager.default.removeItem(atPath: tmp) }

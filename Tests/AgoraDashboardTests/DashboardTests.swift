@@ -44,7 +44,8 @@ import Testing
     let metrics = FederationMetrics()
     metrics.updatesReceived.increment(by: Int64(7))
     metrics.latestVersion.set(Double(3))
-    let app = Application(router: Dashboard.router(store: store, live: live, token: nil, metrics: metrics))
+    let app = Application(router: Dashboard.router(store: store, live: live, token: nil, metrics: metrics,
+                                                   modelCard: { n in guard n <= 3 else { throw RegistryError.notFound("no version \(n)") }; return "# card \(n)" }))
     try await app.test(.router) { client in
       try await client.execute(uri: "/", method: .get) { r in
         #expect(r.status == .ok)
@@ -77,6 +78,8 @@ import Testing
         #expect(d.summary.contributors.count == 2 && d.summary.tokensPerLanguage == ["de": 2000, "fr": 1000] && d.summary.rounds == [1, 2])
       }
       try await client.execute(uri: "/api/v1/versions/99", method: .get) { r in #expect(r.status == .notFound) }
+      try await client.execute(uri: "/api/v1/versions/2/card", method: .get) { r in #expect(r.status == .ok && String(buffer: r.body) == "# card 2") }
+      try await client.execute(uri: "/api/v1/versions/9/card", method: .get) { r in #expect(r.status == .notFound) }
       try await client.execute(uri: "/api/v1/versions/x", method: .get) { r in #expect(r.status == .badRequest) }
       try await client.execute(uri: "/plots/bits-per-byte.svg", method: .get) { r in
         let svg = String(buffer: r.body)

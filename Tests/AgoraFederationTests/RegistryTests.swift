@@ -213,6 +213,7 @@ import Testing
     // A version's detail: lineage, signature status, training-data summary.
     let (detail, _) = try chrome(["--dump-dom"], fragment: "#v2")
     #expect(detail.contains("<h2>Version 2</h2>") && detail.contains("signature <b>valid</b>") && detail.contains("2 ← 1 ← 0"), "\(detail.suffix(1500))")
+    #expect(detail.contains("Model card") && detail.contains("Training data") && detail.contains("signature valid at export"), "the model card is shown")
     // The same overview in a terminal, and the Prometheus metrics.
     let (status, overview) = try h.run(["status", "--coordinator", "http://127.0.0.1:\(port)/"])
     #expect(status == 0 && overview.contains("federation test-federation") && overview.contains("east") && overview.contains("connected"), "\(overview)")
