@@ -42,7 +42,7 @@ let package = Package(
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", .product(name: "GRDB", package: "GRDB.swift")]),
-    .target(name: "AgoraDashboard", dependencies: ["AgoraRegistry", "AgoraCrypto", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
+    .target(name: "AgoraDashboard", dependencies: ["AgoraRegistry", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),
 
     // MARK: - The command-line tool: a thin layer over the libraries

@@ -1,6 +1,4 @@
-import AgoraCrypto
 import AgoraRegistry
-import AgoraWire
 import Foundation
 import Hummingbird
 
@@ -82,12 +80,7 @@ public enum Dashboard {
       do {
         let v = try store.version(n)
         let lineage = try store.lineage(n)
-        var valid: Bool? = nil
-        if let signKey {
-          let parent = lineage.dropFirst().first.flatMap { unhex($0.hash) } ?? [UInt8](repeating: 0, count: 32)
-          let statement = VersionStatement.bytes(federation: store.federation, number: UInt64(n), hash: unhex(v.hash) ?? [], parent: parent)
-          valid = Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey)
-        }
+        let valid = signKey.map { store.signatureValid(v, parentHash: lineage.dropFirst().first?.hash, signKey: $0) }
         return VersionDetail(version: v, lineage: lineage.map(\.number), signatureValid: valid, summary: try TrainingDataSummary.of(n, in: store))
       } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
     }

@@ -26,13 +26,9 @@ public enum VersionExport {
       try store.readBlob(v.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(number)")
     }
     guard head == Checkpoint.weightsHeader(config) else { throw RegistryError.corruptBlob(hash: v.hash, path: store.blobPath(v.hash), got: "a header of another model") }
-    let tokPath = store.blobPath(v.tokenizer)
-    guard let tokData = FileManager.default.contents(atPath: tokPath) else { throw RegistryError.missingBlob(hash: v.tokenizer, path: tokPath, what: "tokenizer") }
-    guard hex(Sodium.blake2b([UInt8](tokData))) == v.tokenizer else { throw RegistryError.corruptBlob(hash: v.tokenizer, path: tokPath, got: hex(Sodium.blake2b([UInt8](tokData)))) }
-    let tokenizer = try Tokenizer(contentsOf: tokPath)
-    let parent = try v.parent.map { unhex(try store.version($0).hash) ?? [] } ?? [UInt8](repeating: 0, count: 32)
-    let statement = VersionStatement.bytes(federation: store.federation, number: UInt64(number), hash: unhex(v.hash) ?? [], parent: parent)
-    let valid = Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey)
+    if let problem = store.checkBlob(v.tokenizer, what: "tokenizer of version \(number)") { throw problem }
+    let tokenizer = try Tokenizer(contentsOf: store.blobPath(v.tokenizer))
+    let valid = try store.signatureValid(v, signKey: signKey)
     let summary = try TrainingDataSummary.of(number, in: store)
     try Checkpoint.save(parameters: params, config: config, tokenizer: tokenizer, to: dir,
                         metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash])
@@ -46,18 +42,14 @@ public enum VersionExport {
   /// The model card `export` writes for a version (its signature checked with `signKey`).
   public static func modelCard(_ number: Int, from store: Registry, signKey: [UInt8]) throws -> String {
     let v = try store.version(number)
-    let parent = try v.parent.map { unhex(try store.version($0).hash) ?? [] } ?? [UInt8](repeating: 0, count: 32)
-    let statement = VersionStatement.bytes(federation: store.federation, number: UInt64(number), hash: unhex(v.hash) ?? [], parent: parent)
     return modelCard(v, summary: try TrainingDataSummary.of(number, in: store), config: try parseConfig(v.config),
-                     signatureValid: Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey))
+                     signatureValid: try store.signatureValid(v, signKey: signKey))
   }
 
   static func parseConfig(_ json: String) throws -> GPTConfig {
-    let tmp = NSTemporaryDirectory() + "agora-config-\(UUID().uuidString).json"
-    defer { try? FileManager.default.removeItem(atPath: tmp) }
-    try Data(json.utf8).write(to: URL(fileURLWithPath: tmp))
-    return try Checkpoint.readConfig(tmp)
+    try Checkpoint.readConfig(data: Data(json.utf8), source: "the registry's config.json")
   }
+
 
   static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool) -> String {
     let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \($0.key) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")

@@ -44,8 +44,13 @@ public enum Checkpoint {
 
   /// Reads the model shape from a `config.json`.
   public static func readConfig(_ path: String) throws -> GPTConfig {
+    guard let d = FileManager.default.contents(atPath: path) else { throw ModelError.file(path: path, problem: "cannot read the file") }
+    return try readConfig(data: d, source: path)
+  }
+
+  /// Reads the model shape from the bytes of a `config.json` (`source` names them in errors).
+  public static func readConfig(data d: Data, source path: String) throws -> GPTConfig {
     func fail(_ s: String) -> ModelError { .file(path: path, problem: s) }
-    guard let d = FileManager.default.contents(atPath: path) else { throw fail("cannot read the file") }
     guard let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else { throw fail("not a JSON object (corrupt or truncated?)") }
     func int(_ k: String) throws -> Int {
       guard let v = (o[k] as? NSNumber)?.intValue else { throw fail("key \"\(k)\" is missing or not an integer") }

@@ -23,6 +23,19 @@ public struct GCReport: Sendable {
 }
 
 extension Registry {
+  /// Whether a version's signature verifies with `signKey` over its `VersionStatement` (`parentHash`: the
+  /// parent's hash in hex, nil for version 0).
+  public func signatureValid(_ v: VersionRecord, parentHash: String?, signKey: [UInt8]) -> Bool {
+    let parent = parentHash.flatMap(unhex) ?? [UInt8](repeating: 0, count: 32)
+    let statement = VersionStatement.bytes(federation: federation, number: UInt64(v.number), hash: unhex(v.hash) ?? [], parent: parent)
+    return Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey)
+  }
+
+  /// The same, looking the parent up in the registry.
+  public func signatureValid(_ v: VersionRecord, signKey: [UInt8]) throws -> Bool {
+    signatureValid(v, parentHash: try v.parent.map { try version($0).hash }, signKey: signKey)
+  }
+
   /// Re-hashes every blob a version names, checks every signature with `signKey`, and that every version's
   /// parent exists and is older, down to a single version 0.
   public func verify(signKey: [UInt8]) throws -> VerifyReport {
@@ -38,9 +51,7 @@ extension Registry {
       } else if v.number != 0 {
         r.problems.append("version \(v.number) has no parent (only version 0 may)")
       }
-      let parentHash = v.parent.flatMap { byNumber[$0] }.flatMap { unhex($0.hash) } ?? [UInt8](repeating: 0, count: 32)
-      let statement = VersionStatement.bytes(federation: federation, number: UInt64(v.number), hash: unhex(v.hash) ?? [], parent: parentHash)
-      if !Sodium.verify(unhex(v.signature) ?? [], message: statement, publicKey: signKey) {
+      if !signatureValid(v, parentHash: v.parent.flatMap { byNumber[$0] }?.hash, signKey: signKey) {
         r.problems.append("version \(v.number): the signature does not verify with the coordinator's key")
       }
       guard v.freedAt == nil else { continue }

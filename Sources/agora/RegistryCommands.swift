@@ -68,9 +68,7 @@ struct ShowCommand: ParsableCommand {
     let summary = try TrainingDataSummary.of(n, in: store)
     if json { print(String(decoding: try summary.json(), as: UTF8.self)); return }
     let lineage = try store.lineage(n)
-    let parentHash = lineage.dropFirst().first.flatMap { unhex($0.hash) } ?? [UInt8](repeating: 0, count: 32)
-    let ok = Sodium.verify(unhex(v.signature) ?? [], message: VersionStatement.bytes(federation: store.federation, number: UInt64(n), hash: unhex(v.hash) ?? [], parent: parentHash),
-                           publicKey: try options.signKey(cfg))
+    let ok = store.signatureValid(v, parentHash: lineage.dropFirst().first?.hash, signKey: try options.signKey(cfg))
     print("version \(n) of \(store.federation): round \(v.round), made \(formatDate(v.createdAt)), outer optimizer \(v.optimizerKind), preset \(v.preset)")
     print("hash       \(v.hash)")
     print("signature  \(ok ? "valid" : "INVALID") (coordinator key \(hex(try options.signKey(cfg)).prefix(16))…)")
