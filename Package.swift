@@ -25,6 +25,7 @@ let package = Package(
   targets: [
     // MARK: - System library shims (C only here; each has a README saying why)
     .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
     .systemLibrary(name: "CSodium", path: "Sources/CSodium", providers: [.apt(["libsodium-dev"])]),
     .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -39,7 +40,7 @@ let package = Package(
                                                     .product(name: "Hummingbird", package: "hummingbird"),
                                                     .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "TOMLKit", package: "TOMLKit")]),
-    .target(name: "AgoraCrypto", dependencies: ["CSodium", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
+    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", .product(name: "GRDB", package: "GRDB.swift")]),
     .target(name: "AgoraDashboard", dependencies: ["AgoraRegistry", .product(name: "Hummingbird", package: "hummingbird"),
@@ -58,7 +59,7 @@ let package = Package(
     .testTarget(name: "AgoraTensorTests", dependencies: ["AgoraTensor"]),
     .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
     .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor"]),
-    .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto"]),
+    .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto", "CSodium"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraDashboard", "AgoraRegistry",
                                                          .product(name: "HummingbirdTesting", package: "hummingbird")]),
     .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire", "AgoraData", "AgoraRegistry"]),

@@ -69,7 +69,7 @@ public enum ProtocolVectors {
     let v = try envelope()
     return """
     {
-      "description": "Update envelope v1 with fixed keys and randomness (Protocol/SPEC.md, Update envelope)",
+      "description": "Update envelope v2 with fixed keys and randomness (Protocol/SPEC.md, Update envelope)",
       "node_sign_seed": "\(hex(i.nodeSeed))",
       "node_sign_public": "\(hex(v.node.0))",
       "node_id": "\(hex(v.context.nodeID))",

@@ -327,7 +327,7 @@ public final class CoordinatorService {
     }
     receiver.onChunk = { [self] _, _, plain in
       guard received + plain.count <= staging.count else { throw DeltaError.length(got: received + plain.count, expected: staging.count) }
-      plain.withUnsafeBytes { staging.baseAddress!.advanced(by: received).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+      if plain.count > 0 { staging.baseAddress!.advanced(by: received).copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
       received += plain.count
     }
     receiver.onComplete = { [self] c in

@@ -182,9 +182,13 @@ public final class UploadReceiver {
   let registry: EnrolmentRegistry
   var incoming: [String: Incoming] = [:]
   var finished: [String: (chunks: Int, round: UInt64)] = [:]  // transfer key → chunk count, round
-  /// Receives each decrypted chunk in order: (node fingerprint, chunk index, plaintext).
-  /// Receives each decrypted chunk in order; throwing rejects the update.
-  public var onChunk: (String, Int, [UInt8]) throws -> Void = { _, _, _ in }
+  /// Receives each decrypted chunk in order: (node fingerprint, chunk index, plaintext); throwing rejects
+  /// the update. The plaintext lives in a buffer the receiver reuses for the next chunk: copy what you keep.
+  public var onChunk: (String, Int, UnsafeRawBufferPointer) throws -> Void = { _, _, _ in }
+  /// Where chunks are decrypted: one chunk, reused (grown to the largest chunk size seen).
+  var scratch = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+  deinit { scratch.deallocate() }
   /// Called with a verified update; throwing rejects it (e.g. a non-finite or outsized Δ).
   public var onComplete: (Completed) throws -> Void = { _ in }
   public var log: (String) -> Void = { _ in }
@@ -253,8 +257,14 @@ public final class UploadReceiver {
         return true
       }
       do {
-        let plain = try inc.opener.open(payload)
-        try onChunk(node, inc.next, plain)
+        let n = inc.opener.nextChunkBytes
+        if scratch.count < n {
+          scratch.deallocate()
+          scratch = .allocate(byteCount: n, alignment: 64)
+        }
+        let plain = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
+        try payload.withUnsafeBytes { try inc.opener.open($0, into: plain) }
+        try onChunk(node, inc.next, UnsafeRawBufferPointer(plain))
         inc.next += 1
         endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
       } catch {
