@@ -60,9 +60,7 @@ public final class InstantNode {
         var sender = UploadSender(endpoint: endpoint, transfer: r, round: r)
         sender.deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         sender.maxRetries = 10_000
-        _ = try sender.send(sealer: sealer, tokens: 2048, steps: 1, loss: 1) { i in
-          Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
-        }
+        _ = try payload.withUnsafeBytes { try sender.send(sealer: sealer, tokens: 2048, steps: 1, loss: 1, payload: $0) }
         log(String(format: "round %llu: fetched %d B%@ in %.2f s, sent %d B in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
                    t1.timeIntervalSince(t0), payload.count, Date().timeIntervalSince(t1)))
       case .leave:

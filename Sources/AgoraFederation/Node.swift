@@ -208,9 +208,9 @@ public final class NodeService {
     var perLanguage: [String: UInt64] = [:]
     for (l, t) in trainer.tokensByLanguage where t > before[l] ?? 0 { perLanguage[l] = t - (before[l] ?? 0) }
     let cpuMillis = UInt64(max(0, processCPUSeconds() - cpu0) * 1000)
-    let res = try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
-                              languages: LanguageTokens.canonical(perLanguage)) { i in
-      Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
+    let res = try payload.withUnsafeBytes {
+      try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
+                      languages: LanguageTokens.canonical(perLanguage), payload: $0)
     }
     roundsDone += 1
     log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",

@@ -47,8 +47,30 @@ public struct UploadSender {
   /// Streams the payload: `chunk(i)` returns plaintext chunk i (exactly the sealer's chunk size except the last).
   public func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float, cpuMillis: UInt64 = 0, languages: [LanguageTokens] = [],
                    chunk: (Int) throws -> [UInt8]) throws -> Result {
+    try send(sealer: sealer, tokens: tokens, steps: steps, loss: loss, cpuMillis: cpuMillis, languages: languages) { i, body in
+      try chunk(i).withUnsafeBytes(body)
+    }
+  }
+
+  /// Streams `payload` (the sealer's whole payload, in memory), chunk by chunk, without copying it.
+  public func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float, cpuMillis: UInt64 = 0, languages: [LanguageTokens] = [],
+                   payload: UnsafeRawBufferPointer) throws -> Result {
+    guard UInt64(payload.count) == sealer.head.payloadLength else {
+      throw TransferError.protocolViolation("payload of \(payload.count) bytes for an envelope of \(sealer.head.payloadLength)")
+    }
+    let size = sealer.head.chunkSize
+    return try send(sealer: sealer, tokens: tokens, steps: steps, loss: loss, cpuMillis: cpuMillis, languages: languages) { i, body in
+      try body(UnsafeRawBufferPointer(rebasing: payload[(i * size)..<min(payload.count, (i + 1) * size)]))
+    }
+  }
+
+  func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float, cpuMillis: UInt64, languages: [LanguageTokens],
+            withChunk: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> Result {
     let total = sealer.head.chunkCount
     var window: [Int: [UInt8]] = [:]   // sealed chunks the receiver has not acknowledged
+    // Buffers of acknowledged chunks, sealed into again: no allocation (and no page faults) per chunk once
+    // the window is full. A buffer the I/O thread still holds is copied on write, never overwritten.
+    var spare: [[UInt8]] = []
     var sealedUpTo = 0                  // chunks sealed so far (sealing is sequential)
     var next = 0                        // first chunk the receiver still needs
     var sentUpTo = 0                    // chunks sent
@@ -64,7 +86,13 @@ public struct UploadSender {
       // Send what the credit allows.
       while sentUpTo < total && sentUpTo < next + credit {
         if sentUpTo == sealedUpTo {
-          window[sealedUpTo] = try sealer.seal(try chunk(sealedUpTo))
+          try withChunk(sealedUpTo) { plain in
+            let n = plain.count + SecretStream.overhead
+            var buf = spare.popLast() ?? []
+            if buf.count != n { buf = [UInt8](unsafeUninitializedCapacity: n) { _, c in c = n } }  // every byte is sealed into
+            try buf.withUnsafeMutableBytes { try sealer.seal(plain, into: $0) }
+            window[sealedUpTo] = buf
+          }
           sealedUpTo += 1
         }
         guard let c = window[sentUpTo] else { throw TransferError.protocolViolation("chunk \(sentUpTo) is no longer held") }
@@ -102,7 +130,10 @@ public struct UploadSender {
           endSent = false
         }
         next = max(next, n)
-        for k in window.keys where k < next { window[k] = nil }
+        for k in window.keys where k < next {
+          if spare.count <= Int(c) + 1, let b = window[k] { spare.append(b) }
+          window[k] = nil
+        }
         credit = Int(c)
       case .error(let code, let text):
         throw TransferError.rejected(code: code, message: text)
