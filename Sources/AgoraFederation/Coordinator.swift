@@ -51,6 +51,10 @@ public final class CoordinatorService {
   /// Bytes of the current upload in `staging`.
   var received = 0
   let outer: OuterOptimizer
+  /// The current version's optimizer-state blob (nil: none yet, m = 0). m lives there, not in memory.
+  var stateHash: String? = nil
+  /// The next version's optimizer state, written by `step` under a temporary name until persisted.
+  var pendingState: String? = nil
   let evaluator: (GPT, Evaluator)?
   public var log: (String) -> Void = { print($0) }
   public var onRound: (RoundReport) -> Void = { _ in }
@@ -104,7 +108,8 @@ public final class CoordinatorService {
     weightsHeader = Checkpoint.weightsHeader(mc)
     tokenizerHash = hex(try tokenizer.jsonData().withUnsafeBytes { try st.writeBlob($0) })
     staging = .allocate(byteCount: DeltaCodec.encodedSize(count: layout.count, format: .fp32), alignment: 64)
-    outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum))
+    outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum),
+                           momentumInMemory: false)
     if !fed.evalData.isEmpty {
       let sources = try LanguageSource.discover(fed.evalData)
       let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.dataDir + "/eval-cache")
@@ -165,7 +170,10 @@ public final class CoordinatorService {
         guard latest.optimizerKind == outer.kind.rawValue else {
           throw ConfigError(file: fed.path, key: "rounds.outer_optimizer", problem: "the registry's versions were made with \(latest.optimizerKind)")
         }
-        try store.readBlob(o, into: outer.state.map { UnsafeMutableRawBufferPointer(start: $0.pointer, count: $0.count * 4) }, what: "optimizer state of version \(latest.number)")
+        // Checked whole here; m stays in the file (read slice by slice each round), v (FedAdam) is loaded.
+        try store.readBlob(o, skipping: params.count * 4, into: outer.kind == .fedadam ? [UnsafeMutableRawBufferPointer(start: outer.v.pointer, count: outer.v.count * 4)] : [],
+                           what: "optimizer state of version \(latest.number)")
+        stateHash = o
       }
       version = latest.number
       versionHash = unhex(latest.hash) ?? []
@@ -200,7 +208,8 @@ public final class CoordinatorService {
   func persist(version record: VersionRecord, round: RoundRecord, contributions: [ContributionRecord]) {
     let (store, blobs, hash, header) = (self.store, self.blobs, versionHash, weightsHeader)
     let weights = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
-    let state = outer.state.map { UnsafeRawBufferPointer(start: $0.pointer, count: $0.count * 4) }
+    let state = pendingState
+    pendingState = nil
     blobs.expect(hash: hash)
     let job = BackgroundWrite()
     pendingWrite = job
@@ -209,7 +218,10 @@ public final class CoordinatorService {
         try header.withUnsafeBytes { try store.writeBlob(parts: [$0, weights], hash: hash) }
         fault("mid-write", round: round.number)
         var r = record
-        if !state.isEmpty { r.optimizer = hex(try store.writeBlob(parts: state)) }
+        if let state {
+          r.optimizer = hex(try store.adoptBlob(state))
+          job.stateHash = r.optimizer
+        }
         try store.commit(version: r, round: round, contributions: contributions)
         fault("after-commit", round: round.number)
         try blobs.publish(path: store.blobPath(hash), hash: hash, size: header.count + weights.count)
@@ -229,6 +241,7 @@ public final class CoordinatorService {
     job.done.wait()
     pendingWrite = nil
     if let e = job.error { throw e }
+    if let h = job.stateHash { stateHash = h }
   }
 
   /// Handles one inbound message of any kind.
@@ -454,7 +467,18 @@ public final class CoordinatorService {
     let parent = versionHash
     var marks: [(String, Date)] = [("start", Date())]
     defer { if ProcessInfo.processInfo.environment["AGORA_TRACE"] != nil { log("  step: " + zip(marks.dropFirst(), marks).map { String(format: "%@ %.0f ms", $0.0.0, $0.0.1.timeIntervalSince($0.1.1) * 1000) }.joined(separator: ", ")) } }
-    outer.step(sum)
+    if outer.hasMomentum {
+      let out = store.temporaryBlobPath("optimizer")
+      do {
+        try MomentumStream.step(outer: outer, delta: sum, previous: stateHash.map { store.blobPath($0) }, out: out)
+      } catch {
+        unlink(out)
+        throw error
+      }
+      pendingState = out
+    } else {
+      outer.step(sum)
+    }
     marks.append(("outer", Date()))
     var patchBytes: UnsafeRawBufferPointer? = nil
     if fed.broadcast == .int8 {
@@ -469,24 +493,43 @@ public final class CoordinatorService {
       let (p, u) = (params.pointer, sum.pointer)
       Parallel.forRange(params.count, minChunk: 16384) { a, b in for i in a..<b { p[i] -= u[i] } }
     }
+    // The patch (hashed and written with O_DIRECT on a second thread) and the version hash (here) at once.
+    let patchDir = config.dataDir + "/patches"
+    let patchJob = BackgroundWrite()
+    var patchFile: ([UInt8], String)? = nil
+    if let bytes = patchBytes {
+      try FileManager.default.createDirectory(atPath: patchDir, withIntermediateDirectories: true)
+      nonisolated(unsafe) let b = bytes
+      Thread {
+        // Patches live beside the registry's blobs, not among them: only the latest is kept.
+        let hash = Sodium.blake2b(b)
+        let path = patchDir + "/" + hex(hash), tmp = path + ".tmp-\(getpid())"
+        do {
+          try DurableFile.writeDirect(to: tmp, parts: [b])
+          try DurableFile.publish(tmp, as: path)
+          patchFile = (hash, path)
+        } catch {
+          unlink(tmp)
+          patchJob.error = error
+        }
+        patchJob.done.signal()
+      }.start()
+    } else {
+      patchJob.done.signal()
+    }
     version += 1
     versionHash = VersionCopy.hash(header: weightsHeader, parameters: params)
     parentHash = parent
     versionSignature = try sign(number: version)
     marks.append(("hash and signature", Date()))
+    patchJob.done.wait()
+    if let e = patchJob.error { throw e }
     if let old = patch {
       blobs.unpublish(hash: old.hash)
-      try? FileManager.default.removeItem(atPath: old.path)
+      if old.path != patchFile?.1 { try? FileManager.default.removeItem(atPath: old.path) }
       patch = nil
     }
-    if let bytes = patchBytes {
-      let hash = Sodium.blake2b(bytes)
-      // Patches live beside the registry's blobs, not among them: only the latest is kept.
-      try FileManager.default.createDirectory(atPath: config.dataDir + "/patches", withIntermediateDirectories: true)
-      let path = config.dataDir + "/patches/" + hex(hash)
-      try AtomicFile.write(to: path) { h in
-        try h.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
-      }
+    if let (hash, path) = patchFile, let bytes = patchBytes {
       try blobs.publish(path: path, hash: hash, size: bytes.count)
       patch = (parent, hash, path)
       marks.append(("patch file", Date()))
@@ -528,6 +571,8 @@ func fault(_ point: String, round: Int) {
 final class BackgroundWrite: @unchecked Sendable {
   let done = DispatchSemaphore(value: 0)
   var error: Error? = nil
+  /// The optimizer-state blob the write made (its hash), if the version has one.
+  var stateHash: String? = nil
 }
 
 func l2(_ b: FloatBuffer) -> Float {

@@ -26,13 +26,18 @@ public final class OuterOptimizer {
     }
   }
 
-  public init(kind: Kind, count: Int, lr: Float, momentum: Float) {
+  /// With `momentumInMemory: false` the caller keeps m elsewhere (the coordinator streams it from and to
+  /// disk, `MomentumStream`) and calls `step(slice:…)` with it; v (FedAdam) is always in memory.
+  public init(kind: Kind, count: Int, lr: Float, momentum: Float, momentumInMemory: Bool = true) {
     self.kind = kind
     self.lr = lr
     self.momentum = momentum
-    m = FloatBuffer(count: kind == .fedavg ? 0 : count)
+    m = FloatBuffer(count: kind == .fedavg || !momentumInMemory ? 0 : count)
     v = FloatBuffer(count: kind == .fedadam ? count : 0)
   }
+
+  /// Whether this optimizer has a first-moment state m (DiLoCo, FedAdam).
+  public var hasMomentum: Bool { kind != .fedavg }
 
   /// Applies the mean pseudo-gradient to the parameters in place (exactly, in fp32).
   public func apply(params: FloatBuffer, meanDelta: FloatBuffer) {
@@ -44,28 +49,34 @@ public final class OuterOptimizer {
   /// Updates the optimizer state from the mean pseudo-gradient and turns the buffer, in place, into the step
   /// u that makes the next version θ − u (so a version patch can carry u, quantised).
   public func step(_ buffer: FloatBuffer) {
-    let d = buffer.pointer, mp = m.pointer, vp = v.pointer
+    precondition(m.count == (hasMomentum ? buffer.count : 0), "momentum kept outside: use step(slice:)")
+    let d = buffer.pointer, mp = m.pointer
+    Parallel.forRange(buffer.count, minChunk: 16384) { s, e in
+      self.step(slice: d + s, m: mp + s, offset: s, count: e - s)
+    }
+  }
+
+  /// `step` on elements offset ..< offset + count: `d` and `m` point at element `offset` of the mean Δ
+  /// (turned into u in place) and of the momentum (updated in place); v is this optimizer's own.
+  public func step(slice d: UnsafeMutablePointer<Float>, m mp: UnsafeMutablePointer<Float>, offset: Int, count: Int) {
     let (lr, mu, b2, eps) = (self.lr, momentum, beta2, self.eps)
     switch kind {
     case .fedavg:
-      Parallel.forRange(buffer.count, minChunk: 16384) { s, e in for i in s..<e { d[i] = lr * d[i] } }
+      for i in 0..<count { d[i] = lr * d[i] }
     case .diloco:
-      Parallel.forRange(buffer.count, minChunk: 16384) { s, e in
-        for i in s..<e {
-          let mi = mu * mp[i] + d[i]
-          mp[i] = mi
-          d[i] = lr * (d[i] + mu * mi)
-        }
+      for i in 0..<count {
+        let mi = mu * mp[i] + d[i]
+        mp[i] = mi
+        d[i] = lr * (d[i] + mu * mi)
       }
     case .fedadam:
-      Parallel.forRange(buffer.count, minChunk: 16384) { s, e in
-        for i in s..<e {
-          let mi = mu * mp[i] + (1 - mu) * d[i]
-          let vi = b2 * vp[i] + (1 - b2) * d[i] * d[i]
-          mp[i] = mi
-          vp[i] = vi
-          d[i] = lr * mi / (vi.squareRoot() + eps)
-        }
+      let vp = v.pointer + offset
+      for i in 0..<count {
+        let mi = mu * mp[i] + (1 - mu) * d[i]
+        let vi = b2 * vp[i] + (1 - b2) * d[i] * d[i]
+        mp[i] = mi
+        vp[i] = vi
+        d[i] = lr * mi / (vi.squareRoot() + eps)
       }
     }
   }

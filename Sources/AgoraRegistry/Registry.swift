@@ -135,7 +135,7 @@ public final class Registry: @unchecked Sendable {
   public func writeBlob(parts: [UnsafeRawBufferPointer], hash known: [UInt8]? = nil) throws -> [UInt8] {
     if let known, FileManager.default.fileExists(atPath: blobPath(known)) { return known }
     let hasher = known == nil ? Sodium.Hasher() : nil
-    let tmp = blobDir + "/incoming.tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
+    let tmp = temporaryBlobPath("incoming")
     do {
       try DurableFile.writeDirect(to: tmp, parts: parts) { hasher?.update($0) }
     } catch {
@@ -149,6 +149,30 @@ public final class Registry: @unchecked Sendable {
     return hash
   }
 
+  /// Makes a finished (fsynced) file a blob: hashes it, renames it to its hash (or removes it when that
+  /// blob exists) and returns the hash. For blobs written as they are computed (the optimizer state).
+  public func adoptBlob(_ tmp: String) throws -> [UInt8] {
+    guard let h = FileHandle(forReadingAtPath: tmp) else { throw RegistryError.notFound("cannot read \(tmp)") }
+    let hasher = Sodium.Hasher()
+    while true {
+      let d = h.readData(ofLength: 1 << 22)
+      if d.isEmpty { break }
+      d.withUnsafeBytes { hasher.update($0) }
+    }
+    try? h.close()
+    let hash = hasher.finish()
+    let path = blobPath(hash)
+    if FileManager.default.fileExists(atPath: path) { unlink(tmp); return hash }
+    try DurableFile.publish(tmp, as: path)
+    return hash
+  }
+
+  /// A path in the blob directory for a file being written (removed by `removeTemporaryFiles` if a crash
+  /// leaves it behind).
+  public func temporaryBlobPath(_ what: String) -> String {
+    blobDir + "/\(what).tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
+  }
+
   public func readBlob(_ hash: String, into out: UnsafeMutableRawBufferPointer, what: String) throws {
     try readBlob(hash, into: [out], what: what)
   }
@@ -156,11 +180,17 @@ public final class Registry: @unchecked Sendable {
   /// Reads a blob into `parts` in order (exactly their total size) and checks its hash; on any failure the
   /// parts may hold partial data and must not be used.
   public func readBlob(_ hash: String, into parts: [UnsafeMutableRawBufferPointer], what: String) throws {
+    try readBlob(hash, skipping: 0, into: parts, what: what)
+  }
+
+  /// `readBlob` whose first `skip` bytes are hashed but not kept (e.g. a state part held elsewhere).
+  public func readBlob(_ hash: String, skipping skip: Int, into kept: [UnsafeMutableRawBufferPointer], what: String) throws {
     let path = blobPath(hash)
+    let parts = kept
     guard let h = FileHandle(forReadingAtPath: path) else { throw RegistryError.missingBlob(hash: hash, path: path, what: what) }
     defer { try? h.close() }
     let hasher = Sodium.Hasher()
-    let total = parts.reduce(0) { $0 + $1.count }
+    let total = skip + parts.reduce(0) { $0 + $1.count }
     var offset = 0
     while true {
       let d = h.readData(ofLength: 1 << 22)
@@ -168,7 +198,7 @@ public final class Registry: @unchecked Sendable {
       guard offset + d.count <= total else { throw RegistryError.corruptBlob(hash: hash, path: path, got: "a file longer than \(total) bytes") }
       d.withUnsafeBytes { b in
         hasher.update(b)
-        var start = 0
+        var start = skip
         for p in parts {  // the intersection of this read with each part
           let lo = max(offset, start), hi = min(offset + b.count, start + p.count)
           if lo < hi { (p.baseAddress! + (lo - start)).copyMemory(from: b.baseAddress! + (lo - offset), byteCount: hi - lo) }
@@ -316,63 +346,13 @@ public final class Registry: @unchecked Sendable {
 
 /// Writes a file durably: a temporary file in the same directory, fsync, rename, fsync of the directory.
 public enum DurableFile {
-  /// Bytes per direct write, and the alignment O_DIRECT asks of buffers, offsets and lengths.
-  static let directBlock = 4 << 20, directAlign = 4096
-  /// O_DIRECT (Glibc exports it only under _GNU_SOURCE, which Swift's import does not set).
-  #if arch(x86_64)
-  static let O_DIRECT: Int32 = 0o40000
-  #elseif arch(arm64)
-  static let O_DIRECT: Int32 = 0o200000
-  #else
-  static let O_DIRECT: Int32 = 0  // buffered writes elsewhere
-  #endif
 
-  /// Writes the concatenation of `parts` to `path` (created or truncated) and fsyncs it, through a 4 MiB
-  /// aligned buffer with O_DIRECT: the data goes from that buffer to the device, never through the page
-  /// cache, which spares a copy and the cache's bookkeeping for files nobody reads soon, and leaves the cache
-  /// to what is read. `observe` sees every byte in order, from the buffer (e.g. to hash it in the same pass).
-  /// Where the file system refuses O_DIRECT (tmpfs, some network file systems), writes buffered instead.
-  public static func writeDirect(to path: String, parts: [UnsafeRawBufferPointer], observe: (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
-    let total = parts.reduce(0) { $0 + $1.count }
-    var direct = true
-    var fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0o644)
-    if fd < 0 && errno == EINVAL {
-      direct = false
-      fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    }
-    guard fd >= 0 else { throw RegistryError.notFound("cannot create \(path): \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    let buffer = UnsafeMutableRawPointer.allocate(byteCount: directBlock, alignment: directAlign)
-    defer { buffer.deallocate() }
-    var filled = 0
-    func flush(final: Bool) throws {
-      observe(UnsafeRawBufferPointer(start: buffer, count: filled))
-      // The last block is padded to the alignment and the file cut back to its length afterwards.
-      let n = final && direct ? (filled + directAlign - 1) / directAlign * directAlign : filled
-      if n > filled { buffer.advanced(by: filled).initializeMemory(as: UInt8.self, repeating: 0, count: n - filled) }
-      var done = 0
-      while done < n {
-        let w = Glibc.write(fd, buffer.advanced(by: done), n - done)
-        if w < 0 && errno == EINTR { continue }
-        guard w > 0 else { throw RegistryError.notFound("cannot write \(path): \(String(cString: strerror(errno)))") }
-        done += w
-      }
-      filled = 0
-    }
-    for p in parts where p.count > 0 {
-      var off = 0
-      while off < p.count {
-        let n = min(directBlock - filled, p.count - off)
-        buffer.advanced(by: filled).copyMemory(from: p.baseAddress!.advanced(by: off), byteCount: n)
-        filled += n
-        off += n
-        if filled == directBlock { try flush(final: false) }
-      }
-    }
-    if filled > 0 || total == 0 { try flush(final: true) }
-    guard ftruncate(fd, off_t(total)) == 0, fsync(fd) == 0 else {
-      throw RegistryError.notFound("cannot finish \(path): \(String(cString: strerror(errno)))")
-    }
+  /// Writes the concatenation of `parts` to `path` (created or truncated) and fsyncs it with a
+  /// `DirectFileStream`; `observe` sees every byte in order (e.g. to hash it in the same pass).
+  public static func writeDirect(to path: String, parts: [UnsafeRawBufferPointer], observe: @escaping (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
+    let out = try DirectFileStream(path: path, observe: observe)
+    for p in parts { try out.append(p) }
+    try out.finish()
   }
 
   /// Renames a finished (fsynced) temporary file into place and fsyncs the directory.
@@ -408,5 +388,92 @@ public enum DurableFile {
     let dir = (path as NSString).deletingLastPathComponent
     let fd = open(dir.isEmpty ? "." : dir, O_RDONLY)
     if fd >= 0 { fsync(fd); close(fd) }
+  }
+}
+
+/// A file written front to back through a 4 MiB aligned buffer with O_DIRECT: the data goes from that
+/// buffer to the device, never through the page cache, which spares the kernel's copy and the cache's
+/// bookkeeping for files nobody reads soon (a version's weights, the optimizer state: tens or hundreds of MB
+/// every round) and leaves the cache to what is read. Where the file system refuses O_DIRECT (tmpfs, some
+/// network file systems) it writes buffered instead. `finish` pads the last block, cuts the file back to its
+/// length and fsyncs it; until then the file is incomplete (write it under a temporary name).
+public final class DirectFileStream {
+  /// Bytes per direct write, and the alignment O_DIRECT asks of buffers, offsets and lengths.
+  static let block = 4 << 20, align = 4096
+  /// O_DIRECT (Glibc exports it only under _GNU_SOURCE, which Swift's import does not set).
+  #if arch(x86_64)
+  static let O_DIRECT: Int32 = 0o40000
+  #elseif arch(arm64)
+  static let O_DIRECT: Int32 = 0o200000
+  #else
+  static let O_DIRECT: Int32 = 0  // buffered elsewhere
+  #endif
+
+  public let path: String
+  let fd: Int32
+  let direct: Bool
+  let buffer: UnsafeMutableRawPointer
+  var filled = 0
+  public private(set) var length = 0
+  let observe: (UnsafeRawBufferPointer) -> Void
+  var closed = false
+
+  public init(path: String, observe: @escaping (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
+    self.path = path
+    self.observe = observe
+    var d = true
+    var f = open(path, O_WRONLY | O_CREAT | O_TRUNC | DirectFileStream.O_DIRECT | O_CLOEXEC, 0o644)
+    if f < 0 && errno == EINVAL {
+      d = false
+      f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    }
+    guard f >= 0 else { throw RegistryError.notFound("cannot create \(path): \(String(cString: strerror(errno)))") }
+    fd = f
+    direct = d
+    buffer = .allocate(byteCount: DirectFileStream.block, alignment: DirectFileStream.align)
+  }
+
+  deinit {
+    if !closed { close(fd) }
+    buffer.deallocate()
+  }
+
+  public func append(_ bytes: UnsafeRawBufferPointer) throws {
+    var off = 0
+    while off < bytes.count {
+      let n = min(DirectFileStream.block - filled, bytes.count - off)
+      buffer.advanced(by: filled).copyMemory(from: bytes.baseAddress!.advanced(by: off), byteCount: n)
+      filled += n
+      off += n
+      if filled == DirectFileStream.block { try flush(final: false) }
+    }
+    length += bytes.count
+  }
+
+  func flush(final: Bool) throws {
+    observe(UnsafeRawBufferPointer(start: buffer, count: filled))
+    // The last block is padded to the alignment and the file cut back to its length in `finish`.
+    let a = DirectFileStream.align
+    let n = final && direct ? (filled + a - 1) / a * a : filled
+    if n > filled { buffer.advanced(by: filled).initializeMemory(as: UInt8.self, repeating: 0, count: n - filled) }
+    var done = 0
+    while done < n {
+      let w = Glibc.write(fd, buffer.advanced(by: done), n - done)
+      if w < 0 && errno == EINTR { continue }
+      guard w > 0 else { throw RegistryError.notFound("cannot write \(path): \(String(cString: strerror(errno)))") }
+      done += w
+    }
+    filled = 0
+  }
+
+  /// Writes what is buffered, sets the file's length and fsyncs it; the stream is closed afterwards.
+  public func finish() throws {
+    guard !closed else { return }
+    if filled > 0 { try flush(final: true) }
+    closed = true
+    defer { close(fd) }
+    guard ftruncate(fd, off_t(length)) == 0, fsync(fd) == 0 else {
+      throw RegistryError.notFound("cannot finish \(path): \(String(cString: strerror(errno)))")
+    }
   }
 }

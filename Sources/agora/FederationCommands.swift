@@ -37,7 +37,7 @@ struct CoordinatorCommand: ParsableCommand {
     var first: [(String, Double)] = []
     service.onRound = { r in
       let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
-      print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.1f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
+      print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.2f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
                    r.bytesIn, r.meanLoss, mean, r.seconds,
                    (r.applied ? "" : "  (quorum not reached)") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
       fflush(stdout)

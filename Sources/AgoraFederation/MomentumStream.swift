@@ -1,0 +1,59 @@
+import AgoraRegistry
+import AgoraTensor
+import Foundation
+
+/// The outer optimizer's momentum m kept on disk between rounds instead of in memory: the coordinator
+/// then holds two model-sized buffers (θ and the running sum of Δ), not three, whatever the number of nodes.
+///
+/// `step` runs the optimizer over the mean Δ in slices of 4 MiB: each slice of the previous m is read from
+/// the previous version's optimizer blob (zeros at version 0), updated together with that slice of Δ (which
+/// becomes the step u), and appended to a new file written with O_DIRECT. The blob's layout is that of the
+/// in-memory optimizer's state, m ‖ v (FedAdam's v stays in memory and is appended after m), so a registry
+/// written either way reads back the same. The new file is a temporary one; the background persist hashes
+/// it and makes it a blob before the version is committed.
+enum MomentumStream {
+  static let sliceFloats = 1 << 20
+
+  /// Runs `outer` over `delta` (turned into u in place). `previous` is the last version's optimizer blob (nil:
+  /// m = 0); the new state goes to `out`. Returns the bytes written.
+  @discardableResult
+  static func step(outer: OuterOptimizer, delta: FloatBuffer, previous: String?, out: String) throws -> Int {
+    let count = delta.count
+    let file = try DirectFileStream(path: out)
+    let slice = FloatBuffer(count: min(count, sliceFloats))
+    var fd: Int32 = -1
+    if let previous {
+      fd = open(previous, O_RDONLY | O_CLOEXEC)
+      guard fd >= 0 else { throw RegistryError.notFound("cannot read the optimizer state \(previous): \(String(cString: strerror(errno)))") }
+    }
+    defer {
+      if fd >= 0 {
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)  // read once: leave the page cache to others
+        close(fd)
+      }
+    }
+    var offset = 0
+    while offset < count {
+      let n = min(sliceFloats, count - offset)
+      if fd >= 0 {
+        var got = 0
+        while got < n * 4 {
+          let r = pread(fd, UnsafeMutableRawPointer(slice.pointer).advanced(by: got), n * 4 - got, off_t(offset * 4 + got))
+          if r < 0 && errno == EINTR { continue }
+          guard r > 0 else { throw RegistryError.notFound("the optimizer state \(previous!) ends at byte \(offset * 4 + got), expected \(count * 4)") }
+          got += r
+        }
+      } else {
+        slice.pointer.initialize(repeating: 0, count: n)
+      }
+      let (d, m) = (delta.pointer + offset, slice.pointer)
+      let o = offset
+      Parallel.forRange(n, minChunk: 65536) { s, e in outer.step(slice: d + s, m: m + s, offset: o + s, count: e - s) }
+      try file.append(UnsafeRawBufferPointer(start: slice.pointer, count: n * 4))
+      offset += n
+    }
+    if outer.kind == .fedadam { try file.append(UnsafeRawBufferPointer(start: outer.v.pointer, count: outer.v.count * 4)) }
+    try file.finish()
+    return file.length
+  }
+}
