@@ -92,7 +92,7 @@ struct Demo: ParsableCommand {
     // Every demo is a new federation: the previous demo's registry and node state go first (keys stay).
     let coordData = try CoordinatorConfig(path: nodes + "/coordinator.toml").dataDir
     if fm.fileExists(atPath: coordData) {
-      print("demo: a new federation; removing the previous demo's registry in \(URL(fileURLWithPath: coordData).standardized.path)")
+      print("demo: a new federation; removing the previous demo's registry in \(URL(fileURLWithPath: coordData).standardizedFileURL.path)")
       try fm.removeItem(atPath: coordData)
     }
     try fm.createDirectory(atPath: work + "/logs", withIntermediateDirectories: true)
