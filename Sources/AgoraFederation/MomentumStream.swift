@@ -24,7 +24,7 @@ enum MomentumStream {
     var fd: Int32 = -1
     if let previous {
       fd = open(previous, O_RDONLY | O_CLOEXEC)
-      guard fd >= 0 else { throw RegistryError.notFound("cannot read the optimizer state \(previous): \(String(cString: strerror(errno)))") }
+      guard fd >= 0 else { throw RegistryError.io(path: previous, problem: "the optimizer state cannot be read: \(String(cString: strerror(errno)))") }
     }
     defer {
       if fd >= 0 {
@@ -40,7 +40,7 @@ enum MomentumStream {
         while got < n * 4 {
           let r = pread(fd, UnsafeMutableRawPointer(slice.pointer).advanced(by: got), n * 4 - got, off_t(offset * 4 + got))
           if r < 0 && errno == EINTR { continue }
-          guard r > 0 else { throw RegistryError.notFound("the optimizer state \(previous!) ends at byte \(offset * 4 + got), expected \(count * 4)") }
+          guard r > 0 else { throw RegistryError.io(path: previous!, problem: "the optimizer state ends at byte \(offset * 4 + got), expected \(count * 4)") }
           got += r
         }
       } else {

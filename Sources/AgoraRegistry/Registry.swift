@@ -12,6 +12,8 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
   case missingBlob(hash: String, path: String, what: String)
   case corruptBlob(hash: String, path: String, got: String)
   case notFound(String)
+  /// A file the registry writes or reads could not be: the path and the system's reason.
+  case io(path: String, problem: String)
 
   public var description: String {
     switch self {
@@ -27,6 +29,7 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
     case .corruptBlob(let h, let p, let g):
       return "blob \(p) does not hash to its name \(h.prefix(16))… (it hashes to \(g.prefix(16))…): it is corrupt and is never served; restore it from a backup."
     case .notFound(let s): return s
+    case .io(let p, let r): return "\(p): \(r). Nothing already recorded was changed."
     }
   }
 }
@@ -152,7 +155,7 @@ public final class Registry: @unchecked Sendable {
   /// Makes a finished (fsynced) file a blob: hashes it, renames it to its hash (or removes it when that
   /// blob exists) and returns the hash. For blobs written as they are computed (the optimizer state).
   public func adoptBlob(_ tmp: String) throws -> [UInt8] {
-    guard let h = FileHandle(forReadingAtPath: tmp) else { throw RegistryError.notFound("cannot read \(tmp)") }
+    guard let h = FileHandle(forReadingAtPath: tmp) else { throw RegistryError.io(path: tmp, problem: "cannot be read") }
     let hasher = Sodium.Hasher()
     while true {
       let d = h.readData(ofLength: 1 << 22)
@@ -345,8 +348,8 @@ public final class Registry: @unchecked Sendable {
 }
 
 /// Writes a file durably: a temporary file in the same directory, fsync, rename, fsync of the directory.
+/// Durable writes of large files: O_DIRECT, fsync, rename into place, fsync of the directory.
 public enum DurableFile {
-
   /// Writes the concatenation of `parts` to `path` (created or truncated) and fsyncs it with a
   /// `DirectFileStream`; `observe` sees every byte in order (e.g. to hash it in the same pass).
   public static func writeDirect(to path: String, parts: [UnsafeRawBufferPointer], observe: @escaping (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
@@ -359,31 +362,7 @@ public enum DurableFile {
   public static func publish(_ tmp: String, as path: String) throws {
     guard rename(tmp, path) == 0 else {
       unlink(tmp)
-      throw RegistryError.notFound("cannot rename \(tmp) to \(path): errno \(errno)")
-    }
-    let dir = (path as NSString).deletingLastPathComponent
-    let fd = open(dir.isEmpty ? "." : dir, O_RDONLY)
-    if fd >= 0 { fsync(fd); close(fd) }
-  }
-
-  public static func write(to path: String, _ body: (FileHandle) throws -> Void) throws {
-    let tmp = path + ".tmp-\(getpid())"
-    let fm = FileManager.default
-    guard fm.createFile(atPath: tmp, contents: nil), let h = FileHandle(forWritingAtPath: tmp) else {
-      throw RegistryError.notFound("cannot create \(tmp)")
-    }
-    do {
-      try body(h)
-      try h.synchronize()
-      try h.close()
-    } catch {
-      try? h.close()
-      try? fm.removeItem(atPath: tmp)
-      throw error
-    }
-    guard rename(tmp, path) == 0 else {
-      try? fm.removeItem(atPath: tmp)
-      throw RegistryError.notFound("cannot rename \(tmp) to \(path): errno \(errno)")
+      throw RegistryError.io(path: tmp, problem: "cannot be renamed to \(path): \(String(cString: strerror(errno)))")
     }
     let dir = (path as NSString).deletingLastPathComponent
     let fd = open(dir.isEmpty ? "." : dir, O_RDONLY)
@@ -427,7 +406,7 @@ public final class DirectFileStream {
       d = false
       f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     }
-    guard f >= 0 else { throw RegistryError.notFound("cannot create \(path): \(String(cString: strerror(errno)))") }
+    guard f >= 0 else { throw RegistryError.io(path: path, problem: "cannot be created: \(String(cString: strerror(errno)))") }
     fd = f
     direct = d
     buffer = .allocate(byteCount: DirectFileStream.block, alignment: DirectFileStream.align)
@@ -460,7 +439,7 @@ public final class DirectFileStream {
     while done < n {
       let w = Glibc.write(fd, buffer.advanced(by: done), n - done)
       if w < 0 && errno == EINTR { continue }
-      guard w > 0 else { throw RegistryError.notFound("cannot write \(path): \(String(cString: strerror(errno)))") }
+      guard w > 0 else { throw RegistryError.io(path: path, problem: "cannot be written: \(String(cString: strerror(errno)))") }
       done += w
     }
     filled = 0
@@ -473,7 +452,7 @@ public final class DirectFileStream {
     closed = true
     defer { close(fd) }
     guard ftruncate(fd, off_t(length)) == 0, fsync(fd) == 0 else {
-      throw RegistryError.notFound("cannot finish \(path): \(String(cString: strerror(errno)))")
+      throw RegistryError.io(path: path, problem: "cannot be finished (truncate or fsync): \(String(cString: strerror(errno)))")
     }
   }
 }
