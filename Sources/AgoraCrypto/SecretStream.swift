@@ -41,13 +41,15 @@ public enum SecretStream {
 final class SecretStreamState {
   static let size = 44
   let mem: UnsafeMutableRawPointer
-  let chacha = try! ChaCha20Stream()
-  let poly = try! Poly1305()
+  let chacha: ChaCha20Stream
+  let poly: Poly1305
   var key: UnsafeMutableRawPointer { mem }
   var nonce: UnsafeMutableRawPointer { mem.advanced(by: 32) }
 
   /// Takes k and nonce from a libsodium state that `init_push` or `init_pull` filled.
-  init(from st: UnsafePointer<crypto_secretstream_xchacha20poly1305_state>) {
+  init(from st: UnsafePointer<crypto_secretstream_xchacha20poly1305_state>) throws {
+    chacha = try ChaCha20Stream()
+    poly = try Poly1305()
     mem = .allocate(byteCount: 64, alignment: 16)
     mem.copyMemory(from: UnsafeRawPointer(st), byteCount: SecretStreamState.size)
   }
@@ -149,7 +151,7 @@ public final class SecretStreamPush {
       } else {
         try Sodium.check(crypto_secretstream_xchacha20poly1305_init_push(st, &h, key), "crypto_secretstream_xchacha20poly1305_init_push")
       }
-      return SecretStreamState(from: st)
+      return try SecretStreamState(from: st)
     }
     header = h
   }
@@ -199,7 +201,7 @@ public final class SecretStreamPull {
     try Sodium.require(header, SecretStream.headerBytes, "crypto_secretstream_xchacha20poly1305_init_pull", "header")
     state = try withSodiumStreamState { st in
       try Sodium.check(crypto_secretstream_xchacha20poly1305_init_pull(st, header, key), "crypto_secretstream_xchacha20poly1305_init_pull")
-      return SecretStreamState(from: st)
+      return try SecretStreamState(from: st)
     }
   }
 
