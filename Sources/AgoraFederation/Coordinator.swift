@@ -493,7 +493,7 @@ public final class CoordinatorService {
       let (p, u) = (params.pointer, sum.pointer)
       Parallel.forRange(params.count, minChunk: 16384) { a, b in for i in a..<b { p[i] -= u[i] } }
     }
-    // The patch (hashed and written with O_DIRECT on a second thread) and the version hash (here) at once.
+    // The patch (hashed as it is written with O_DIRECT, on a second thread) and the version hash (here) at once.
     let patchDir = config.dataDir + "/patches"
     let patchJob = BackgroundWrite()
     var patchFile: ([UInt8], String)? = nil
@@ -502,14 +502,10 @@ public final class CoordinatorService {
       nonisolated(unsafe) let b = bytes
       Thread {
         // Patches live beside the registry's blobs, not among them: only the latest is kept.
-        let hash = Sodium.blake2b(b)
-        let path = patchDir + "/" + hex(hash), tmp = path + ".tmp-\(getpid())"
         do {
-          try DurableFile.writeDirect(to: tmp, parts: [b])
-          try DurableFile.publish(tmp, as: path)
-          patchFile = (hash, path)
+          let hash = try DurableFile.writeAddressed(parts: [b], in: patchDir)
+          patchFile = (hash, patchDir + "/" + hex(hash))
         } catch {
-          unlink(tmp)
           patchJob.error = error
         }
         patchJob.done.signal()

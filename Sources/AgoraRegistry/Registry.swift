@@ -133,48 +133,23 @@ public final class Registry: @unchecked Sendable {
 
   /// Writes the concatenation of `parts` as one blob, without copying them together. Large blobs (a
   /// version's weights, the optimizer state: tens or hundreds of MB every round) bypass the page cache
-  /// (`DurableFile.writeDirect`); with an unknown hash the same pass hashes them.
+  /// (`DurableFile.writeAddressed`); with an unknown hash the same pass hashes them.
   @discardableResult
   public func writeBlob(parts: [UnsafeRawBufferPointer], hash known: [UInt8]? = nil) throws -> [UInt8] {
-    if let known, FileManager.default.fileExists(atPath: blobPath(known)) { return known }
-    let hasher = known == nil ? Sodium.Hasher() : nil
-    let tmp = temporaryBlobPath("incoming")
-    do {
-      try DurableFile.writeDirect(to: tmp, parts: parts) { hasher?.update($0) }
-    } catch {
-      unlink(tmp)
-      throw error
-    }
-    let hash = known ?? hasher!.finish()
-    let path = blobPath(hash)
-    if FileManager.default.fileExists(atPath: path) { unlink(tmp); return hash }
-    try DurableFile.publish(tmp, as: path)
-    return hash
+    try DurableFile.writeAddressed(parts: parts, in: blobDir, hash: known)
   }
 
   /// Makes a finished (fsynced) file a blob: hashes it, renames it to its hash (or removes it when that
   /// blob exists) and returns the hash. For blobs written as they are computed (the optimizer state).
   public func adoptBlob(_ tmp: String) throws -> [UInt8] {
-    guard let h = FileHandle(forReadingAtPath: tmp) else { throw RegistryError.io(path: tmp, problem: "cannot be read") }
-    let hasher = Sodium.Hasher()
-    while true {
-      let d = h.readData(ofLength: 1 << 22)
-      if d.isEmpty { break }
-      d.withUnsafeBytes { hasher.update($0) }
-    }
-    try? h.close()
-    let hash = hasher.finish()
-    let path = blobPath(hash)
-    if FileManager.default.fileExists(atPath: path) { unlink(tmp); return hash }
-    try DurableFile.publish(tmp, as: path)
+    guard let hash = DurableFile.hash(of: tmp) else { throw RegistryError.io(path: tmp, problem: "cannot be read") }
+    try DurableFile.place(tmp, as: blobPath(hash))
     return hash
   }
 
   /// A path in the blob directory for a file being written (removed by `removeTemporaryFiles` if a crash
   /// leaves it behind).
-  public func temporaryBlobPath(_ what: String) -> String {
-    blobDir + "/\(what).tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
-  }
+  public func temporaryBlobPath(_ what: String) -> String { DurableFile.temporaryPath(in: blobDir, what) }
 
   public func readBlob(_ hash: String, into out: UnsafeMutableRawBufferPointer, what: String) throws {
     try readBlob(hash, into: [out], what: what)
@@ -187,9 +162,8 @@ public final class Registry: @unchecked Sendable {
   }
 
   /// `readBlob` whose first `skip` bytes are hashed but not kept (e.g. a state part held elsewhere).
-  public func readBlob(_ hash: String, skipping skip: Int, into kept: [UnsafeMutableRawBufferPointer], what: String) throws {
+  public func readBlob(_ hash: String, skipping skip: Int, into parts: [UnsafeMutableRawBufferPointer], what: String) throws {
     let path = blobPath(hash)
-    let parts = kept
     guard let h = FileHandle(forReadingAtPath: path) else { throw RegistryError.missingBlob(hash: hash, path: path, what: what) }
     defer { try? h.close() }
     let hasher = Sodium.Hasher()
@@ -219,15 +193,8 @@ public final class Registry: @unchecked Sendable {
   /// Re-hashes a blob file; returns nil if it is intact, else the problem.
   public func checkBlob(_ hash: String, what: String) -> RegistryError? {
     let path = blobPath(hash)
-    guard let h = FileHandle(forReadingAtPath: path) else { return .missingBlob(hash: hash, path: path, what: what) }
-    defer { try? h.close() }
-    let hasher = Sodium.Hasher()
-    while true {
-      let d = h.readData(ofLength: 1 << 22)
-      if d.isEmpty { break }
-      d.withUnsafeBytes { hasher.update($0) }
-    }
-    let got = hex(hasher.finish())
+    guard let digest = DurableFile.hash(of: path) else { return .missingBlob(hash: hash, path: path, what: what) }
+    let got = hex(digest)
     return got == hash ? nil : .corruptBlob(hash: hash, path: path, got: got)
   }
 
@@ -347,9 +314,51 @@ public final class Registry: @unchecked Sendable {
   }
 }
 
-/// Writes a file durably: a temporary file in the same directory, fsync, rename, fsync of the directory.
-/// Durable writes of large files: O_DIRECT, fsync, rename into place, fsync of the directory.
+/// Durable writes of large files: O_DIRECT, fsync, rename into place, fsync of the directory; and the
+/// content-addressed files (named by their BLAKE2b-256) of the registry's blobs and the version patches.
 public enum DurableFile {
+  /// Writes the concatenation of `parts` as the file `dir/<BLAKE2b-256 hex>`, hashing it in the same pass
+  /// unless the hash is `known`; a file of that name is kept as it is. Returns the hash.
+  @discardableResult
+  public static func writeAddressed(parts: [UnsafeRawBufferPointer], in dir: String, hash known: [UInt8]? = nil) throws -> [UInt8] {
+    if let known, FileManager.default.fileExists(atPath: dir + "/" + hex(known)) { return known }
+    let hasher = known == nil ? Sodium.Hasher() : nil
+    let tmp = temporaryPath(in: dir, "incoming")
+    do {
+      try writeDirect(to: tmp, parts: parts) { hasher?.update($0) }
+    } catch {
+      unlink(tmp)
+      throw error
+    }
+    let hash = known ?? hasher!.finish()
+    try place(tmp, as: dir + "/" + hex(hash))
+    return hash
+  }
+
+  /// Renames a finished file to its content-addressed `path`, or removes it when that file exists.
+  public static func place(_ tmp: String, as path: String) throws {
+    if FileManager.default.fileExists(atPath: path) { unlink(tmp); return }
+    try publish(tmp, as: path)
+  }
+
+  /// BLAKE2b-256 of a file's contents, read 4 MiB at a time; nil if it cannot be opened.
+  public static func hash(of path: String) -> [UInt8]? {
+    guard let h = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? h.close() }
+    let hasher = Sodium.Hasher()
+    while true {
+      let d = h.readData(ofLength: 1 << 22)
+      if d.isEmpty { break }
+      d.withUnsafeBytes { hasher.update($0) }
+    }
+    return hasher.finish()
+  }
+
+  /// A name in `dir` for a file being written (`removeTemporaryFiles` matches ".tmp-").
+  public static func temporaryPath(in dir: String, _ what: String) -> String {
+    dir + "/\(what).tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
+  }
+
   /// Writes the concatenation of `parts` to `path` (created or truncated) and fsyncs it with a
   /// `DirectFileStream`; `observe` sees every byte in order (e.g. to hash it in the same pass).
   public static func writeDirect(to path: String, parts: [UnsafeRawBufferPointer], observe: @escaping (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
