@@ -325,12 +325,11 @@ public final class CoordinatorService {
     receiver.reset(endpoint: endpoint, keepRound: stale ? receiver.context.round : nil)
     receiver.context.round = UInt64(r)
     receiver.context.baseHash = versionHash
-    sum.zero()
     var weightTotal = 0.0, tokens: UInt64 = 0, bytesIn: UInt64 = 0, losses: [Double] = [], norms: [Float] = []
     var done: Set<String> = [], rejected: [String] = [], late = 0
     var contributions: [ContributionRecord] = []
     let names = Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a })
-    let baseNorm = l2(params)
+    var baseNorm: Float = 0  // set once the round is announced: nodes start fetching meanwhile
     receiver.onStart = { [self] _, _ in received = 0 }
     receiver.onAbort = { [self] _, _ in received = 0 }
     receiver.onReject = { [metrics] node, forRound, _ in
@@ -338,9 +337,14 @@ public final class CoordinatorService {
       metrics.updatesRejected.increment()
       if forRound == UInt64(r) { done.insert(node) }
     }
+    // Chunks are decrypted straight into the staging buffer, in order (one upload streams at a time).
+    receiver.destination = { [self] _, _, n in
+      received + n <= staging.count ? UnsafeMutableRawBufferPointer(rebasing: staging[received..<(received + n)]) : nil
+    }
     receiver.onChunk = { [self] _, _, plain in
       guard received + plain.count <= staging.count else { throw DeltaError.length(got: received + plain.count, expected: staging.count) }
-      if plain.count > 0 { staging.baseAddress!.advanced(by: received).copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
+      let at = staging.baseAddress!.advanced(by: received)
+      if plain.count > 0 && UnsafeRawPointer(at) != plain.baseAddress { at.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
       received += plain.count
     }
     receiver.onComplete = { [self] c in
@@ -392,6 +396,8 @@ public final class CoordinatorService {
                            modelBytes: UInt64(params.count * 4), patchFrom: parentHash, patchHash: patch?.hash ?? zero32, shardHash: shard,
                            version: UInt64(version), signature: versionSignature), to: s.peer)
     }
+    sum.zero()
+    baseNorm = l2(params)
     let wanted = Set(selected.map(\.fingerprint))
     live.update { $0.round = r; $0.expected = selected.count; $0.received = 0; $0.deadline = deadline.timeIntervalSince1970 }
     defer {
@@ -461,16 +467,52 @@ public final class CoordinatorService {
   /// version is θ − u. With `broadcast = "int8"` u is quantised (stochastic rounding, seeded by the round)
   /// and the coordinator applies exactly the bytes it publishes as the patch, so a node holding the parent
   /// reaches the same bits, and checks them against the version hash.
+  ///
+  /// The work runs in slices of `MomentumStream.sliceFloats` values on this thread: each slice's u is
+  /// computed (momentum read from and written to disk), encoded into the patch (which is hashed and handed to
+  /// its file's writer thread) and applied, while a second thread hashes the slices of θ already finished,
+  /// so the version hash (the step's longest serial part) runs beside the rest instead of after it. A failure
+  /// part-way leaves θ partly stepped and ends the coordinator, which restarts from the last committed version.
   func step(round r: Int) throws {
     let fed = config.federation
     try finishWrite()  // the parameters are about to change
     let parent = versionHash
     var marks: [(String, Date)] = [("start", Date())]
     defer { if ProcessInfo.processInfo.environment["AGORA_TRACE"] != nil { log("  step: " + zip(marks.dropFirst(), marks).map { String(format: "%@ %.0f ms", $0.0.0, $0.0.1.timeIntervalSince($0.1.1) * 1000) }.joined(separator: ", ")) } }
+    let trailing = VersionCopy.Trailing(header: weightsHeader, parameters: params)
+    var hashed: [UInt8]? = nil
+    defer { if hashed == nil { _ = trailing.finish() } }
+    let int8 = fed.broadcast == .int8
+    let rounding = DeltaCodec.Rounding.stochastic(seed: fed.seed &* 0x100_0000_01B3 ^ UInt64(r))
+    // Patches live beside the registry's blobs, not among them: only the latest is kept.
+    let patchDir = config.dataDir + "/patches"
+    var patchFile: DurableFile.AddressedWriter? = nil
+    if int8 {
+      try FileManager.default.createDirectory(atPath: patchDir, withIntermediateDirectories: true)
+      patchFile = try DurableFile.AddressedWriter(in: patchDir)
+    }
+    defer { if let f = patchFile { f.abandon() } }
+    var patchSize = 0, patchWritten = 0
+    let (p, u, staging) = (params.pointer, sum.pointer, staging)
+    let apply: (Range<Int>) throws -> Void = { [sum, params] range in
+      if let file = patchFile {
+        // Encoded into the staging buffer, free between rounds: no allocation of the patch's size. One
+        // thread: the other core hashes the version meanwhile.
+        patchSize = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, into: staging, rounding: rounding, values: range, threads: 1)
+        let bytes = UnsafeRawBufferPointer(start: staging.baseAddress, count: patchSize)
+        try DeltaCodec.decode(bytes, into: p, count: params.count, mode: .subtract, values: range, threads: 1)
+        let end = range.upperBound == params.count ? patchSize : DeltaCodec.encodedSize(count: range.upperBound, format: .int8)
+        try file.append(UnsafeRawBufferPointer(rebasing: bytes[patchWritten..<end]))
+        patchWritten = end
+      } else {
+        for i in range { p[i] -= u[i] }
+      }
+      trailing.advance(to: range.upperBound)
+    }
     if outer.hasMomentum {
       let out = store.temporaryBlobPath("optimizer")
       do {
-        try MomentumStream.step(outer: outer, delta: sum, previous: stateHash.map { store.blobPath($0) }, out: out)
+        try MomentumStream.step(outer: outer, delta: sum, previous: stateHash.map { store.blobPath($0) }, out: out, threads: 1, onSlice: apply)
       } catch {
         unlink(out)
         throw error
@@ -478,57 +520,33 @@ public final class CoordinatorService {
       pendingState = out
     } else {
       outer.step(sum)
+      for start in stride(from: 0, to: sum.count, by: MomentumStream.sliceFloats) {
+        try apply(start..<min(sum.count, start + MomentumStream.sliceFloats))
+      }
     }
-    marks.append(("outer", Date()))
-    var patchBytes: UnsafeRawBufferPointer? = nil
-    if fed.broadcast == .int8 {
-      // Encoded into the staging buffer, free between rounds: no allocation of the patch's size.
-      let n = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, into: staging,
-                                rounding: .stochastic(seed: fed.seed &* 0x100_0000_01B3 ^ UInt64(r)))
-      let bytes = UnsafeRawBufferPointer(start: staging.baseAddress, count: n)
-      try DeltaCodec.decode(bytes, into: params.pointer, count: params.count, mode: .subtract)
-      patchBytes = bytes
-      marks.append(("patch", Date()))
-    } else {
-      let (p, u) = (params.pointer, sum.pointer)
-      Parallel.forRange(params.count, minChunk: 16384) { a, b in for i in a..<b { p[i] -= u[i] } }
+    marks.append(("outer and patch", Date()))
+    var newPatch: (hash: [UInt8], path: String, size: Int)? = nil
+    if let file = patchFile {
+      let hash = try file.finish()
+      patchFile = nil
+      newPatch = (hash, patchDir + "/" + hex(hash), patchSize)
+      marks.append(("patch file", Date()))
     }
-    // The patch (hashed as it is written with O_DIRECT, on a second thread) and the version hash (here) at once.
-    let patchDir = config.dataDir + "/patches"
-    let patchJob = BackgroundWrite()
-    var patchFile: ([UInt8], String)? = nil
-    if let bytes = patchBytes {
-      try FileManager.default.createDirectory(atPath: patchDir, withIntermediateDirectories: true)
-      nonisolated(unsafe) let b = bytes
-      Thread {
-        // Patches live beside the registry's blobs, not among them: only the latest is kept.
-        do {
-          let hash = try DurableFile.writeAddressed(parts: [b], in: patchDir)
-          patchFile = (hash, patchDir + "/" + hex(hash))
-        } catch {
-          patchJob.error = error
-        }
-        patchJob.done.signal()
-      }.start()
-    } else {
-      patchJob.done.signal()
-    }
+    hashed = trailing.finish()
+    guard let h = hashed else { throw ModelError.mismatch("internal: the step ended before the last parameter was hashed") }
     version += 1
-    versionHash = VersionCopy.hash(header: weightsHeader, parameters: params)
+    versionHash = h
     parentHash = parent
     versionSignature = try sign(number: version)
     marks.append(("hash and signature", Date()))
-    patchJob.done.wait()
-    if let e = patchJob.error { throw e }
     if let old = patch {
       blobs.unpublish(hash: old.hash)
-      if old.path != patchFile?.1 { try? FileManager.default.removeItem(atPath: old.path) }
+      if old.path != newPatch?.path { try? FileManager.default.removeItem(atPath: old.path) }
       patch = nil
     }
-    if let (hash, path) = patchFile, let bytes = patchBytes {
-      try blobs.publish(path: path, hash: hash, size: bytes.count)
-      patch = (parent, hash, path)
-      marks.append(("patch file", Date()))
+    if let n = newPatch {
+      try blobs.publish(path: n.path, hash: n.hash, size: n.size)
+      patch = (parent, n.hash, n.path)
     }
   }
 

@@ -66,12 +66,20 @@ public enum DeltaCodec {
   }
 
   /// Encodes into `out` (at least `encodedSize` bytes); returns the bytes written.
+  ///
+  /// With `values`, only the header and the encoding of `delta[values]` are written, at their places in the
+  /// whole payload: encoding a payload range by range (bounds at multiples of `block`, or the end) gives the
+  /// same bytes as encoding it at once, stochastic rounding included (its generator is keyed by the index).
   @discardableResult
   public static func encode(_ delta: UnsafeBufferPointer<Float>, format: DeltaFormat, into out: UnsafeMutableRawBufferPointer,
-                            errorFeedback: UnsafeMutableBufferPointer<Float>? = nil, rounding: Rounding = .nearest) -> Int {
+                            errorFeedback: UnsafeMutableBufferPointer<Float>? = nil, rounding: Rounding = .nearest,
+                            values: Range<Int>? = nil, threads: Int = Parallel.threads) -> Int {
     let n = delta.count
     let size = encodedSize(count: n, format: format)
     precondition(out.count >= size, "DeltaCodec.encode: output buffer too small")
+    let range = values ?? 0..<n
+    precondition(range.lowerBound >= 0 && range.upperBound <= n && range.lowerBound % block == 0
+                 && (range.upperBound % block == 0 || range.upperBound == n), "DeltaCodec.encode: range not block-aligned")
     do {
       let o = out.baseAddress!
       o.initializeMemory(as: UInt8.self, repeating: 0, count: headerBytes)
@@ -82,40 +90,26 @@ public enum DeltaCodec {
       let src = delta.baseAddress!
       switch format {
       case .fp32:
-        Parallel.forRange(n, minChunk: 1 << 16) { s, e in
-          for i in s..<e { body.storeBytes(of: src[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+        Parallel.forRange(range.count, minChunk: 1 << 16, threads: threads) { s, e in
+          for i in (range.lowerBound + s)..<(range.lowerBound + e) { body.storeBytes(of: src[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
         }
       case .int8:
-        let blocks = (n + block - 1) / block
+        let first = range.lowerBound / block, blocks = (range.upperBound + block - 1) / block - first
         let fb = errorFeedback?.baseAddress
-        Parallel.forRange(blocks, minChunk: 256) { bs, be in
-          var vals = [Float](repeating: 0, count: block)
-          for b in bs..<be {
-            let start = b * block, m = min(block, n - start)
-            var mx: Float = 0
-            for k in 0..<m {
-              let v = src[start + k] + (fb?[start + k] ?? 0)
-              vals[k] = v
-              mx = max(mx, abs(v))
-            }
-            let scale = mx / 127
+        Parallel.forRange(blocks, minChunk: 256, threads: threads) { bs, be in
+          let vals = UnsafeMutablePointer<Float>.allocate(capacity: block)
+          defer { vals.deallocate() }
+          let seed: UInt64?
+          switch rounding {
+          case .nearest: seed = nil
+          case .stochastic(let s): seed = s
+          }
+          for b in (first + bs)..<(first + be) {
+            let start = b * block
             let at = body + b * blockBytes
+            let scale = DeltaKernels.int8Block(src + start, count: min(block, n - start), feedback: fb.map { $0 + start }, seed: seed,
+                                           index: UInt64(start), scratch: vals, into: (at + 4).assumingMemoryBound(to: Int8.self))
             at.storeBytes(of: scale.bitPattern.littleEndian, as: UInt32.self)
-            let inv = scale > 0 ? 1 / scale : 0
-            let q8 = (at + 4).assumingMemoryBound(to: Int8.self)
-            for k in 0..<m {
-              let x = vals[k] * inv
-              var q: Float
-              switch rounding {
-              case .nearest: q = x.rounded()
-              case .stochastic(let seed):
-                // floor(x + u) for x + u in [-127, 128): truncation of a positive number is its floor.
-                q = Float(Int32(max(-127, min(127.99, x)) + uniform(seed, UInt64(start + k)) + 128)) - 128
-              }
-              q = max(-127, min(127, q))
-              q8[k] = Int8(q)
-              fb?[start + k] = vals[k] - q * scale
-            }
           }
         }
       }
@@ -123,22 +117,9 @@ public enum DeltaCodec {
     return size
   }
 
-  /// A uniform number in [0, 1) from (seed, index): SplitMix64's finaliser over the pair.
-  @inline(__always)
-  static func uniform(_ seed: UInt64, _ i: UInt64) -> Float {
-    var z = seed &+ i &* 0x9E37_79B9_7F4A_7C15
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    z ^= z >> 31
-    return Float(z >> 40) * (1 / Float(1 << 24))
-  }
-
-  /// What decoding does with each value x at index i of the target.
-  public enum Mode: Sendable {
-    case store            // t[i] = x
-    case subtract         // t[i] -= x   (applying a version patch: θ ← θ − step)
-    case add(Float)       // t[i] += w·x (folding an update into the weighted sum)
-  }
+  /// What decoding does with each value x at index i of the target: store, subtract (applying a version
+  /// patch: θ ← θ − step) or add w·x (folding an update into the weighted sum).
+  public typealias Mode = DeltaKernels.Apply
 
   /// Reads and checks a payload's header against the expected value count and the payload's length.
   public static func header(_ payload: UnsafeRawBufferPointer, count expected: Int) throws -> DeltaFormat {
@@ -166,68 +147,44 @@ public enum DeltaCodec {
     switch f {
     case .fp32:
       Parallel.forChunks(count) { c, s, e in
-        var acc = 0.0
-        for i in s..<e {
-          let x = Float(bitPattern: UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-          guard x.isFinite else { bad[c] = i; return }
-          acc += Double(x * x)
-        }
-        parts[c] = acc
+        let (acc, b) = DeltaKernels.fp32SquaredNorm(body, range: s..<e)
+        if let b { bad[c] = b } else { parts[c] = acc }
       }
     case .int8:
       let blocks = (count + block - 1) / block
       Parallel.forChunks(blocks) { c, bs, be in
-        var acc = 0.0
-        for b in bs..<be {
-          let at = body + b * blockBytes
-          let scale = Float(bitPattern: UInt32(littleEndian: at.loadUnaligned(as: UInt32.self)))
-          guard scale.isFinite, scale >= 0 else { bad[c] = b * block; return }
-          let q8 = (at + 4).assumingMemoryBound(to: Int8.self)
-          var s: Int32 = 0
-          for k in 0..<min(block, count - b * block) { s &+= Int32(q8[k]) * Int32(q8[k]) }
-          acc += Double(scale) * Double(scale) * Double(s)
-        }
-        parts[c] = acc
+        let (acc, b) = DeltaKernels.int8SquaredNorm(body, blocks: bs..<be, count: count, block: block)
+        if let b { bad[c] = b } else { parts[c] = acc }
       }
     }
     if let i = bad.filter({ $0 >= 0 }).min() { throw DeltaError.nonFinite(index: i) }
     return (f, parts.reduce(0, +))
   }
 
-  /// Decodes a whole payload into `target` (which holds `count` values) according to `mode`. Call
-  /// `validate` first when the payload is untrusted and the target must not be half-written.
-  public static func decode(_ payload: UnsafeRawBufferPointer, into target: UnsafeMutablePointer<Float>, count: Int, mode: Mode) throws {
+  /// Decodes a whole payload into `target` (which holds `count` values) according to `mode`; with `values`
+  /// (bounds at multiples of `block`, or the end), only those values. Call `validate` first when the payload is
+  /// untrusted and the target must not be half-written.
+  public static func decode(_ payload: UnsafeRawBufferPointer, into target: UnsafeMutablePointer<Float>, count: Int, mode: Mode,
+                            values: Range<Int>? = nil, threads: Int = Parallel.threads) throws {
     let f = try header(payload, count: count)
+    let range = values ?? 0..<count
+    guard range.lowerBound >= 0, range.upperBound <= count, range.lowerBound % block == 0,
+          range.upperBound % block == 0 || range.upperBound == count else {
+      throw DeltaError.header("decoding values \(range) of \(count) (not block-aligned or out of range)")
+    }
     let body = payload.baseAddress! + headerBytes
     let bad = ManagedIndex()
     switch f {
     case .fp32:
-      Parallel.forRange(count, minChunk: 1 << 16) { s, e in
-        for i in s..<e {
-          let x = Float(bitPattern: UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-          guard x.isFinite else { bad.record(i); return }
-          switch mode {
-          case .store: target[i] = x
-          case .subtract: target[i] -= x
-          case .add(let w): target[i] += w * x
-          }
-        }
+      Parallel.forRange(range.count, minChunk: 1 << 16, threads: threads) { s, e in
+        let lo = range.lowerBound
+        if let i = DeltaKernels.fp32Apply(body, range: (lo + s)..<(lo + e), into: target, mode: mode) { bad.record(i) }
       }
     case .int8:
-      let blocks = (count + block - 1) / block
-      Parallel.forRange(blocks, minChunk: 256) { bs, be in
-        for b in bs..<be {
-          let at = body + b * blockBytes
-          let scale = Float(bitPattern: UInt32(littleEndian: at.loadUnaligned(as: UInt32.self)))
-          guard scale.isFinite, scale >= 0 else { bad.record(b * block); return }
-          let q8 = (at + 4).assumingMemoryBound(to: Int8.self)
-          let t = target + b * block
-          let m = min(block, count - b * block)
-          switch mode {
-          case .store: for k in 0..<m { t[k] = Float(q8[k]) * scale }
-          case .subtract: for k in 0..<m { t[k] -= Float(q8[k]) * scale }
-          case .add(let w): for k in 0..<m { t[k] += w * (Float(q8[k]) * scale) }
-          }
+      let first = range.lowerBound / block, blocks = (range.upperBound + block - 1) / block - first
+      Parallel.forRange(blocks, minChunk: 256, threads: threads) { bs, be in
+        if let i = DeltaKernels.int8Apply(body, blocks: (first + bs)..<(first + be), count: count, block: block, into: target, mode: mode) {
+          bad.record(i)
         }
       }
     }

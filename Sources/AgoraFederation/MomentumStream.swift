@@ -15,9 +15,12 @@ enum MomentumStream {
   static let sliceFloats = 1 << 20
 
   /// Runs `outer` over `delta` (turned into u in place). `previous` is the last version's optimizer blob (nil:
-  /// m = 0); the new state goes to `out`. Returns the bytes written.
+  /// m = 0); the new state goes to `out`. `onSlice` is called with each range of `delta` as soon as it holds
+  /// u (in order), so the caller can apply the step slice by slice while the rest is still being computed;
+  /// `threads` bounds the threads the update uses. Returns the bytes written.
   @discardableResult
-  static func step(outer: OuterOptimizer, delta: FloatBuffer, previous: String?, out: String) throws -> Int {
+  static func step(outer: OuterOptimizer, delta: FloatBuffer, previous: String?, out: String, threads: Int = Parallel.threads,
+                   onSlice: (Range<Int>) throws -> Void = { _ in }) throws -> Int {
     let count = delta.count
     let file = try DirectFileStream(path: out)
     let slice = FloatBuffer(count: min(count, sliceFloats))
@@ -48,7 +51,8 @@ enum MomentumStream {
       }
       let (d, m) = (delta.pointer + offset, slice.pointer)
       let o = offset
-      Parallel.forRange(n, minChunk: 65536) { s, e in outer.step(slice: d + s, m: m + s, offset: o + s, count: e - s) }
+      Parallel.forRange(n, minChunk: 65536, threads: threads) { s, e in outer.step(slice: d + s, m: m + s, offset: o + s, count: e - s) }
+      try onSlice(offset..<(offset + n))
       try file.append(UnsafeRawBufferPointer(start: slice.pointer, count: n * 4))
       offset += n
     }

@@ -35,6 +35,57 @@ public final class VersionCopy {
     return h.finish()
   }
 
+  /// The version hash of parameters that are being finished front to back: `advance(to:)` says how many
+  /// values are final, a thread of its own hashes them meanwhile, and `finish` returns
+  /// `hash(header:parameters:)` of the whole once every value was handed over (nil if the producer stopped
+  /// early). The producer must not change values it has handed over.
+  final class Trailing: @unchecked Sendable {
+    let hasher = Sodium.Hasher()
+    let base: UnsafeRawPointer
+    let total: Int
+    let cond = NSCondition()
+    var ready = 0, closed = false
+    let done = DispatchSemaphore(value: 0)
+    var hashed = 0
+
+    init(header: [UInt8], parameters: FloatBuffer) {
+      hasher.update(header)
+      base = UnsafeRawPointer(parameters.pointer)
+      total = parameters.count * 4
+      Thread { [self] in
+        while true {
+          cond.lock()
+          while ready == hashed && !closed { cond.wait() }
+          let (upTo, last) = (ready, closed)
+          cond.unlock()
+          if upTo > hashed {
+            hasher.update(UnsafeRawBufferPointer(start: base + hashed, count: upTo - hashed))
+            hashed = upTo
+          } else if last {
+            break
+          }
+        }
+        done.signal()
+      }.start()
+    }
+
+    func advance(to values: Int) {
+      cond.lock()
+      ready = max(ready, min(values * 4, total))
+      cond.signal()
+      cond.unlock()
+    }
+
+    func finish() -> [UInt8]? {
+      cond.lock()
+      closed = true
+      cond.signal()
+      cond.unlock()
+      done.wait()
+      return hashed == total ? hasher.finish() : nil
+    }
+  }
+
   /// Brings `base` to `target`, using `work` (the trainer's parameters, or any buffer of the same size) as
   /// scratch so a failed transfer never leaves `base` half-written.
   public func sync(endpoint: Endpoint, target: [UInt8], patchFrom: [UInt8], patchHash: [UInt8], work: FloatBuffer) throws -> Sync {

@@ -322,17 +322,42 @@ public enum DurableFile {
   @discardableResult
   public static func writeAddressed(parts: [UnsafeRawBufferPointer], in dir: String, hash known: [UInt8]? = nil) throws -> [UInt8] {
     if let known, FileManager.default.fileExists(atPath: dir + "/" + hex(known)) { return known }
-    let hasher = known == nil ? Sodium.Hasher() : nil
-    let tmp = temporaryPath(in: dir, "incoming")
+    let file = try AddressedWriter(in: dir, hashing: known == nil)
     do {
-      try writeDirect(to: tmp, parts: parts) { hasher?.update($0) }
+      for p in parts { try file.append(p) }
+      return try file.finish(hash: known)
     } catch {
-      unlink(tmp)
+      file.abandon()
       throw error
     }
-    let hash = known ?? hasher!.finish()
-    try place(tmp, as: dir + "/" + hex(hash))
-    return hash
+  }
+
+  /// A content-addressed file written piece by piece (O_DIRECT, hashed as it goes): `finish` fsyncs it and
+  /// renames it to `dir/<BLAKE2b-256 hex>`; until then it is a temporary file that `abandon` removes.
+  public final class AddressedWriter {
+    let dir: String, tmp: String
+    let hasher: Sodium.Hasher?
+    let stream: DirectFileStream
+
+    public init(in dir: String, hashing: Bool = true) throws {
+      self.dir = dir
+      tmp = DurableFile.temporaryPath(in: dir, "incoming")
+      let h = hashing ? Sodium.Hasher() : nil
+      hasher = h
+      stream = try DirectFileStream(path: tmp) { h?.update($0) }
+    }
+
+    public func append(_ bytes: UnsafeRawBufferPointer) throws { try stream.append(bytes) }
+
+    /// Finishes the file and places it under its hash (`known`, or the one computed while writing).
+    public func finish(hash known: [UInt8]? = nil) throws -> [UInt8] {
+      try stream.finish()
+      guard let hash = known ?? hasher?.finish() else { throw RegistryError.io(path: tmp, problem: "written without a hash") }
+      try DurableFile.place(tmp, as: dir + "/" + hex(hash))
+      return hash
+    }
+
+    public func abandon() { unlink(tmp) }
   }
 
   /// Renames a finished file to its content-addressed `path`, or removes it when that file exists.
@@ -379,15 +404,21 @@ public enum DurableFile {
   }
 }
 
-/// A file written front to back through a 4 MiB aligned buffer with O_DIRECT: the data goes from that
-/// buffer to the device, never through the page cache, which spares the kernel's copy and the cache's
+/// A file written front to back through 1 MiB aligned buffers with O_DIRECT: the data goes from those
+/// buffers to the device, never through the page cache, which spares the kernel's copy and the cache's
 /// bookkeeping for files nobody reads soon (a version's weights, the optimizer state: tens or hundreds of MB
 /// every round) and leaves the cache to what is read. Where the file system refuses O_DIRECT (tmpfs, some
-/// network file systems) it writes buffered instead. `finish` pads the last block, cuts the file back to its
-/// length and fsyncs it; until then the file is incomplete (write it under a temporary name).
+/// network file systems) it writes buffered instead. Full buffers are written in order by a thread of the
+/// stream's own while the caller fills the next one, so producing the bytes and the
+/// device's writes overlap; a failed write is thrown by a later `append` or by `finish`. `finish` pads the
+/// last block, cuts the file back to its length and fsyncs it; until then the file is incomplete (write it
+/// under a temporary name).
 public final class DirectFileStream {
   /// Bytes per direct write, and the alignment O_DIRECT asks of buffers, offsets and lengths.
-  static let block = 4 << 20, align = 4096
+  static let block = 1 << 20, align = 4096
+  /// Buffers per stream: one being filled, one being written (measured: more do not help the coordinator's
+  /// step here, whose writes are bound by the device, and each costs a MiB of memory).
+  static let depth = 2
   /// O_DIRECT (Glibc exports it only under _GNU_SOURCE, which Swift's import does not set).
   #if arch(x86_64)
   static let O_DIRECT: Int32 = 0o40000
@@ -400,11 +431,73 @@ public final class DirectFileStream {
   public let path: String
   let fd: Int32
   let direct: Bool
-  let buffer: UnsafeMutableRawPointer
+  /// Every buffer of the stream, and the one being filled.
+  let buffers: [UnsafeMutableRawPointer]
+  var buffer: UnsafeMutableRawPointer
   var filled = 0
   public private(set) var length = 0
   let observe: (UnsafeRawBufferPointer) -> Void
   var closed = false
+  let writer: Writer
+
+  /// The thread that writes full buffers in the order they are handed over and gives them back.
+  final class Writer: @unchecked Sendable {
+    let fd: Int32
+    let path: String
+    let cond = NSCondition()
+    var queue: [(UnsafeMutableRawPointer, Int)] = []
+    var free: [UnsafeMutableRawPointer]
+    var stopping = false
+    var error: RegistryError? = nil
+
+    init(fd: Int32, path: String, spare: [UnsafeMutableRawPointer]) {
+      self.fd = fd
+      self.path = path
+      free = spare
+      Thread { [self] in
+        while true {
+          cond.lock()
+          while queue.isEmpty && !stopping { cond.wait() }
+          guard let (p, n) = queue.first else { cond.unlock(); break }  // stopping, nothing left
+          let failed = error != nil
+          cond.unlock()
+          let e = failed ? nil : DirectFileStream.write(fd, p, n, path: path)
+          cond.lock()
+          queue.removeFirst()
+          free.append(p)
+          if let e { error = e }
+          cond.broadcast()
+          cond.unlock()
+        }
+      }.start()
+    }
+
+    func submit(_ p: UnsafeMutableRawPointer, _ n: Int) {
+      cond.lock()
+      queue.append((p, n))
+      cond.broadcast()
+      cond.unlock()
+    }
+
+    /// A free buffer (waiting for a write to end if none is), or the failure of an earlier write.
+    func take() throws -> UnsafeMutableRawPointer {
+      cond.lock()
+      defer { cond.unlock() }
+      while free.isEmpty && error == nil { cond.wait() }
+      if let error { throw error }
+      return free.removeLast()
+    }
+
+    /// Waits until every buffer handed over is written, then ends the thread; returns the first failure.
+    func stop() -> RegistryError? {
+      cond.lock()
+      defer { cond.unlock() }
+      while !queue.isEmpty { cond.wait() }
+      stopping = true
+      cond.broadcast()
+      return error
+    }
+  }
 
   public init(path: String, observe: @escaping (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
     self.path = path
@@ -418,12 +511,17 @@ public final class DirectFileStream {
     guard f >= 0 else { throw RegistryError.io(path: path, problem: "cannot be created: \(String(cString: strerror(errno)))") }
     fd = f
     direct = d
-    buffer = .allocate(byteCount: DirectFileStream.block, alignment: DirectFileStream.align)
+    buffers = (0..<DirectFileStream.depth).map { _ in .allocate(byteCount: DirectFileStream.block, alignment: DirectFileStream.align) }
+    buffer = buffers[0]
+    writer = Writer(fd: f, path: path, spare: Array(buffers.dropFirst()))
   }
 
   deinit {
-    if !closed { close(fd) }
-    buffer.deallocate()
+    if !closed {
+      _ = writer.stop()
+      close(fd)
+    }
+    for b in buffers { b.deallocate() }
   }
 
   public func append(_ bytes: UnsafeRawBufferPointer) throws {
@@ -433,33 +531,46 @@ public final class DirectFileStream {
       buffer.advanced(by: filled).copyMemory(from: bytes.baseAddress!.advanced(by: off), byteCount: n)
       filled += n
       off += n
-      if filled == DirectFileStream.block { try flush(final: false) }
+      if filled == DirectFileStream.block { try handOver() }
     }
     length += bytes.count
   }
 
-  func flush(final: Bool) throws {
+  /// Gives the full buffer to the writer and goes on with a free one.
+  func handOver() throws {
     observe(UnsafeRawBufferPointer(start: buffer, count: filled))
-    // The last block is padded to the alignment and the file cut back to its length in `finish`.
-    let a = DirectFileStream.align
-    let n = final && direct ? (filled + a - 1) / a * a : filled
-    if n > filled { buffer.advanced(by: filled).initializeMemory(as: UInt8.self, repeating: 0, count: n - filled) }
+    writer.submit(buffer, filled)
+    filled = 0
+    buffer = try writer.take()
+  }
+
+  /// Writes `n` bytes at `p` to `fd` (retrying short writes); nil on success.
+  static func write(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int, path: String) -> RegistryError? {
     var done = 0
     while done < n {
-      let w = Glibc.write(fd, buffer.advanced(by: done), n - done)
+      let w = Glibc.write(fd, p.advanced(by: done), n - done)
       if w < 0 && errno == EINTR { continue }
-      guard w > 0 else { throw RegistryError.io(path: path, problem: "cannot be written: \(String(cString: strerror(errno)))") }
+      guard w > 0 else { return RegistryError.io(path: path, problem: "cannot be written: \(String(cString: strerror(errno)))") }
       done += w
     }
-    filled = 0
+    return nil
   }
 
   /// Writes what is buffered, sets the file's length and fsyncs it; the stream is closed afterwards.
   public func finish() throws {
     guard !closed else { return }
-    if filled > 0 { try flush(final: true) }
     closed = true
     defer { close(fd) }
+    if let e = writer.stop() { throw e }
+    if filled > 0 {
+      observe(UnsafeRawBufferPointer(start: buffer, count: filled))
+      // The last block is padded to the alignment and the file cut back to its length below.
+      let a = DirectFileStream.align
+      let n = direct ? (filled + a - 1) / a * a : filled
+      if n > filled { buffer.advanced(by: filled).initializeMemory(as: UInt8.self, repeating: 0, count: n - filled) }
+      if let e = DirectFileStream.write(fd, buffer, n, path: path) { throw e }
+      filled = 0
+    }
     guard ftruncate(fd, off_t(length)) == 0, fsync(fd) == 0 else {
       throw RegistryError.io(path: path, problem: "cannot be finished (truncate or fsync): \(String(cString: strerror(errno)))")
     }

@@ -11,9 +11,12 @@ public enum Parallel {
 
   /// Calls `body(start, end)` on disjoint chunks covering `0..<count`, in parallel.
   ///
-  /// - Parameter minChunk: below `2 * minChunk` items the loop runs on the calling thread.
+  /// - Parameters:
+  ///   - minChunk: below `2 * minChunk` items the loop runs on the calling thread.
+  ///   - threads: at most this many threads (1: the calling thread only, for callers that keep the other
+  ///     cores busy with work of their own).
   @inlinable @inline(__always)
-  public static func forRange(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -> Void) {
+  public static func forRange(_ count: Int, minChunk: Int = 1, threads: Int = Parallel.threads, _ body: (Int, Int) -> Void) {
     let n = min(threads, max(1, count / max(1, minChunk)))
     if n <= 1 {
       if count > 0 { body(0, count) }

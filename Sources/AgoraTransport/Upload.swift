@@ -214,9 +214,14 @@ public final class UploadReceiver {
   var incoming: [String: Incoming] = [:]
   var finished: [String: (chunks: Int, round: UInt64)] = [:]  // transfer key → chunk count, round
   /// Receives each decrypted chunk in order: (node fingerprint, chunk index, plaintext); throwing rejects
-  /// the update. The plaintext lives in a buffer the receiver reuses for the next chunk: copy what you keep.
+  /// the update. Unless `destination` gave its place, the plaintext lives in a buffer the receiver reuses
+  /// for the next chunk: copy what you keep.
   public var onChunk: (String, Int, UnsafeRawBufferPointer) throws -> Void = { _, _, _ in }
-  /// Where chunks are decrypted: one chunk, reused (grown to the largest chunk size seen).
+  /// Where a chunk's plaintext goes: (node fingerprint, chunk index, plaintext bytes) → a buffer of exactly
+  /// that many bytes, or nil for the receiver's own scratch. A consumer that keeps the plaintext (the
+  /// coordinator stages an update) has it decrypted in place instead of copying it out in `onChunk`.
+  public var destination: (String, Int, Int) -> UnsafeMutableRawBufferPointer? = { _, _, _ in nil }
+  /// Where chunks are decrypted otherwise: one chunk, reused (grown to the largest chunk size seen).
   var scratch = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
   deinit { scratch.deallocate() }
@@ -289,11 +294,16 @@ public final class UploadReceiver {
       }
       do {
         let n = inc.opener.nextChunkBytes
-        if scratch.count < n {
-          scratch.deallocate()
-          scratch = .allocate(byteCount: n, alignment: 64)
+        var plain: UnsafeMutableRawBufferPointer
+        if let d = destination(node, inc.next, n), d.count == n {
+          plain = d
+        } else {
+          if scratch.count < n {
+            scratch.deallocate()
+            scratch = .allocate(byteCount: n, alignment: 64)
+          }
+          plain = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
         }
-        let plain = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
         try payload.withUnsafeBytes { try inc.opener.open($0, into: plain) }
         try onChunk(node, inc.next, UnsafeRawBufferPointer(plain))
         inc.next += 1

@@ -30,6 +30,35 @@ import Testing
     #expect(abs(sq - expected) <= 1e-9 * max(1, expected))
   }
 
+  /// The coordinator encodes and applies a patch slice by slice while it is computed: range by range must
+  /// give the bytes (and the decoded values) of doing it at once, with both roundings and a short last block.
+  @Test(arguments: [DeltaCodec.Rounding.nearest, .stochastic(seed: 9)])
+  func rangesGiveTheBytesOfTheWhole(rounding: DeltaCodec.Rounding) throws {
+    let n = 5 * 1024 + 77
+    let x = delta(n, seed: 3)
+    let whole = x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8, rounding: rounding) }
+    var parts = [UInt8](repeating: 0xEE, count: whole.count)
+    let cuts = [0, 1024, 1280, 4096, n]
+    x.withUnsafeBufferPointer { xs in
+      parts.withUnsafeMutableBytes { out in
+        for (a, b) in zip(cuts, cuts.dropFirst()) {
+          #expect(DeltaCodec.encode(xs, format: .int8, into: out, rounding: rounding, values: a..<b, threads: a % 2 + 1) == whole.count)
+        }
+      }
+    }
+    #expect(parts == whole)
+    let base = delta(n, seed: 11)
+    let all = try decode(whole, count: n, mode: .subtract, into: base)
+    let byRange = FloatBuffer(base)
+    try whole.withUnsafeBytes { bytes in
+      for (a, b) in zip(cuts, cuts.dropFirst()) { try DeltaCodec.decode(bytes, into: byRange.pointer, count: n, mode: .subtract, values: a..<b) }
+    }
+    #expect(byRange.array == all)
+    #expect(throws: DeltaError.self) {
+      try whole.withUnsafeBytes { try DeltaCodec.decode($0, into: byRange.pointer, count: n, mode: .store, values: 100..<300) }
+    }
+  }
+
   @Test func int8IsAboutFourTimesSmallerAndErrorFeedbackCarriesTheRest() throws {
     let n = 5000
     let x = delta(n)

@@ -67,4 +67,15 @@ import Testing
     #expect(seen == size)
     #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/f")) == Data(bytes))
   }
+
+  /// A write that fails on the stream's writer thread is not lost: a later append or `finish` throws it
+  /// (`/dev/full` refuses every write with ENOSPC).
+  @Test func aFailedBackgroundWriteIsThrown() throws {
+    let stream = try DirectFileStream(path: "/dev/full")
+    let bytes = [UInt8](repeating: 1, count: 3 << 20)
+    #expect(throws: RegistryError.self) {
+      try bytes.withUnsafeBytes { try stream.append($0) }
+      try stream.finish()
+    }
+  }
 }

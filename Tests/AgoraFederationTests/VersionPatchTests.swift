@@ -138,4 +138,17 @@ final class ResultBox: @unchecked Sendable {
   private var v: [Bool] = []
   func add(_ b: Bool) { lock.lock(); v.append(b); lock.unlock() }
   var values: [Bool] { lock.lock(); defer { lock.unlock() }; return v }
+
+  /// The coordinator hashes a new version while its slices are being finished: handed over in uneven
+  /// steps, the trailing hash is the whole version's hash; stopped early, it is nil, not a wrong hash.
+  @Test func trailingHashIsTheVersionHash() throws {
+    let header: [UInt8] = Array("{\"a\":1}".utf8)
+    let p = FloatBuffer((0..<300_001).map { Float($0 % 977) * 1e-3 })
+    let t = VersionCopy.Trailing(header: header, parameters: p)
+    for upTo in [0, 5, 70_000, 70_000, 250_123, 300_001] { t.advance(to: upTo) }
+    #expect(t.finish() == VersionCopy.hash(header: header, parameters: p))
+    let early = VersionCopy.Trailing(header: header, parameters: p)
+    early.advance(to: 1000)
+    #expect(early.finish() == nil)
+  }
 }

@@ -78,6 +78,37 @@ final class CoordinatorLoop: @unchecked Sendable {
     #expect(loop.hasher.finish() == Sodium.blake2b(data))
   }
 
+  /// With a destination, each chunk is decrypted where the consumer wants it (the coordinator's staging
+  /// buffer): the plaintext handed to onChunk is that memory, and it ends up holding the whole update.
+  @Test func chunksAreDecryptedIntoTheGivenDestination() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, receiver) = try setup(f)
+    defer { zap.stop(); server.close() }
+    let data = payload(1_000_003), chunk = 64 << 10
+    let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: data.count, alignment: 64)
+    defer { staging.deallocate() }
+    nonisolated(unsafe) var filled = 0, inPlace = 0
+    receiver.destination = { _, _, n in filled + n <= staging.count ? UnsafeMutableRawBufferPointer(rebasing: staging[filled..<(filled + n)]) : nil }
+    let loop = CoordinatorLoop(server: server, receiver: receiver)
+    defer { loop.finish() }
+    receiver.onChunk = { _, _, plain in
+      if plain.baseAddress == UnsafeRawPointer(staging.baseAddress! + filled) { inPlace += 1 }
+      filled += plain.count
+    }
+    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    defer { client.close() }
+    let s = try sealer(f, bytes: data.count, chunk: chunk)
+    let r = try UploadSender(endpoint: client, transfer: 2, round: 3).send(sealer: s, tokens: 1, steps: 1, loss: 1) { i in
+      Array(data[(i * chunk)..<min(data.count, (i + 1) * chunk)])
+    }
+    #expect(r.chunks == 16)
+    #expect(loop.completed.count == 1)
+    #expect(inPlace == 16)
+    #expect(filled == data.count)
+    #expect(Array(staging) == data)
+  }
+
   @Test func transferResumesAfterTheCoordinatorSocketRestarts() throws {
     let f = try Federation()
     defer { f.cleanup() }
