@@ -92,24 +92,51 @@ struct CoordinatorBench: ParsableCommand {
                              + (fp32 ? ["--fp32"] : []), out: dir + "/n\(i).log"))
     }
     var peakKiB = 0
+    // CPU seconds of every process (coordinator and nodes) between the end of round 1 and the end of the
+    // last round, seen from the log: on a shared machine this moves less than wall time does.
+    let pids = [coord.processIdentifier] + procs.map(\.processIdentifier)
+    var marks: [(rows: Int, cpu: Double)] = []
     let end = Date(timeIntervalSinceNow: 1800)
     while coord.isRunning && Date() < end {
       if let s = try? String(contentsOfFile: "/proc/\(coord.processIdentifier)/status", encoding: .utf8),
          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
          let kb = Int(line.split(separator: " ").dropFirst().first ?? "") { peakKiB = max(peakKiB, kb) }
+      let done = tableRows(dir + "/coordinator.log").count
+      if done >= 1 && done > (marks.last?.rows ?? 0) { marks.append((done, cpuSeconds(pids))) }
       Thread.sleep(forTimeInterval: 0.05)
     }
     for p in procs where p.isRunning { p.terminate() }
     let log = (try? String(contentsOfFile: dir + "/coordinator.log", encoding: .utf8)) ?? ""
-    let rows = log.split(separator: "\n").map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { $0.count >= 8 && Int($0[0]) != nil }
+    let rows = tableRows(dir + "/coordinator.log")
     let secs = rows.compactMap { Double($0[7].split(separator: " ").first ?? "") }
     let counts = rows.map { $0[2].replacingOccurrences(of: " ", with: "") }
     guard counts.allSatisfy({ $0 == "\(nodes)/\(nodes)" }) else { throw CLIError("not every node's update was applied in every round (\(counts)):\n\(log)") }
     guard secs.count == rounds else { throw CLIError("the coordinator did not finish its rounds:\n\(log)") }
     let steady = Array(secs.dropFirst())
     let modelMB = Double(mc.parameterCount * 4) / 1e6
-    print(String(format: "{\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f}",
-                 nodes, mc.parameterCount, fp32 ? "fp32" : "int8", secs[0], median(steady.isEmpty ? secs : steady),
+    var cpu = Double.nan
+    if let a = marks.first, let b = marks.last, b.rows > a.rows { cpu = (b.cpu - a.cpu) / Double(b.rows - a.rows) }
+    print(String(format: "{\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f}",
+                 nodes, mc.parameterCount, fp32 ? "fp32" : "int8", secs[0], median(steady.isEmpty ? secs : steady), cpu,
                  Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB))
+  }
+
+  /// The round table's rows in a coordinator log (cells trimmed).
+  func tableRows(_ path: String) -> [[String]] {
+    let log = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+    return log.split(separator: "\n").map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { $0.count >= 8 && Int($0[0]) != nil }
+  }
+
+  /// User + system seconds of these processes so far (from /proc/<pid>/stat; a process gone counts 0).
+  func cpuSeconds(_ pids: [Int32]) -> Double {
+    let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+    var total = 0.0
+    for pid in pids {
+      guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = s.lastIndex(of: ")") else { continue }
+      // Fields after the command name: state is field 3, utime 14, stime 15.
+      let f = s[s.index(after: close)...].split(separator: " ")
+      if f.count > 13, let u = Double(f[11]), let k = Double(f[12]) { total += (u + k) / tick }
+    }
+    return total
   }
 }
