@@ -29,6 +29,7 @@ let package = Package(
     .systemLibrary(name: "CSodium", path: "Sources/CSodium", providers: [.apt(["libsodium-dev"])]),
     .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+    .systemLibrary(name: "CIntrinsics", path: "Sources/CIntrinsics"),
 
     // MARK: - Libraries
     .target(name: "AgoraTensor", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
@@ -40,7 +41,10 @@ let package = Package(
                                                     .product(name: "Hummingbird", package: "hummingbird"),
                                                     .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "TOMLKit", package: "TOMLKit")]),
-    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
+    // The SHA extensions' instructions need the "sha" target feature (used only behind a CPUID check).
+    .target(name: "AgoraDigest", dependencies: ["CIntrinsics"],
+            swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-msha", "-Xcc", "-msse4.1"])]),
+    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", .product(name: "GRDB", package: "GRDB.swift")]),
     .target(name: "AgoraDashboard", dependencies: ["AgoraRegistry", .product(name: "Hummingbird", package: "hummingbird"),
@@ -50,8 +54,8 @@ let package = Package(
     .executableTarget(
       name: "agora",
       dependencies: [
-        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry", "AgoraDashboard",
-        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
+        "AgoraDashboard", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 
@@ -59,7 +63,7 @@ let package = Package(
     .testTarget(name: "AgoraTensorTests", dependencies: ["AgoraTensor"]),
     .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
     .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor"]),
-    .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto", "CSodium"]),
+    .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto", "AgoraDigest", "CSodium"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraDashboard", "AgoraRegistry",
                                                          .product(name: "HummingbirdTesting", package: "hummingbird")]),
     .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire", "AgoraData", "AgoraRegistry"]),
