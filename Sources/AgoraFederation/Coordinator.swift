@@ -50,6 +50,12 @@ public final class CoordinatorService {
   let staging: UnsafeMutableRawBufferPointer
   /// Bytes of the current upload in `staging`.
   var received = 0
+  /// Whether θ's pages were handed back to the kernel while a large (fp32) update is staged: θ is then
+  /// read back from its version blob (and checked against `paramsChecksum`) before the next step.
+  var paramsReleased = false
+  var paramsChecksum: UInt64 = 0
+  /// ‖θ‖ of the current version (taken when θ changes, so a round never needs θ's pages).
+  var modelNorm: Float = 0
   let outer: OuterOptimizer
   /// The current version's optimizer-state blob (nil: none yet, m = 0). m lives there, not in memory.
   var stateHash: String? = nil
@@ -127,6 +133,7 @@ public final class CoordinatorService {
     receiver = UploadReceiver(context: .init(federation: fed.id, round: 0, baseHash: [UInt8](repeating: 0, count: 32),
                                              aggregationPublic: aggP, aggregationSecret: aggS, credit: 8), registry: registry)
     try openStore(layout: layout)
+    modelNorm = l2(params)
     if !fed.publicData.isEmpty {
       shards = try PublicShards.build(sources: try LanguageSource.discover(fed.publicData), bytes: fed.shardBytes, dir: config.dataDir + "/shards")
       for s in shards { try blobs.publish(path: s.path) }
@@ -229,6 +236,7 @@ public final class CoordinatorService {
         job.error = error
         blobs.cancel(hash: hash)
       }
+      job.finished.set()
       job.done.signal()
     }.start()
   }
@@ -339,7 +347,8 @@ public final class CoordinatorService {
     }
     // Chunks are decrypted straight into the staging buffer, in order (one upload streams at a time).
     receiver.destination = { [self] _, _, n in
-      received + n <= staging.count ? UnsafeMutableRawBufferPointer(rebasing: staging[received..<(received + n)]) : nil
+      if received + n > int8Bytes { releaseParams() }
+      return received + n <= staging.count ? UnsafeMutableRawBufferPointer(rebasing: staging[received..<(received + n)]) : nil
     }
     receiver.onChunk = { [self] _, _, plain in
       guard received + plain.count <= staging.count else { throw DeltaError.length(got: received + plain.count, expected: staging.count) }
@@ -397,7 +406,7 @@ public final class CoordinatorService {
                            version: UInt64(version), signature: versionSignature), to: s.peer)
     }
     sum.zero()
-    baseNorm = l2(params)
+    baseNorm = modelNorm
     let wanted = Set(selected.map(\.fingerprint))
     live.update { $0.round = r; $0.expected = selected.count; $0.received = 0; $0.deadline = deadline.timeIntervalSince1970 }
     defer {
@@ -476,8 +485,9 @@ public final class CoordinatorService {
   func step(round r: Int) throws {
     let fed = config.federation
     try finishWrite()  // the parameters are about to change
-    let parent = versionHash
     var marks: [(String, Date)] = [("start", Date())]
+    try restoreParams()
+    let parent = versionHash
     defer { if ProcessInfo.processInfo.environment["AGORA_TRACE"] != nil { log("  step: " + zip(marks.dropFirst(), marks).map { String(format: "%@ %.0f ms", $0.0.0, $0.0.1.timeIntervalSince($0.1.1) * 1000) }.joined(separator: ", ")) } }
     let trailing = VersionCopy.Trailing(header: weightsHeader, parameters: params)
     var hashed: [UInt8]? = nil
@@ -532,6 +542,7 @@ public final class CoordinatorService {
       newPatch = (hash, patchDir + "/" + hex(hash), patchSize)
       marks.append(("patch file", Date()))
     }
+    modelNorm = l2(params)
     hashed = trailing.finish()
     guard let h = hashed else { throw ModelError.mismatch("internal: the step ended before the last parameter was hashed") }
     version += 1
@@ -548,6 +559,50 @@ public final class CoordinatorService {
       try blobs.publish(path: n.path, hash: n.hash, size: n.size)
       patch = (parent, n.hash, n.path)
     }
+  }
+
+  /// Bytes of an int8 update: staging beyond this holds an fp32 update.
+  var int8Bytes: Int { DeltaCodec.encodedSize(count: params.count, format: .int8) }
+
+  /// While an fp32 update is staged (56 MB for 14M parameters), θ's pages go back to the kernel, so the
+  /// coordinator holds the running sum and the staged update but not θ as well: θ is in its version blob,
+  /// written by the background persist, which must have finished (and succeeded) first. The kernel is asked
+  /// to read the blob ahead meanwhile (page cache, not this process's memory).
+  func releaseParams() {
+    guard !paramsReleased else { return }
+    let path = store.blobPath(hex(versionHash))
+    if let job = pendingWrite { guard job.finished.isSet, job.error == nil else { return } }
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    _ = posix_fadvise(fd, off_t(weightsHeader.count), off_t(params.count * 4), POSIX_FADV_WILLNEED)
+    close(fd)
+    paramsChecksum = params.checksum()
+    params.releasePages()
+    paramsReleased = true
+    if !releasedOnce {
+      releasedOnce = true
+      log("  an fp32 update is staged: θ's pages are handed back meanwhile and read back from version \(version)'s blob before the step")
+    }
+  }
+  var releasedOnce = false
+
+  /// Reads θ back from its version blob after `releaseParams` (and hands the staged update's pages back: the
+  /// step needs only an int8 patch's worth of staging). A blob that no longer holds the same θ is an error.
+  func restoreParams() throws {
+    guard paramsReleased else { return }
+    Pages.release(staging.baseAddress!, bytes: staging.count)
+    let path = store.blobPath(hex(versionHash))
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw RegistryError.io(path: path, problem: "the current version's weights cannot be read back: \(String(cString: strerror(errno)))") }
+    defer {
+      _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+      close(fd)
+    }
+    try DurableFile.read(fd, path: path, at: weightsHeader.count, into: UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4))
+    guard params.checksum() == paramsChecksum else {
+      throw RegistryError.io(path: path, problem: "the current version's weights read back differ from those written (checksum)")
+    }
+    paramsReleased = false
   }
 
   func evaluate(_ model: GPT, _ ev: Evaluator, round: Int) -> RoundReport {
@@ -584,14 +639,18 @@ func fault(_ point: String, round: Int) {
 
 final class BackgroundWrite: @unchecked Sendable {
   let done = DispatchSemaphore(value: 0)
+  /// Set (after `error`) when the write has ended, for a check that must not wait.
+  let finished = ManagedAtomicFlag()
   var error: Error? = nil
   /// The optimizer-state blob the write made (its hash), if the version has one.
   var stateHash: String? = nil
 }
 
 func l2(_ b: FloatBuffer) -> Float {
-  var s = 0.0
-  for i in 0..<b.count { s += Double(b[i]) * Double(b[i]) }
-  return Float(s.squareRoot())
+  let parts = UnsafeMutableBufferPointer<Double>.allocate(capacity: Parallel.threads)
+  defer { parts.deallocate() }
+  parts.initialize(repeating: 0)
+  Parallel.forChunks(b.count) { c, s, e in parts[c] = DeltaKernels.fp32SquaredNorm(UnsafeRawPointer(b.pointer), range: s..<e).0 }
+  return Float(parts.reduce(0, +).squareRoot())
 }
 

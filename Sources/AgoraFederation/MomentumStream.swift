@@ -38,14 +38,8 @@ enum MomentumStream {
     var offset = 0
     while offset < count {
       let n = min(sliceFloats, count - offset)
-      if fd >= 0 {
-        var got = 0
-        while got < n * 4 {
-          let r = pread(fd, UnsafeMutableRawPointer(slice.pointer).advanced(by: got), n * 4 - got, off_t(offset * 4 + got))
-          if r < 0 && errno == EINTR { continue }
-          guard r > 0 else { throw RegistryError.io(path: previous!, problem: "the optimizer state ends at byte \(offset * 4 + got), expected \(count * 4)") }
-          got += r
-        }
+      if fd >= 0, let previous {
+        try DurableFile.read(fd, path: previous, at: offset * 4, into: UnsafeMutableRawBufferPointer(start: slice.pointer, count: n * 4))
       } else {
         slice.pointer.initialize(repeating: 0, count: n)
       }

@@ -375,13 +375,26 @@ public enum DurableFile {
     guard let buffer = PageMemory(bytes: n) else { return nil }
     let hasher = Sodium.Hasher()
     while true {
-      let got = read(fd, buffer.pointer, n)
+      let got = Glibc.read(fd, buffer.pointer, n)
       if got < 0 && errno == EINTR { continue }
       guard got >= 0 else { return nil }
       if got == 0 { break }
       hasher.update(UnsafeRawBufferPointer(start: buffer.pointer, count: got))
     }
     return hasher.finish()
+  }
+
+  /// Reads exactly `out.count` bytes of `fd` from `offset` (retrying short reads and EINTR); a file that ends
+  /// sooner or a read error is `RegistryError.io` naming `path`.
+  public static func read(_ fd: Int32, path: String, at offset: Int, into out: UnsafeMutableRawBufferPointer) throws {
+    var got = 0
+    while got < out.count {
+      let r = pread(fd, out.baseAddress! + got, out.count - got, off_t(offset + got))
+      if r < 0 && errno == EINTR { continue }
+      guard r >= 0 else { throw RegistryError.io(path: path, problem: "cannot be read: \(String(cString: strerror(errno)))") }
+      guard r > 0 else { throw RegistryError.io(path: path, problem: "ends at byte \(offset + got), expected \(offset + out.count)") }
+      got += r
+    }
   }
 
   /// A name in `dir` for a file being written (`removeTemporaryFiles` matches ".tmp-").

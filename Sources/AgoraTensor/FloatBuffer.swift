@@ -1,3 +1,4 @@
+import Foundation
 /// A contiguous, 64-byte aligned, zero-initialised buffer of `Float` that owns its memory.
 ///
 /// Parameters, gradients and each optimizer moment of a model live in one `FloatBuffer` each,
@@ -34,5 +35,41 @@ public final class FloatBuffer: @unchecked Sendable {
   public subscript(i: Int) -> Float {
     get { pointer[i] }
     set { pointer[i] = newValue }
+  }
+
+  /// Gives the buffer's memory back to the kernel (`madvise(MADV_DONTNEED)` on its whole pages): it stops
+  /// counting as resident, and its values are zero (or, in the partial pages at either end, unchanged) until
+  /// written again. For a buffer whose contents live elsewhere for a while (the coordinator's θ, in the
+  /// version blob, while updates are staged).
+  public func releasePages() { Pages.release(UnsafeMutableRawPointer(pointer), bytes: count * 4) }
+
+  /// A Fletcher-style checksum of the values' bits (two running sums per lane of eight): any change of one
+  /// value, or a swap of two, changes it. For checking a copy read back from storage, not an adversary.
+  public func checksum() -> UInt64 {
+    var a = SIMD8<UInt32>(), b = SIMD8<UInt32>()
+    let raw = UnsafeRawPointer(pointer)
+    var i = 0
+    while i + 8 <= count {
+      a &+= raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self)
+      b &+= a
+      i += 8
+    }
+    var tail: UInt32 = 0
+    while i < count { tail = tail &* 31 &+ pointer[i].bitPattern; i += 1 }
+    var h: UInt64 = 0
+    for k in 0..<8 { h = (h &* 0x100_0000_01B3) ^ (UInt64(a[k]) << 32 | UInt64(b[k])) }
+    return h ^ UInt64(tail)
+  }
+}
+
+/// Whole pages of anonymous memory handed back to the kernel.
+public enum Pages {
+  /// `madvise(MADV_DONTNEED)` on the whole pages inside `pointer ..< pointer + bytes`.
+  public static func release(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = (Int(bitPattern: pointer) + page - 1) / page * page
+    let end = (Int(bitPattern: pointer) + bytes) / page * page
+    guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(p, end - start, Int32(MADV_DONTNEED))
   }
 }

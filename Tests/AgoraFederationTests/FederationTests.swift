@@ -18,7 +18,7 @@ struct Harness {
   let port: Int
 
   init(nodes: [(String, [String])], rounds: Int, innerSteps: Int, quorum: Double = 0.5, deadline: Double = 60, minNodes: Int? = nil,
-       bytes: Int = 60_000, extra: String = "", donors: [String] = []) throws {
+       bytes: Int = 60_000, extra: String = "", donors: [String] = [], compression: String = "int8") throws {
     dir = NSTemporaryDirectory() + "agora-federation-\(UUID().uuidString)"
     let fm = FileManager.default
     let demo = repoRoot + "/.agora/data/demo"
@@ -67,7 +67,7 @@ struct Harness {
     quorum = \(quorum)
     min_nodes = \(minNodes ?? nodes.count)
     outer_optimizer = "diloco"
-    compression = "int8"
+    compression = "\(compression)"
     \(extra)
     """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
     try """
@@ -172,8 +172,12 @@ struct Harness {
 }
 
 @Suite(.serialized) struct FederationTests {
-  @Test func multiProcessFederationLowersValidationLoss() throws {
-    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40)
+  /// With fp32 updates the coordinator also hands θ's pages back while an update is staged and reads θ back
+  /// from its version blob (checksum-checked) before each step: the patches nodes apply must still reach
+  /// exactly the versions announced.
+  @Test(arguments: ["int8", "fp32"])
+  func multiProcessFederationLowersValidationLoss(compression: String) throws {
+    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40, compression: compression)
     defer { h.cleanup() }
     let c = try h.coordinator()
     Thread.sleep(forTimeInterval: 0.3)
@@ -189,6 +193,9 @@ struct Harness {
     let start = initial.reduce(0, +) / Double(initial.count)
     #expect(rows.last!.1 < start - 0.3, "bits/byte went from \(start) to \(rows.last!.1)")
     #expect(rows.last!.1 < rows.first!.1)
+    if compression == "fp32" {
+      #expect(h.read("coordinator.log").contains("θ's pages are handed back"), "the fp32 path did not release θ")
+    }
     // From round 2 on, nodes holding the previous version take the int8 patch instead of the whole model.
     for name in h.nodes {
       let lines = h.read("\(name).log").split(separator: "\n").filter { $0.contains(": round ") }
