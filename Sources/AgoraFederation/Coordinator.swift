@@ -486,7 +486,10 @@ public final class CoordinatorService {
     let fed = config.federation
     try finishWrite()  // the parameters are about to change
     var marks: [(String, Date)] = [("start", Date())]
-    try restoreParams()
+    if paramsReleased {
+      try restoreParams()
+      marks.append(("θ read back", Date()))
+    }
     let parent = versionHash
     defer { if ProcessInfo.processInfo.environment["AGORA_TRACE"] != nil { log("  step: " + zip(marks.dropFirst(), marks).map { String(format: "%@ %.0f ms", $0.0.0, $0.0.1.timeIntervalSince($0.1.1) * 1000) }.joined(separator: ", ")) } }
     let trailing = VersionCopy.Trailing(header: weightsHeader, parameters: params)
@@ -598,7 +601,19 @@ public final class CoordinatorService {
       _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
       close(fd)
     }
-    try DurableFile.read(fd, path: path, at: weightsHeader.count, into: UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4))
+    // In two halves at once: most of the time is the kernel filling fresh pages, which both cores can do.
+    let (base, bytes, header) = (UnsafeMutableRawPointer(params.pointer), params.count * 4, weightsHeader.count)
+    let failures = UnsafeMutableBufferPointer<Error?>.allocate(capacity: Parallel.threads)
+    failures.initialize(repeating: nil)
+    defer { failures.deinitialize(); failures.deallocate() }
+    Parallel.forChunks(bytes / 4096 + 1) { c, s, e in
+      let lo = s * 4096, hi = min(bytes, e * 4096)
+      guard hi > lo else { return }
+      do { try DurableFile.read(fd, path: path, at: header + lo, into: UnsafeMutableRawBufferPointer(start: base + lo, count: hi - lo)) } catch {
+        failures[c] = error
+      }
+    }
+    if let e = failures.compactMap({ $0 }).first { throw e }
     guard params.checksum() == paramsChecksum else {
       throw RegistryError.io(path: path, problem: "the current version's weights read back differ from those written (checksum)")
     }
