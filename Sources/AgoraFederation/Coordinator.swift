@@ -50,9 +50,9 @@ public final class CoordinatorService {
   let staging: UnsafeMutableRawBufferPointer
   /// Bytes of the current upload in `staging`.
   var received = 0
-  /// Whether θ's pages were handed back to the kernel while a large (fp32) update is staged: θ is then
-  /// read back from its version blob (and checked against `paramsChecksum`) before the next step.
-  var paramsReleased = false
+  /// Whether the update being received is staged in θ's memory (fp32 updates, once θ is in its version
+  /// blob): θ is then read back from the blob (and checked against `paramsChecksum`) before the next step.
+  var stagedInParams = false
   var paramsChecksum: UInt64 = 0
   /// ‖θ‖ of the current version (taken when θ changes, so a round never needs θ's pages).
   var modelNorm: Float = 0
@@ -103,7 +103,7 @@ public final class CoordinatorService {
     modelConfig = mc
     try mc.validate()
     let layout = ParameterLayout(mc)
-    params = FloatBuffer(count: layout.count)
+    params = FloatBuffer(count: layout.count, leading: DeltaCodec.headerBytes)
     sum = FloatBuffer(count: params.count)
     // The registry first: a data directory that cannot be used stops the coordinator before it listens.
     try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
@@ -345,19 +345,22 @@ public final class CoordinatorService {
       metrics.updatesRejected.increment()
       if forRound == UInt64(r) { done.insert(node) }
     }
-    // Chunks are decrypted straight into the staging buffer, in order (one upload streams at a time).
+    // Chunks are decrypted straight into the staging area, in order (one upload streams at a time).
     receiver.destination = { [self] _, _, n in
-      if received + n > int8Bytes { releaseParams() }
-      return received + n <= staging.count ? UnsafeMutableRawBufferPointer(rebasing: staging[received..<(received + n)]) : nil
+      if received + n > int8Bytes { stageInParams() }
+      let area = stagingArea
+      return received + n <= area.count ? UnsafeMutableRawBufferPointer(rebasing: area[received..<(received + n)]) : nil
     }
     receiver.onChunk = { [self] _, _, plain in
-      guard received + plain.count <= staging.count else { throw DeltaError.length(got: received + plain.count, expected: staging.count) }
-      let at = staging.baseAddress!.advanced(by: received)
+      let area = stagingArea
+      guard received + plain.count <= area.count else { throw DeltaError.length(got: received + plain.count, expected: area.count) }
+      let at = area.baseAddress!.advanced(by: received)
       if plain.count > 0 && UnsafeRawPointer(at) != plain.baseAddress { at.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
       received += plain.count
     }
     receiver.onComplete = { [self] c in
-      let payload = UnsafeRawBufferPointer(start: staging.baseAddress, count: received)
+      defer { received = 0 }  // nothing is staged any more
+      let payload = UnsafeRawBufferPointer(start: stagingArea.baseAddress, count: received)
       let norm = Float(try DeltaCodec.validate(payload, count: sum.count).1.squareRoot())
       // Rejected: anything non-finite, a Δ ten times larger than the model itself, or one ten times the
       // median of the updates already accepted this round.
@@ -371,8 +374,8 @@ public final class CoordinatorService {
         let staleness = Double(UInt64(r) - c.round)
         w *= pow(1 + staleness, -fed.stalenessExponent)
         late += 1
-        log(String(format: "  late update of round %llu from %@ applied with staleness %.0f (weight ×%.3f)", c.round, String(c.node.prefix(12)),
-                   staleness, pow(1 + staleness, -fed.stalenessExponent)))
+        log(String(format: "  late update of round %llu from %@ applied with staleness %.0f (weight ×%.3f, norm %.6g)", c.round, String(c.node.prefix(12)),
+                   staleness, pow(1 + staleness, -fed.stalenessExponent), norm))
       }
       try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
       weightTotal += w
@@ -486,7 +489,7 @@ public final class CoordinatorService {
     let fed = config.federation
     try finishWrite()  // the parameters are about to change
     var marks: [(String, Date)] = [("start", Date())]
-    if paramsReleased {
+    if stagedInParams {
       try restoreParams()
       marks.append(("θ read back", Date()))
     }
@@ -505,18 +508,20 @@ public final class CoordinatorService {
       patchFile = try DurableFile.AddressedWriter(in: patchDir)
     }
     defer { if let f = patchFile { f.abandon() } }
-    var patchSize = 0, patchWritten = 0
-    let (p, u, staging) = (params.pointer, sum.pointer, staging)
+    // The patch is produced slice by slice into a buffer of one slice's blocks, appended to its file and
+    // applied to θ: the staging buffer stays untouched (an update streaming across the step keeps its bytes).
+    let patchSize = DeltaCodec.encodedSize(count: params.count, format: .int8)
+    let sliceBytes = DeltaCodec.int8Bytes(values: 0..<min(params.count, MomentumStream.sliceFloats), count: params.count)
+    let sliceBuffer = UnsafeMutableRawPointer.allocate(byteCount: max(sliceBytes, 1), alignment: 64)
+    defer { sliceBuffer.deallocate() }
+    if let file = patchFile { try DeltaCodec.header(count: params.count, format: .int8).withUnsafeBytes { try file.append($0) } }
+    let (p, u) = (params.pointer, sum.pointer)
     let apply: (Range<Int>) throws -> Void = { [sum, params] range in
       if let file = patchFile {
-        // Encoded into the staging buffer, free between rounds: no allocation of the patch's size. One
-        // thread: the other core hashes the version meanwhile.
-        patchSize = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, into: staging, rounding: rounding, values: range, threads: 1)
-        let bytes = UnsafeRawBufferPointer(start: staging.baseAddress, count: patchSize)
-        try DeltaCodec.decode(bytes, into: p, count: params.count, mode: .subtract, values: range, threads: 1)
-        let end = range.upperBound == params.count ? patchSize : DeltaCodec.encodedSize(count: range.upperBound, format: .int8)
-        try file.append(UnsafeRawBufferPointer(rebasing: bytes[patchWritten..<end]))
-        patchWritten = end
+        // One thread: the other core hashes the version meanwhile.
+        let n = DeltaCodec.encodeInt8(UnsafeBufferPointer(sum.buffer), values: range, into: sliceBuffer, rounding: rounding)
+        try DeltaCodec.applyInt8(sliceBuffer, values: range, count: params.count, into: p, mode: .subtract)
+        try file.append(UnsafeRawBufferPointer(start: sliceBuffer, count: n))
       } else {
         for i in range { p[i] -= u[i] }
       }
@@ -564,36 +569,47 @@ public final class CoordinatorService {
     }
   }
 
-  /// Bytes of an int8 update: staging beyond this holds an fp32 update.
-  var int8Bytes: Int { DeltaCodec.encodedSize(count: params.count, format: .int8) }
+  /// Where the update being received is staged: the staging buffer, or θ's memory (with the octets before
+  /// it for the payload header) after `stageInParams`.
+  var stagingArea: UnsafeMutableRawBufferPointer {
+    stagedInParams
+      ? UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(params.pointer) - DeltaCodec.headerBytes,
+                                      count: DeltaCodec.encodedSize(count: params.count, format: .fp32))
+      : staging
+  }
 
-  /// While an fp32 update is staged (56 MB for 14M parameters), θ's pages go back to the kernel, so the
-  /// coordinator holds the running sum and the staged update but not θ as well: θ is in its version blob,
-  /// written by the background persist, which must have finished (and succeeded) first. The kernel is asked
-  /// to read the blob ahead meanwhile (page cache, not this process's memory).
-  func releaseParams() {
-    guard !paramsReleased else { return }
-    let path = store.blobPath(hex(versionHash))
+  /// An fp32 update (56 MB for 14M parameters) is staged in θ's memory instead of a buffer of its own, so the
+  /// coordinator holds θ-or-the-update and the running sum, not all three: θ is in its version blob by then
+  /// (written by the background persist, which must have finished and succeeded; a thread reads it once
+  /// meanwhile, into the page cache), and its checksum is kept to check the copy read back before the step.
+  /// What the update has staged so far moves along.
+  func stageInParams() {
+    guard !stagedInParams else { return }
     if let job = pendingWrite { guard job.finished.isSet, job.error == nil else { return } }
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return }
-    _ = posix_fadvise(fd, off_t(weightsHeader.count), off_t(params.count * 4), POSIX_FADV_WILLNEED)
-    close(fd)
+    let path = store.blobPath(hex(versionHash))
+    guard FileManager.default.isReadableFile(atPath: path) else { return }
+    DurableFile.warm(path, offset: weightsHeader.count, count: params.count * 4)
     paramsChecksum = params.checksum()
-    params.releasePages()
-    paramsReleased = true
-    if !releasedOnce {
-      releasedOnce = true
-      log("  an fp32 update is staged: θ's pages are handed back meanwhile and read back from version \(version)'s blob before the step")
+    let from = staging.baseAddress!
+    stagedInParams = true
+    if received > 0 { stagingArea.baseAddress!.copyMemory(from: from, byteCount: received) }
+    if !stagedOnce {
+      stagedOnce = true
+      log("  fp32 updates are staged in θ's memory; θ is read back from version \(version)'s blob before the step")
     }
   }
-  var releasedOnce = false
+  var stagedOnce = false
 
-  /// Reads θ back from its version blob after `releaseParams` (and hands the staged update's pages back: the
-  /// step needs only an int8 patch's worth of staging). A blob that no longer holds the same θ is an error.
+  /// Reads θ back from its version blob after `stageInParams`; an update streaming across the step first moves
+  /// what it has staged back to the staging buffer. The staging buffer's pages beyond an int8 update (or the
+  /// update still streaming) go back to the kernel: the step needs none of them. A blob that no longer holds
+  /// the same θ is an error.
   func restoreParams() throws {
-    guard paramsReleased else { return }
-    Pages.release(staging.baseAddress!, bytes: staging.count)
+    guard stagedInParams else { return }
+    if received > 0 { staging.baseAddress!.copyMemory(from: stagingArea.baseAddress!, byteCount: received) }
+    stagedInParams = false
+    let keep = max(received, int8Bytes)
+    Pages.release(staging.baseAddress! + keep, bytes: staging.count - keep)
     let path = store.blobPath(hex(versionHash))
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw RegistryError.io(path: path, problem: "the current version's weights cannot be read back: \(String(cString: strerror(errno)))") }
@@ -601,7 +617,7 @@ public final class CoordinatorService {
       _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
       close(fd)
     }
-    // In two halves at once: most of the time is the kernel filling fresh pages, which both cores can do.
+    // In two halves at once (the copy from the page cache, or the disk, is most of it).
     let (base, bytes, header) = (UnsafeMutableRawPointer(params.pointer), params.count * 4, weightsHeader.count)
     let failures = UnsafeMutableBufferPointer<Error?>.allocate(capacity: Parallel.threads)
     failures.initialize(repeating: nil)
@@ -617,8 +633,10 @@ public final class CoordinatorService {
     guard params.checksum() == paramsChecksum else {
       throw RegistryError.io(path: path, problem: "the current version's weights read back differ from those written (checksum)")
     }
-    paramsReleased = false
   }
+
+  /// Bytes of an int8 update: staging beyond this holds an fp32 update.
+  var int8Bytes: Int { DeltaCodec.encodedSize(count: params.count, format: .int8) }
 
   func evaluate(_ model: GPT, _ ev: Evaluator, round: Int) -> RoundReport {
     model.parameters.copy(from: params)

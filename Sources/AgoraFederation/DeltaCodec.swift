@@ -66,55 +66,83 @@ public enum DeltaCodec {
   }
 
   /// Encodes into `out` (at least `encodedSize` bytes); returns the bytes written.
-  ///
-  /// With `values`, only the header and the encoding of `delta[values]` are written, at their places in the
-  /// whole payload: encoding a payload range by range (bounds at multiples of `block`, or the end) gives the
-  /// same bytes as encoding it at once, stochastic rounding included (its generator is keyed by the index).
   @discardableResult
   public static func encode(_ delta: UnsafeBufferPointer<Float>, format: DeltaFormat, into out: UnsafeMutableRawBufferPointer,
-                            errorFeedback: UnsafeMutableBufferPointer<Float>? = nil, rounding: Rounding = .nearest,
-                            values: Range<Int>? = nil, threads: Int = Parallel.threads) -> Int {
+                            errorFeedback: UnsafeMutableBufferPointer<Float>? = nil, rounding: Rounding = .nearest) -> Int {
     let n = delta.count
     let size = encodedSize(count: n, format: format)
     precondition(out.count >= size, "DeltaCodec.encode: output buffer too small")
-    let range = values ?? 0..<n
-    precondition(range.lowerBound >= 0 && range.upperBound <= n && range.lowerBound % block == 0
-                 && (range.upperBound % block == 0 || range.upperBound == n), "DeltaCodec.encode: range not block-aligned")
-    do {
-      let o = out.baseAddress!
-      o.initializeMemory(as: UInt8.self, repeating: 0, count: headerBytes)
-      for (i, b) in magic.enumerated() { o.storeBytes(of: b, toByteOffset: i, as: UInt8.self) }
-      o.storeBytes(of: format.rawValue, toByteOffset: 4, as: UInt8.self)
-      o.storeBytes(of: UInt64(n).littleEndian, toByteOffset: 8, as: UInt64.self)
-      let body = o + headerBytes
-      let src = delta.baseAddress!
-      switch format {
-      case .fp32:
-        Parallel.forRange(range.count, minChunk: 1 << 16, threads: threads) { s, e in
-          for i in (range.lowerBound + s)..<(range.lowerBound + e) { body.storeBytes(of: src[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
-        }
-      case .int8:
-        let first = range.lowerBound / block, blocks = (range.upperBound + block - 1) / block - first
-        let fb = errorFeedback?.baseAddress
-        Parallel.forRange(blocks, minChunk: 256, threads: threads) { bs, be in
-          let vals = UnsafeMutablePointer<Float>.allocate(capacity: block)
-          defer { vals.deallocate() }
-          let seed: UInt64?
-          switch rounding {
-          case .nearest: seed = nil
-          case .stochastic(let s): seed = s
-          }
-          for b in (first + bs)..<(first + be) {
-            let start = b * block
-            let at = body + b * blockBytes
-            let scale = DeltaKernels.int8Block(src + start, count: min(block, n - start), feedback: fb.map { $0 + start }, seed: seed,
-                                           index: UInt64(start), scratch: vals, into: (at + 4).assumingMemoryBound(to: Int8.self))
-            at.storeBytes(of: scale.bitPattern.littleEndian, as: UInt32.self)
-          }
-        }
+    let o = out.baseAddress!
+    header(count: n, format: format).withUnsafeBytes { o.copyMemory(from: $0.baseAddress!, byteCount: headerBytes) }
+    let body = o + headerBytes
+    let src = delta.baseAddress!
+    switch format {
+    case .fp32:
+      Parallel.forRange(n, minChunk: 1 << 16) { s, e in
+        for i in s..<e { body.storeBytes(of: src[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
       }
+    case .int8:
+      encodeInt8(delta, values: 0..<n, into: body, errorFeedback: errorFeedback, rounding: rounding, threads: Parallel.threads)
     }
     return size
+  }
+
+  /// The 16-octet header of a payload of `count` values.
+  public static func header(count: Int, format: DeltaFormat) -> [UInt8] {
+    var h = magic + [format.rawValue, 0, 0, 0]
+    for i in 0..<8 { h.append(UInt8(truncatingIfNeeded: UInt64(count) >> (8 * UInt64(i)))) }
+    return h
+  }
+
+  /// Octets of the int8 blocks that hold `values` of a payload of `count` values.
+  public static func int8Bytes(values: Range<Int>, count: Int) -> Int {
+    let first = values.lowerBound / block, end = (values.upperBound + block - 1) / block
+    return 4 * (end - first) + min(values.upperBound, count) - first * block
+  }
+
+  /// Writes the int8 blocks that hold `delta[values]` (bounds at multiples of `block`, or the end) compactly
+  /// at `out` (at least `int8Bytes(values:count:)` octets): the octets `encode` puts at their place in the whole
+  /// payload, stochastic rounding included (its generator is keyed by the value's index). A payload can so be
+  /// produced slice by slice, as the coordinator does with a version patch: the header, then each slice's
+  /// blocks in order. Returns the octets written.
+  @discardableResult
+  public static func encodeInt8(_ delta: UnsafeBufferPointer<Float>, values: Range<Int>, into out: UnsafeMutableRawPointer,
+                                errorFeedback: UnsafeMutableBufferPointer<Float>? = nil, rounding: Rounding = .nearest, threads: Int = 1) -> Int {
+    let n = delta.count
+    precondition(values.lowerBound >= 0 && values.upperBound <= n && values.lowerBound % block == 0
+                 && (values.upperBound % block == 0 || values.upperBound == n), "DeltaCodec.encodeInt8: range not block-aligned")
+    let first = values.lowerBound / block, blocks = (values.upperBound + block - 1) / block - first
+    let src = delta.baseAddress!
+    let fb = errorFeedback?.baseAddress
+    let seed: UInt64?
+    switch rounding {
+    case .nearest: seed = nil
+    case .stochastic(let s): seed = s
+    }
+    Parallel.forRange(blocks, minChunk: 256, threads: threads) { bs, be in
+      let vals = UnsafeMutablePointer<Float>.allocate(capacity: block)
+      defer { vals.deallocate() }
+      for b in (first + bs)..<(first + be) {
+        let start = b * block
+        let at = out + (b - first) * blockBytes
+        let scale = DeltaKernels.int8Block(src + start, count: min(block, n - start), feedback: fb.map { $0 + start }, seed: seed,
+                                           index: UInt64(start), scratch: vals, into: (at + 4).assumingMemoryBound(to: Int8.self))
+        at.storeBytes(of: scale.bitPattern.littleEndian, as: UInt32.self)
+      }
+    }
+    return int8Bytes(values: values, count: n)
+  }
+
+  /// Applies int8 blocks written by `encodeInt8` for `values` (of `count` in all) to `target` as `mode` says.
+  public static func applyInt8(_ bytes: UnsafeRawPointer, values: Range<Int>, count: Int, into target: UnsafeMutablePointer<Float>, mode: Mode) throws {
+    guard values.lowerBound >= 0, values.upperBound <= count, values.lowerBound % block == 0,
+          values.upperBound % block == 0 || values.upperBound == count else {
+      throw DeltaError.header("applying values \(values) of \(count) (not block-aligned or out of range)")
+    }
+    let first = values.lowerBound / block, end = (values.upperBound + block - 1) / block
+    if let i = DeltaKernels.int8Apply(bytes, first: first, blocks: first..<end, count: count, block: block, into: target, mode: mode) {
+      throw DeltaError.nonFinite(index: i)
+    }
   }
 
   /// What decoding does with each value x at index i of the target: store, subtract (applying a version
@@ -161,29 +189,23 @@ public enum DeltaCodec {
     return (f, parts.reduce(0, +))
   }
 
-  /// Decodes a whole payload into `target` (which holds `count` values) according to `mode`; with `values`
-  /// (bounds at multiples of `block`, or the end), only those values. Call `validate` first when the payload is
-  /// untrusted and the target must not be half-written.
-  public static func decode(_ payload: UnsafeRawBufferPointer, into target: UnsafeMutablePointer<Float>, count: Int, mode: Mode,
-                            values: Range<Int>? = nil, threads: Int = Parallel.threads) throws {
+  /// Decodes a whole payload into `target` (which holds `count` values) according to `mode`. Call `validate`
+  /// first when the payload is untrusted and the target must not be half-written.
+  public static func decode(_ payload: UnsafeRawBufferPointer, into target: UnsafeMutablePointer<Float>, count: Int, mode: Mode) throws {
     let f = try header(payload, count: count)
-    let range = values ?? 0..<count
-    guard range.lowerBound >= 0, range.upperBound <= count, range.lowerBound % block == 0,
-          range.upperBound % block == 0 || range.upperBound == count else {
-      throw DeltaError.header("decoding values \(range) of \(count) (not block-aligned or out of range)")
-    }
+    let range = 0..<count
     let body = payload.baseAddress! + headerBytes
     let bad = ManagedIndex()
     switch f {
     case .fp32:
-      Parallel.forRange(range.count, minChunk: 1 << 16, threads: threads) { s, e in
+      Parallel.forRange(range.count, minChunk: 1 << 16) { s, e in
         let lo = range.lowerBound
         if let i = DeltaKernels.fp32Apply(body, range: (lo + s)..<(lo + e), into: target, mode: mode) { bad.record(i) }
       }
     case .int8:
-      let first = range.lowerBound / block, blocks = (range.upperBound + block - 1) / block - first
-      Parallel.forRange(blocks, minChunk: 256, threads: threads) { bs, be in
-        if let i = DeltaKernels.int8Apply(body, blocks: (first + bs)..<(first + be), count: count, block: block, into: target, mode: mode) {
+      let blocks = (count + block - 1) / block
+      Parallel.forRange(blocks, minChunk: 256) { bs, be in
+        if let i = DeltaKernels.int8Apply(body, blocks: bs..<be, count: count, block: block, into: target, mode: mode) {
           bad.record(i)
         }
       }

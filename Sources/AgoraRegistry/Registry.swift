@@ -397,6 +397,24 @@ public enum DurableFile {
     }
   }
 
+  /// Reads `count` octets of `path` from `offset` on a thread of its own and throws them away, so that the
+  /// page cache holds them when they are read for real (`posix_fadvise(WILLNEED)` measured no faster than a
+  /// cold read here). Failures are ignored: the real read reports them.
+  public static func warm(_ path: String, offset: Int, count: Int) {
+    Thread {
+      let fd = open(path, O_RDONLY | O_CLOEXEC)
+      guard fd >= 0, let buffer = PageMemory(bytes: 1 << 22) else { return }
+      defer { close(fd) }
+      var done = 0
+      while done < count {
+        let r = pread(fd, buffer.pointer, min(1 << 22, count - done), off_t(offset + done))
+        if r < 0 && errno == EINTR { continue }
+        guard r > 0 else { return }
+        done += r
+      }
+    }.start()
+  }
+
   /// A name in `dir` for a file being written (`removeTemporaryFiles` matches ".tmp-").
   public static func temporaryPath(in dir: String, _ what: String) -> String {
     dir + "/\(what).tmp-\(getpid())-\(UUID().uuidString.prefix(8))"

@@ -82,12 +82,13 @@ public enum DeltaKernels {
     return (acc, nil)
   }
 
-  /// Decodes the int8 blocks `blocks` into `target` (`count` values in all) as `mode` says. Returns the first value index of a block with a bad scale (nothing of that
+  /// Decodes the int8 blocks `blocks` into `target` (`count` values in all) as `mode` says; `body` holds the
+  /// blocks from block `first` on. Returns the first value index of a block with a bad scale (nothing of that
   /// block or after it is written).
-  public static func int8Apply(_ body: UnsafeRawPointer, blocks: Range<Int>, count: Int, block: Int, into target: UnsafeMutablePointer<Float>,
+  public static func int8Apply(_ body: UnsafeRawPointer, first: Int = 0, blocks: Range<Int>, count: Int, block: Int, into target: UnsafeMutablePointer<Float>,
                                mode: Apply) -> Int? {
     for b in blocks {
-      let at = body + b * (4 + block)
+      let at = body + (b - first) * (4 + block)
       let scale = Float(bitPattern: UInt32(littleEndian: at.loadUnaligned(as: UInt32.self)))
       guard scale.isFinite, scale >= 0 else { return b * block }
       let q8 = (at + 4).assumingMemoryBound(to: Int8.self)

@@ -7,12 +7,21 @@ public final class FloatBuffer: @unchecked Sendable {
   public let count: Int
   public let pointer: UnsafeMutablePointer<Float>
 
-  public init(count: Int) {
-    precondition(count >= 0, "FloatBuffer count must not be negative")
+  /// Octets of memory the buffer owns before `pointer` (a multiple of 64).
+  public let leading: Int
+
+  /// - Parameter leading: octets to own before the values as well (rounded up to 64), for a user that lays a
+  ///   header in front of them (the coordinator stages an fp32 update, header and values, in θ's memory).
+  public convenience init(count: Int) { self.init(count: count, leading: 0) }
+
+  public init(count: Int, leading: Int) {
+    precondition(count >= 0 && leading >= 0, "FloatBuffer count must not be negative")
     self.count = count
-    let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
-    raw.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
-    pointer = raw.assumingMemoryBound(to: Float.self)
+    self.leading = (leading + 63) / 64 * 64
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: self.leading + max(count, 1) * 4, alignment: 64)
+    raw.initializeMemory(as: UInt8.self, repeating: 0, count: self.leading)
+    (raw + self.leading).initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
+    pointer = (raw + self.leading).assumingMemoryBound(to: Float.self)
   }
 
   public convenience init(_ values: [Float]) {
@@ -20,7 +29,7 @@ public final class FloatBuffer: @unchecked Sendable {
     values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
   }
 
-  deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+  deinit { (UnsafeMutableRawPointer(pointer) - leading).deallocate() }
 
   public var buffer: UnsafeMutableBufferPointer<Float> { .init(start: pointer, count: count) }
   public var array: [Float] { Array(buffer) }
@@ -36,12 +45,6 @@ public final class FloatBuffer: @unchecked Sendable {
     get { pointer[i] }
     set { pointer[i] = newValue }
   }
-
-  /// Gives the buffer's memory back to the kernel (`madvise(MADV_DONTNEED)` on its whole pages): it stops
-  /// counting as resident, and its values are zero (or, in the partial pages at either end, unchanged) until
-  /// written again. For a buffer whose contents live elsewhere for a while (the coordinator's θ, in the
-  /// version blob, while updates are staged).
-  public func releasePages() { Pages.release(UnsafeMutableRawPointer(pointer), bytes: count * 4) }
 
   /// A Fletcher-style checksum of the values' bits (two running sums per lane of eight): any change of one
   /// value, or a swap of two, changes it. For checking a copy read back from storage, not an adversary.

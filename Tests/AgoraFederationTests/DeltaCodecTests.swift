@@ -30,32 +30,36 @@ import Testing
     #expect(abs(sq - expected) <= 1e-9 * max(1, expected))
   }
 
-  /// The coordinator encodes and applies a patch slice by slice while it is computed: range by range must
-  /// give the bytes (and the decoded values) of doing it at once, with both roundings and a short last block.
+  /// The coordinator encodes and applies a patch slice by slice while it is computed: the header and each
+  /// range's blocks (`encodeInt8`) must be the bytes of encoding it at once, with both roundings and a short
+  /// last block, and applying them range by range (`applyInt8`) must give the values of decoding it whole.
   @Test(arguments: [DeltaCodec.Rounding.nearest, .stochastic(seed: 9)])
   func rangesGiveTheBytesOfTheWhole(rounding: DeltaCodec.Rounding) throws {
     let n = 5 * 1024 + 77
     let x = delta(n, seed: 3)
     let whole = x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8, rounding: rounding) }
-    var parts = [UInt8](repeating: 0xEE, count: whole.count)
     let cuts = [0, 1024, 1280, 4096, n]
-    x.withUnsafeBufferPointer { xs in
-      parts.withUnsafeMutableBytes { out in
-        for (a, b) in zip(cuts, cuts.dropFirst()) {
-          #expect(DeltaCodec.encode(xs, format: .int8, into: out, rounding: rounding, values: a..<b, threads: a % 2 + 1) == whole.count)
-        }
+    var parts = DeltaCodec.header(count: n, format: .int8)
+    var pieces: [[UInt8]] = []
+    for (a, b) in zip(cuts, cuts.dropFirst()) {
+      var piece = [UInt8](repeating: 0xEE, count: DeltaCodec.int8Bytes(values: a..<b, count: n))
+      let written = x.withUnsafeBufferPointer { xs in
+        piece.withUnsafeMutableBytes { DeltaCodec.encodeInt8(xs, values: a..<b, into: $0.baseAddress!, rounding: rounding, threads: a % 2 + 1) }
       }
+      #expect(written == piece.count)
+      parts += piece
+      pieces.append(piece)
     }
     #expect(parts == whole)
     let base = delta(n, seed: 11)
     let all = try decode(whole, count: n, mode: .subtract, into: base)
     let byRange = FloatBuffer(base)
-    try whole.withUnsafeBytes { bytes in
-      for (a, b) in zip(cuts, cuts.dropFirst()) { try DeltaCodec.decode(bytes, into: byRange.pointer, count: n, mode: .subtract, values: a..<b) }
+    for ((a, b), piece) in zip(zip(cuts, cuts.dropFirst()), pieces) {
+      try piece.withUnsafeBytes { try DeltaCodec.applyInt8($0.baseAddress!, values: a..<b, count: n, into: byRange.pointer, mode: .subtract) }
     }
     #expect(byRange.array == all)
     #expect(throws: DeltaError.self) {
-      try whole.withUnsafeBytes { try DeltaCodec.decode($0, into: byRange.pointer, count: n, mode: .store, values: 100..<300) }
+      try pieces[0].withUnsafeBytes { try DeltaCodec.applyInt8($0.baseAddress!, values: 100..<300, count: n, into: byRange.pointer, mode: .store) }
     }
   }
 

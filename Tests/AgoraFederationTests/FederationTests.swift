@@ -172,7 +172,7 @@ struct Harness {
 }
 
 @Suite(.serialized) struct FederationTests {
-  /// With fp32 updates the coordinator also hands θ's pages back while an update is staged and reads θ back
+  /// With fp32 updates the coordinator also stages each update in θ's memory and reads θ back
   /// from its version blob (checksum-checked) before each step: the patches nodes apply must still reach
   /// exactly the versions announced.
   @Test(arguments: ["int8", "fp32"])
@@ -194,7 +194,7 @@ struct Harness {
     #expect(rows.last!.1 < start - 0.3, "bits/byte went from \(start) to \(rows.last!.1)")
     #expect(rows.last!.1 < rows.first!.1)
     if compression == "fp32" {
-      #expect(h.read("coordinator.log").contains("θ's pages are handed back"), "the fp32 path did not release θ")
+      #expect(h.read("coordinator.log").contains("fp32 updates are staged in θ's memory"), "the fp32 path did not stage in θ's memory")
     }
     // From round 2 on, nodes holding the previous version take the int8 patch instead of the whole model.
     for name in h.nodes {
@@ -324,6 +324,61 @@ struct Harness {
       #expect(rows.count == 1 && !rows[0].contains("late"), "\(rows)")
     }
     #expect(h.table().count == 3 && h.table().allSatisfy { $0.1.isFinite })
+  }
+
+  /// An update still streaming when its round closes goes on into the next round (late_updates = "stale")
+  /// and keeps every octet it had staged, although the step in between uses the coordinator's memory (the
+  /// patch, and θ read back where fp32 updates were staged): the norm the coordinator logs for it is exactly
+  /// that of what the node sent.
+  @Test func updateStreamingAcrossTheStepKeepsItsBytes() throws {
+    let h = try Harness(nodes: [("prompt", ["de"]), ("slow", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 6, minNodes: 2,
+                        extra: "late_updates = \"stale\"\nstaleness_exponent = 1", compression: "fp32")
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let prompt = try h.node("prompt")
+    let (slow, coordCard, ep) = try h.handClient("slow")
+    defer { ep.close() }
+    var outcome = ""
+    var expectedNorm = 0.0
+    let end = Date(timeIntervalSinceNow: 90)
+    while outcome.isEmpty && Date() < end {
+      guard let m = ep.receive(timeout: 0.5) else { ep.send(.heartbeat); continue }
+      guard case .success(.round(let r, let base, _, _, _, let deadlineMs, let bytes, _, _, _, _, _)) = m.message, r == 1 else { continue }
+      let values = Int(bytes) / 4
+      let delta = (0..<values).map { Float(($0 % 13) - 6) * 1e-5 }
+      expectedNorm = delta.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+      let payload = delta.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
+      let chunk = 4096
+      let sealer = try EnvelopeSealer(context: .init(federation: "test-federation", round: r, baseHash: base, nodeID: slow.card.nodeID),
+                                      payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: coordCard.aggregationPublic!,
+                                      signingSecretKey: slow.signSecret)
+      let half = sealer.head.chunkCount / 2
+      // Start late in the round (the prompt node's update is in by then: one upload streams at a time).
+      while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) - 1000 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }
+      var sender = UploadSender(endpoint: ep, transfer: r, round: r)
+      sender.ackTimeout = 2
+      do {
+        _ = try sender.send(sealer: sealer, tokens: 4096, steps: 10, loss: 5) { i in
+          if i == half {
+            // Half of it is staged: wait (heartbeats keep the session) until round 1 has closed and stepped.
+            while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) + 2500 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }
+          }
+          return Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
+        }
+        outcome = "accepted"
+      } catch let TransferError.rejected(code, text) {
+        outcome = "rejected \(code) \(text)"
+      }
+    }
+    #expect(h.wait(coord, seconds: 90) && coord.terminationStatus == 0)
+    _ = h.wait(prompt, seconds: 15)
+    let log = h.read("coordinator.log")
+    print(log)
+    #expect(outcome == "accepted", "\(outcome)")
+    let line = log.split(separator: "\n").first { $0.contains("late update of round 1 from") }
+    let logged = line.flatMap { $0.split(separator: "norm ").last }.flatMap { Double($0.dropLast()) }
+    #expect(logged.map { abs($0 - expectedNorm) <= 1e-4 * expectedNorm } == true, "logged \(line.map(String.init) ?? "nothing"), sent norm \(expectedNorm)")
   }
 
   /// A compute donor has no data: the coordinator cuts the federation's public corpus into shards, assigns it
