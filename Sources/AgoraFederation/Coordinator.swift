@@ -580,12 +580,19 @@ public final class CoordinatorService {
 
   /// An fp32 update (56 MB for 14M parameters) is staged in θ's memory instead of a buffer of its own, so the
   /// coordinator holds θ-or-the-update and the running sum, not all three: θ is in its version blob by then
-  /// (written by the background persist, which must have finished and succeeded; a thread reads it once
+  /// (written by the background persist, which this waits for and which must have succeeded; a thread reads it once
   /// meanwhile, into the page cache), and its checksum is kept to check the copy read back before the step.
   /// What the update has staged so far moves along.
   func stageInParams() {
     guard !stagedInParams else { return }
-    if let job = pendingWrite { guard job.finished.isSet, job.error == nil else { return } }
+    if let job = pendingWrite {
+      // θ must be in its blob first: wait for the background persist (usually long done; at most its ≈0.1 s).
+      if !job.finished.isSet {
+        job.done.wait()
+        job.done.signal()  // `finishWrite` waits on it too
+      }
+      guard job.error == nil else { return }
+    }
     let path = store.blobPath(hex(versionHash))
     guard FileManager.default.isReadableFile(atPath: path) else { return }
     DurableFile.warm(path, offset: weightsHeader.count, count: params.count * 4)
