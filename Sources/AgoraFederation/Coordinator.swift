@@ -646,8 +646,15 @@ public final class CoordinatorService {
   var int8Bytes: Int { DeltaCodec.encodedSize(count: params.count, format: .int8) }
 
   func evaluate(_ model: GPT, _ ev: Evaluator, round: Int) -> RoundReport {
-    model.parameters.copy(from: params)
-    let bpb = (try? ev.bitsPerByte(model: model)) ?? []
+    // A round without a step (no quorum) can end with an fp32 update staged where θ is: θ comes back first.
+    var bpb: [(String, Double)] = []
+    do {
+      try restoreParams()
+      model.parameters.copy(from: params)
+      bpb = (try? ev.bitsPerByte(model: model)) ?? []
+    } catch {
+      log("  version \(version) is not scored: \(error)")
+    }
     return RoundReport(round: round, version: version, hash: hex(versionHash), selected: 0, accepted: 0, rejected: [], tokens: 0, bytesIn: 0,
                        meanLoss: .nan, seconds: 0, bitsPerByte: bpb, applied: true)
   }
