@@ -352,10 +352,10 @@ public final class CoordinatorService {
       return received + n <= area.count ? UnsafeMutableRawBufferPointer(rebasing: area[received..<(received + n)]) : nil
     }
     receiver.onChunk = { [self] _, _, plain in
-      let area = stagingArea
-      guard received + plain.count <= area.count else { throw DeltaError.length(got: received + plain.count, expected: area.count) }
-      let at = area.baseAddress!.advanced(by: received)
-      if plain.count > 0 && UnsafeRawPointer(at) != plain.baseAddress { at.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
+      // `destination` placed every chunk that fits; one that does not landed in the receiver's scratch.
+      guard plain.baseAddress == UnsafeRawPointer(stagingArea.baseAddress! + received) else {
+        throw DeltaError.length(got: received + plain.count, expected: stagingArea.count)
+      }
       received += plain.count
     }
     receiver.onComplete = { [self] c in

@@ -193,14 +193,12 @@ public enum DeltaCodec {
   /// first when the payload is untrusted and the target must not be half-written.
   public static func decode(_ payload: UnsafeRawBufferPointer, into target: UnsafeMutablePointer<Float>, count: Int, mode: Mode) throws {
     let f = try header(payload, count: count)
-    let range = 0..<count
     let body = payload.baseAddress! + headerBytes
     let bad = ManagedIndex()
     switch f {
     case .fp32:
-      Parallel.forRange(range.count, minChunk: 1 << 16) { s, e in
-        let lo = range.lowerBound
-        if let i = DeltaKernels.fp32Apply(body, range: (lo + s)..<(lo + e), into: target, mode: mode) { bad.record(i) }
+      Parallel.forRange(count, minChunk: 1 << 16) { s, e in
+        if let i = DeltaKernels.fp32Apply(body, range: s..<e, into: target, mode: mode) { bad.record(i) }
       }
     case .int8:
       let blocks = (count + block - 1) / block

@@ -420,13 +420,7 @@ public enum DurableFile {
     dir + "/\(what).tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
   }
 
-  /// Writes the concatenation of `parts` to `path` (created or truncated) and fsyncs it with a
-  /// `DirectFileStream`; `observe` sees every byte in order (e.g. to hash it in the same pass).
-  public static func writeDirect(to path: String, parts: [UnsafeRawBufferPointer], observe: @escaping (UnsafeRawBufferPointer) -> Void = { _ in }) throws {
-    let out = try DirectFileStream(path: path, observe: observe)
-    for p in parts { try out.append(p) }
-    try out.finish()
-  }
+
 
   /// Renames a finished (fsynced) temporary file into place and fsyncs the directory.
   public static func publish(_ tmp: String, as path: String) throws {

@@ -294,7 +294,7 @@ public final class UploadReceiver {
       }
       do {
         let n = inc.opener.nextChunkBytes
-        var plain: UnsafeMutableRawBufferPointer
+        let plain: UnsafeMutableRawBufferPointer
         if let d = destination(node, inc.next, n), d.count == n {
           plain = d
         } else {

@@ -62,7 +62,10 @@ import Testing
     try bytes.withUnsafeBytes { b in
       // In two parts, split off the block boundary, as a blob's header and parameters are.
       let cut = min(size, 1000)
-      try DurableFile.writeDirect(to: dir + "/f", parts: [UnsafeRawBufferPointer(rebasing: b[0..<cut]), UnsafeRawBufferPointer(rebasing: b[cut...])]) { seen += $0.count }
+      let file = try DirectFileStream(path: dir + "/f") { seen += $0.count }
+      try file.append(UnsafeRawBufferPointer(rebasing: b[0..<cut]))
+      try file.append(UnsafeRawBufferPointer(rebasing: b[cut...]))
+      try file.finish()
     }
     #expect(seen == size)
     #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/f")) == Data(bytes))
