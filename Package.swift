@@ -42,8 +42,10 @@ let package = Package(
                                                     .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "TOMLKit", package: "TOMLKit")]),
     // The SHA extensions' instructions need the "sha" target feature (used only behind a CPUID check).
-    .target(name: "AgoraDigest", dependencies: ["CIntrinsics"],
-            swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-msha", "-Xcc", "-msse4.1"])]),
+    // Only the 16-lane BLAKE3 kernel is built for AVX-512; AgoraDigest calls it after a CPU check.
+    .target(name: "AgoraDigestAVX512", dependencies: ["CIntrinsics"],
+            swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-mavx512f"])]),
+    .target(name: "AgoraDigest", dependencies: ["CIntrinsics", "AgoraDigestAVX512"], swiftSettings: fastMath),
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", .product(name: "GRDB", package: "GRDB.swift")]),

@@ -18,6 +18,10 @@ struct TransportBench: ParsableCommand {
   var credit: UInt16 = 8
   @Option(help: "Rounds; each runs the three transfers once, and medians are reported.")
   var rounds: Int = 3
+  @Option(name: .customLong("plain-kib"), help: "Message size of the plain-libzmq reference transfers, in KiB.")
+  var plainKiB: Int = 1024
+  @Option(help: "Run only these transfers (comma-separated: agora, curve, plain); the ratio needs agora and curve.")
+  var only: String = "agora,curve,plain"
   @Flag(help: "One JSON object instead of the table.")
   var json = false
   @Flag(help: "Only time sealing and opening the envelope in this process (no network), to see the crypto's share.")
@@ -34,10 +38,13 @@ struct TransportBench: ParsableCommand {
     try FileManager.default.copyItem(atPath: dir + "/node/card.toml", toPath: dir + "/enrolled/node.toml")
     let bytes = megabytes * 1_000_000, chunk = chunkKiB << 10
     if cryptoOnly { return try timeCrypto(coord: coord, node: node, bytes: bytes, chunk: chunk) }
-    let messages = (bytes + (1 << 20) - 1) >> 20
+    let plainSize = plainKiB << 10
+    let messages = (bytes + plainSize - 1) / plainSize
+    let runs = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+    guard !runs.isEmpty, runs.isSubset(of: ["agora", "curve", "plain"]) else { throw CLIError("--only takes agora, curve and/or plain") }
     var agora: [Sample] = [], curve: [Sample] = [], plain: [Sample] = []
     for r in 0..<rounds {
-      agora.append(try measure(["transport", "receive", "--identity", dir + "/coord", "--enrolled", dir + "/enrolled", "--credit", String(credit)]) { endpoint in
+      if runs.contains("agora") { agora.append(try measure(["transport", "receive", "--identity", dir + "/coord", "--enrolled", dir + "/enrolled", "--credit", String(credit)]) { endpoint in
         let client = try Endpoint.client(connect: endpoint, serverKey: coord.card.curvePublic,
                                          keys: CurveKeys(publicKey: node.card.curvePublic, secretKey: node.curveSecret))
         defer { client.close() }
@@ -49,27 +56,28 @@ struct TransportBench: ParsableCommand {
           let n = min(chunk, bytes - i * chunk)
           return n == chunk ? block : Array(block.prefix(n))
         }
-      })
+      }) }
       let serverBox = try Sodium.boxKeypair()
-      curve.append(try measure(["transport", "sink", "--count", String(messages), "--curve-secret", hex(serverBox.secretKey)]) { endpoint in
+      if runs.contains("curve") { curve.append(try measure(["transport", "sink", "--count", String(messages), "--curve-secret", hex(serverBox.secretKey)]) { endpoint in
         try PlainSink.send(connect: endpoint, serverKey: serverBox.publicKey, keys: CurveKeys(publicKey: node.card.curvePublic, secretKey: node.curveSecret),
-                           count: messages, size: 1 << 20)
-      })
-      plain.append(try measure(["transport", "sink", "--count", String(messages)]) { endpoint in
-        try PlainSink.send(connect: endpoint, serverKey: nil, keys: nil, count: messages, size: 1 << 20)
-      })
+                           count: messages, size: plainSize)
+      }) }
+      if runs.contains("plain") { plain.append(try measure(["transport", "sink", "--count", String(messages)]) { endpoint in
+        try PlainSink.send(connect: endpoint, serverKey: nil, keys: nil, count: messages, size: plainSize)
+      }) }
     }
-    func mbps(_ s: [Sample], _ n: Int) -> Double { Double(n) / median(s.map(\.seconds)) / 1e6 }
-    func cpuPerGB(_ s: [Sample], _ n: Int) -> Double { median(s.map(\.cpu)) / (Double(n) / 1e9) }
-    let plainBytes = messages << 20
+    func mbps(_ s: [Sample], _ n: Int) -> Double { s.isEmpty ? .nan : Double(n) / median(s.map(\.seconds)) / 1e6 }
+    func cpuPerGB(_ s: [Sample], _ n: Int) -> Double { s.isEmpty ? .nan : median(s.map(\.cpu)) / (Double(n) / 1e9) }
+    let plainBytes = messages * plainSize
     let a = mbps(agora, bytes), c = mbps(curve, plainBytes), p = mbps(plain, plainBytes)
     if json {
-      print("{\"megabytes\":\(megabytes),\"chunk_kib\":\(chunkKiB),\"agora_mb_s\":\(a),\"curve_mb_s\":\(c),\"plain_mb_s\":\(p),\"agora_cpu_s_per_gb\":\(cpuPerGB(agora, bytes)),\"curve_cpu_s_per_gb\":\(cpuPerGB(curve, plainBytes)),\"plain_cpu_s_per_gb\":\(cpuPerGB(plain, plainBytes)),\"ratio_to_curve\":\(a / c)}")
+      print("{\"megabytes\":\(megabytes),\"chunk_kib\":\(chunkKiB),\"plain_kib\":\(plainKiB),\"agora_mb_s\":\(a),\"curve_mb_s\":\(c),\"plain_mb_s\":\(p),\"agora_cpu_s_per_gb\":\(cpuPerGB(agora, bytes)),\"curve_cpu_s_per_gb\":\(cpuPerGB(curve, plainBytes)),\"plain_cpu_s_per_gb\":\(cpuPerGB(plain, plainBytes)),\"ratio_to_curve\":\(a / c)}")
     } else {
       print("update \(megabytes) MB in \(chunkKiB) KiB chunks, credit \(credit), \(rounds) rounds, node and coordinator in separate processes on loopback")
       print(String(format: "  Agora (CURVE + ZAP, signed, sealed, chunked): %7.1f MB/s  %5.2f CPU-s/GB", a, cpuPerGB(agora, bytes)))
-      print(String(format: "  plain libzmq, CURVE on (1 MiB messages):     %7.1f MB/s  %5.2f CPU-s/GB", c, cpuPerGB(curve, plainBytes)))
-      print(String(format: "  plain libzmq, CURVE off (1 MiB messages):    %7.1f MB/s  %5.2f CPU-s/GB", p, cpuPerGB(plain, plainBytes)))
+      let size = plainKiB % 1024 == 0 ? "\(plainKiB >> 10) MiB" : "\(plainKiB) KiB"
+      print(String(format: "  plain libzmq, CURVE on (%@ messages):%@ %7.1f MB/s  %5.2f CPU-s/GB", size, String(repeating: " ", count: max(0, 9 - size.count)), c, cpuPerGB(curve, plainBytes)))
+      print(String(format: "  plain libzmq, CURVE off (%@ messages):%@%7.1f MB/s  %5.2f CPU-s/GB", size, String(repeating: " ", count: max(0, 9 - size.count)), p, cpuPerGB(plain, plainBytes)))
       print(String(format: "  Agora / CURVE-on libzmq: %.0f%%", 100 * a / c))
     }
   }
@@ -96,9 +104,9 @@ struct TransportBench: ParsableCommand {
     for _ in 0..<(bytes / chunk) { _ = SHA256.hash(block) }
     let hashSecs = Date().timeIntervalSince(h)
     h = Date()
-    let lanes = PayloadDigest()
-    block.withUnsafeBytes { b in for _ in 0..<(bytes / chunk) { lanes.update(b) } }
-    _ = lanes.finish()
+    let digest = PayloadDigest()
+    block.withUnsafeBytes { b in for _ in 0..<(bytes / chunk) { digest.update(b) } }
+    _ = digest.finish()
     let digestSecs = Date().timeIntervalSince(h)
     h = Date()
     for _ in 0..<(bytes / chunk) { _ = Sodium.blake2b(block) }
@@ -108,9 +116,9 @@ struct TransportBench: ParsableCommand {
     for _ in 0..<(bytes / chunk) { _ = try ss.push(block) }
     let ssSecs = Date().timeIntervalSince(h)
     let gb = Double(bytes) / 1e9
-    print(String(format: "one thread: seal %.0f MB/s, open %.0f MB/s; of which the payload digest %.0f MB/s (two SHA-256 lanes%@), secretstream push %.0f MB/s (for comparison: SHA-256 as one stream %.0f MB/s, BLAKE2b %.0f MB/s)",
+    print(String(format: "one thread: seal %.0f MB/s, open %.0f MB/s; of which the payload digest %.0f MB/s (BLAKE3, %@), secretstream push %.0f MB/s (for comparison: SHA-256 %.0f MB/s, BLAKE2b %.0f MB/s)",
                  gb * 1000 / t1.timeIntervalSince(t0), gb * 1000 / t2.timeIntervalSince(t1), gb * 1000 / digestSecs,
-                 SHA256Lanes.available ? ", SHA extensions" : ", OpenSSL: no SHA extensions", gb * 1000 / ssSecs, gb * 1000 / hashSecs, gb * 1000 / blakeSecs))
+                 Blake3.wide ? "16 chunks at once with AVX-512" : "portable code: no AVX-512 here", gb * 1000 / ssSecs, gb * 1000 / hashSecs, gb * 1000 / blakeSecs))
   }
 
   /// Starts `agora ARGS` as the receiving process, waits for its READY line, runs `body(endpoint)` as the

@@ -1,11 +1,13 @@
 import AgoraCrypto
+import AgoraDigest
 import AgoraModel
+import AgoraWire
 import ArgumentParser
 import Foundation
 
 struct ProtocolCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "protocol", abstract: "Wire protocol tools.", subcommands: [Vectors.self])
+    commandName: "protocol", abstract: "Wire protocol tools.", subcommands: [Vectors.self, Digest.self])
 
   struct Vectors: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Write the protocol test vectors (messages.json, envelope.json).")
@@ -18,6 +20,28 @@ struct ProtocolCommand: ParsableCommand {
       try AtomicFile.write(Data(ProtocolVectors.messagesJSON().utf8), to: out + "/messages.json")
       try AtomicFile.write(Data(try ProtocolVectors.envelopeJSON().utf8), to: out + "/envelope.json")
       print("wrote \(out)/messages.json and \(out)/envelope.json")
+    }
+  }
+
+  struct Digest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Print the BLAKE3 hash of files as b3sum does: the envelope's payload digest of an update payload (SPEC §6).")
+    @Argument(help: "Files to hash.")
+    var files: [String]
+    @Option(name: .customLong("piece-kib"), help: "Feed the hasher pieces of this many KiB.")
+    var pieceKiB: Int = 1024
+    @Flag(help: "Use the one-compression-at-a-time code even where AVX-512 is available.")
+    var portable = false
+
+    func run() throws {
+      guard pieceKiB > 0 else { throw CLIError("--piece-kib must be positive") }
+      for path in files {
+        guard let h = FileHandle(forReadingAtPath: path) else { throw CLIError("cannot open \(path)") }
+        defer { try? h.close() }
+        let hasher = Blake3Hasher(portable: portable)
+        while let d = try h.read(upToCount: pieceKiB << 10), !d.isEmpty { d.withUnsafeBytes { hasher.update($0) } }
+        print("\(hex(hasher.finish()))  \(path)")
+      }
     }
   }
 }
