@@ -64,7 +64,7 @@ let package = Package(
     // MARK: - Tests
     .testTarget(name: "AgoraTensorTests", dependencies: ["AgoraTensor"]),
     .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
-    .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor"]),
+    .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor", "AgoraWire", "CZeroMQ"]),
     .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto", "AgoraDigest", "CSodium"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraDashboard", "AgoraRegistry",
                                                          .product(name: "HummingbirdTesting", package: "hummingbird")]),

@@ -128,7 +128,7 @@ public final class VersionCopy {
       }
       let skip = max(0, header.count - offset)
       if skip < chunk.count {
-        chunk.withUnsafeBytes { raw.advanced(by: offset + skip - header.count).copyMemory(from: $0.baseAddress! + skip, byteCount: $0.count - skip) }
+        raw.advanced(by: offset + skip - header.count).copyMemory(from: chunk.baseAddress! + skip, byteCount: chunk.count - skip)
       }
       offset += chunk.count
     }

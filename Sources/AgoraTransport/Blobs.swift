@@ -156,7 +156,7 @@ public final class BlobServer: @unchecked Sendable {
           }
         }
         if failed { break }  // the node's retry gets an answer once the file is readable again
-        endpoint.send(.blobChunk(hash: r.hash, index: UInt32(i), count: UInt32(count), payload: bytes), to: r.peer)
+        endpoint.send(.blobChunk(hash: r.hash, index: UInt32(i), count: UInt32(count), payload: Payload(bytes)), to: r.peer)
       }
     }
   }
@@ -185,7 +185,7 @@ public struct BlobFetcher {
   public var maxRetries = 6
   public init(endpoint: Endpoint) { self.endpoint = endpoint }
 
-  public func fetch(hash: [UInt8], sink: ([UInt8]) throws -> Void) throws -> Int {
+  public func fetch(hash: [UInt8], sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
     let hasher = Sodium.Hasher()
     var next = 0, count: Int? = nil, bytes = 0, retries = 0
     var requestedUpTo = 0
@@ -207,8 +207,10 @@ public struct BlobFetcher {
         if let c = count, c != Int(total) { throw FetchError.inconsistent("chunk count changed from \(c) to \(total)") }
         count = Int(total)
         guard Int(index) == next else { continue }  // a duplicate from an earlier request
-        payload.withUnsafeBytes { hasher.update($0) }
-        try sink(payload)
+        try payload.withUnsafeBytes {
+          hasher.update($0)
+          try sink($0)
+        }
         bytes += payload.count
         next += 1
       case .error(let code, _) where code == ErrorCode.busy.rawValue:

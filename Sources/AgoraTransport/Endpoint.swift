@@ -42,11 +42,13 @@ public final class Endpoint: @unchecked Sendable {
   private let socket: ZMQSocket
   private let isRouter: Bool
   private let lock = NSLock()
-  private var outbox: [(peer: [UInt8], frames: [[UInt8]])] = []
+  private var outbox: [(peer: [UInt8], frames: [[UInt8]], payload: Payload?)] = []
   private var wakeRead: Int32 = -1, wakeWrite: Int32 = -1
   private let stopFlag = ManagedAtomicFlag()
   private let finished = DispatchSemaphore(value: 0)
   public private(set) var boundEndpoint: String = ""
+  /// Send buffers for sealed chunks (reused across transfers).
+  public let buffers = BufferPool()
   /// Messages dropped because a peer was gone or its queue full (ROUTER) — for metrics and tests.
   public private(set) var dropped = 0
 
@@ -103,14 +105,20 @@ public final class Endpoint: @unchecked Sendable {
   }
 
   /// Queues a message (to `peer` on a ROUTER). Never blocks.
+  /// A chunk's payload is not copied here (nor, if its memory has an owner, into libzmq).
   public func send(_ message: Message, to peer: [UInt8] = []) {
-    sendFrames(message.frames(), to: peer)
+    let (frames, payload) = message.encoded()
+    enqueue(peer, frames, payload)
   }
 
   /// Queues raw frames: for tests that send what no encoder would.
   public func sendFrames(_ frames: [[UInt8]], to peer: [UInt8] = []) {
+    enqueue(peer, frames, nil)
+  }
+
+  private func enqueue(_ peer: [UInt8], _ frames: [[UInt8]], _ payload: Payload?) {
     lock.lock()
-    outbox.append((peer, frames))
+    outbox.append((peer, frames, payload))
     lock.unlock()
     var b: UInt8 = 1
     _ = write(wakeWrite, &b, 1)
@@ -150,8 +158,8 @@ public final class Endpoint: @unchecked Sendable {
           guard let r = try? socket.receive(dontWait: true, maxFrames: isRouter ? 5 : 4) else { break }
           var frames = r.frames
           var peer: [UInt8] = []
-          if isRouter, !frames.isEmpty { peer = frames.removeFirst() }
-          let result: Result<Message, WireError> = Result { try Message.decode(frames) }.mapError { $0 as! WireError }
+          if isRouter, !frames.isEmpty { peer = frames.removeFirst().array }
+          let result: Result<Message, WireError> = Result { try Message.decode(received: frames) }.mapError { $0 as! WireError }
           inbox.lock()
           queue.append(Inbound(peer: peer, userID: r.userID, message: result))
           inbox.signal()
@@ -193,9 +201,9 @@ public final class Endpoint: @unchecked Sendable {
     let batch = outbox
     outbox.removeAll(keepingCapacity: true)
     lock.unlock()
-    for (peer, frames) in batch {
+    for (peer, frames, payload) in batch {
       do {
-        try socket.send(isRouter ? [peer] + frames : frames, dontWait: true)
+        try socket.send(isRouter ? [peer] + frames : frames, payload: payload, dontWait: true)
       } catch {
         // ROUTER_MANDATORY: the peer is gone (EHOSTUNREACH) or its queue is full (EAGAIN).
         dropped += 1

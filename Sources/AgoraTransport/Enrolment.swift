@@ -125,7 +125,7 @@ public final class ZAPHandler: @unchecked Sendable {
     while !stopFlag.isSet {
       guard let (readable, _) = try? sock.poll(timeoutMillis: 50), readable else { continue }
       guard let req = try? sock.receive(maxFrames: 7) else { continue }
-      let f = req.frames
+      let f = req.frames.map(\.array)
       // version, request id, domain, address, routing id, mechanism, credentials (the client's public key)
       guard f.count >= 7, f[0] == Array("1.0".utf8) else {
         try? sock.send([Array("1.0".utf8), f.count > 1 ? f[1] : [], Array("500".utf8), Array("malformed ZAP request".utf8), [], []])

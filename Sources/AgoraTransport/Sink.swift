@@ -21,7 +21,7 @@ public enum PlainSink {
       var peer: [UInt8] = []
       while got < count {
         let r = try s.receive(maxFrames: 2)
-        peer = r.frames[0]
+        peer = r.frames[0].array
         got += 1
       }
       try s.send([peer, [1]])

@@ -67,10 +67,9 @@ public struct UploadSender {
   func send(sealer: EnvelopeSealer, tokens: UInt64, steps: UInt32, loss: Float, cpuMillis: UInt64, languages: [LanguageTokens],
             withChunk: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> Result {
     let total = sealer.head.chunkCount
-    var window: [Int: [UInt8]] = [:]   // sealed chunks the receiver has not acknowledged
-    // Buffers of acknowledged chunks, sealed into again: no allocation (and no page faults) per chunk once
-    // the window is full. A buffer the I/O thread still holds is copied on write, never overwritten.
-    var spare: [[UInt8]] = []
+    // Sealed chunks the receiver has not acknowledged, in the endpoint's send buffers: libzmq reads them
+    // in place, and a buffer is sealed into again only after both let go of it.
+    var window: [Int: Payload] = [:]
     var sealedUpTo = 0                  // chunks sealed so far (sealing is sequential)
     var next = 0                        // first chunk the receiver still needs
     var sentUpTo = 0                    // chunks sent
@@ -87,11 +86,9 @@ public struct UploadSender {
       while sentUpTo < total && sentUpTo < next + credit {
         if sentUpTo == sealedUpTo {
           try withChunk(sealedUpTo) { plain in
-            let n = plain.count + SecretStream.overhead
-            var buf = spare.popLast() ?? []
-            if buf.count != n { buf = [UInt8](unsafeUninitializedCapacity: n) { _, c in c = n } }  // every byte is sealed into
-            try buf.withUnsafeMutableBytes { try sealer.seal(plain, into: $0) }
-            window[sealedUpTo] = buf
+            let buf = endpoint.buffers.take(plain.count + SecretStream.overhead)
+            try sealer.seal(plain, into: buf.mutableBytes)
+            window[sealedUpTo] = Payload(buf)
           }
           sealedUpTo += 1
         }
@@ -130,10 +127,7 @@ public struct UploadSender {
           endSent = false
         }
         next = max(next, n)
-        for k in window.keys where k < next {
-          if spare.count <= Int(c) + 1, let b = window[k] { spare.append(b) }
-          window[k] = nil
-        }
+        for k in window.keys where k < next { window[k] = nil }
         credit = Int(c)
       case .error(let code, let text):
         throw TransferError.rejected(code: code, message: text)

@@ -1,3 +1,4 @@
+import AgoraWire
 import CZeroMQ
 import Foundation
 
@@ -84,42 +85,71 @@ public final class ZMQSocket: @unchecked Sendable {
 
   /// Sends frames as one multipart message. Throws `ZMQError` with EAGAIN when `dontWait` and the queue is full.
   public func send(_ frames: [[UInt8]], dontWait: Bool = false) throws {
+    try send(frames, payload: nil, dontWait: dontWait)
+  }
+
+  /// Sends `frames` and then `payload` as the last frame of one multipart message. A payload in memory
+  /// its owner keeps (`Payload.owner`) is handed to libzmq without a copy: libzmq holds a reference to the
+  /// owner until its I/O thread is done with the bytes.
+  public func send(_ frames: [[UInt8]], payload: Payload?, dontWait: Bool = false) throws {
+    let last = frames.count - (payload == nil ? 1 : 0)
     for (i, f) in frames.enumerated() {
-      var flags: Int32 = i < frames.count - 1 ? ZMQ_SNDMORE : 0
+      var flags: Int32 = i < last ? ZMQ_SNDMORE : 0
       if dontWait { flags |= ZMQ_DONTWAIT }
       try ZMQ.call("zmq_send") { f.withUnsafeBytes { zmq_send(raw, $0.baseAddress, $0.count, flags) } }
+    }
+    guard let payload else { return }
+    let flags: Int32 = dontWait ? ZMQ_DONTWAIT : 0
+    guard let owner = payload.owner, owner.bytes.count > 0 else {
+      try ZMQ.call("zmq_send") { payload.withUnsafeBytes { zmq_send(raw, $0.baseAddress, $0.count, flags) } }
+      return
+    }
+    var msg = zmq_msg_t()
+    let hint = Unmanaged<AnyObject>.passRetained(owner).toOpaque()
+    let bytes = owner.bytes
+    guard zmq_msg_init_data(&msg, UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count, { _, hint in
+      Unmanaged<AnyObject>.fromOpaque(hint!).release()
+    }, hint) == 0 else {
+      Unmanaged<AnyObject>.fromOpaque(hint).release()
+      throw ZMQError(function: "zmq_msg_init_data", errno: zmq_errno())
+    }
+    do {
+      try ZMQ.call("zmq_msg_send") { zmq_msg_send(&msg, raw, flags) }
+    } catch {
+      zmq_msg_close(&msg)  // libzmq did not take it: this releases the owner
+      throw error
     }
   }
 
   /// A received multipart message and the ZAP user id of the peer that sent it (empty without ZAP).
   public struct Received {
-    public var frames: [[UInt8]]
+    public var frames: [Payload]
     public var userID: String
   }
+
+  /// Frames at least this large stay in libzmq's message (`ZMQMessage`) instead of being copied out.
+  static let keepInPlace = 16 << 10
 
   /// Receives one multipart message. Waits at most the socket's ZMQ_RCVTIMEO (EAGAIN when it expires),
   /// or not at all with `dontWait`. At most `maxFrames` frames are kept; the rest are read and dropped.
   public func receive(dontWait: Bool = false, maxFrames: Int = 8) throws -> Received {
-    var frames: [[UInt8]] = []
+    var frames: [Payload] = []
     var userID = ""
     var more = true
     var count = 0
     while more {
-      var msg = zmq_msg_t()
-      zmq_msg_init(&msg)
-      defer { zmq_msg_close(&msg) }
-      try ZMQ.call("zmq_msg_recv") { zmq_msg_recv(&msg, raw, dontWait && count == 0 ? ZMQ_DONTWAIT : 0) }
+      let owned = ZMQMessage()
+      try ZMQ.call("zmq_msg_recv") { zmq_msg_recv(owned.msg, raw, dontWait && count == 0 ? ZMQ_DONTWAIT : 0) }
       // Metadata rides on the frames that came from the wire (not on a ROUTER's routing-id frame).
-      if userID.isEmpty, let p = zmq_msg_gets(&msg, "User-Id") { userID = String(cString: p) }
+      if userID.isEmpty, let p = zmq_msg_gets(owned.msg, "User-Id") { userID = String(cString: p) }
+      more = zmq_msg_more(owned.msg) != 0
       if frames.count < maxFrames {
-        let n = zmq_msg_size(&msg)
-        let data = zmq_msg_data(&msg)!
-        frames.append(Array(UnsafeRawBufferPointer(start: data, count: n)))
+        let bytes = owned.bytes
+        frames.append(bytes.count >= ZMQSocket.keepInPlace ? Payload(owned) : Payload(Array(bytes)))
       }
-      more = zmq_msg_more(&msg) != 0
       count += 1
     }
-    if count > maxFrames { frames.append([]) }  // marks "too many frames" for the decoder
+    if count > maxFrames { frames.append(Payload([])) }  // marks "too many frames" for the decoder
     return Received(frames: frames, userID: userID)
   }
 
@@ -130,6 +160,24 @@ public final class ZMQSocket: @unchecked Sendable {
     if let fd { items.append(zmq_pollitem_t(socket: nil, fd: fd, events: Int16(ZMQ_POLLIN), revents: 0)) }
     try ZMQ.call("zmq_poll") { zmq_poll(&items, Int32(items.count), timeoutMillis) }
     return (items[0].revents & Int16(ZMQ_POLLIN) != 0, items.count > 1 && items[1].revents & Int16(ZMQ_POLLIN) != 0)
+  }
+}
+
+/// A received libzmq message kept as it is: its bytes are a payload without a copy, and closing it (when
+/// the last reference goes, on whatever thread) gives the memory back to libzmq.
+final class ZMQMessage: PayloadStorage, @unchecked Sendable {
+  let msg = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
+
+  init() { zmq_msg_init(msg) }
+
+  deinit {
+    zmq_msg_close(msg)
+    msg.deallocate()
+  }
+
+  var bytes: UnsafeRawBufferPointer {
+    let n = zmq_msg_size(msg)
+    return UnsafeRawBufferPointer(start: n == 0 ? nil : zmq_msg_data(msg), count: n)
   }
 }
 

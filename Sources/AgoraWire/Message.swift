@@ -45,11 +45,11 @@ public enum Message: Equatable, Sendable {
   /// Node → coordinator: send the blob with this content hash from chunk `fromChunk`, at most `credit` chunks ahead.
   case fetch(hash: [UInt8], fromChunk: UInt32, credit: UInt16)
   /// Coordinator → node: one chunk of a blob (payload frame = the bytes).
-  case blobChunk(hash: [UInt8], index: UInt32, count: UInt32, payload: [UInt8])
+  case blobChunk(hash: [UInt8], index: UInt32, count: UInt32, payload: Payload)
   /// Node → coordinator: an update transfer begins (or resumes) with this envelope head.
   case uploadBegin(transfer: UInt64, round: UInt64, chunks: UInt32, head: [UInt8])
   /// Node → coordinator: sealed chunk `index` of a transfer (payload frame = envelope chunk).
-  case uploadChunk(transfer: UInt64, index: UInt32, payload: [UInt8])
+  case uploadChunk(transfer: UInt64, index: UInt32, payload: Payload)
   /// Node → coordinator: the envelope's final (signature) message, with the training figures.
   /// `languages`: tokens trained on per language (at most 64, names ≤ 32 bytes, strictly increasing names).
   /// `cpuMillis`: CPU time the node spent on this round (training and encoding), in milliseconds.
@@ -84,9 +84,15 @@ public enum Message: Equatable, Sendable {
 
   /// The frames of this message: version frame, body, and the payload frame for chunk messages.
   public func frames() -> [[UInt8]] {
+    let (frames, payload) = encoded()
+    return payload.map { frames + [$0.array] } ?? frames
+  }
+
+  /// The version frame and body, and the payload frame (for chunk messages) as it is, uncopied.
+  public func encoded() -> (frames: [[UInt8]], payload: Payload?) {
     var w = ByteWriter(capacity: 96)
     w.u8(type.rawValue)
-    var payload: [UInt8]? = nil
+    var payload: Payload? = nil
     switch self {
     case .join(let name, let software, let latest, let role):
       w.string(name); w.string(software); w.raw(latest); w.u8(role)
@@ -116,19 +122,25 @@ public enum Message: Equatable, Sendable {
     case .error(let code, let message):
       w.u16(code); w.string(message)
     }
-    return payload.map { [Wire.versionFrame, w.bytes, $0] } ?? [Wire.versionFrame, w.bytes]
+    return ([Wire.versionFrame, w.bytes], payload)
   }
 
   // MARK: - Decoding
 
   /// Decodes a message from its frames (without a routing-id frame). Trusts no length or count.
   public static func decode(_ frames: [[UInt8]]) throws -> Message {
+    try decode(received: frames.map { Payload($0) })
+  }
+
+  /// Decodes a message whose frames may live in received memory: the payload frame is kept as it is, the
+  /// others are small and copied.
+  public static func decode(received frames: [Payload]) throws -> Message {
     guard frames.count >= 2 else { throw WireError.frameCount(frames.count) }
     guard frames.count <= 3 else { throw WireError.frameCount(frames.count) }
-    let v = frames[0]
+    let v = frames[0].array
     guard v.count == 4, v[0] == 0x41, v[1] == 0x47, v[2] == 0x52 else { throw WireError.notAgora }
     guard v[3] == Wire.protocolVersion else { throw WireError.unsupportedVersion(v[3]) }
-    let body = frames[1]
+    let body = frames[1].array
     guard !body.isEmpty else { throw WireError.emptyBody }
     guard body.count <= Wire.maxBody else { throw WireError.decode(.tooLarge("body", value: body.count, bound: Wire.maxBody)) }
     guard let type = MessageType(rawValue: body[0]) else { throw WireError.unknownType(body[0]) }

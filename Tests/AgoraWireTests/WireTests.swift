@@ -105,7 +105,7 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
   }
 
   @Test func payloadFrames() {
-    let chunk = Message.uploadChunk(transfer: 1, index: 0, payload: [1]).frames()
+    let chunk = Message.uploadChunk(transfer: 1, index: 0, payload: Payload([1])).frames()
     #expect(throws: WireError.payloadFrame(type: .uploadChunk, present: false)) { try Message.decode(Array(chunk.prefix(2))) }
     #expect(throws: WireError.decode(.invalid("zero-size chunk"))) { try Message.decode([chunk[0], chunk[1], []]) }
     #expect(throws: WireError.payloadFrame(type: .heartbeat, present: true)) { try Message.decode([v, [0x0A], [1]]) }
