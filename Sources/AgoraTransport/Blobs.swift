@@ -122,7 +122,7 @@ public final class BlobServer: @unchecked Sendable {
     lock.lock()
     let now = Date()
     for (peer, f) in inFlight where now.timeIntervalSince(f.at) > releaseAfter { _ = f; release(peer) }
-    var batch: [(Request, String, Int, Int)] = []
+    var batch: [(Request, String, Int, Int, Int)] = []
     var waiting: [Request] = []
     while let r = pending.first, inFlightTotal < budget {
       pending.removeFirst()
@@ -134,29 +134,27 @@ public final class BlobServer: @unchecked Sendable {
       let n = min(r.credit, BlobServer.maxCredit, count - r.from)
       inFlight[r.peer] = (n, now)
       inFlightTotal += n
-      batch.append((r, path, count, n))
+      batch.append((r, path, size, count, n))
     }
     pending.insert(contentsOf: waiting, at: 0)
     lock.unlock()
-    for (r, path, count, n) in batch {
+    for (r, path, size, count, n) in batch {
       let fd = open(path, O_RDONLY | O_CLOEXEC)
       guard fd >= 0 else { continue }
       defer { close(fd) }
       for i in r.from..<(r.from + n) {
-        // Read straight into the message's bytes (one copy from the page cache, no Data in between).
-        var failed = false
-        let bytes = [UInt8](unsafeUninitializedCapacity: chunkSize) { b, got in
-          got = 0
-          while got < chunkSize {
-            let k = pread(fd, b.baseAddress! + got, chunkSize - got, off_t(i * chunkSize + got))
-            if k < 0 && errno == EINTR { continue }
-            if k < 0 { failed = true }
-            if k <= 0 { break }
-            got += k
-          }
+        // Read straight into a send buffer that libzmq then reads in place (one copy from the page cache).
+        let length = min(chunkSize, size - i * chunkSize)
+        let buf = endpoint.buffers.take(length)
+        var got = 0
+        while got < length {
+          let k = pread(fd, buf.mutableBytes.baseAddress! + got, length - got, off_t(i * chunkSize + got))
+          if k < 0 && errno == EINTR { continue }
+          if k <= 0 { break }
+          got += k
         }
-        if failed { break }  // the node's retry gets an answer once the file is readable again
-        endpoint.send(.blobChunk(hash: r.hash, index: UInt32(i), count: UInt32(count), payload: Payload(bytes)), to: r.peer)
+        guard got == length else { break }  // the node's retry gets an answer once the file is readable again
+        endpoint.send(.blobChunk(hash: r.hash, index: UInt32(i), count: UInt32(count), payload: Payload(buf)), to: r.peer)
       }
     }
   }

@@ -47,8 +47,10 @@ public final class Endpoint: @unchecked Sendable {
   private let stopFlag = ManagedAtomicFlag()
   private let finished = DispatchSemaphore(value: 0)
   public private(set) var boundEndpoint: String = ""
-  /// Send buffers for sealed chunks (reused across transfers).
-  public let buffers = BufferPool()
+  /// Send buffers for outgoing chunks (sealed update chunks on a node, blob chunks on a coordinator), reused
+  /// across transfers. A coordinator keeps few idle ones: its memory is budgeted per model, and its blob
+  /// chunks come from the page cache anyway.
+  public let buffers: BufferPool
   /// Messages dropped because a peer was gone or its queue full (ROUTER) — for metrics and tests.
   public private(set) var dropped = 0
 
@@ -92,6 +94,7 @@ public final class Endpoint: @unchecked Sendable {
   private init(socket: ZMQSocket, router: Bool) throws {
     self.socket = socket
     self.isRouter = router
+    buffers = BufferPool(keep: router ? 2 : 12)
     var fds: [Int32] = [0, 0]
     guard pipe(&fds) == 0 else { throw ZMQError(function: "pipe", errno: errno) }
     wakeRead = fds[0]

@@ -71,7 +71,8 @@ struct TransportBench: ParsableCommand {
     let plainBytes = messages * plainSize
     let a = mbps(agora, bytes), c = mbps(curve, plainBytes), p = mbps(plain, plainBytes)
     if json {
-      print("{\"megabytes\":\(megabytes),\"chunk_kib\":\(chunkKiB),\"plain_kib\":\(plainKiB),\"agora_mb_s\":\(a),\"curve_mb_s\":\(c),\"plain_mb_s\":\(p),\"agora_cpu_s_per_gb\":\(cpuPerGB(agora, bytes)),\"curve_cpu_s_per_gb\":\(cpuPerGB(curve, plainBytes)),\"plain_cpu_s_per_gb\":\(cpuPerGB(plain, plainBytes)),\"ratio_to_curve\":\(a / c)}")
+      func num(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }  // a transfer left out with --only
+      print("{\"megabytes\":\(megabytes),\"chunk_kib\":\(chunkKiB),\"plain_kib\":\(plainKiB),\"agora_mb_s\":\(num(a)),\"curve_mb_s\":\(num(c)),\"plain_mb_s\":\(num(p)),\"agora_cpu_s_per_gb\":\(num(cpuPerGB(agora, bytes))),\"curve_cpu_s_per_gb\":\(num(cpuPerGB(curve, plainBytes))),\"plain_cpu_s_per_gb\":\(num(cpuPerGB(plain, plainBytes))),\"ratio_to_curve\":\(num(a / c))}")
     } else {
       print("update \(megabytes) MB in \(chunkKiB) KiB chunks, credit \(credit), \(rounds) rounds, node and coordinator in separate processes on loopback")
       print(String(format: "  Agora (CURVE + ZAP, signed, sealed, chunked): %7.1f MB/s  %5.2f CPU-s/GB", a, cpuPerGB(agora, bytes)))
