@@ -190,8 +190,13 @@ public final class EnvelopeSealer {
     let expected = Int(min(UInt64(head.chunkSize), left))
     guard left > 0 else { throw EnvelopeError.misuse("all \(head.payloadLength) payload bytes were already sealed") }
     guard chunk.count == expected else { throw EnvelopeError.misuse("chunk \(chunksSealed) has \(chunk.count) bytes, expected \(expected)") }
-    payloadHasher.update(chunk)
-    try stream.push(chunk, ad: headHash, tag: SecretStream.tagMessage, into: out)
+    let saved = payloadHasher.saved()
+    do {
+      try stream.push(chunk, ad: headHash, tag: SecretStream.tagMessage, into: out) { [payloadHasher] in payloadHasher.update($0) }
+    } catch {
+      payloadHasher.restore(saved)
+      throw error
+    }
     sent += UInt64(chunk.count)
     chunksSealed += 1
   }
@@ -262,10 +267,20 @@ public final class EnvelopeOpener {
     guard cipher.count - SecretStream.overhead == expected, out.count == expected else {
       throw EnvelopeError.badChunk(index: index, reason: "\(cipher.count - SecretStream.overhead) bytes, expected \(expected)")
     }
+    // The payload digest is fed piece by piece during the decryption (while each piece is in the cache);
+    // a chunk that fails authentication is taken out of it again.
+    let saved = payloadHasher.saved()
     let tag: UInt8
-    do { tag = try stream.pull(cipher, ad: headHash, into: out) } catch { throw EnvelopeError.badChunk(index: index, reason: "authentication failed (tampered, reordered or replayed)") }
-    guard tag != SecretStream.tagFinal else { throw EnvelopeError.truncated("final tag at chunk \(index) after \(received) of \(head.payloadLength) bytes") }
-    payloadHasher.update(UnsafeRawBufferPointer(out))
+    do {
+      tag = try stream.pull(cipher, ad: headHash, into: out) { [payloadHasher] in payloadHasher.update($0) }
+    } catch {
+      payloadHasher.restore(saved)
+      throw EnvelopeError.badChunk(index: index, reason: "authentication failed (tampered, reordered or replayed)")
+    }
+    guard tag != SecretStream.tagFinal else {
+      payloadHasher.restore(saved)
+      throw EnvelopeError.truncated("final tag at chunk \(index) after \(received) of \(head.payloadLength) bytes")
+    }
     received += UInt64(expected)
     chunksOpened += 1
   }

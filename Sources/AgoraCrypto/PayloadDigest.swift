@@ -16,6 +16,10 @@ public final class PayloadDigest {
   /// Adds the next chunk of the payload.
   public func update(_ chunk: UnsafeRawBufferPointer) { hasher.update(chunk) }
 
+  /// The state after the chunks so far, to go back to if the next one turns out bad.
+  public func saved() -> Blake3Hasher.State { hasher.state }
+  public func restore(_ s: Blake3Hasher.State) { hasher.state = s }
+
   /// The payload digest; the object starts over afterwards.
   public func finish() -> [UInt8] { hasher.finish() }
 }

@@ -28,6 +28,11 @@ public enum SecretStream {
   public static var tagFinal: UInt8 { crypto_secretstream_xchacha20poly1305_tag_final() }
   public static var tagRekey: UInt8 { crypto_secretstream_xchacha20poly1305_tag_rekey() }
 
+  /// A message is encrypted, authenticated and shown to the caller's `each` in pieces of this many bytes, so
+  /// that each piece is still in the core's L2 cache for the second and third pass over it (a 1 MiB chunk
+  /// and its ciphertext together do not fit).
+  public static let piece = 128 << 10
+
   public static func keygen() -> [UInt8] {
     _ = Sodium.ready
     var k = [UInt8](repeating: 0, count: keyBytes)
@@ -84,8 +89,8 @@ final class SecretStreamState {
     return block
   }
 
-  func finishMAC(adCount: Int, cipher: UnsafeRawPointer?, count: Int, into mac: UnsafeMutableRawPointer) throws {
-    try poly.update(cipher, count)
+  /// Ends the MAC of a message whose `count` ciphertext bytes were fed already.
+  func finishMAC(adCount: Int, count: Int, into mac: UnsafeMutableRawPointer) throws {
     try poly.update(SecretStreamState.zeros, count & 15)
     var lengths = (UInt64(adCount).littleEndian, UInt64(64 + count).littleEndian)
     try withUnsafeBytes(of: &lengths) { try poly.update($0.baseAddress, 16) }
@@ -157,8 +162,11 @@ public final class SecretStreamPush {
   }
 
   /// Encrypts one message with associated data `ad` (authenticated, not sent) into `out`, which holds
-  /// exactly `message.count + SecretStream.overhead` bytes and does not overlap `message`.
-  public func push(_ message: UnsafeRawBufferPointer, ad: [UInt8] = [], tag: UInt8, into out: UnsafeMutableRawBufferPointer) throws {
+  /// exactly `message.count + SecretStream.overhead` bytes and does not overlap `message`. `each` sees the
+  /// plaintext piece by piece (`SecretStream.piece` bytes) just before it is encrypted, e.g. to hash it
+  /// while it is in the cache.
+  public func push(_ message: UnsafeRawBufferPointer, ad: [UInt8] = [], tag: UInt8, into out: UnsafeMutableRawBufferPointer,
+                   each: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
     guard out.count == message.count + SecretStream.overhead else {
       throw SodiumError("crypto_secretstream_xchacha20poly1305_push", "output of \(out.count) bytes for a \(message.count)-byte message")
     }
@@ -167,11 +175,18 @@ public final class SecretStreamPush {
     try block.withUnsafeBytes { try state.poly.update($0.baseAddress, 64) }
     out[0] = block[0]
     let c = out.baseAddress!.advanced(by: 1)
-    if message.count > 0 {
-      try state.chacha.xor(key: state.key, nonce: state.nonce, counter: 2, input: message.baseAddress!, output: c, count: message.count)
+    var at = 0
+    while at < message.count {
+      let n = min(SecretStream.piece, message.count - at)
+      let plain = UnsafeRawBufferPointer(rebasing: message[at..<(at + n)])
+      each?(plain)
+      // Keystream block 2 + at/64 onwards (`piece` is a multiple of the 64-byte block).
+      try state.chacha.xor(key: state.key, nonce: state.nonce, counter: 2 + UInt32(at / 64), input: plain.baseAddress!, output: c + at, count: n)
+      try state.poly.update(c + at, n)
+      at += n
     }
     let mac = c.advanced(by: message.count)
-    try state.finishMAC(adCount: ad.count, cipher: c, count: message.count, into: mac)
+    try state.finishMAC(adCount: ad.count, count: message.count, into: mac)
     try state.advance(mac: mac, tag: tag)
   }
 
@@ -207,8 +222,14 @@ public final class SecretStreamPull {
 
   /// Authenticates and decrypts the next message into `out` (`cipher.count - overhead` bytes, not
   /// overlapping `cipher`); returns its tag. Throws on a wrong key, tampering, reordering, replay or a
-  /// message after the final one, and then writes nothing to `out` and leaves the stream where it was.
-  public func pull(_ cipher: UnsafeRawBufferPointer, ad: [UInt8] = [], into out: UnsafeMutableRawBufferPointer) throws -> UInt8 {
+  /// message after the final one, and then leaves the stream where it was.
+  ///
+  /// The MAC, the decryption and `each` (which sees the plaintext piece by piece, e.g. to hash it) run
+  /// over one `SecretStream.piece` at a time, while it is in the cache, so the tag is checked only after
+  /// the whole message was decrypted: on failure `out` holds garbage and `each` has seen it; the caller
+  /// must discard both (as `EnvelopeOpener` does).
+  public func pull(_ cipher: UnsafeRawBufferPointer, ad: [UInt8] = [], into out: UnsafeMutableRawBufferPointer,
+                   each: ((UnsafeRawBufferPointer) -> Void)? = nil) throws -> UInt8 {
     let fn = "crypto_secretstream_xchacha20poly1305_pull"
     guard !finished else { throw SodiumError(fn, "message after the final one") }
     guard cipher.count >= SecretStream.overhead else { throw SodiumError(fn, "message of \(cipher.count) bytes is shorter than \(SecretStream.overhead)") }
@@ -220,10 +241,17 @@ public final class SecretStreamPull {
     block[0] = cipher[0]
     try block.withUnsafeBytes { try state.poly.update($0.baseAddress, 64) }
     let c = cipher.baseAddress!.advanced(by: 1)
+    var at = 0
+    while at < mlen {
+      let n = min(SecretStream.piece, mlen - at)
+      try state.poly.update(c + at, n)
+      try state.chacha.xor(key: state.key, nonce: state.nonce, counter: 2 + UInt32(at / 64), input: c + at, output: out.baseAddress! + at, count: n)
+      each?(UnsafeRawBufferPointer(rebasing: out[at..<(at + n)]))
+      at += n
+    }
     var mac = [UInt8](repeating: 0, count: 16)
-    try mac.withUnsafeMutableBytes { try state.finishMAC(adCount: ad.count, cipher: c, count: mlen, into: $0.baseAddress!) }
+    try mac.withUnsafeMutableBytes { try state.finishMAC(adCount: ad.count, count: mlen, into: $0.baseAddress!) }
     guard sodium_memcmp(mac, c.advanced(by: mlen), 16) == 0 else { throw SodiumError(fn, "forged, altered, reordered or replayed message") }
-    if mlen > 0 { try state.chacha.xor(key: state.key, nonce: state.nonce, counter: 2, input: c, output: out.baseAddress!, count: mlen) }
     try mac.withUnsafeBytes { try state.advance(mac: $0.baseAddress!, tag: tag) }
     if tag == SecretStream.tagFinal { finished = true }
     return tag

@@ -206,6 +206,25 @@ public final class Blake3Hasher {
   let cvs = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * maxSubtree, alignment: 64)
   let portable: Bool
 
+  /// Everything fed so far, as a value: taken before a piece of input that may have to be taken back.
+  public struct State {
+    var stack: [SIMD8<UInt32>]
+    var chunks: UInt64
+    var pending: [UInt8]
+    var total: UInt64
+  }
+
+  public var state: State {
+    get { State(stack: stack, chunks: chunks, pending: Array(pending[0..<pendingCount]), total: total) }
+    set {
+      stack = newValue.stack
+      chunks = newValue.chunks
+      total = newValue.total
+      pendingCount = newValue.pending.count
+      newValue.pending.withUnsafeBytes { pending.copyMemory(from: $0) }
+    }
+  }
+
   /// `portable` forces the one-at-a-time code (for tests).
   public init(portable: Bool = false) { self.portable = portable }
 

@@ -85,6 +85,28 @@ import Testing
     }
   }
 
+  /// A chunk that fails authentication counts for nothing, not even in the payload digest (which is fed
+  /// while decrypting): the genuine chunk opens after it and the signature still verifies. Chunks of several
+  /// `SecretStream.piece`s, tampered in the last piece, so the digest has seen most of the bad chunk.
+  @Test func aRejectedChunkLeavesNoTraceInTheDigest() throws {
+    let size = 2 * SecretStream.piece + 1000
+    let payload = (0..<(3 * size + 5)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+    let s = try EnvelopeSealer(context: p.context(), payloadLength: UInt64(payload.count), chunkSize: size,
+                               recipient: p.coordinator.publicKey, signingSecretKey: p.node.secretKey)
+    let chunks = try stride(from: 0, to: payload.count, by: size).map { try s.seal(Array(payload[$0..<min(payload.count, $0 + size)])) }
+    let final = try s.finish()
+    let o = try EnvelopeOpener(headBytes: s.headBytes, expected: p.context(), aggregationPublicKey: p.coordinator.publicKey,
+                               aggregationSecretKey: p.coordinator.secretKey, sessionNodeID: nil, signerKey: p.lookup)
+    var out = try o.open(chunks[0])
+    var bad = chunks[1]
+    bad[bad.count - 40] ^= 1
+    expectError(.badChunk(index: 1, reason: "authentication failed (tampered, reordered or replayed)")) { _ = try o.open(bad) }
+    expectError(.badChunk(index: 1, reason: "authentication failed (tampered, reordered or replayed)")) { _ = try o.open(chunks[2]) }
+    for c in chunks[1...] { out += try o.open(c) }
+    try o.finish(final)
+    #expect(o.verified && out == payload)
+  }
+
   @Test func tamperedReorderedReplayedAndTruncatedChunksAreRejected() throws {
     let (h, c, f) = try sealed()
     var bad = c

@@ -35,7 +35,7 @@ import Testing
   /// Every message-length class around the 16- and 64-byte boundaries (libsodium pads by mlen mod 16),
   /// associated data of every residue, and all four tags (TAG_REKEY and TAG_FINAL rekey the stream).
   @Test func identicalToLibsodiumInBothDirections() throws {
-    let lengths = [0, 1, 15, 16, 17, 47, 48, 49, 63, 64, 65, 1000, (1 << 20) + 3]
+    let lengths = [0, 1, 15, 16, 17, 47, 48, 49, 63, 64, 65, 1000, SecretStream.piece - 1, SecretStream.piece, SecretStream.piece + 1, (1 << 20) + 3]
     let ads: [[UInt8]] = [[], [1], Array(repeating: 2, count: 15), Array(repeating: 3, count: 16), Array(repeating: 4, count: 17), Array(repeating: 5, count: 32)]
     let tags: [UInt8] = [SecretStream.tagMessage, crypto_secretstream_xchacha20poly1305_tag_push(), SecretStream.tagRekey, SecretStream.tagMessage]
     let ours = try SecretStreamPush(key: key, header: header)
@@ -67,6 +67,26 @@ import Testing
     #expect(last == sodiumPush(theirs, [9, 9, 9], ad: [], tag: SecretStream.tagFinal))
     #expect(try oursPull.pull(last).final)
     #expect(oursPull.finished)
+  }
+
+  /// `each` sees the plaintext piece by piece, in order and whole, on both ends.
+  @Test func piecesShownInOrder() throws {
+    let push = try SecretStreamPush(key: key, header: header)
+    let pull = try SecretStreamPull(key: key, header: header)
+    let m = message(3 * SecretStream.piece + 77, 3)
+    var seen: [[UInt8]] = []
+    var c = [UInt8](repeating: 0, count: m.count + SecretStream.overhead)
+    try m.withUnsafeBytes { mb in
+      try c.withUnsafeMutableBytes { try push.push(mb, ad: [1], tag: SecretStream.tagMessage, into: $0) { seen.append(Array($0)) } }
+    }
+    #expect(seen.map(\.count) == [SecretStream.piece, SecretStream.piece, SecretStream.piece, 77])
+    #expect(Array(seen.joined()) == m)
+    var opened: [[UInt8]] = []
+    var out = [UInt8](repeating: 0, count: m.count)
+    _ = try c.withUnsafeBytes { cb in
+      try out.withUnsafeMutableBytes { try pull.pull(cb, ad: [1], into: $0) { opened.append(Array($0)) } }
+    }
+    #expect(out == m && Array(opened.joined()) == m)
   }
 
   /// The 32-bit message counter wrapping to 0 rekeys the stream, in libsodium and here alike.
