@@ -30,6 +30,7 @@ let package = Package(
     .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
     .systemLibrary(name: "CIntrinsics", path: "Sources/CIntrinsics"),
+    .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
 
     // MARK: - Libraries
     .target(name: "AgoraTensor", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
@@ -47,7 +48,7 @@ let package = Package(
             swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-mavx512f"])]),
     .target(name: "AgoraDigest", dependencies: ["CIntrinsics", "AgoraDigestAVX512"], swiftSettings: fastMath),
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
-    .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "AgoraWire", "AgoraCrypto"]),
+    .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto"]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", .product(name: "GRDB", package: "GRDB.swift")]),
     .target(name: "AgoraDashboard", dependencies: ["AgoraRegistry", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),

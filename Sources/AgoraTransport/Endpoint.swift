@@ -92,6 +92,7 @@ public final class Endpoint: @unchecked Sendable {
   }
 
   private init(socket: ZMQSocket, router: Bool) throws {
+    MessageMemory.configure(coordinator: router)
     self.socket = socket
     self.isRouter = router
     buffers = BufferPool(keep: router ? 2 : 12)

@@ -137,7 +137,8 @@ struct TransportBench: ParsableCommand {
   }
 
   /// Starts `agora ARGS` as the receiving process, waits for its READY line, runs `body(endpoint)` as the
-  /// sender, waits for the child to exit, and returns wall time and CPU seconds of both processes.
+  /// sender, waits for the child to exit, and returns wall time and CPU seconds of both processes (the
+  /// receiver's from READY on, as it reports on its last line).
   func measure(_ args: [String], _ body: (String) throws -> Void) throws -> Sample {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -163,17 +164,19 @@ struct TransportBench: ParsableCommand {
     let t0 = Date()
     try body(endpoint)
     let secs = Date().timeIntervalSince(t0)  // the sender has the final acknowledgement: the transfer is done
+    let rest = out.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
     guard p.terminationStatus == 0 else { throw CLIError("receiver failed with status \(p.terminationStatus)") }
     let sender = cpuSeconds(RUSAGE_SELF.rawValue) - cpu0
-    let cpu = sender + cpuSeconds(RUSAGE_CHILDREN.rawValue) - childCPUBefore
-    childCPUBeforeStore = cpuSeconds(RUSAGE_CHILDREN.rawValue)
-    return Sample(seconds: secs, cpu: cpu, senderCPU: sender)
+    // The receiver reports the CPU it used from READY on (its start-up, the same for every receiver, is not
+    // part of the transfer).
+    let said = String(decoding: line + rest, as: UTF8.self).split(separator: "\n")
+    guard let report = said.last(where: { $0.hasPrefix("CPU ") }), let receiver = Double(report.dropFirst(4)) else {
+      throw CLIError("receiver did not report its CPU time")
+    }
+    return Sample(seconds: secs, cpu: sender + receiver, senderCPU: sender)
   }
 }
-
-nonisolated(unsafe) var childCPUBeforeStore = 0.0
-var childCPUBefore: Double { childCPUBeforeStore }
 
 func cpuSeconds(_ who: Int32) -> Double {
   var u = rusage()

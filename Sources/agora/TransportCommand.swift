@@ -56,6 +56,7 @@ struct TransportCommand: ParsableCommand {
       }
       print("READY \(server.boundEndpoint)")
       fflush(stdout)
+      let cpuAtReady = cpuSeconds(RUSAGE_SELF.rawValue)
       let deadline = Date(timeIntervalSinceNow: 600)
       while done < updates, Date() < deadline {
         guard let m = server.receive(timeout: 0.5) else { continue }
@@ -66,6 +67,7 @@ struct TransportCommand: ParsableCommand {
       server.close()
       zap.stop()
       if done < updates { throw CLIError("timed out with \(done) of \(updates) updates") }
+      print("CPU \(cpuSeconds(RUSAGE_SELF.rawValue) - cpuAtReady)")  // for agora bench transport
     }
   }
 
@@ -82,7 +84,9 @@ struct TransportCommand: ParsableCommand {
       let (endpoint, serve) = try PlainSink.serve(bind: bind, curveSecret: curveSecret.flatMap(unhex), count: count)
       print("READY \(endpoint)")
       fflush(stdout)
+      let cpuAtReady = cpuSeconds(RUSAGE_SELF.rawValue)
       try serve()
+      print("CPU \(cpuSeconds(RUSAGE_SELF.rawValue) - cpuAtReady)")  // for agora bench transport
     }
   }
 

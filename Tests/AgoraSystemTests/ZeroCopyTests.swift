@@ -78,6 +78,15 @@ import Testing
     #expect(pool.idle == 2)
   }
 
+  /// The allocator settings for megabyte messages are in effect on glibc (an endpoint applies them; the first
+  /// call in a process decides).
+  @Test func messageMemorySettingsApply() {
+    #if os(Linux)
+    #expect(MessageMemory.configure(coordinator: false))
+    #expect(MessageMemory.configure(coordinator: true))
+    #endif
+  }
+
   @Test func payloadEqualityIsByBytes() {
     let pool = BufferPool()
     let b = pool.take(3)
