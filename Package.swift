@@ -43,10 +43,13 @@ let package = Package(
                                                     .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "TOMLKit", package: "TOMLKit")]),
     // The SHA extensions' instructions need the "sha" target feature (used only behind a CPUID check).
-    // Only the 16-lane BLAKE3 kernel is built for AVX-512; AgoraDigest calls it after a CPU check.
+    // Only the BLAKE3 kernels are built for AVX-512 (16 lanes) and AVX2 (8 lanes); AgoraDigest calls them
+    // after a CPU check.
     .target(name: "AgoraDigestAVX512", dependencies: ["CIntrinsics"],
             swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-mavx512f"])]),
-    .target(name: "AgoraDigest", dependencies: ["CIntrinsics", "AgoraDigestAVX512"], swiftSettings: fastMath),
+    .target(name: "AgoraDigestAVX2", dependencies: ["CIntrinsics"],
+            swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-mavx2"])]),
+    .target(name: "AgoraDigest", dependencies: ["CIntrinsics", "AgoraDigestAVX512", "AgoraDigestAVX2"], swiftSettings: fastMath),
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto"]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", .product(name: "GRDB", package: "GRDB.swift")]),

@@ -1,4 +1,5 @@
 #if arch(x86_64)
+import AgoraDigestAVX2
 import AgoraDigestAVX512
 import CIntrinsics
 #endif
@@ -7,35 +8,53 @@ import Glibc
 #endif
 
 /// BLAKE3 (the hash mode of the BLAKE3 specification, 32-byte output): the update envelope's payload
-/// digest. Its tree lets many 1 KiB chunks be hashed at once, which AVX-512 does 16 at a time
-/// (`Blake3AVX512`, about 2× the speed of two interleaved SHA-256 streams with the SHA extensions on this
-/// Zen 4); elsewhere the portable code below runs one compression at a time. Digests equal `b3sum`'s
-/// (checked in the tests).
+/// digest. Its tree lets many 1 KiB chunks be hashed at once: AVX-512 does 16 at a time (`Blake3AVX512`,
+/// about 2× the speed of two interleaved SHA-256 streams with the SHA extensions on this Zen 4), AVX2 8 at a
+/// time (`Blake3AVX2`); elsewhere the portable code below runs one compression at a time. Digests equal
+/// `b3sum`'s (checked in the tests, for every kernel).
 public enum Blake3 {
   static let chunkLength = 1024
   static let chunkStart: UInt32 = 1, chunkEnd: UInt32 = 2, parent: UInt32 = 4, root: UInt32 = 8
   static let iv: SIMD8<UInt32> = [0x6A09_E667, 0xBB67_AE85, 0x3C6E_F372, 0xA54F_F53A, 0x510E_527F, 0x9B05_688C, 0x1F83_D9AB, 0x5BE0_CD19]
 
-  /// Whether the 16-lane AVX-512 code runs here: the CPU has AVX-512F (CPUID leaf 7) and the kernel
-  /// saves the 512-bit registers (Linux lists `avx512f` in /proc/cpuinfo only then; XGETBV, the direct
-  /// test, is a macro Swift cannot call). `AGORA_PORTABLE_DIGEST=1` turns it off.
-  public static let wide: Bool = {
+  /// The code that compresses many chunks at once.
+  public enum Kernel: String, Sendable, CaseIterable {
+    case avx512, avx2, portable
+  }
+
+  /// The fastest kernel this CPU and OS run: AVX-512F or AVX2 (CPUID leaf 7) that the kernel also saves the
+  /// registers of (Linux lists `avx512f`/`avx2` in /proc/cpuinfo only then; XGETBV, the direct test, is a
+  /// macro Swift cannot call). `AGORA_PORTABLE_DIGEST=1` chooses the portable code.
+  public static let best: Kernel = {
     #if arch(x86_64) && os(Linux)
     var a: UInt32 = 0, b: UInt32 = 0, c: UInt32 = 0, d: UInt32 = 0
-    guard getenv("AGORA_PORTABLE_DIGEST") == nil else { return false }
-    guard __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0, b & (1 << 16) != 0 else { return false }
-    guard let f = fopen("/proc/cpuinfo", "r") else { return false }
+    guard getenv("AGORA_PORTABLE_DIGEST") == nil else { return .portable }
+    guard __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 else { return .portable }
+    guard let f = fopen("/proc/cpuinfo", "r") else { return .portable }
     defer { fclose(f) }
     var line = [CChar](repeating: 0, count: 8192)
     while fgets(&line, Int32(line.count), f) != nil {
       let text = String(cString: line)
-      if text.hasPrefix("flags") { return text.split(separator: " ").contains("avx512f") }
+      guard text.hasPrefix("flags") else { continue }
+      let flags = Set(text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }))
+      if b & (1 << 16) != 0 && flags.contains("avx512f") { return .avx512 }
+      if b & (1 << 5) != 0 && flags.contains("avx2") { return .avx2 }
+      return .portable
     }
-    return false
+    return .portable
     #else
-    return false
+    return .portable
     #endif
   }()
+
+  /// Whether a kernel runs on this machine (the portable one always does).
+  public static func runs(_ k: Kernel) -> Bool {
+    switch k {
+    case .portable: return true
+    case .avx2: return best != .portable
+    case .avx512: return best == .avx512
+    }
+  }
 
   /// The 32-byte BLAKE3 hash of `data`.
   public static func hash(_ data: UnsafeRawBufferPointer) -> [UInt8] {
@@ -51,15 +70,25 @@ public enum Blake3 {
   /// `incrementCounter`. In-place use is allowed when `out` never runs ahead of the inputs still to read
   /// (the parent levels write CV i over input i/2).
   static func hashMany(base: UnsafeRawPointer, stride: Int, count: Int, blocks: Int, counter: UInt64, incrementCounter: Bool,
-                       flags: UInt32, flagsStart: UInt32, flagsEnd: UInt32, out: UnsafeMutableRawPointer, portable: Bool = false) {
+                       flags: UInt32, flagsStart: UInt32, flagsEnd: UInt32, out: UnsafeMutableRawPointer, kernel: Kernel = best) {
     var done = 0
     #if arch(x86_64)
-    if wide && !portable {
+    if kernel == .avx512 {
       while done < count {
         let lanes = min(16, count - done)
         Blake3AVX512.hash(base: base + done * stride, stride: stride, lanes: lanes, blocks: blocks,
                           counter: counter &+ (incrementCounter ? UInt64(done) : 0), incrementCounter: incrementCounter,
                           flags: flags, flagsStart: flagsStart, flagsEnd: flagsEnd, out: out + 32 * done)
+        done += lanes
+      }
+      return
+    }
+    if kernel == .avx2 {
+      while done < count {
+        let lanes = min(8, count - done)
+        Blake3AVX2.hash(base: base + done * stride, stride: stride, lanes: lanes, blocks: blocks,
+                        counter: counter &+ (incrementCounter ? UInt64(done) : 0), incrementCounter: incrementCounter,
+                        flags: flags, flagsStart: flagsStart, flagsEnd: flagsEnd, out: out + 32 * done)
         done += lanes
       }
       return
@@ -204,7 +233,7 @@ public final class Blake3Hasher {
   /// Chaining values of a subtree's leaves and levels: up to `maxSubtree` chunks at once.
   static let maxSubtree = 1024
   let cvs = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * maxSubtree, alignment: 64)
-  let portable: Bool
+  let kernel: Blake3.Kernel
 
   /// Everything fed so far, as a value: taken before a piece of input that may have to be taken back.
   public struct State {
@@ -225,8 +254,11 @@ public final class Blake3Hasher {
     }
   }
 
-  /// `portable` forces the one-at-a-time code (for tests).
-  public init(portable: Bool = false) { self.portable = portable }
+  /// `kernel` must run here (`Blake3.runs`); the default is the fastest that does.
+  public init(kernel: Blake3.Kernel = Blake3.best) {
+    precondition(Blake3.runs(kernel), "BLAKE3 kernel \(kernel) does not run on this CPU")
+    self.kernel = kernel
+  }
 
   deinit {
     pending.deallocate()
@@ -268,11 +300,11 @@ public final class Blake3Hasher {
   func subtree(_ data: UnsafeRawBufferPointer, chunks k: Int) {
     let out = cvs.baseAddress!
     Blake3.hashMany(base: data.baseAddress!, stride: Blake3.chunkLength, count: k, blocks: 16, counter: chunks, incrementCounter: true,
-                    flags: 0, flagsStart: Blake3.chunkStart, flagsEnd: Blake3.chunkEnd, out: out, portable: portable)
+                    flags: 0, flagsStart: Blake3.chunkStart, flagsEnd: Blake3.chunkEnd, out: out, kernel: kernel)
     var level = k
     while level > 2 {
       Blake3.hashMany(base: out, stride: 64, count: level / 2, blocks: 1, counter: 0, incrementCounter: false,
-                      flags: Blake3.parent, flagsStart: 0, flagsEnd: 0, out: out, portable: portable)
+                      flags: Blake3.parent, flagsStart: 0, flagsEnd: 0, out: out, kernel: kernel)
       level /= 2
     }
     if level == 1 {

@@ -3,7 +3,7 @@ import CIntrinsics
 
 /// BLAKE3's compression function on 16 inputs at once with AVX-512 (one input per 32-bit lane of a
 /// 512-bit register). This module is compiled for AVX-512 and holds nothing else: `AgoraDigest` calls it
-/// only after checking that the CPU and the OS support AVX-512 (`Blake3.wide`), and everything else is
+/// only after checking that the CPU and the OS support AVX-512 (`Blake3.best`), and everything else is
 /// built for the baseline CPU. The functions are checked against the portable code and `b3sum` in the tests.
 public enum Blake3AVX512 {
   typealias Z = __m512i

@@ -133,7 +133,7 @@ struct TransportBench: ParsableCommand {
     let gb = Double(bytes) / 1e9
     print(String(format: "one thread: seal %.0f MB/s, open %.0f MB/s; of which the payload digest %.0f MB/s (BLAKE3, %@), secretstream push %.0f MB/s (for comparison: SHA-256 %.0f MB/s, BLAKE2b %.0f MB/s)",
                  gb * 1000 / t1.timeIntervalSince(t0), gb * 1000 / t2.timeIntervalSince(t1), gb * 1000 / digestSecs,
-                 Blake3.wide ? "16 chunks at once with AVX-512" : "portable code: no AVX-512 here", gb * 1000 / ssSecs, gb * 1000 / hashSecs, gb * 1000 / blakeSecs))
+                 ["avx512": "16 chunks at once with AVX-512", "avx2": "8 chunks at once with AVX2", "portable": "portable code"][Blake3.best.rawValue]!, gb * 1000 / ssSecs, gb * 1000 / hashSecs, gb * 1000 / blakeSecs))
   }
 
   /// Starts `agora ARGS` as the receiving process, waits for its READY line, runs `body(endpoint)` as the

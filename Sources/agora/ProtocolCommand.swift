@@ -30,15 +30,20 @@ struct ProtocolCommand: ParsableCommand {
     var files: [String]
     @Option(name: .customLong("piece-kib"), help: "Feed the hasher pieces of this many KiB.")
     var pieceKiB: Int = 1024
-    @Flag(help: "Use the one-compression-at-a-time code even where AVX-512 is available.")
-    var portable = false
+    @Option(help: "BLAKE3 kernel: avx512, avx2 or portable (default: the fastest this CPU runs).")
+    var kernel: String?
 
     func run() throws {
       guard pieceKiB > 0 else { throw CLIError("--piece-kib must be positive") }
+      let k = try kernel.map { name in
+        guard let k = Blake3.Kernel(rawValue: name) else { throw CLIError("--kernel takes avx512, avx2 or portable") }
+        guard Blake3.runs(k) else { throw CLIError("this CPU cannot run the \(name) kernel") }
+        return k
+      } ?? Blake3.best
       for path in files {
         guard let h = FileHandle(forReadingAtPath: path) else { throw CLIError("cannot open \(path)") }
         defer { try? h.close() }
-        let hasher = Blake3Hasher(portable: portable)
+        let hasher = Blake3Hasher(kernel: k)
         while let d = try h.read(upToCount: pieceKiB << 10), !d.isEmpty { d.withUnsafeBytes { hasher.update($0) } }
         print("\(hex(hasher.finish()))  \(path)")
       }

@@ -55,9 +55,11 @@ import Testing
   func knownAnswers(_ c: (Int, String)) {
     let data = pattern(c.0)
     #expect(hex(Blake3.hash(data)) == c.1)
-    let portable = Blake3Hasher(portable: true)
-    portable.update(data)
-    #expect(hex(portable.finish()) == c.1)
+    for kernel in Blake3.Kernel.allCases where Blake3.runs(kernel) {
+      let h = Blake3Hasher(kernel: kernel)
+      h.update(data)
+      #expect(hex(h.finish()) == c.1, "\(kernel) kernel, \(c.0) octets")
+    }
   }
 
   /// Fed in pieces of every awkward size (1 octet, a block and one, a chunk and one, 1 MiB minus one, random),
@@ -86,24 +88,26 @@ import Testing
     #expect(h.finish() == whole)
   }
 
-  /// Where AVX-512 runs, its chunks and parents equal the portable code's at every lane count (partial
-  /// batches of 1…15 inputs, counters across the 32-bit boundary).
-  @Test func wideEqualsPortable() {
+  /// Each SIMD kernel that runs here (AVX-512, AVX2) gives the portable code's chaining values at every
+  /// input count (partial batches of 1…15 inputs, several batches, counters across the 32-bit boundary).
+  @Test(arguments: [Blake3.Kernel.avx512, .avx2])
+  func kernelEqualsPortable(kernel: Blake3.Kernel) {
+    guard Blake3.runs(kernel) else { return }
     let data = random(64 << 10, seed: 99)
-    for count in [1, 2, 7, 15, 16, 17, 33, 64] {
+    for count in [1, 2, 7, 8, 9, 15, 16, 17, 33, 64] {
       for counter: UInt64 in [0, 5, (1 << 32) - 3] {
         var wide = [UInt8](repeating: 0, count: 32 * count), portable = wide
         data.withUnsafeBytes { d in
           wide.withUnsafeMutableBytes { o in
             Blake3.hashMany(base: d.baseAddress!, stride: 1024, count: count, blocks: 16, counter: counter, incrementCounter: true,
-                            flags: 0, flagsStart: Blake3.chunkStart, flagsEnd: Blake3.chunkEnd, out: o.baseAddress!)
+                            flags: 0, flagsStart: Blake3.chunkStart, flagsEnd: Blake3.chunkEnd, out: o.baseAddress!, kernel: kernel)
           }
           portable.withUnsafeMutableBytes { o in
             Blake3.hashMany(base: d.baseAddress!, stride: 1024, count: count, blocks: 16, counter: counter, incrementCounter: true,
-                            flags: 0, flagsStart: Blake3.chunkStart, flagsEnd: Blake3.chunkEnd, out: o.baseAddress!, portable: true)
+                            flags: 0, flagsStart: Blake3.chunkStart, flagsEnd: Blake3.chunkEnd, out: o.baseAddress!, kernel: .portable)
           }
         }
-        #expect(wide == portable, "\(count) chunks from counter \(counter)")
+        #expect(wide == portable, "\(kernel): \(count) chunks from counter \(counter)")
       }
     }
   }
