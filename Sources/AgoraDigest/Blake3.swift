@@ -73,22 +73,17 @@ public enum Blake3 {
                        flags: UInt32, flagsStart: UInt32, flagsEnd: UInt32, out: UnsafeMutableRawPointer, kernel: Kernel = best) {
     var done = 0
     #if arch(x86_64)
-    if kernel == .avx512 {
+    if kernel != .portable {
+      let width = kernel == .avx512 ? 16 : 8
       while done < count {
-        let lanes = min(16, count - done)
-        Blake3AVX512.hash(base: base + done * stride, stride: stride, lanes: lanes, blocks: blocks,
-                          counter: counter &+ (incrementCounter ? UInt64(done) : 0), incrementCounter: incrementCounter,
+        let lanes = min(width, count - done), at = counter &+ (incrementCounter ? UInt64(done) : 0)
+        if kernel == .avx512 {
+          Blake3AVX512.hash(base: base + done * stride, stride: stride, lanes: lanes, blocks: blocks, counter: at, incrementCounter: incrementCounter,
+                            flags: flags, flagsStart: flagsStart, flagsEnd: flagsEnd, out: out + 32 * done)
+        } else {
+          Blake3AVX2.hash(base: base + done * stride, stride: stride, lanes: lanes, blocks: blocks, counter: at, incrementCounter: incrementCounter,
                           flags: flags, flagsStart: flagsStart, flagsEnd: flagsEnd, out: out + 32 * done)
-        done += lanes
-      }
-      return
-    }
-    if kernel == .avx2 {
-      while done < count {
-        let lanes = min(8, count - done)
-        Blake3AVX2.hash(base: base + done * stride, stride: stride, lanes: lanes, blocks: blocks,
-                        counter: counter &+ (incrementCounter ? UInt64(done) : 0), incrementCounter: incrementCounter,
-                        flags: flags, flagsStart: flagsStart, flagsEnd: flagsEnd, out: out + 32 * done)
+        }
         done += lanes
       }
       return
