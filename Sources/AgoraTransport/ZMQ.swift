@@ -138,14 +138,23 @@ public final class ZMQSocket: @unchecked Sendable {
     var more = true
     var count = 0
     while more {
-      let owned = ZMQMessage()
-      try ZMQ.call("zmq_msg_recv") { zmq_msg_recv(owned.msg, raw, dontWait && count == 0 ? ZMQ_DONTWAIT : 0) }
+      var msg = zmq_msg_t()
+      zmq_msg_init(&msg)
+      defer { zmq_msg_close(&msg) }
+      try ZMQ.call("zmq_msg_recv") { zmq_msg_recv(&msg, raw, dontWait && count == 0 ? ZMQ_DONTWAIT : 0) }
       // Metadata rides on the frames that came from the wire (not on a ROUTER's routing-id frame).
-      if userID.isEmpty, let p = zmq_msg_gets(owned.msg, "User-Id") { userID = String(cString: p) }
-      more = zmq_msg_more(owned.msg) != 0
+      if userID.isEmpty, let p = zmq_msg_gets(&msg, "User-Id") { userID = String(cString: p) }
+      more = zmq_msg_more(&msg) != 0
       if frames.count < maxFrames {
-        let bytes = owned.bytes
-        frames.append(bytes.count >= ZMQSocket.keepInPlace ? Payload(owned) : Payload(Array(bytes)))
+        let n = zmq_msg_size(&msg)
+        if n >= ZMQSocket.keepInPlace {
+          // Large: the message moves into an owner (what stays in `msg` is empty) and is closed with it.
+          let owned = ZMQMessage()
+          try ZMQ.call("zmq_msg_move") { zmq_msg_move(owned.msg, &msg) }
+          frames.append(Payload(owned))
+        } else {
+          frames.append(Payload(Array(UnsafeRawBufferPointer(start: n == 0 ? nil : zmq_msg_data(&msg), count: n))))
+        }
       }
       count += 1
     }
