@@ -8,7 +8,8 @@ public enum ProtocolVectors {
 
   /// (name, message) for every message type.
   public static let messages: [(String, Message)] = [
-    ("join", .join(name: "Charles University", software: "agora/0.1.0", latestVersion: hash(0x11), role: 0)),
+    ("join", .join(name: "Charles University", software: "agora/0.1.0", latestVersion: hash(0x11), role: 0,
+                   terms: TrainingTerms(tokenizerHash: hash(0x12), modelHash: hash(0x13), innerSteps: 500, batch: 8, learningRateBits: Float(3e-4).bitPattern, rounds: 100))),
     ("welcome", .welcome(federation: "openeurollm", heartbeatMillis: 1000, liveness: 3, chunkSize: 1 << 20, credit: 4, aggregationKey: hash(0x22))),
     ("round", .round(round: 42, baseHash: hash(0x33), innerSteps: 500, batch: 8, learningRateBits: Float(3e-4).bitPattern, deadlineMillis: 1_790_000_000_000, modelBytes: 55_566_336, patchFrom: hash(0x32), patchHash: hash(0x34), shardHash: hash(0x35), version: 41,
                            signature: [UInt8](repeating: 0x36, count: 64))),
@@ -20,8 +21,12 @@ public enum ProtocolVectors {
                                 languages: [.init(language: "cs", tokens: 1_024_000), .init(language: "pl", tokens: 1_024_000)])),
     ("ack", .ack(transfer: 0x0102_0304_0506_0708, next: 5, credit: 4)),
     ("heartbeat", .heartbeat),
-    ("leave", .leave(reason: "shutting down")),
-    ("error", .error(code: ErrorCode.notEnrolled.rawValue, message: "key 3f2a… is not enrolled")),
+    ("leave", .leave(kind: .session, reason: "shutting down")),
+    ("leave_finished", .leave(kind: .finished, reason: "the federation's rounds are over")),
+    ("error", .error(code: ErrorCode.notEnrolled.rawValue, message: "key 3f2a… is not enrolled", subject: .none)),
+    ("error_transfer", .error(code: ErrorCode.duplicate.rawValue, message: "this node already delivered an update for round 42", subject: .transfer(0x0102_0304_0506_0708))),
+    ("error_blob", .error(code: ErrorCode.unknownVersion.rawValue, message: "no blob", subject: .blob(hash(0x33)))),
+    ("error_round", .error(code: ErrorCode.internalError.rawValue, message: "node abandons round 42", subject: .round(42))),
   ]
 
   public static func messagesJSON() -> String {
@@ -69,7 +74,7 @@ public enum ProtocolVectors {
     let v = try envelope()
     return """
     {
-      "description": "Update envelope v2 with fixed keys and randomness (Protocol/SPEC.md, Update envelope)",
+      "description": "Update envelope (head version 4) with fixed keys and randomness (Protocol/SPEC.md, Update envelope)",
       "node_sign_seed": "\(hex(i.nodeSeed))",
       "node_sign_public": "\(hex(v.node.0))",
       "node_id": "\(hex(v.context.nodeID))",

@@ -1,4 +1,5 @@
 import AgoraRegistry
+import AgoraWire
 import Foundation
 import Hummingbird
 
@@ -174,9 +175,8 @@ public enum Plots {
     return plot(title: "mean node loss by round", x: "round", y: "loss", series: pts.isEmpty ? [:] : ["loss": pts])
   }
 
-  static func esc(_ s: String) -> String {
-    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-  }
+  /// Text and attribute values in the SVG and the page: quotes are escaped too (names come from nodes and files).
+  static func esc(_ s: String) -> String { Printable.html(s) }
 
   static func plot(title: String, x: String, y: String, series: [String: [(Double, Double)]]) -> String {
     let (w, h, l, r, t, b) = (640.0, 320.0, 56.0, 110.0, 28.0, 40.0)

@@ -112,6 +112,10 @@ public struct FederationConfig: Sendable {
   public var lateUpdates: LateUpdates
   /// A late update's weight is multiplied by (1 + staleness)^−exponent (staleness = rounds late).
   public var stalenessExponent: Double
+  /// An update's norm may be at most this many times the median norm of the last rounds' accepted updates.
+  public var normBoundFactor: Double
+  /// An upload that streams nothing for this long is refused (it would hold the one upload slot).
+  public var uploadStallSeconds: Double
 
   public enum LateUpdates: String, CaseIterable, Sendable { case drop, stale }
 
@@ -149,11 +153,14 @@ public struct FederationConfig: Sendable {
     shardBytes = try f.int("public.shard_bytes", default: 262_144, range: 4096...(64 << 20))
     lateUpdates = try f.choice("rounds.late_updates", default: LateUpdates.drop)
     stalenessExponent = try f.double("rounds.staleness_exponent", default: 0.5, range: 0...10)
+    normBoundFactor = try f.double("rounds.norm_bound_factor", default: 4, range: 1.5...1000)
+    uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
   }
 }
 
 /// `coordinator.toml`: the coordinator's own settings.
 public struct CoordinatorConfig: Sendable {
+  public var path: String
   public var federation: FederationConfig
   public var identity: String
   public var enrolled: String
@@ -165,6 +172,7 @@ public struct CoordinatorConfig: Sendable {
 
   public init(path: String) throws {
     let f = try TOMLFile(path)
+    self.path = path
     federation = try FederationConfig(path: try f.path("coordinator.federation"))
     if f.value("coordinator.dashboard") != nil {
       let s = try f.string("coordinator.dashboard")
@@ -198,6 +206,8 @@ public struct NodeConfig: Sendable {
   public var maxStepsPerRound: Int?
   public var threads: Int?
   public var workDir: String
+  /// How long the node waits for a coordinator that stopped or restarted before it gives up.
+  public var rejoinSeconds: Double
 
   public init(path: String) throws {
     let f = try TOMLFile(path)
@@ -217,6 +227,7 @@ public struct NodeConfig: Sendable {
     }
     maxStepsPerRound = f.value("node.max_steps_per_round") == nil ? nil : try f.int("node.max_steps_per_round", range: 1...1_000_000)
     threads = f.value("node.threads") == nil ? nil : try f.int("node.threads", range: 1...256)
+    rejoinSeconds = try f.double("node.rejoin_seconds", default: 3600, range: 1...604_800)
     workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
   }
 }

@@ -28,6 +28,16 @@ public struct RoundReport: Sendable {
   public var late: Int = 0
   /// Compute donors among the selected nodes.
   public var donors: Int = 0
+  /// Why the round made no version ("quorum not reached", "no change"); empty when it made one.
+  public var note: String = ""
+}
+
+/// Where the coordinator's log lines go; set once the service is made, read from the ZAP handler's thread too.
+final class LogSink: @unchecked Sendable {
+  private let lock = NSLock()
+  private var sink: (String) -> Void = { print($0) }
+  func callAsFunction(_ line: String) { lock.lock(); let f = sink; lock.unlock(); f(line) }
+  func set(_ f: @escaping (String) -> Void) { lock.lock(); sink = f; lock.unlock() }
 }
 
 /// The coordinator service: admits enrolled nodes, announces rounds, receives sealed updates one at a time
@@ -62,9 +72,19 @@ public final class CoordinatorService {
   /// The next version's optimizer state, written by `step` under a temporary name until persisted.
   var pendingState: String? = nil
   let evaluator: (GPT, Evaluator)?
-  public var log: (String) -> Void = { print($0) }
+  let logSink = LogSink()
+  public var log: (String) -> Void {
+    get { { [logSink] in logSink($0) } }
+    set { logSink.set(newValue) }
+  }
+  /// Which updates reach the sum (norm bound from past rounds, claims); resumed from the registry.
+  var acceptance: AcceptanceRule
+  /// Per round, nodes that told the coordinator they abandon it (ERROR about the round).
+  var abandoned: [UInt64: Set<String>] = [:]
   public var onRound: (RoundReport) -> Void = { _ in }
   public private(set) var version = 0
+  /// The number of the version the current one was made from.
+  var versionParent = 0
   public private(set) var versionHash: [UInt8] = []
   /// The current version's parent hash (zero for version 0) and the coordinator's signature of it.
   var parentHash = zero32
@@ -96,6 +116,10 @@ public final class CoordinatorService {
     guard let aggP = identity.card.aggregationPublic, let aggS = identity.aggregationSecret else {
       throw ConfigError(file: config.identity, key: "-", problem: "not a coordinator identity (no aggregation key; use agora keygen --coordinator)")
     }
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: config.enrolled, isDirectory: &isDir), isDir.boolValue else {
+      throw ConfigError(file: config.path, key: "coordinator.enrolled", problem: "\(config.enrolled) is not a directory (of the enrolled nodes' cards)")
+    }
     registry = try EnrolmentRegistry.load(directory: config.enrolled)
     let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
     var mc = try GPTConfig.preset(fed.preset)
@@ -123,16 +147,20 @@ public final class CoordinatorService {
     } else {
       evaluator = nil
     }
-    zap = ZAPHandler(registry: registry)
+    acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor))
+    let sink = logSink
+    zap = ZAPHandler(registry: registry, log: { line in sink("  " + line) })
     try zap.start()
     endpoint = try Endpoint.server(bind: config.bind, keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
     var p = SessionTable.Parameters(federation: fed.id, aggregationKey: aggP)
     p.chunkSize = 1 << 20
+    p.terms = try fed.terms(tokenizer: tokenizer, model: mc)
     sessions = SessionTable(parameters: p, registry: registry, endpoint: endpoint)
     blobs = BlobServer(chunkSize: Int(p.chunkSize))
     receiver = UploadReceiver(context: .init(federation: fed.id, round: 0, baseHash: [UInt8](repeating: 0, count: 32),
                                              aggregationPublic: aggP, aggregationSecret: aggS, credit: 8), registry: registry)
     try openStore(layout: layout)
+    acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor), history: try store.recentNorms(rounds: acceptance.window))
     modelNorm = l2(params)
     if !fed.publicData.isEmpty {
       shards = try PublicShards.build(sources: try LanguageSource.discover(fed.publicData), bytes: fed.shardBytes, dir: config.dataDir + "/shards")
@@ -168,26 +196,17 @@ public final class CoordinatorService {
       guard latest.config == configJSON else {
         throw ConfigError(file: fed.path, key: "model.preset", problem: "the registry in \(config.dataDir) holds versions of another model shape (\(latest.preset)); use its configuration or another data directory")
       }
-      var head = [UInt8](repeating: 0, count: weightsHeader.count)
-      try head.withUnsafeMutableBytes { h in
-        try store.readBlob(latest.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(latest.number)")
+      guard latest.optimizerKind == outer.kind.rawValue || latest.optimizer == nil else {
+        throw ConfigError(file: fed.path, key: "rounds.outer_optimizer", problem: "the registry's versions were made with \(latest.optimizerKind)")
       }
-      guard head == weightsHeader else { throw RegistryError.corruptBlob(hash: latest.hash, path: store.blobPath(latest.hash), got: "a safetensors header of another model") }
-      if let o = latest.optimizer {
-        guard latest.optimizerKind == outer.kind.rawValue else {
-          throw ConfigError(file: fed.path, key: "rounds.outer_optimizer", problem: "the registry's versions were made with \(latest.optimizerKind)")
-        }
-        // Checked whole here; m stays in the file (read slice by slice each round), v (FedAdam) is loaded.
-        try store.readBlob(o, skipping: params.count * 4, into: outer.kind == .fedadam ? [UnsafeMutableRawBufferPointer(start: outer.v.pointer, count: outer.v.count * 4)] : [],
-                           what: "optimizer state of version \(latest.number)")
-        stateHash = o
-      }
-      version = latest.number
-      versionHash = unhex(latest.hash) ?? []
-      parentHash = try latest.parent.map { unhex(try store.version($0).hash) ?? zero32 } ?? zero32
-      versionSignature = unhex(latest.signature) ?? versionSignature
+      nextNumber = latest.number + 1
+      let resumed = try loadNewestIntact(latest)
+      version = resumed.number
+      versionHash = unhex(resumed.hash) ?? []
+      parentHash = try resumed.parent.map { unhex(try store.version($0).hash) ?? zero32 } ?? zero32
+      versionSignature = unhex(resumed.signature) ?? versionSignature
       firstRound = try store.lastRound() + 1
-      log("  resuming \(fed.id) from version \(version) (\(latest.hash.prefix(12))), round \(firstRound)")
+      log("  resuming \(fed.id) from version \(version) (\(resumed.hash.prefix(12))), round \(firstRound)")
     } else {
       GPT.initialise(params, layout: layout, seed: fed.seed)
       let bytes = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
@@ -199,7 +218,92 @@ public final class CoordinatorService {
                                             tokens: 0, contributors: 0, preset: fed.preset, config: configJSON, tokenizer: tokenizerHash))
     }
     try blobs.publish(path: store.blobPath(versionHash), hash: versionHash, size: weightsHeader.count + params.count * 4)
+    blobs.onCorrupt = { [logSink] hash, path in logSink("  blob \(hex(hash).prefix(16))… (\(path)) no longer hashes to its name: it is no longer served") }
   }
+
+  /// Loads θ (and the optimizer state) of `latest`, checked by hash. If its weights blob is corrupt or gone, it
+  /// is rebuilt from its parent and the int8 patch the coordinator keeps (when that reaches the same hash);
+  /// otherwise the coordinator resumes from the newest older version whose blob is intact, and the next version
+  /// takes the next unused number (a number is never given to two models). A corrupt optimizer state restarts
+  /// the momentum from zero. Every such repair is logged and recorded in the event log.
+  func loadNewestIntact(_ latest: VersionRecord) throws -> VersionRecord {
+    if let problem = loadWeights(latest) {
+      if try rebuildFromPatch(latest) {
+        log("  version \(latest.number)'s weights were \(problem); rebuilt from version \(latest.parent ?? 0) and the kept patch (hash checked)")
+        try store.record(event: "repair", subject: "\(latest.number)", detail: "weights rebuilt from the parent and the kept patch after: \(problem)")
+      } else {
+        var candidate = latest
+        var found: VersionRecord? = nil
+        while let p = candidate.parent {
+          candidate = try store.version(p)
+          if candidate.freedAt == nil, loadWeights(candidate) == nil { found = candidate; break }
+        }
+        guard let older = found else {
+          throw RegistryError.io(path: store.blobPath(latest.hash), problem: "version \(latest.number)'s weights were \(problem), and no older version's are intact: restore the blob from a backup")
+        }
+        log("  version \(latest.number)'s weights were \(problem); resuming from version \(older.number), the intact version before it; the next version is \(nextNumber)")
+        try store.record(event: "repair", subject: "\(latest.number)",
+                         detail: "weights \(problem); resumed from version \(older.number); the next version is \(nextNumber)")
+        return try loadState(older)
+      }
+    }
+    return try loadState(latest)
+  }
+
+  /// Reads a version's weights into θ; nil when they are intact, else what is wrong.
+  func loadWeights(_ v: VersionRecord) -> String? {
+    var head = [UInt8](repeating: 0, count: weightsHeader.count)
+    do {
+      try head.withUnsafeMutableBytes { h in
+        try store.readBlob(v.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(v.number)")
+      }
+    } catch {
+      return FileManager.default.fileExists(atPath: store.blobPath(v.hash)) ? "corrupt" : "missing"
+    }
+    return head == weightsHeader ? nil : "of another model shape"
+  }
+
+  /// The optimizer state of `v` (checked whole; m stays in its file, FedAdam's v is loaded), or none.
+  func loadState(_ v: VersionRecord) throws -> VersionRecord {
+    stateHash = nil
+    guard let o = v.optimizer else { return v }
+    do {
+      try store.readBlob(o, skipping: params.count * 4, into: outer.kind == .fedadam ? [UnsafeMutableRawBufferPointer(start: outer.v.pointer, count: outer.v.count * 4)] : [],
+                         what: "optimizer state of version \(v.number)")
+      stateHash = o
+    } catch {
+      outer.v.zero()
+      log("  version \(v.number)'s optimizer state is corrupt or missing (\(error)); the outer momentum restarts from zero")
+      try store.record(event: "repair", subject: "\(v.number)", detail: "optimizer state unreadable; momentum restarts from zero")
+    }
+    return v
+  }
+
+  /// θ of `v` from its parent's intact blob and a kept patch whose result hashes to `v`'s hash; the blob is
+  /// then written again (the corrupt file kept aside as `<hash>.corrupt`). False when no kept patch does it.
+  func rebuildFromPatch(_ v: VersionRecord) throws -> Bool {
+    guard let p = v.parent, let parent = try? store.version(p), parent.freedAt == nil, loadWeights(parent) == nil else { return false }
+    let dir = config.dataDir + "/patches"
+    let base = FloatBuffer(count: params.count)
+    base.copy(from: params)
+    for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() where name.count == 64 {
+      guard let bytes = FileManager.default.contents(atPath: dir + "/" + name), Sodium.blake2b([UInt8](bytes)) == unhex(name) else { continue }
+      params.copy(from: base)
+      do { try bytes.withUnsafeBytes { try DeltaCodec.decode($0, into: params.pointer, count: params.count, mode: .subtract) } } catch { continue }
+      guard hex(VersionCopy.hash(header: weightsHeader, parameters: params)) == v.hash else { continue }
+      let path = store.blobPath(v.hash)
+      if FileManager.default.fileExists(atPath: path) { _ = rename(path, path + ".corrupt") }
+      try weightsHeader.withUnsafeBytes { try store.writeBlob(parts: [$0, UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)]) }
+      patch = (unhex(parent.hash) ?? zero32, unhex(name) ?? zero32, dir + "/" + name)
+      try blobs.publish(path: dir + "/" + name, hash: unhex(name) ?? zero32, size: bytes.count)
+      return true
+    }
+    params.copy(from: base)
+    return false
+  }
+
+  /// The number the next version takes: one past the highest the registry has recorded.
+  var nextNumber = 1
 
   func sign(number: Int) throws -> [UInt8] {
     try Sodium.sign(VersionStatement.bytes(federation: config.federation.id, number: UInt64(number), hash: versionHash, parent: parentHash),
@@ -264,7 +368,13 @@ public final class CoordinatorService {
     case .handled: break
     case .dropped(let why): log("  dropped: \(why)")
     case .forward:
-      if !blobs.handle(m, endpoint: endpoint) { _ = receiver.handle(m, endpoint: endpoint) }
+      if case .success(.error(_, let text, .round(let r))) = m.message {
+        // A node says it will send nothing for round r (a bad version, other settings, a failure): not waited for.
+        abandoned[r, default: []].insert(m.userID)
+        log("  \(sessions.session(m.userID)?.name ?? String(m.userID.prefix(12))) abandons round \(r): \(Printable.line(text))")
+      } else if !blobs.handle(m, endpoint: endpoint) {
+        _ = receiver.handle(m, endpoint: endpoint)
+      }
     }
     return true
   }
@@ -307,18 +417,36 @@ public final class CoordinatorService {
     // Wait (bounded) for the nodes that must be there before the first round.
     let joinDeadline = Date(timeIntervalSinceNow: fed.deadlineSeconds)
     while sessions.live.count < fed.minNodes && Date() < joinDeadline && !stop.isSet { pump(timeout: 0.2) }
-    for r in firstRound..<max(firstRound, fed.rounds + 1) where !stop.isSet {
+    var r = firstRound
+    var waitingSaid = false
+    while r <= fed.rounds && !stop.isSet {
+      // A round needs a node: with none connected the coordinator waits (a round without nodes is not held).
+      for _ in 0..<100_000 { guard pump(timeout: 0) else { break } }
+      _ = sessions.expire()
+      if sessions.live.isEmpty {
+        if !waitingSaid { log("  no node is connected; round \(r) waits for one"); waitingSaid = true }
+        pump(timeout: 0.2)
+        continue
+      }
+      waitingSaid = false
       reports.append(try round(r))
       onRound(reports.last!)
+      r += 1
     }
     try finishWrite()
-    for s in sessions.live { endpoint.send(.leave(reason: "the federation's rounds are over"), to: s.peer) }
+    // Stopped (SIGINT/SIGTERM): the session ends, the federation does not; nodes wait for the coordinator to return.
+    let leave: Message = r > fed.rounds ? .leave(kind: .finished, reason: "the federation's rounds are over")
+                                        : .leave(kind: .session, reason: "the coordinator is stopping; join again when it is back")
+    for s in sessions.live { endpoint.send(leave, to: s.peer) }
     Thread.sleep(forTimeInterval: 0.3)
     return reports
   }
 
   func round(_ r: Int) throws -> RoundReport {
     let fed = config.federation
+    // Only a committed version is announced: the previous round's version is in the registry before any node
+    // trains on it (a crash in the write then never leaves nodes holding a number the registry gives to another).
+    try finishWrite()
     let started = Date()
     let deadline = Date(timeIntervalSinceNow: fed.deadlineSeconds)
     // Take what arrived while the last round was being applied and scored (heartbeats above all) before
@@ -337,7 +465,6 @@ public final class CoordinatorService {
     var done: Set<String> = [], rejected: [String] = [], late = 0
     var contributions: [ContributionRecord] = []
     let names = Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a })
-    var baseNorm: Float = 0  // set once the round is announced: nodes start fetching meanwhile
     receiver.onStart = { [self] _, _ in received = 0 }
     receiver.onAbort = { [self] _, _ in received = 0 }
     receiver.onReject = { [metrics] node, forRound, _ in
@@ -358,16 +485,19 @@ public final class CoordinatorService {
       }
       received += plain.count
     }
+    var onTime: [Float] = []
+    var delivered: Set<String> = []
+    let expectedFormat: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
     receiver.onComplete = { [self] c in
       defer { received = 0 }  // nothing is staged any more
+      // The receiver already refuses a second update of a node for a round; this keeps the sum honest if it did not.
+      guard delivered.insert("\(c.node)/\(c.round)").inserted else { throw UpdateRefusal.claims("a second update of this node for round \(c.round)") }
       let payload = UnsafeRawBufferPointer(start: stagingArea.baseAddress, count: received)
-      let norm = Float(try DeltaCodec.validate(payload, count: sum.count).1.squareRoot())
-      // Rejected: anything non-finite, a Δ ten times larger than the model itself, or one ten times the
-      // median of the updates already accepted this round.
-      let median = norms.sorted().dropFirst(norms.count / 2).first
-      if !norm.isFinite || norm > 10 * baseNorm || (median.map { norm > 10 * $0 } ?? false) {
-        throw ModelError.nonFinite("update norm \(norm) is far outside the others (median \(median.map { "\($0)" } ?? "none yet"), model norm \(baseNorm))")
-      }
+      let (format, squared) = try DeltaCodec.validate(payload, count: sum.count)
+      let norm = Float(squared.squareRoot())
+      guard norm.isFinite else { throw UpdateRefusal.norm(norm, bound: .infinity, basis: "not finite") }
+      try acceptance.check(format: format, expected: expectedFormat, norm: norm, steps: Int(c.steps), tokens: c.tokens, innerSteps: fed.innerSteps,
+                           batch: fed.batch, context: modelConfig.contextLength, learningRate: fed.learningRate, parameters: sum.count)
       var w = Double(max(c.tokens, 1))
       if c.round < UInt64(r) {
         // A late update, made on an older version: weighted down by (1 + staleness)^−a.
@@ -383,6 +513,7 @@ public final class CoordinatorService {
       bytesIn += c.bytes
       losses.append(Double(c.loss))
       norms.append(norm)
+      if c.round == UInt64(r) { onTime.append(norm) }
       if c.round == UInt64(r) { done.insert(c.node); live.update { $0.received += 1 } }
       metrics.updatesReceived.increment()
       metrics.bytesIn.increment(by: Int64(c.bytes))
@@ -391,7 +522,7 @@ public final class CoordinatorService {
       if perLanguage.isEmpty { perLanguage["unknown"] = Int(c.tokens) }
       contributions.append(ContributionRecord(round: r, node: c.node, name: who.0, role: who.1 ? "donor" : "institution", tokens: Int(c.tokens),
                                               languages: perLanguage, steps: Int(c.steps), seconds: c.cpuSeconds,
-                                              bytes: Int(c.bytes), loss: Double(c.loss), weight: w, late: c.round < UInt64(r)))
+                                              bytes: Int(c.bytes), loss: Double(c.loss), weight: w, late: c.round < UInt64(r), norm: Double(norm)))
     }
     receiver.log = { [self] in log("  " + $0) }
     let lrBits = Float(fed.learningRate).bitPattern
@@ -409,7 +540,6 @@ public final class CoordinatorService {
                            version: UInt64(version), signature: versionSignature), to: s.peer)
     }
     sum.zero()
-    baseNorm = modelNorm
     let wanted = Set(selected.map(\.fingerprint))
     live.update { $0.round = r; $0.expected = selected.count; $0.received = 0; $0.deadline = deadline.timeIntervalSince1970 }
     defer {
@@ -422,10 +552,20 @@ public final class CoordinatorService {
     while !stop.isSet && Date() < deadline && !wanted.isSubset(of: done) {
       pump(timeout: 0.1)
       // A node that died is not waited for: once it is expired, the round goes on without it.
-      for gone in sessions.expire() where wanted.contains(gone.fingerprint) {
-        log("  \(gone.name) stopped answering; round \(r) goes on without it")
-        done.insert(gone.fingerprint)
+      // Its transfers are abandoned too: a stalled upload frees the slot of those waiting behind it.
+      for gone in sessions.expire() {
+        receiver.forget(node: gone.fingerprint, endpoint: endpoint)
+        if wanted.contains(gone.fingerprint) && done.insert(gone.fingerprint).inserted {
+          log("  \(gone.name) stopped answering; round \(r) goes on without it")
+        }
       }
+      // A node that left (LEAVE) or said it abandons the round is not waited for either.
+      for fp in sessions.takeLeft() {
+        receiver.forget(node: fp, endpoint: endpoint)
+        if wanted.contains(fp) && done.insert(fp).inserted { log("  \(names[fp]?.0 ?? String(fp.prefix(12))) left; round \(r) goes on without it") }
+      }
+      for fp in abandoned[UInt64(r)] ?? [] where wanted.contains(fp) { done.insert(fp) }
+      receiver.refuseStalled(after: fed.uploadStallSeconds, endpoint: endpoint)
       // A selected node that joined again during the round has restarted and lost its work: it takes part
       // from the next round on (fetching the latest version by hash then).
       for fp in wanted.subtracting(done) {
@@ -438,17 +578,25 @@ public final class CoordinatorService {
     let accepted = norms.count - late  // on time: these make the quorum
     let needed = max(1, Int((fed.quorum * Double(selected.count)).rounded(.up)))
     var applied = false
+    var outcome = ""
     if !stop.isSet && accepted >= needed && weightTotal > 0 {
       let inv = Float(1 / weightTotal)
       let s = sum.pointer
       Parallel.forRange(sum.count, minChunk: 16384) { a, b in for i in a..<b { s[i] *= inv } }
       fault("before-step", round: r)
-      try step(round: r)
+      applied = try step(round: r)
       fault("after-step", round: r)
-      applied = true
+      if applied {
+        outcome = "version \(version)"
+      } else {
+        outcome = "no change"
+        log("  round \(r): the step leaves every parameter as it was; no new version (version \(version) stays)")
+      }
     } else {
+      outcome = "quorum not reached (\(accepted) of \(needed))"
       log("  round \(r): \(accepted) of \(selected.count) updates, quorum \(needed) not reached; version \(version) stays")
     }
+    if !stop.isSet { acceptance.endRound(accepted: onTime) }
     // A round stopped by SIGINT/SIGTERM is abandoned whole: nothing of it is recorded.
     guard !stop.isSet || applied else {
       return RoundReport(round: r, version: version, hash: hex(versionHash), selected: selected.count, accepted: 0, rejected: [], tokens: 0, bytesIn: 0,
@@ -459,12 +607,13 @@ public final class CoordinatorService {
                              seconds: Date().timeIntervalSince(started), bitsPerByte: [], applied: applied)
     report.late = late
     report.donors = selected.filter(\.donor).count
+    report.note = applied ? "" : outcome
     if let (model, ev) = evaluator { report.bitsPerByte = evaluate(model, ev, round: r).bitsPerByte }
     let roundRecord = RoundRecord(number: r, startedAt: started.timeIntervalSince1970, endedAt: Date().timeIntervalSince1970, selected: selected.count,
                                   accepted: accepted, rejected: rejected.count, late: late,
-                                  outcome: applied ? "version \(version)" : "quorum not reached (\(accepted) of \(needed))", version: applied ? version : nil)
+                                  outcome: outcome, version: applied ? version : nil)
     if applied {
-      persist(version: VersionRecord(number: version, parent: version - 1, hash: hex(versionHash), optimizer: nil, optimizerKind: outer.kind.rawValue,
+      persist(version: VersionRecord(number: version, parent: versionParent, hash: hex(versionHash), optimizer: nil, optimizerKind: outer.kind.rawValue,
                                      round: r, createdAt: Date().timeIntervalSince1970, signature: hex(versionSignature), bitsPerByte: report.bitsPerByte,
                                      tokens: Int(tokens), contributors: Set(contributions.map(\.node)).count, preset: fed.preset, config: configJSON,
                                      tokenizer: tokenizerHash),
@@ -485,7 +634,11 @@ public final class CoordinatorService {
   /// its file's writer thread) and applied, while a second thread hashes the slices of θ already finished,
   /// so the version hash (the step's longest serial part) runs beside the rest instead of after it. A failure
   /// part-way leaves θ partly stepped and ends the coordinator, which restarts from the last committed version.
-  func step(round r: Int) throws {
+  /// Returns false when the step leaves θ bit-identical (e.g. every step value rounds to zero): then no version is
+  /// made (a version number always names new content, SPEC §5.2), the optimizer state stays the parent's and the
+  /// previous patch stays published.
+  @discardableResult
+  func step(round r: Int) throws -> Bool {
     let fed = config.federation
     try finishWrite()  // the parameters are about to change
     var marks: [(String, Date)] = [("start", Date())]
@@ -553,7 +706,14 @@ public final class CoordinatorService {
     modelNorm = l2(params)
     hashed = trailing.finish()
     guard let h = hashed else { throw ModelError.mismatch("internal: the step ended before the last parameter was hashed") }
-    version += 1
+    if h == parent {
+      if let n = newPatch, n.path != patch?.path { try? FileManager.default.removeItem(atPath: n.path) }
+      if let st = pendingState { unlink(st); pendingState = nil }
+      return false
+    }
+    versionParent = version
+    version = nextNumber
+    nextNumber += 1
     versionHash = h
     parentHash = parent
     versionSignature = try sign(number: version)
@@ -567,6 +727,7 @@ public final class CoordinatorService {
       try blobs.publish(path: n.path, hash: n.hash, size: n.size)
       patch = (parent, n.hash, n.path)
     }
+    return true
   }
 
   /// Where the update being received is staged: the staging buffer, or θ's memory (with the octets before

@@ -52,21 +52,21 @@ public enum VersionExport {
 
 
   static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool) -> String {
-    let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \($0.key) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")
+    let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \(TrainingDataSummary.cell($0.key)) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")
     return """
     ---
     library_name: transformers
     pipeline_tag: text-generation
     tags: [gpt2, federated-learning, agora, multilingual]
     ---
-    # \(summary.federation), version \(v.number)
+    # \(TrainingDataSummary.cell(summary.federation)), version \(v.number)
 
     A GPT-2 model (\(config.layers) layers, \(config.channels) channels, \(config.heads) heads, context \(config.contextLength),
     vocabulary \(config.vocabSize)) trained by federated learning with [Agora](https://example.org/agora): each contributor
     trained on its own text and sent only signed, sealed model updates; the coordinator aggregated them
     (\(v.optimizerKind)) into this version.
 
-    - Version \(v.number) of federation `\(summary.federation)`, made in round \(v.round), parent \(v.parent.map(String.init) ?? "none").
+    - Version \(v.number) of federation \(TrainingDataSummary.cell(summary.federation)), made in round \(v.round), parent \(v.parent.map(String.init) ?? "none").
     - Weights hash (BLAKE2b-256 of the parameters, binary32): `\(v.hash)`.
     - Signed by the coordinator (Ed25519): signature \(signatureValid ? "valid" : "INVALID") at export.
 

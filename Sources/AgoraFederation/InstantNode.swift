@@ -16,7 +16,10 @@ public final class InstantNode {
   let federation: String
   public var log: (String) -> Void = { _ in }
 
-  public init(endpoint: String, coordinator: EnrolmentCard, identity: Identity, federation: String) throws {
+  let terms: TrainingTerms
+
+  public init(endpoint: String, coordinator: EnrolmentCard, identity: Identity, federation: String, terms: TrainingTerms) throws {
+    self.terms = terms
     self.identity = identity
     self.federation = federation
     self.endpoint = try Endpoint.client(connect: endpoint, serverKey: coordinator.curvePublic,
@@ -24,7 +27,7 @@ public final class InstantNode {
   }
 
   public func run(format: DeltaFormat) throws {
-    endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: terms))
     var chunk = 1 << 20, key: [UInt8] = []
     var payload: [UInt8] = []
     var have: [UInt8] = []
@@ -63,7 +66,7 @@ public final class InstantNode {
         _ = try payload.withUnsafeBytes { try sender.send(sealer: sealer, tokens: 2048, steps: 1, loss: 1, payload: $0) }
         log(String(format: "round %llu: fetched %d B%@ in %.2f s, sent %d B in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
                    t1.timeIntervalSince(t0), payload.count, Date().timeIntervalSince(t1)))
-      case .leave:
+      case .leave(.finished, _):
         return
       default:
         continue

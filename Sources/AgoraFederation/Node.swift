@@ -68,75 +68,134 @@ public final class NodeService {
     let count = ParameterLayout(mc).count
     copy = VersionCopy(header: Checkpoint.weightsHeader(mc), count: count)
     errorFeedback = FloatBuffer(count: count)
+    terms = try fed.terms(tokenizer: tokenizer, model: mc)
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
   }
 
   public func requestStop() { stop.set() }
 
-  /// Joins and serves rounds until the coordinator says LEAVE, the node is revoked, or `requestStop`.
+  /// Joins and serves rounds until the coordinator says the federation is finished (LEAVE, kind 1), the node is
+  /// revoked or refused, or `requestStop`. A coordinator that stops or restarts (LEAVE, kind 0, or a session it
+  /// no longer knows) is joined again as soon as it answers, for at most `node.rejoin_seconds`.
   public func run() throws {
     let name = config.name
-    var welcome: (chunk: Int, heartbeat: UInt32, aggregationKey: [UInt8])? = nil
-    for attempt in 0..<12 where welcome == nil && !stop.isSet {
-      if attempt % 4 == 0 { endpoint.send(.join(name: name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? zero32 : copy.hash,
-                                               role: config.donor ? 1 : 0)) }
-      guard let m = endpoint.receive(timeout: 2.5) else { continue }
-      switch m.message {
-      case .success(.welcome(let fed, let hb, _, let chunk, _, let key)):
-        guard fed == config.federation.id else { throw ConfigError(file: config.path, key: "node.federation", problem: "the coordinator runs federation \(fed)") }
-        guard key == coordinatorCard.aggregationPublic else { throw ConfigError(file: config.federation.path, key: "federation.coordinator_card", problem: "the coordinator's aggregation key differs from the card's") }
-        welcome = (Int(chunk), hb, key)
-      case .success(.error(let code, let text)):
-        throw TransferError.rejected(code: code, message: text)
-      default: continue
-      }
+    guard var w = try join(within: 30) else {
+      throw TransferError.timeout("no WELCOME from \(config.federation.endpoint) (not running, wrong server key, or this node is not enrolled)")
     }
-    guard let w = welcome else { throw TransferError.timeout("no WELCOME from \(config.federation.endpoint) (not running, wrong server key, or this node is not enrolled)") }
     log("\(name) joined \(config.federation.id)")
     // Heartbeats while training keeps this thread busy.
+    let beatEvery = ManagedAtomicDouble(Double(w.heartbeat) / 1000)
     let beat = Thread { [endpoint, stop] in
-      while !stop.isSet { Thread.sleep(forTimeInterval: Double(w.heartbeat) / 1000); endpoint.send(.heartbeat) }
+      while !stop.isSet { Thread.sleep(forTimeInterval: beatEvery.value); endpoint.send(.heartbeat) }
     }
     beat.start()
     defer { stop.set() }
     var lastJoin = Date()
+    /// LEAVE from the coordinator: true when the federation is finished; otherwise joins again once it is back.
+    func ended(_ kind: LeaveKind, _ reason: String) throws -> Bool {
+      if kind == .finished {
+        log("\(name): the coordinator says the federation is finished (\(Printable.line(reason))); leaving")
+        return true
+      }
+      log("\(name): the coordinator ended the session (\(Printable.line(reason))); joining again when it is back")
+      guard let again = try join(within: config.rejoinSeconds) else {
+        throw TransferError.timeout("the coordinator did not come back within \(Int(config.rejoinSeconds)) s")
+      }
+      w = again
+      beatEvery.value = Double(w.heartbeat) / 1000
+      log("\(name) joined \(config.federation.id) again")
+      return false
+    }
     while !stop.isSet {
       guard let m = endpoint.receive(timeout: 1) else { continue }
       guard case .success(let msg) = m.message else { continue }
       switch msg {
-      case .round(let r, let baseHash, let steps, _, _, let deadlineMs, let modelBytes, let patchFrom, let patchHash, let shard, let version, let signature):
+      case .round(let r, let baseHash, let steps, let batch, let lrBits, let deadlineMs, let modelBytes, let patchFrom, let patchHash, let shard, let version, let signature):
         let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         // Only a version the coordinator signed is trained on.
         let statement = VersionStatement.bytes(federation: config.federation.id, number: version, hash: baseHash, parent: patchFrom)
         guard Sodium.verify(signature, message: statement, publicKey: coordinatorCard.signPublic) else {
-          log("\(name): round \(r) refused: version \(version) (\(hex(baseHash).prefix(12))) is not signed by the coordinator's key")
+          abandon(round: r, "version \(version) (\(hex(baseHash).prefix(12))) is not signed by the coordinator's key")
+          continue
+        }
+        // The settings the round announces are the federation's: a node set otherwise does not train.
+        guard batch == terms.batch, lrBits == terms.learningRateBits, steps == terms.innerSteps else {
+          abandon(round: r, "the round asks batch \(batch), learning rate \(Float(bitPattern: lrBits)), \(steps) steps; this node is set to batch \(terms.batch), learning rate \(Float(bitPattern: terms.learningRateBits)), \(terms.innerSteps) steps (\(config.federation.path))")
           continue
         }
         do {
           try runRound(round: r, baseHash: baseHash, patch: (patchFrom, patchHash), shard: shard, steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline,
                        chunk: w.chunk, recipient: w.aggregationKey)
+        } catch TransferError.sessionEnded(let kind, let reason) {
+          if try ended(kind, reason) { return }
+        } catch TransferError.rejected(let code, let text) where code == ErrorCode.notJoined.rawValue {
+          log("\(name): round \(r) abandoned: \(Printable.line(text)); joining again")
+          lastJoin = Date()
+          endpoint.send(joinMessage)
+        } catch TransferError.rejected(let code, let text) where code == ErrorCode.revoked.rawValue {
+          throw TransferError.rejected(code: code, message: text)
+        } catch TransferError.rejected(let code, let text) {
+          // The coordinator refused this node's update (or its transfer): it knows; nothing to tell it.
+          log("\(name): round \(r): update refused (code \(code)): \(Printable.line(text))")
         } catch {
-          log("\(name): round \(r) abandoned: \(error)")
+          if stop.isSet { log("\(name): round \(r) abandoned: stopping") } else { abandon(round: r, "\(error)") }
         }
-      case .leave(let reason):
-        log("\(name): coordinator says \(reason); leaving")
-        return
-      case .error(let code, let text) where code == ErrorCode.revoked.rawValue:
+      case .leave(let kind, let reason):
+        if try ended(kind, reason) { return }
+      case .error(let code, let text, _) where code == ErrorCode.revoked.rawValue:
         throw TransferError.rejected(code: code, message: text)
-      case .error(let code, _) where code == ErrorCode.notJoined.rawValue:
+      case .error(let code, _, _) where code == ErrorCode.notJoined.rawValue:
         // The coordinator expired this session (or restarted): join again, at most once a second.
         if Date().timeIntervalSince(lastJoin) > 1 {
           lastJoin = Date()
           log("\(name): the coordinator no longer knows this session; joining again")
-          endpoint.send(.join(name: name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? zero32 : copy.hash, role: config.donor ? 1 : 0))
+          endpoint.send(joinMessage)
         }
+      case .welcome(_, let hb, _, _, _, _):
+        beatEvery.value = Double(hb) / 1000
       default:
         continue
       }
     }
-    endpoint.send(.leave(reason: "node stopping"))
+    endpoint.send(.leave(kind: .session, reason: "node stopping"))
     Thread.sleep(forTimeInterval: 0.2)
+  }
+
+  /// What this node trains with, as JOIN states it.
+  var terms: TrainingTerms
+
+  var joinMessage: Message {
+    .join(name: config.name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? zero32 : copy.hash, role: config.donor ? 1 : 0, terms: terms)
+  }
+
+  /// Sends JOIN (again every 2.5 s) until WELCOME, for at most `seconds`; nil if nothing answered. A refusal
+  /// (other terms, not enrolled, revoked) is thrown: joining again would not change it.
+  func join(within seconds: Double) throws -> (chunk: Int, heartbeat: UInt32, aggregationKey: [UInt8])? {
+    let end = Date(timeIntervalSinceNow: seconds)
+    var sent = Date.distantPast
+    while Date() < end && !stop.isSet {
+      if Date().timeIntervalSince(sent) >= 2.5 { endpoint.send(joinMessage); sent = Date() }
+      guard let m = endpoint.receive(timeout: 0.5) else { continue }
+      switch m.message {
+      case .success(.welcome(let fed, let hb, _, let chunk, _, let key)):
+        guard fed == config.federation.id else { throw ConfigError(file: config.path, key: "node.federation", problem: "the coordinator runs federation \(Printable.line(fed))") }
+        guard key == coordinatorCard.aggregationPublic else { throw ConfigError(file: config.federation.path, key: "federation.coordinator_card", problem: "the coordinator's aggregation key differs from the card's") }
+        return (Int(chunk), hb, key)
+      case .success(.error(let code, let text, _)) where code == ErrorCode.termsMismatch.rawValue:
+        throw ConfigError(file: config.federation.path, key: "-", problem: "the coordinator refused this node: " + Printable.line(text))
+      case .success(.error(let code, let text, _)) where code != ErrorCode.notJoined.rawValue:
+        throw TransferError.rejected(code: code, message: Printable.line(text))
+      default: continue
+      }
+    }
+    return nil
+  }
+
+  /// Tells the coordinator this node will send nothing for round `r` (so the round need not wait for it), and logs why.
+  func abandon(round r: UInt64, _ why: String) {
+    log("\(config.name): round \(r) abandoned: \(why)")
+    endpoint.send(.error(code: ErrorCode.internalError.rawValue, message: "node abandons round \(r): " + String(why.prefix(900)), subject: .round(r)))
   }
 
   /// A donor's data for this round: the assigned public shard, fetched by hash (once), tokenized in its work
@@ -204,6 +263,7 @@ public final class NodeService {
     sender.deadline = fed.lateUpdates == .stale ? deadline.addingTimeInterval(fed.deadlineSeconds) : deadline
     sender.ackTimeout = 2
     sender.maxRetries = 1000  // bounded by the deadline
+    sender.shouldStop = { [stop] in stop.isSet }
     let tokens = UInt64(done * trainer.model.B * trainer.model.T)
     var perLanguage: [String: UInt64] = [:]
     for (l, t) in trainer.tokensByLanguage where t > before[l] ?? 0 { perLanguage[l] = t - (before[l] ?? 0) }
@@ -225,4 +285,15 @@ func processCPUSeconds() -> Double {
   var u = rusage()
   getrusage(RUSAGE_SELF.rawValue, &u)
   return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+}
+
+/// A number one thread sets and another reads (the heartbeat interval).
+final class ManagedAtomicDouble: @unchecked Sendable {
+  private let lock = NSLock()
+  private var v: Double
+  init(_ v: Double) { self.v = v }
+  var value: Double {
+    get { lock.lock(); defer { lock.unlock() }; return v }
+    set { lock.lock(); v = newValue; lock.unlock() }
+  }
 }

@@ -9,6 +9,8 @@ public struct VerifyReport: Sendable {
   public var blobsChecked = 0
   public var bytesChecked = 0
   public var problems: [String] = []
+  /// What is not wrong but worth knowing: blobs no version names (a version written just before a crash).
+  public var notes: [String] = []
   public var ok: Bool { problems.isEmpty }
 }
 
@@ -63,6 +65,14 @@ extension Registry {
           r.bytesChecked += (try? FileManager.default.attributesOfItem(atPath: blobPath(hash))[.size] as? Int) ?? 0
         }
       }
+    }
+    var named = Set(all.flatMap { [$0.hash, $0.tokenizer] + ($0.optimizer.map { [$0] } ?? []) })
+    named.formUnion(try db.read { try String.fetchAll($0, sql: "SELECT DISTINCT tokenizer FROM versions") })
+    for name in ((try? FileManager.default.contentsOfDirectory(atPath: blobDir)) ?? []).sorted() where !named.contains(name) {
+      let size = (try? FileManager.default.attributesOfItem(atPath: blobPath(name))[.size] as? Int) ?? 0
+      r.notes.append(name.contains(".tmp-")
+        ? "\(name): a temporary file an interrupted write left (\(size) bytes); the coordinator removes it when it starts"
+        : "blob \(name.prefix(16))… (\(size) bytes) is named by no version (written just before a crash, or no longer needed); agora gc removes it")
     }
     return r
   }

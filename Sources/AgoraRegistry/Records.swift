@@ -98,14 +98,17 @@ public struct ContributionRecord: Codable, Equatable, Sendable, FetchableRecord,
   public var loss: Double
   public var weight: Double
   public var late: Bool
+  /// ‖Δ‖ of the update (nil in registries older than the migration that added it).
+  public var norm: Double?
 
   enum CodingKeys: String, CodingKey {
-    case round, node, name, role, tokens, languages, steps, bytes, loss, weight, late
+    case round, node, name, role, tokens, languages, steps, bytes, loss, weight, late, norm
     case seconds = "cpu_seconds"
   }
 
   public init(round: Int, node: String, name: String, role: String, tokens: Int, languages: [String: Int], steps: Int, seconds: Double,
-              bytes: Int, loss: Double, weight: Double, late: Bool) {
+              bytes: Int, loss: Double, weight: Double, late: Bool, norm: Double? = nil) {
+    self.norm = norm
     self.round = round
     self.node = node
     self.name = name

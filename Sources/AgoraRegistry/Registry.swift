@@ -116,6 +116,9 @@ public final class Registry: @unchecked Sendable {
         CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
         """)
     }
+    m.registerMigration("v2: contributions.norm") { db in
+      try db.execute(sql: "ALTER TABLE contributions ADD COLUMN norm DOUBLE")
+    }
     return m
   }
 
@@ -276,6 +279,24 @@ public final class Registry: @unchecked Sendable {
   public func version(_ number: Int) throws -> VersionRecord {
     guard let v = try db.read({ try VersionRecord.fetchOne($0, key: number) }) else { throw RegistryError.notFound("no version \(number)") }
     return v
+  }
+
+  /// Norms of the on-time updates of the last `rounds` rounds that accepted any, oldest round first (the
+  /// coordinator's acceptance rule resumes from them).
+  public func recentNorms(rounds: Int) throws -> [[Float]] {
+    let rows = try db.read { db in
+      try Row.fetchAll(db, sql: """
+        SELECT round, norm FROM contributions WHERE late = 0 AND norm IS NOT NULL AND round IN
+          (SELECT DISTINCT round FROM contributions WHERE late = 0 AND norm IS NOT NULL ORDER BY round DESC LIMIT ?)
+        ORDER BY round
+        """, arguments: [rounds])
+    }
+    var out: [(Int, [Float])] = []
+    for r in rows {
+      let (round, norm): (Int, Double) = (r["round"], r["norm"])
+      if out.last?.0 == round { out[out.count - 1].1.append(Float(norm)) } else { out.append((round, [Float(norm)])) }
+    }
+    return out.map(\.1)
   }
 
   public func lastRound() throws -> Int {

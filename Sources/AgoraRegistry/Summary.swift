@@ -1,3 +1,4 @@
+import AgoraWire
 import Foundation
 
 /// Who trained a version on what: every institution and donor whose updates went into the version's
@@ -59,13 +60,26 @@ public struct TrainingDataSummary: Codable, Sendable {
     return try e.encode(self)
   }
 
+  /// Text from nodes and files in a Markdown table cell of the model card: one line, HTML escaped (Hugging
+  /// Face renders raw HTML in model cards), table pipes and Markdown's link and code characters escaped.
+  public static func cell(_ s: String) -> String {
+    var out = ""
+    for ch in Printable.html(Printable.line(s)) {
+      switch ch {
+      case "|", "`", "[", "]", "*", "_", "\\": out += "\\" + String(ch)
+      default: out.append(ch)
+      }
+    }
+    return out
+  }
+
   public var markdown: String {
     var s = "| contributor | role | rounds | tokens | languages (tokens) | steps | CPU-seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"
     for c in contributors {
       let langs = c.tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-      s += "| \(c.name) (`\(c.fingerprint.prefix(12))`) | \(c.role) | \(c.rounds) | \(c.tokens) | \(langs) | \(c.steps) | \(String(format: "%.0f", c.seconds)) |\n"
+      s += "| \(Self.cell(c.name)) (`\(c.fingerprint.prefix(12))`) | \(Self.cell(c.role)) | \(c.rounds) | \(c.tokens) | \(Self.cell(langs)) | \(c.steps) | \(String(format: "%.0f", c.seconds)) |\n"
     }
-    s += "\nTokens per language: " + tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ".\n"
+    s += "\nTokens per language: " + Self.cell(tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) + ".\n"
     s += "Rounds: \(rounds.map(String.init).joined(separator: ", ")); \(tokens) tokens in \(steps) optimizer steps, \(String(format: "%.0f", nodeSeconds)) CPU-seconds.\n"
     return s
   }

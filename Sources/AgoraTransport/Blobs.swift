@@ -17,6 +17,13 @@ public final class BlobServer: @unchecked Sendable {
   public static let maxCredit = 8
   private let lock = NSLock()
   private var files: [[UInt8]: (path: String, size: Int)] = [:]
+  /// The file identity (device, inode, size, modification time) each blob's hash was last checked at: a file
+  /// changed since is hashed again before a chunk of it is served, and never served if it no longer matches.
+  private var checked: [[UInt8]: FileStamp] = [:]
+  /// Blobs found corrupt on disk: unpublished, and named so in the ERROR a FETCH of them gets.
+  private var corrupt: Set<[UInt8]> = []
+  /// Called (on the serving thread) when a published blob's file no longer hashes to its name.
+  public var onCorrupt: ([UInt8], String) -> Void = { _, _ in }
   private struct Request { var peer: [UInt8]; var hash: [UInt8]; var from: Int; var credit: Int }
   private var pending: [Request] = []
   private var inFlight: [[UInt8]: (chunks: Int, at: Date)] = [:]
@@ -48,15 +55,49 @@ public final class BlobServer: @unchecked Sendable {
     return hash
   }
 
+  /// A file's identity: what changes when it is written, replaced or truncated.
+  struct FileStamp: Equatable {
+    var dev: UInt64, ino: UInt64, size: Int64, sec: Int, nsec: Int
+    init?(fd: Int32) {
+      var st = stat()
+      guard fstat(fd, &st) == 0 else { return nil }
+      (dev, ino, size, sec, nsec) = (UInt64(st.st_dev), UInt64(st.st_ino), Int64(st.st_size), st.st_mtim.tv_sec, st.st_mtim.tv_nsec)
+    }
+    init?(path: String) {
+      let fd = open(path, O_RDONLY | O_CLOEXEC)
+      guard fd >= 0 else { return nil }
+      defer { close(fd) }
+      self.init(fd: fd)
+    }
+  }
+
+  /// BLAKE2b-256 of an open file, read from the start.
+  static func hash(fd: Int32) -> [UInt8]? {
+    let hasher = Sodium.Hasher()
+    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+    defer { buf.deallocate() }
+    var off: off_t = 0
+    while true {
+      let k = pread(fd, buf.baseAddress!, buf.count, off)
+      if k < 0 && errno == EINTR { continue }
+      if k < 0 { return nil }
+      if k == 0 { break }
+      hasher.update(UnsafeRawBufferPointer(rebasing: buf[0..<k]))
+      off += off_t(k)
+    }
+    return hasher.finish()
+  }
+
   /// Makes a file available under a hash the caller has just computed over exactly its `size` bytes.
   public func publish(path: String, hash: [UInt8], size: Int) throws {
     guard size > 0 else { throw TransferError.protocolViolation("\(path) is empty; blobs have at least one byte") }
-    lock.lock(); files[hash] = (path, size); expected.remove(hash); lock.unlock()
+    let stamp = FileStamp(path: path)
+    lock.lock(); files[hash] = (path, size); checked[hash] = stamp; corrupt.remove(hash); expected.remove(hash); lock.unlock()
   }
 
   /// Stops serving a blob (its file may then be removed).
   public func unpublish(hash: [UInt8]) {
-    lock.lock(); files[hash] = nil; expected.remove(hash); lock.unlock()
+    lock.lock(); files[hash] = nil; checked[hash] = nil; expected.remove(hash); lock.unlock()
   }
 
   /// Announces a blob that is still being written: FETCHes for it wait in the queue until `publish`
@@ -88,7 +129,7 @@ public final class BlobServer: @unchecked Sendable {
       pending.removeAll { $0.peer == inbound.peer }
       if pending.count >= maxPending {
         lock.unlock()
-        endpoint.send(.error(code: ErrorCode.busy.rawValue, message: "blob server busy; ask again"), to: inbound.peer)
+        endpoint.send(.error(code: ErrorCode.busy.rawValue, message: "blob server busy; ask again", subject: .blob(hash)), to: inbound.peer)
         return true
       }
       pending.append(Request(peer: inbound.peer, hash: hash, from: Int(from), credit: Int(credit)))
@@ -103,12 +144,16 @@ public final class BlobServer: @unchecked Sendable {
       serve(endpoint: endpoint)
       return true
     }
+    let isCorrupt = corrupt.contains(hash)
     lock.unlock()
-    if let e = entry {
+    if isCorrupt {
+      endpoint.send(.error(code: ErrorCode.unknownVersion.rawValue, message: "blob \(hex(hash).prefix(16))… is corrupt on the coordinator's disk; it is not served",
+                           subject: .blob(hash)), to: inbound.peer)
+    } else if let e = entry {
       let count = max(1, (e.size + chunkSize - 1) / chunkSize)
-      endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "chunk \(from) of a blob of \(count) chunks"), to: inbound.peer)
+      endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "chunk \(from) of a blob of \(count) chunks", subject: .blob(hash)), to: inbound.peer)
     } else {
-      endpoint.send(.error(code: ErrorCode.unknownVersion.rawValue, message: "no blob \(hex(hash).prefix(16))…"), to: inbound.peer)
+      endpoint.send(.error(code: ErrorCode.unknownVersion.rawValue, message: "no blob \(hex(hash).prefix(16))…", subject: .blob(hash)), to: inbound.peer)
     }
     return true
   }
@@ -122,7 +167,7 @@ public final class BlobServer: @unchecked Sendable {
     lock.lock()
     let now = Date()
     for (peer, f) in inFlight where now.timeIntervalSince(f.at) > releaseAfter { _ = f; release(peer) }
-    var batch: [(Request, String, Int, Int, Int)] = []
+    var batch: [(Request, String, Int, Int, Int, FileStamp?)] = []
     var waiting: [Request] = []
     while let r = pending.first, inFlightTotal < budget {
       pending.removeFirst()
@@ -134,14 +179,27 @@ public final class BlobServer: @unchecked Sendable {
       let n = min(r.credit, BlobServer.maxCredit, count - r.from)
       inFlight[r.peer] = (n, now)
       inFlightTotal += n
-      batch.append((r, path, size, count, n))
+      batch.append((r, path, size, count, n, checked[r.hash]))
     }
     pending.insert(contentsOf: waiting, at: 0)
     lock.unlock()
-    for (r, path, size, count, n) in batch {
+    for (r, path, size, count, n, stamp) in batch {
       let fd = open(path, O_RDONLY | O_CLOEXEC)
       guard fd >= 0 else { continue }
       defer { close(fd) }
+      // Changed on disk since its hash was checked: check it again before serving any of it.
+      let now = FileStamp(fd: fd)
+      if now == nil || now != stamp {
+        if let now, Int(now.size) == size, BlobServer.hash(fd: fd) == r.hash {
+          lock.lock(); checked[r.hash] = now; lock.unlock()
+        } else {
+          lock.lock(); files[r.hash] = nil; checked[r.hash] = nil; corrupt.insert(r.hash); lock.unlock()
+          onCorrupt(r.hash, path)
+          endpoint.send(.error(code: ErrorCode.unknownVersion.rawValue, message: "blob \(hex(r.hash).prefix(16))… is corrupt on the coordinator's disk; it is not served",
+                               subject: .blob(r.hash)), to: r.peer)
+          continue
+        }
+      }
       for i in r.from..<(r.from + n) {
         // Read straight into a send buffer that libzmq then reads in place (one copy from the page cache).
         let length = min(chunkSize, size - i * chunkSize)
@@ -211,13 +269,16 @@ public struct BlobFetcher {
         }
         bytes += payload.count
         next += 1
-      case .error(let code, _) where code == ErrorCode.busy.rawValue:
+      case .error(let code, _, let subject) where code == ErrorCode.busy.rawValue && subject == .blob(hash):
         retries += 1
         guard retries <= maxRetries else { throw TransferError.timeout("blob server busy after \(maxRetries) requests") }
         Thread.sleep(forTimeInterval: 0.2 * Double(retries))
         requestedUpTo = next
-      case .error(let code, let text):
+      case .error(let code, let text, let subject)
+        where subject == .blob(hash) || (subject == .none && (code == ErrorCode.revoked.rawValue || code == ErrorCode.notJoined.rawValue)):
         throw TransferError.rejected(code: code, message: text)
+      case .leave(let kind, let reason):
+        throw TransferError.sessionEnded(kind, reason)
       default:
         continue
       }

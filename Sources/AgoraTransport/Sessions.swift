@@ -16,6 +16,8 @@ public final class SessionTable: @unchecked Sendable {
     public var chunkSize: UInt32 = 1 << 20
     public var credit: UInt16 = 8
     public var aggregationKey: [UInt8]
+    /// What a node must agree on to join (nil: not checked, for transport-level uses without a model).
+    public var terms: TrainingTerms? = nil
     public init(federation: String, aggregationKey: [UInt8]) {
       self.federation = federation
       self.aggregationKey = aggregationKey
@@ -78,14 +80,26 @@ public final class SessionTable: @unchecked Sendable {
     switch inbound.message {
     case .success(let m): message = m
     case .failure(let e):
-      endpoint.send(.error(code: e.code.rawValue, message: e.description), to: inbound.peer)
+      endpoint.send(.error(code: e.code.rawValue, message: e.description, subject: .none), to: inbound.peer)
       touch(fp, peer: inbound.peer, now: now)
       return .dropped("malformed message from \(fp.prefix(12)): \(e)")
     }
     switch message {
-    case .join(let name, let software, let latest, let role):
+    case .join(_, let software, let latest, let role, let terms):
+      // The name shown and recorded is the enrolment card's, never the one a node says at JOIN.
+      let name = Printable.line(registry.card(fingerprint: fp)?.name ?? String(fp.prefix(12)))
+      if let mine = parameters.terms {
+        let diff = terms.differences(fromFederation: mine)
+        guard diff.isEmpty else {
+          lock.lock(); sessions[fp] = nil; lock.unlock()
+          let text = "this node's terms differ from the federation's: " + diff.joined(separator: "; ")
+          endpoint.send(.error(code: ErrorCode.termsMismatch.rawValue, message: text, subject: .none), to: inbound.peer)
+          log("\(name) (\(fp.prefix(12))) refused at JOIN: " + diff.joined(separator: "; "))
+          return .handled
+        }
+      }
       lock.lock()
-      sessions[fp] = Session(fingerprint: fp, peer: inbound.peer, name: name, software: software, latestVersion: latest, donor: role == 1,
+      sessions[fp] = Session(fingerprint: fp, peer: inbound.peer, name: name, software: Printable.line(software), latestVersion: latest, donor: role == 1,
                              joined: now, lastSeen: now)
       lock.unlock()
       let p = parameters
@@ -93,13 +107,13 @@ public final class SessionTable: @unchecked Sendable {
                              credit: p.credit, aggregationKey: p.aggregationKey), to: inbound.peer)
       log("\(name) (\(fp.prefix(12))) joined\(role == 1 ? " as a compute donor" : "")")
       return .handled
-    case .leave(let reason):
-      lock.lock(); let s = sessions.removeValue(forKey: fp); lock.unlock()
-      log("\(s?.name ?? fp) left: \(reason)")
+    case .leave(_, let reason):
+      lock.lock(); let s = sessions.removeValue(forKey: fp); left.append(fp); lock.unlock()
+      log("\(s?.name ?? String(fp.prefix(12))) left: \(Printable.line(reason))")
       return .handled
     default:
       guard touch(fp, peer: inbound.peer, now: now) else {
-        endpoint.send(.error(code: ErrorCode.notJoined.rawValue, message: "send JOIN first"), to: inbound.peer)
+        endpoint.send(.error(code: ErrorCode.notJoined.rawValue, message: "send JOIN first", subject: .none), to: inbound.peer)
         return .dropped("\(fp.prefix(12)) sent \(message.type) before JOIN")
       }
       if message == .heartbeat {
@@ -120,6 +134,17 @@ public final class SessionTable: @unchecked Sendable {
     return true
   }
 
+  /// Fingerprints of nodes that sent LEAVE since the last `takeLeft()`.
+  private var left: [String] = []
+
+  /// The nodes that left (LEAVE) since the last call.
+  public func takeLeft() -> [String] {
+    lock.lock(); defer { lock.unlock() }
+    let l = left
+    left = []
+    return l
+  }
+
   /// Removes and returns the sessions silent for longer than `liveness` heartbeat intervals.
   public func expire(now: Date = Date()) -> [Session] {
     let limit = Double(parameters.liveness) * Double(parameters.heartbeatMillis) / 1000
@@ -132,7 +157,7 @@ public final class SessionTable: @unchecked Sendable {
   private func revoked(_ card: EnrolmentCard) {
     lock.lock(); let s = sessions.removeValue(forKey: card.fingerprint); lock.unlock()
     guard let s else { return }
-    endpoint.send(.error(code: ErrorCode.revoked.rawValue, message: "the key of \(card.name) was revoked"), to: s.peer)
+    endpoint.send(.error(code: ErrorCode.revoked.rawValue, message: "the key of \(card.name) was revoked", subject: .none), to: s.peer)
     log("revoked \(card.name) (\(card.fingerprint.prefix(12))): live session closed")
   }
 }

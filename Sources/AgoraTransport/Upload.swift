@@ -7,9 +7,12 @@ public enum TransferError: Error, Equatable, CustomStringConvertible {
   case timeout(String)
   case rejected(code: UInt16, message: String)
   case protocolViolation(String)
+  /// The peer ended the session (LEAVE) while the transfer went on.
+  case sessionEnded(LeaveKind, String)
 
   public var description: String {
     switch self {
+    case .sessionEnded(let k, let r): return "the peer ended the session (\(k == .finished ? "federation finished" : "session")): \(r)"
     case .timeout(let s): return "transfer timed out: \(s)"
     case .rejected(let c, let m): return "transfer rejected by the peer (code \(c)): \(m)"
     case .protocolViolation(let s): return "protocol violation: \(s)"
@@ -31,6 +34,8 @@ public struct UploadSender {
   public var maxRetries = 6
   /// The round's deadline: waiting (e.g. for credit while other nodes upload) ends there.
   public var deadline: Date? = nil
+  /// Asked between messages: true ends the transfer at once (the node is stopping).
+  public var shouldStop: () -> Bool = { false }
 
   public init(endpoint: Endpoint, transfer: UInt64, round: UInt64) {
     self.endpoint = endpoint
@@ -78,6 +83,7 @@ public struct UploadSender {
     var final: [UInt8]? = nil
     var endSent = false
     var resuming = false
+    var waited = 0.0
     let begin = Message.uploadBegin(transfer: transfer, round: round, chunks: UInt32(total), head: sealer.headBytes)
     endpoint.send(begin)
     bytes += sealer.headBytes.count
@@ -104,7 +110,11 @@ public struct UploadSender {
         endSent = true
       }
       if let d = deadline, Date() > d { throw TransferError.timeout("the round's deadline passed") }
-      guard let inbound = endpoint.receive(timeout: ackTimeout) else {
+      if shouldStop() { throw TransferError.timeout("stopping; transfer \(transfer) abandoned") }
+      guard let inbound = endpoint.receive(timeout: min(ackTimeout, 0.5)) else {
+        waited += min(ackTimeout, 0.5)
+        guard waited >= ackTimeout else { continue }
+        waited = 0
         retries += 1
         guard retries <= maxRetries else { throw TransferError.timeout("no acknowledgement after \(maxRetries) requests") }
         endpoint.send(begin)  // asks where the receiver stands; the answer resumes the transfer
@@ -115,6 +125,7 @@ public struct UploadSender {
       switch m {
       case .ack(let t, let n32, let c) where t == transfer:
         retries = 0
+        waited = 0
         let n = Int(n32)
         if n == total + 1 { return Result(chunks: total, bytesSent: bytes, resends: resends) }
         guard n <= total else { throw TransferError.protocolViolation("acknowledged chunk \(n) of \(total)") }
@@ -129,8 +140,14 @@ public struct UploadSender {
         next = max(next, n)
         for k in window.keys where k < next { window[k] = nil }
         credit = Int(c)
-      case .error(let code, let text):
-        throw TransferError.rejected(code: code, message: text)
+      case .error(let code, let text, let subject):
+        // Only an ERROR about this transfer or its round ends it (an answer to an earlier transfer's late
+        // chunk does not), and the session-wide ones: revoked, or the coordinator no longer knows the session.
+        let mine = subject == .transfer(transfer) || subject == .round(round)
+          || (subject == .none && (code == ErrorCode.revoked.rawValue || code == ErrorCode.notJoined.rawValue))
+        if mine { throw TransferError.rejected(code: code, message: text) }
+      case .leave(let kind, let reason):
+        throw TransferError.sessionEnded(kind, reason)
       default:
         continue
       }
@@ -180,6 +197,8 @@ public final class UploadReceiver {
     let total: Int
     var peer: [UInt8]
     var active = false
+    /// When the transfer last moved (started streaming, or a chunk was accepted).
+    var progressed = Date()
     let node: String
     let transfer: UInt64
     var round: UInt64 = 0
@@ -207,6 +226,8 @@ public final class UploadReceiver {
   let registry: EnrolmentRegistry
   var incoming: [String: Incoming] = [:]
   var finished: [String: (chunks: Int, round: UInt64)] = [:]  // transfer key → chunk count, round
+  /// Per round, the nodes whose update for it was accepted or refused: one update per (node, round).
+  var spoken: [UInt64: Set<String>] = [:]
   /// Receives each decrypted chunk in order: (node fingerprint, chunk index, plaintext); throwing rejects
   /// the update. Unless `destination` gave its place, the plaintext lives in a buffer the receiver reuses
   /// for the next chunk: copy what you keep.
@@ -235,12 +256,14 @@ public final class UploadReceiver {
     guard case .success(let m) = inbound.message else { return false }
     let node = inbound.userID
     func reject(_ t: UInt64, _ code: ErrorCode, _ text: String, round: UInt64? = nil) {
-      log("upload \(t) from \(node.prefix(12)) rejected: \(text)")
+      log("upload \(t) from \(node.prefix(12)) rejected: \(Printable.line(text))")
       let forRound = round ?? incoming["\(node)/\(t)"]?.round ?? context.round
       if let inc = incoming.removeValue(forKey: "\(node)/\(t)"), inc.active { onAbort(node, t); promote(endpoint) }
       waiting.removeAll { $0 == "\(node)/\(t)" }
-      onReject(node, forRound, text)
-      endpoint.send(.error(code: code.rawValue, message: text), to: inbound.peer)
+      // A refused update is the node's one update of the round: it may not try again (SPEC §4.1).
+      if code == .rejectedUpdate { spoken[forRound, default: []].insert(node) }
+      if code != .duplicate { onReject(node, forRound, text) }
+      endpoint.send(.error(code: code.rawValue, message: text, subject: .transfer(t)), to: inbound.peer)
     }
     switch m {
     case .uploadBegin(let t, let round, let chunks, let head):
@@ -254,6 +277,16 @@ public final class UploadReceiver {
       let late = context.previous.map { round == $0.round } ?? false
       guard round == context.round || late else {
         reject(t, .wrongRound, "round \(round) is not the current round \(context.round)\(round < context.round ? " (a late update, dropped)" : "")", round: round)
+        return true
+      }
+      // One update per node and round: a second transfer for a round the node has delivered (or had refused)
+      // or is delivering is refused, whatever its transfer id.
+      if spoken[round]?.contains(node) == true {
+        reject(t, .duplicate, "this node already delivered, or had refused, an update for round \(round)", round: round)
+        return true
+      }
+      if incoming.values.contains(where: { $0.node == node && $0.round == round }) {
+        reject(t, .duplicate, "this node is already sending an update for round \(round) under another transfer", round: round)
         return true
       }
       let base = late ? context.previous!.baseHash : context.baseHash
@@ -277,7 +310,7 @@ public final class UploadReceiver {
       return true
     case .uploadChunk(let t, let index, let payload):
       guard let inc = incoming["\(node)/\(t)"] else {
-        endpoint.send(.error(code: ErrorCode.unknownTransfer.rawValue, message: "no transfer \(t) in progress"), to: inbound.peer)
+        endpoint.send(.error(code: ErrorCode.unknownTransfer.rawValue, message: "no transfer \(t) in progress", subject: .transfer(t)), to: inbound.peer)
         return true
       }
       inc.peer = inbound.peer
@@ -301,6 +334,7 @@ public final class UploadReceiver {
         try payload.withUnsafeBytes { try inc.opener.open($0, into: plain) }
         try onChunk(node, inc.next, UnsafeRawBufferPointer(plain))
         inc.next += 1
+        inc.progressed = Date()
         endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
       } catch {
         reject(t, .rejectedUpdate, "\(error)")
@@ -319,6 +353,7 @@ public final class UploadReceiver {
                                  loss: Float(bitPattern: loss), cpuSeconds: Double(cpu) / 1000, languages: languages))
         incoming[key] = nil
         finished[key] = (inc.total, inc.round)
+        spoken[inc.round, default: []].insert(node)
         endpoint.send(.ack(transfer: t, next: UInt32(inc.total + 1), credit: 0), to: inbound.peer)
         promote(endpoint)
       } catch {
@@ -336,9 +371,46 @@ public final class UploadReceiver {
       let key = waiting.removeFirst()
       guard let inc = incoming[key] else { continue }
       inc.active = true
+      inc.progressed = Date()
       onStart(inc.node, inc.transfer)
       endpoint.send(.ack(transfer: inc.transfer, next: UInt32(inc.next), credit: context.credit), to: inc.peer)
     }
+  }
+
+  /// Abandons every transfer of `node` (its session expired or it left): a stalled upload frees its slot for
+  /// the uploads waiting behind it. Returns how many were abandoned.
+  @discardableResult
+  public func forget(node: String, endpoint: Endpoint) -> Int {
+    let gone = incoming.filter { $0.value.node == node }
+    for (key, inc) in gone {
+      incoming[key] = nil
+      if inc.active { onAbort(node, inc.transfer) }
+    }
+    waiting.removeAll { incoming[$0] == nil }
+    if !gone.isEmpty {
+      log("transfer\(gone.count == 1 ? "" : "s") \(gone.values.map { String($0.transfer) }.sorted().joined(separator: ", ")) of \(node.prefix(12)) abandoned: its session ended")
+      promote(endpoint)
+    }
+    return gone.count
+  }
+
+  /// Refuses streaming uploads that have not moved for `seconds` (no chunk accepted, or no UPLOAD_END after the
+  /// last one): a node that stops part-way, or withholds its last message, would otherwise hold the upload slot
+  /// until the deadline. The refusal is final for its round, like any other (ERROR 7). Returns how many.
+  @discardableResult
+  public func refuseStalled(after seconds: Double, endpoint: Endpoint, now: Date = Date()) -> Int {
+    let stalled = incoming.filter { $0.value.active && now.timeIntervalSince($0.value.progressed) > seconds }
+    for (key, inc) in stalled {
+      incoming[key] = nil
+      onAbort(inc.node, inc.transfer)
+      spoken[inc.round, default: []].insert(inc.node)
+      let text = String(format: "upload stalled: nothing for %.0f s (at chunk %d of %d)", seconds, inc.next, inc.total)
+      log("upload \(inc.transfer) from \(inc.node.prefix(12)) refused: \(text)")
+      onReject(inc.node, inc.round, text)
+      endpoint.send(.error(code: ErrorCode.rejectedUpdate.rawValue, message: text, subject: .transfer(inc.transfer)), to: inc.peer)
+    }
+    if !stalled.isEmpty { promote(endpoint) }
+    return stalled.count
   }
 
   /// Forgets every transfer (a new round starts); in-progress ones are aborted, except those of `keepRound`
@@ -346,9 +418,12 @@ public final class UploadReceiver {
   public func reset(endpoint: Endpoint, keepRound: UInt64? = nil) {
     let dropped = incoming.filter { $0.value.round != keepRound }
     for inc in dropped.values where inc.active { onAbort(inc.node, inc.transfer) }
-    for inc in dropped.values { endpoint.send(.error(code: ErrorCode.wrongRound.rawValue, message: "the round ended"), to: inc.peer) }
+    for inc in dropped.values {
+      endpoint.send(.error(code: ErrorCode.wrongRound.rawValue, message: "round \(inc.round) ended", subject: .transfer(inc.transfer)), to: inc.peer)
+    }
     incoming = incoming.filter { $0.value.round == keepRound }
     waiting = waiting.filter { incoming[$0] != nil }
     finished = finished.filter { $0.value.round == keepRound }
+    spoken = spoken.filter { $0.key == keepRound }
   }
 }

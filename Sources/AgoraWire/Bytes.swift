@@ -126,3 +126,41 @@ public func jsonString(_ s: String) -> String {
   }
   return out + "\""
 }
+
+/// Text from elsewhere (names, reasons, error texts) made safe for each place it is shown.
+public enum Printable {
+  /// One log line's worth of `s`: control characters (C0, DEL, C1, line and paragraph separators) and
+  /// bidirectional overrides are shown as `\u{…}`, so a name cannot start a new line, move the cursor or
+  /// recolour a terminal. At most `limit` characters.
+  public static func line(_ s: String, limit: Int = 256) -> String {
+    var out = ""
+    var n = 0
+    for u in s.unicodeScalars {
+      if n >= limit { out += "…"; break }
+      let v = u.value
+      if v < 0x20 || (v >= 0x7F && v < 0xA0) || v == 0x2028 || v == 0x2029 || (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v) {
+        out += "\\u{" + String(v, radix: 16) + "}"
+      } else {
+        out.unicodeScalars.append(u)
+      }
+      n += 1
+    }
+    return out
+  }
+
+  /// `s` as HTML or XML text or a quoted attribute value: `&`, `<`, `>`, `"` and `'` escaped.
+  public static func html(_ s: String) -> String {
+    var out = ""
+    for c in s.unicodeScalars {
+      switch c {
+      case "&": out += "&amp;"
+      case "<": out += "&lt;"
+      case ">": out += "&gt;"
+      case "\"": out += "&quot;"
+      case "'": out += "&#39;"
+      default: out.unicodeScalars.append(c)
+      }
+    }
+    return out
+  }
+}

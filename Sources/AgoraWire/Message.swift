@@ -6,8 +6,8 @@
 ///
 /// On a ROUTER socket the routing-id frame comes before frame 0 and is handled by the transport.
 public enum Wire {
-  public static let versionFrame: [UInt8] = [0x41, 0x47, 0x52, 0x01]  // "AGR" 1
-  public static let protocolVersion: UInt8 = 1
+  public static let versionFrame: [UInt8] = [0x41, 0x47, 0x52, 0x02]  // "AGR" 2
+  public static let protocolVersion: UInt8 = 2
   public static let maxBody = 64 << 10
   public static let maxPayload = (16 << 20) + 64
   public static let maxString = 1024
@@ -17,7 +17,66 @@ public enum Wire {
 /// Error codes carried by `Message.error`.
 public enum ErrorCode: UInt16, Sendable, CaseIterable {
   case malformed = 1, unsupportedVersion = 2, notEnrolled = 3, revoked = 4, unknownVersion = 5,
-       wrongRound = 6, rejectedUpdate = 7, busy = 8, internalError = 9, unknownTransfer = 10, notJoined = 11
+       wrongRound = 6, rejectedUpdate = 7, busy = 8, internalError = 9, unknownTransfer = 10, notJoined = 11,
+       /// This node already delivered an update for the round, or had one refused (one update per node and round).
+       duplicate = 12,
+       /// JOIN: the node's tokenizer, model shape or training settings differ from the federation's.
+       termsMismatch = 13
+}
+
+/// What an ERROR answers: a transfer (UPLOAD_*), a blob (FETCH), a round, or nothing in particular.
+/// From a node, an ERROR about a round says the node abandons that round (the coordinator stops waiting for it).
+public enum ErrorSubject: Equatable, Hashable, Sendable {
+  case none
+  case transfer(UInt64)
+  case blob([UInt8])
+  case round(UInt64)
+}
+
+/// Why a session ends (LEAVE).
+public enum LeaveKind: UInt8, Equatable, Sendable {
+  /// The session ends; the other side may come back (a node or coordinator stopping or restarting).
+  case session = 0
+  /// The federation has held its last round: there is nothing more to join (coordinator → node only).
+  case finished = 1
+}
+
+/// What every party of a federation must agree on, sent by a node at JOIN and checked by the coordinator:
+/// a node with another tokenizer, model shape or training settings is refused with ERROR(13) naming the difference.
+public struct TrainingTerms: Equatable, Hashable, Sendable {
+  /// BLAKE2b-256 of the federation's `tokenizer.json` as its registry stores it.
+  public var tokenizerHash: [UInt8]
+  /// BLAKE2b-256 of the safetensors header of the version blobs (names, dtypes, shapes: the model's shape).
+  public var modelHash: [UInt8]
+  public var innerSteps: UInt32
+  public var batch: UInt32
+  /// IEEE 754 binary32 bits of the inner learning rate (peak of the schedule).
+  public var learningRateBits: UInt32
+  /// Rounds of the federation (the inner schedule spans rounds × inner steps).
+  public var rounds: UInt32
+
+  public init(tokenizerHash: [UInt8], modelHash: [UInt8], innerSteps: UInt32, batch: UInt32, learningRateBits: UInt32, rounds: UInt32) {
+    self.tokenizerHash = tokenizerHash
+    self.modelHash = modelHash
+    self.innerSteps = innerSteps
+    self.batch = batch
+    self.learningRateBits = learningRateBits
+    self.rounds = rounds
+  }
+
+  /// Every difference between a node's terms and the federation's, in words (empty: they agree).
+  public func differences(fromFederation f: TrainingTerms) -> [String] {
+    var d: [String] = []
+    if tokenizerHash != f.tokenizerHash { d.append("tokenizer: node \(hex(tokenizerHash).prefix(12)), federation \(hex(f.tokenizerHash).prefix(12))") }
+    if modelHash != f.modelHash { d.append("model shape: node \(hex(modelHash).prefix(12)), federation \(hex(f.modelHash).prefix(12))") }
+    if innerSteps != f.innerSteps { d.append("inner steps: node \(innerSteps), federation \(f.innerSteps)") }
+    if batch != f.batch { d.append("batch: node \(batch), federation \(f.batch)") }
+    if learningRateBits != f.learningRateBits {
+      d.append("learning rate: node \(Float(bitPattern: learningRateBits)), federation \(Float(bitPattern: f.learningRateBits))")
+    }
+    if rounds != f.rounds { d.append("rounds: node \(rounds), federation \(f.rounds)") }
+    return d
+  }
 }
 
 public enum MessageType: UInt8, Sendable, CaseIterable {
@@ -31,7 +90,9 @@ public enum Message: Equatable, Sendable {
   /// Node → coordinator: first message of a session.
   /// Node → coordinator: `role` 0 is an institution training on its own data, 1 a compute donor (trains on
   /// public shards the coordinator assigns).
-  case join(name: String, software: String, latestVersion: [UInt8], role: UInt8)
+  /// `terms`: what the node will train with (checked against the federation's). `name` is informational: the
+  /// coordinator shows the name of the node's enrolment card.
+  case join(name: String, software: String, latestVersion: [UInt8], role: UInt8, terms: TrainingTerms)
   /// Coordinator → node: session accepted, with the parameters the node must use.
   case welcome(federation: String, heartbeatMillis: UInt32, liveness: UInt8, chunkSize: UInt32, credit: UInt16, aggregationKey: [UInt8])
   /// Coordinator → node: round `round` starts from `baseHash`; train `innerSteps` and send before `deadlineMillis` (Unix ms).
@@ -58,10 +119,10 @@ public enum Message: Equatable, Sendable {
   case ack(transfer: UInt64, next: UInt32, credit: UInt16)
   /// Either way: liveness (any message counts as one too).
   case heartbeat
-  /// Either way: the session ends.
-  case leave(reason: String)
-  /// Either way: a request failed.
-  case error(code: UInt16, message: String)
+  /// Either way: the session ends; `kind` says whether the federation is over.
+  case leave(kind: LeaveKind, reason: String)
+  /// Either way: a request failed; `subject` says which request it answers.
+  case error(code: UInt16, message: String, subject: ErrorSubject)
 
   public var type: MessageType {
     switch self {
@@ -94,8 +155,9 @@ public enum Message: Equatable, Sendable {
     w.u8(type.rawValue)
     var payload: Payload? = nil
     switch self {
-    case .join(let name, let software, let latest, let role):
+    case .join(let name, let software, let latest, let role, let t):
       w.string(name); w.string(software); w.raw(latest); w.u8(role)
+      w.raw(t.tokenizerHash); w.raw(t.modelHash); w.u32(t.innerSteps); w.u32(t.batch); w.u32(t.learningRateBits); w.u32(t.rounds)
     case .welcome(let fed, let hb, let live, let chunk, let credit, let key):
       w.string(fed); w.u32(hb); w.u8(live); w.u32(chunk); w.u16(credit); w.raw(key)
     case .round(let r, let base, let steps, let batch, let lr, let deadline, let bytes, let from, let patch, let shard, let version, let sig):
@@ -117,10 +179,16 @@ public enum Message: Equatable, Sendable {
       w.u64(t); w.u32(next); w.u16(credit)
     case .heartbeat:
       break
-    case .leave(let reason):
-      w.string(reason)
-    case .error(let code, let message):
+    case .leave(let kind, let reason):
+      w.u8(kind.rawValue); w.string(reason)
+    case .error(let code, let message, let subject):
       w.u16(code); w.string(message)
+      switch subject {
+      case .none: w.u8(0)
+      case .transfer(let t): w.u8(1); w.u64(t)
+      case .blob(let h): w.u8(2); w.raw(h)
+      case .round(let r): w.u8(3); w.u64(r)
+      }
     }
     return ([Wire.versionFrame, w.bytes], payload)
   }
@@ -158,7 +226,10 @@ public enum Message: Equatable, Sendable {
         let name = try r.string("name", max: 256), software = try r.string("software", max: 256), latest = try r.raw(32, "latest version")
         let role = try r.u8("role")
         guard role <= 1 else { throw DecodeError.invalid("unknown role \(role) in JOIN (0 institution, 1 donor)") }
-        m = .join(name: name, software: software, latestVersion: latest, role: role)
+        let terms = TrainingTerms(tokenizerHash: try r.raw(32, "tokenizer hash"), modelHash: try r.raw(32, "model hash"),
+                                  innerSteps: try r.u32("inner steps"), batch: try r.u32("batch"), learningRateBits: try r.u32("learning rate"),
+                                  rounds: try r.u32("rounds"))
+        m = .join(name: name, software: software, latestVersion: latest, role: role, terms: terms)
       case .welcome:
         let fed = try r.string("federation", max: 255)
         let hb = try r.u32("heartbeat"), live = try r.u8("liveness"), chunk = try r.u32("chunk size"), credit = try r.u16("credit")
@@ -194,8 +265,11 @@ public enum Message: Equatable, Sendable {
         var langs: [LanguageTokens] = []
         for _ in 0..<n {
           let l = LanguageTokens(language: try r.string("language", max: LanguageTokens.maxName), tokens: try r.u64("language tokens"))
-          guard !l.language.isEmpty, langs.last.map({ $0.language < l.language }) ?? true else {
-            throw DecodeError.invalid("languages must be non-empty and in strictly increasing order")
+          guard LanguageTokens.isValidName(l.language) else {
+            throw DecodeError.invalid("language name \(l.language.debugDescription) is not 1-32 of a-z, 0-9, '-', '_'")
+          }
+          guard langs.last.map({ Array($0.language.utf8).lexicographicallyPrecedes(Array(l.language.utf8)) }) ?? true else {
+            throw DecodeError.invalid("languages must be in strictly increasing byte order")
           }
           langs.append(l)
         }
@@ -205,9 +279,20 @@ public enum Message: Equatable, Sendable {
       case .heartbeat:
         m = .heartbeat
       case .leave:
-        m = .leave(reason: try r.string("reason", max: Wire.maxString))
+        let k = try r.u8("leave kind")
+        guard let kind = LeaveKind(rawValue: k) else { throw DecodeError.invalid("unknown LEAVE kind \(k) (0 session, 1 finished)") }
+        m = .leave(kind: kind, reason: try r.string("reason", max: Wire.maxString))
       case .error:
-        m = .error(code: try r.u16("code"), message: try r.string("message", max: Wire.maxString))
+        let code = try r.u16("code"), message = try r.string("message", max: Wire.maxString)
+        let subject: ErrorSubject
+        switch try r.u8("subject kind") {
+        case 0: subject = .none
+        case 1: subject = .transfer(try r.u64("transfer"))
+        case 2: subject = .blob(try r.raw(32, "hash"))
+        case 3: subject = .round(try r.u64("round"))
+        case let k: throw DecodeError.invalid("unknown ERROR subject kind \(k) (0 none, 1 transfer, 2 blob, 3 round)")
+        }
+        m = .error(code: code, message: message, subject: subject)
       }
       try r.expectEnd()
       return m
@@ -254,11 +339,25 @@ public struct LanguageTokens: Equatable, Hashable, Sendable {
     self.tokens = tokens
   }
 
-  /// Sorted by name, names cut to `maxName` bytes, at most `maxCount` (the largest kept): ready for UPLOAD_END.
+  /// Whether `name` may name a language on the wire: 1 to `maxName` octets of `a`–`z`, `0`–`9`, `-` and `_`
+  /// (language tags such as `pt-br`, lowercase). Names are compared as octets.
+  public static func isValidName(_ name: String) -> Bool {
+    let u = name.utf8
+    return !u.isEmpty && u.count <= maxName && u.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F }
+  }
+
+  /// A local language name (e.g. a directory name) as the wire allows it: lowercased, other characters than
+  /// `a`–`z`, `0`–`9`, `-`, `_` replaced by `_`, cut to `maxName` octets.
+  public static func wireName(_ name: String) -> String {
+    let mapped = name.lowercased().utf8.map { b -> UInt8 in ((b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D || b == 0x5F) ? b : 0x5F }
+    return String(decoding: mapped.prefix(maxName), as: UTF8.self)
+  }
+
+  /// Sorted by name (octets), names made wire names, at most `maxCount` (the largest kept): ready for UPLOAD_END.
   public static func canonical(_ counts: [String: UInt64]) -> [LanguageTokens] {
     var merged: [String: UInt64] = [:]
-    for (k, v) in counts where !k.isEmpty { merged[String(decoding: k.utf8.prefix(maxName), as: UTF8.self), default: 0] += v }
+    for (k, v) in counts where !k.isEmpty { merged[wireName(k), default: 0] += v }
     let top = merged.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(maxCount)
-    return top.map { LanguageTokens(language: $0.key, tokens: $0.value) }.sorted { $0.language < $1.language }
+    return top.map { LanguageTokens(language: $0.key, tokens: $0.value) }.sorted { Array($0.language.utf8).lexicographicallyPrecedes(Array($1.language.utf8)) }
   }
 }

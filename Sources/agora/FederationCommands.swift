@@ -39,7 +39,7 @@ struct CoordinatorCommand: ParsableCommand {
       let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
       print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.2f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
                    r.bytesIn, r.meanLoss, mean, r.seconds,
-                   (r.applied ? "" : "  (quorum not reached)") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
+                   (r.applied ? "" : "  (\(r.note))") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
       fflush(stdout)
     }
     let reports = try service.run()

@@ -91,6 +91,7 @@ struct VerifyCommand: ParsableCommand {
     let r = try store.verify(signKey: try options.signKey(cfg))
     print("\(r.versions) versions, \(r.blobsChecked) blobs re-hashed (\(r.bytesChecked) bytes), \(r.problems.count) problems")
     for p in r.problems { print("  ✗ \(p)") }
+    for n in r.notes { print("  · \(n)") }
     if !r.ok { throw ExitCode(1) }
     print("all versions verify")
   }

@@ -2,6 +2,7 @@ import AgoraCrypto
 import AgoraFederation
 import AgoraTransport
 import AgoraWire
+import AgoraModel
 import ArgumentParser
 import Foundation
 
@@ -102,8 +103,11 @@ struct TransportCommand: ParsableCommand {
 
     func run() throws {
       let fed = try FederationConfig(path: federation)
+      let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
+      var mc = try GPTConfig.preset(fed.preset)
+      mc.vocabSize = tokenizer.vocabSize
       let node = try InstantNode(endpoint: fed.endpoint, coordinator: try EnrolmentCard.load(fed.coordinatorCard),
-                                 identity: try Identity.load(from: identity), federation: fed.id)
+                                 identity: try Identity.load(from: identity), federation: fed.id, terms: try fed.terms(tokenizer: tokenizer, model: mc))
       defer { node.shutdown() }
       node.log = { print($0); fflush(stdout) }
       try node.run(format: fp32 ? .fp32 : .int8)

@@ -118,5 +118,17 @@ import Testing
                           bitsPerByte: [("<x>", 4.0)], tokens: 0, contributors: 0, preset: "tiny", config: "{}", tokenizer: "t")
     let svg = Plots.bitsPerByte([v])
     #expect(svg.contains("&lt;x&gt;") && !svg.contains("<x>"))
+    // A name with quotes (e.g. an evaluation directory's) cannot leave its attribute and add a handler.
+    let hostile = "x\" onfocus=\"alert(1)"
+    let w = VersionRecord(number: 1, parent: 0, hash: "h", optimizer: nil, optimizerKind: "diloco", round: 1, createdAt: 0, signature: "",
+                          bitsPerByte: [(hostile, 4.0)], tokens: 0, contributors: 0, preset: "tiny", config: "{}", tokenizer: "t")
+    let svg2 = Plots.bitsPerByte([w])
+    #expect(!svg2.contains("onfocus=\"") && svg2.contains("x&quot; onfocus=&quot;alert(1)"), "\(svg2)")
+  }
+
+  /// Names from nodes and files in the model card: no raw HTML (Hugging Face renders it), no broken table.
+  @Test func modelCardCellsEscapeHTMLAndMarkdown() {
+    let cell = TrainingDataSummary.cell("<img src=x onerror=alert(1)> | `x`\nline")
+    #expect(!cell.contains("<") && !cell.contains("\n") && cell.contains("&lt;img") && cell.contains("\\|") && cell.contains("\\`"), "\(cell)")
   }
 }

@@ -60,8 +60,8 @@ final class SessionLoop: @unchecked Sendable {
     let a = try client(f, server)
     defer { a.close() }
     a.send(.heartbeat)
-    #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.notJoined.rawValue, message: "send JOIN first"))
-    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.notJoined.rawValue, message: "send JOIN first", subject: .none))
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
     let w = try #require(a.receive(timeout: 5))
     guard case .success(.welcome(let fed, let hb, let live, _, _, let key)) = w.message else { Issue.record("\(w.message)"); return }
     #expect(fed == "test-fed" && hb == 100 && live == 3 && key == f.coordinator.card.aggregationPublic!)
@@ -74,6 +74,32 @@ final class SessionLoop: @unchecked Sendable {
     #expect(loop.sessions.live.isEmpty)
   }
 
+  /// A node whose terms differ is refused at JOIN with ERROR(13) naming the difference; the name a session
+  /// shows is the enrolment card's, whatever JOIN says.
+  @Test func joinChecksTermsAndTakesTheNameFromTheCard() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let zap = ZAPHandler(registry: f.registry)
+    try zap.start(context: f.context)
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
+    var p = SessionTable.Parameters(federation: "test-fed", aggregationKey: f.coordinator.card.aggregationPublic!)
+    p.terms = .forTests
+    let loop = SessionLoop(server: server, sessions: SessionTable(parameters: p, registry: f.registry, endpoint: server), blobs: BlobServer(chunkSize: 64 << 10))
+    defer { loop.finish(); server.close(); zap.stop() }
+    let a = try client(f, server)
+    defer { a.close() }
+    var wrong = TrainingTerms.forTests
+    wrong.batch = 64
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: wrong))
+    guard case .success(.error(let code, let text, .none)) = try #require(a.receive(timeout: 5)).message else { Issue.record("no ERROR"); return }
+    #expect(code == ErrorCode.termsMismatch.rawValue && text.contains("batch: node 64, federation 8"), "\(text)")
+    #expect(loop.sessions.live.isEmpty)
+    a.send(.join(name: "Evil\n    9 | forged | row\u{1b}[2J", software: "x\ny", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
+    guard case .success(.welcome) = try #require(a.receive(timeout: 5)).message else { Issue.record("no WELCOME"); return }
+    #expect(loop.sessions.session(f.alice.card.fingerprint)?.name == "Alice University")
+    #expect(loop.sessions.session(f.alice.card.fingerprint)?.software == "x\\u{a}y")
+  }
+
   @Test func revokingALiveSessionClosesItAndDropsWhatFollows() throws {
     let f = try Federation()
     defer { f.cleanup() }
@@ -81,10 +107,10 @@ final class SessionLoop: @unchecked Sendable {
     defer { loop.finish(); server.close(); zap.stop() }
     let a = try client(f, server)
     defer { a.close() }
-    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
     _ = try #require(a.receive(timeout: 5))
     f.registry.revoke(fingerprint: f.alice.card.fingerprint)
-    #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.revoked.rawValue, message: "the key of Alice University was revoked"))
+    #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.revoked.rawValue, message: "the key of Alice University was revoked", subject: .none))
     a.send(.round(round: 1, baseHash: [UInt8](repeating: 0, count: 32), innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0, patchFrom: [UInt8](repeating: 0, count: 32), patchHash: [UInt8](repeating: 0, count: 32), shardHash: [UInt8](repeating: 0, count: 32), version: 0, signature: [UInt8](repeating: 0, count: 64)))
     Thread.sleep(forTimeInterval: 0.3)
     #expect(loop.forwarded.isEmpty)
@@ -103,7 +129,7 @@ final class SessionLoop: @unchecked Sendable {
     #expect(hash == Sodium.blake2b(blob))
     let a = try client(f, server)
     defer { a.close() }
-    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
     _ = try #require(a.receive(timeout: 5))
     var got: [UInt8] = []
     var fetcher = BlobFetcher(endpoint: a)
@@ -112,12 +138,30 @@ final class SessionLoop: @unchecked Sendable {
     #expect(n == blob.count && got == blob)
     // Unknown hash: a typed refusal.
     #expect(throws: TransferError.self) { _ = try fetcher.fetch(hash: [UInt8](repeating: 9, count: 32)) { _ in } }
-    // The file changes under the server: the node detects it and does not use the data.
+    // The file changes under the server: the server finds it no longer hashes to its name and serves none of
+    // it (it used to serve it and leave the check to the node), saying so in a typed refusal.
     var tampered = blob
     tampered[500_000] ^= 1
     FileManager.default.createFile(atPath: path, contents: Data(tampered))
-    #expect(throws: FetchError.hashMismatch(expected: hex(hash), got: hex(Sodium.blake2b(tampered)))) {
-      _ = try fetcher.fetch(hash: hash) { _ in }
+    #expect { _ = try fetcher.fetch(hash: hash) { _ in } } throws: { e in
+      guard case TransferError.rejected(let code, let text) = e else { return false }
+      return code == ErrorCode.unknownVersion.rawValue && text.contains("corrupt on the coordinator's disk")
     }
+    // A rewritten file with the same content is published again and served (its hash checked anew).
+    FileManager.default.createFile(atPath: path, contents: Data(blob))
+    _ = try loop.blobs.publish(path: path)
+    got = []
+    #expect(try fetcher.fetch(hash: hash) { got += $0 } == blob.count && got == blob)
+    // A file touched but unchanged is checked again and still served.
+    let later = Date(timeIntervalSinceNow: 5)
+    try FileManager.default.setAttributes([.modificationDate: later], ofItemAtPath: path)
+    got = []
+    #expect(try fetcher.fetch(hash: hash) { got += $0 } == blob.count && got == blob)
   }
+}
+
+extension TrainingTerms {
+  /// Terms for sessions whose table checks none (transport-level tests have no model).
+  static let forTests = TrainingTerms(tokenizerHash: [UInt8](repeating: 1, count: 32), modelHash: [UInt8](repeating: 2, count: 32),
+                                      innerSteps: 10, batch: 8, learningRateBits: Float(1e-3).bitPattern, rounds: 3)
 }

@@ -49,9 +49,9 @@ final class LogLines: @unchecked Sendable {
 
     let alice = try Endpoint.client(connect: addr, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
     defer { alice.close() }
-    alice.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    alice.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
     let got = try #require(server.receive(timeout: 5))
-    #expect(try got.message.get() == .join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    #expect(try got.message.get() == .join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
     #expect(got.userID == f.alice.card.fingerprint, "ZAP sets the session's User-Id to the node's fingerprint")
     server.send(.heartbeat, to: got.peer)
     #expect(try alice.receive(timeout: 5)?.message.get() == .heartbeat)
@@ -59,7 +59,7 @@ final class LogLines: @unchecked Sendable {
     // Mallory's key is not enrolled: no session, no message reaches the coordinator, and the refusal is logged.
     let mallory = try Endpoint.client(connect: addr, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.mallory))
     defer { mallory.close() }
-    mallory.send(.join(name: "Mallory", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0))
+    mallory.send(.join(name: "Mallory", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
     #expect(server.receive(timeout: 1.5) == nil)
     let malloryFP = hex(Sodium.blake2b(f.mallory.card.curvePublic))
     #expect(log.all.contains { $0.contains(malloryFP) }, "refusal logged by fingerprint: \(log.all)")

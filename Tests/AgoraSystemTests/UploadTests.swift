@@ -18,9 +18,13 @@ final class CoordinatorLoop: @unchecked Sendable {
   /// Chunk indices to lose once (as if the connection dropped them), to exercise resumption.
   var loseOnce: Set<UInt32> = []
 
-  init(server: Endpoint, receiver: UploadReceiver) {
+  /// Called with every inbound message before the receiver sees it (on the loop's thread).
+  let before: (Inbound, Endpoint) -> Void
+
+  init(server: Endpoint, receiver: UploadReceiver, before: @escaping (Inbound, Endpoint) -> Void = { _, _ in }) {
     self.server = server
     self.receiver = receiver
+    self.before = before
     receiver.onChunk = { [unowned self] _, _, plain in self.hasher.update(plain); self.chunksSeen += 1 }
     receiver.onComplete = { [unowned self] c in self.lock.lock(); self.completed.append(c); self.lock.unlock() }
     Thread { [self] in
@@ -29,6 +33,7 @@ final class CoordinatorLoop: @unchecked Sendable {
         if let m = s.receive(timeout: 0.05) {
           if case .failure = m.message { lock.lock(); malformed += 1; lock.unlock() }
           if case .success(.uploadChunk(_, let index, _)) = m.message, loseOnce.remove(index) != nil { continue }
+          before(m, s)
           receiver.handle(m, endpoint: s)
         }
       }
@@ -36,6 +41,7 @@ final class CoordinatorLoop: @unchecked Sendable {
     }.start()
   }
 
+  var count: Int { lock.lock(); defer { lock.unlock() }; return completed.count }
   func swapServer(_ s: Endpoint) { lock.lock(); server = s; lock.unlock() }
   func finish() { stop.set(); done.wait() }
 }

@@ -65,7 +65,8 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
     #expect(throws: WireError.frameCount(4)) { try Message.decode([v, [0x0A], [1], [2]]) }
     #expect(throws: WireError.notAgora) { try Message.decode([[0x41, 0x47, 0x52], [0x0A]]) }
     #expect(throws: WireError.notAgora) { try Message.decode([Array("HTTP".utf8), [0x0A]]) }
-    #expect(throws: WireError.unsupportedVersion(2)) { try Message.decode([[0x41, 0x47, 0x52, 0x02], [0x0A]]) }
+    #expect(throws: WireError.unsupportedVersion(1)) { try Message.decode([[0x41, 0x47, 0x52, 0x01], [0x0A]]) }
+    #expect(throws: WireError.unsupportedVersion(3)) { try Message.decode([[0x41, 0x47, 0x52, 0x03], [0x0A]]) }
     #expect(throws: WireError.emptyBody) { try Message.decode([v, []]) }
     #expect(throws: WireError.unknownType(0x7F)) { try Message.decode([v, [0x7F]]) }
   }
@@ -90,7 +91,7 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
   @Test func lyingLengths() {
     // A leave whose reason claims 60000 bytes but carries 3.
     #expect(throws: WireError.decode(.tooLarge("reason", value: 60000, bound: Wire.maxString))) {
-      try Message.decode([v, [0x0B, 0x60, 0xEA, 0x41, 0x42, 0x43]])
+      try Message.decode([v, [0x0B, 0, 0x60, 0xEA, 0x41, 0x42, 0x43]])
     }
     // A join whose name claims 200 bytes but the body ends first.
     #expect(throws: WireError.decode(.short("name", needed: 200, available: 3))) {
@@ -101,7 +102,7 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
     w.u8(0x06); w.u64(1); w.u64(1); w.u32(1); w.u32(UInt32.max)
     #expect(throws: WireError.decode(.tooLarge("envelope head", value: Int(UInt32.max), bound: Wire.maxBlob))) { try Message.decode([v, w.bytes]) }
     // Invalid UTF-8 in a string.
-    #expect(throws: WireError.decode(.invalid("reason is not valid UTF-8"))) { try Message.decode([v, [0x0B, 2, 0, 0xC3, 0x28]]) }
+    #expect(throws: WireError.decode(.invalid("reason is not valid UTF-8"))) { try Message.decode([v, [0x0B, 0, 2, 0, 0xC3, 0x28]]) }
   }
 
   @Test func payloadFrames() {
@@ -116,6 +117,45 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
     var w = ByteWriter()
     w.u8(0x05); w.raw([UInt8](repeating: 0, count: 32)); w.u32(5); w.u32(5)
     #expect(throws: WireError.decode(.invalid("chunk index 5 outside a blob of 5 chunks"))) { try Message.decode([v, w.bytes, [1]]) }
+  }
+
+  /// Protocol version 2's new fields round-trip, and what they may hold is checked.
+  @Test func termsLeaveKindsErrorSubjectsAndLanguageNames() throws {
+    let t = TrainingTerms(tokenizerHash: [UInt8](repeating: 1, count: 32), modelHash: [UInt8](repeating: 2, count: 32), innerSteps: 3, batch: 4,
+                          learningRateBits: Float(0.5).bitPattern, rounds: 6)
+    for m: Message in [.join(name: "n", software: "s", latestVersion: [UInt8](repeating: 0, count: 32), role: 1, terms: t),
+                       .leave(kind: .finished, reason: "done"), .error(code: 12, message: "dup", subject: .transfer(9)),
+                       .error(code: 5, message: "no blob", subject: .blob([UInt8](repeating: 3, count: 32))),
+                       .error(code: 9, message: "abandon", subject: .round(4)), .error(code: 1, message: "bad", subject: .none)] {
+      #expect(try Message.decode(m.frames()) == m)
+    }
+    var other = t
+    other.batch = 64
+    other.tokenizerHash[0] = 9
+    let diff = other.differences(fromFederation: t)
+    #expect(diff.count == 2 && diff.contains("batch: node 64, federation 4") && diff.contains { $0.hasPrefix("tokenizer: node 09") }, "\(diff)")
+    #expect(t.differences(fromFederation: t).isEmpty)
+    // An unknown LEAVE kind or ERROR subject kind is malformed.
+    #expect(throws: WireError.decode(.invalid("unknown LEAVE kind 2 (0 session, 1 finished)"))) { try Message.decode([v, [0x0B, 2, 0, 0]]) }
+    #expect(throws: WireError.decode(.invalid("unknown ERROR subject kind 4 (0 none, 1 transfer, 2 blob, 3 round)"))) {
+      try Message.decode([v, [0x0C, 1, 0, 0, 0, 4]])
+    }
+    // Language names: lowercase tags only, in octet order; a name that could forge a log line or HTML is refused.
+    func end(_ langs: [String]) -> [[UInt8]] {
+      Message.uploadEnd(transfer: 1, final: [1], tokens: 1, steps: 1, lossBits: 0, cpuMillis: 0,
+                        languages: langs.map { LanguageTokens(language: $0, tokens: 1) }).frames()
+    }
+    #expect(throws: Never.self) { try Message.decode(end(["de", "pt-br", "sr_latn"])) }
+    for bad in [["de\nround 5"], ["<b>"], ["DE"], ["é"], [""], ["pl", "de"], ["de", "de"], [String(repeating: "a", count: 33)]] {
+      #expect(throws: WireError.self, "\(bad)") { try Message.decode(end(bad)) }
+    }
+    #expect(LanguageTokens.canonical(["Pt-BR": 1, "x y": 2, "a\n": 3]).map(\.language) == ["a_", "pt-br", "x_y"])
+  }
+
+  @Test func printableTextCannotForgeLogLines() {
+    #expect(Printable.line("a\nb\u{1b}[31mc\u{202e}d") == "a\\u{a}b\\u{1b}[31mc\\u{202e}d")
+    #expect(Printable.html("<a href=\"x\" title='y'>&") == "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;")
+    #expect(Printable.line(String(repeating: "x", count: 300)).count == 257)
   }
 
   @Test func randomBytesNeverCrash() {

@@ -1,0 +1,312 @@
+import AgoraCrypto
+import AgoraModel
+import AgoraTransport
+import AgoraWire
+import Foundation
+import Testing
+@testable import AgoraFederation
+
+/// A node that speaks the protocol by hand, for behaviours a well-behaved node never shows.
+struct HandNode {
+  let id: Identity
+  let coordinator: EnrolmentCard
+  let ep: Endpoint
+
+  init(_ h: Harness, _ name: String) throws { (id, coordinator, ep) = try h.handClient(name) }
+
+  /// The next ROUND (heartbeats meanwhile), or nil after `seconds`.
+  func nextRound(seconds: Double = 60) -> (round: UInt64, base: [UInt8], bytes: Int, version: UInt64, deadline: Date)? {
+    let end = Date(timeIntervalSinceNow: seconds)
+    while Date() < end {
+      guard let m = ep.receive(timeout: 0.5) else { ep.send(.heartbeat); continue }
+      if case .success(.round(let r, let base, _, _, _, let dl, let bytes, _, _, _, let v, _)) = m.message {
+        return (r, base, Int(bytes), v, Date(timeIntervalSince1970: Double(dl) / 1000))
+      }
+    }
+    return nil
+  }
+
+  /// Seals `delta` as this node's update for `round` and streams it under `transfer`; "accepted" or
+  /// "rejected CODE: TEXT".
+  func send(_ delta: [Float], round r: UInt64, base: [UInt8], transfer: UInt64, format: DeltaFormat = .int8, steps: UInt32 = 1, tokens: UInt64 = 512,
+            chunk: Int = 1 << 20, stopAfter: Int? = nil) throws -> String {
+    let payload = delta.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) }
+    let sealer = try EnvelopeSealer(context: .init(federation: "test-federation", round: r, baseHash: base, nodeID: id.card.nodeID),
+                                    payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: coordinator.aggregationPublic!,
+                                    signingSecretKey: id.signSecret)
+    var sender = UploadSender(endpoint: ep, transfer: transfer, round: r)
+    sender.ackTimeout = 1
+    sender.maxRetries = 60
+    do {
+      _ = try sender.send(sealer: sealer, tokens: tokens, steps: steps, loss: 3) { i in
+        if let s = stopAfter, i >= s { throw TransferError.timeout("stopped by the test") }
+        return Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
+      }
+      return "accepted"
+    } catch let TransferError.rejected(code, text) {
+      return "rejected \(code): \(text)"
+    }
+  }
+}
+
+extension Harness {
+  /// Round-table rows: "round | version | nodes | …" split into trimmed fields.
+  func rows() -> [[String]] {
+    read("coordinator.log").split(separator: "\n").filter { $0.hasPrefix("    ") && $0.contains("|") }
+      .map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }
+  }
+}
+
+@Suite(.serialized) struct RobustRoundTests {
+  /// One enrolled node answers every round first with an odd update: a huge one in the first round (before any
+  /// median exists), all zeros, and a replay of its own update under a new transfer id. None of it shuts the
+  /// honest node out, counts twice, or stops the coordinator.
+  @Test func oddUpdatesFromOneNodeNeitherCountTwiceNorShutOutTheOthers() throws {
+    let h = try Harness(nodes: [("honest", ["de"]), ("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 60, minNodes: 2)
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let honest = try h.node("honest")
+    let rogue = try HandNode(h, "rogue")
+    defer { rogue.ep.close() }
+    var outcomes: [String] = []
+    for _ in 0..<3 {
+      guard let r = rogue.nextRound() else { break }
+      let n = r.bytes / 4
+      switch r.round {
+      case 1:
+        // 0.5 per parameter: below ten times the model's norm, far above what 10 AdamW steps at lr 5e-3 can do.
+        outcomes.append("1 big: " + (try rogue.send([Float](repeating: 0.5, count: n), round: 1, base: r.base, transfer: 1)))
+        outcomes.append("1 retry: " + (try rogue.send([Float](repeating: 1e-4, count: n), round: 1, base: r.base, transfer: 2)))
+      case 2:
+        outcomes.append("2 zeros: " + (try rogue.send([Float](repeating: 0, count: n), round: 2, base: r.base, transfer: 3)))
+      default:
+        let d = (0..<n).map { Float(($0 % 7) - 3) * 1e-4 }
+        outcomes.append("3 first: " + (try rogue.send(d, round: r.round, base: r.base, transfer: 4)))
+        outcomes.append("3 replay: " + (try rogue.send(d, round: r.round, base: r.base, transfer: 5)))
+      }
+    }
+    #expect(h.wait(coord, seconds: 120) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    _ = h.wait(honest, seconds: 15)
+    let log = h.read("coordinator.log")
+    print(log, outcomes)
+    #expect(outcomes.count == 5, "\(outcomes)")
+    #expect(outcomes.first { $0.hasPrefix("1 big") }?.contains("rejected \(ErrorCode.rejectedUpdate.rawValue): update norm") == true, "\(outcomes)")
+    #expect(outcomes.first { $0.hasPrefix("1 big") }?.contains("H·lr·√P") == true, "\(outcomes)")
+    #expect(outcomes.first { $0.hasPrefix("1 retry") }?.contains("rejected \(ErrorCode.duplicate.rawValue)") == true, "\(outcomes)")
+    #expect(outcomes.first { $0.hasPrefix("2 zeros") }?.contains("all zeros") == true, "\(outcomes)")
+    #expect(outcomes.first { $0.hasPrefix("3 first") } == "3 first: accepted", "\(outcomes)")
+    #expect(outcomes.first { $0.hasPrefix("3 replay") }?.contains("rejected \(ErrorCode.duplicate.rawValue)") == true, "\(outcomes)")
+    let rows = h.rows()
+    #expect(rows.count == 3, "\(rows)")
+    #expect(rows.map { $0[2] } == ["1/2", "1/2", "2/2"], "the honest update counted every round, the rogue's once in round 3: \(rows)")
+    #expect(rows.map { $0[1] } == ["1", "2", "3"], "every round made a version")
+  }
+
+  /// An update in another format than the federation's (`rounds.compression`) is refused.
+  @Test func anUpdateInAnotherFormatThanTheFederationsIsRefused() throws {
+    let h = try Harness(nodes: [("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 30, minNodes: 1)
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let rogue = try HandNode(h, "rogue")
+    defer { rogue.ep.close() }
+    var outcomes: [String] = []
+    for _ in 0..<3 {
+      guard let r = rogue.nextRound() else { break }
+      outcomes.append(try rogue.send([Float](repeating: 1e-30, count: r.bytes / 4), round: r.round, base: r.base, transfer: r.round, format: .fp32))
+    }
+    #expect(h.wait(coord, seconds: 90) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    let log = h.read("coordinator.log")
+    print(log, outcomes)
+    #expect(outcomes.allSatisfy { $0.contains("format fp32") }, "an fp32 update in an int8 federation is refused: \(outcomes)")
+    #expect(h.rows().allSatisfy { $0[1] == "0" })
+  }
+
+  /// Updates so small that the step leaves every parameter bit-identical: no version is made (a version number
+  /// always names new content), the round says so, and the coordinator goes on (it used to exit on the
+  /// registry's UNIQUE constraint).
+  @Test func aStepThatChangesNothingMakesNoVersion() throws {
+    let h = try Harness(nodes: [("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 30, minNodes: 1, compression: "fp32")
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let rogue = try HandNode(h, "rogue")
+    defer { rogue.ep.close() }
+    var outcomes: [String] = []
+    for _ in 0..<3 {
+      guard let r = rogue.nextRound() else { break }
+      outcomes.append(try rogue.send([Float](repeating: 1e-30, count: r.bytes / 4), round: r.round, base: r.base, transfer: r.round, format: .fp32))
+    }
+    #expect(h.wait(coord, seconds: 90) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    let log = h.read("coordinator.log")
+    print(log, outcomes)
+    #expect(outcomes == ["accepted", "accepted", "accepted"], "\(outcomes)")
+    let rows = h.rows()
+    #expect(rows.count == 3 && rows.allSatisfy { $0[1] == "0" && $0.last!.contains("(no change)") }, "\(rows)")
+    #expect(log.contains("no new version"))
+  }
+
+  /// A node killed while its upload streams (it holds the one upload slot) must not stall the others until the
+  /// deadline: once its session expires, its transfer is forgotten and the next upload streams.
+  @Test func aNodeThatDiesMidUploadDoesNotStallTheRound() throws {
+    let h = try Harness(nodes: [("honest", ["de"]), ("dying", ["fr"])], rounds: 1, innerSteps: 10, quorum: 0.5, deadline: 45, minNodes: 2)
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let honest = try h.node("honest")
+    let dying = try HandNode(h, "dying")
+    guard let r = dying.nextRound() else { Issue.record("no round"); return }
+    // Small chunks, and the sender stops half-way: the slot stays taken; then the node goes silent for good.
+    _ = try? dying.send((0..<(r.bytes / 4)).map { Float($0 % 5) * 1e-4 }, round: 1, base: r.base, transfer: 1, chunk: 4096, stopAfter: 10)
+    dying.ep.close()
+    #expect(h.wait(coord, seconds: 60) && coord.terminationStatus == 0)
+    _ = h.wait(honest, seconds: 15)
+    let log = h.read("coordinator.log")
+    print(log)
+    let rows = h.rows()
+    #expect(rows.count == 1 && rows[0][2] == "1/2", "the honest update made the round: \(rows)")
+    #expect((rows.first.flatMap { Double($0.last!.split(separator: " ").first ?? "") } ?? 99) < 30, "the round did not wait for its 45 s deadline: \(rows)")
+    #expect(log.contains("abandoned: its session ended"))
+  }
+
+  /// Nodes that give up are not waited for: one says it abandons the round (ERROR about the round), another
+  /// sends LEAVE. The round closes as soon as the remaining node has delivered.
+  @Test func nodesThatGiveUpAreNotWaitedFor() throws {
+    let h = try Harness(nodes: [("honest", ["de"]), ("quitter", ["fr"]), ("leaver", ["pl"])], rounds: 1, innerSteps: 10, quorum: 0.3, deadline: 40,
+                        minNodes: 3)
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let honest = try h.node("honest")
+    let quitter = try HandNode(h, "quitter"), leaver = try HandNode(h, "leaver")
+    defer { quitter.ep.close(); leaver.ep.close() }
+    guard quitter.nextRound() != nil, leaver.nextRound() != nil else { Issue.record("no round"); return }
+    quitter.ep.send(.error(code: ErrorCode.internalError.rawValue, message: "node abandons round 1: the test", subject: .round(1)))
+    leaver.ep.send(.leave(kind: .session, reason: "node stopping"))
+    #expect(h.wait(coord, seconds: 60) && coord.terminationStatus == 0)
+    _ = h.wait(honest, seconds: 15)
+    let log = h.read("coordinator.log")
+    print(log)
+    let rows = h.rows()
+    #expect(rows.count == 1 && rows[0][2] == "1/3", "\(rows)")
+    #expect((rows.first.flatMap { Double($0.last!.split(separator: " ").first ?? "") } ?? 99) < 20, "the round did not wait for its deadline: \(rows)")
+    #expect(log.contains("abandons round 1: the test") && log.contains("left; round 1 goes on without it"))
+  }
+
+  /// What every party must agree on is checked at JOIN: a node set to another batch, or holding a tokenizer of
+  /// the same size but other merges, is refused with an error that names the difference, and stops.
+  @Test func aNodeWithOtherTermsIsRefusedAtJoinWithTheDifference() throws {
+    let h = try Harness(nodes: [("honest", ["de"]), ("batchy", ["fr"]), ("othertok", ["pl"])], rounds: 1, innerSteps: 5, minNodes: 1)
+    defer { h.cleanup() }
+    let fed = try String(contentsOfFile: h.dir + "/federation.toml", encoding: .utf8)
+    try fed.replacingOccurrences(of: "batch = 8", with: "batch = 64").write(toFile: h.dir + "/federation-batchy.toml", atomically: true, encoding: .utf8)
+    // Same vocabulary size, other merges (learned from other text).
+    var bpe = BPETrainer()
+    bpe.addLanguage("pl", texts: [try String(contentsOfFile: h.dir + "/data/pl/train.txt", encoding: .utf8)])
+    try bpe.train(vocabSize: 512).save(to: h.dir + "/tokenizer-other.json")
+    try fed.replacingOccurrences(of: "tokenizer = \"tokenizer.json\"", with: "tokenizer = \"tokenizer-other.json\"")
+      .write(toFile: h.dir + "/federation-othertok.toml", atomically: true, encoding: .utf8)
+    for n in ["batchy", "othertok"] {
+      let t = try String(contentsOfFile: h.dir + "/\(n).toml", encoding: .utf8)
+      try t.replacingOccurrences(of: "federation = \"federation.toml\"", with: "federation = \"federation-\(n).toml\"")
+        .write(toFile: h.dir + "/\(n).toml", atomically: true, encoding: .utf8)
+    }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let bad = try ["batchy", "othertok"].map { try h.node($0) }
+    for p in bad { #expect(h.wait(p, seconds: 30) && p.terminationStatus != 0, "a refused node stops") }
+    let honest = try h.node("honest")
+    #expect(h.wait(coord, seconds: 90) && coord.terminationStatus == 0)
+    _ = h.wait(honest, seconds: 15)
+    let log = h.read("coordinator.log")
+    print(log, h.read("batchy.log"), h.read("othertok.log"))
+    #expect(h.read("batchy.log").contains("batch: node 64, federation 8"))
+    #expect(h.read("othertok.log").contains("tokenizer: node"))
+    #expect(log.contains("batchy (") && log.contains("refused at JOIN: batch: node 64, federation 8"))
+    #expect(h.rows().count == 1 && h.rows()[0][2] == "1/1")
+  }
+
+  /// A missing enrolment directory is a configuration error; with no node connected, rounds are not held
+  /// (they used to run out in a second), and a stranger's refused key is logged with its fingerprint.
+  @Test func noEnrolmentNoRoundsAndStrangersAreLogged() throws {
+    let h = try Harness(nodes: [("a", ["de"])], rounds: 50, innerSteps: 5, minNodes: 1)
+    defer { h.cleanup() }
+    let cfg = try String(contentsOfFile: h.dir + "/coordinator.toml", encoding: .utf8)
+    try cfg.replacingOccurrences(of: "enrolled = \"keys/enrolled\"", with: "enrolled = \"keys/missing\"")
+      .write(toFile: h.dir + "/coordinator.toml", atomically: true, encoding: .utf8)
+    let (status, out) = try h.run(["coordinator", "--config", h.dir + "/coordinator.toml"])
+    #expect(status != 0 && out.contains("coordinator.enrolled") && out.contains("is not a directory"), "\(out)")
+    // An empty directory: the coordinator waits for nodes.
+    try FileManager.default.createDirectory(atPath: h.dir + "/keys/missing", withIntermediateDirectories: true)
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 1)
+    // Node "a" is not enrolled here: it is a stranger.
+    let me = try Identity.load(from: h.dir + "/keys/a")
+    let card = try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml")
+    let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(h.port)", serverKey: card.curvePublic, keys: CurveKeys(publicKey: me.card.curvePublic, secretKey: me.curveSecret))
+    ep.send(.heartbeat)
+    #expect(ep.receive(timeout: 2) == nil, "a stranger gets silence")
+    ep.close()
+    Thread.sleep(forTimeInterval: 1.5)
+    kill(coord.processIdentifier, SIGTERM)
+    #expect(h.wait(coord, seconds: 20))
+    let log = h.read("coordinator.log")
+    print(log)
+    #expect(log.contains("round 1 waits for one"))
+    #expect(h.rows().isEmpty, "no round was held: \(h.rows())")
+    #expect(log.contains("refused CURVE connection") && log.contains(hex(Sodium.blake2b(me.card.curvePublic))), "the stranger's key fingerprint is logged")
+  }
+
+  /// A version is announced only once it is committed: a coordinator killed while writing version 1 never told
+  /// a node about version 1, and after the restart every version number a node saw names one hash.
+  @Test func onlyCommittedVersionsAreAnnounced() throws {
+    let h = try Harness(nodes: [("hand", ["de"])], rounds: 3, innerSteps: 5, deadline: 30, minNodes: 1, compression: "fp32")
+    defer { h.cleanup() }
+    var seen: [(run: Int, round: UInt64, version: UInt64, hash: [UInt8])] = []
+    for run in 0..<2 {
+      let coord = try h.coordinator(env: run == 0 ? ["AGORA_FAULT": "mid-write@1"] : [:], log: "coordinator.log")
+      Thread.sleep(forTimeInterval: 0.3)
+      let hand = try HandNode(h, "hand")
+      let end = Date(timeIntervalSinceNow: 60)
+      while coord.isRunning && Date() < end {
+        guard let r = hand.nextRound(seconds: 2) else { continue }
+        seen.append((run, r.round, r.version, r.base))
+        _ = try? hand.send((0..<(r.bytes / 4)).map { Float(($0 % 9) - 4) * 1e-4 }, round: r.round, base: r.base, transfer: r.round, format: .fp32)
+      }
+      hand.ep.close()
+      _ = h.wait(coord, seconds: 30)
+    }
+    print(h.read("coordinator.log"), seen.map { "\($0.run) r\($0.round) v\($0.version) \(hex($0.hash).prefix(12))" })
+    #expect(seen.filter { $0.run == 0 }.allSatisfy { $0.version == 0 }, "the killed coordinator announced no uncommitted version")
+    var byVersion: [UInt64: [UInt8]] = [:]
+    for s in seen {
+      if let h0 = byVersion[s.version] { #expect(h0 == s.hash, "version \(s.version) named two models") } else { byVersion[s.version] = s.hash }
+    }
+    #expect(seen.contains { $0.run == 1 && $0.version >= 1 }, "the restarted coordinator went on")
+  }
+
+  /// A coordinator stopped with SIGTERM ends the sessions but not the federation: the node waits, joins the
+  /// restarted coordinator and trains the remaining rounds; LEAVE kind "finished" ends it after the last one.
+  @Test func nodesOutliveACoordinatorRestart() throws {
+    let h = try Harness(nodes: [("steady", ["de"])], rounds: 3, innerSteps: 10, deadline: 60, minNodes: 1)
+    defer { h.cleanup() }
+    let c1 = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let node = try h.node("steady")
+    let end = Date(timeIntervalSinceNow: 60)
+    while h.rows().isEmpty && Date() < end { Thread.sleep(forTimeInterval: 0.1) }
+    kill(c1.processIdentifier, SIGTERM)
+    #expect(h.wait(c1, seconds: 30))
+    Thread.sleep(forTimeInterval: 2)
+    #expect(node.isRunning, "the node did not quit: \(h.read("steady.log"))")
+    #expect(h.read("steady.log").contains("joining again when it is back"))
+    let c2 = try h.start(["coordinator", "--config", h.dir + "/coordinator.toml"], log: "coordinator.log", append: true)
+    #expect(h.wait(c2, seconds: 120) && c2.terminationStatus == 0)
+    #expect(h.wait(node, seconds: 20) && node.terminationStatus == 0, "the node stopped after the federation finished")
+    let nlog = h.read("steady.log")
+    print(h.read("coordinator.log"), nlog)
+    #expect(nlog.contains("joined test-federation again") && nlog.contains("federation is finished"))
+    #expect(h.rows().map { $0[0] } == ["1", "2", "3"], "\(h.rows())")
+  }
+}

@@ -1,0 +1,134 @@
+import AgoraCrypto
+import AgoraWire
+import Foundation
+import Testing
+@testable import AgoraTransport
+
+/// The receiver's rules that keep one enrolled node from breaking a round (issue: robust rounds): one update
+/// per node and round, a refused update is final, a node whose session ends frees the upload slot, and an
+/// ERROR answers only the transfer it names.
+@Suite(.serialized) struct RoundRulesTests {
+  let upload = UploadTests()
+
+  func send(_ f: Federation, _ client: Endpoint, transfer: UInt64, id: Identity? = nil, bytes: Int = 200_000, round: UInt64 = 3,
+            chunkPause: Double = 0, stopAt: Int? = nil) throws -> Result<UploadSender.Result, TransferError> {
+    let me = id ?? f.alice
+    let data = upload.payload(bytes), chunk = 16 << 10
+    let s = try EnvelopeSealer(context: .init(federation: "test-fed", round: round, baseHash: [UInt8](repeating: 7, count: 32), nodeID: me.card.nodeID),
+                               payloadLength: UInt64(bytes), chunkSize: chunk, recipient: f.coordinator.card.aggregationPublic!, signingSecretKey: me.signSecret)
+    var sender = UploadSender(endpoint: client, transfer: transfer, round: round)
+    sender.ackTimeout = 1
+    sender.maxRetries = 3
+    do {
+      return .success(try sender.send(sealer: s, tokens: 100, steps: 1, loss: 1) { i in
+        if let stop = stopAt, i >= stop { throw TransferError.timeout("the test stops this sender at chunk \(stop)") }
+        if chunkPause > 0 { Thread.sleep(forTimeInterval: chunkPause) }
+        return Array(data[(i * chunk)..<min(bytes, (i + 1) * chunk)])
+      })
+    } catch let e as TransferError {
+      return .failure(e)
+    }
+  }
+
+  @Test func aSecondUpdateOfANodeForTheSameRoundIsRefusedWhateverItsTransferID() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, receiver) = try upload.setup(f)
+    defer { zap.stop(); server.close() }
+    let loop = CoordinatorLoop(server: server, receiver: receiver)
+    defer { loop.finish() }
+    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    defer { client.close() }
+    #expect(try send(f, client, transfer: 1).get().chunks > 1)
+    // The same update again under a new transfer id: refused, with the code a node can act on.
+    guard case .failure(.rejected(let code, let text)) = try send(f, client, transfer: 2) else { Issue.record("the replay was accepted"); return }
+    #expect(code == ErrorCode.duplicate.rawValue, "\(text)")
+    #expect(text.contains("round 3"))
+    #expect(loop.count == 1, "the round counted the node once")
+    // Resuming the finished transfer is not a second update: it is told the transfer is complete.
+    #expect(try send(f, client, transfer: 1).get().chunks > 1)
+    #expect(loop.count == 1)
+  }
+
+  @Test func aRefusedUpdateIsTheNodesLastWordInTheRound() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, receiver) = try upload.setup(f)
+    defer { zap.stop(); server.close() }
+    let loop = CoordinatorLoop(server: server, receiver: receiver)
+    defer { loop.finish() }
+    receiver.onComplete = { _ in throw TransferError.protocolViolation("refused by the test") }
+    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    defer { client.close() }
+    guard case .failure(.rejected(let first, _)) = try send(f, client, transfer: 1) else { Issue.record("not refused"); return }
+    #expect(first == ErrorCode.rejectedUpdate.rawValue)
+    guard case .failure(.rejected(let second, _)) = try send(f, client, transfer: 2) else { Issue.record("the retry was taken"); return }
+    #expect(second == ErrorCode.duplicate.rawValue)
+    // The next round is a new start.
+    receiver.reset(endpoint: server)
+    receiver.context.round = 4
+    receiver.onComplete = { _ in }
+    #expect(throws: Never.self) { try send(f, client, transfer: 3, round: 4).get() }
+  }
+
+  /// A node whose session ends mid-upload (killed, its link gone) must not hold the one upload slot: the
+  /// coordinator forgets its transfer and the node waiting behind it streams at once.
+  @Test func forgettingANodeFreesTheUploadSlotForTheNextOne() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    f.registry.enrol(f.mallory.card)
+    let (zap, server, receiver) = try upload.setup(f)
+    defer { zap.stop(); server.close() }
+    // The receiver belongs to the loop's thread: the test asks it to forget Mallory there.
+    let forgetMallory = Box(false)
+    let loop = CoordinatorLoop(server: server, receiver: receiver) { _, ep in
+      if forgetMallory.value { forgetMallory.value = false; receiver.forget(node: f.mallory.card.fingerprint, endpoint: ep) }
+    }
+    defer { loop.finish() }
+    let stalled = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.mallory))
+    defer { stalled.close() }
+    let waiting = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    defer { waiting.close() }
+    // Mallory starts first and stops sending after 3 chunks (as if killed); Alice queues behind it.
+    _ = try send(f, stalled, transfer: 1, id: f.mallory, stopAt: 3)
+    let started = Date()
+    let result = Box<Result<UploadSender.Result, TransferError>?>(nil)
+    let t = Thread { result.value = try? self.send(f, waiting, transfer: 1) }
+    t.start()
+    Thread.sleep(forTimeInterval: 1.5)
+    #expect(loop.count == 0, "Alice waits while Mallory holds the slot")
+    forgetMallory.value = true
+    let end = Date(timeIntervalSinceNow: 10)
+    while result.value == nil && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
+    #expect(result.value.map { (try? $0.get()) != nil } == true, "Alice's upload finished once Mallory was forgotten: \(String(describing: result.value))")
+    #expect(Date().timeIntervalSince(started) < 8)
+  }
+
+  /// An ERROR answering another transfer (e.g. a late chunk of the previous round's) does not end this upload.
+  @Test func anErrorAboutAnotherTransferDoesNotEndAnUpload() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, receiver) = try upload.setup(f)
+    defer { zap.stop(); server.close() }
+    let loop = CoordinatorLoop(server: server, receiver: receiver) { m, ep in
+      if case .success(.uploadBegin(let t, _, _, _)) = m.message {
+        ep.send(.error(code: ErrorCode.unknownTransfer.rawValue, message: "no transfer \(t - 1) in progress", subject: .transfer(t - 1)), to: m.peer)
+      }
+    }
+    defer { loop.finish() }
+    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    defer { client.close() }
+    #expect(try send(f, client, transfer: 227).get().chunks > 1)
+    #expect(loop.count == 1)
+  }
+}
+
+final class Box<T>: @unchecked Sendable {
+  private let lock = NSLock()
+  private var v: T
+  init(_ v: T) { self.v = v }
+  var value: T {
+    get { lock.lock(); defer { lock.unlock() }; return v }
+    set { lock.lock(); v = newValue; lock.unlock() }
+  }
+}
