@@ -416,6 +416,9 @@ public final class CoordinatorService {
     if let (model, ev) = evaluator { reports.append(evaluate(model, ev, round: 0)) }
     // Wait (bounded) for the nodes that must be there before the first round.
     let joinDeadline = Date(timeIntervalSinceNow: fed.deadlineSeconds)
+    if sessions.live.count < fed.minNodes {
+      log("  waiting for \(fed.minNodes) node\(fed.minNodes == 1 ? "" : "s") to join (at most \(Int(fed.deadlineSeconds)) s)")
+    }
     while sessions.live.count < fed.minNodes && Date() < joinDeadline && !stop.isSet { pump(timeout: 0.2) }
     var r = firstRound
     var waitingSaid = false
@@ -429,8 +432,9 @@ public final class CoordinatorService {
         continue
       }
       waitingSaid = false
-      reports.append(try round(r))
-      onRound(reports.last!)
+      guard let report = try round(r) else { break }  // stopped: the round is abandoned, not recorded
+      reports.append(report)
+      onRound(report)
       r += 1
     }
     try finishWrite()
@@ -442,7 +446,8 @@ public final class CoordinatorService {
     return reports
   }
 
-  func round(_ r: Int) throws -> RoundReport {
+  /// Holds round `r`; nil when a stop request abandoned it (nothing of it is recorded).
+  func round(_ r: Int) throws -> RoundReport? {
     let fed = config.federation
     // Only a committed version is announced: the previous round's version is in the registry before any node
     // trains on it (a crash in the write then never leaves nodes holding a number the registry gives to another).
@@ -598,10 +603,7 @@ public final class CoordinatorService {
     }
     if !stop.isSet { acceptance.endRound(accepted: onTime) }
     // A round stopped by SIGINT/SIGTERM is abandoned whole: nothing of it is recorded.
-    guard !stop.isSet || applied else {
-      return RoundReport(round: r, version: version, hash: hex(versionHash), selected: selected.count, accepted: 0, rejected: [], tokens: 0, bytesIn: 0,
-                         meanLoss: .nan, seconds: Date().timeIntervalSince(started), bitsPerByte: [], applied: false)
-    }
+    guard !stop.isSet || applied else { return nil }
     var report = RoundReport(round: r, version: version, hash: hex(versionHash), selected: selected.count, accepted: accepted,
                              rejected: rejected, tokens: tokens, bytesIn: bytesIn, meanLoss: losses.isEmpty ? .nan : losses.reduce(0, +) / Double(losses.count),
                              seconds: Date().timeIntervalSince(started), bitsPerByte: [], applied: applied)

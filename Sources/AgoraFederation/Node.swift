@@ -39,6 +39,10 @@ public final class NodeService {
   }()
   let stop = ManagedAtomicFlag()
   public private(set) var roundsDone = 0
+  /// Test-only misbehaviour (`AGORA_ADVERSARY`); nil for every real node.
+  let adversary: Adversary?
+  /// The base of the previous round (a stale-base adversary seals for it).
+  var previousBase: [UInt8]? = nil
 
   public init(config: NodeConfig) throws {
     self.config = config
@@ -69,6 +73,7 @@ public final class NodeService {
     copy = VersionCopy(header: Checkpoint.weightsHeader(mc), count: count)
     errorFeedback = FloatBuffer(count: count)
     terms = try fed.terms(tokenizer: tokenizer, model: mc)
+    adversary = Adversary.from(node: config.name)
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
   }
@@ -254,11 +259,18 @@ public final class NodeService {
     let (d, b, p) = (delta.pointer, base.pointer, trainer.model.parameters.pointer)
     for i in 0..<base.count { d[i] = b[i] - p[i] }
     let format: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
+    if let a = adversary {
+      a.corrupt(delta, seed: r ^ fnv1a(identity.card.fingerprint))
+      log("\(config.name): round \(r): sending a \(a.rawValue) update (AGORA_ADVERSARY)")
+    }
     let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
-                                    errorFeedback: format == .int8 ? errorFeedback.buffer : nil)
-    let sealer = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: hash, nodeID: identity.card.nodeID),
+                                    errorFeedback: format == .int8 && adversary == nil ? errorFeedback.buffer : nil)
+    let sealedBase = adversary == .stalebase ? (previousBase ?? [UInt8](repeating: 0xAB, count: 32)) : hash
+    previousBase = hash
+    let sealer = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: sealedBase, nodeID: identity.card.nodeID),
                                     payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: recipient, signingSecretKey: identity.signSecret)
     var sender = UploadSender(endpoint: endpoint, transfer: r, round: r)
+    sender.withholdEnd = adversary == .partial
     // A late update is still worth sending when the federation applies late updates (one round later).
     sender.deadline = fed.lateUpdates == .stale ? deadline.addingTimeInterval(fed.deadlineSeconds) : deadline
     sender.ackTimeout = 2
@@ -271,6 +283,21 @@ public final class NodeService {
     let res = try payload.withUnsafeBytes {
       try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
                       languages: LanguageTokens.canonical(perLanguage), payload: $0)
+    }
+    if adversary == .replay {
+      // The same sealed update again under a new transfer id.
+      var again = UploadSender(endpoint: endpoint, transfer: r | (1 << 62), round: r)
+      again.deadline = sender.deadline
+      again.ackTimeout = 2
+      let sealer2 = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: hash, nodeID: identity.card.nodeID),
+                                       payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: recipient, signingSecretKey: identity.signSecret)
+      do {
+        _ = try payload.withUnsafeBytes { try again.send(sealer: sealer2, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
+                                                          languages: LanguageTokens.canonical(perLanguage), payload: $0) }
+        log("\(config.name): round \(r): the replay was accepted")
+      } catch {
+        log("\(config.name): round \(r): the replay was refused: \(error)")
+      }
     }
     roundsDone += 1
     log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",

@@ -36,6 +36,8 @@ public struct UploadSender {
   public var deadline: Date? = nil
   /// Asked between messages: true ends the transfer at once (the node is stopping).
   public var shouldStop: () -> Bool = { false }
+  /// For robustness tests: send every chunk, then return without UPLOAD_END (the receiver is left waiting).
+  public var withholdEnd = false
 
   public init(endpoint: Endpoint, transfer: UInt64, round: UInt64) {
     self.endpoint = endpoint
@@ -103,6 +105,7 @@ public struct UploadSender {
         bytes += c.count
         sentUpTo += 1
       }
+      if next == total && withholdEnd { return Result(chunks: total, bytesSent: bytes, resends: resends) }
       if next == total && !endSent && credit > 0 {
         if final == nil { final = try sealer.finish() }
         endpoint.send(.uploadEnd(transfer: transfer, final: final!, tokens: tokens, steps: steps, lossBits: loss.bitPattern, cpuMillis: cpuMillis, languages: languages))
