@@ -114,6 +114,13 @@ public struct FederationConfig: Sendable {
   public var stalenessExponent: Double
   /// An update's norm may be at most this many times the median norm of the last rounds' accepted updates.
   public var normBoundFactor: Double
+  /// An update's cosine with the last outer step must be at least this times the recent median (and ≥ 0).
+  public var cosineBoundFactor: Double
+  /// Each update is scored before it is folded in: applied to the current version it must lower the loss on the
+  /// evaluation text of the languages it says it trained on (needs `model.eval_data`).
+  public var scoreUpdates: Bool
+  /// Validation windows per language that score an update.
+  public var scoreWindows: Int
   /// An upload that streams nothing for this long is refused (it would hold the one upload slot).
   public var uploadStallSeconds: Double
 
@@ -154,6 +161,9 @@ public struct FederationConfig: Sendable {
     lateUpdates = try f.choice("rounds.late_updates", default: LateUpdates.drop)
     stalenessExponent = try f.double("rounds.staleness_exponent", default: 0.5, range: 0...10)
     normBoundFactor = try f.double("rounds.norm_bound_factor", default: 4, range: 1.5...1000)
+    cosineBoundFactor = try f.double("rounds.cosine_bound_factor", default: 0, range: 0...1)
+    scoreUpdates = try f.bool("rounds.score_updates", default: true)
+    scoreWindows = try f.int("rounds.score_windows", default: 4, range: 1...10_000)
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
   }
 }

@@ -147,7 +147,7 @@ public final class CoordinatorService {
     } else {
       evaluator = nil
     }
-    acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor))
+    acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor), cosineFactor: Float(fed.cosineBoundFactor))
     let sink = logSink
     zap = ZAPHandler(registry: registry, log: { line in sink("  " + line) })
     try zap.start()
@@ -160,7 +160,8 @@ public final class CoordinatorService {
     receiver = UploadReceiver(context: .init(federation: fed.id, round: 0, baseHash: [UInt8](repeating: 0, count: 32),
                                              aggregationPublic: aggP, aggregationSecret: aggS, credit: 8), registry: registry)
     try openStore(layout: layout)
-    acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor), history: try store.recentNorms(rounds: acceptance.window))
+    let recent = try store.recentNorms(rounds: acceptance.window)
+    acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor), cosineFactor: Float(fed.cosineBoundFactor), history: recent.norms, cosines: recent.cosines)
     modelNorm = l2(params)
     if !fed.publicData.isEmpty {
       shards = try PublicShards.build(sources: try LanguageSource.discover(fed.publicData), bytes: fed.shardBytes, dir: config.dataDir + "/shards")
@@ -490,7 +491,8 @@ public final class CoordinatorService {
       }
       received += plain.count
     }
-    var onTime: [Float] = []
+    var onTime: [Float] = [], onTimeCosines: [Float] = []
+    baseScores = [:]
     var delivered: Set<String> = []
     let expectedFormat: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
     receiver.onComplete = { [self] c in
@@ -503,6 +505,16 @@ public final class CoordinatorService {
       guard norm.isFinite else { throw UpdateRefusal.norm(norm, bound: .infinity, basis: "not finite") }
       try acceptance.check(format: format, expected: expectedFormat, norm: norm, steps: Int(c.steps), tokens: c.tokens, innerSteps: fed.innerSteps,
                            batch: fed.batch, context: modelConfig.contextLength, learningRate: fed.learningRate, parameters: sum.count)
+      // The update's direction against the last outer step (the kept patch): honest updates mostly point along it.
+      var cosine: Float? = nil
+      if let p = patch, c.round == UInt64(r) {
+        let (dot, a2, b2) = try DeltaCodec.similarity(payload, format: format, int8File: p.path, count: sum.count)
+        if a2 > 0 && b2 > 0 { cosine = Float(dot / (a2.squareRoot() * b2.squareRoot())) }
+      }
+      log(String(format: "  update of %@ for round %llu: norm %.6g%@, %llu tokens", names[c.node]?.0 ?? String(c.node.prefix(12)), c.round, norm,
+                 cosine.map { String(format: ", cosine with the last step %+.4f", $0) } ?? "", c.tokens))
+      try acceptance.checkDirection(cosine)
+      if fed.scoreUpdates, c.round == UInt64(r) { try score(payload, languages: c.languages.map(\.language), node: names[c.node]?.0 ?? String(c.node.prefix(12))) }
       var w = Double(max(c.tokens, 1))
       if c.round < UInt64(r) {
         // A late update, made on an older version: weighted down by (1 + staleness)^−a.
@@ -518,7 +530,7 @@ public final class CoordinatorService {
       bytesIn += c.bytes
       losses.append(Double(c.loss))
       norms.append(norm)
-      if c.round == UInt64(r) { onTime.append(norm) }
+      if c.round == UInt64(r) { onTime.append(norm); if let cs = cosine { onTimeCosines.append(cs) } }
       if c.round == UInt64(r) { done.insert(c.node); live.update { $0.received += 1 } }
       metrics.updatesReceived.increment()
       metrics.bytesIn.increment(by: Int64(c.bytes))
@@ -527,7 +539,8 @@ public final class CoordinatorService {
       if perLanguage.isEmpty { perLanguage["unknown"] = Int(c.tokens) }
       contributions.append(ContributionRecord(round: r, node: c.node, name: who.0, role: who.1 ? "donor" : "institution", tokens: Int(c.tokens),
                                               languages: perLanguage, steps: Int(c.steps), seconds: c.cpuSeconds,
-                                              bytes: Int(c.bytes), loss: Double(c.loss), weight: w, late: c.round < UInt64(r), norm: Double(norm)))
+                                              bytes: Int(c.bytes), loss: Double(c.loss), weight: w, late: c.round < UInt64(r), norm: Double(norm),
+                                              cosine: cosine.map(Double.init)))
     }
     receiver.log = { [self] in log("  " + $0) }
     let lrBits = Float(fed.learningRate).bitPattern
@@ -601,7 +614,7 @@ public final class CoordinatorService {
       outcome = "quorum not reached (\(accepted) of \(needed))"
       log("  round \(r): \(accepted) of \(selected.count) updates, quorum \(needed) not reached; version \(version) stays")
     }
-    if !stop.isSet { acceptance.endRound(accepted: onTime) }
+    if !stop.isSet { acceptance.endRound(accepted: onTime, cosines: onTimeCosines) }
     // A round stopped by SIGINT/SIGTERM is abandoned whole: nothing of it is recorded.
     guard !stop.isSet || applied else { return nil }
     var report = RoundReport(round: r, version: version, hash: hex(versionHash), selected: selected.count, accepted: accepted,
@@ -803,6 +816,40 @@ public final class CoordinatorService {
     guard params.checksum() == paramsChecksum else {
       throw RegistryError.io(path: path, problem: "the current version's weights read back differ from those written (checksum)")
     }
+  }
+
+  /// Bits per byte of the current version per language on the scoring windows (taken once per round, as needed).
+  var baseScores: [String: Double] = [:]
+
+  /// Scores an update before it is folded in: the evaluator's model holds θ (the current version); the update is
+  /// subtracted from it, the languages the node trained on are scored on their first `score_windows` validation
+  /// windows, and it is added back. Applied to θ, an honest update is the node's own model after its inner
+  /// steps on those languages, so it must do better on them than θ; a sign-flipped or random update does worse.
+  /// Languages without evaluation text are not scored (nor is an update that names none of them). Memory: none
+  /// beyond the evaluator's model; time: a forward pass of the windows per language.
+  func score(_ payload: UnsafeRawBufferPointer, languages: [String], node: String) throws {
+    guard let (model, ev) = evaluator else { return }
+    let langs = Set(languages).intersection(ev.corpus.languages)
+    guard !langs.isEmpty else { return }
+    let windows = config.federation.scoreWindows
+    let missing = langs.subtracting(baseScores.keys)
+    if !missing.isEmpty { for (l, b) in try ev.bitsPerByte(model: model, languages: missing, windows: windows) { baseScores[l] = b } }
+    try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .subtract)
+    let after: [(String, Double)]
+    do {
+      after = try ev.bitsPerByte(model: model, languages: langs, windows: windows)
+    } catch {
+      try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .add(1))
+      throw error
+    }
+    try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .add(1))
+    let scored = after.map(\.0)
+    guard !scored.isEmpty else { return }
+    let before = scored.map { baseScores[$0] ?? .nan }.reduce(0, +) / Double(scored.count)
+    let now = after.map(\.1).reduce(0, +) / Double(after.count)
+    log(String(format: "  update of %@ scored on %@: %.4f → %.4f bits/byte", node, scored.sorted().joined(separator: ","), before, now))
+    // Worse than the base on its own languages: an honest node's model never is (it trained on them from θ).
+    guard now <= before else { throw UpdateRefusal.score(before: before, after: now, languages: scored.sorted()) }
   }
 
   /// Bytes of an int8 update: staging beyond this holds an fp32 update.

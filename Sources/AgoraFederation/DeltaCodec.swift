@@ -219,3 +219,55 @@ final class ManagedIndex: @unchecked Sendable {
   func record(_ i: Int) { lock.lock(); v = min(v ?? i, i); lock.unlock() }
   var value: Int? { lock.lock(); defer { lock.unlock() }; return v }
 }
+
+extension DeltaCodec {
+  /// Values `range` of a checked payload (in memory) into `out` (block-aligned ranges for int8).
+  static func values(of payload: UnsafeRawBufferPointer, format: DeltaFormat, range: Range<Int>, count: Int, into out: UnsafeMutablePointer<Float>) throws {
+    let body = payload.baseAddress! + headerBytes
+    switch format {
+    case .fp32:
+      if let i = DeltaKernels.fp32Apply(body, range: range, into: out - range.lowerBound, mode: .store) { throw DeltaError.nonFinite(index: i) }
+    case .int8:
+      try applyInt8(body + (range.lowerBound / block) * blockBytes, values: range, count: count, into: out - range.lowerBound, mode: .store)
+    }
+  }
+
+  /// ⟨a, b⟩, ‖a‖² and ‖b‖² of a checked payload `a` in memory and an int8 payload `b` in a file (a version patch,
+  /// i.e. the last outer step), both of `count` values; `b` is read a slice at a time, so this needs two slices
+  /// of memory whatever the model's size.
+  public static func similarity(_ a: UnsafeRawBufferPointer, format: DeltaFormat, int8File path: String, count: Int,
+                                slice: Int = 64 * block) throws -> (dot: Double, a2: Double, b2: Double) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw DeltaError.header("cannot read \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var head = [UInt8](repeating: 0, count: headerBytes)
+    guard pread(fd, &head, headerBytes, 0) == headerBytes else { throw DeltaError.header("\(path) is shorter than a payload header") }
+    var st = stat()
+    guard fstat(fd, &st) == 0, Int(st.st_size) == encodedSize(count: count, format: .int8), Array(head[0..<4]) == magic, head[4] == DeltaFormat.int8.rawValue,
+          head[8..<16].enumerated().reduce(UInt64(0), { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }) == UInt64(count) else {
+      throw DeltaError.header("\(path) is not an int8 payload of \(count) values")
+    }
+    let va = UnsafeMutablePointer<Float>.allocate(capacity: slice), vb = UnsafeMutablePointer<Float>.allocate(capacity: slice)
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: int8Bytes(values: 0..<min(slice, count), count: count), alignment: 64)
+    defer { va.deallocate(); vb.deallocate(); raw.deallocate() }
+    var dot = 0.0, a2 = 0.0, b2 = 0.0
+    for start in stride(from: 0, to: count, by: slice) {
+      let r = start..<min(count, start + slice)
+      try values(of: a, format: format, range: r, count: count, into: va)
+      let bytes = int8Bytes(values: r, count: count)
+      var got = 0
+      let at = headerBytes + (start / block) * blockBytes
+      while got < bytes {
+        let k = pread(fd, raw + got, bytes - got, off_t(at + got))
+        if k < 0 && errno == EINTR { continue }
+        guard k > 0 else { throw DeltaError.length(got: at + got, expected: encodedSize(count: count, format: .int8)) }
+        got += k
+      }
+      try applyInt8(raw, values: r, count: count, into: vb - start, mode: .store)
+      var d: Float = 0, x: Float = 0, y: Float = 0
+      for i in 0..<r.count { d += va[i] * vb[i]; x += va[i] * va[i]; y += vb[i] * vb[i] }
+      dot += Double(d); a2 += Double(x); b2 += Double(y)
+    }
+    return (dot, a2, b2)
+  }
+}

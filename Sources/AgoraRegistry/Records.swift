@@ -100,15 +100,18 @@ public struct ContributionRecord: Codable, Equatable, Sendable, FetchableRecord,
   public var late: Bool
   /// ‖Δ‖ of the update (nil in registries older than the migration that added it).
   public var norm: Double?
+  /// Its cosine with the outer step before its round (nil without one).
+  public var cosine: Double?
 
   enum CodingKeys: String, CodingKey {
-    case round, node, name, role, tokens, languages, steps, bytes, loss, weight, late, norm
+    case round, node, name, role, tokens, languages, steps, bytes, loss, weight, late, norm, cosine
     case seconds = "cpu_seconds"
   }
 
   public init(round: Int, node: String, name: String, role: String, tokens: Int, languages: [String: Int], steps: Int, seconds: Double,
-              bytes: Int, loss: Double, weight: Double, late: Bool, norm: Double? = nil) {
+              bytes: Int, loss: Double, weight: Double, late: Bool, norm: Double? = nil, cosine: Double? = nil) {
     self.norm = norm
+    self.cosine = cosine
     self.round = round
     self.node = node
     self.name = name

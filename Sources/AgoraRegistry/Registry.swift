@@ -116,8 +116,8 @@ public final class Registry: @unchecked Sendable {
         CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
         """)
     }
-    m.registerMigration("v2: contributions.norm") { db in
-      try db.execute(sql: "ALTER TABLE contributions ADD COLUMN norm DOUBLE")
+    m.registerMigration("v2: contributions.norm and cosine") { db in
+      try db.execute(sql: "ALTER TABLE contributions ADD COLUMN norm DOUBLE; ALTER TABLE contributions ADD COLUMN cosine DOUBLE")
     }
     return m
   }
@@ -281,22 +281,25 @@ public final class Registry: @unchecked Sendable {
     return v
   }
 
-  /// Norms of the on-time updates of the last `rounds` rounds that accepted any, oldest round first (the
-  /// coordinator's acceptance rule resumes from them).
-  public func recentNorms(rounds: Int) throws -> [[Float]] {
-    let rows = try db.read { db in
-      try Row.fetchAll(db, sql: """
-        SELECT round, norm FROM contributions WHERE late = 0 AND norm IS NOT NULL AND round IN
-          (SELECT DISTINCT round FROM contributions WHERE late = 0 AND norm IS NOT NULL ORDER BY round DESC LIMIT ?)
-        ORDER BY round
-        """, arguments: [rounds])
+  /// Norms (and cosines with the step before) of the on-time updates of the last `rounds` rounds that accepted
+  /// any, oldest round first (the coordinator's acceptance rule resumes from them).
+  public func recentNorms(rounds: Int) throws -> (norms: [[Float]], cosines: [[Float]]) {
+    func recent(_ column: String) throws -> [[Float]] {
+      let rows = try db.read { db in
+        try Row.fetchAll(db, sql: """
+          SELECT round, \(column) AS v FROM contributions WHERE late = 0 AND \(column) IS NOT NULL AND round IN
+            (SELECT DISTINCT round FROM contributions WHERE late = 0 AND \(column) IS NOT NULL ORDER BY round DESC LIMIT ?)
+          ORDER BY round
+          """, arguments: [rounds])
+      }
+      var out: [(Int, [Float])] = []
+      for r in rows {
+        let (round, v): (Int, Double) = (r["round"], r["v"])
+        if out.last?.0 == round { out[out.count - 1].1.append(Float(v)) } else { out.append((round, [Float(v)])) }
+      }
+      return out.map(\.1)
     }
-    var out: [(Int, [Float])] = []
-    for r in rows {
-      let (round, norm): (Int, Double) = (r["round"], r["norm"])
-      if out.last?.0 == round { out[out.count - 1].1.append(Float(norm)) } else { out.append((round, [Float(norm)])) }
-    }
-    return out.map(\.1)
+    return (try recent("norm"), try recent("cosine"))
   }
 
   public func lastRound() throws -> Int {

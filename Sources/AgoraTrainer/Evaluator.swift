@@ -17,19 +17,21 @@ public struct Evaluator {
   }
 
   /// Non-overlapping windows of T+1 tokens (stride T) from the start of each validation stream.
-  func windows(_ s: TokenStream, T: Int) -> [Int] {
+  func windows(_ s: TokenStream, T: Int, limit: Int? = nil) -> [Int] {
     guard s.count > T + 1 else { return [] }
-    let n = min(maxWindows, (s.count - 1) / T)
+    let n = min(limit ?? maxWindows, maxWindows, (s.count - 1) / T)
     return (0..<n).map { $0 * T }
   }
 
-  /// bits-per-byte per language with validation text, in the corpus's language order.
-  public func bitsPerByte(model: GPT) throws -> [(String, Double)] {
+  /// bits-per-byte per language with validation text, in the corpus's language order; only `languages` when
+  /// given, and at most `windows` windows each when given (the first ones: the same every time).
+  public func bitsPerByte(model: GPT, languages: Set<String>? = nil, windows limit: Int? = nil) throws -> [(String, Double)] {
     let B = model.B, T = model.T
     var out: [(String, Double)] = []
     for (li, lang) in corpus.languages.enumerated() {
+      if let only = languages, !only.contains(lang) { continue }
       guard let s = corpus.valid[li] else { continue }
-      let starts = windows(s, T: T)
+      let starts = windows(s, T: T, limit: limit)
       guard !starts.isEmpty else { continue }
       var nats = 0.0, bytes = 0.0
       var i = 0

@@ -15,15 +15,24 @@ struct HandNode {
   init(_ h: Harness, _ name: String) throws { (id, coordinator, ep) = try h.handClient(name) }
 
   /// The next ROUND (heartbeats meanwhile), or nil after `seconds`.
-  func nextRound(seconds: Double = 60) -> (round: UInt64, base: [UInt8], bytes: Int, version: UInt64, deadline: Date)? {
+  func nextRound(seconds: Double = 60) -> (round: UInt64, base: [UInt8], bytes: Int, version: UInt64, deadline: Date, patch: [UInt8])? {
     let end = Date(timeIntervalSinceNow: seconds)
     while Date() < end {
       guard let m = ep.receive(timeout: 0.5) else { ep.send(.heartbeat); continue }
-      if case .success(.round(let r, let base, _, _, _, let dl, let bytes, _, _, _, let v, _)) = m.message {
-        return (r, base, Int(bytes), v, Date(timeIntervalSince1970: Double(dl) / 1000))
+      if case .success(.round(let r, let base, _, _, _, let dl, let bytes, _, let patch, _, let v, _)) = m.message {
+        return (r, base, Int(bytes), v, Date(timeIntervalSince1970: Double(dl) / 1000), patch)
       }
     }
     return nil
+  }
+
+  /// The last outer step (the round's version patch, fetched and decoded): what an honest update points along.
+  func lastStep(_ patch: [UInt8], values: Int) throws -> [Float] {
+    var bytes: [UInt8] = []
+    _ = try BlobFetcher(endpoint: ep).fetch(hash: patch) { bytes += $0 }
+    var out = [Float](repeating: 0, count: values)
+    try bytes.withUnsafeBytes { b in try out.withUnsafeMutableBufferPointer { try DeltaCodec.decode(b, into: $0.baseAddress!, count: values, mode: .store) } }
+    return out
   }
 
   /// Seals `delta` as this node's update for `round` and streams it under `transfer`; "accepted" or
@@ -85,7 +94,8 @@ extension Harness {
       case 2:
         outcomes.append("2 zeros: " + (try rogue.send([Float](repeating: 0, count: n), round: 2, base: r.base, transfer: 3)))
       default:
-        let d = (0..<n).map { Float(($0 % 7) - 3) * 1e-4 }
+        // An update along the last outer step passes every check once.
+        let d = try rogue.lastStep(r.patch, values: n)
         outcomes.append("3 first: " + (try rogue.send(d, round: r.round, base: r.base, transfer: 4)))
         outcomes.append("3 replay: " + (try rogue.send(d, round: r.round, base: r.base, transfer: 5)))
       }

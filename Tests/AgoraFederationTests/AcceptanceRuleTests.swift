@@ -1,0 +1,79 @@
+import AgoraTensor
+import Foundation
+import Testing
+@testable import AgoraFederation
+
+/// The acceptance rule on its own: bounds hold from the first update, no update of a round moves them, and the
+/// median resists a minority.
+@Suite struct AcceptanceRuleTests {
+  func check(_ rule: AcceptanceRule, norm: Float, steps: Int = 10, tokens: UInt64 = 1000, format: DeltaFormat = .int8) throws {
+    try rule.check(format: format, expected: .int8, norm: norm, steps: steps, tokens: tokens, innerSteps: 10, batch: 8, context: 64,
+                   learningRate: 1e-3, parameters: 10_000)
+  }
+
+  @Test func beforeAnyRoundTheOptimizerBoundsTheNorm() throws {
+    let rule = AcceptanceRule()
+    // H · lr · √P = 10 · 1e-3 · 100 = 1.
+    #expect(throws: Never.self) { try check(rule, norm: 0.99) }
+    #expect { try check(rule, norm: 1.01) } throws: { ($0 as? UpdateRefusal).map { if case .norm = $0 { return true } else { return false } } ?? false }
+    #expect(throws: UpdateRefusal.empty) { try check(rule, norm: 0) }
+  }
+
+  @Test func claimsAndFormatAreChecked() throws {
+    let rule = AcceptanceRule()
+    #expect(throws: UpdateRefusal.format(got: "fp32", expected: "int8")) { try check(rule, norm: 0.5, format: .fp32) }
+    #expect(throws: UpdateRefusal.self) { try check(rule, norm: 0.5, steps: 11) }
+    #expect(throws: UpdateRefusal.self) { try check(rule, norm: 0.5, steps: 0) }
+    #expect(throws: UpdateRefusal.self) { try check(rule, norm: 0.5, steps: 2, tokens: 2 * 8 * 64 + 1) }
+    #expect(throws: Never.self) { try check(rule, norm: 0.5, steps: 2, tokens: 2 * 8 * 64) }
+  }
+
+  @Test func thePastMedianBoundsTheNormAndResistsAMinority() throws {
+    var rule = AcceptanceRule(factor: 4)
+    // Three honest nodes near 0.1 and one that sent zeros-like tiny norms, then one huge: the median stays honest.
+    rule.endRound(accepted: [0.1, 0.11, 0.09, 1e-9])
+    rule.endRound(accepted: [0.1, 0.12, 0.08, 0.39])
+    #expect(rule.bound(innerSteps: 10, learningRate: 1e-3, parameters: 10_000).0 == 4 * 0.1)
+    #expect(throws: Never.self) { try check(rule, norm: 0.35) }
+    #expect(throws: UpdateRefusal.self) { try check(rule, norm: 0.41) }
+    // Only `window` rounds are kept.
+    for _ in 0..<3 { rule.endRound(accepted: [1, 1, 1]) }
+    #expect(rule.history.count == 3 && rule.bound(innerSteps: 10, learningRate: 1e-3, parameters: 10_000).0 == 4)
+  }
+
+  @Test func theDirectionBoundRefusesUpdatesAgainstOrAcrossTheLastStep() throws {
+    var rule = AcceptanceRule(cosineFactor: 0.25)
+    #expect(throws: Never.self) { try rule.checkDirection(nil) }
+    #expect(throws: Never.self) { try rule.checkDirection(0.01) }  // no history: only the sign
+    #expect(throws: UpdateRefusal.self) { try rule.checkDirection(-0.01) }
+    rule.endRound(accepted: [1, 1, 1], cosines: [0.2, 0.3, 0.4])
+    #expect(abs(rule.cosineBound().0 - 0.075) < 1e-6)
+    #expect(throws: Never.self) { try rule.checkDirection(0.08) }
+    #expect(throws: UpdateRefusal.self) { try rule.checkDirection(0.07) }
+    #expect(throws: UpdateRefusal.self) { try rule.checkDirection(.nan) }
+  }
+
+  /// The streamed cosine against a patch file equals the one computed in memory.
+  @Test(arguments: [DeltaFormat.fp32, .int8])
+  func similarityWithAPatchFileMatchesInMemory(format: DeltaFormat) throws {
+    let n = 100_003
+    let a = (0..<n).map { Float(sin(Double($0) * 0.37)) * 1e-3 }
+    let b = (0..<n).map { Float(sin(Double($0) * 0.37 + 0.5)) * 2e-3 }
+    let pa = a.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) }
+    let pb = b.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8) }
+    let path = NSTemporaryDirectory() + "agora-sim-\(UUID().uuidString)"
+    defer { unlink(path) }
+    FileManager.default.createFile(atPath: path, contents: Data(pb))
+    var da = [Float](repeating: 0, count: n), db = [Float](repeating: 0, count: n)
+    try pa.withUnsafeBytes { try DeltaCodec.decode($0, into: &da, count: n, mode: .store) }
+    try pb.withUnsafeBytes { try DeltaCodec.decode($0, into: &db, count: n, mode: .store) }
+    let dot = zip(da, db).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    let a2 = da.reduce(0.0) { $0 + Double($1) * Double($1) }, b2 = db.reduce(0.0) { $0 + Double($1) * Double($1) }
+    let s = try pa.withUnsafeBytes { try DeltaCodec.similarity($0, format: format, int8File: path, count: n, slice: 1024) }
+    #expect(abs(s.dot - dot) <= 1e-4 * abs(dot) && abs(s.a2 - a2) <= 1e-4 * a2 && abs(s.b2 - b2) <= 1e-4 * b2, "\(s) vs \(dot), \(a2), \(b2)")
+    #expect(s.dot / (s.a2 * s.b2).squareRoot() > 0.8)
+    // A file that is not such a patch is a typed error.
+    FileManager.default.createFile(atPath: path, contents: Data(pb.dropLast()))
+    #expect(throws: DeltaError.self) { _ = try pa.withUnsafeBytes { try DeltaCodec.similarity($0, format: format, int8File: path, count: n) } }
+  }
+}
