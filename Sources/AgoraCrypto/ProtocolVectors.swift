@@ -29,6 +29,91 @@ public enum ProtocolVectors {
     ("error_round", .error(code: ErrorCode.internalError.rawValue, message: "node abandons round 42", subject: .round(42))),
   ]
 
+  /// Malformed messages, each with the error a receiver must give (SPEC §3: the first failing check) and the
+  /// ERROR code a coordinator answers with.
+  public static var malformed: [(name: String, frames: [[UInt8]])] {
+    let v = Wire.versionFrame
+    func body(_ m: Message) -> [UInt8] { m.frames()[1] }
+    func with(_ m: Message, _ edit: (inout [UInt8]) -> Void) -> [UInt8] { var b = body(m); edit(&b); return b }
+    let terms = TrainingTerms(tokenizerHash: hash(0x12), modelHash: hash(0x13), innerSteps: 500, batch: 8, learningRateBits: Float(3e-4).bitPattern, rounds: 100)
+    let join = Message.join(name: "A", software: "s", latestVersion: hash(0), role: 0, terms: terms)
+    let end = { (langs: [String]) in
+      Message.uploadEnd(transfer: 1, final: [1], tokens: 1, steps: 1, lossBits: 0, cpuMillis: 0, languages: langs.map { LanguageTokens(language: $0, tokens: 1) })
+    }
+    var welcome = ByteWriter()
+    welcome.u8(MessageType.welcome.rawValue); welcome.string("f"); welcome.u32(5); welcome.u8(3); welcome.u32(1 << 20); welcome.u16(4); welcome.raw(hash(0x22))
+    var fetch = ByteWriter()
+    fetch.u8(MessageType.fetch.rawValue); fetch.raw(hash(0x33)); fetch.u32(0); fetch.u16(0)
+    var chunk = ByteWriter()
+    chunk.u8(MessageType.blobChunk.rawValue); chunk.raw(hash(0x33)); chunk.u32(5); chunk.u32(5)
+    var begin = ByteWriter()
+    begin.u8(MessageType.uploadBegin.rawValue); begin.u64(1); begin.u64(42); begin.u32(0); begin.blob([0xAA])
+    return [
+      ("one_frame", [v]),
+      ("four_frames", [v, [0x0A], [1], [2]]),
+      ("version_1", [[0x41, 0x47, 0x52, 0x01], [0x0A]]),
+      ("not_agora", [Array("HTTP".utf8), [0x0A]]),
+      ("empty_body", [v, []]),
+      ("body_too_large", [v, [0x0A] + [UInt8](repeating: 0, count: Wire.maxBody)]),
+      ("unknown_type", [v, [0x7F]]),
+      ("heartbeat_with_payload", [v, [0x0A], [1]]),
+      ("upload_chunk_without_payload", [v, [0x07, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]]),
+      ("blob_chunk_empty_payload", [v, Array(chunk.bytes.prefix(1 + 32)) + [0, 0, 0, 0, 1, 0, 0, 0], []]),
+      ("short_join_name", [v, [0x01, 200, 0, 0x41, 0x42, 0x43]]),
+      ("leave_reason_too_long", [v, [0x0B, 0, 0x60, 0xEA, 0x41, 0x42, 0x43]]),
+      ("leave_reason_invalid_utf8", [v, [0x0B, 0, 2, 0, 0xC3, 0x28]]),
+      ("leave_unknown_kind", [v, [0x0B, 2, 0, 0]]),
+      ("heartbeat_trailing_octet", [v, [0x0A, 0]]),
+      ("join_role_2", [v, with(join) { $0[1 + 2 + 1 + 2 + 1 + 32] = 2 }]),
+      ("welcome_heartbeat_5ms", [v, welcome.bytes]),
+      ("fetch_zero_credit", [v, fetch.bytes]),
+      ("blob_chunk_index_past_count", [v, chunk.bytes, [1]]),
+      ("upload_begin_zero_chunks", [v, begin.bytes]),
+      ("upload_end_uppercase_language", [v, body(end(["DE"]))]),
+      ("upload_end_languages_out_of_order", [v, body(end(["pl", "de"]))]),
+      ("error_unknown_subject", [v, [0x0C, 1, 0, 0, 0, 4]]),
+    ]
+  }
+
+  public static func malformedJSON() -> String {
+    var parts: [String] = []
+    for (name, frames) in malformed {
+      var text = "(decodes: not malformed)", code: UInt16 = 0
+      do {
+        _ = try Message.decode(frames)
+      } catch let e as WireError {
+        text = e.description; code = e.code.rawValue
+      } catch {
+        text = "\(error)"
+      }
+      let f = frames.map { "\"\(hex($0))\"" }.joined(separator: ", ")
+      parts.append("    {\"name\": \"\(name)\", \"frames\": [\(f)], \"error\": \(jsonString(text)), \"error_code\": \(code)}")
+    }
+    return "{\n  \"protocol_version\": \(Wire.protocolVersion),\n  \"description\": \"Malformed messages: a receiver must refuse each with this error (the first failing check, SPEC §3) and a coordinator answers ERROR(error_code) with subject none\",\n  \"messages\": [\n" + parts.joined(separator: ",\n") + "\n  ]\n}\n"
+  }
+
+  /// A signed version statement (SPEC §5.2) with a fixed coordinator signing seed.
+  public static func statementJSON() throws -> String {
+    let seed = [UInt8](repeating: 0x07, count: 32)
+    let keys = try Sodium.signKeypair(seed: seed)
+    let statement = VersionStatement.bytes(federation: "openeurollm", number: 41, hash: hash(0x33), parent: hash(0x32))
+    let sig = try Sodium.sign(statement, secretKey: keys.secretKey)
+    return """
+    {
+      "description": "A version statement and the coordinator's Ed25519 signature of it (SPEC §5.2); ROUND carries number, hash (base hash), parent (patch from) and signature",
+      "coordinator_sign_seed": "\(hex(seed))",
+      "coordinator_sign_public": "\(hex(keys.publicKey))",
+      "federation": "openeurollm",
+      "number": 41,
+      "hash": "\(hex(hash(0x33)))",
+      "parent": "\(hex(hash(0x32)))",
+      "statement": "\(hex(statement))",
+      "signature": "\(hex(sig))"
+    }
+
+    """
+  }
+
   public static func messagesJSON() -> String {
     var parts: [String] = []
     for (name, m) in messages {

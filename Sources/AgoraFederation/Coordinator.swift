@@ -832,6 +832,7 @@ public final class CoordinatorService {
     let langs = Set(languages).intersection(ev.corpus.languages)
     guard !langs.isEmpty else { return }
     let windows = config.federation.scoreWindows
+    let t0 = Date()
     let missing = langs.subtracting(baseScores.keys)
     if !missing.isEmpty { for (l, b) in try ev.bitsPerByte(model: model, languages: missing, windows: windows) { baseScores[l] = b } }
     try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .subtract)
@@ -847,7 +848,8 @@ public final class CoordinatorService {
     guard !scored.isEmpty else { return }
     let before = scored.map { baseScores[$0] ?? .nan }.reduce(0, +) / Double(scored.count)
     let now = after.map(\.1).reduce(0, +) / Double(after.count)
-    log(String(format: "  update of %@ scored on %@: %.4f → %.4f bits/byte", node, scored.sorted().joined(separator: ","), before, now))
+    log(String(format: "  update of %@ scored on %@: %.4f → %.4f bits/byte (%.0f ms)", node, scored.sorted().joined(separator: ","), before, now,
+               Date().timeIntervalSince(t0) * 1000))
     // Worse than the base on its own languages: an honest node's model never is (it trained on them from θ).
     guard now <= before else { throw UpdateRefusal.score(before: before, after: now, languages: scored.sorted()) }
   }

@@ -1,7 +1,6 @@
 import AgoraCrypto
 import AgoraData
 import AgoraModel
-import AgoraRegistry
 import AgoraTensor
 import AgoraTrainer
 import AgoraTransport

@@ -70,9 +70,13 @@ extension Registry {
     named.formUnion(try db.read { try String.fetchAll($0, sql: "SELECT DISTINCT tokenizer FROM versions") })
     for name in ((try? FileManager.default.contentsOfDirectory(atPath: blobDir)) ?? []).sorted() where !named.contains(name) {
       let size = (try? FileManager.default.attributesOfItem(atPath: blobPath(name))[.size] as? Int) ?? 0
-      r.notes.append(name.contains(".tmp-")
-        ? "\(name): a temporary file an interrupted write left (\(size) bytes); the coordinator removes it when it starts"
-        : "blob \(name.prefix(16))… (\(size) bytes) is named by no version (written just before a crash, or no longer needed); agora gc removes it")
+      if name.contains(".tmp-") {
+        r.notes.append("\(name): a temporary file an interrupted write left (\(size) bytes); the coordinator removes it when it starts")
+      } else if name.hasSuffix(".corrupt") {
+        r.notes.append("\(name): a corrupt copy of a version's weights, set aside when the coordinator rebuilt them (\(size) bytes); agora gc removes it")
+      } else {
+        r.notes.append("blob \(name.prefix(16))… (\(size) bytes) is named by no version (written just before a crash, or no longer needed); agora gc removes it")
+      }
     }
     return r
   }

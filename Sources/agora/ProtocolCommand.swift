@@ -1,5 +1,6 @@
 import AgoraCrypto
 import AgoraDigest
+import AgoraFederation
 import AgoraModel
 import AgoraWire
 import ArgumentParser
@@ -10,7 +11,7 @@ struct ProtocolCommand: ParsableCommand {
     commandName: "protocol", abstract: "Wire protocol tools.", subcommands: [Vectors.self, Digest.self])
 
   struct Vectors: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write the protocol test vectors (messages.json, envelope.json).")
+    static let configuration = CommandConfiguration(abstract: "Write the protocol test vectors (messages, envelope, malformed messages, version statement, payloads).")
 
     @Option(help: "Output directory.")
     var out: String = "Protocol/vectors"
@@ -19,7 +20,10 @@ struct ProtocolCommand: ParsableCommand {
       try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
       try AtomicFile.write(Data(ProtocolVectors.messagesJSON().utf8), to: out + "/messages.json")
       try AtomicFile.write(Data(try ProtocolVectors.envelopeJSON().utf8), to: out + "/envelope.json")
-      print("wrote \(out)/messages.json and \(out)/envelope.json")
+      try AtomicFile.write(Data(ProtocolVectors.malformedJSON().utf8), to: out + "/malformed.json")
+      try AtomicFile.write(Data(try ProtocolVectors.statementJSON().utf8), to: out + "/statement.json")
+      try AtomicFile.write(Data(try FederationVectors.payloadsJSON().utf8), to: out + "/payloads.json")
+      print("wrote \(out)/messages.json, envelope.json, malformed.json, statement.json and payloads.json")
     }
   }
 

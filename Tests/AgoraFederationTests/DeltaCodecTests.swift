@@ -1,3 +1,6 @@
+import AgoraCrypto
+import AgoraWire
+import Foundation
 import AgoraTensor
 import Testing
 @testable import AgoraFederation
@@ -149,5 +152,35 @@ import Testing
     var q = x.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8) }
     q.replaceSubrange((16 + 260)..<(16 + 264), with: [0x00, 0x00, 0x80, 0x7F])
     #expect(throws: DeltaError.nonFinite(index: 256)) { _ = try q.withUnsafeBytes { try DeltaCodec.validate($0, count: 300) } }
+  }
+}
+
+/// Protocol/vectors/payloads.json: what the code writes, and an outside reader's view of it (decoded values,
+/// a patch applied value by value, the shard's parts and hashes).
+@Suite struct PayloadVectorTests {
+  @Test func payloadVectorsAreWhatTheCodeWritesAndDecode() throws {
+    let text = try String(contentsOfFile: repoRoot + "/Protocol/vectors/payloads.json", encoding: .utf8)
+    #expect(text == (try FederationVectors.payloadsJSON()))
+    let v = try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
+    let n = v["count"] as! Int
+    let values = (v["values"] as! [NSNumber]).map(\.floatValue)
+    let formula: [Float] = (0..<n).map { i in
+      let k: Int = (i * 37) % 101
+      return Float(Double(k) - 50) / 1000
+    }
+    #expect(values == formula)
+    var out = [Float](repeating: 0, count: n)
+    try unhex(v["fp32_payload"] as! String)!.withUnsafeBytes { try DeltaCodec.decode($0, into: &out, count: n, mode: .store) }
+    #expect(out == values)
+    try unhex(v["int8_payload"] as! String)!.withUnsafeBytes { try DeltaCodec.decode($0, into: &out, count: n, mode: .store) }
+    #expect(out == (v["int8_decoded"] as! [NSNumber]).map(\.floatValue))
+    let tolerance: Float = 0.05 / 127 + 1e-7
+    #expect(zip(out, values).allSatisfy { (a: Float, b: Float) -> Bool in abs(a - b) <= tolerance })
+    let patched = unhex(v["patched"] as! String)!
+    #expect(hex(Sodium.blake2b(patched)) == v["patched_blake2b"] as! String)
+    let shard = unhex(v["shard"] as! String)!
+    let (lang, index, body) = try PublicShards.parse(shard)
+    #expect(lang == "pl" && index == 3 && String(decoding: body, as: UTF8.self).hasPrefix("Zażółć"))
+    #expect(hex(Sodium.blake2b(shard)) == v["shard_hash"] as! String)
   }
 }

@@ -1,5 +1,6 @@
 import AgoraCrypto
 import AgoraModel
+import AgoraRegistry
 import AgoraTransport
 import AgoraWire
 import Foundation
@@ -326,5 +327,58 @@ extension Harness {
     print(h.read("coordinator.log"), nlog)
     #expect(nlog.contains("joined test-federation again") && nlog.contains("federation is finished"))
     #expect(h.rows().map { $0[0] } == ["1", "2", "3"], "\(h.rows())")
+  }
+
+  /// A corrupt latest version no longer stops the coordinator for good: it is rebuilt from its parent and the
+  /// kept patch (same hash); when that is gone too, the coordinator resumes from the newest intact version and
+  /// the next version takes the next unused number (version numbers stay unique). A running coordinator never
+  /// serves a blob that no longer hashes to its name.
+  @Test func aCorruptLatestVersionIsRebuiltOrSkippedNeverFatal() throws {
+    let h = try Harness(nodes: [("east", ["de"]), ("west", ["fr"])], rounds: 2, innerSteps: 5, quorum: 1.0, deadline: 60)
+    defer { h.cleanup() }
+    func federation(rounds: Int) throws {
+      let f = try String(contentsOfFile: h.dir + "/federation.toml", encoding: .utf8)
+      try f.replacing(#/count = \d+/#, with: "count = \(rounds)").write(toFile: h.dir + "/federation.toml", atomically: true, encoding: .utf8)
+    }
+    func runAll(log: String) throws -> Process {
+      let c = try h.start(["coordinator", "--config", h.dir + "/coordinator.toml"], log: log)
+      Thread.sleep(forTimeInterval: 0.3)
+      let nodes = try h.nodes.map { try h.node($0, log: "\($0)-\(log)") }
+      #expect(h.wait(c, seconds: 120))
+      for n in nodes { _ = h.wait(n, seconds: 20) }
+      return c
+    }
+    func corrupt(_ number: Int) throws {
+      let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
+      let path = store.blobPath(try store.version(number).hash)
+      var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+      bytes[bytes.count / 2] ^= 0x5A
+      try bytes.write(to: URL(fileURLWithPath: path))
+    }
+    #expect(try runAll(log: "c1.log").terminationStatus == 0)
+    // Version 2's weights are corrupted; the patch from version 1 to 2 is still kept.
+    try corrupt(2)
+    try federation(rounds: 3)
+    let c2 = try runAll(log: "c2.log")
+    print(h.read("c2.log"))
+    #expect(c2.terminationStatus == 0)
+    #expect(h.read("c2.log").contains("version 2's weights were corrupt; rebuilt from version 1 and the kept patch"))
+    // Version 3's weights are corrupted and no patch is kept: version 2 takes over and the next version is 4.
+    try corrupt(3)
+    try FileManager.default.removeItem(atPath: h.dir + "/coordinator/patches")
+    try federation(rounds: 4)
+    let c3 = try runAll(log: "c3.log")
+    print(h.read("c3.log"))
+    #expect(c3.terminationStatus == 0)
+    #expect(h.read("c3.log").contains("version 3's weights were corrupt; resuming from version 2, the intact version before it; the next version is 4"))
+    let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
+    let versions = try store.versions()
+    #expect(versions.map(\.number) == [0, 1, 2, 3, 4] && versions.last?.parent == 2, "\(versions.map { ($0.number, $0.parent) })")
+    #expect(Set(versions.map(\.hash)).count == versions.count, "every number names its own model")
+    let (status, report) = try h.run(["verify", "--config", h.dir + "/coordinator.toml"])
+    let problems = report.split(separator: "\n").filter { $0.contains("✗") }
+    #expect(status != 0 && problems.count == 1 && problems[0].contains(versions[3].hash.prefix(16)), "only version 3 is reported corrupt: \(report)")
+    #expect(report.contains(".corrupt"), "the corrupt file set aside is noted: \(report)")
+    #expect(try store.events().contains { $0.kind == "repair" })
   }
 }

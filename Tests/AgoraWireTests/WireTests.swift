@@ -29,6 +29,33 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
     #expect(env == (try ProtocolVectors.envelopeJSON()))
   }
 
+  /// Every malformed vector is refused with exactly the error (and ERROR code) it lists; the file is what the code writes.
+  @Test func malformedVectorsGiveTheirErrors() throws {
+    let list = try json("malformed.json")["messages"] as! [[String: Any]]
+    #expect(list.count == ProtocolVectors.malformed.count && list.count >= 20)
+    for v in list {
+      let frames = (v["frames"] as! [String]).map { unhex($0)! }
+      #expect { _ = try Message.decode(frames) } throws: { e in
+        guard let w = e as? WireError else { return false }
+        return w.description == v["error"] as! String && Int(w.code.rawValue) == v["error_code"] as! Int
+      }
+    }
+    #expect(try String(contentsOfFile: repoRoot + "/Protocol/vectors/malformed.json", encoding: .utf8) == ProtocolVectors.malformedJSON())
+    #expect(try String(contentsOfFile: repoRoot + "/Protocol/vectors/statement.json", encoding: .utf8) == (try ProtocolVectors.statementJSON()))
+  }
+
+  /// The version statement vector: the statement is the documented concatenation and its signature verifies.
+  @Test func statementVectorVerifies() throws {
+    let v = try json("statement.json")
+    let keys = try Sodium.signKeypair(seed: unhex(v["coordinator_sign_seed"] as! String)!)
+    #expect(hex(keys.publicKey) == v["coordinator_sign_public"] as! String)
+    var w = ByteWriter()
+    w.raw(Array("agora-version/1".utf8)); w.string(v["federation"] as! String); w.u64(UInt64(v["number"] as! Int))
+    w.raw(unhex(v["hash"] as! String)!); w.raw(unhex(v["parent"] as! String)!)
+    #expect(hex(w.bytes) == v["statement"] as! String)
+    #expect(Sodium.verify(unhex(v["signature"] as! String)!, message: w.bytes, publicKey: keys.publicKey))
+  }
+
   @Test func envelopeVectorOpensWithTheFixedKeys() throws {
     let v = try json("envelope.json")
     let coord = try Sodium.boxKeypair(seed: unhex(v["coordinator_box_seed"] as! String)!)

@@ -1,0 +1,42 @@
+import AgoraCrypto
+import AgoraWire
+import Foundation
+
+/// Test vectors of what travels inside blobs and envelopes (Protocol/vectors/payloads.json): AGDQ update
+/// payloads in both formats, a version patch applied to a parameter vector, and a public shard. `agora protocol
+/// vectors` writes them; the tests check that the file is what this code writes and that it decodes.
+public enum FederationVectors {
+  /// 600 values (two whole int8 blocks and a short one), made from a formula anyone can recompute.
+  public static let values: [Float] = (0..<600).map { i in Float(Double((i * 37) % 101) - 50) / 1000 }
+  /// A base parameter vector the patch is applied to.
+  public static let base: [Float] = (0..<600).map { i in Float(Double((i * 13) % 97) - 48) / 100 }
+
+  public static func payloadsJSON() throws -> String {
+    let fp32 = values.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
+    let int8 = values.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8) }
+    var decoded = [Float](repeating: 0, count: values.count)
+    try int8.withUnsafeBytes { try DeltaCodec.decode($0, into: &decoded, count: values.count, mode: .store) }
+    var patched = base
+    try int8.withUnsafeBytes { try DeltaCodec.decode($0, into: &patched, count: values.count, mode: .subtract) }
+    let patchedBytes = patched.withUnsafeBytes { Array($0) }
+    let shard = Array("agora-shard 1 pl 3\n".utf8) + Array("Zażółć gęślą jaźń.\n\nDrugi dokument.\n".utf8)
+    func floats(_ a: [Float]) -> String { "[" + a.map { String(format: "%.9g", $0) }.joined(separator: ", ") + "]" }
+    return """
+    {
+      "description": "AGDQ payloads (SPEC §6.2), a version patch (§5) and a public shard (§5.1). values[i] = ((37 i mod 101) - 50) / 1000 and base[i] = ((13 i mod 97) - 48) / 100 for i < 600, as binary32; int8 rounds to nearest",
+      "count": \(values.count),
+      "values": \(floats(values)),
+      "fp32_payload": "\(hex(fp32))",
+      "int8_payload": "\(hex(int8))",
+      "int8_decoded": \(floats(decoded)),
+      "base": \(floats(base)),
+      "patched": "\(hex(patchedBytes))",
+      "patched_comment": "base minus the int8 payload's values, value by value in binary32, as little-endian octets; a version hash covers such octets after the safetensors header",
+      "patched_blake2b": "\(hex(Sodium.blake2b(patchedBytes)))",
+      "shard": "\(hex(shard))",
+      "shard_hash": "\(hex(Sodium.blake2b(shard)))"
+    }
+
+    """
+  }
+}
