@@ -42,7 +42,14 @@ func rawTCP(port: UInt16, _ bytes: [UInt8]) {
     let receiver = UploadReceiver(context: .init(federation: "test-fed", round: 3, baseHash: [UInt8](repeating: 7, count: 32),
                                                  aggregationPublic: f.coordinator.card.aggregationPublic!, aggregationSecret: f.coordinator.aggregationSecret!),
                                   registry: f.registry)
-    let loop = CoordinatorLoop(server: server, receiver: receiver)
+    // One update per node and round: each of Alice's uploads is for the next round, which the loop opens when
+    // its UPLOAD_BEGIN arrives (on the loop's thread, which owns the receiver).
+    let loop = CoordinatorLoop(server: server, receiver: receiver) { m, ep in
+      if case .success(.uploadBegin(_, let round, _, _)) = m.message, m.userID == f.alice.card.fingerprint, round > receiver.context.round {
+        receiver.reset(endpoint: ep)
+        receiver.context.round = round
+      }
+    }
     defer { loop.finish() }
     let alice = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
     defer { alice.close() }
@@ -50,10 +57,10 @@ func rawTCP(port: UInt16, _ bytes: [UInt8]) {
     var g = SplitMix(seed: 77)
     let data = (0..<300_000).map { _ in UInt8.random(in: 0...255, using: &g) }
     func upload(_ t: UInt64) throws {
-      let s = try EnvelopeSealer(context: .init(federation: "test-fed", round: 3, baseHash: [UInt8](repeating: 7, count: 32), nodeID: f.alice.card.nodeID),
+      let s = try EnvelopeSealer(context: .init(federation: "test-fed", round: t + 2, baseHash: [UInt8](repeating: 7, count: 32), nodeID: f.alice.card.nodeID),
                                  payloadLength: UInt64(data.count), chunkSize: 32 << 10, recipient: f.coordinator.card.aggregationPublic!,
                                  signingSecretKey: f.alice.signSecret)
-      _ = try UploadSender(endpoint: alice, transfer: t, round: 3).send(sealer: s, tokens: 1, steps: 1, loss: 1) { i in
+      _ = try UploadSender(endpoint: alice, transfer: t, round: t + 2).send(sealer: s, tokens: 1, steps: 1, loss: 1) { i in
         Array(data[(i * (32 << 10))..<min(data.count, (i + 1) * (32 << 10))])
       }
     }
