@@ -1,3 +1,4 @@
+import AgoraModel
 import AgoraTensor
 import Foundation
 
@@ -40,33 +41,13 @@ public enum Adversary: String, CaseIterable, Sendable {
     case .noise:
       var norm2 = 0.0
       for i in 0..<n { norm2 += Double(d[i]) * Double(d[i]) }
-      var g = SplitMix(seed)
+      var g = SplitMix64(seed: seed)
       var noise2 = 0.0
-      for i in stride(from: 0, to: n, by: 2) {
-        // Box–Muller: two normal values from two uniform ones.
-        let u1 = max(g.unit(), 1e-300), u2 = g.unit()
-        let r = (-2 * log(u1)).squareRoot()
-        d[i] = Float(r * cos(2 * .pi * u2))
-        if i + 1 < n { d[i + 1] = Float(r * sin(2 * .pi * u2)) }
-      }
+      for i in 0..<n { d[i] = Float(g.nextGaussian()) }
       for i in 0..<n { noise2 += Double(d[i]) * Double(d[i]) }
       let s = Float((norm2 / max(noise2, 1e-300)).squareRoot())
       for i in 0..<n { d[i] *= s }
     case .replay, .stalebase, .partial: break
     }
   }
-}
-
-/// A small, seeded generator (SplitMix64) for the adversary's noise.
-struct SplitMix {
-  var state: UInt64
-  init(_ seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-  mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }

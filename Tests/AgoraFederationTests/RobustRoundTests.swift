@@ -64,6 +64,13 @@ extension GPTConfig {
 }
 
 extension Harness {
+  /// The coordinator, then a real node and a hand-driven one (the usual cast of these tests).
+  func coordinatorWith(node: String, hand: String) throws -> (coordinator: Process, node: Process, hand: HandNode) {
+    let c = try coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    return (c, try self.node(node), try HandNode(self, hand))
+  }
+
   /// Round-table rows: "round | version | nodes | …" split into trimmed fields.
   func rows() -> [[String]] {
     read("coordinator.log").split(separator: "\n").filter { $0.hasPrefix("    ") && $0.contains("|") }
@@ -78,10 +85,7 @@ extension Harness {
   @Test func oddUpdatesFromOneNodeNeitherCountTwiceNorShutOutTheOthers() throws {
     let h = try Harness(nodes: [("honest", ["de"]), ("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 60, minNodes: 2)
     defer { h.cleanup() }
-    let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
-    let honest = try h.node("honest")
-    let rogue = try HandNode(h, "rogue")
+    let (coord, honest, rogue) = try h.coordinatorWith(node: "honest", hand: "rogue")
     defer { rogue.ep.close() }
     var outcomes: [String] = []
     for _ in 0..<3 {
@@ -171,10 +175,7 @@ extension Harness {
   @Test func aNodeThatDiesMidUploadDoesNotStallTheRound() throws {
     let h = try Harness(nodes: [("honest", ["de"]), ("dying", ["fr"])], rounds: 1, innerSteps: 10, quorum: 0.5, deadline: 45, minNodes: 2)
     defer { h.cleanup() }
-    let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
-    let honest = try h.node("honest")
-    let dying = try HandNode(h, "dying")
+    let (coord, honest, dying) = try h.coordinatorWith(node: "honest", hand: "dying")
     guard let r = dying.nextRound() else { Issue.record("no round"); return }
     // Small chunks, and the sender stops half-way: the slot stays taken; then the node goes silent for good.
     _ = try? dying.send((0..<(r.bytes / 4)).map { Float($0 % 5) * 1e-4 }, round: 1, base: r.base, transfer: 1, chunk: 4096, stopAfter: 10)
