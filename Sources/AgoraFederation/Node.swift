@@ -89,7 +89,7 @@ public final class NodeService {
     }
     log("\(name) joined \(config.federation.id)")
     // Heartbeats while training keeps this thread busy.
-    let beatEvery = ManagedAtomicDouble(Double(w.heartbeat) / 1000)
+    let beatEvery = Locked(Double(w.heartbeat) / 1000)
     let beat = Thread { [endpoint, stop] in
       while !stop.isSet { Thread.sleep(forTimeInterval: beatEvery.value); endpoint.send(.heartbeat) }
     }
@@ -311,15 +311,4 @@ func processCPUSeconds() -> Double {
   var u = rusage()
   getrusage(RUSAGE_SELF.rawValue, &u)
   return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
-}
-
-/// A number one thread sets and another reads (the heartbeat interval).
-final class ManagedAtomicDouble: @unchecked Sendable {
-  private let lock = NSLock()
-  private var v: Double
-  init(_ v: Double) { self.v = v }
-  var value: Double {
-    get { lock.lock(); defer { lock.unlock() }; return v }
-    set { lock.lock(); v = newValue; lock.unlock() }
-  }
 }

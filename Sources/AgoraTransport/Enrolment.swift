@@ -154,3 +154,14 @@ public final class ManagedAtomicFlag: @unchecked Sendable {
   public func set() { lock.lock(); value = true; lock.unlock() }
   public var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
+
+/// A value one thread sets and others read (a heartbeat interval, a test's flag), behind a lock.
+public final class Locked<Value>: @unchecked Sendable {
+  private let lock = NSLock()
+  private var v: Value
+  public init(_ v: Value) { self.v = v }
+  public var value: Value {
+    get { lock.lock(); defer { lock.unlock() }; return v }
+    set { lock.lock(); v = newValue; lock.unlock() }
+  }
+}

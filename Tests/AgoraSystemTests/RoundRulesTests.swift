@@ -80,7 +80,7 @@ import Testing
     let (zap, server, receiver) = try upload.setup(f)
     defer { zap.stop(); server.close() }
     // The receiver belongs to the loop's thread: the test asks it to forget Mallory there.
-    let forgetMallory = Box(false)
+    let forgetMallory = Locked(false)
     let loop = CoordinatorLoop(server: server, receiver: receiver) { _, ep in
       if forgetMallory.value { forgetMallory.value = false; receiver.forget(node: f.mallory.card.fingerprint, endpoint: ep) }
     }
@@ -92,7 +92,7 @@ import Testing
     // Mallory starts first and stops sending after 3 chunks (as if killed); Alice queues behind it.
     _ = try send(f, stalled, transfer: 1, id: f.mallory, stopAt: 3)
     let started = Date()
-    let result = Box<Result<UploadSender.Result, TransferError>?>(nil)
+    let result = Locked<Result<UploadSender.Result, TransferError>?>(nil)
     let t = Thread { result.value = try? self.send(f, waiting, transfer: 1) }
     t.start()
     Thread.sleep(forTimeInterval: 1.5)
@@ -120,15 +120,5 @@ import Testing
     defer { client.close() }
     #expect(try send(f, client, transfer: 227).get().chunks > 1)
     #expect(loop.count == 1)
-  }
-}
-
-final class Box<T>: @unchecked Sendable {
-  private let lock = NSLock()
-  private var v: T
-  init(_ v: T) { self.v = v }
-  var value: T {
-    get { lock.lock(); defer { lock.unlock() }; return v }
-    set { lock.lock(); v = newValue; lock.unlock() }
   }
 }
