@@ -222,87 +222,6 @@ public final class CoordinatorService {
     blobs.onCorrupt = { [logSink] hash, path in logSink("  blob \(hex(hash).prefix(16))… (\(path)) no longer hashes to its name: it is no longer served") }
   }
 
-  /// Loads θ (and the optimizer state) of `latest`, checked by hash. If its weights blob is corrupt or gone, it
-  /// is rebuilt from its parent and the int8 patch the coordinator keeps (when that reaches the same hash);
-  /// otherwise the coordinator resumes from the newest older version whose blob is intact, and the next version
-  /// takes the next unused number (a number is never given to two models). A corrupt optimizer state restarts
-  /// the momentum from zero. Every such repair is logged and recorded in the event log.
-  func loadNewestIntact(_ latest: VersionRecord) throws -> VersionRecord {
-    if let problem = loadWeights(latest) {
-      if try rebuildFromPatch(latest) {
-        log("  version \(latest.number)'s weights were \(problem); rebuilt from version \(latest.parent ?? 0) and the kept patch (hash checked)")
-        try store.record(event: "repair", subject: "\(latest.number)", detail: "weights rebuilt from the parent and the kept patch after: \(problem)")
-      } else {
-        var candidate = latest
-        var found: VersionRecord? = nil
-        while let p = candidate.parent {
-          candidate = try store.version(p)
-          if candidate.freedAt == nil, loadWeights(candidate) == nil { found = candidate; break }
-        }
-        guard let older = found else {
-          throw RegistryError.io(path: store.blobPath(latest.hash), problem: "version \(latest.number)'s weights were \(problem), and no older version's are intact: restore the blob from a backup")
-        }
-        log("  version \(latest.number)'s weights were \(problem); resuming from version \(older.number), the intact version before it; the next version is \(nextNumber)")
-        try store.record(event: "repair", subject: "\(latest.number)",
-                         detail: "weights \(problem); resumed from version \(older.number); the next version is \(nextNumber)")
-        return try loadState(older)
-      }
-    }
-    return try loadState(latest)
-  }
-
-  /// Reads a version's weights into θ; nil when they are intact, else what is wrong.
-  func loadWeights(_ v: VersionRecord) -> String? {
-    var head = [UInt8](repeating: 0, count: weightsHeader.count)
-    do {
-      try head.withUnsafeMutableBytes { h in
-        try store.readBlob(v.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(v.number)")
-      }
-    } catch {
-      return FileManager.default.fileExists(atPath: store.blobPath(v.hash)) ? "corrupt" : "missing"
-    }
-    return head == weightsHeader ? nil : "of another model shape"
-  }
-
-  /// The optimizer state of `v` (checked whole; m stays in its file, FedAdam's v is loaded), or none.
-  func loadState(_ v: VersionRecord) throws -> VersionRecord {
-    stateHash = nil
-    guard let o = v.optimizer else { return v }
-    do {
-      try store.readBlob(o, skipping: params.count * 4, into: outer.kind == .fedadam ? [UnsafeMutableRawBufferPointer(start: outer.v.pointer, count: outer.v.count * 4)] : [],
-                         what: "optimizer state of version \(v.number)")
-      stateHash = o
-    } catch {
-      outer.v.zero()
-      log("  version \(v.number)'s optimizer state is corrupt or missing (\(error)); the outer momentum restarts from zero")
-      try store.record(event: "repair", subject: "\(v.number)", detail: "optimizer state unreadable; momentum restarts from zero")
-    }
-    return v
-  }
-
-  /// θ of `v` from its parent's intact blob and a kept patch whose result hashes to `v`'s hash; the blob is
-  /// then written again (the corrupt file kept aside as `<hash>.corrupt`). False when no kept patch does it.
-  func rebuildFromPatch(_ v: VersionRecord) throws -> Bool {
-    guard let p = v.parent, let parent = try? store.version(p), parent.freedAt == nil, loadWeights(parent) == nil else { return false }
-    let dir = config.dataDir + "/patches"
-    let base = FloatBuffer(count: params.count)
-    base.copy(from: params)
-    for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() where name.count == 64 {
-      guard let bytes = FileManager.default.contents(atPath: dir + "/" + name), Sodium.blake2b([UInt8](bytes)) == unhex(name) else { continue }
-      params.copy(from: base)
-      do { try bytes.withUnsafeBytes { try DeltaCodec.decode($0, into: params.pointer, count: params.count, mode: .subtract) } } catch { continue }
-      guard hex(VersionCopy.hash(header: weightsHeader, parameters: params)) == v.hash else { continue }
-      let path = store.blobPath(v.hash)
-      if FileManager.default.fileExists(atPath: path) { _ = rename(path, path + ".corrupt") }
-      try weightsHeader.withUnsafeBytes { try store.writeBlob(parts: [$0, UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)]) }
-      patch = (unhex(parent.hash) ?? zero32, unhex(name) ?? zero32, dir + "/" + name)
-      try blobs.publish(path: dir + "/" + name, hash: unhex(name) ?? zero32, size: bytes.count)
-      return true
-    }
-    params.copy(from: base)
-    return false
-  }
-
   /// The number the next version takes: one past the highest the registry has recorded.
   var nextNumber = 1
 
@@ -493,12 +412,10 @@ public final class CoordinatorService {
     }
     var onTime: [Float] = [], onTimeCosines: [Float] = []
     baseScores = [:]
-    var delivered: Set<String> = []
+    abandoned = abandoned.filter { $0.key >= UInt64(r) }
     let expectedFormat: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
     receiver.onComplete = { [self] c in
       defer { received = 0 }  // nothing is staged any more
-      // The receiver already refuses a second update of a node for a round; this keeps the sum honest if it did not.
-      guard delivered.insert("\(c.node)/\(c.round)").inserted else { throw UpdateRefusal.claims("a second update of this node for round \(c.round)") }
       let payload = UnsafeRawBufferPointer(start: stagingArea.baseAddress, count: received)
       let (format, squared) = try DeltaCodec.validate(payload, count: sum.count)
       let norm = Float(squared.squareRoot())
@@ -821,39 +738,6 @@ public final class CoordinatorService {
 
   /// Bits per byte of the current version per language on the scoring windows (taken once per round, as needed).
   var baseScores: [String: Double] = [:]
-
-  /// Scores an update before it is folded in: the evaluator's model holds θ (the current version); the update is
-  /// subtracted from it, the languages the node trained on are scored on their first `score_windows` validation
-  /// windows, and it is added back. Applied to θ, an honest update is the node's own model after its inner
-  /// steps on those languages, so it must do better on them than θ; a sign-flipped or random update does worse.
-  /// Languages without evaluation text are not scored (nor is an update that names none of them). Memory: none
-  /// beyond the evaluator's model; time: a forward pass of the windows per language.
-  func score(_ payload: UnsafeRawBufferPointer, languages: [String], node: String) throws {
-    guard let (model, ev) = evaluator else { return }
-    let langs = Set(languages).intersection(ev.corpus.languages)
-    guard !langs.isEmpty else { return }
-    let windows = config.federation.scoreWindows
-    let t0 = Date()
-    let missing = langs.subtracting(baseScores.keys)
-    if !missing.isEmpty { for (l, b) in try ev.bitsPerByte(model: model, languages: missing, windows: windows) { baseScores[l] = b } }
-    try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .subtract)
-    let after: [(String, Double)]
-    do {
-      after = try ev.bitsPerByte(model: model, languages: langs, windows: windows)
-    } catch {
-      try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .add(1))
-      throw error
-    }
-    try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .add(1))
-    let scored = after.map(\.0)
-    guard !scored.isEmpty else { return }
-    let before = scored.map { baseScores[$0] ?? .nan }.reduce(0, +) / Double(scored.count)
-    let now = after.map(\.1).reduce(0, +) / Double(after.count)
-    log(String(format: "  update of %@ scored on %@: %.4f → %.4f bits/byte (%.0f ms)", node, scored.sorted().joined(separator: ","), before, now,
-               Date().timeIntervalSince(t0) * 1000))
-    // Worse than the base on its own languages: an honest node's model never is (it trained on them from θ).
-    guard now <= before else { throw UpdateRefusal.score(before: before, after: now, languages: scored.sorted()) }
-  }
 
   /// Bytes of an int8 update: staging beyond this holds an fp32 update.
   var int8Bytes: Int { DeltaCodec.encodedSize(count: params.count, format: .int8) }

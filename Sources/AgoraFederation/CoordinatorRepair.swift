@@ -1,0 +1,90 @@
+import AgoraCrypto
+import AgoraModel
+import AgoraRegistry
+import AgoraTensor
+import AgoraWire
+import Foundation
+
+/// Resuming from a registry whose latest version is damaged (SPEC §5.2: a number is never given to two models).
+extension CoordinatorService {
+  /// Loads θ (and the optimizer state) of `latest`, checked by hash. If its weights blob is corrupt or gone, it
+  /// is rebuilt from its parent and the int8 patch the coordinator keeps (when that reaches the same hash);
+  /// otherwise the coordinator resumes from the newest older version whose blob is intact, and the next version
+  /// takes the next unused number (a number is never given to two models). A corrupt optimizer state restarts
+  /// the momentum from zero. Every such repair is logged and recorded in the event log.
+  func loadNewestIntact(_ latest: VersionRecord) throws -> VersionRecord {
+    if let problem = loadWeights(latest) {
+      if try rebuildFromPatch(latest) {
+        log("  version \(latest.number)'s weights were \(problem); rebuilt from version \(latest.parent ?? 0) and the kept patch (hash checked)")
+        try store.record(event: "repair", subject: "\(latest.number)", detail: "weights rebuilt from the parent and the kept patch after: \(problem)")
+      } else {
+        var candidate = latest
+        var found: VersionRecord? = nil
+        while let p = candidate.parent {
+          candidate = try store.version(p)
+          if candidate.freedAt == nil, loadWeights(candidate) == nil { found = candidate; break }
+        }
+        guard let older = found else {
+          throw RegistryError.io(path: store.blobPath(latest.hash), problem: "version \(latest.number)'s weights were \(problem), and no older version's are intact: restore the blob from a backup")
+        }
+        log("  version \(latest.number)'s weights were \(problem); resuming from version \(older.number), the intact version before it; the next version is \(nextNumber)")
+        try store.record(event: "repair", subject: "\(latest.number)",
+                         detail: "weights \(problem); resumed from version \(older.number); the next version is \(nextNumber)")
+        return try loadState(older)
+      }
+    }
+    return try loadState(latest)
+  }
+
+  /// Reads a version's weights into θ; nil when they are intact, else what is wrong.
+  func loadWeights(_ v: VersionRecord) -> String? {
+    var head = [UInt8](repeating: 0, count: weightsHeader.count)
+    do {
+      try head.withUnsafeMutableBytes { h in
+        try store.readBlob(v.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(v.number)")
+      }
+    } catch {
+      return FileManager.default.fileExists(atPath: store.blobPath(v.hash)) ? "corrupt" : "missing"
+    }
+    return head == weightsHeader ? nil : "of another model shape"
+  }
+
+  /// The optimizer state of `v` (checked whole; m stays in its file, FedAdam's v is loaded), or none.
+  func loadState(_ v: VersionRecord) throws -> VersionRecord {
+    stateHash = nil
+    guard let o = v.optimizer else { return v }
+    do {
+      try store.readBlob(o, skipping: params.count * 4, into: outer.kind == .fedadam ? [UnsafeMutableRawBufferPointer(start: outer.v.pointer, count: outer.v.count * 4)] : [],
+                         what: "optimizer state of version \(v.number)")
+      stateHash = o
+    } catch {
+      outer.v.zero()
+      log("  version \(v.number)'s optimizer state is corrupt or missing (\(error)); the outer momentum restarts from zero")
+      try store.record(event: "repair", subject: "\(v.number)", detail: "optimizer state unreadable; momentum restarts from zero")
+    }
+    return v
+  }
+
+  /// θ of `v` from its parent's intact blob and a kept patch whose result hashes to `v`'s hash; the blob is
+  /// then written again (the corrupt file kept aside as `<hash>.corrupt`). False when no kept patch does it.
+  func rebuildFromPatch(_ v: VersionRecord) throws -> Bool {
+    guard let p = v.parent, let parent = try? store.version(p), parent.freedAt == nil, loadWeights(parent) == nil else { return false }
+    let dir = config.dataDir + "/patches"
+    let base = FloatBuffer(count: params.count)
+    base.copy(from: params)
+    for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() where name.count == 64 {
+      guard let bytes = FileManager.default.contents(atPath: dir + "/" + name), Sodium.blake2b([UInt8](bytes)) == unhex(name) else { continue }
+      params.copy(from: base)
+      do { try bytes.withUnsafeBytes { try DeltaCodec.decode($0, into: params.pointer, count: params.count, mode: .subtract) } } catch { continue }
+      guard hex(VersionCopy.hash(header: weightsHeader, parameters: params)) == v.hash else { continue }
+      let path = store.blobPath(v.hash)
+      if FileManager.default.fileExists(atPath: path) { _ = rename(path, path + ".corrupt") }
+      try weightsHeader.withUnsafeBytes { try store.writeBlob(parts: [$0, UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)]) }
+      patch = (unhex(parent.hash) ?? zero32, unhex(name) ?? zero32, dir + "/" + name)
+      try blobs.publish(path: dir + "/" + name, hash: unhex(name) ?? zero32, size: bytes.count)
+      return true
+    }
+    params.copy(from: base)
+    return false
+  }
+}
