@@ -13,7 +13,7 @@ public enum UpdateRefusal: Error, Equatable, CustomStringConvertible {
   /// The update points against, or across, the last outer step.
   case direction(Float, bound: Float, basis: String)
   /// Applied to the current version, the update raises the loss on the languages it says it trained on.
-  case score(before: Double, after: Double, languages: [String])
+  case score(before: Double, after: Double, bound: Double, languages: [String])
 
   public var description: String {
     switch self {
@@ -23,9 +23,9 @@ public enum UpdateRefusal: Error, Equatable, CustomStringConvertible {
     case .norm(let n, let b, let basis): return String(format: "update norm %.6g exceeds the bound %.6g (%@)", n, b, basis)
     case .direction(let c, let b, let basis):
       return String(format: "the update's cosine with the last outer step is %+.4f, below %+.4f (%@)", c, b, basis)
-    case .score(let b, let a, let ls):
-      return String(format: "applied to the current version, the update takes %@ from %.4f to %.4f bits/byte: worse on the languages it was trained on",
-                    ls.joined(separator: ", "), b, a)
+    case .score(let b, let a, let bound, let ls):
+      return String(format: "applied to the current version, the update takes %@ from %.4f to %.4f bits/byte, above %.4f: worse on the languages it was trained on",
+                    ls.joined(separator: ", "), b, a, bound)
     }
   }
 }

@@ -121,6 +121,9 @@ public struct FederationConfig: Sendable {
   public var scoreUpdates: Bool
   /// Validation windows per language that score an update.
   public var scoreWindows: Int
+  /// How much worse (relative bits per byte) than the current version an update may leave its own languages and
+  /// still pass the score: a few windows are a noisy sample, and late in training an honest update can be flat.
+  public var scoreTolerance: Double
   /// An upload that streams nothing for this long is refused (it would hold the one upload slot).
   public var uploadStallSeconds: Double
 
@@ -164,6 +167,7 @@ public struct FederationConfig: Sendable {
     cosineBoundFactor = try f.double("rounds.cosine_bound_factor", default: 0, range: 0...1)
     scoreUpdates = try f.bool("rounds.score_updates", default: true)
     scoreWindows = try f.int("rounds.score_windows", default: 4, range: 1...10_000)
+    scoreTolerance = try f.double("rounds.score_tolerance", default: 0.005, range: 0...1)
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
   }
 }

@@ -36,7 +36,9 @@ extension CoordinatorService {
     let now = after.map(\.1).reduce(0, +) / Double(after.count)
     log(String(format: "  update of %@ scored on %@: %.4f → %.4f bits/byte (%.0f ms)", node, scored.sorted().joined(separator: ","), before, now,
                Date().timeIntervalSince(t0) * 1000))
-    // Worse than the base on its own languages: an honest node's model never is (it trained on them from θ).
-    guard now <= before else { throw UpdateRefusal.score(before: before, after: now, languages: scored.sorted()) }
+    // Worse than the base on its own languages, beyond the noise of a few windows: an honest node's model is not
+    // (it trained on them from θ); a sign-flipped update is, by several percent.
+    let bound = before * (1 + config.federation.scoreTolerance)
+    guard now <= bound else { throw UpdateRefusal.score(before: before, after: now, bound: bound, languages: scored.sorted()) }
   }
 }

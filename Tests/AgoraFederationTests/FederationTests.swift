@@ -161,7 +161,9 @@ struct Harness {
     p.waitUntilExit()
     return (p.terminationStatus, read(name))
   }
-  func node(_ name: String, log: String? = nil) throws -> Process { try start(["node", "--config", "\(dir)/\(name).toml"], log: log ?? "\(name).log") }
+  func node(_ name: String, log: String? = nil, env: [String: String] = [:]) throws -> Process {
+    try start(["node", "--config", "\(dir)/\(name).toml"], log: log ?? "\(name).log", env: env)
+  }
   func read(_ log: String) -> String { (try? String(contentsOfFile: dir + "/" + log, encoding: .utf8)) ?? "" }
 
   /// Waits (bounded) for a process to exit; kills it when the time is up.
