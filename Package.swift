@@ -32,28 +32,34 @@ let package = Package(
     .systemLibrary(name: "CIntrinsics", path: "Sources/CIntrinsics"),
     .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
 
-    // MARK: - Libraries
-    .target(name: "AgoraTensor", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
-    .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraWire"], swiftSettings: fastMath),
-    .target(name: "AgoraData", dependencies: ["AgoraModel", "CZlib"]),
-    .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData"]),
+    // MARK: - Libraries, layer by layer (each depends only on the layers below; README draws them)
+    // Layer 1: formats, numbers, digests, files.
     .target(name: "AgoraWire"),
-    .target(name: "AgoraFederation", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraRegistry", "AgoraDashboard",
-                                                    .product(name: "Hummingbird", package: "hummingbird"),
-                                                    .product(name: "Logging", package: "swift-log"),
-                                                    .product(name: "TOMLKit", package: "TOMLKit")]),
-    // The SHA extensions' instructions need the "sha" target feature (used only behind a CPUID check).
-    // Only the BLAKE3 kernels are built for AVX-512 (16 lanes) and AVX2 (8 lanes); AgoraDigest calls them
-    // after a CPU check.
+    .target(name: "AgoraTensor", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
+    // BLAKE3 kernels for AVX-512 (16 lanes) and AVX2 (8 lanes); AgoraDigest calls them after a CPU check.
     .target(name: "AgoraDigestAVX512", dependencies: ["CIntrinsics"],
             swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-mavx512f"])]),
     .target(name: "AgoraDigestAVX2", dependencies: ["CIntrinsics"],
             swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-mavx2"])]),
     .target(name: "AgoraDigest", dependencies: ["CIntrinsics", "AgoraDigestAVX512", "AgoraDigestAVX2"], swiftSettings: fastMath),
-    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", .product(name: "TOMLKit", package: "TOMLKit")]),
-    .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto"]),
-    .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", .product(name: "GRDB", package: "GRDB.swift")]),
-    .target(name: "AgoraDashboard", dependencies: ["AgoraRegistry", .product(name: "Hummingbird", package: "hummingbird"),
+    .target(name: "AgoraStorage"),
+    // Layer 2: keys and envelopes; the model and its tokenizer.
+    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire"]),
+    .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraWire", "AgoraStorage"], swiftSettings: fastMath),
+    // Layer 3: tokenized text, the network, the registry.
+    .target(name: "AgoraData", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "CZlib"]),
+    .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto", "AgoraStorage",
+                                                   .product(name: "TOMLKit", package: "TOMLKit")]),
+    .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraStorage", .product(name: "GRDB", package: "GRDB.swift")]),
+    // Layer 4: the trainer.
+    .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData", "AgoraTensor", "AgoraStorage"]),
+    // Layer 5: federated rounds (coordinator and node services).
+    .target(name: "AgoraFederation", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
+                                                    "AgoraRegistry", "AgoraStorage",
+                                                    .product(name: "Logging", package: "swift-log"),
+                                                    .product(name: "TOMLKit", package: "TOMLKit")]),
+    // Layer 6: the dashboard, which observes a coordinator.
+    .target(name: "AgoraDashboard", dependencies: ["AgoraFederation", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),
 
     // MARK: - The command-line tool: a thin layer over the libraries
@@ -61,18 +67,27 @@ let package = Package(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraDashboard", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraStorage", "AgoraDashboard", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 
-    // MARK: - Tests
+    // MARK: - Tests: one target per library, and what they share
+    .target(name: "AgoraTestSupport", dependencies: ["AgoraFederation", "AgoraTransport", "AgoraCrypto", "AgoraModel", "AgoraData", "AgoraWire"],
+            path: "Tests/AgoraTestSupport"),
+    .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto"]),  // the message vectors are listed in AgoraCrypto's ProtocolVectors
     .testTarget(name: "AgoraTensorTests", dependencies: ["AgoraTensor"]),
-    .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraData", "AgoraTrainer"]),
-    .testTarget(name: "AgoraSystemTests", dependencies: ["AgoraCrypto", "AgoraTransport", "AgoraTensor", "AgoraWire", "CZeroMQ"]),
-    .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto", "AgoraDigest", "CSodium"]),
-    .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraDashboard", "AgoraRegistry",
+    .testTarget(name: "AgoraDigestTests", dependencies: ["AgoraDigest", "AgoraCrypto", "AgoraWire"]),
+    .testTarget(name: "AgoraStorageTests", dependencies: ["AgoraStorage", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraCryptoTests", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CSodium"]),
+    .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraTrainerTests", dependencies: ["AgoraTrainer", "AgoraModel", "AgoraData", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraTransportTests", dependencies: ["AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CZeroMQ"]),
+    .testTarget(name: "AgoraRegistryTests", dependencies: ["AgoraRegistry", "AgoraWire", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire",
+                                                             "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraDashboard", "AgoraFederation", "AgoraRegistry", "AgoraTestSupport",
                                                          .product(name: "HummingbirdTesting", package: "hummingbird")]),
-    .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire", "AgoraData", "AgoraRegistry"]),
+    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraRegistry", "AgoraFederation", "AgoraTestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

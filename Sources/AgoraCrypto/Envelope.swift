@@ -13,9 +13,8 @@ import AgoraWire
 ///     signature = Ed25519(node key, "AGORA-UPDATE-v4" ‖ SHA-256(head) ‖ payload digest)
 ///
 /// The payload digest (`PayloadDigest`) is BLAKE3 of the whole payload, computed on both ends of every
-/// update, 16 of BLAKE3's chunks at a time with AVX-512. (Version 1 used BLAKE2b-256 for both digests;
-/// version 2 SHA-256 of the whole payload as one stream, about 1.8 GB/s here; version 3 two interleaved
-/// SHA-256 lanes per chunk, 2.7–3.0 GB/s; BLAKE3 runs at 5.2–5.5 GB/s.)
+/// update, 16 of BLAKE3's chunks at a time with AVX-512. SHA-256 hashes only the head. (Earlier envelope
+/// versions and why they changed: SPEC.md's change log; speeds: BENCHMARKS.md.)
 ///
 /// Every chunk is authenticated with the head as associated data, so changing any head field (another
 /// round, another base, another node) makes decryption fail; secretstream's counter rejects reordered,

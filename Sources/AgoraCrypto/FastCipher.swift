@@ -3,9 +3,9 @@ import CSodium
 
 /// OpenSSL's libcrypto for the three bulk primitives where its code for this hardware is faster than
 /// libsodium's (measured with `agora bench transport --crypto-only`): the ChaCha20 keystream and Poly1305
-/// (AVX-512 paths) and SHA-256 (SHA extensions). They carry the bulk of every update: libsodium's
-/// secretstream format (built here from ChaCha20 and Poly1305 exactly as libsodium builds it, see
-/// `SecretStreamPush`) and the envelope's digests. Keys, signatures, sealed boxes and CurveZMQ stay
+/// (AVX-512 paths) and SHA-256 (SHA extensions). ChaCha20 and Poly1305 carry the bulk of every update:
+/// libsodium's secretstream format, built here from them exactly as libsodium builds it (see
+/// `SecretStreamPush`); SHA-256 hashes the envelope's head (the payload digest is BLAKE3, `PayloadDigest`). Keys, signatures, sealed boxes and CurveZMQ stay
 /// with libsodium.
 enum OpenSSL {
   static let chacha20: OpaquePointer? = EVP_CIPHER_fetch(nil, "ChaCha20", nil)
@@ -77,7 +77,7 @@ final class Poly1305 {
   }
 }
 
-/// SHA-256 (FIPS 180-4), one-shot or fed in pieces: the update envelope's digest.
+/// SHA-256 (FIPS 180-4), one-shot or fed in pieces: the hash H of the update envelope's head (SPEC §6).
 public final class SHA256 {
   let ctx: OpaquePointer
 

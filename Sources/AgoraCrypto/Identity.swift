@@ -1,6 +1,5 @@
 import AgoraWire
 import Foundation
-import TOMLKit
 
 /// An institution's (or the coordinator's) keys: an Ed25519 signing key that signs updates and versions,
 /// an X25519 key for CurveZMQ sessions, and — for a coordinator — an X25519 aggregation key that updates
@@ -37,9 +36,9 @@ public struct Identity: Sendable {
     return Identity(card: card, signSecret: sign.secretKey, curveSecret: curve.secretKey, aggregationSecret: agg?.secretKey)
   }
 
-  /// Loads an identity, checking that each secret key matches the public key on the card.
-  public static func load(from dir: String) throws -> Identity {
-    let card = try EnrolmentCard.load(dir + "/" + cardFile)
+  /// Loads the secret keys of an identity in `dir` whose card (`dir/card.toml`, read by the caller) is `card`,
+  /// checking that each secret key matches the public key on the card.
+  public static func load(from dir: String, card: EnrolmentCard) throws -> Identity {
     let sign = try readSecret(dir + "/" + signFile, bytes: Sodium.signSecretKeyBytes)
     guard Array(sign.suffix(32)) == card.signPublic else { throw IdentityError.mismatch(dir + "/" + signFile, "does not belong to the card's signing key") }
     let curve = try readSecret(dir + "/" + curveFile, bytes: Sodium.boxSecretKeyBytes)
@@ -120,12 +119,11 @@ public struct EnrolmentCard: Equatable, Sendable {
     return s
   }
 
-  public static func load(_ path: String) throws -> EnrolmentCard {
-    guard let d = FileManager.default.contents(atPath: path) else { throw IdentityError.io(path, "cannot read") }
-    let table: TOMLTable
-    do { table = try TOMLTable(string: String(decoding: d, as: UTF8.self)) } catch { throw IdentityError.card(path, "not TOML: \(error)") }
+  /// A card from its fields (`field(key)` is the string under `key` in the card file, nil when absent), checked:
+  /// keys of 32 bytes, a fingerprint that matches the signing key. `path` names the file in errors.
+  public static func parse(path: String, field: (String) -> String?, has: (String) -> Bool) throws -> EnrolmentCard {
     func str(_ k: String) throws -> String {
-      guard let v = table[k]?.string else { throw IdentityError.card(path, "key '\(k)' is missing or not a string") }
+      guard let v = field(k) else { throw IdentityError.card(path, "key '\(k)' is missing or not a string") }
       return v
     }
     func key(_ k: String, _ decode: (String) -> [UInt8]?) throws -> [UInt8] {
@@ -135,9 +133,9 @@ public struct EnrolmentCard: Equatable, Sendable {
     let sign = try key("sign_public", unhex)
     let card = EnrolmentCard(name: try str("name"), institution: try str("institution"), contact: try str("contact"),
                              signPublic: sign, curvePublic: try key("curve_public", Z85.decode),
-                             aggregationPublic: table["aggregation_public"] == nil ? nil : try key("aggregation_public", unhex),
+                             aggregationPublic: has("aggregation_public") ? try key("aggregation_public", unhex) : nil,
                              created: ISO8601DateFormatter().date(from: try str("created")) ?? Date(timeIntervalSince1970: 0))
-    if let fp = table["fingerprint"]?.string, fp != card.fingerprint {
+    if let fp = field("fingerprint"), fp != card.fingerprint {
       throw IdentityError.card(path, "fingerprint \(fp) does not match the signing key (\(card.fingerprint))")
     }
     return card

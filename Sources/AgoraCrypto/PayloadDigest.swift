@@ -5,9 +5,8 @@ import AgoraDigest
 /// gives the same digest.
 ///
 /// Both ends of every update hash every payload octet, so the digest's speed is part of the transfer's:
-/// BLAKE3's tree lets `Blake3Hasher` hash 16 of its 1 KiB chunks at once with AVX-512 (5.2–5.5 GB/s on the
-/// reference Zen 4, against 2.7–3.0 GB/s for version 3's two interleaved SHA-256 lanes and 1.8 GB/s for one
-/// SHA-256 stream).
+/// BLAKE3's tree lets `Blake3Hasher` hash 16 of its 1 KiB chunks at once with AVX-512 (`agora bench transport
+/// --crypto-only` measures it; BENCHMARKS.md records it).
 public final class PayloadDigest {
   let hasher = Blake3Hasher()
 

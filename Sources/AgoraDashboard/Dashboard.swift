@@ -1,23 +1,13 @@
+import AgoraFederation
 import AgoraRegistry
 import AgoraWire
 import Foundation
 import Hummingbird
 
 /// What the coordinator knows now and the registry does not hold yet: the round in progress and who is
-/// connected. The coordinator updates it; the dashboard reads snapshots.
+/// connected. A `DashboardObserver` keeps it from the coordinator's events; the dashboard reads snapshots.
 public struct LiveStatus: Codable, Sendable, Equatable {
-  public struct Node: Codable, Sendable, Equatable {
-    public var fingerprint: String
-    public var name: String
-    public var donor: Bool
-    public var lastSeen: Double
-    public init(fingerprint: String, name: String, donor: Bool, lastSeen: Double) {
-      self.fingerprint = fingerprint
-      self.name = name
-      self.donor = donor
-      self.lastSeen = lastSeen
-    }
-  }
+  public typealias Node = ConnectedNode
   public var federation: String
   /// The round being collected, if any.
   public var round: Int?
@@ -38,14 +28,69 @@ public final class LiveState: @unchecked Sendable {
   public func update(_ change: (inout LiveStatus) -> Void) { lock.lock(); change(&status); lock.unlock() }
 }
 
+/// Keeps the dashboard's live state and Prometheus metrics from a coordinator's events (`agora coordinator`
+/// sets it as the coordinator's observer).
+public final class DashboardObserver: CoordinatorObserver, @unchecked Sendable {
+  public let live: LiveState
+  public let metrics: FederationMetrics
+
+  public init(live: LiveState, metrics: FederationMetrics = FederationMetrics()) {
+    self.live = live
+    self.metrics = metrics
+  }
+
+  public func coordinator(_ event: CoordinatorEvent) {
+    switch event {
+    case .nodes(let nodes, let version):
+      live.update { $0.nodes = nodes; $0.version = version }
+      metrics.nodesConnected.set(Double(nodes.count))
+      metrics.latestVersion.set(Double(version))
+    case .roundStarted(let round, let expected, let deadline):
+      live.update { $0.round = round; $0.expected = expected; $0.received = 0; $0.deadline = deadline.timeIntervalSince1970 }
+    case .updateAccepted(_, let bytes, let late):
+      if !late { live.update { $0.received += 1 } }
+      metrics.updatesReceived.increment()
+      metrics.bytesIn.increment(by: Int64(bytes))
+    case .updateRefused:
+      metrics.updatesRejected.increment()
+    case .roundEnded(let o):
+      live.update { $0.round = nil; $0.deadline = nil; $0.version = o.version }
+      metrics.rounds.increment()
+      metrics.latestVersion.set(Double(o.version))
+      metrics.roundDuration.record(.milliseconds(Int64(o.seconds * 1000)))
+    }
+  }
+}
+
+/// A dashboard being served (Hummingbird) on its own task; `stop` ends it.
+public final class DashboardServer: @unchecked Sendable {
+  public let observer: DashboardObserver
+  public let url: String
+  let task: Task<Void, Never>
+
+  /// Serves the dashboard of the registry `store` on `host:port`; the coordinator's signing key checks the
+  /// versions' signatures and signs the model cards' statements. Failures of the server are logged.
+  public init(store: Registry, federation: String, host: String, port: Int, token: String?, signKey: [UInt8], log: @escaping @Sendable (String) -> Void) {
+    observer = DashboardObserver(live: LiveState(federation: federation))
+    let app = Application(router: Dashboard.router(store: store, live: observer.live, token: token, metrics: observer.metrics, signKey: signKey),
+                          configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
+    task = Task.detached {
+      do { try await app.runService(gracefulShutdownSignals: []) } catch { log("  dashboard stopped: \(error)") }
+    }
+    url = "http://\(host.contains(":") ? "[\(host)]" : host):\(port)/"
+  }
+
+  public func stop() { task.cancel() }
+}
+
 /// One row of the contributors' leaderboard.
 public struct NodeRow: Codable, Sendable {
   public var fingerprint: String
   public var name: String
   public var institution: String
-  public var role: String
+  public var role: NodeRole
   public var languages: [String]
-  public var status: String
+  public var status: NodeStatus
   public var connected: Bool
   public var lastSeen: Double?
   public var roundsJoined: Int
@@ -87,9 +132,12 @@ public enum Dashboard {
     }
     router.get("/api/v1/versions/{number}/card") { _, context -> Response in
       let n = try context.parameters.require("number", as: Int.self)
-      guard let modelCard else { throw HTTPError(.notFound, message: "no model cards here") }
+      // The model card `agora export` writes (signed statement checked with `signKey`), unless the caller gives another.
+      guard let card = modelCard ?? signKey.map({ key in { n in try VersionExport.modelCard(n, from: store, signKey: key) } }) else {
+        throw HTTPError(.notFound, message: "no model cards here")
+      }
       do {
-        return Response(status: .ok, headers: [.contentType: "text/markdown; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: try modelCard(n))))
+        return Response(status: .ok, headers: [.contentType: "text/markdown; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: try card(n))))
       } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
     }
     router.get("/plots/bits-per-byte.svg") { _, _ in svg(Plots.bitsPerByte(try store.versions())) }
@@ -125,9 +173,8 @@ public enum Dashboard {
       let mine = contributions.filter { $0.node == n.fingerprint }
       let joined = Set(mine.map(\.round))
       let since = rounds.filter { $0.startedAt >= n.enrolledAt - 1 }.map(\.number)
-      let langs = (try? JSONSerialization.jsonObject(with: Data(n.languages.utf8)) as? [String]) ?? []
       let l = snap.nodes.first { $0.fingerprint == n.fingerprint }
-      return NodeRow(fingerprint: n.fingerprint, name: n.name, institution: n.institution, role: n.role, languages: langs, status: n.status,
+      return NodeRow(fingerprint: n.fingerprint, name: n.name, institution: n.institution, role: n.role, languages: n.languages, status: n.status,
                      connected: l != nil, lastSeen: l?.lastSeen, roundsJoined: joined.count, roundsMissed: since.filter { !joined.contains($0) }.count,
                      tokens: mine.reduce(0) { $0 + $1.tokens }, cpuSeconds: mine.reduce(0) { $0 + $1.seconds })
     }.sorted { $0.tokens > $1.tokens }

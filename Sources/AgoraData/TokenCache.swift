@@ -1,4 +1,5 @@
 import AgoraModel
+import AgoraStorage
 import Foundation
 
 /// A language's text tokenized once into a file of UInt16 ids, memory-mapped for sampling.

@@ -1,3 +1,4 @@
+import AgoraStorage
 import AgoraTensor
 import AgoraWire
 import Foundation
@@ -258,8 +259,7 @@ extension DeltaCodec {
       var got = 0
       let at = headerBytes + (start / block) * blockBytes
       while got < bytes {
-        let k = pread(fd, raw + got, bytes - got, off_t(at + got))
-        if k < 0 && errno == EINTR { continue }
+        let k = Posix.retrying { pread(fd, raw + got, bytes - got, off_t(at + got)) }
         guard k > 0 else { throw DeltaError.length(got: at + got, expected: encodedSize(count: count, format: .int8)) }
         got += k
       }

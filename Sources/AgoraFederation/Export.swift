@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraModel
 import AgoraRegistry
+import AgoraStorage
 import AgoraTensor
 import AgoraWire
 import Foundation

@@ -1,4 +1,5 @@
 import AgoraRegistry
+import AgoraStorage
 import AgoraTensor
 import Foundation
 
@@ -27,7 +28,7 @@ enum MomentumStream {
     var fd: Int32 = -1
     if let previous {
       fd = open(previous, O_RDONLY | O_CLOEXEC)
-      guard fd >= 0 else { throw RegistryError.io(path: previous, problem: "the optimizer state cannot be read: \(String(cString: strerror(errno)))") }
+      guard fd >= 0 else { throw StorageError.errno(previous, "the optimizer state cannot be read") }
     }
     defer {
       if fd >= 0 {
@@ -39,7 +40,7 @@ enum MomentumStream {
     while offset < count {
       let n = min(sliceFloats, count - offset)
       if fd >= 0, let previous {
-        try DurableFile.read(fd, path: previous, at: offset * 4, into: UnsafeMutableRawBufferPointer(start: slice.pointer, count: n * 4))
+        try Posix.read(fd, path: previous, at: offset * 4, into: UnsafeMutableRawBufferPointer(start: slice.pointer, count: n * 4))
       } else {
         slice.pointer.initialize(repeating: 0, count: n)
       }

@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraData
 import AgoraModel
+import AgoraStorage
 import AgoraTensor
 import AgoraTrainer
 import AgoraTransport
@@ -170,7 +171,7 @@ public final class NodeService {
   var terms: TrainingTerms
 
   var joinMessage: Message {
-    .join(name: config.name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? zero32 : copy.hash, role: config.donor ? 1 : 0, terms: terms)
+    .join(name: config.name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? Message.noHash : copy.hash, role: config.donor ? 1 : 0, terms: terms)
   }
 
   /// Sends JOIN (again every 2.5 s) until WELCOME, for at most `seconds`; nil if nothing answered. A refusal
@@ -205,7 +206,7 @@ public final class NodeService {
   /// A donor's data for this round: the assigned public shard, fetched by hash (once), tokenized in its work
   /// directory, and handed to the trainer (created with the first shard).
   func takeShard(_ hash: [UInt8]) throws -> String {
-    guard hash != zero32 else { throw TransferError.protocolViolation("a donor's ROUND names no public shard") }
+    guard hash != Message.noHash else { throw TransferError.protocolViolation("a donor's ROUND names no public shard") }
     if hash == shardHash, let t = trainer { return t.corpus.languages.joined(separator: ",") }
     var blob: [UInt8] = []
     _ = try BlobFetcher(endpoint: endpoint).fetch(hash: hash) { chunk in

@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraData
 import AgoraModel
+import AgoraStorage
 import AgoraWire
 import Foundation
 

@@ -93,7 +93,7 @@ public final class VersionCopy {
     var result = Sync()
     guard target != hash else { return result }
     let modelBytes = base.count * 4
-    if !hash.isEmpty, patchFrom == hash, patchHash != zero32 {
+    if !hash.isEmpty, patchFrom == hash, patchHash != Message.noHash {
       do {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(DeltaCodec.encodedSize(count: base.count, format: .int8))

@@ -1,3 +1,4 @@
+import AgoraStorage
 import AgoraTensor
 import Foundation
 

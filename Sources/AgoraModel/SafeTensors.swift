@@ -1,3 +1,4 @@
+import AgoraStorage
 import AgoraWire
 import Foundation
 
@@ -181,35 +182,5 @@ public struct SafeTensors {
         try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: t.pointer), count: t.byteCount, deallocator: .none))
       }
     }
-  }
-}
-
-/// Crash-safe file replacement: write to `path.tmp-PID`, fsync, rename over `path`, fsync the directory.
-public enum AtomicFile {
-  public static func write(to path: String, _ body: (FileHandle) throws -> Void) throws {
-    let tmp = path + ".tmp-\(getpid())"
-    guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
-      throw ModelError.file(path: path, problem: "cannot create temporary file \(tmp)")
-    }
-    do {
-      let h = try FileHandle(forWritingTo: URL(fileURLWithPath: tmp))
-      defer { try? h.close() }
-      try body(h)
-      try h.synchronize()
-    } catch {
-      try? FileManager.default.removeItem(atPath: tmp)
-      throw ModelError.file(path: path, problem: "write failed: \(error)")
-    }
-    guard rename(tmp, path) == 0 else {
-      try? FileManager.default.removeItem(atPath: tmp)
-      throw ModelError.file(path: path, problem: "rename failed: errno \(errno)")
-    }
-    let dir = (path as NSString).deletingLastPathComponent
-    let fd = open(dir.isEmpty ? "." : dir, O_RDONLY)
-    if fd >= 0 { fsync(fd); close(fd) }
-  }
-
-  public static func write(_ data: Data, to path: String) throws {
-    try write(to: path) { try $0.write(contentsOf: data) }
   }
 }

@@ -1,3 +1,4 @@
+import AgoraStorage
 import AgoraWire
 import Foundation
 

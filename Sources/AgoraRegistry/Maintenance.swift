@@ -67,7 +67,7 @@ extension Registry {
       }
     }
     var named = Set(all.flatMap { [$0.hash, $0.tokenizer] + ($0.optimizer.map { [$0] } ?? []) })
-    named.formUnion(try db.read { try String.fetchAll($0, sql: "SELECT DISTINCT tokenizer FROM versions") })
+    named.formUnion(try db.read { try String.fetchAll($0, VersionRecord.select(VersionRecord.Columns.tokenizer, as: String.self).distinct()) })
     for name in ((try? FileManager.default.contentsOfDirectory(atPath: blobDir)) ?? []).sorted() where !named.contains(name) {
       let size = (try? FileManager.default.attributesOfItem(atPath: blobPath(name))[.size] as? Int) ?? 0
       if name.contains(".tmp-") {
@@ -119,7 +119,7 @@ extension Registry {
     if !dryRun, !r.freed.isEmpty {
       let now = Date().timeIntervalSince1970
       try db.write { db in
-        for n in r.freed { try db.execute(sql: "UPDATE versions SET freed_at = ? WHERE number = ?", arguments: [now, n]) }
+        try VersionRecord.filter(r.freed.contains(VersionRecord.Columns.number)).updateAll(db, VersionRecord.Columns.freedAt.set(to: now))
         try Registry.insertEvent(db, "gc", "versions", "freed \(r.freed.count) versions' blobs (\(r.bytesFreed) bytes), kept \(r.kept.map(String.init).joined(separator: ","))")
       }
     }

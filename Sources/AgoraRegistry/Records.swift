@@ -3,6 +3,17 @@ import AgoraWire
 import Foundation
 import GRDB
 
+/// What a node is to the federation: an institution training on its own text, or a compute donor training on
+/// the public shards it is given.
+public enum NodeRole: String, Codable, Sendable, DatabaseValueConvertible {
+  case institution, donor
+}
+
+/// Whether an enrolled node may connect.
+public enum NodeStatus: String, Codable, Sendable, DatabaseValueConvertible {
+  case enrolled, revoked
+}
+
 /// An enrolled node.
 public struct NodeRecord: Codable, Equatable, Sendable, FetchableRecord, PersistableRecord {
   public static let databaseTableName = "nodes"
@@ -10,25 +21,23 @@ public struct NodeRecord: Codable, Equatable, Sendable, FetchableRecord, Persist
   public var name: String
   public var institution: String
   public var contact: String
-  /// "institution" or "donor".
-  public var role: String
-  /// JSON array of the languages it has trained on.
-  public var languages: String
-  /// "enrolled" or "revoked".
-  public var status: String
+  public var role: NodeRole
+  /// The languages it has trained on, sorted (a JSON array in the database).
+  public var languages: [String]
+  public var status: NodeStatus
   public var enrolledAt: Double
   public var revokedAt: Double?
   public var signKey: String
   public var curveKey: String
 
-  public init(fingerprint: String, name: String, institution: String, contact: String, role: String, languages: [String], status: String,
+  public init(fingerprint: String, name: String, institution: String, contact: String, role: NodeRole, languages: [String], status: NodeStatus,
               enrolledAt: Double, revokedAt: Double?, signKey: String, curveKey: String) {
     self.fingerprint = fingerprint
     self.name = name
     self.institution = institution
     self.contact = contact
     self.role = role
-    self.languages = jsonArray(languages)
+    self.languages = languages.sorted()
     self.status = status
     self.enrolledAt = enrolledAt
     self.revokedAt = revokedAt
@@ -46,6 +55,10 @@ public struct NodeRecord: Codable, Equatable, Sendable, FetchableRecord, Persist
   enum CodingKeys: String, CodingKey {
     case fingerprint, name, institution, contact, role, languages, status
     case enrolledAt = "enrolled_at", revokedAt = "revoked_at", signKey = "sign_key", curveKey = "curve_key"
+  }
+  public enum Columns {
+    public static let fingerprint = Column(CodingKeys.fingerprint)
+    public static let name = Column(CodingKeys.name)
   }
 }
 
@@ -79,6 +92,9 @@ public struct RoundRecord: Codable, Equatable, Sendable, FetchableRecord, Persis
     case number, selected, accepted, rejected, late, outcome, version
     case startedAt = "started_at", endedAt = "ended_at"
   }
+  public enum Columns {
+    public static let number = Column(CodingKeys.number)
+  }
 }
 
 /// One node's accepted update in one round.
@@ -87,10 +103,10 @@ public struct ContributionRecord: Codable, Equatable, Sendable, FetchableRecord,
   public var round: Int
   public var node: String
   public var name: String
-  public var role: String
+  public var role: NodeRole
   public var tokens: Int
-  /// JSON object language → tokens (the languages the node trained on, tokens split evenly when it did not say).
-  public var languages: String
+  /// Tokens per language the node trained on ("unknown" when it did not say; a JSON object in the database).
+  public var languages: [String: Int]
   public var steps: Int
   /// CPU-seconds the node reported for the round (training and encoding, all its threads).
   public var seconds: Double
@@ -107,8 +123,12 @@ public struct ContributionRecord: Codable, Equatable, Sendable, FetchableRecord,
     case round, node, name, role, tokens, languages, steps, bytes, loss, weight, late, norm, cosine
     case seconds = "cpu_seconds"
   }
+  public enum Columns {
+    public static let round = Column(CodingKeys.round)
+    public static let node = Column(CodingKeys.node)
+  }
 
-  public init(round: Int, node: String, name: String, role: String, tokens: Int, languages: [String: Int], steps: Int, seconds: Double,
+  public init(round: Int, node: String, name: String, role: NodeRole, tokens: Int, languages: [String: Int], steps: Int, seconds: Double,
               bytes: Int, loss: Double, weight: Double, late: Bool, norm: Double? = nil, cosine: Double? = nil) {
     self.norm = norm
     self.cosine = cosine
@@ -117,7 +137,7 @@ public struct ContributionRecord: Codable, Equatable, Sendable, FetchableRecord,
     self.name = name
     self.role = role
     self.tokens = tokens
-    self.languages = jsonObject(languages)
+    self.languages = languages
     self.steps = steps
     self.seconds = seconds
     self.bytes = bytes
@@ -126,7 +146,7 @@ public struct ContributionRecord: Codable, Equatable, Sendable, FetchableRecord,
     self.late = late
   }
 
-  public var tokensPerLanguage: [String: Int] { parseObject(languages) }
+  public var tokensPerLanguage: [String: Int] { languages }
 }
 
 /// A version of the shared model.
@@ -144,8 +164,8 @@ public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, Pers
   public var createdAt: Double
   /// Ed25519 by the coordinator over `VersionStatement`, hex.
   public var signature: String
-  /// JSON object language → bits per byte on the federation's validation text.
-  public var bitsPerByte: String
+  /// Bits per byte per language on the federation's validation text (a JSON object in the database).
+  public var bitsPerByte: LanguageScores
   public var meanBitsPerByte: Double?
   public var tokens: Int
   public var contributors: Int
@@ -168,7 +188,7 @@ public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, Pers
     self.round = round
     self.createdAt = createdAt
     self.signature = signature
-    self.bitsPerByte = jsonObject(Dictionary(uniqueKeysWithValues: bitsPerByte))
+    self.bitsPerByte = LanguageScores(Dictionary(bitsPerByte, uniquingKeysWith: { a, _ in a }))
     self.meanBitsPerByte = bitsPerByte.isEmpty ? nil : bitsPerByte.map(\.1).reduce(0, +) / Double(bitsPerByte.count)
     self.tokens = tokens
     self.contributors = contributors
@@ -176,15 +196,31 @@ public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, Pers
     self.config = config
   }
 
-  public var bitsPerByteByLanguage: [String: Double] {
-    guard let o = try? JSONSerialization.jsonObject(with: Data(bitsPerByte.utf8)) as? [String: Any] else { return [:] }
-    return o.compactMapValues { ($0 as? NSNumber)?.doubleValue }
-  }
+  public var bitsPerByteByLanguage: [String: Double] { bitsPerByte.values }
 
   enum CodingKeys: String, CodingKey {
     case number, parent, hash, optimizer, round, signature, tokens, contributors, preset, config, tokenizer
     case optimizerKind = "optimizer_kind", createdAt = "created_at", bitsPerByte = "bits_per_byte", meanBitsPerByte = "mean_bits_per_byte"
     case freedAt = "freed_at"
+  }
+  public enum Columns {
+    public static let number = Column(CodingKeys.number)
+    public static let freedAt = Column(CodingKeys.freedAt)
+    public static let tokenizer = Column(CodingKeys.tokenizer)
+  }
+}
+
+/// A score per language (bits per byte): a JSON object of the finite ones. Reading, a language whose value is
+/// null (registries written before typed records stored a non-finite score so) is left out.
+public struct LanguageScores: Codable, Equatable, Sendable {
+  public var values: [String: Double]
+  public init(_ values: [String: Double]) { self.values = values.filter { $0.value.isFinite } }
+  public init(from decoder: Decoder) throws {
+    values = try decoder.singleValueContainer().decode([String: Double?].self).compactMapValues { $0 }.filter { $0.value.isFinite }
+  }
+  public func encode(to encoder: Encoder) throws {
+    var c = encoder.singleValueContainer()
+    try c.encode(values)
   }
 }
 
@@ -196,14 +232,7 @@ public struct EventRecord: Codable, Equatable, Sendable, FetchableRecord, Persis
   public var kind: String
   public var subject: String
   public var detail: String
-}
-
-func jsonArray(_ a: [String]) -> String { "[" + a.sorted().map(jsonString).joined(separator: ",") + "]" }
-func jsonObject(_ o: [String: Int]) -> String { "{" + o.keys.sorted().map { "\(jsonString($0)):\(o[$0]!)" }.joined(separator: ",") + "}" }
-func jsonObject(_ o: [String: Double]) -> String {
-  "{" + o.keys.sorted().map { "\(jsonString($0)):\(o[$0]!.isFinite ? String(format: "%.5f", o[$0]!) : "null")" }.joined(separator: ",") + "}"
-}
-func parseObject(_ s: String) -> [String: Int] {
-  guard let o = try? JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any] else { return [:] }
-  return o.compactMapValues { ($0 as? NSNumber)?.intValue }
+  public enum Columns {
+    public static let id = Column("id")
+  }
 }

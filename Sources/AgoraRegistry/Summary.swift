@@ -9,7 +9,7 @@ public struct TrainingDataSummary: Codable, Sendable {
   public struct Contributor: Codable, Sendable {
     public var name: String
     public var fingerprint: String
-    public var role: String
+    public var role: NodeRole
     public var rounds: Int
     public var tokens: Int
     public var steps: Int
@@ -77,7 +77,7 @@ public struct TrainingDataSummary: Codable, Sendable {
     var s = "| contributor | role | rounds | tokens | languages (tokens) | steps | CPU-seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"
     for c in contributors {
       let langs = c.tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-      s += "| \(Self.cell(c.name)) (`\(c.fingerprint.prefix(12))`) | \(Self.cell(c.role)) | \(c.rounds) | \(c.tokens) | \(Self.cell(langs)) | \(c.steps) | \(String(format: "%.0f", c.seconds)) |\n"
+      s += "| \(Self.cell(c.name)) (`\(c.fingerprint.prefix(12))`) | \(c.role.rawValue) | \(c.rounds) | \(c.tokens) | \(Self.cell(langs)) | \(c.steps) | \(String(format: "%.0f", c.seconds)) |\n"
     }
     s += "\nTokens per language: " + Self.cell(tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) + ".\n"
     s += "Rounds: \(rounds.map(String.init).joined(separator: ", ")); \(tokens) tokens in \(steps) optimizer steps, \(String(format: "%.0f", nodeSeconds)) CPU-seconds.\n"

@@ -18,6 +18,8 @@ public enum BLAS {
 
   /// Sets how many threads OpenBLAS itself uses (only for measuring its own peak).
   public static func setOpenBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+  /// How many threads OpenBLAS itself uses now.
+  public static var openBLASThreads: Int { Int(openblas_get_num_threads()) }
 
   /// `C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C`, row-major, parallel over rows of `C`.
   @inline(__always)

@@ -1,5 +1,6 @@
 import AgoraData
 import AgoraModel
+import AgoraStorage
 import AgoraTensor
 import Foundation
 

@@ -1,4 +1,5 @@
 import AgoraCrypto
+import AgoraStorage
 import AgoraWire
 import Foundation
 
@@ -78,8 +79,7 @@ public final class BlobServer: @unchecked Sendable {
     defer { buf.deallocate() }
     var off: off_t = 0
     while true {
-      let k = pread(fd, buf.baseAddress!, buf.count, off)
-      if k < 0 && errno == EINTR { continue }
+      let k = Posix.retrying { pread(fd, buf.baseAddress!, buf.count, off) }
       if k < 0 { return nil }
       if k == 0 { break }
       hasher.update(UnsafeRawBufferPointer(rebasing: buf[0..<k]))
@@ -206,8 +206,7 @@ public final class BlobServer: @unchecked Sendable {
         let buf = endpoint.buffers.take(length)
         var got = 0
         while got < length {
-          let k = pread(fd, buf.mutableBytes.baseAddress! + got, length - got, off_t(i * chunkSize + got))
-          if k < 0 && errno == EINTR { continue }
+          let k = Posix.retrying { pread(fd, buf.mutableBytes.baseAddress! + got, length - got, off_t(i * chunkSize + got)) }
           if k <= 0 { break }
           got += k
         }

@@ -1,13 +1,12 @@
-import CZeroMQ
 import AgoraCrypto
 import AgoraWire
+import CZeroMQ
 import Foundation
+import TOMLKit
 
 /// The set of enrolled identities the coordinator admits, keyed by CURVE public key, with revocation.
-/// Thread-safe: the ZAP handler reads it on its own thread while the coordinator changes it.
-///
-/// It reads a directory of enrolment cards for now; the registry of the versioning issue will feed it
-/// through the same `enrol`/`revoke` calls.
+/// Thread-safe: the ZAP handler reads it on its own thread while the coordinator changes it. The coordinator
+/// loads it from its directory of enrolment cards and mirrors it into the registry's `nodes` table.
 public final class EnrolmentRegistry: @unchecked Sendable {
   private let lock = NSLock()
   private var byCurve: [[UInt8]: EnrolmentCard] = [:]
@@ -163,5 +162,22 @@ public final class Locked<Value>: @unchecked Sendable {
   public var value: Value {
     get { lock.lock(); defer { lock.unlock() }; return v }
     set { lock.lock(); v = newValue; lock.unlock() }
+  }
+}
+
+/// Card and identity files: an enrolment card is a TOML file (`EnrolmentCard.toml()` writes it).
+extension EnrolmentCard {
+  public static func load(_ path: String) throws -> EnrolmentCard {
+    guard let d = FileManager.default.contents(atPath: path) else { throw IdentityError.io(path, "cannot read") }
+    let table: TOMLTable
+    do { table = try TOMLTable(string: String(decoding: d, as: UTF8.self)) } catch { throw IdentityError.card(path, "not TOML: \(error)") }
+    return try parse(path: path, field: { table[$0]?.string }, has: { table[$0] != nil })
+  }
+}
+
+extension Identity {
+  /// Loads the identity in `dir`: its card, and its secret keys checked against the card.
+  public static func load(from dir: String) throws -> Identity {
+    try load(from: dir, card: try EnrolmentCard.load(dir + "/" + cardFile))
   }
 }

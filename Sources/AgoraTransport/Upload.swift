@@ -218,12 +218,9 @@ public final class UploadReceiver {
   /// into its own scratch buffer before accepting it, so this bounds its memory to (1 + maxActive) models.
   public var maxActive = 1
   var waiting: [String] = []
-  /// Called when an upload starts streaming (node fingerprint, transfer).
-  public var onStart: (String, UInt64) -> Void = { _, _ in }
-  /// Called when an upload is abandoned (rejected or failed) after it started streaming.
-  public var onAbort: (String, UInt64) -> Void = { _, _ in }
-  /// Called for every rejected upload, streaming or not: (node, round the upload was for, reason).
-  public var onReject: (String, UInt64, String) -> Void = { _, _, _ in }
+  /// Who takes the uploads' plaintext and verdicts (the coordinator's round collector); none: chunks are
+  /// decrypted, verified and dropped.
+  public weak var consumer: (any UploadConsumer)?
 
   public var context: Context
   let registry: EnrolmentRegistry
@@ -231,20 +228,10 @@ public final class UploadReceiver {
   var finished: [String: (chunks: Int, round: UInt64)] = [:]  // transfer key → chunk count, round
   /// Per round, the nodes whose update for it was accepted or refused: one update per (node, round).
   var spoken: [UInt64: Set<String>] = [:]
-  /// Receives each decrypted chunk in order: (node fingerprint, chunk index, plaintext); throwing rejects
-  /// the update. Unless `destination` gave its place, the plaintext lives in a buffer the receiver reuses
-  /// for the next chunk: copy what you keep.
-  public var onChunk: (String, Int, UnsafeRawBufferPointer) throws -> Void = { _, _, _ in }
-  /// Where a chunk's plaintext goes: (node fingerprint, chunk index, plaintext bytes) → a buffer of exactly
-  /// that many bytes, or nil for the receiver's own scratch. A consumer that keeps the plaintext (the
-  /// coordinator stages an update) has it decrypted in place instead of copying it out in `onChunk`.
-  public var destination: (String, Int, Int) -> UnsafeMutableRawBufferPointer? = { _, _, _ in nil }
   /// Where chunks are decrypted otherwise: one chunk, reused (grown to the largest chunk size seen).
   var scratch = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
   deinit { scratch.deallocate() }
-  /// Called with a verified update; throwing rejects it (e.g. a non-finite or outsized Δ).
-  public var onComplete: (Completed) throws -> Void = { _ in }
   public var log: (String) -> Void = { _ in }
 
   public init(context: Context, registry: EnrolmentRegistry) {
@@ -261,11 +248,11 @@ public final class UploadReceiver {
     func reject(_ t: UInt64, _ code: ErrorCode, _ text: String, round: UInt64? = nil) {
       log("upload \(t) from \(node.prefix(12)) rejected: \(Printable.line(text))")
       let forRound = round ?? incoming["\(node)/\(t)"]?.round ?? context.round
-      if let inc = incoming.removeValue(forKey: "\(node)/\(t)"), inc.active { onAbort(node, t); promote(endpoint) }
+      if let inc = incoming.removeValue(forKey: "\(node)/\(t)"), inc.active { consumer?.uploadAborted(node: node, transfer: t); promote(endpoint) }
       waiting.removeAll { $0 == "\(node)/\(t)" }
       // A refused update is the node's one update of the round: it may not try again (SPEC §4.1).
       if code == .rejectedUpdate { spoken[forRound, default: []].insert(node) }
-      if code != .duplicate { onReject(node, forRound, text) }
+      if code != .duplicate { consumer?.uploadRefused(node: node, round: forRound, reason: text) }
       endpoint.send(.error(code: code.rawValue, message: text, subject: .transfer(t)), to: inbound.peer)
     }
     switch m {
@@ -325,7 +312,7 @@ public final class UploadReceiver {
       do {
         let n = inc.opener.nextChunkBytes
         let plain: UnsafeMutableRawBufferPointer
-        if let d = destination(node, inc.next, n), d.count == n {
+        if let d = consumer?.destination(node: node, chunk: inc.next, bytes: n), d.count == n {
           plain = d
         } else {
           if scratch.count < n {
@@ -335,7 +322,7 @@ public final class UploadReceiver {
           plain = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
         }
         try payload.withUnsafeBytes { try inc.opener.open($0, into: plain) }
-        try onChunk(node, inc.next, UnsafeRawBufferPointer(plain))
+        try consumer?.chunk(node: node, index: inc.next, plaintext: UnsafeRawBufferPointer(plain))
         inc.next += 1
         inc.progressed = Date()
         endpoint.send(.ack(transfer: t, next: UInt32(inc.next), credit: context.credit), to: inbound.peer)
@@ -352,7 +339,7 @@ public final class UploadReceiver {
       guard inc.active else { return true }
       do {
         try inc.opener.finish(final)
-        try onComplete(Completed(node: node, transfer: t, round: inc.round, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps,
+        try consumer?.completed(Completed(node: node, transfer: t, round: inc.round, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps,
                                  loss: Float(bitPattern: loss), cpuSeconds: Double(cpu) / 1000, languages: languages))
         incoming[key] = nil
         finished[key] = (inc.total, inc.round)
@@ -375,7 +362,7 @@ public final class UploadReceiver {
       guard let inc = incoming[key] else { continue }
       inc.active = true
       inc.progressed = Date()
-      onStart(inc.node, inc.transfer)
+      consumer?.uploadStarted(node: inc.node, transfer: inc.transfer)
       endpoint.send(.ack(transfer: inc.transfer, next: UInt32(inc.next), credit: context.credit), to: inc.peer)
     }
   }
@@ -387,7 +374,7 @@ public final class UploadReceiver {
     let gone = incoming.filter { $0.value.node == node }
     for (key, inc) in gone {
       incoming[key] = nil
-      if inc.active { onAbort(node, inc.transfer) }
+      if inc.active { consumer?.uploadAborted(node: node, transfer: inc.transfer) }
     }
     waiting.removeAll { incoming[$0] == nil }
     if !gone.isEmpty {
@@ -405,11 +392,11 @@ public final class UploadReceiver {
     let stalled = incoming.filter { $0.value.active && now.timeIntervalSince($0.value.progressed) > seconds }
     for (key, inc) in stalled {
       incoming[key] = nil
-      onAbort(inc.node, inc.transfer)
+      consumer?.uploadAborted(node: inc.node, transfer: inc.transfer)
       spoken[inc.round, default: []].insert(inc.node)
       let text = String(format: "upload stalled: nothing for %.0f s (at chunk %d of %d)", seconds, inc.next, inc.total)
       log("upload \(inc.transfer) from \(inc.node.prefix(12)) refused: \(text)")
-      onReject(inc.node, inc.round, text)
+      consumer?.uploadRefused(node: inc.node, round: inc.round, reason: text)
       endpoint.send(.error(code: ErrorCode.rejectedUpdate.rawValue, message: text, subject: .transfer(inc.transfer)), to: inc.peer)
     }
     if !stalled.isEmpty { promote(endpoint) }
@@ -420,7 +407,7 @@ public final class UploadReceiver {
   /// (a closed round whose late updates are still taken), which go on where they are.
   public func reset(endpoint: Endpoint, keepRound: UInt64? = nil) {
     let dropped = incoming.filter { $0.value.round != keepRound }
-    for inc in dropped.values where inc.active { onAbort(inc.node, inc.transfer) }
+    for inc in dropped.values where inc.active { consumer?.uploadAborted(node: inc.node, transfer: inc.transfer) }
     for inc in dropped.values {
       endpoint.send(.error(code: ErrorCode.wrongRound.rawValue, message: "round \(inc.round) ended", subject: .transfer(inc.transfer)), to: inc.peer)
     }
@@ -429,4 +416,33 @@ public final class UploadReceiver {
     finished = finished.filter { $0.value.round == keepRound }
     spoken = spoken.filter { $0.key == keepRound }
   }
+}
+
+/// What an `UploadReceiver` hands on, in order, on the thread that calls `handle`. Every requirement has a
+/// default that does nothing (or, for `destination`, lets the receiver decrypt into its own scratch).
+public protocol UploadConsumer: AnyObject {
+  /// An upload starts streaming (it had waited for the upload slot).
+  func uploadStarted(node: String, transfer: UInt64)
+  /// An upload that had started streaming is abandoned (refused, failed, or its node gone).
+  func uploadAborted(node: String, transfer: UInt64)
+  /// An upload is refused, streaming or not: the round it was for and why.
+  func uploadRefused(node: String, round: UInt64, reason: String)
+  /// Where chunk `chunk`'s plaintext of `bytes` octets goes: a buffer of exactly that many bytes, or nil for the
+  /// receiver's scratch. A consumer that keeps the plaintext (the coordinator stages an update) has it decrypted
+  /// in place instead of copying it in `chunk`.
+  func destination(node: String, chunk: Int, bytes: Int) -> UnsafeMutableRawBufferPointer?
+  /// Each decrypted chunk, in order; throwing refuses the update. Unless `destination` placed it, the
+  /// plaintext is in a buffer the receiver reuses for the next chunk: copy what you keep.
+  func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws
+  /// A verified update (every chunk authenticated, the signature checked); throwing refuses it.
+  func completed(_ upload: UploadReceiver.Completed) throws
+}
+
+extension UploadConsumer {
+  public func uploadStarted(node: String, transfer: UInt64) {}
+  public func uploadAborted(node: String, transfer: UInt64) {}
+  public func uploadRefused(node: String, round: UInt64, reason: String) {}
+  public func destination(node: String, chunk: Int, bytes: Int) -> UnsafeMutableRawBufferPointer? { nil }
+  public func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws {}
+  public func completed(_ upload: UploadReceiver.Completed) throws {}
 }

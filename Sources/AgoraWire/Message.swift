@@ -361,3 +361,8 @@ public struct LanguageTokens: Equatable, Hashable, Sendable {
     return top.map { LanguageTokens(language: $0.key, tokens: $0.value) }.sorted { Array($0.language.utf8).lexicographicallyPrecedes(Array($1.language.utf8)) }
   }
 }
+
+extension Message {
+  /// The 32 zero octets that stand for "no hash" in a hash field (no parent, no patch, no public shard).
+  public static let noHash = [UInt8](repeating: 0, count: 32)
+}

@@ -6,8 +6,13 @@ struct Agora: AsyncParsableCommand {
     commandName: "agora",
     abstract: "Federated training of open multilingual language models.",
     version: "0.1.0",
-    subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, Bench.self, ModelCommand.self, ProtocolCommand.self, Keygen.self, TransportCommand.self, CoordinatorCommand.self, NodeCommand.self, Demo.self,
-                  VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, GCCommand.self, StatusCommand.self])
+    subcommands: [TransportCommand.self],  // helper processes of the benchmarks and tests; not listed in help
+    groupedSubcommands: [
+      CommandGroup(name: "Running a federation", subcommands: [Demo.self, CoordinatorCommand.self, NodeCommand.self, Keygen.self, StatusCommand.self]),
+      CommandGroup(name: "The registry of versions", subcommands: [VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, GCCommand.self]),
+      CommandGroup(name: "Data, tokenizer and model", subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, ModelCommand.self]),
+      CommandGroup(name: "Development", subcommands: [Bench.self, ProtocolCommand.self]),
+    ])
 }
 
 /// Where set-up puts the embedded demo corpus, relative to the working directory.

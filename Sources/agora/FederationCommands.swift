@@ -1,3 +1,4 @@
+import AgoraDashboard
 import AgoraFederation
 import AgoraTensor
 import ArgumentParser
@@ -30,11 +31,19 @@ struct CoordinatorCommand: ParsableCommand {
     let service = try CoordinatorService(config: cfg)
     // The round table goes to stdout; what happens inside a round to stderr (the demo keeps it in a log).
     service.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
-    if let url = service.startDashboard() { service.log("dashboard on \(url)") }
+    // The dashboard watches the coordinator through its observer.
+    var dashboard: DashboardServer? = nil
+    if let (host, port) = cfg.dashboard {
+      nonisolated(unsafe) let log = service.log
+      let d = DashboardServer(store: service.store, federation: cfg.federation.id, host: host, port: port, token: cfg.dashboardToken,
+                              signKey: service.signPublic, log: { log($0) })
+      service.observer = d.observer
+      service.log("dashboard on \(d.url)")
+      dashboard = d
+    }
     let signals = onTerminationSignal { service.requestStop() }
-    defer { _ = signals; service.shutdown() }
+    defer { _ = signals; service.shutdown(); dashboard?.stop() }
     print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")
-    var first: [(String, Double)] = []
     service.onRound = { r in
       let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
       print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.2f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
@@ -42,10 +51,10 @@ struct CoordinatorCommand: ParsableCommand {
                    (r.applied ? "" : "  (\(r.note))") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
       fflush(stdout)
     }
-    let reports = try service.run()
-    first = reports.first?.bitsPerByte ?? []
-    if let last = reports.last, !first.isEmpty {
-      print("bits per byte per language, version 0 → version \(last.version):")
+    let outcomes = try service.run()
+    let first = service.initialBitsPerByte
+    if let last = outcomes.last, !first.isEmpty {
+      print("bits per byte per language, version \(service.initialVersion) → version \(last.version):")
       let after = Dictionary(uniqueKeysWithValues: last.bitsPerByte)
       for (lang, b) in first { print(String(format: "  %@  %.3f → %.3f", lang, b, after[lang] ?? .nan)) }
     }

@@ -2,6 +2,7 @@ import AgoraCrypto
 import AgoraDigest
 import AgoraFederation
 import AgoraModel
+import AgoraStorage
 import AgoraWire
 import ArgumentParser
 import Foundation

@@ -45,7 +45,7 @@ struct StatusCommand: ParsableCommand {
     }
     print("\nnode                                 | role        | status    | rounds | missed | tokens     | CPU-s")
     for n in nodes {
-      print(pad2(n.name, 36) + " | " + pad2(n.role, 11) + " | " + pad2(n.connected ? "connected" : n.status, 9)
+      print(pad2(n.name, 36) + " | " + pad2(n.role.rawValue, 11) + " | " + pad2(n.connected ? "connected" : n.status.rawValue, 9)
             + String(format: " | %6d | %6d | %10d | %5.0f", n.roundsJoined, n.roundsMissed, n.tokens, n.cpuSeconds))
     }
     print("\nversion | round | mean bits/byte | hash")

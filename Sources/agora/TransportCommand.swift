@@ -1,8 +1,8 @@
 import AgoraCrypto
 import AgoraFederation
+import AgoraModel
 import AgoraTransport
 import AgoraWire
-import AgoraModel
 import ArgumentParser
 import Foundation
 
@@ -10,7 +10,7 @@ import Foundation
 /// processes) and by the two-process tests.
 struct TransportCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "transport", abstract: "Run one side of a transfer (used by benchmarks and tests).",
+    commandName: "transport", abstract: "Run one side of a transfer (used by benchmarks and tests).", shouldDisplay: false,
     subcommands: [Receive.self, Sink.self, InstantNodeCommand.self])
 
   struct Receive: ParsableCommand {
@@ -46,29 +46,34 @@ struct TransportCommand: ParsableCommand {
                                                    aggregationSecret: aggS, credit: credit), registry: registry)
       // The plaintext is only counted (as the plain-libzmq sink only counts its messages): the envelope's
       // signature, checked before onComplete, proves every byte is the one the node signed.
-      var received = 0
-      var done = 0
-      var t0: Date? = nil
-      receiver.onChunk = { _, i, plain in received = (i == 0 ? 0 : received) + plain.count }
-      receiver.onComplete = { c in
-        done += 1
-        let secs = Date().timeIntervalSince(t0 ?? Date())
-        print("{\"node\":\"\(c.node)\",\"bytes\":\(c.bytes),\"received\":\(received),\"seconds\":\(secs)}")
-      }
+      let counter = Counter()
+      receiver.consumer = counter
       print("READY \(server.boundEndpoint)")
       fflush(stdout)
       let cpuAtReady = cpuSeconds(RUSAGE_SELF.rawValue)
       let deadline = Date(timeIntervalSinceNow: 600)
-      while done < updates, Date() < deadline {
+      while counter.done < updates, Date() < deadline {
         guard let m = server.receive(timeout: 0.5) else { continue }
-        if t0 == nil { t0 = Date() }
+        if counter.t0 == nil { counter.t0 = Date() }
         receiver.handle(m, endpoint: server)
       }
       usleep(200_000)  // the final acknowledgement leaves before the socket closes
       server.close()
       zap.stop()
-      if done < updates { throw CLIError("timed out with \(done) of \(updates) updates") }
+      if counter.done < updates { throw CLIError("timed out with \(counter.done) of \(updates) updates") }
       print("CPU \(cpuSeconds(RUSAGE_SELF.rawValue) - cpuAtReady)")  // for agora bench transport
+    }
+  }
+
+  /// Counts each update's plaintext and prints one JSON line per verified update.
+  final class Counter: UploadConsumer {
+    var received = 0, done = 0
+    var t0: Date? = nil
+    func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws { received = (index == 0 ? 0 : received) + plaintext.count }
+    func completed(_ c: UploadReceiver.Completed) throws {
+      done += 1
+      let secs = Date().timeIntervalSince(t0 ?? Date())
+      print("{\"node\":\"\(c.node)\",\"bytes\":\(c.bytes),\"received\":\(received),\"seconds\":\(secs)}")
     }
   }
 

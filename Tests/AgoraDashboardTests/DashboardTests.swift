@@ -1,9 +1,10 @@
+@testable import AgoraDashboard
 import AgoraRegistry
+import AgoraTestSupport
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Testing
-@testable import AgoraDashboard
 
 /// Every route of the dashboard through Hummingbird's router test client (no port opened), on a real
 /// registry in a temporary directory.
@@ -11,17 +12,17 @@ import Testing
   func registry() throws -> (Registry, LiveState, String) {
     let dir = NSTemporaryDirectory() + "agora-dashboard-\(UUID().uuidString)"
     let store = try Registry(dataDir: dir, federation: "test-fed", create: true)
-    try store.upsert(node: NodeRecord(fingerprint: "aa11", name: "Alpha University", institution: "Alpha", contact: "", role: "institution", languages: [],
-                                      status: "enrolled", enrolledAt: 0, revokedAt: nil, signKey: "00", curveKey: "00"))
-    try store.upsert(node: NodeRecord(fingerprint: "bb22", name: "Volunteer <b>", institution: "Beta", contact: "", role: "donor", languages: [],
-                                      status: "enrolled", enrolledAt: 0, revokedAt: nil, signKey: "00", curveKey: "00"))
+    try store.upsert(node: NodeRecord(fingerprint: "aa11", name: "Alpha University", institution: "Alpha", contact: "", role: .institution, languages: [],
+                                      status: .enrolled, enrolledAt: 0, revokedAt: nil, signKey: "00", curveKey: "00"))
+    try store.upsert(node: NodeRecord(fingerprint: "bb22", name: "Volunteer <b>", institution: "Beta", contact: "", role: .donor, languages: [],
+                                      status: .enrolled, enrolledAt: 0, revokedAt: nil, signKey: "00", curveKey: "00"))
     try store.commitGenesis(VersionRecord(number: 0, parent: nil, hash: String(repeating: "0", count: 64), optimizer: nil, optimizerKind: "diloco", round: 0,
                                           createdAt: 1, signature: "", bitsPerByte: [("de", 5.0), ("fr", 5.2)], tokens: 0, contributors: 0,
                                           preset: "tiny", config: "{}", tokenizer: "t"))
     for r in 1...3 {
-      let cs = [ContributionRecord(round: r, node: "aa11", name: "Alpha University", role: "institution", tokens: 1000, languages: ["de": 1000], steps: 10,
+      let cs = [ContributionRecord(round: r, node: "aa11", name: "Alpha University", role: .institution, tokens: 1000, languages: ["de": 1000], steps: 10,
                                    seconds: 2, bytes: 100, loss: 5 - Double(r) * 0.1, weight: 1000, late: false),
-                ContributionRecord(round: r, node: "bb22", name: "Volunteer <b>", role: "donor", tokens: 500, languages: ["fr": 500], steps: 10,
+                ContributionRecord(round: r, node: "bb22", name: "Volunteer <b>", role: .donor, tokens: 500, languages: ["fr": 500], steps: 10,
                                    seconds: 1, bytes: 100, loss: 5.1 - Double(r) * 0.1, weight: 500, late: false)]
       let round = RoundRecord(number: r, startedAt: Double(r), endedAt: Double(r) + 0.5, selected: 2, accepted: 2, rejected: 0, late: 0,
                               outcome: "version \(r)", version: r)
@@ -62,7 +63,7 @@ import Testing
         let nodes = try JSONDecoder().decode([NodeRow].self, from: Data(buffer: r.body))
         #expect(nodes.map(\.name) == ["Alpha University", "Volunteer <b>"], "leaderboard by tokens")
         #expect(nodes[0].tokens == 3000 && nodes[0].roundsJoined == 3 && nodes[0].connected && nodes[0].languages == ["de"])
-        #expect(nodes[1].role == "donor" && !nodes[1].connected && nodes[1].cpuSeconds == 3)
+        #expect(nodes[1].role == .donor && !nodes[1].connected && nodes[1].cpuSeconds == 3)
       }
       try await client.execute(uri: "/api/v1/rounds", method: .get) { r in
         let rounds = try JSONDecoder().decode([RoundRecord].self, from: Data(buffer: r.body))

@@ -1,7 +1,8 @@
+@testable import AgoraFederation
 import AgoraTensor
+import AgoraTestSupport
 import Foundation
 import Testing
-@testable import AgoraFederation
 
 /// The acceptance rule on its own: bounds hold from the first update, no update of a round moves them, and the
 /// median resists a minority.

@@ -1,9 +1,10 @@
 import AgoraCrypto
+@testable import AgoraFederation
+import AgoraTensor
+import AgoraTestSupport
 import AgoraWire
 import Foundation
-import AgoraTensor
 import Testing
-@testable import AgoraFederation
 
 @Suite struct DeltaCodecTests {
   func delta(_ n: Int, seed: UInt64 = 7) -> [Float] {

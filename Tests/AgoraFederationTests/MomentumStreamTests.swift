@@ -1,18 +1,16 @@
 @testable import AgoraFederation
 import AgoraModel
 import AgoraRegistry
+import AgoraStorage
 import AgoraTensor
+import AgoraTestSupport
 import Foundation
 import Testing
 
 /// The coordinator keeps the outer optimizer's momentum on disk (`MomentumStream`); these hold it to the
-/// in-memory optimizer bit for bit, and the O_DIRECT writer to exact file contents.
+/// in-memory optimizer bit for bit.
 @Suite struct MomentumStreamTests {
-  func tempDir() throws -> String {
-    let d = NSTemporaryDirectory() + "agora-momentum-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-  }
+  func tempDir() throws -> String { try temporaryDirectory("agora-momentum") }
 
   /// Three rounds of DiLoCo and FedAdam over a size that is not a multiple of the 4 MiB slice: the steps u
   /// and the state file equal the in-memory optimizer's u and m ‖ v exactly.
@@ -49,36 +47,6 @@ import Testing
     let n = 10_000
     try Data(count: n * 4 - 8).write(to: URL(fileURLWithPath: dir + "/short"))
     let opt = OuterOptimizer(kind: .diloco, count: n, lr: 0.7, momentum: 0.9, momentumInMemory: false)
-    #expect(throws: RegistryError.self) { try MomentumStream.step(outer: opt, delta: FloatBuffer(count: n), previous: dir + "/short", out: dir + "/out") }
-  }
-
-  /// O_DIRECT writes whole aligned blocks: the last one is padded and the file cut back to its length.
-  @Test(arguments: [0, 1, 4095, 4096, 4097, (4 << 20) + 3, (9 << 20) - 1])
-  func directStreamWritesExactlyTheBytes(size: Int) throws {
-    let dir = try tempDir()
-    defer { try? FileManager.default.removeItem(atPath: dir) }
-    let bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }
-    var seen = 0
-    try bytes.withUnsafeBytes { b in
-      // In two parts, split off the block boundary, as a blob's header and parameters are.
-      let cut = min(size, 1000)
-      let file = try DirectFileStream(path: dir + "/f") { seen += $0.count }
-      try file.append(UnsafeRawBufferPointer(rebasing: b[0..<cut]))
-      try file.append(UnsafeRawBufferPointer(rebasing: b[cut...]))
-      try file.finish()
-    }
-    #expect(seen == size)
-    #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/f")) == Data(bytes))
-  }
-
-  /// A write that fails on the stream's writer thread is not lost: a later append or `finish` throws it
-  /// (`/dev/full` refuses every write with ENOSPC).
-  @Test func aFailedBackgroundWriteIsThrown() throws {
-    let stream = try DirectFileStream(path: "/dev/full")
-    let bytes = [UInt8](repeating: 1, count: 3 << 20)
-    #expect(throws: RegistryError.self) {
-      try bytes.withUnsafeBytes { try stream.append($0) }
-      try stream.finish()
-    }
+    #expect(throws: StorageError.self) { try MomentumStream.step(outer: opt, delta: FloatBuffer(count: n), previous: dir + "/short", out: dir + "/out") }
   }
 }

@@ -1,82 +1,12 @@
 import AgoraCrypto
+@testable import AgoraFederation
 import AgoraModel
 import AgoraRegistry
+import AgoraTestSupport
 import AgoraTransport
 import AgoraWire
 import Foundation
 import Testing
-@testable import AgoraFederation
-
-/// A node that speaks the protocol by hand, for behaviours a well-behaved node never shows.
-struct HandNode {
-  let id: Identity
-  let coordinator: EnrolmentCard
-  let ep: Endpoint
-
-  init(_ h: Harness, _ name: String) throws { (id, coordinator, ep) = try h.handClient(name) }
-
-  /// The next ROUND (heartbeats meanwhile), or nil after `seconds`.
-  func nextRound(seconds: Double = 60) -> (round: UInt64, base: [UInt8], bytes: Int, version: UInt64, deadline: Date, patch: [UInt8])? {
-    let end = Date(timeIntervalSinceNow: seconds)
-    while Date() < end {
-      guard let m = ep.receive(timeout: 0.5) else { ep.send(.heartbeat); continue }
-      if case .success(.round(let r, let base, _, _, _, let dl, let bytes, _, let patch, _, let v, _)) = m.message {
-        return (r, base, Int(bytes), v, Date(timeIntervalSince1970: Double(dl) / 1000), patch)
-      }
-    }
-    return nil
-  }
-
-  /// The last outer step (the round's version patch, fetched and decoded): what an honest update points along.
-  func lastStep(_ patch: [UInt8], values: Int) throws -> [Float] {
-    var bytes: [UInt8] = []
-    _ = try BlobFetcher(endpoint: ep).fetch(hash: patch) { bytes += $0 }
-    var out = [Float](repeating: 0, count: values)
-    try bytes.withUnsafeBytes { b in try out.withUnsafeMutableBufferPointer { try DeltaCodec.decode(b, into: $0.baseAddress!, count: values, mode: .store) } }
-    return out
-  }
-
-  /// Seals `delta` as this node's update for `round` and streams it under `transfer`; "accepted" or
-  /// "rejected CODE: TEXT".
-  func send(_ delta: [Float], round r: UInt64, base: [UInt8], transfer: UInt64, format: DeltaFormat = .int8, steps: UInt32 = 1, tokens: UInt64 = 512,
-            chunk: Int = 1 << 20, stopAfter: Int? = nil) throws -> String {
-    let payload = delta.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) }
-    let sealer = try EnvelopeSealer(context: .init(federation: "test-federation", round: r, baseHash: base, nodeID: id.card.nodeID),
-                                    payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: coordinator.aggregationPublic!,
-                                    signingSecretKey: id.signSecret)
-    var sender = UploadSender(endpoint: ep, transfer: transfer, round: r)
-    sender.ackTimeout = 1
-    sender.maxRetries = 60
-    do {
-      _ = try sender.send(sealer: sealer, tokens: tokens, steps: steps, loss: 3) { i in
-        if let s = stopAfter, i >= s { throw TransferError.timeout("stopped by the test") }
-        return Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
-      }
-      return "accepted"
-    } catch let TransferError.rejected(code, text) {
-      return "rejected \(code): \(text)"
-    }
-  }
-}
-
-extension GPTConfig {
-  func withVocab(_ v: Int) -> GPTConfig { var c = self; c.vocabSize = v; return c }
-}
-
-extension Harness {
-  /// The coordinator, then a real node and a hand-driven one (the usual cast of these tests).
-  func coordinatorWith(node: String, hand: String) throws -> (coordinator: Process, node: Process, hand: HandNode) {
-    let c = try coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
-    return (c, try self.node(node), try HandNode(self, hand))
-  }
-
-  /// Round-table rows: "round | version | nodes | …" split into trimmed fields.
-  func rows() -> [[String]] {
-    read("coordinator.log").split(separator: "\n").filter { $0.hasPrefix("    ") && $0.contains("|") }
-      .map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }
-  }
-}
 
 @Suite(.serialized) struct RobustRoundTests {
   /// One enrolled node answers every round first with an odd update: a huge one in the first round (before any

@@ -1,11 +1,12 @@
 import AgoraCrypto
+@testable import AgoraFederation
+import AgoraModel
 import AgoraTensor
+import AgoraTestSupport
 import AgoraTransport
 import AgoraWire
 import Foundation
 import Testing
-import AgoraModel
-@testable import AgoraFederation
 
 /// A node's copy of the model follows versions by int8 patch when it holds the parent, and falls back to the
 /// whole version when a patch does not lead to the announced hash; a failed fetch leaves its copy alone.

@@ -1,13 +1,10 @@
+@testable import AgoraModel
+import AgoraTestSupport
 import Foundation
 import Testing
-@testable import AgoraModel
 
 @Suite struct CheckpointTests {
-  func tempDir() throws -> String {
-    let d = NSTemporaryDirectory() + "agora-ckpt-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-  }
+  func tempDir() throws -> String { try temporaryDirectory("agora-ckpt") }
 
   func tinyModel(seed: UInt64 = 1) throws -> (GPT, Tokenizer) {
     var t = BPETrainer()

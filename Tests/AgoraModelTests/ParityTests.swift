@@ -1,6 +1,7 @@
+@testable import AgoraModel
+import AgoraTestSupport
 import Foundation
 import Testing
-@testable import AgoraModel
 
 /// Cross-checks against independent implementations in Python (PyTorch + transformers, Hugging Face
 /// tokenizers). They need the environment `scripts/setup --python` makes; `scripts/test` sets

@@ -1,7 +1,19 @@
-import Testing
 @testable import AgoraTensor
+import Testing
 
-@Suite struct BLASTests {
+@Suite(.serialized) struct BLASTests {
+  /// OpenBLAS's own thread count is what Agora sets: one per call once `BLAS.configured` has run (the trainer's
+  /// threads split the rows; OpenBLAS's workers would contend with them), and what a benchmark asks for.
+  @Test func openBLASThreadsAreWhatAgoraSets() {
+    _ = BLAS.configured
+    let before = BLAS.openBLASThreads
+    defer { BLAS.setOpenBLASThreads(before) }
+    #expect(before == 1)
+    BLAS.setOpenBLASThreads(2)
+    #expect(BLAS.openBLASThreads == 2)
+    #expect(!BLAS.config.isEmpty)
+  }
+
   /// Fills a buffer with reproducible values in [-1, 1).
   func random(_ n: Int, seed: UInt64) -> FloatBuffer {
     var s = seed

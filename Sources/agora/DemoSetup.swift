@@ -1,12 +1,13 @@
 import AgoraCrypto
 import AgoraData
+import AgoraFederation
 import AgoraModel
 import Foundation
 
 /// Prepares what the demo federation's configuration refers to: a tokenizer learned from the demo corpus,
 /// and keys for the coordinator and every institution, with the institutions' cards enrolled.
 /// Existing keys and tokenizer are kept.
-public enum DemoSetup {
+enum DemoSetup {
   public static func prepare(work: String, federation: String, nodeConfigs: [String]) throws {
     let fm = FileManager.default
     let fed = try FederationConfig(path: federation)

@@ -1,8 +1,9 @@
 import AgoraCrypto
+import AgoraTestSupport
+@testable import AgoraTransport
 import AgoraWire
 import Foundation
 import Testing
-@testable import AgoraTransport
 
 /// Parties with real keys for tests over 127.0.0.1.
 struct Federation {

@@ -1,6 +1,6 @@
 import AgoraCrypto
 import AgoraData
-
+import AgoraFederation
 import AgoraTransport
 import AgoraWire
 import Foundation
@@ -10,7 +10,7 @@ import Foundation
 /// update) but skips training and everything a real node does with the model (applying the patch, hashing
 /// the result): it holds no model, only the hash of the version it would have. Its update is a fixed
 /// pseudo-random Δ made once. Memory: the encoded update and a chunk.
-public final class InstantNode {
+final class InstantNode {
   let endpoint: Endpoint
   let identity: Identity
   let federation: String
@@ -45,7 +45,7 @@ public final class InstantNode {
         chunk = Int(c); key = k
       case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash, _, _, _):
         let t0 = Date()
-        let viaPatch = !have.isEmpty && patchFrom == have && patchHash != zero32
+        let viaPatch = !have.isEmpty && patchFrom == have && patchHash != Message.noHash
         let fetched = try BlobFetcher(endpoint: endpoint).fetch(hash: viaPatch ? patchHash : base) { _ in }
         have = base
         let t1 = Date()

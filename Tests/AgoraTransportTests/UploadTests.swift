@@ -1,15 +1,14 @@
 import AgoraCrypto
+import AgoraTestSupport
+@testable import AgoraTransport
 import AgoraWire
 import Foundation
 import Testing
-@testable import AgoraTransport
 
-/// A coordinator loop on its own thread: reads the server endpoint and feeds the upload receiver.
-final class CoordinatorLoop: @unchecked Sendable {
+/// An upload receiver on a `ServerLoop`, as the coordinator runs it, and its consumer: it hashes every chunk
+/// and keeps every verified update. A test may place chunks (`place`), or refuse updates (`refuse`).
+final class CoordinatorLoop: UploadConsumer, @unchecked Sendable {
   let receiver: UploadReceiver
-  var server: Endpoint
-  let stop = ManagedAtomicFlag()
-  let done = DispatchSemaphore(value: 0)
   let lock = NSLock()
   var hasher = Sodium.Hasher()
   var completed: [UploadReceiver.Completed] = []
@@ -17,33 +16,39 @@ final class CoordinatorLoop: @unchecked Sendable {
   var malformed = 0
   /// Chunk indices to lose once (as if the connection dropped them), to exercise resumption.
   var loseOnce: Set<UInt32> = []
+  /// Where chunks go (nil: the receiver's scratch), and what sees each chunk's plaintext.
+  var place: (Int) -> UnsafeMutableRawBufferPointer? = { _ in nil }
+  var seeChunk: (UnsafeRawBufferPointer) -> Void = { _ in }
+  /// Throws to refuse a verified update.
+  var refuse: (UploadReceiver.Completed) throws -> Void = { _ in }
+  private var loop: ServerLoop? = nil
 
-  /// Called with every inbound message before the receiver sees it (on the loop's thread).
-  let before: (Inbound, Endpoint) -> Void
-
+  /// `before` sees every inbound message before the receiver does (on the loop's thread).
   init(server: Endpoint, receiver: UploadReceiver, before: @escaping (Inbound, Endpoint) -> Void = { _, _ in }) {
-    self.server = server
     self.receiver = receiver
-    self.before = before
-    receiver.onChunk = { [unowned self] _, _, plain in self.hasher.update(plain); self.chunksSeen += 1 }
-    receiver.onComplete = { [unowned self] c in self.lock.lock(); self.completed.append(c); self.lock.unlock() }
-    Thread { [self] in
-      while !stop.isSet {
-        lock.lock(); let s = self.server; lock.unlock()
-        if let m = s.receive(timeout: 0.05) {
-          if case .failure = m.message { lock.lock(); malformed += 1; lock.unlock() }
-          if case .success(.uploadChunk(_, let index, _)) = m.message, loseOnce.remove(index) != nil { continue }
-          before(m, s)
-          receiver.handle(m, endpoint: s)
-        }
-      }
-      done.signal()
-    }.start()
+    receiver.consumer = self
+    loop = ServerLoop(server: server) { [unowned self] m, s in
+      if case .failure = m.message { lock.lock(); malformed += 1; lock.unlock() }
+      if case .success(.uploadChunk(_, let index, _)) = m.message, loseOnce.remove(index) != nil { return }
+      before(m, s)
+      receiver.handle(m, endpoint: s)
+    }
+  }
+
+  func destination(node: String, chunk: Int, bytes: Int) -> UnsafeMutableRawBufferPointer? { place(bytes) }
+  func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws {
+    seeChunk(plaintext)
+    hasher.update(plaintext)
+    chunksSeen += 1
+  }
+  func completed(_ c: UploadReceiver.Completed) throws {
+    try refuse(c)
+    lock.lock(); completed.append(c); lock.unlock()
   }
 
   var count: Int { lock.lock(); defer { lock.unlock() }; return completed.count }
-  func swapServer(_ s: Endpoint) { lock.lock(); server = s; lock.unlock() }
-  func finish() { stop.set(); done.wait() }
+  func swapServer(_ s: Endpoint) { loop?.swapServer(s) }
+  func finish() { loop?.finish() }
 }
 
 @Suite(.serialized) struct UploadTests {
@@ -95,10 +100,10 @@ final class CoordinatorLoop: @unchecked Sendable {
     let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: data.count, alignment: 64)
     defer { staging.deallocate() }
     nonisolated(unsafe) var filled = 0, inPlace = 0
-    receiver.destination = { _, _, n in filled + n <= staging.count ? UnsafeMutableRawBufferPointer(rebasing: staging[filled..<(filled + n)]) : nil }
     let loop = CoordinatorLoop(server: server, receiver: receiver)
     defer { loop.finish() }
-    receiver.onChunk = { _, _, plain in
+    loop.place = { n in filled + n <= staging.count ? UnsafeMutableRawBufferPointer(rebasing: staging[filled..<(filled + n)]) : nil }
+    loop.seeChunk = { plain in
       if plain.baseAddress == UnsafeRawPointer(staging.baseAddress! + filled) { inPlace += 1 }
       filled += plain.count
     }

@@ -1,4 +1,5 @@
 import AgoraCrypto
+import AgoraTestSupport
 import AgoraWire
 import Testing
 

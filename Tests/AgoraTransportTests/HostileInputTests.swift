@@ -1,8 +1,9 @@
 import AgoraCrypto
+import AgoraTestSupport
+@testable import AgoraTransport
 import AgoraWire
 import Foundation
 import Testing
-@testable import AgoraTransport
 
 /// Resident memory of this process in bytes.
 func residentBytes() -> Int {

@@ -1,9 +1,10 @@
 import AgoraCrypto
+import AgoraTestSupport
+@testable import AgoraTransport
 import AgoraWire
 import CZeroMQ
 import Foundation
 import Testing
-@testable import AgoraTransport
 
 /// Chunks cross libzmq without copies: a pooled send buffer is read by libzmq in place and comes back to its
 /// pool only once libzmq has let go of it; a large received frame stays in libzmq's message.

@@ -1,4 +1,5 @@
 @testable import AgoraCrypto
+import AgoraTestSupport
 import AgoraWire
 import CSodium
 import Testing

@@ -1,31 +1,9 @@
 import AgoraData
+@testable import AgoraModel
+import AgoraTestSupport
 import AgoraTrainer
 import Foundation
 import Testing
-@testable import AgoraModel
-
-/// The repository root (tests run from anywhere).
-let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-
-/// A small slice of the embedded demo corpus (real manual-page text in several languages), copied to a
-/// temporary directory: `bytes` of train and a quarter of that of validation text per language.
-func demoSlice(languages: [String] = ["de", "fr", "pl", "cs", "es"], bytes: Int = 60_000) throws -> String {
-  let src = repoRoot + "/.agora/data/demo"
-  guard FileManager.default.fileExists(atPath: src + "/de/train.txt") else {
-    throw DataError.missingSource("the demo corpus is not built: run scripts/setup (or `agora data build-demo`)")
-  }
-  let dir = NSTemporaryDirectory() + "agora-demo-\(UUID().uuidString)"
-  for lang in languages {
-    try FileManager.default.createDirectory(atPath: dir + "/" + lang, withIntermediateDirectories: true)
-    for (split, n) in [("train", bytes), ("valid", bytes / 4)] {
-      let d = try Data(contentsOf: URL(fileURLWithPath: "\(src)/\(lang)/\(split).txt"))
-      let cut = d.prefix(n)
-      let end = cut.lastIndex(of: 0x0A).map { $0 + 1 } ?? cut.count
-      try d.prefix(end).write(to: URL(fileURLWithPath: "\(dir)/\(lang)/\(split).txt"))
-    }
-  }
-  return dir
-}
 
 func makeTrainer(data: String, steps: Int, seed: UInt64 = 7, vocab: Int = 512, lr: Float = 3e-3) throws -> Trainer {
   let sources = try LanguageSource.discover([data])

@@ -1,8 +1,9 @@
 import AgoraCrypto
+import AgoraTestSupport
+@testable import AgoraTransport
 import AgoraWire
 import Foundation
 import Testing
-@testable import AgoraTransport
 
 /// The receiver's rules that keep one enrolled node from breaking a round (issue: robust rounds): one update
 /// per node and round, a refused update is final, a node whose session ends frees the upload slot, and an
@@ -57,7 +58,7 @@ import Testing
     defer { zap.stop(); server.close() }
     let loop = CoordinatorLoop(server: server, receiver: receiver)
     defer { loop.finish() }
-    receiver.onComplete = { _ in throw TransferError.protocolViolation("refused by the test") }
+    loop.refuse = { _ in throw TransferError.protocolViolation("refused by the test") }
     let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
     defer { client.close() }
     guard case .failure(.rejected(let first, _)) = try send(f, client, transfer: 1) else { Issue.record("not refused"); return }
@@ -67,7 +68,7 @@ import Testing
     // The next round is a new start.
     receiver.reset(endpoint: server)
     receiver.context.round = 4
-    receiver.onComplete = { _ in }
+    loop.refuse = { _ in }
     #expect(throws: Never.self) { try send(f, client, transfer: 3, round: 4).get() }
   }
 

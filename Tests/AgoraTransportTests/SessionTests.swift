@@ -1,39 +1,33 @@
 import AgoraCrypto
+import AgoraTestSupport
+@testable import AgoraTransport
 import AgoraWire
 import Foundation
 import Testing
-@testable import AgoraTransport
 
-/// Runs a coordinator's session table and blob server on a thread, as the coordinator service will.
+/// A coordinator's session table and blob server on a `ServerLoop`, as the coordinator service runs them.
 final class SessionLoop: @unchecked Sendable {
   let sessions: SessionTable
   let blobs: BlobServer
-  let server: Endpoint
-  let stop = ManagedAtomicFlag()
-  let done = DispatchSemaphore(value: 0)
   let lock = NSLock()
   var forwarded: [Message] = []
   var dropped: [String] = []
+  private var loop: ServerLoop? = nil
 
   init(server: Endpoint, sessions: SessionTable, blobs: BlobServer) {
-    self.server = server
     self.sessions = sessions
     self.blobs = blobs
-    Thread { [self] in
-      while !stop.isSet {
-        guard let m = server.receive(timeout: 0.05) else { continue }
-        switch sessions.handle(m) {
-        case .handled: break
-        case .dropped(let why): lock.lock(); dropped.append(why); lock.unlock()
-        case .forward:
-          if !blobs.handle(m, endpoint: server), case .success(let msg) = m.message { lock.lock(); forwarded.append(msg); lock.unlock() }
-        }
+    loop = ServerLoop(server: server) { [unowned self] m, server in
+      switch sessions.handle(m) {
+      case .handled: break
+      case .dropped(let why): lock.lock(); dropped.append(why); lock.unlock()
+      case .forward:
+        if !blobs.handle(m, endpoint: server), case .success(let msg) = m.message { lock.lock(); forwarded.append(msg); lock.unlock() }
       }
-      done.signal()
-    }.start()
+    }
   }
 
-  func finish() { stop.set(); done.wait() }
+  func finish() { loop?.finish() }
 }
 
 @Suite(.serialized) struct SessionTests {

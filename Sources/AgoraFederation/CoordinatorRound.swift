@@ -1,0 +1,168 @@
+import AgoraRegistry
+import AgoraTensor
+import AgoraTransport
+import AgoraWire
+import Foundation
+
+/// A round from its announcement to its outcome.
+extension CoordinatorService {
+  /// Holds round `r`; nil when a stop request abandoned it (nothing of it is recorded).
+  func round(_ r: Int) throws -> RoundOutcome? {
+    let fed = config.federation
+    // Only a committed version is announced: the previous round's version is in the registry before any node
+    // trains on it (a crash in the write then never leaves nodes holding a number the registry gives to another).
+    try finishWrite()
+    let started = Date()
+    let deadline = Date(timeIntervalSinceNow: fed.deadlineSeconds)
+    // Take what arrived while the last round was being applied and scored (heartbeats above all) before
+    // deciding who is gone.
+    for _ in 0..<100_000 { guard pump(timeout: 0) else { break } }
+    _ = sessions.expire()
+    let selected = sessions.live
+    // With late updates taken, the previous round's uploads go on (an active one keeps streaming into the
+    // staging buffer) and are folded into this round with staleness weighting.
+    let stale = fed.lateUpdates == .stale && r > 1
+    receiver.context.previous = stale ? (receiver.context.round, receiver.context.baseHash) : nil
+    receiver.reset(endpoint: endpoint, keepRound: stale ? receiver.context.round : nil)
+    receiver.context.round = UInt64(r)
+    receiver.context.baseHash = versionHash
+    scorer?.reset()
+    abandoned = abandoned.filter { $0.key >= UInt64(r) }
+    let settings = RoundCollector.Settings(round: UInt64(r), format: fed.compression == .int8 ? .int8 : .fp32, innerSteps: fed.innerSteps,
+                                           batch: fed.batch, context: modelConfig.contextLength, learningRate: fed.learningRate,
+                                           stalenessExponent: fed.stalenessExponent, score: fed.scoreUpdates)
+    let collector = RoundCollector(settings: settings, staging: staging, sum: sum, acceptance: acceptance, scorer: scorer,
+                                   lastStep: stepper.patch?.path, names: Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a }),
+                                   sessions: sessions, currentBlob: { [unowned self] in currentBlob() }, log: log, notify: { [weak self] in self?.notify($0) })
+    receiver.consumer = collector
+    defer { receiver.consumer = nil }
+    sum.zero()
+    announce(round: r, to: selected, deadline: deadline)
+    notify(.roundStarted(round: r, expected: selected.count, deadline: deadline))
+    let wanted = Set(selected.map(\.fingerprint))
+    while !stop.isSet && Date() < deadline && !wanted.isSubset(of: collector.done) {
+      pump(timeout: 0.1)
+      // A node that died is not waited for: once it is expired, the round goes on without it.
+      // Its transfers are abandoned too: a stalled upload frees the slot of those waiting behind it.
+      for gone in sessions.expire() {
+        receiver.forget(node: gone.fingerprint, endpoint: endpoint)
+        if wanted.contains(gone.fingerprint) && collector.done.insert(gone.fingerprint).inserted {
+          log("  \(gone.name) stopped answering; round \(r) goes on without it")
+        }
+      }
+      // A node that left (LEAVE) or said it abandons the round is not waited for either.
+      for fp in sessions.takeLeft() {
+        receiver.forget(node: fp, endpoint: endpoint)
+        if wanted.contains(fp) && collector.done.insert(fp).inserted { log("  \(collector.name(fp)) left; round \(r) goes on without it") }
+      }
+      for fp in abandoned[UInt64(r)] ?? [] where wanted.contains(fp) { collector.done.insert(fp) }
+      receiver.refuseStalled(after: fed.uploadStallSeconds, endpoint: endpoint)
+      // A selected node that joined again during the round has restarted and lost its work: it takes part
+      // from the next round on (fetching the latest version by hash then).
+      for fp in wanted.subtracting(collector.done) {
+        if let s = sessions.session(fp), s.joined > started {
+          log("  \(s.name) restarted; round \(r) goes on without it")
+          collector.done.insert(fp)
+        }
+      }
+    }
+    let needed = max(1, Int((fed.quorum * Double(selected.count)).rounded(.up)))
+    var applied = false
+    var note = ""
+    if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 {
+      let inv = Float(1 / collector.weightTotal)
+      let s = sum.pointer
+      Parallel.forRange(sum.count, minChunk: 16384) { a, b in for i in a..<b { s[i] *= inv } }
+      FaultInjection.at("before-step", round: r)
+      applied = try step(round: r)
+      FaultInjection.at("after-step", round: r)
+      if !applied {
+        note = "no change"
+        log("  round \(r): the step leaves every parameter as it was; no new version (version \(version) stays)")
+      }
+    } else {
+      note = "quorum not reached (\(collector.accepted) of \(needed))"
+      log("  round \(r): \(collector.accepted) of \(selected.count) updates, quorum \(needed) not reached; version \(version) stays")
+    }
+    if !stop.isSet { acceptance.endRound(accepted: collector.onTime, cosines: collector.onTimeCosines) }
+    // A round stopped by SIGINT/SIGTERM is abandoned whole: nothing of it is recorded.
+    guard !stop.isSet || applied else { return nil }
+    let losses = collector.losses
+    var outcome = RoundOutcome(round: r, version: version, hash: hex(versionHash), started: started, ended: Date(), selected: selected.count,
+                               donors: selected.filter(\.donor).count, accepted: collector.accepted, rejected: collector.rejected, late: collector.late,
+                               tokens: collector.tokens, bytesIn: collector.bytesIn,
+                               meanLoss: losses.isEmpty ? .nan : losses.reduce(0, +) / Double(losses.count), bitsPerByte: [], applied: applied, note: note)
+    outcome.bitsPerByte = evaluate()
+    let record = RoundRecord(number: r, startedAt: started.timeIntervalSince1970, endedAt: Date().timeIntervalSince1970, selected: selected.count,
+                             accepted: outcome.accepted, rejected: outcome.rejected.count, late: outcome.late,
+                             outcome: applied ? "version \(version)" : note, version: applied ? version : nil)
+    if applied {
+      persister.persist(hash: versionHash, state: pendingState,
+                        version: VersionRecord(number: version, parent: versionParent, hash: hex(versionHash), optimizer: nil,
+                                               optimizerKind: stepper.outer.kind.rawValue, round: r, createdAt: Date().timeIntervalSince1970,
+                                               signature: hex(versionSignature), bitsPerByte: outcome.bitsPerByte, tokens: Int(outcome.tokens),
+                                               contributors: Set(collector.contributions.map(\.node)).count, preset: fed.preset, config: configJSON,
+                                               tokenizer: tokenizerHash),
+                        round: record, contributions: collector.contributions)
+      pendingState = nil
+    } else {
+      try store.commit(round: record, contributions: collector.contributions)
+    }
+    return outcome
+  }
+
+  /// Sends ROUND to every selected node (a donor's names the public shard it trains on).
+  func announce(round r: Int, to selected: [SessionTable.Session], deadline: Date) {
+    let fed = config.federation
+    let lrBits = Float(fed.learningRate).bitPattern
+    for s in selected {
+      var shard = Message.noHash
+      if s.donor, !shards.isEmpty {
+        let p = shards[shardCursor % shards.count]
+        shardCursor += 1
+        shard = p.hash
+        log("  \(s.name) (donor) trains on public shard \(p.language) #\(p.index)")
+      }
+      endpoint.send(.round(round: UInt64(r), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps), batch: UInt32(fed.batch),
+                           learningRateBits: lrBits, deadlineMillis: UInt64(deadline.timeIntervalSince1970 * 1000),
+                           modelBytes: UInt64(params.count * 4), patchFrom: parentHash, patchHash: stepper.patch?.hash ?? Message.noHash, shardHash: shard,
+                           version: UInt64(version), signature: versionSignature), to: s.peer)
+    }
+  }
+
+  /// Makes the next version from the mean Δ in `sum` (`VersionStep`), signs it and publishes its patch. False
+  /// when the step leaves θ bit-identical: no version is made.
+  func step(round r: Int) throws -> Bool {
+    try finishWrite()  // the parameters are about to change
+    var marks: [(String, Date)] = [("start", Date())]
+    if staging.inParams {
+      try staging.restore(blob: store.blobPath(versionHash))
+      marks.append(("θ read back", Date()))
+    }
+    defer {
+      if ProcessInfo.processInfo.environment["AGORA_TRACE"] != nil {
+        log("  step: " + zip(marks.dropFirst(), marks).map { String(format: "%@ %.0f ms", $0.0.0, $0.0.1.timeIntervalSince($0.1.1) * 1000) }.joined(separator: ", "))
+      }
+    }
+    let parent = versionHash
+    guard let made = try stepper.run(round: r, parent: parent, marks: &marks) else { return false }
+    versionParent = version
+    version = nextNumber
+    nextNumber += 1
+    versionHash = made.hash
+    parentHash = parent
+    versionSignature = try sign(number: version)
+    pendingState = made.state
+    marks.append(("hash and signature", Date()))
+    if let old = stepper.patch {
+      blobs.unpublish(hash: old.hash)
+      if old.path != made.patch?.path { try? FileManager.default.removeItem(atPath: old.path) }
+      stepper.patch = nil
+    }
+    if let n = made.patch {
+      try blobs.publish(path: n.path, hash: n.hash, size: n.size)
+      stepper.patch = (parent, n.hash, n.path)
+    }
+    return true
+  }
+}

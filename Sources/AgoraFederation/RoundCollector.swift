@@ -1,0 +1,144 @@
+import AgoraRegistry
+import AgoraTensor
+import AgoraTransport
+import AgoraWire
+import Foundation
+
+/// One round's intake: it consumes the uploads the receiver verifies (staged in `staging`), puts each update
+/// through the acceptance rule and the score, folds accepted ones into the running weighted sum, and keeps the
+/// round's tallies and contributions. A new collector is made for every round; the coordinator reads its
+/// tallies when the round closes.
+final class RoundCollector: UploadConsumer {
+  /// What the checks of this round need to know of the federation.
+  struct Settings {
+    var round: UInt64
+    var format: DeltaFormat
+    var innerSteps: Int
+    var batch: Int
+    var context: Int
+    var learningRate: Double
+    var stalenessExponent: Double
+    var score: Bool
+  }
+
+  let settings: Settings
+  let staging: UpdateStaging
+  let sum: FloatBuffer
+  let acceptance: AcceptanceRule
+  let scorer: UpdateScorer?
+  /// The kept patch of the last outer step (for the cosine check), if there is one.
+  let lastStep: String?
+  /// Names and roles of the round's selected nodes; `sessions` names the others (a late update's node).
+  let names: [String: (name: String, donor: Bool)]
+  let sessions: SessionTable
+  /// θ's intact version blob, once written (an fp32 update is staged in θ's memory then), or nil.
+  let currentBlob: () -> String?
+  let log: (String) -> Void
+  let notify: (CoordinatorEvent) -> Void
+
+  // The round's tallies.
+  private(set) var weightTotal = 0.0
+  private(set) var tokens: UInt64 = 0
+  private(set) var bytesIn: UInt64 = 0
+  private(set) var losses: [Double] = []
+  /// Norms of every update folded in, late ones included.
+  private(set) var norms: [Float] = []
+  /// Norms and cosines of the updates made for this round (what the acceptance rule learns from).
+  private(set) var onTime: [Float] = []
+  private(set) var onTimeCosines: [Float] = []
+  /// Late updates folded in (made for an older round).
+  private(set) var late = 0
+  /// Nodes whose say for this round is in: accepted or refused.
+  var done: Set<String> = []
+  private(set) var rejected: [String] = []
+  private(set) var contributions: [ContributionRecord] = []
+
+  init(settings: Settings, staging: UpdateStaging, sum: FloatBuffer, acceptance: AcceptanceRule, scorer: UpdateScorer?, lastStep: String?,
+       names: [String: (name: String, donor: Bool)], sessions: SessionTable, currentBlob: @escaping () -> String?,
+       log: @escaping (String) -> Void, notify: @escaping (CoordinatorEvent) -> Void) {
+    self.settings = settings
+    self.staging = staging
+    self.sum = sum
+    self.acceptance = acceptance
+    self.scorer = scorer
+    self.lastStep = lastStep
+    self.names = names
+    self.sessions = sessions
+    self.currentBlob = currentBlob
+    self.log = log
+    self.notify = notify
+  }
+
+  /// Updates made for this round and accepted (what the quorum counts).
+  var accepted: Int { norms.count - late }
+
+  func name(_ node: String) -> String { names[node]?.name ?? sessions.session(node)?.name ?? String(node.prefix(12)) }
+
+  // MARK: UploadConsumer
+
+  func uploadStarted(node: String, transfer: UInt64) { staging.received = 0 }
+  func uploadAborted(node: String, transfer: UInt64) { staging.received = 0 }
+
+  func uploadRefused(node: String, round: UInt64, reason: String) {
+    rejected.append(node)
+    notify(.updateRefused(round: Int(settings.round)))
+    if round == settings.round { done.insert(node) }
+  }
+
+  /// Chunks are decrypted straight into the staging area, in order (one upload streams at a time).
+  func destination(node: String, chunk: Int, bytes: Int) -> UnsafeMutableRawBufferPointer? {
+    staging.place(bytes, blob: currentBlob, log: log)
+  }
+
+  func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws { try staging.take(plaintext) }
+
+  func completed(_ c: UploadReceiver.Completed) throws {
+    defer { staging.received = 0 }  // nothing is staged any more
+    let s = settings
+    let payload = staging.payload
+    let (format, squared) = try DeltaCodec.validate(payload, count: sum.count)
+    let norm = Float(squared.squareRoot())
+    guard norm.isFinite else { throw UpdateRefusal.norm(norm, bound: .infinity, basis: "not finite") }
+    try acceptance.check(format: format, expected: s.format, norm: norm, steps: Int(c.steps), tokens: c.tokens, innerSteps: s.innerSteps,
+                         batch: s.batch, context: s.context, learningRate: s.learningRate, parameters: sum.count)
+    // The update's direction against the last outer step (the kept patch), when that check is on (it reads the
+    // patch and both vectors once more: about 20 ms per bench-14m update).
+    var cosine: Float? = nil
+    if acceptance.cosineFactor > 0, let p = lastStep, c.round == s.round {
+      let (dot, a2, b2) = try DeltaCodec.similarity(payload, format: format, int8File: p, count: sum.count)
+      if a2 > 0 && b2 > 0 { cosine = Float(dot / (a2.squareRoot() * b2.squareRoot())) }
+    }
+    log(String(format: "  update of %@ for round %llu: norm %.6g%@, %llu tokens", name(c.node), c.round, norm,
+               cosine.map { String(format: ", cosine with the last step %+.4f", $0) } ?? "", c.tokens))
+    try acceptance.checkDirection(cosine)
+    if s.score, c.round == s.round, let scorer { try scorer.score(payload, languages: c.languages.map(\.language), node: name(c.node), log: log) }
+    var w = Double(max(c.tokens, 1))
+    if c.round < s.round {
+      // A late update, made on an older version: weighted down by (1 + staleness)^−a.
+      let staleness = Double(s.round - c.round)
+      w *= pow(1 + staleness, -s.stalenessExponent)
+      late += 1
+      log(String(format: "  late update of round %llu from %@ applied with staleness %.0f (weight ×%.3f, norm %.6g)", c.round, String(c.node.prefix(12)),
+                 staleness, pow(1 + staleness, -s.stalenessExponent), norm))
+    }
+    try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
+    weightTotal += w
+    tokens += c.tokens
+    bytesIn += c.bytes
+    losses.append(Double(c.loss))
+    norms.append(norm)
+    if c.round == s.round {
+      onTime.append(norm)
+      if let cs = cosine { onTimeCosines.append(cs) }
+      done.insert(c.node)
+    }
+    notify(.updateAccepted(round: Int(s.round), bytes: c.bytes, late: c.round < s.round))
+    let who = names[c.node] ?? sessions.session(c.node).map { ($0.name, $0.donor) } ?? (String(c.node.prefix(12)), false)
+    var perLanguage = Dictionary(c.languages.map { ($0.language, Int($0.tokens)) }, uniquingKeysWith: +)
+    if perLanguage.isEmpty { perLanguage["unknown"] = Int(c.tokens) }
+    contributions.append(ContributionRecord(round: Int(s.round), node: c.node, name: who.0, role: who.1 ? .donor : .institution, tokens: Int(c.tokens),
+                                            languages: perLanguage, steps: Int(c.steps), seconds: c.cpuSeconds,
+                                            bytes: Int(c.bytes), loss: Double(c.loss), weight: w, late: c.round < s.round, norm: Double(norm),
+                                            cosine: cosine.map(Double.init)))
+  }
+}

@@ -1,0 +1,46 @@
+import AgoraRegistry
+import AgoraTestSupport
+import Foundation
+import Testing
+
+/// `agora export` of a version a real federation made, loaded by Hugging Face transformers.
+@Suite(.serialized) struct ExportTests {
+  /// An exported version is a directory transformers loads as GPT2LMHeadModel and generates from, with a model
+  /// card and a training-data summary naming every contributor and language.
+  @Test func exportLoadsInTransformersWithATrainingDataSummary() throws {
+    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["it"])], rounds: 2, innerSteps: 5)
+    defer { h.cleanup() }
+    let c = try h.coordinator()
+    let nodes = try h.nodes.map { try h.node($0) }
+    #expect(h.wait(c, seconds: 120) && c.terminationStatus == 0)
+    for n in nodes { _ = h.wait(n, seconds: 15) }
+    let out = h.dir + "/export"
+    let (status, text) = try h.run(["export", "2", "--config", h.dir + "/coordinator.toml", "--out", out])
+    #expect(status == 0 && text.contains("signature valid"), "\(text)")
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "README.md", "training_data.json"] {
+      #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f) written")
+    }
+    let summary = try JSONDecoder().decode(TrainingDataSummary.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/training_data.json")))
+    #expect(Set(summary.contributors.map(\.name)) == ["north", "south"])
+    #expect(Set(summary.tokensPerLanguage.keys) == ["de", "sv", "it"])
+    #expect(summary.rounds == [1, 2] && summary.tokens == summary.tokensPerLanguage.values.reduce(0, +))
+    #expect(summary.contributors.allSatisfy { $0.seconds > 0 && $0.steps == 10 }, "CPU-seconds and steps reported by the nodes")
+    #expect(summary.contributors.first { $0.name == "north" }.map { Set($0.tokensPerLanguage.keys) == ["de", "sv"] } == true)
+    let card = try String(contentsOfFile: out + "/README.md", encoding: .utf8)
+    #expect(card.contains("north") && card.contains("Training data") && card.contains("signature valid"))
+    // transformers loads it and generates (the Python environment comes from scripts/setup --python).
+    let python = ProcessInfo.processInfo.environment["AGORA_PYTHON"] ?? repoRoot + "/.venv/bin/python"
+    try #require(FileManager.default.isExecutableFile(atPath: python), "no Python environment at \(python): run scripts/setup --python")
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: python)
+    p.arguments = [repoRoot + "/scripts/export_check.py", out]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let outText = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 0, "\(outText)")
+    #expect(outText.contains("\"loaded\": \"GPT2LMHeadModel\""), "\(outText)")
+  }
+}

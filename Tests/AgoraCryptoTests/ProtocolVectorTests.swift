@@ -1,0 +1,73 @@
+import AgoraCrypto
+import AgoraTestSupport
+import AgoraWire
+import Foundation
+import Testing
+
+/// The files in Protocol/vectors: what the code writes, and what an outside implementation checks itself against.
+@Suite struct VectorTests {
+  func json(_ name: String) throws -> [String: Any] {
+    let d = try Data(contentsOf: URL(fileURLWithPath: repoRoot + "/Protocol/vectors/" + name))
+    return try JSONSerialization.jsonObject(with: d) as! [String: Any]
+  }
+
+  @Test func everyMessageVectorDecodesAndReencodes() throws {
+    let list = try json("messages.json")["messages"] as! [[String: Any]]
+    #expect(Set(list.map { $0["type"] as! Int }) == Set(MessageType.allCases.map { Int($0.rawValue) }), "a vector for every message type")
+    for v in list {
+      let frames = (v["frames"] as! [String]).map { unhex($0)! }
+      let m = try Message.decode(frames)
+      #expect(Int(m.type.rawValue) == v["type"] as! Int)
+      #expect(m.frames() == frames, "\(v["name"]!) does not re-encode to its vector")
+    }
+  }
+
+  @Test func vectorFilesAreWhatTheCodeWrites() throws {
+    let onDisk = try String(contentsOfFile: repoRoot + "/Protocol/vectors/messages.json", encoding: .utf8)
+    #expect(onDisk == ProtocolVectors.messagesJSON())
+    let env = try String(contentsOfFile: repoRoot + "/Protocol/vectors/envelope.json", encoding: .utf8)
+    #expect(env == (try ProtocolVectors.envelopeJSON()))
+  }
+
+  /// Every malformed vector is refused with exactly the error (and ERROR code) it lists; the file is what the code writes.
+  @Test func malformedVectorsGiveTheirErrors() throws {
+    let list = try json("malformed.json")["messages"] as! [[String: Any]]
+    #expect(list.count == ProtocolVectors.malformed.count && list.count >= 20)
+    for v in list {
+      let frames = (v["frames"] as! [String]).map { unhex($0)! }
+      #expect { _ = try Message.decode(frames) } throws: { e in
+        guard let w = e as? WireError else { return false }
+        return w.description == v["error"] as! String && Int(w.code.rawValue) == v["error_code"] as! Int
+      }
+    }
+    #expect(try String(contentsOfFile: repoRoot + "/Protocol/vectors/malformed.json", encoding: .utf8) == ProtocolVectors.malformedJSON())
+    #expect(try String(contentsOfFile: repoRoot + "/Protocol/vectors/statement.json", encoding: .utf8) == (try ProtocolVectors.statementJSON()))
+  }
+
+  /// The version statement vector: the statement is the documented concatenation and its signature verifies.
+  @Test func statementVectorVerifies() throws {
+    let v = try json("statement.json")
+    let keys = try Sodium.signKeypair(seed: unhex(v["coordinator_sign_seed"] as! String)!)
+    #expect(hex(keys.publicKey) == v["coordinator_sign_public"] as! String)
+    var w = ByteWriter()
+    w.raw(Array("agora-version/1".utf8)); w.string(v["federation"] as! String); w.u64(UInt64(v["number"] as! Int))
+    w.raw(unhex(v["hash"] as! String)!); w.raw(unhex(v["parent"] as! String)!)
+    #expect(hex(w.bytes) == v["statement"] as! String)
+    #expect(Sodium.verify(unhex(v["signature"] as! String)!, message: w.bytes, publicKey: keys.publicKey))
+  }
+
+  @Test func envelopeVectorOpensWithTheFixedKeys() throws {
+    let v = try json("envelope.json")
+    let coord = try Sodium.boxKeypair(seed: unhex(v["coordinator_box_seed"] as! String)!)
+    let node = try Sodium.signKeypair(seed: unhex(v["node_sign_seed"] as! String)!)
+    #expect(hex(coord.publicKey) == v["coordinator_box_public"] as! String)
+    let ctx = Envelope.Context(federation: v["federation"] as! String, round: UInt64(v["round"] as! Int),
+                               baseHash: unhex(v["base_hash"] as! String)!, nodeID: unhex(v["node_id"] as! String)!)
+    let o = try EnvelopeOpener(headBytes: unhex(v["head"] as! String)!, expected: ctx, aggregationPublicKey: coord.publicKey,
+                               aggregationSecretKey: coord.secretKey, sessionNodeID: nil) { $0 == ctx.nodeID ? node.publicKey : nil }
+    var payload: [UInt8] = []
+    for c in v["chunks"] as! [String] { payload += try o.open(unhex(c)!) }
+    try o.finish(unhex(v["final"] as! String)!)
+    #expect(payload == (0..<2500).map { UInt8(truncatingIfNeeded: $0) })
+  }
+}

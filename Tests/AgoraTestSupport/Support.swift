@@ -1,0 +1,57 @@
+import AgoraData
+import AgoraTransport
+import Foundation
+
+/// A new empty directory under the system's temporary directory (the caller removes it).
+public func temporaryDirectory(_ prefix: String = "agora-test") throws -> String {
+  let dir = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString)"
+  try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+  return dir
+}
+
+/// Reads a server endpoint on a thread of its own and hands each inbound message to `handle`, as the
+/// coordinator's pump does; `finish` stops it. The tests' coordinator stand-ins (session table, upload
+/// receiver) are made of one.
+public final class ServerLoop: @unchecked Sendable {
+  private let lock = NSLock()
+  private var server: Endpoint
+  private let stop = ManagedAtomicFlag()
+  private let done = DispatchSemaphore(value: 0)
+
+  public init(server: Endpoint, handle: @escaping (Inbound, Endpoint) -> Void) {
+    self.server = server
+    Thread { [self] in
+      while !stop.isSet {
+        lock.lock(); let s = self.server; lock.unlock()
+        if let m = s.receive(timeout: 0.05) { handle(m, s) }
+      }
+      done.signal()
+    }.start()
+  }
+
+  /// Reads another endpoint from now on (a coordinator restarted on the same port).
+  public func swapServer(_ s: Endpoint) { lock.lock(); server = s; lock.unlock() }
+  public func finish() { stop.set(); done.wait() }
+}
+
+/// A slice of the embedded demo corpus (real manual-page text in several languages), copied to `dir` (a new
+/// temporary directory by default): `bytes` of train and a quarter of that of validation text per language,
+/// cut at a line end. Returns the directory.
+@discardableResult
+public func demoSlice(languages: [String] = ["de", "fr", "pl", "cs", "es"], bytes: Int = 60_000, into dir: String? = nil) throws -> String {
+  let src = repoRoot + "/.agora/data/demo"
+  guard FileManager.default.fileExists(atPath: src + "/de/train.txt") else {
+    throw DataError.missingSource("the demo corpus is not built: run scripts/setup (or `agora data build-demo`)")
+  }
+  let dir = dir ?? NSTemporaryDirectory() + "agora-demo-\(UUID().uuidString)"
+  for lang in languages {
+    try FileManager.default.createDirectory(atPath: dir + "/" + lang, withIntermediateDirectories: true)
+    for (split, n) in [("train", bytes), ("valid", bytes / 4)] {
+      let d = try Data(contentsOf: URL(fileURLWithPath: "\(src)/\(lang)/\(split).txt"))
+      let cut = d.prefix(n)
+      let end = cut.lastIndex(of: 0x0A).map { $0 + 1 } ?? cut.count
+      try d.prefix(end).write(to: URL(fileURLWithPath: "\(dir)/\(lang)/\(split).txt"))
+    }
+  }
+  return dir
+}
