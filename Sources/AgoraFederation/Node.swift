@@ -52,15 +52,8 @@ public final class NodeService {
     coordinatorCard = try EnrolmentCard.load(fed.coordinatorCard)
     tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
     try FileManager.default.createDirectory(atPath: config.workDir, withIntermediateDirectories: true)
-    var s = TrainSettings()
-    s.preset = fed.preset
-    s.batch = fed.batch
-    s.steps = fed.rounds * fed.innerSteps
-    s.maxLR = Float(fed.learningRate)
-    s.minLR = Float(fed.learningRate) / 10
-    s.warmupSteps = min(20, fed.innerSteps)
+    var s = NodeService.trainSettings(fed)
     s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)  // each node draws its own batches
-    s.evalEvery = 0
     settings = s
     if !config.donor {
       let sources = try LanguageSource.discover(config.data)
@@ -79,6 +72,20 @@ public final class NodeService {
   }
 
   public func requestStop() { stop.set() }
+
+  /// How every node of `fed` trains (its seed aside): the federation's batch and peak learning rate, warmup,
+  /// then a cosine to a tenth of it over all the rounds' inner steps.
+  public static func trainSettings(_ fed: FederationConfig) -> TrainSettings {
+    var s = TrainSettings()
+    s.preset = fed.preset
+    s.batch = fed.batch
+    s.steps = fed.rounds * fed.innerSteps
+    s.maxLR = Float(fed.learningRate)
+    s.minLR = Float(fed.learningRate) / 10
+    s.warmupSteps = min(20, fed.innerSteps)
+    s.evalEvery = 0
+    return s
+  }
 
   /// Joins and serves rounds until the coordinator says the federation is finished (LEAVE, kind 1), the node is
   /// revoked or refused, or `requestStop`. A coordinator that stops or restarts (LEAVE, kind 0, or a session it

@@ -1,0 +1,115 @@
+import AgoraCrypto
+import AgoraData
+import AgoraModel
+import AgoraTensor
+import AgoraTrainer
+import AgoraTransport
+import Foundation
+
+/// A federation simulated in one process: the nodes' trainers, set up exactly as `NodeService` sets them up
+/// (settings, seeds from their identities, int8 updates with error feedback), and the coordinator's outer step
+/// (token-weighted mean Δ, the same `OuterOptimizer`, the int8 broadcast with the coordinator's stochastic
+/// rounding), without transport, sealing or registry. It runs the nodes one after another, so it is for
+/// iterating on the training recipe quickly; what it finds must then hold through `agora demo` (a test checks
+/// the two agree at tiny scale).
+public final class FederationSimulation {
+  public struct Node {
+    public var name: String
+    public var trainer: Trainer
+    let errorFeedback: FloatBuffer
+  }
+
+  /// What the recipe may vary beyond federation.toml (the experiments' ablations).
+  public struct Recipe: Sendable {
+    /// Inner steps per round: round r uses `schedule[min(r, count) − 1]`; empty: the federation's `inner_steps`.
+    public var innerSchedule: [Int] = []
+    public init() {}
+  }
+
+  public let federation: FederationConfig
+  public let recipe: Recipe
+  public var nodes: [Node] = []
+  public let params: FloatBuffer
+  let outer: OuterOptimizer
+  let evaluator: (GPT, Evaluator)?
+  public var log: (String) -> Void = { print($0) }
+
+  public init(nodeConfigs: [NodeConfig], recipe: Recipe = Recipe()) throws {
+    guard let first = nodeConfigs.first else { throw ConfigError(file: "-", key: "-", problem: "no node configurations") }
+    let fed = first.federation
+    federation = fed
+    self.recipe = recipe
+    let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
+    var mc = try GPTConfig.preset(fed.preset)
+    mc.vocabSize = tokenizer.vocabSize
+    let layout = ParameterLayout(mc)
+    params = FloatBuffer(count: layout.count)
+    GPT.initialise(params, layout: layout, seed: fed.seed)
+    outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum))
+    for c in nodeConfigs where !c.donor {
+      let identity = try Identity.load(from: c.identity)
+      var s = NodeService.trainSettings(fed)
+      s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)
+      let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(c.data), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
+                                       cacheDir: c.workDir + "/cache")
+      nodes.append(Node(name: c.name, trainer: try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus), errorFeedback: FloatBuffer(count: params.count)))
+    }
+    if !fed.evalData.isEmpty {
+      let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(fed.evalData), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
+                                       cacheDir: NSTemporaryDirectory() + "agora-simulation-eval-\(fnv1a(fed.tokenizer))")
+      evaluator = (try GPT(config: mc, batch: 8, sequence: mc.contextLength, seed: 0), Evaluator(corpus: corpus, tokenizer: tokenizer, maxWindows: fed.evalWindows))
+    } else {
+      evaluator = nil
+    }
+  }
+
+  /// Inner steps of round `r` (1-based).
+  func innerSteps(round r: Int) -> Int {
+    recipe.innerSchedule.isEmpty ? federation.innerSteps : recipe.innerSchedule[min(r, recipe.innerSchedule.count) - 1]
+  }
+
+  /// Bits per byte of the current θ per language.
+  public func evaluate() throws -> [(String, Double)] {
+    guard let (model, ev) = evaluator else { return [] }
+    model.parameters.copy(from: params)
+    return try ev.bitsPerByte(model: model)
+  }
+
+  /// One round: every node trains from θ, sends its (quantised) Δ; θ takes the outer step. Returns the nodes'
+  /// last losses.
+  @discardableResult
+  public func round(_ r: Int) throws -> [Float] {
+    let fed = federation
+    let sum = FloatBuffer(count: params.count)
+    let delta = FloatBuffer(count: params.count)
+    var weights = 0.0
+    var losses: [Float] = []
+    for node in nodes {
+      let t = node.trainer
+      t.model.parameters.copy(from: params)
+      var loss: Float = 0
+      for _ in 0..<innerSteps(round: r) { loss = try t.step().loss }
+      losses.append(loss)
+      let (d, b, p) = (delta.pointer, params.pointer, t.model.parameters.pointer)
+      for i in 0..<params.count { d[i] = b[i] - p[i] }
+      let format: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
+      let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format == .int8 ? node.errorFeedback.buffer : nil)
+      let w = Double(innerSteps(round: r) * t.model.B * t.model.T)
+      try payload.withUnsafeBytes { try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w))) }
+      weights += w
+    }
+    let inv = Float(1 / weights)
+    let s = sum.pointer
+    for i in 0..<sum.count { s[i] *= inv }
+    outer.step(sum)
+    if fed.broadcast == .int8 {
+      let rounding = DeltaCodec.Rounding.stochastic(seed: fed.seed &* 0x100_0000_01B3 ^ UInt64(r))
+      let patch = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, rounding: rounding)
+      try patch.withUnsafeBytes { try DeltaCodec.decode($0, into: params.pointer, count: params.count, mode: .subtract) }
+    } else {
+      let p = params.pointer
+      for i in 0..<params.count { p[i] -= s[i] }
+    }
+    return losses
+  }
+}

@@ -1,0 +1,52 @@
+import AgoraFederation
+import ArgumentParser
+import Foundation
+
+struct SimulateCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "simulate",
+    abstract: "Simulate a federation in one process (the nodes' training and the outer step, no transport) to compare recipes quickly.")
+
+  @Option(help: "A directory like Nodes/demo: federation.toml and one TOML file per node.")
+  var nodes: String
+  @Option(help: "Inner steps per round, e.g. \"5,10,20,50\": round r uses the r-th (the last from then on). Default: the federation's inner_steps.")
+  var innerSchedule: String?
+  @Option(help: "Evaluate every this many rounds (and after the last).")
+  var evalEvery: Int = 1
+
+  func run() throws {
+    setvbuf(stdout, nil, _IOLBF, 0)
+    let fm = FileManager.default
+    let files = try fm.contentsOfDirectory(atPath: nodes).filter { $0.hasSuffix(".toml") && $0 != "federation.toml" && $0 != "coordinator.toml" }.sorted()
+    let configs: [NodeConfig]
+    do { configs = try files.map { try NodeConfig(path: nodes + "/" + $0) } } catch let e as ConfigError { throw CLIError(e.description) }
+    var recipe = FederationSimulation.Recipe()
+    if let s = innerSchedule {
+      recipe.innerSchedule = try s.split(separator: ",").map {
+        guard let h = Int($0.trimmingCharacters(in: .whitespaces)), h > 0 else { throw CLIError("--inner-schedule: \"\($0)\" is not a positive number of steps") }
+        return h
+      }
+    }
+    let sim = try FederationSimulation(nodeConfigs: configs, recipe: recipe)
+    let fed = sim.federation
+    print("simulated federation \(fed.id): \(sim.nodes.count) nodes (\(sim.nodes.map(\.name).joined(separator: ", "))), \(fed.rounds) rounds, \(fed.outerOptimizer.rawValue), \(fed.compression.rawValue) updates")
+    let v0 = try sim.evaluate()
+    func mean(_ b: [(String, Double)]) -> Double { b.isEmpty ? .nan : b.map(\.1).reduce(0, +) / Double(b.count) }
+    print(String(format: "round 0: mean bits/byte %.4f", mean(v0)))
+    var last = v0
+    let t0 = Date()
+    for r in 1...fed.rounds {
+      let losses = try sim.round(r)
+      let meanLoss = losses.reduce(0, +) / Float(max(1, losses.count))
+      if r % evalEvery == 0 || r == fed.rounds {
+        last = try sim.evaluate()
+        print(String(format: "round %d: node loss %.3f, mean bits/byte %.4f (%.0f s)", r, meanLoss, mean(last), Date().timeIntervalSince(t0)))
+      } else {
+        print(String(format: "round %d: node loss %.3f (%.0f s)", r, meanLoss, Date().timeIntervalSince(t0)))
+      }
+    }
+    let after = Dictionary(uniqueKeysWithValues: last)
+    print("bits per byte per language, version 0 → round \(fed.rounds):")
+    for (l, b) in v0 { print(String(format: "  %@  %.3f → %.3f", l, b, after[l] ?? .nan)) }
+  }
+}
