@@ -8,7 +8,7 @@ import Foundation
 /// and keys for the coordinator and every institution, with the institutions' cards enrolled.
 /// Existing keys and tokenizer are kept.
 enum DemoSetup {
-  public static func prepare(work: String, federation: String, nodeConfigs: [String]) throws {
+  static func prepare(work: String, federation: String, nodeConfigs: [String]) throws {
     let fm = FileManager.default
     let fed = try FederationConfig(path: federation)
     if !fm.fileExists(atPath: fed.tokenizer) {

@@ -19,7 +19,11 @@ struct SimulateCommand: ParsableCommand {
     let fm = FileManager.default
     let files = try fm.contentsOfDirectory(atPath: nodes).filter { $0.hasSuffix(".toml") && $0 != "federation.toml" && $0 != "coordinator.toml" }.sorted()
     let configs: [NodeConfig]
-    do { configs = try files.map { try NodeConfig(path: nodes + "/" + $0) } } catch let e as ConfigError { throw CLIError(e.description) }
+    do {
+      // Keys and tokenizer as `agora demo` makes them (the nodes' seeds come from their identities).
+      try DemoSetup.prepare(work: "", federation: nodes + "/federation.toml", nodeConfigs: files.map { nodes + "/" + $0 })
+      configs = try files.map { try NodeConfig(path: nodes + "/" + $0) }
+    } catch let e as ConfigError { throw CLIError(e.description) }
     var recipe = FederationSimulation.Recipe()
     if let s = innerSchedule {
       recipe.innerSchedule = try s.split(separator: ",").map {

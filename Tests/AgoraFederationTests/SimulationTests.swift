@@ -1,0 +1,35 @@
+import AgoraTestSupport
+import Foundation
+import Testing
+
+/// `agora simulate` (the nodes' training and the outer step in one process) against the real thing: the same
+/// federation through the coordinator and node processes ends at the same model quality, so what an ablation
+/// finds in the simulation holds on the network.
+@Suite(.serialized) struct SimulationTests {
+  @Test(arguments: [("int8", "int8"), ("fp32", "full")])
+  func simulationAgreesWithTheFederation(compression: String, broadcast: String) throws {
+    let h = try Harness(nodes: [("east", ["de", "pl"]), ("west", ["fr"])], rounds: 3, innerSteps: 8, quorum: 1.0, deadline: 120,
+                        extra: "broadcast = \"\(broadcast)\"", compression: compression)
+    defer { h.cleanup() }
+    let c = try h.coordinator()
+    let nodes = try h.nodes.map { try h.node($0) }
+    #expect(h.wait(c, seconds: 180) && c.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    for n in nodes { _ = h.wait(n, seconds: 15) }
+    let network = h.table()
+    let (status, sim) = try h.run(["simulate", "--nodes", h.dir])
+    print(h.read("coordinator.log"), sim)
+    #expect(status == 0, "\(sim)")
+    let simulated: [(Int, Double)] = sim.split(separator: "\n").compactMap { line in
+      guard line.hasPrefix("round "), let r = Int(line.dropFirst(6).prefix { $0.isNumber }),
+            let b = line.components(separatedBy: "mean bits/byte ").last.flatMap({ Double($0.prefix { $0 == "." || $0.isNumber }) }) else { return nil }
+      return (r, b)
+    }
+    #expect(network.map(\.0) == [1, 2, 3] && simulated.map(\.0) == [0, 1, 2, 3], "network \(network), simulated \(simulated)")
+    for ((r, a), (_, b)) in zip(network, simulated.dropFirst()) {
+      // The network's table prints three decimals; thread counts differ (GEMM blocking), so allow 0.01.
+      #expect(abs(a - b) < 0.01, "round \(r): network \(a), simulation \(b)")
+    }
+    // And training did something: the simulation's last round is well below version 0.
+    #expect((simulated.last?.1 ?? 99) < (simulated.first?.1 ?? 0) - 0.3, "\(simulated)")
+  }
+}
