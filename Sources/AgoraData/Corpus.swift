@@ -87,6 +87,13 @@ public final class TokenizedCorpus: @unchecked Sendable {
     train = t
     valid = v
   }
+
+  /// Which of `vocabSize` token ids occur in the training text.
+  public func tokensPresent(vocabSize: Int) -> [Bool] {
+    var seen = [Bool](repeating: false, count: vocabSize)
+    for t in train { t.markPresent(&seen) }
+    return seen
+  }
 }
 
 /// Draws training batches: each row picks a language by the mixture weights, then a random window.

@@ -107,6 +107,11 @@ public struct FederationConfig: Sendable {
   public var evalWindows: Int
   /// Directories of public text (one per language, holding train.txt) cut into shards for compute donors.
   public var publicData: [String]
+  /// Steps the coordinator trains version 0 on the public corpus before round 1 (0: version 0 is the seeded
+  /// initialisation).
+  public var warmStartSteps: Int
+  /// Sequences per warm-start step (default: `rounds.batch`).
+  public var warmStartBatch: Int
   public var shardBytes: Int
   /// What happens to an update that arrives after its round closed.
   public var lateUpdates: LateUpdates
@@ -124,6 +129,14 @@ public struct FederationConfig: Sendable {
   /// How much worse (relative bits per byte) than the current version an update may leave its own languages and
   /// still pass the score: a few windows are a noisy sample, and late in training an honest update can be flat.
   public var scoreTolerance: Double
+  /// Nodes train with a softmax restricted to the tokens their own text contains (FedRS-style): a node does not
+  /// push down the tokens of languages it never sees, which averaging would otherwise apply for everyone.
+  public var restrictedSoftmax: Bool
+  /// What a node keeps of its inner AdamW state from one round to the next: everything (`keep`, as DiLoCo), the
+  /// second moment only (`reset_momentum`: the first moment would first pull θ back toward the node's own last
+  /// model), or nothing (`reset`).
+  public var innerState: InnerState
+  public enum InnerState: String, CaseIterable, Sendable { case keep, reset_momentum, reset }
   /// An upload that streams nothing for this long is refused (it would hold the one upload slot).
   public var uploadStallSeconds: Double
 
@@ -160,6 +173,11 @@ public struct FederationConfig: Sendable {
     evalData = f.value("model.eval_data") == nil ? [] : try f.paths("model.eval_data")
     evalWindows = try f.int("model.eval_windows", default: 4, range: 1...100_000)
     publicData = f.value("public.data") == nil ? [] : try f.paths("public.data")
+    warmStartSteps = try f.int("model.warm_start_steps", default: 0, range: 0...10_000_000)
+    warmStartBatch = try f.int("model.warm_start_batch", default: batch, range: 1...4096)
+    if warmStartSteps > 0 && publicData.isEmpty {
+      throw f.fail("model.warm_start_steps", "a warm start trains version 0 on the public corpus, and the federation names none ([public] data)")
+    }
     shardBytes = try f.int("public.shard_bytes", default: 262_144, range: 4096...(64 << 20))
     lateUpdates = try f.choice("rounds.late_updates", default: LateUpdates.drop)
     stalenessExponent = try f.double("rounds.staleness_exponent", default: 0.5, range: 0...10)
@@ -168,6 +186,8 @@ public struct FederationConfig: Sendable {
     scoreUpdates = try f.bool("rounds.score_updates", default: true)
     scoreWindows = try f.int("rounds.score_windows", default: 4, range: 1...10_000)
     scoreTolerance = try f.double("rounds.score_tolerance", default: 0.005, range: 0...1)
+    restrictedSoftmax = try f.bool("rounds.restricted_softmax", default: false)
+    innerState = try f.choice("rounds.inner_state", default: InnerState.keep)
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
   }
 }

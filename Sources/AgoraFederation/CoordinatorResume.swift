@@ -47,13 +47,23 @@ extension CoordinatorService {
       log("  resuming \(fed.id) from version \(version) (\(resumed.hash.prefix(12))), round \(firstRound)")
     } else {
       GPT.initialise(params, layout: layout, seed: fed.seed)
+      var warmTokens = 0
+      if fed.warmStartSteps > 0 {
+        log("  version 0: a warm start of \(fed.warmStartSteps) steps on the public corpus")
+        warmTokens = try WarmStart.train(params, fed: fed, tokenizer: try Tokenizer(contentsOf: fed.tokenizer), cacheDir: config.dataDir + "/public-cache",
+                                         log: log)
+      }
       let bytes = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
       versionHash = try weightsHeader.withUnsafeBytes { try store.writeBlob(parts: [$0, bytes]) }
       parentHash = Message.noHash
       versionSignature = try sign(number: 0)
       try store.commitGenesis(VersionRecord(number: 0, parent: nil, hash: hex(versionHash), optimizer: nil, optimizerKind: stepper.outer.kind.rawValue, round: 0,
                                             createdAt: Date().timeIntervalSince1970, signature: hex(versionSignature), bitsPerByte: [],
-                                            tokens: 0, contributors: 0, preset: fed.preset, config: configJSON, tokenizer: tokenizerHash))
+                                            tokens: warmTokens, contributors: 0, preset: fed.preset, config: configJSON, tokenizer: tokenizerHash))
+      if fed.warmStartSteps > 0 {
+        try store.record(event: "warm start", subject: "0", detail: "version 0 trained \(fed.warmStartSteps) steps (\(warmTokens) tokens) on the public corpus "
+                           + fed.publicData.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))
+      }
     }
     try blobs.publish(path: store.blobPath(versionHash), hash: versionHash, size: weightsHeader.count + params.count * 4)
     blobs.onCorrupt = { [logSink] hash, path in logSink("  blob \(hex(hash).prefix(16))… (\(path)) no longer hashes to its name: it is no longer served") }

@@ -59,6 +59,7 @@ public final class NodeService {
       let sources = try LanguageSource.discover(config.data)
       let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.workDir + "/cache")
       trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
+      if fed.restrictedSoftmax, let t = trainer { t.model.restrictSoftmax(to: corpus.tokensPresent(vocabSize: t.model.config.vocabSize)) }
     }
     var mc = try GPTConfig.preset(fed.preset)
     mc.vocabSize = tokenizer.vocabSize
@@ -227,6 +228,7 @@ public final class NodeService {
     let corpus = try TokenizedCorpus(sources: [LanguageSource(name: lang, train: dir + "/train.txt", valid: nil)], tokenizer: tokenizer,
                                      tokenizerPath: config.federation.tokenizer, cacheDir: config.workDir + "/shard-cache")
     if let t = trainer { try t.use(corpus: corpus) } else { trainer = try Trainer(settings: settings, tokenizer: tokenizer, corpus: corpus) }
+    if config.federation.restrictedSoftmax, let t = trainer { t.model.restrictSoftmax(to: corpus.tokensPresent(vocabSize: t.model.config.vocabSize)) }
     shardHash = hash
     log("\(config.name): public shard \(lang) #\(index) (\(text.count) bytes, \(hex(hash).prefix(12)))")
     return lang
@@ -243,6 +245,7 @@ public final class NodeService {
     let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
     let fetched = sync.bytesFetched
     trainer.model.parameters.copy(from: base)
+    if fed.innerState != .keep && roundsDone > 0 { trainer.resetOptimizerMoments(secondToo: fed.innerState == .reset) }
     let n = min(steps, config.maxStepsPerRound ?? steps)
     var loss: Float = 0
     var done = 0

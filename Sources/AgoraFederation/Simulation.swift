@@ -23,6 +23,9 @@ public final class FederationSimulation {
   public struct Recipe: Sendable {
     /// Inner steps per round: round r uses `schedule[min(r, count) − 1]`; empty: the federation's `inner_steps`.
     public var innerSchedule: [Int] = []
+    /// Also score each node's own model after its inner steps (before averaging): a diagnosis of what
+    /// averaging keeps of the nodes' progress.
+    public var evaluateLocal = false
     public init() {}
   }
 
@@ -45,6 +48,10 @@ public final class FederationSimulation {
     let layout = ParameterLayout(mc)
     params = FloatBuffer(count: layout.count)
     GPT.initialise(params, layout: layout, seed: fed.seed)
+    if fed.warmStartSteps > 0 {
+      _ = try WarmStart.train(params, fed: fed, tokenizer: tokenizer, cacheDir: NSTemporaryDirectory() + "agora-simulation-public-\(fnv1a(fed.tokenizer))",
+                              log: { print($0) })
+    }
     outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum))
     for c in nodeConfigs where !c.donor {
       let identity = try Identity.load(from: c.identity)
@@ -52,7 +59,9 @@ public final class FederationSimulation {
       s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)
       let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(c.data), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
                                        cacheDir: c.workDir + "/cache")
-      nodes.append(Node(name: c.name, trainer: try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus), errorFeedback: FloatBuffer(count: params.count)))
+      let trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
+      if fed.restrictedSoftmax { trainer.model.restrictSoftmax(to: corpus.tokensPresent(vocabSize: mc.vocabSize)) }
+      nodes.append(Node(name: c.name, trainer: trainer, errorFeedback: FloatBuffer(count: params.count)))
     }
     if !fed.evalData.isEmpty {
       let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(fed.evalData), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
@@ -75,10 +84,15 @@ public final class FederationSimulation {
     return try ev.bitsPerByte(model: model)
   }
 
+  /// Each node's own model after the last round's inner steps: mean bits per byte on its own languages and on
+  /// all (filled when `recipe.evaluateLocal`).
+  public private(set) var local: [(node: String, own: Double, all: Double)] = []
+
   /// One round: every node trains from θ, sends its (quantised) Δ; θ takes the outer step. Returns the nodes'
   /// last losses.
   @discardableResult
   public func round(_ r: Int) throws -> [Float] {
+    local = []
     let fed = federation
     let sum = FloatBuffer(count: params.count)
     let delta = FloatBuffer(count: params.count)
@@ -87,9 +101,17 @@ public final class FederationSimulation {
     for node in nodes {
       let t = node.trainer
       t.model.parameters.copy(from: params)
+      if fed.innerState != .keep && r > 1 { t.resetOptimizerMoments(secondToo: fed.innerState == .reset) }
       var loss: Float = 0
       for _ in 0..<innerSteps(round: r) { loss = try t.step().loss }
       losses.append(loss)
+      if recipe.evaluateLocal, let (model, ev) = evaluator {
+        model.parameters.copy(from: t.model.parameters)
+        let all = try ev.bitsPerByte(model: model)
+        let own = all.filter { t.corpus.languages.contains($0.0) }
+        func mean(_ x: [(String, Double)]) -> Double { x.isEmpty ? .nan : x.map(\.1).reduce(0, +) / Double(x.count) }
+        local.append((node.name, mean(own), mean(all)))
+      }
       let (d, b, p) = (delta.pointer, params.pointer, t.model.parameters.pointer)
       for i in 0..<params.count { d[i] = b[i] - p[i] }
       let format: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32

@@ -102,10 +102,31 @@ public final class GPT {
     BLAS.sgemm(transA: false, transB: true, m: BT, n: V, k: C, a: a.lnf, lda: C, b: p + layout.wte, ldb: C,
                beta: 0, c: a.logits, ldc: V)
     guard targets != nil else { return nil }
+    if let bias = trainingLogitBias {
+      // A restricted softmax: the excluded tokens' logits sink far below the others (no probability, no gradient).
+      let bp = UnsafePointer(bias.pointer), lp = a.logits
+      Parallel.forRange(BT, minChunk: 4) { s, e in for i in s..<e { let row = lp + i * V; for j in 0..<V { row[j] += bp[j] } } }
+    }
     crossEntropyForward(a.logits, a.losses, a.targets, N: BT, V: V, dlossScale: backwardScale)
     var total = 0.0
     for i in 0..<BT { total += Double(a.losses[i]) }
     return Float(total / Double(BT))
+  }
+
+  /// Added to every row of logits before the loss in a forward pass with targets (nil: none): a restricted
+  /// softmax puts a large negative value on the tokens it excludes (`restrictSoftmax(to:)`). Never used for
+  /// evaluation, which is always over the whole vocabulary.
+  public var trainingLogitBias: FloatBuffer? = nil
+
+  /// Restricts the training loss's softmax to the tokens `allowed` marks (length V): the others get no
+  /// probability mass and hence no gradient through the output head (FedRS-style; a federated node whose text
+  /// never contains a token does not push that token down for everyone). nil lifts the restriction.
+  public func restrictSoftmax(to allowed: [Bool]?) {
+    guard let allowed else { trainingLogitBias = nil; return }
+    precondition(allowed.count == config.vocabSize, "restrictSoftmax: one flag per token")
+    let b = FloatBuffer(count: config.vocabSize)
+    for (j, ok) in allowed.enumerated() { b[j] = ok ? 0 : -30_000 }
+    trainingLogitBias = b
   }
 
   /// Per-position losses (nats) of the last forward pass with targets.

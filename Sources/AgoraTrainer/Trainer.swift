@@ -129,6 +129,13 @@ public final class Trainer {
     state.settings = settings
   }
 
+  /// Forgets the optimizer's moments (the first, or both) while the step count and the schedule go on: a
+  /// federated node whose parameters were just replaced by the federation's new version.
+  public func resetOptimizerMoments(secondToo: Bool) {
+    optimizer.m.zero()
+    if secondToo { optimizer.v.zero() }
+  }
+
   /// One optimizer step (with gradient accumulation); returns the mean loss.
   public func step() throws -> (loss: Float, norm: Float, lr: Float) {
     let accum = settings.gradAccumulation

@@ -13,6 +13,8 @@ struct SimulateCommand: ParsableCommand {
   var innerSchedule: String?
   @Option(help: "Evaluate every this many rounds (and after the last).")
   var evalEvery: Int = 1
+  @Flag(help: "Also score each node's own model after its inner steps (on its own languages and on all).")
+  var localEval = false
 
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
@@ -25,6 +27,7 @@ struct SimulateCommand: ParsableCommand {
       configs = try files.map { try NodeConfig(path: nodes + "/" + $0) }
     } catch let e as ConfigError { throw CLIError(e.description) }
     var recipe = FederationSimulation.Recipe()
+    recipe.evaluateLocal = localEval
     if let s = innerSchedule {
       recipe.innerSchedule = try s.split(separator: ",").map {
         guard let h = Int($0.trimmingCharacters(in: .whitespaces)), h > 0 else { throw CLIError("--inner-schedule: \"\($0)\" is not a positive number of steps") }
@@ -42,6 +45,7 @@ struct SimulateCommand: ParsableCommand {
     for r in 1...fed.rounds {
       let losses = try sim.round(r)
       let meanLoss = losses.reduce(0, +) / Float(max(1, losses.count))
+      for l in sim.local { print(String(format: "  %@ alone after round %d: %.4f on its languages, %.4f on all", l.node, r, l.own, l.all)) }
       if r % evalEvery == 0 || r == fed.rounds {
         last = try sim.evaluate()
         print(String(format: "round %d: node loss %.3f, mean bits/byte %.4f (%.0f s)", r, meanLoss, mean(last), Date().timeIntervalSince(t0)))
