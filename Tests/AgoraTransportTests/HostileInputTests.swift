@@ -52,7 +52,7 @@ func rawTCP(port: UInt16, _ bytes: [UInt8]) {
       }
     }
     defer { loop.finish() }
-    let alice = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let alice = try f.client(f.alice, of: server)
     defer { alice.close() }
 
     var g = SplitMix(seed: 77)

@@ -38,7 +38,7 @@ import Testing
     defer { zap.stop(); server.close() }
     let loop = CoordinatorLoop(server: server, receiver: receiver)
     defer { loop.finish() }
-    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let client = try f.client(f.alice, of: server)
     defer { client.close() }
     #expect(try send(f, client, transfer: 1).get().chunks > 1)
     // The same update again under a new transfer id: refused, with the code a node can act on.
@@ -59,7 +59,7 @@ import Testing
     let loop = CoordinatorLoop(server: server, receiver: receiver)
     defer { loop.finish() }
     loop.refuse = { _ in throw TransferError.protocolViolation("refused by the test") }
-    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let client = try f.client(f.alice, of: server)
     defer { client.close() }
     guard case .failure(.rejected(let first, _)) = try send(f, client, transfer: 1) else { Issue.record("not refused"); return }
     #expect(first == ErrorCode.rejectedUpdate.rawValue)
@@ -86,9 +86,9 @@ import Testing
       if forgetMallory.value { forgetMallory.value = false; receiver.forget(node: f.mallory.card.fingerprint, endpoint: ep) }
     }
     defer { loop.finish() }
-    let stalled = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.mallory))
+    let stalled = try f.client(f.mallory, of: server)
     defer { stalled.close() }
-    let waiting = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let waiting = try f.client(f.alice, of: server)
     defer { waiting.close() }
     // Mallory starts first and stops sending after 3 chunks (as if killed); Alice queues behind it.
     _ = try send(f, stalled, transfer: 1, id: f.mallory, stopAt: 3)
@@ -117,7 +117,7 @@ import Testing
       }
     }
     defer { loop.finish() }
-    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let client = try f.client(f.alice, of: server)
     defer { client.close() }
     #expect(try send(f, client, transfer: 227).get().chunks > 1)
     #expect(loop.count == 1)

@@ -43,7 +43,7 @@ final class SessionLoop: @unchecked Sendable {
   }
 
   func client(_ f: Federation, _ server: Endpoint) throws -> Endpoint {
-    try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    try f.client(f.alice, of: server)
   }
 
   @Test func joinWelcomeHeartbeatAndExpiry() throws {

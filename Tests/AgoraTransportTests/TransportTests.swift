@@ -25,6 +25,23 @@ struct Federation {
   }
 
   func keys(_ id: Identity) -> CurveKeys { CurveKeys(publicKey: id.card.curvePublic, secretKey: id.curveSecret) }
+
+  /// The coordinator's side on 127.0.0.1: its ZAP handler (admitting the registry's cards) and a CURVE server.
+  func coordinatorServer() throws -> (ZAPHandler, Endpoint) {
+    let zap = ZAPHandler(registry: registry)
+    try zap.start(context: context)
+    do {
+      return (zap, try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: keys(coordinator), context: context))
+    } catch {
+      zap.stop()
+      throw error
+    }
+  }
+
+  /// `id`'s client of `server`, knowing the coordinator's real key.
+  func client(_ id: Identity, of server: Endpoint) throws -> Endpoint {
+    try Endpoint.client(connect: server.boundEndpoint, serverKey: coordinator.card.curvePublic, keys: keys(id))
+  }
   func cleanup() { try? FileManager.default.removeItem(atPath: dir) }
 }
 
@@ -76,18 +93,15 @@ final class LogLines: @unchecked Sendable {
   @Test func revokedKeyIsRefusedOnReconnect() throws {
     let f = try Federation()
     defer { f.cleanup() }
-    let zap = ZAPHandler(registry: f.registry)
-    try zap.start(context: f.context)
-    defer { zap.stop() }
-    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
-    defer { server.close() }
-    let a1 = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let (zap, server) = try f.coordinatorServer()
+    defer { zap.stop(); server.close() }
+    let a1 = try f.client(f.alice, of: server)
     a1.send(.heartbeat)
     #expect(server.receive(timeout: 5) != nil)
     a1.close()
     f.registry.revoke(fingerprint: f.alice.card.fingerprint)
     #expect(f.registry.isRevoked(f.alice.card.fingerprint))
-    let a2 = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let a2 = try f.client(f.alice, of: server)
     defer { a2.close() }
     a2.send(.heartbeat)
     #expect(server.receive(timeout: 1.5) == nil)
@@ -96,12 +110,9 @@ final class LogLines: @unchecked Sendable {
   @Test func malformedFramesArriveAsTypedErrors() throws {
     let f = try Federation()
     defer { f.cleanup() }
-    let zap = ZAPHandler(registry: f.registry)
-    try zap.start(context: f.context)
-    defer { zap.stop() }
-    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
-    defer { server.close() }
-    let a = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let (zap, server) = try f.coordinatorServer()
+    defer { zap.stop(); server.close() }
+    let a = try f.client(f.alice, of: server)
     defer { a.close() }
     a.sendFrames([[1, 2, 3]])
     a.sendFrames([Wire.versionFrame, [0x7F]])

@@ -75,7 +75,7 @@ final class CoordinatorLoop: UploadConsumer, @unchecked Sendable {
     defer { zap.stop(); server.close() }
     let loop = CoordinatorLoop(server: server, receiver: receiver)
     defer { loop.finish() }
-    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let client = try f.client(f.alice, of: server)
     defer { client.close() }
     let data = payload(3_000_000), chunk = 64 << 10
     let s = try sealer(f, bytes: data.count, chunk: chunk)
@@ -107,7 +107,7 @@ final class CoordinatorLoop: UploadConsumer, @unchecked Sendable {
       if plain.baseAddress == UnsafeRawPointer(staging.baseAddress! + filled) { inPlace += 1 }
       filled += plain.count
     }
-    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let client = try f.client(f.alice, of: server)
     defer { client.close() }
     let s = try sealer(f, bytes: data.count, chunk: chunk)
     let r = try UploadSender(endpoint: client, transfer: 2, round: 3).send(sealer: s, tokens: 1, steps: 1, loss: 1) { i in
@@ -168,7 +168,7 @@ final class CoordinatorLoop: UploadConsumer, @unchecked Sendable {
     defer { zap.stop(); server.close() }
     let loop = CoordinatorLoop(server: server, receiver: receiver)
     defer { loop.finish() }
-    let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic, keys: f.keys(f.alice))
+    let client = try f.client(f.alice, of: server)
     defer { client.close() }
     let s = try sealer(f, bytes: 5000, chunk: 1024, round: 4)
     #expect(throws: TransferError.rejected(code: ErrorCode.wrongRound.rawValue, message: "round 4 is not the current round 3")) {
