@@ -88,6 +88,13 @@ public final class TokenizedCorpus: @unchecked Sendable {
     valid = v
   }
 
+  /// How often each of `vocabSize` token ids occurs in the training text.
+  public func tokenCounts(vocabSize: Int) -> [Int] {
+    var counts = [Int](repeating: 0, count: vocabSize)
+    for t in train { t.count(into: &counts) }
+    return counts
+  }
+
   /// Which of `vocabSize` token ids occur in the training text.
   public func tokensPresent(vocabSize: Int) -> [Bool] {
     var seen = [Bool](repeating: false, count: vocabSize)

@@ -41,6 +41,14 @@ public final class TokenStream: @unchecked Sendable {
     data.withUnsafeBytes { Int32($0.loadUnaligned(fromByteOffset: Self.headerBytes + 2 * i, as: UInt16.self)) }
   }
 
+  /// Adds to `counts` (one per token id) how often each id occurs in the stream.
+  public func count(into counts: inout [Int]) {
+    data.withUnsafeBytes { r in
+      let src = (r.baseAddress! + Self.headerBytes).assumingMemoryBound(to: UInt16.self)
+      for i in 0..<count where Int(src[i]) < counts.count { counts[Int(src[i])] += 1 }
+    }
+  }
+
   /// Marks in `seen` (one flag per token id) every id the stream contains.
   public func markPresent(_ seen: inout [Bool]) {
     data.withUnsafeBytes { r in

@@ -26,6 +26,10 @@ public final class FederationSimulation {
     /// Also score each node's own model after its inner steps (before averaging): a diagnosis of what
     /// averaging keeps of the nodes' progress.
     public var evaluateLocal = false
+    /// Average each token's embedding row with the nodes weighted by how often their text contains the token
+    /// (instead of by their tokens overall): a node's change to a row it hardly saw counts for little. Simulation
+    /// only for now (the coordinator would need each node's token counts).
+    public var embeddingRowsByTokenCounts = false
     public init() {}
   }
 
@@ -34,6 +38,9 @@ public final class FederationSimulation {
   public var nodes: [Node] = []
   public let params: FloatBuffer
   let outer: OuterOptimizer
+  let layout: ParameterLayout
+  /// Per node, how often its text contains each token (for `embeddingRowsByTokenCounts`).
+  var tokenCounts: [[Int]] = []
   let evaluator: (GPT, Evaluator)?
   public var log: (String) -> Void = { print($0) }
 
@@ -46,6 +53,7 @@ public final class FederationSimulation {
     var mc = try GPTConfig.preset(fed.preset)
     mc.vocabSize = tokenizer.vocabSize
     let layout = ParameterLayout(mc)
+    self.layout = layout
     params = FloatBuffer(count: layout.count)
     GPT.initialise(params, layout: layout, seed: fed.seed)
     if fed.warmStartSteps > 0 {
@@ -62,6 +70,7 @@ public final class FederationSimulation {
       let trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
       if fed.restrictedSoftmax { trainer.model.restrictSoftmax(to: corpus.tokensPresent(vocabSize: mc.vocabSize)) }
       nodes.append(Node(name: c.name, trainer: trainer, errorFeedback: FloatBuffer(count: params.count)))
+      if recipe.embeddingRowsByTokenCounts { tokenCounts.append(corpus.tokenCounts(vocabSize: mc.vocabSize)) }
     }
     if !fed.evalData.isEmpty {
       let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(fed.evalData), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
@@ -98,6 +107,7 @@ public final class FederationSimulation {
     let delta = FloatBuffer(count: params.count)
     var weights = 0.0
     var losses: [Float] = []
+    var deltas: [(FloatBuffer, Double)] = []
     for node in nodes {
       let t = node.trainer
       t.model.parameters.copy(from: params)
@@ -117,12 +127,34 @@ public final class FederationSimulation {
       let format: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
       let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format == .int8 ? node.errorFeedback.buffer : nil)
       let w = Double(innerSteps(round: r) * t.model.B * t.model.T)
-      try payload.withUnsafeBytes { try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w))) }
+      if recipe.embeddingRowsByTokenCounts {
+        let kept = FloatBuffer(count: params.count)
+        try payload.withUnsafeBytes { try DeltaCodec.decode($0, into: kept.pointer, count: kept.count, mode: .store) }
+        deltas.append((kept, w))
+      } else {
+        try payload.withUnsafeBytes { try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w))) }
+      }
       weights += w
     }
-    let inv = Float(1 / weights)
     let s = sum.pointer
-    for i in 0..<sum.count { s[i] *= inv }
+    if recipe.embeddingRowsByTokenCounts {
+      // Every parameter by the nodes' tokens, except the embedding rows: by how often each node saw the token.
+      let (V, C, wte) = (layout.config.vocabSize, layout.config.channels, layout.wte)
+      for (k, (d, w)) in deltas.enumerated() {
+        let share = Float(w / weights)
+        let dp = d.pointer
+        for i in 0..<params.count where i < wte || i >= wte + V * C { s[i] += share * dp[i] }
+        for row in 0..<V {
+          let total = tokenCounts.reduce(0) { $0 + $1[row] }
+          let wk = total > 0 ? Float(Double(tokenCounts[k][row]) / Double(total)) : share
+          let base = wte + row * C
+          for j in 0..<C { s[base + j] += wk * dp[base + j] }
+        }
+      }
+    } else {
+      let inv = Float(1 / weights)
+      for i in 0..<sum.count { s[i] *= inv }
+    }
     outer.step(sum)
     if fed.broadcast == .int8 {
       let rounding = DeltaCodec.Rounding.stochastic(seed: fed.seed &* 0x100_0000_01B3 ^ UInt64(r))
