@@ -44,7 +44,7 @@ let package = Package(
     .target(name: "AgoraDigest", dependencies: ["CIntrinsics", "AgoraDigestAVX512", "AgoraDigestAVX2"], swiftSettings: fastMath),
     .target(name: "AgoraStorage"),
     // Layer 2: keys and envelopes; the model and its tokenizer.
-    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire"]),
+    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", "AgoraStorage"]),
     .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraWire", "AgoraStorage"], swiftSettings: fastMath),
     // Layer 3: tokenized text, the network, the registry.
     .target(name: "AgoraData", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "CZlib"]),

@@ -96,11 +96,7 @@ public final class TokenizedCorpus: @unchecked Sendable {
   }
 
   /// Which of `vocabSize` token ids occur in the training text.
-  public func tokensPresent(vocabSize: Int) -> [Bool] {
-    var seen = [Bool](repeating: false, count: vocabSize)
-    for t in train { t.markPresent(&seen) }
-    return seen
-  }
+  public func tokensPresent(vocabSize: Int) -> [Bool] { tokenCounts(vocabSize: vocabSize).map { $0 > 0 } }
 }
 
 /// Draws training batches: each row picks a language by the mixture weights, then a random window.

@@ -49,14 +49,6 @@ public final class TokenStream: @unchecked Sendable {
     }
   }
 
-  /// Marks in `seen` (one flag per token id) every id the stream contains.
-  public func markPresent(_ seen: inout [Bool]) {
-    data.withUnsafeBytes { r in
-      let src = (r.baseAddress! + Self.headerBytes).assumingMemoryBound(to: UInt16.self)
-      for i in 0..<count where Int(src[i]) < seen.count { seen[Int(src[i])] = true }
-    }
-  }
-
   /// Copies `n` ids starting at `start` into `dst`.
   public func copy(start: Int, count n: Int, into dst: UnsafeMutablePointer<Int32>) {
     data.withUnsafeBytes { r in

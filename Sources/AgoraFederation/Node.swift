@@ -59,7 +59,7 @@ public final class NodeService {
       let sources = try LanguageSource.discover(config.data)
       let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.workDir + "/cache")
       trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
-      if fed.restrictedSoftmax, let t = trainer { t.model.restrictSoftmax(to: corpus.tokensPresent(vocabSize: t.model.config.vocabSize)) }
+      if fed.restrictedSoftmax { trainer?.restrictSoftmaxToCorpus() }
     }
     var mc = try GPTConfig.preset(fed.preset)
     mc.vocabSize = tokenizer.vocabSize
@@ -73,6 +73,13 @@ public final class NodeService {
   }
 
   public func requestStop() { stop.set() }
+
+  /// A node's trainer at the start of a round: θ is the round's version, and the inner optimizer state is kept or
+  /// partly forgotten as `rounds.inner_state` says (after the node's first round).
+  static func beginRound(_ trainer: Trainer, at base: FloatBuffer, fed: FederationConfig, first: Bool) {
+    trainer.model.parameters.copy(from: base)
+    if fed.innerState != .keep && !first { trainer.resetOptimizerMoments(secondToo: fed.innerState == .reset) }
+  }
 
   /// How every node of `fed` trains (its seed aside): the federation's batch and peak learning rate, warmup,
   /// then a cosine to a tenth of it over all the rounds' inner steps.
@@ -228,7 +235,7 @@ public final class NodeService {
     let corpus = try TokenizedCorpus(sources: [LanguageSource(name: lang, train: dir + "/train.txt", valid: nil)], tokenizer: tokenizer,
                                      tokenizerPath: config.federation.tokenizer, cacheDir: config.workDir + "/shard-cache")
     if let t = trainer { try t.use(corpus: corpus) } else { trainer = try Trainer(settings: settings, tokenizer: tokenizer, corpus: corpus) }
-    if config.federation.restrictedSoftmax, let t = trainer { t.model.restrictSoftmax(to: corpus.tokensPresent(vocabSize: t.model.config.vocabSize)) }
+    if config.federation.restrictedSoftmax { trainer?.restrictSoftmaxToCorpus() }
     shardHash = hash
     log("\(config.name): public shard \(lang) #\(index) (\(text.count) bytes, \(hex(hash).prefix(12)))")
     return lang
@@ -244,8 +251,7 @@ public final class NodeService {
     guard let trainer else { throw TransferError.protocolViolation("no data to train on") }
     let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
     let fetched = sync.bytesFetched
-    trainer.model.parameters.copy(from: base)
-    if fed.innerState != .keep && roundsDone > 0 { trainer.resetOptimizerMoments(secondToo: fed.innerState == .reset) }
+    NodeService.beginRound(trainer, at: base, fed: fed, first: roundsDone == 0)
     let n = min(steps, config.maxStepsPerRound ?? steps)
     var loss: Float = 0
     var done = 0

@@ -39,10 +39,11 @@ public final class FederationSimulation {
   public let params: FloatBuffer
   let outer: OuterOptimizer
   let layout: ParameterLayout
-  /// Per node, how often its text contains each token (for `embeddingRowsByTokenCounts`).
+  /// Per node, how often its text contains each token, and the nodes' totals per token (for
+  /// `embeddingRowsByTokenCounts`).
   var tokenCounts: [[Int]] = []
+  var tokenTotals: [Int] = []
   let evaluator: (GPT, Evaluator)?
-  public var log: (String) -> Void = { print($0) }
 
   public init(nodeConfigs: [NodeConfig], recipe: Recipe = Recipe()) throws {
     guard let first = nodeConfigs.first else { throw ConfigError(file: "-", key: "-", problem: "no node configurations") }
@@ -68,9 +69,13 @@ public final class FederationSimulation {
       let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(c.data), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
                                        cacheDir: c.workDir + "/cache")
       let trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
-      if fed.restrictedSoftmax { trainer.model.restrictSoftmax(to: corpus.tokensPresent(vocabSize: mc.vocabSize)) }
+      if fed.restrictedSoftmax { trainer.restrictSoftmaxToCorpus() }
       nodes.append(Node(name: c.name, trainer: trainer, errorFeedback: FloatBuffer(count: params.count)))
       if recipe.embeddingRowsByTokenCounts { tokenCounts.append(corpus.tokenCounts(vocabSize: mc.vocabSize)) }
+    }
+    if recipe.embeddingRowsByTokenCounts {
+      let counts = tokenCounts
+      tokenTotals = (0..<mc.vocabSize).map { t in counts.reduce(0) { $0 + $1[t] } }
     }
     if !fed.evalData.isEmpty {
       let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(fed.evalData), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
@@ -110,8 +115,7 @@ public final class FederationSimulation {
     var deltas: [(FloatBuffer, Double)] = []
     for node in nodes {
       let t = node.trainer
-      t.model.parameters.copy(from: params)
-      if fed.innerState != .keep && r > 1 { t.resetOptimizerMoments(secondToo: fed.innerState == .reset) }
+      NodeService.beginRound(t, at: params, fed: fed, first: r == 1)
       var loss: Float = 0
       for _ in 0..<innerSteps(round: r) { loss = try t.step().loss }
       losses.append(loss)
@@ -145,7 +149,7 @@ public final class FederationSimulation {
         let dp = d.pointer
         for i in 0..<params.count where i < wte || i >= wte + V * C { s[i] += share * dp[i] }
         for row in 0..<V {
-          let total = tokenCounts.reduce(0) { $0 + $1[row] }
+          let total = tokenTotals[row]
           let wk = total > 0 ? Float(Double(tokenCounts[k][row]) / Double(total)) : share
           let base = wte + row * C
           for j in 0..<C { s[base + j] += wk * dp[base + j] }
@@ -157,8 +161,7 @@ public final class FederationSimulation {
     }
     outer.step(sum)
     if fed.broadcast == .int8 {
-      let rounding = DeltaCodec.Rounding.stochastic(seed: fed.seed &* 0x100_0000_01B3 ^ UInt64(r))
-      let patch = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, rounding: rounding)
+      let patch = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, rounding: VersionStep.rounding(seed: fed.seed, round: r))
       try patch.withUnsafeBytes { try DeltaCodec.decode($0, into: params.pointer, count: params.count, mode: .subtract) }
     } else {
       let p = params.pointer

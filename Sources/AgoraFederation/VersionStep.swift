@@ -38,6 +38,12 @@ final class VersionStep {
     var state: String?
   }
 
+  /// How round `r`'s step is rounded to int8 for the broadcast: stochastically, keyed by the federation's seed and
+  /// the round (the simulation rounds the same way).
+  static func rounding(seed: UInt64, round r: Int) -> DeltaCodec.Rounding {
+    .stochastic(seed: seed &* 0x100_0000_01B3 ^ UInt64(r))
+  }
+
   init(outer: OuterOptimizer, params: FloatBuffer, sum: FloatBuffer, weightsHeader: [UInt8], store: Registry, patchDir: String, int8: Bool, seed: UInt64) {
     self.outer = outer
     self.params = params
@@ -56,7 +62,7 @@ final class VersionStep {
     let trailing = VersionCopy.Trailing(header: weightsHeader, parameters: params)
     var hashed: [UInt8]? = nil
     defer { if hashed == nil { _ = trailing.finish() } }
-    let rounding = DeltaCodec.Rounding.stochastic(seed: seed &* 0x100_0000_01B3 ^ UInt64(r))
+    let rounding = VersionStep.rounding(seed: seed, round: r)
     var patchFile: AddressedFile.Writer? = nil
     if int8 {
       try FileManager.default.createDirectory(atPath: patchDir, withIntermediateDirectories: true)

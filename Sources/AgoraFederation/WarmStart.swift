@@ -16,15 +16,12 @@ public enum WarmStart {
                            log: (String) -> Void) throws -> Int {
     let sources = try LanguageSource.discover(fed.publicData)
     let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: cacheDir)
-    var s = TrainSettings()
-    s.preset = fed.preset
+    // The nodes' settings (preset, peak learning rate, cosine to a tenth), over the warm start's steps and batch.
+    var s = NodeService.trainSettings(fed)
     s.batch = fed.warmStartBatch
     s.steps = fed.warmStartSteps
-    s.maxLR = Float(fed.learningRate)
-    s.minLR = Float(fed.learningRate) / 10
     s.warmupSteps = min(20, fed.warmStartSteps)
     s.seed = fed.seed
-    s.evalEvery = 0
     let trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
     trainer.model.parameters.copy(from: params)
     let t0 = Date()

@@ -50,20 +50,6 @@ public enum AddressedFile {
     public func abandon() { unlink(tmp) }
   }
 
-  /// BLAKE2b-256 of a file's contents, read 4 MiB at a time; nil if it cannot be opened.
-  public static func hash(of path: String) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    let n = 1 << 22
-    guard let buffer = PageMemory(bytes: n) else { return nil }
-    let hasher = Sodium.Hasher()
-    while true {
-      let got = Posix.retrying { Glibc.read(fd, buffer.pointer, n) }
-      guard got >= 0 else { return nil }
-      if got == 0 { break }
-      hasher.update(UnsafeRawBufferPointer(start: buffer.pointer, count: got))
-    }
-    return hasher.finish()
-  }
+  /// BLAKE2b-256 of a file's contents; nil if it cannot be opened or read.
+  public static func hash(of path: String) -> [UInt8]? { Sodium.blake2b(file: path)?.hash }
 }

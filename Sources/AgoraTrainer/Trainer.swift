@@ -129,6 +129,11 @@ public final class Trainer {
     state.settings = settings
   }
 
+  /// Restricts the training loss's softmax to the tokens the corpus contains (`GPT.restrictSoftmax`).
+  public func restrictSoftmaxToCorpus() {
+    model.restrictSoftmax(to: corpus.tokensPresent(vocabSize: model.config.vocabSize))
+  }
+
   /// Forgets the optimizer's moments (the first, or both) while the step count and the schedule go on: a
   /// federated node whose parameters were just replaced by the federation's new version.
   public func resetOptimizerMoments(secondToo: Bool) {

@@ -41,17 +41,7 @@ public final class BlobServer: @unchecked Sendable {
   /// Makes a file available under its BLAKE2b-256 content hash (computed here, streaming); returns the hash.
   @discardableResult
   public func publish(path: String) throws -> [UInt8] {
-    guard let h = FileHandle(forReadingAtPath: path) else { throw TransferError.protocolViolation("cannot read \(path)") }
-    defer { try? h.close() }
-    let hasher = Sodium.Hasher()
-    var size = 0
-    while true {
-      let d = h.readData(ofLength: 1 << 20)
-      if d.isEmpty { break }
-      d.withUnsafeBytes { hasher.update($0) }
-      size += d.count
-    }
-    let hash = hasher.finish()
+    guard let (hash, size) = Sodium.blake2b(file: path) else { throw TransferError.protocolViolation("cannot read \(path)") }
     try publish(path: path, hash: hash, size: size)
     return hash
   }
@@ -70,22 +60,6 @@ public final class BlobServer: @unchecked Sendable {
       defer { close(fd) }
       self.init(fd: fd)
     }
-  }
-
-  /// BLAKE2b-256 of an open file, read from the start.
-  static func hash(fd: Int32) -> [UInt8]? {
-    let hasher = Sodium.Hasher()
-    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-    defer { buf.deallocate() }
-    var off: off_t = 0
-    while true {
-      let k = Posix.retrying { pread(fd, buf.baseAddress!, buf.count, off) }
-      if k < 0 { return nil }
-      if k == 0 { break }
-      hasher.update(UnsafeRawBufferPointer(rebasing: buf[0..<k]))
-      off += off_t(k)
-    }
-    return hasher.finish()
   }
 
   /// Makes a file available under a hash the caller has just computed over exactly its `size` bytes.
@@ -190,7 +164,7 @@ public final class BlobServer: @unchecked Sendable {
       // Changed on disk since its hash was checked: check it again before serving any of it.
       let now = FileStamp(fd: fd)
       if now == nil || now != stamp {
-        if let now, Int(now.size) == size, BlobServer.hash(fd: fd) == r.hash {
+        if let now, Int(now.size) == size, Sodium.blake2b(fd: fd)?.hash == r.hash {
           lock.lock(); checked[r.hash] = now; lock.unlock()
         } else {
           lock.lock(); files[r.hash] = nil; checked[r.hash] = nil; corrupt.insert(r.hash); lock.unlock()

@@ -8,7 +8,14 @@ import Foundation
 /// and keys for the coordinator and every institution, with the institutions' cards enrolled.
 /// Existing keys and tokenizer are kept.
 enum DemoSetup {
-  static func prepare(work: String, federation: String, nodeConfigs: [String]) throws {
+  /// The node configurations of a federation's directory (every `.toml` but federation.toml and
+  /// coordinator.toml), by file name, sorted.
+  static func nodeConfigFiles(in dir: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: dir)
+      .filter { $0.hasSuffix(".toml") && $0 != "federation.toml" && $0 != "coordinator.toml" }.sorted()
+  }
+
+  static func prepare(federation: String, nodeConfigs: [String]) throws {
     let fm = FileManager.default
     let fed = try FederationConfig(path: federation)
     if !fm.fileExists(atPath: fed.tokenizer) {

@@ -96,8 +96,8 @@ struct Demo: ParsableCommand {
       throw CLIError("the demo corpus is missing: run scripts/setup")
     }
     let fedCfg = nodes + "/federation.toml"
-    let nodeFiles = try fm.contentsOfDirectory(atPath: nodes).filter { $0.hasSuffix(".toml") && $0 != "federation.toml" && $0 != "coordinator.toml" }.sorted()
-    try DemoSetup.prepare(work: work, federation: fedCfg, nodeConfigs: nodeFiles.map { nodes + "/" + $0 })
+    let nodeFiles = try DemoSetup.nodeConfigFiles(in: nodes)
+    try DemoSetup.prepare(federation: fedCfg, nodeConfigs: nodeFiles.map { nodes + "/" + $0 })
     // Every demo is a new federation: the previous demo's registry and node state go first (keys stay).
     let coordData = try CoordinatorConfig(path: nodes + "/coordinator.toml").dataDir
     if fm.fileExists(atPath: coordData) {

@@ -20,13 +20,12 @@ struct SimulateCommand: ParsableCommand {
 
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
-    let fm = FileManager.default
-    let files = try fm.contentsOfDirectory(atPath: nodes).filter { $0.hasSuffix(".toml") && $0 != "federation.toml" && $0 != "coordinator.toml" }.sorted()
+    let files = try DemoSetup.nodeConfigFiles(in: nodes).map { nodes + "/" + $0 }
     let configs: [NodeConfig]
     do {
       // Keys and tokenizer as `agora demo` makes them (the nodes' seeds come from their identities).
-      try DemoSetup.prepare(work: "", federation: nodes + "/federation.toml", nodeConfigs: files.map { nodes + "/" + $0 })
-      configs = try files.map { try NodeConfig(path: nodes + "/" + $0) }
+      try DemoSetup.prepare(federation: nodes + "/federation.toml", nodeConfigs: files)
+      configs = try files.map { try NodeConfig(path: $0) }
     } catch let e as ConfigError { throw CLIError(e.description) }
     var recipe = FederationSimulation.Recipe()
     recipe.evaluateLocal = localEval
