@@ -58,7 +58,7 @@ import Testing
   /// the loss too: SPEC §7.1 says so), while the honest node's updates, nearly flat late ones included (within
   /// `rounds.score_tolerance`), count in every round.
   @Test func aSignFlippedUpdateIsRefusedByTheScore() throws {
-    let h = try Harness(nodes: [("honest", ["de"]), ("flipper", ["de"])], rounds: 4, innerSteps: 10, quorum: 0.5, deadline: 60, minNodes: 2)
+    let h = try Harness(nodes: [("honest", ["de"]), ("flipper", ["de"])], rounds: 4, innerSteps: 30, quorum: 0.5, deadline: 60, minNodes: 2)
     defer { h.cleanup() }
     let coord = try h.coordinator()
     Thread.sleep(forTimeInterval: 0.3)
