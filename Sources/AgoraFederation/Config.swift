@@ -137,6 +137,15 @@ public struct FederationConfig: Sendable {
   /// model), or nothing (`reset`).
   public var innerState: InnerState
   public enum InnerState: String, CaseIterable, Sendable { case keep, reset_momentum, reset }
+  /// How the token embedding rows are averaged: with the nodes weighted by their tokens like every other
+  /// parameter (`tokens`), or each row with the nodes weighted by how often their text contains its token
+  /// (`token_counts`: a node's change to a row it hardly trained on counts for little). With `token_counts`,
+  /// institutions send their training text's token counts once per session (COUNTS).
+  public var embeddingRows: EmbeddingRows
+  public enum EmbeddingRows: String, CaseIterable, Sendable { case tokens, token_counts }
+  /// A node sends a token's count only when its text contains the token at least this often (zero otherwise):
+  /// a rare token can identify a document.
+  public var tokenCountMinimum: Int
   /// An upload that streams nothing for this long is refused (it would hold the one upload slot).
   public var uploadStallSeconds: Double
 
@@ -188,6 +197,8 @@ public struct FederationConfig: Sendable {
     scoreTolerance = try f.double("rounds.score_tolerance", default: 0.005, range: 0...1)
     restrictedSoftmax = try f.bool("rounds.restricted_softmax", default: false)
     innerState = try f.choice("rounds.inner_state", default: InnerState.keep)
+    embeddingRows = try f.choice("rounds.embedding_rows", default: EmbeddingRows.tokens)
+    tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
   }
 }

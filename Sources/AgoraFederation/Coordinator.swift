@@ -58,6 +58,11 @@ public final class CoordinatorService {
   var acceptance: AcceptanceRule
   /// Per round, nodes that told the coordinator they abandon it (ERROR about the round).
   var abandoned: [UInt64: Set<String>] = [:]
+  /// Where the token embedding matrix starts among the parameters.
+  let embeddingOffset: Int
+  /// Per node, V·q of its last COUNTS (`EmbeddingRowWeights`): how much more often than an average token its
+  /// training text holds each token.
+  var rowRelative: [String: [Float]] = [:]
   /// Called with each round's outcome (the round table).
   public var onRound: (RoundOutcome) -> Void = { _ in }
   /// Told what happens (the dashboard); set before `run`.
@@ -107,6 +112,7 @@ public final class CoordinatorService {
     modelConfig = mc
     try mc.validate()
     let layout = ParameterLayout(mc)
+    embeddingOffset = layout.wte
     params = FloatBuffer(count: layout.count, leading: DeltaCodec.headerBytes)
     sum = FloatBuffer(count: params.count)
     // The registry first: a data directory that cannot be used stops the coordinator before it listens.
@@ -191,11 +197,28 @@ public final class CoordinatorService {
         // A node says it will send nothing for round r (a bad version, other settings, a failure): not waited for.
         abandoned[r, default: []].insert(m.userID)
         log("  \(sessions.session(m.userID)?.name ?? String(m.userID.prefix(12))) abandons round \(r): \(Printable.line(text))")
+      } else if case .success(.counts(let vocabulary, let minimum, let payload)) = m.message {
+        takeCounts(from: m, vocabulary: Int(vocabulary), minimum: Int(minimum), payload: payload)
       } else if !blobs.handle(m, endpoint: endpoint) {
         _ = receiver.handle(m, endpoint: endpoint)
       }
     }
     return true
+  }
+
+  /// COUNTS from a node: kept (as V·q) for weighing its embedding rows while `rounds.embedding_rows` asks for it.
+  func takeCounts(from m: Inbound, vocabulary: Int, minimum: Int, payload: Payload) {
+    let who = sessions.session(m.userID)?.name ?? String(m.userID.prefix(12))
+    guard vocabulary == modelConfig.vocabSize else {
+      endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "COUNTS for \(vocabulary) tokens; the federation's vocabulary has \(modelConfig.vocabSize)",
+                           subject: .none), to: m.peer)
+      log("  \(who): COUNTS for \(vocabulary) tokens refused (the vocabulary has \(modelConfig.vocabSize))")
+      return
+    }
+    guard config.federation.embeddingRows == .token_counts else { return }
+    let counts = payload.withUnsafeBytes { raw in (0..<vocabulary).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
+    rowRelative[m.userID] = EmbeddingRowWeights.relative(counts: counts, rows: vocabulary)
+    log("  \(who) sent token counts: \(counts.filter { $0 > 0 }.count) of \(vocabulary) tokens (those it holds at least \(minimum) times)")
   }
 
   var nodesToldAt = Date.distantPast

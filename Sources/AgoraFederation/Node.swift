@@ -201,6 +201,7 @@ public final class NodeService {
       case .success(.welcome(let fed, let hb, _, let chunk, _, let key)):
         guard fed == config.federation.id else { throw ConfigError(file: config.path, key: "node.federation", problem: "the coordinator runs federation \(Printable.line(fed))") }
         guard key == coordinatorCard.aggregationPublic else { throw ConfigError(file: config.federation.path, key: "federation.coordinator_card", problem: "the coordinator's aggregation key differs from the card's") }
+        sendCounts()
         return (Int(chunk), hb, key)
       case .success(.error(let code, let text, _)) where code == ErrorCode.termsMismatch.rawValue:
         throw ConfigError(file: config.federation.path, key: "-", problem: "the coordinator refused this node: " + Printable.line(text))
@@ -210,6 +211,18 @@ public final class NodeService {
       }
     }
     return nil
+  }
+
+  /// COUNTS, once per session, when the federation weighs embedding rows by token counts: how often each token
+  /// occurs in this institution's training text, zero below `rounds.token_count_minimum` (a donor sends none).
+  func sendCounts() {
+    let fed = config.federation
+    guard fed.embeddingRows == .token_counts, let corpus = trainer?.corpus else { return }
+    let counts = NodeService.tokenCounts(corpus.tokenCounts(vocabSize: tokenizer.vocabSize), minimum: fed.tokenCountMinimum)
+    var bytes = [UInt8](repeating: 0, count: counts.count * 4)
+    for (i, c) in counts.enumerated() { for k in 0..<4 { bytes[4 * i + k] = UInt8((c >> (8 * UInt32(k))) & 0xFF) } }
+    endpoint.send(.counts(vocabulary: UInt32(counts.count), minimum: UInt32(fed.tokenCountMinimum), payload: Payload(bytes)))
+    log("\(config.name): sent token counts: \(counts.filter { $0 > 0 }.count) of \(counts.count) tokens (those its text holds at least \(fed.tokenCountMinimum) times), \(bytes.count) bytes")
   }
 
   /// Tells the coordinator this node will send nothing for round `r` (so the round need not wait for it), and logs why.

@@ -26,10 +26,6 @@ public final class FederationSimulation {
     /// Also score each node's own model after its inner steps (before averaging): a diagnosis of what
     /// averaging keeps of the nodes' progress.
     public var evaluateLocal = false
-    /// Average each token's embedding row with the nodes weighted by how often their text contains the token
-    /// (instead of by their tokens overall): a node's change to a row it hardly saw counts for little. Simulation
-    /// only for now (the coordinator would need each node's token counts).
-    public var embeddingRowsByTokenCounts = false
     public init() {}
   }
 
@@ -39,10 +35,8 @@ public final class FederationSimulation {
   public let params: FloatBuffer
   let outer: OuterOptimizer
   let layout: ParameterLayout
-  /// Per node, how often its text contains each token, and the nodes' totals per token (for
-  /// `embeddingRowsByTokenCounts`).
-  var tokenCounts: [[Int]] = []
-  var tokenTotals: [Int] = []
+  /// Per node, V·q of the counts it would send (`rounds.embedding_rows = "token_counts"`; `EmbeddingRowWeights`).
+  var relative: [[Float]?] = []
   let evaluator: (GPT, Evaluator)?
 
   public init(nodeConfigs: [NodeConfig], recipe: Recipe = Recipe()) throws {
@@ -71,11 +65,9 @@ public final class FederationSimulation {
       let trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
       if fed.restrictedSoftmax { trainer.restrictSoftmaxToCorpus() }
       nodes.append(Node(name: c.name, trainer: trainer, errorFeedback: FloatBuffer(count: params.count)))
-      if recipe.embeddingRowsByTokenCounts { tokenCounts.append(corpus.tokenCounts(vocabSize: mc.vocabSize)) }
-    }
-    if recipe.embeddingRowsByTokenCounts {
-      let counts = tokenCounts
-      tokenTotals = (0..<mc.vocabSize).map { t in counts.reduce(0) { $0 + $1[t] } }
+      relative.append(fed.embeddingRows == .token_counts
+        ? EmbeddingRowWeights.relative(counts: NodeService.tokenCounts(corpus.tokenCounts(vocabSize: mc.vocabSize), minimum: fed.tokenCountMinimum),
+                                       rows: mc.vocabSize) : nil)
     }
     if !fed.evalData.isEmpty {
       let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(fed.evalData), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
@@ -112,8 +104,9 @@ public final class FederationSimulation {
     let delta = FloatBuffer(count: params.count)
     var weights = 0.0
     var losses: [Float] = []
-    var deltas: [(FloatBuffer, Double)] = []
-    for node in nodes {
+    var rows = fed.embeddingRows == .token_counts
+      ? EmbeddingRowWeights(offset: layout.wte, rows: layout.config.vocabSize, width: layout.config.channels) : nil
+    for (k, node) in nodes.enumerated() {
       let t = node.trainer
       NodeService.beginRound(t, at: params, fed: fed, first: r == 1)
       var loss: Float = 0
@@ -131,30 +124,15 @@ public final class FederationSimulation {
       let format: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
       let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format == .int8 ? node.errorFeedback.buffer : nil)
       let w = Double(innerSteps(round: r) * t.model.B * t.model.T)
-      if recipe.embeddingRowsByTokenCounts {
-        let kept = FloatBuffer(count: params.count)
-        try payload.withUnsafeBytes { try DeltaCodec.decode($0, into: kept.pointer, count: kept.count, mode: .store) }
-        deltas.append((kept, w))
-      } else {
-        try payload.withUnsafeBytes { try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w))) }
+      try payload.withUnsafeBytes {
+        try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
+        try rows?.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
       }
       weights += w
     }
     let s = sum.pointer
-    if recipe.embeddingRowsByTokenCounts {
-      // Every parameter by the nodes' tokens, except the embedding rows: by how often each node saw the token.
-      let (V, C, wte) = (layout.config.vocabSize, layout.config.channels, layout.wte)
-      for (k, (d, w)) in deltas.enumerated() {
-        let share = Float(w / weights)
-        let dp = d.pointer
-        for i in 0..<params.count where i < wte || i >= wte + V * C { s[i] += share * dp[i] }
-        for row in 0..<V {
-          let total = tokenTotals[row]
-          let wk = total > 0 ? Float(Double(tokenCounts[k][row]) / Double(total)) : share
-          let base = wte + row * C
-          for j in 0..<C { s[base + j] += wk * dp[base + j] }
-        }
-      }
+    if let rows {
+      rows.finish(s, count: sum.count, weightTotal: weights)
     } else {
       let inv = Float(1 / weights)
       for i in 0..<sum.count { s[i] *= inv }

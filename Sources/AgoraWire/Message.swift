@@ -82,7 +82,7 @@ public struct TrainingTerms: Equatable, Hashable, Sendable {
 public enum MessageType: UInt8, Sendable, CaseIterable {
   case join = 0x01, welcome = 0x02, round = 0x03, fetch = 0x04, blobChunk = 0x05,
        uploadBegin = 0x06, uploadChunk = 0x07, uploadEnd = 0x08, ack = 0x09,
-       heartbeat = 0x0A, leave = 0x0B, error = 0x0C
+       heartbeat = 0x0A, leave = 0x0B, error = 0x0C, counts = 0x0D
 }
 
 /// Every message of the protocol. Large binary data (model and update chunks) lives in the payload frame.
@@ -123,6 +123,10 @@ public enum Message: Equatable, Sendable {
   case leave(kind: LeaveKind, reason: String)
   /// Either way: a request failed; `subject` says which request it answers.
   case error(code: UInt16, message: String, subject: ErrorSubject)
+  /// Node → coordinator, once per session when the federation weighs embedding rows by token counts: how often
+  /// each token of the vocabulary occurs in the node's training text (payload frame = `vocabulary` little-endian
+  /// u32 counts), counts below `minimum` sent as zero.
+  case counts(vocabulary: UInt32, minimum: UInt32, payload: Payload)
 
   public var type: MessageType {
     switch self {
@@ -138,6 +142,7 @@ public enum Message: Equatable, Sendable {
     case .heartbeat: return .heartbeat
     case .leave: return .leave
     case .error: return .error
+    case .counts: return .counts
     }
   }
 
@@ -189,6 +194,8 @@ public enum Message: Equatable, Sendable {
       case .blob(let h): w.u8(2); w.raw(h)
       case .round(let r): w.u8(3); w.u64(r)
       }
+    case .counts(let vocabulary, let minimum, let p):
+      w.u32(vocabulary); w.u32(minimum); payload = p
     }
     return ([Wire.versionFrame, w.bytes], payload)
   }
@@ -212,7 +219,7 @@ public enum Message: Equatable, Sendable {
     guard !body.isEmpty else { throw WireError.emptyBody }
     guard body.count <= Wire.maxBody else { throw WireError.decode(.tooLarge("body", value: body.count, bound: Wire.maxBody)) }
     guard let type = MessageType(rawValue: body[0]) else { throw WireError.unknownType(body[0]) }
-    let hasPayload = type == .blobChunk || type == .uploadChunk
+    let hasPayload = type == .blobChunk || type == .uploadChunk || type == .counts
     guard frames.count == (hasPayload ? 3 : 2) else { throw WireError.payloadFrame(type: type, present: frames.count == 3) }
     if hasPayload {
       guard frames[2].count <= Wire.maxPayload else { throw WireError.decode(.tooLarge("payload", value: frames[2].count, bound: Wire.maxPayload)) }
@@ -293,6 +300,12 @@ public enum Message: Equatable, Sendable {
         case let k: throw DecodeError.invalid("unknown ERROR subject kind \(k) (0 none, 1 transfer, 2 blob, 3 round)")
         }
         m = .error(code: code, message: message, subject: subject)
+      case .counts:
+        let vocabulary = try r.u32("vocabulary"), minimum = try r.u32("minimum")
+        guard vocabulary >= 1, Int(vocabulary) * 4 == frames[2].count else {
+          throw DecodeError.invalid("COUNTS of a vocabulary of \(vocabulary) tokens needs \(Int(vocabulary) * 4) payload octets, not \(frames[2].count)")
+        }
+        m = .counts(vocabulary: vocabulary, minimum: minimum, payload: frames[2])
       }
       try r.expectEnd()
       return m

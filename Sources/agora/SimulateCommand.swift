@@ -15,8 +15,6 @@ struct SimulateCommand: ParsableCommand {
   var evalEvery: Int = 1
   @Flag(help: "Also score each node's own model after its inner steps (on its own languages and on all).")
   var localEval = false
-  @Flag(help: "Average each embedding row with the nodes weighted by how often their text contains its token.")
-  var embeddingRowsByTokenCounts = false
 
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
@@ -29,7 +27,6 @@ struct SimulateCommand: ParsableCommand {
     } catch let e as ConfigError { throw CLIError(e.description) }
     var recipe = FederationSimulation.Recipe()
     recipe.evaluateLocal = localEval
-    recipe.embeddingRowsByTokenCounts = embeddingRowsByTokenCounts
     if let s = innerSchedule {
       recipe.innerSchedule = try s.split(separator: ",").map {
         guard let h = Int($0.trimmingCharacters(in: .whitespaces)), h > 0 else { throw CLIError("--inner-schedule: \"\($0)\" is not a positive number of steps") }

@@ -6,16 +6,20 @@ import Testing
 /// federation through the coordinator and node processes ends at the same model quality, so what an ablation
 /// finds in the simulation holds on the network.
 @Suite(.serialized) struct SimulationTests {
-  @Test(arguments: [("int8", "int8"), ("fp32", "full")])
-  func simulationAgreesWithTheFederation(compression: String, broadcast: String) throws {
+  /// Also with the embedding rows averaged by the nodes' token counts (COUNTS on the network, the same counts
+  /// computed in the simulation).
+  @Test(arguments: [("int8", "int8", "tokens"), ("fp32", "full", "tokens"), ("int8", "int8", "token_counts")])
+  func simulationAgreesWithTheFederation(compression: String, broadcast: String, rows: String) throws {
     let h = try Harness(nodes: [("east", ["de", "pl"]), ("west", ["fr"])], rounds: 3, innerSteps: 8, quorum: 1.0, deadline: 120,
-                        extra: "broadcast = \"\(broadcast)\"", compression: compression)
+                        extra: "broadcast = \"\(broadcast)\"\nembedding_rows = \"\(rows)\"\ntoken_count_minimum = 3", compression: compression)
     defer { h.cleanup() }
     let c = try h.coordinator()
     let nodes = try h.nodes.map { try h.node($0) }
     #expect(h.wait(c, seconds: 180) && c.terminationStatus == 0, "\(h.read("coordinator.log"))")
     for n in nodes { _ = h.wait(n, seconds: 15) }
     let network = h.table()
+    let log = h.read("coordinator.log")
+    #expect(log.components(separatedBy: " sent token counts: ").count - 1 == (rows == "token_counts" ? 2 : 0), "\(log)")
     let (status, sim) = try h.run(["simulate", "--nodes", h.dir])
     print(h.read("coordinator.log"), sim)
     #expect(status == 0, "\(sim)")
