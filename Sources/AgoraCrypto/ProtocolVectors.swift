@@ -27,6 +27,9 @@ public enum ProtocolVectors {
     ("error_transfer", .error(code: ErrorCode.duplicate.rawValue, message: "this node already delivered an update for round 42", subject: .transfer(0x0102_0304_0506_0708))),
     ("error_blob", .error(code: ErrorCode.unknownVersion.rawValue, message: "no blob", subject: .blob(hash(0x33)))),
     ("error_round", .error(code: ErrorCode.internalError.rawValue, message: "node abandons round 42", subject: .round(42))),
+    ("evaluation", .evaluation(version: 41, hash: hash(0x33), scores: [LanguageScore(language: "cs", bitsPerByte: 3.25, bytes: 4096, alone: 3.5),
+                                                                 LanguageScore(language: "pl", bitsPerByte: 3.375, bytes: 4000)],
+                               signature: [UInt8](repeating: 0x37, count: 64))),
     ("counts", .counts(vocabulary: 4, minimum: 10, payload: Payload([0x0A, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x27, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]))),
   ]
 
@@ -73,6 +76,9 @@ public enum ProtocolVectors {
       ("upload_end_uppercase_language", [v, body(end(["DE"]))]),
       ("upload_end_languages_out_of_order", [v, body(end(["pl", "de"]))]),
       ("error_unknown_subject", [v, [0x0C, 1, 0, 0, 0, 4]]),
+      ("evaluation_no_languages", [v, [0x0E] + [UInt8](repeating: 0, count: 8) + hash(0x33) + [0] + [UInt8](repeating: 0x37, count: 64)]),
+      ("evaluation_nan_score", [v, body(.evaluation(version: 1, hash: hash(0x33), scores: [LanguageScore(language: "de", bitsPerByte: .nan, bytes: 10)],
+                                                    signature: [UInt8](repeating: 0x37, count: 64)))]),
       ("counts_payload_not_vocabulary_size", [v, [0x0D, 4, 0, 0, 0, 10, 0, 0, 0], [1, 0, 0, 0]]),
       ("counts_without_payload", [v, [0x0D, 1, 0, 0, 0, 10, 0, 0, 0]]),
     ]

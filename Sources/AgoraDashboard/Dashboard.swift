@@ -141,6 +141,8 @@ public enum Dashboard {
       } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
     }
     router.get("/plots/bits-per-byte.svg") { _, _ in svg(Plots.bitsPerByte(try store.versions())) }
+    router.get("/api/v1/institutions") { _, _ in LanguageStanding.from(try store.evaluations()) }
+    router.get("/plots/institutions.svg") { _, _ in svg(Plots.institutions(try store.evaluations())) }
     router.get("/plots/loss.svg") { _, _ in svg(Plots.loss(try store.rounds(), try store.contributions())) }
     router.get("/") { _, _ in
       Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: Page.html(federation: live.snapshot.federation))))
@@ -186,6 +188,7 @@ extension RoundRecord: ResponseEncodable {}
 extension ContributionRecord: ResponseEncodable {}
 extension Overview: ResponseEncodable {}
 extension NodeRow: ResponseEncodable {}
+extension LanguageStanding: ResponseEncodable {}
 
 /// Refuses requests without the dashboard's token (401).
 struct TokenCheck<Context: RequestContext>: RouterMiddleware {
@@ -210,6 +213,14 @@ public enum Plots {
     var series: [String: [(Double, Double)]] = [:]
     for v in versions { for (l, b) in v.bitsPerByteByLanguage where b.isFinite { series[l, default: []].append((Double(v.number), b)) } }
     return plot(title: "bits per byte by language", x: "version", y: "bits/byte", series: series)
+  }
+
+  /// Bits per byte the institutions report on their own validation text, per language and institution, across
+  /// versions (federated evaluation).
+  public static func institutions(_ records: [EvaluationRecord]) -> String {
+    var series: [String: [(Double, Double)]] = [:]
+    for e in records where e.bitsPerByte.isFinite { series[e.language + " · " + e.name, default: []].append((Double(e.version), e.bitsPerByte)) }
+    return plot(title: "bits per byte on the institutions' own text", x: "version", y: "bits/byte", series: series)
   }
 
   /// Mean node training loss per round.

@@ -21,6 +21,10 @@ enum Page {
     <h2>Rounds</h2>
     <div class="plots"><img id="plot-bpb" alt="bits per byte by language" src="plots/bits-per-byte.svg"><img id="plot-loss" alt="mean node loss by round" src="plots/loss.svg"></div>
     <table id="rounds"><thead><tr><th>round</th><th>outcome</th><th class="num">selected</th><th class="num">accepted</th><th class="num">rejected</th><th class="num">late</th><th class="num">seconds</th></tr></thead><tbody></tbody></table>
+    <h2>Quality on the institutions' own text</h2>
+    <p class="muted">Each institution scores every version on its own validation text; only these signed numbers leave it.</p>
+    <div class="plots"><img id="plot-inst" alt="bits per byte on the institutions' own text" src="plots/institutions.svg"></div>
+    <table id="institutions"><thead><tr><th>language</th><th>institution</th><th class="num">latest</th><th class="num">version</th><th class="num">best</th><th class="num">version</th><th class="num">trained alone</th></tr></thead><tbody></tbody></table>
     <h2>Nodes — contributors</h2>
     <table id="nodes"><thead><tr><th>node</th><th>role</th><th>languages</th><th>status</th><th>last heartbeat</th><th class="num">rounds joined</th><th class="num">missed</th><th class="num">tokens</th><th class="num">CPU-s</th></tr></thead><tbody></tbody></table>
     <h2>Versions</h2>
@@ -45,7 +49,7 @@ enum Page {
       document.getElementById("card").textContent = card.ok ? await card.text() : "(no model card: " + card.status + ")";
     }
     async function refresh() {
-      const [o, nodes, rounds, versions] = await Promise.all([get("api/v1/overview"), get("api/v1/nodes"), get("api/v1/rounds"), get("api/v1/versions")]);
+      const [o, nodes, rounds, versions, inst] = await Promise.all([get("api/v1/overview"), get("api/v1/nodes"), get("api/v1/rounds"), get("api/v1/versions"), get("api/v1/institutions")]);
       const l = o.live, pct = l.expected ? Math.round(100 * l.received / l.expected) : 0;
       const left = l.deadline ? Math.max(0, Math.round(l.deadline - Date.now() / 1000)) + " s to the deadline" : "";
       document.getElementById("overview").innerHTML = (l.round ? "Round <b>" + l.round + "</b>: " + l.received + " of " + l.expected +
@@ -54,11 +58,12 @@ enum Page {
       rows("rounds", rounds.slice().reverse(), r => [td(r.number, 1), td(r.outcome), td(r.selected, 1), td(r.accepted, 1), td(r.rejected, 1), td(r.late, 1), td((r.ended_at - r.started_at).toFixed(1), 1)]);
       rows("nodes", nodes, n => [td(n.name), td(n.role), td(n.languages.join(", ")), td(n.connected ? "connected" : n.status), td(n.lastSeen ? new Date(n.lastSeen * 1000).toLocaleTimeString() : "—"),
         td(n.roundsJoined, 1), td(n.roundsMissed, 1), td(n.tokens, 1), td(n.cpuSeconds.toFixed(0), 1)]);
+      rows("institutions", inst, x => [td(x.language), td(x.name), td(x.latest.toFixed(3), 1), td(x.latestVersion, 1), td(x.best.toFixed(3), 1), td(x.bestVersion, 1), td(x.alone == null ? "—" : x.alone.toFixed(3), 1)]);
       rows("versions", versions.slice().reverse(), v => ["<td class=num><a href='#v" + v.number + "' onclick='show(" + v.number + ")'>" + v.number + "</a></td>", td(v.round, 1), td(v.parent ?? "—", 1), "<td><code>" + esc(v.hash.slice(0, 16)) + "</code></td>",
         td(v.contributors, 1), td(v.tokens, 1), td(v.mean_bits_per_byte == null ? "—" : v.mean_bits_per_byte.toFixed(3), 1)]);
       if (rounds.length !== lastRounds) {
         lastRounds = rounds.length;
-        for (const [id, p] of [["plot-bpb", "plots/bits-per-byte.svg"], ["plot-loss", "plots/loss.svg"]]) document.getElementById(id).src = p + (q ? q + "&" : "?") + "n=" + lastRounds;
+        for (const [id, p] of [["plot-bpb", "plots/bits-per-byte.svg"], ["plot-loss", "plots/loss.svg"], ["plot-inst", "plots/institutions.svg"]]) document.getElementById(id).src = p + (q ? q + "&" : "?") + "n=" + lastRounds;
       }
     }
     for (const img of document.querySelectorAll(".plots img")) img.addEventListener("load", () => { img.dataset.loaded = img.naturalWidth > 0 ? "yes" : "empty"; });

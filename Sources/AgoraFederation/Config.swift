@@ -35,6 +35,18 @@ struct TOMLFile {
 
   func fail(_ key: String, _ problem: String) -> ConfigError { ConfigError(file: path, key: key, problem: problem) }
 
+  /// A table of language → number (e.g. `{ de = 3.11, nl = 3.2 }`), each within `range`; empty when absent.
+  func numbersByLanguage(_ key: String, range: ClosedRange<Double>) throws -> [String: Double] {
+    guard let v = value(key) else { return [:] }
+    guard let t = v.table else { throw fail(key, "expected a table of language = number") }
+    var out: [String: Double] = [:]
+    for k in t.keys {
+      guard let x = t[k]?.double ?? t[k]?.int.map(Double.init), range.contains(x) else { throw fail(key + "." + k, "expected a number in \(range)") }
+      out[k] = x
+    }
+    return out
+  }
+
   func string(_ key: String, default d: String? = nil) throws -> String {
     guard let v = value(key) else { if let d { return d }; throw fail(key, "missing (expected a string)") }
     guard let s = v.string else { throw fail(key, "expected a string") }
@@ -143,6 +155,9 @@ public struct FederationConfig: Sendable {
   /// institutions send their training text's token counts once per session (COUNTS).
   public var embeddingRows: EmbeddingRows
   public enum EmbeddingRows: String, CaseIterable, Sendable { case tokens, token_counts }
+  /// Validation windows per language on which each institution scores every version it trains on and reports
+  /// the figures (EVALUATION, signed); 0: nodes report nothing.
+  public var nodeEvalWindows: Int
   /// A node sends a token's count only when its text contains the token at least this often (zero otherwise):
   /// a rare token can identify a document.
   public var tokenCountMinimum: Int
@@ -198,6 +213,7 @@ public struct FederationConfig: Sendable {
     restrictedSoftmax = try f.bool("rounds.restricted_softmax", default: false)
     innerState = try f.choice("rounds.inner_state", default: InnerState.keep)
     embeddingRows = try f.choice("rounds.embedding_rows", default: EmbeddingRows.tokens)
+    nodeEvalWindows = try f.int("rounds.node_eval_windows", default: 8, range: 0...100_000)
     tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
   }
@@ -253,6 +269,9 @@ public struct NodeConfig: Sendable {
   public var workDir: String
   /// How long the node waits for a coordinator that stopped or restarted before it gives up.
   public var rejoinSeconds: Double
+  /// Bits per byte per language of what this institution trains alone (its own baseline), reported with its
+  /// evaluations so the federation shows whether joining pays; empty: none.
+  public var aloneBitsPerByte: [String: Double]
 
   public init(path: String) throws {
     let f = try TOMLFile(path)
@@ -273,6 +292,7 @@ public struct NodeConfig: Sendable {
     maxStepsPerRound = f.value("node.max_steps_per_round") == nil ? nil : try f.int("node.max_steps_per_round", range: 1...1_000_000)
     threads = f.value("node.threads") == nil ? nil : try f.int("node.threads", range: 1...256)
     rejoinSeconds = try f.double("node.rejoin_seconds", default: 3600, range: 1...604_800)
+    aloneBitsPerByte = try f.numbersByLanguage("node.alone_bits_per_byte", range: 0...1000)
     workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
   }
 }

@@ -199,6 +199,8 @@ public final class CoordinatorService {
         log("  \(sessions.session(m.userID)?.name ?? String(m.userID.prefix(12))) abandons round \(r): \(Printable.line(text))")
       } else if case .success(.counts(let vocabulary, let minimum, let payload)) = m.message {
         takeCounts(from: m, vocabulary: Int(vocabulary), minimum: Int(minimum), payload: payload)
+      } else if case .success(.evaluation(let v, let hash, let scores, let signature)) = m.message {
+        takeEvaluation(from: m, version: v, hash: hash, scores: scores, signature: signature)
       } else if !blobs.handle(m, endpoint: endpoint) {
         _ = receiver.handle(m, endpoint: endpoint)
       }
@@ -219,6 +221,33 @@ public final class CoordinatorService {
     let counts = payload.withUnsafeBytes { raw in (0..<vocabulary).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
     rowRelative[m.userID] = EmbeddingRowWeights.relative(counts: counts, rows: vocabulary)
     log("  \(who) sent token counts: \(counts.filter { $0 > 0 }.count) of \(vocabulary) tokens (those it holds at least \(minimum) times)")
+  }
+
+  /// EVALUATION from a node: its signed scores of a version on its own validation text, recorded in the registry.
+  func takeEvaluation(from m: Inbound, version: UInt64, hash: [UInt8], scores: [LanguageScore], signature: [UInt8]) {
+    let who = sessions.session(m.userID)?.name ?? String(m.userID.prefix(12))
+    func refuse(_ code: ErrorCode, _ why: String) {
+      endpoint.send(.error(code: code.rawValue, message: why, subject: .none), to: m.peer)
+      log("  \(who): evaluation refused: \(why)")
+    }
+    guard let card = enrolment.card(fingerprint: m.userID),
+          Sodium.verify(signature, message: LanguageScore.statement(federation: config.federation.id, version: version, hash: hash, scores: scores),
+                        publicKey: card.signPublic) else {
+      return refuse(.malformed, "the evaluation of version \(version) is not signed by this node's key")
+    }
+    guard version <= UInt64(Int.max), let v = try? store.version(Int(version)), v.hash == hex(hash) else {
+      return refuse(.unknownVersion, "no version \(version) with hash \(hex(hash).prefix(12)) in this federation")
+    }
+    let at = Date().timeIntervalSince1970, sig = hex(signature)
+    do {
+      try store.record(evaluations: scores.map {
+        EvaluationRecord(version: v.number, node: m.userID, name: who, language: $0.language, bitsPerByte: Double($0.bitsPerByte), bytes: Int($0.bytes),
+                         alone: $0.alone.isNaN ? nil : Double($0.alone), signature: sig, at: at)
+      })
+      log("  \(who) scores version \(version) on its own text: " + scores.map { String(format: "%@ %.3f", $0.language, $0.bitsPerByte) }.joined(separator: ", "))
+    } catch {
+      log("  \(who): evaluation of version \(version) not recorded: \(error)")
+    }
   }
 
   var nodesToldAt = Date.distantPast

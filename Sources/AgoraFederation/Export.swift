@@ -87,7 +87,7 @@ public enum VersionExport {
     | language | bits/byte |
     | --- | --- |
     \(bpb.isEmpty ? "| (not evaluated) | |" : bpb)
-
+    \(summary.institutions.isEmpty ? "" : "\n## Evaluation by the institutions (bits per byte on their own validation text, signed)\n\n" + summary.institutionsMarkdown)
     """
   }
 }

@@ -145,7 +145,7 @@ public final class NodeService {
           continue
         }
         do {
-          try runRound(round: r, baseHash: baseHash, patch: (patchFrom, patchHash), shard: shard, steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline,
+          try runRound(round: r, version: version, baseHash: baseHash, patch: (patchFrom, patchHash), shard: shard, steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline,
                        chunk: w.chunk, recipient: w.aggregationKey)
         } catch TransferError.sessionEnded(let kind, let reason) {
           if try ended(kind, reason) { return }
@@ -225,6 +225,35 @@ public final class NodeService {
     log("\(config.name): sent token counts: \(counts.filter { $0 > 0 }.count) of \(counts.count) tokens (those its text holds at least \(fed.tokenCountMinimum) times), \(bytes.count) bytes")
   }
 
+  /// The last version this node scored (a round that repeats a version is not scored again).
+  var lastEvaluated: UInt64? = nil
+  var evaluator: Evaluator? = nil
+
+  /// Federated evaluation: scores the round's base version (in the trainer, before any step) on the first
+  /// `rounds.node_eval_windows` windows of each of this node's languages with validation text, and sends the
+  /// figures, signed (EVALUATION): only numbers leave the node.
+  func evaluate(version: UInt64, hash: [UInt8], trainer: Trainer) throws {
+    let fed = config.federation
+    let ev = evaluator ?? Evaluator(corpus: trainer.corpus, tokenizer: tokenizer, maxWindows: fed.nodeEvalWindows)
+    evaluator = ev
+    if fed.restrictedSoftmax { trainer.model.restrictSoftmax(to: nil) }  // versions are scored over the whole vocabulary
+    defer { if fed.restrictedSoftmax { trainer.restrictSoftmaxToCorpus() } }
+    let t0 = Date()
+    var byName: [String: LanguageScore] = [:]
+    for s in try ev.scores(model: trainer.model) {
+      let name = LanguageTokens.wireName(s.language)
+      byName[name] = LanguageScore(language: name, bitsPerByte: Float(s.bitsPerByte), bytes: UInt64(s.bytes),
+                                   alone: config.aloneBitsPerByte[s.language].map(Float.init) ?? .nan)
+    }
+    let scores = byName.values.sorted { Array($0.language.utf8).lexicographicallyPrecedes(Array($1.language.utf8)) }.prefix(LanguageTokens.maxCount)
+    lastEvaluated = version
+    guard !scores.isEmpty else { return }
+    let statement = LanguageScore.statement(federation: fed.id, version: version, hash: hash, scores: Array(scores))
+    endpoint.send(.evaluation(version: version, hash: hash, scores: Array(scores), signature: try Sodium.sign(statement, secretKey: identity.signSecret)))
+    log("\(config.name): version \(version) on its own validation text: " + scores.map { String(format: "%@ %.3f", $0.language, $0.bitsPerByte) }.joined(separator: ", ")
+        + String(format: " bits/byte (%.1f s)", Date().timeIntervalSince(t0)))
+  }
+
   /// Tells the coordinator this node will send nothing for round `r` (so the round need not wait for it), and logs why.
   func abandon(round r: UInt64, _ why: String) {
     log("\(config.name): round \(r) abandoned: \(why)")
@@ -254,7 +283,7 @@ public final class NodeService {
     return lang
   }
 
-  func runRound(round r: UInt64, baseHash hash: [UInt8], patch: ([UInt8], [UInt8]), shard: [UInt8], steps: Int, modelBytes: Int, deadline: Date,
+  func runRound(round r: UInt64, version: UInt64, baseHash hash: [UInt8], patch: ([UInt8], [UInt8]), shard: [UInt8], steps: Int, modelBytes: Int, deadline: Date,
                 chunk: Int, recipient: [UInt8]) throws {
     let fed = config.federation
     let t0 = Date()
@@ -265,6 +294,7 @@ public final class NodeService {
     let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
     let fetched = sync.bytesFetched
     NodeService.beginRound(trainer, at: base, fed: fed, first: roundsDone == 0)
+    if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, trainer: trainer) }
     let n = min(steps, config.maxStepsPerRound ?? steps)
     var loss: Float = 0
     var done = 0

@@ -236,3 +236,70 @@ public struct EventRecord: Codable, Equatable, Sendable, FetchableRecord, Persis
     public static let id = Column("id")
   }
 }
+
+/// One institution's score of one version on one of its languages (federated evaluation: EVALUATION, SPEC
+/// §4.3): bits per byte on `bytes` bytes of its own validation text, and its alone-baseline if it reports one.
+/// The signature is the node's, over `LanguageScore.statement` of the whole report.
+public struct EvaluationRecord: Codable, Equatable, Sendable, FetchableRecord, PersistableRecord {
+  public static let databaseTableName = "evaluations"
+  public var version: Int
+  public var node: String
+  public var name: String
+  public var language: String
+  public var bitsPerByte: Double
+  public var bytes: Int
+  public var alone: Double?
+  public var signature: String
+  public var at: Double
+
+  public init(version: Int, node: String, name: String, language: String, bitsPerByte: Double, bytes: Int, alone: Double?, signature: String, at: Double) {
+    self.version = version
+    self.node = node
+    self.name = name
+    self.language = language
+    self.bitsPerByte = bitsPerByte
+    self.bytes = bytes
+    self.alone = alone
+    self.signature = signature
+    self.at = at
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case version, node, name, language, bytes, alone, signature, at
+    case bitsPerByte = "bits_per_byte"
+  }
+  public enum Columns {
+    public static let version = Column(CodingKeys.version)
+    public static let language = Column(CodingKeys.language)
+    public static let node = Column(CodingKeys.node)
+  }
+}
+
+/// Per language and reporting institution: the latest version's score, the best one and its version, and the
+/// institution's alone-baseline (what `agora show`, the model card and the dashboard print).
+public struct LanguageStanding: Codable, Equatable, Sendable {
+  public var language: String
+  public var name: String
+  public var node: String
+  public var latestVersion: Int
+  public var latest: Double
+  public var bestVersion: Int
+  public var best: Double
+  public var alone: Double?
+
+  /// From evaluation records (of any versions, up to some version), one standing per (language, node).
+  public static func from(_ records: [EvaluationRecord]) -> [LanguageStanding] {
+    var out: [String: LanguageStanding] = [:]
+    for r in records.sorted(by: { ($0.version, $0.at) < ($1.version, $1.at) }) {
+      let key = r.language + "\u{0}" + r.node
+      var s = out[key] ?? LanguageStanding(language: r.language, name: r.name, node: r.node, latestVersion: r.version, latest: r.bitsPerByte,
+                                           bestVersion: r.version, best: r.bitsPerByte, alone: r.alone)
+      s.latestVersion = r.version
+      s.latest = r.bitsPerByte
+      if r.bitsPerByte < s.best { s.best = r.bitsPerByte; s.bestVersion = r.version }
+      if let a = r.alone { s.alone = a }
+      out[key] = s
+    }
+    return out.values.sorted { ($0.language, $0.name) < ($1.language, $1.name) }
+  }
+}

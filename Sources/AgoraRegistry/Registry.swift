@@ -120,6 +120,14 @@ public final class Registry: @unchecked Sendable {
     m.registerMigration("v2: contributions.norm and cosine") { db in
       try db.execute(sql: "ALTER TABLE contributions ADD COLUMN norm DOUBLE; ALTER TABLE contributions ADD COLUMN cosine DOUBLE")
     }
+    m.registerMigration("v3: evaluations (federated evaluation)") { db in
+      try db.execute(sql: """
+        CREATE TABLE evaluations (
+          version INTEGER NOT NULL, node TEXT NOT NULL, name TEXT NOT NULL, language TEXT NOT NULL, bits_per_byte DOUBLE NOT NULL,
+          bytes INTEGER NOT NULL, alone DOUBLE, signature TEXT NOT NULL, at DOUBLE NOT NULL,
+          PRIMARY KEY (version, node, language));
+        """)
+    }
     return m
   }
 
@@ -261,6 +269,20 @@ public final class Registry: @unchecked Sendable {
   }
 
   /// Version 0 (made from the seed, no round).
+  /// Records an institution's scores of a version (replacing what it reported for that version before).
+  public func record(evaluations: [EvaluationRecord]) throws {
+    try db.write { db in for e in evaluations { try e.save(db) } }
+  }
+
+  /// Every evaluation reported, of versions up to `version` when given.
+  public func evaluations(upTo version: Int? = nil) throws -> [EvaluationRecord] {
+    try db.read { db in
+      var q = EvaluationRecord.order(EvaluationRecord.Columns.version, EvaluationRecord.Columns.language, EvaluationRecord.Columns.node)
+      if let version { q = q.filter(EvaluationRecord.Columns.version <= version) }
+      return try q.fetchAll(db)
+    }
+  }
+
   public func commitGenesis(_ v: VersionRecord) throws {
     try db.write { db in
       try v.insert(db)

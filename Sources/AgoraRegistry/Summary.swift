@@ -27,6 +27,8 @@ public struct TrainingDataSummary: Codable, Sendable {
   /// CPU-seconds the contributors reported, summed.
   public var nodeSeconds: Double
   public var bitsPerByte: [String: Double]
+  /// What the institutions report on their own validation text (federated evaluation), versions up to this one.
+  public var institutions: [LanguageStanding]
 
   /// The summary of `number`: contributions of the rounds that made the versions of its lineage.
   public static func of(_ number: Int, in store: Registry) throws -> TrainingDataSummary {
@@ -51,7 +53,7 @@ public struct TrainingDataSummary: Codable, Sendable {
     return TrainingDataSummary(federation: store.federation, version: number, hash: v.hash, rounds: rounds.sorted(), tokens: all.reduce(0) { $0 + $1.tokens },
                                tokensPerLanguage: perLanguage, contributors: byNode.values.sorted { $0.tokens > $1.tokens },
                                steps: all.reduce(0) { $0 + $1.steps }, nodeSeconds: all.reduce(0) { $0 + $1.seconds },
-                               bitsPerByte: v.bitsPerByteByLanguage)
+                               bitsPerByte: v.bitsPerByteByLanguage, institutions: LanguageStanding.from(try store.evaluations(upTo: number)))
   }
 
   public func json() throws -> Data {
@@ -81,6 +83,17 @@ public struct TrainingDataSummary: Codable, Sendable {
     }
     s += "\nTokens per language: " + Self.cell(tokensPerLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) + ".\n"
     s += "Rounds: \(rounds.map(String.init).joined(separator: ", ")); \(tokens) tokens in \(steps) optimizer steps, \(String(format: "%.0f", nodeSeconds)) CPU-seconds.\n"
+    return s
+  }
+
+  /// The institutions' own scores as a Markdown table (empty when none reported).
+  public var institutionsMarkdown: String {
+    guard !institutions.isEmpty else { return "" }
+    var s = "| language | institution | latest (version) | best (version) | trained alone |\n| --- | --- | --- | --- | --- |\n"
+    for x in institutions {
+      s += "| \(Self.cell(x.language)) | \(Self.cell(x.name)) | " + String(format: "%.3f (%d) | %.3f (%d) | ", x.latest, x.latestVersion, x.best, x.bestVersion)
+        + (x.alone.map { String(format: "%.3f", $0) } ?? "—") + " |\n"
+    }
     return s
   }
 }

@@ -26,8 +26,13 @@ public struct Evaluator {
   /// bits-per-byte per language with validation text, in the corpus's language order; only `languages` when
   /// given, and at most `windows` windows each when given (the first ones: the same every time).
   public func bitsPerByte(model: GPT, languages: Set<String>? = nil, windows limit: Int? = nil) throws -> [(String, Double)] {
+    try scores(model: model, languages: languages, windows: limit).map { ($0.language, $0.bitsPerByte) }
+  }
+
+  /// `bitsPerByte` with the bytes each figure is over (the UTF-8 bytes of the predicted tokens).
+  public func scores(model: GPT, languages: Set<String>? = nil, windows limit: Int? = nil) throws -> [(language: String, bitsPerByte: Double, bytes: Int)] {
     let B = model.B, T = model.T
-    var out: [(String, Double)] = []
+    var out: [(language: String, bitsPerByte: Double, bytes: Int)] = []
     for (li, lang) in corpus.languages.enumerated() {
       if let only = languages, !only.contains(lang) { continue }
       guard let s = corpus.valid[li] else { continue }
@@ -55,7 +60,7 @@ public struct Evaluator {
         }
         i += rows
       }
-      out.append((lang, nats / log(2.0) / bytes))
+      out.append((lang, nats / log(2.0) / bytes, Int(bytes)))
     }
     return out
   }

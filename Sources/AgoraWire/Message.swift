@@ -82,7 +82,8 @@ public struct TrainingTerms: Equatable, Hashable, Sendable {
 public enum MessageType: UInt8, Sendable, CaseIterable {
   case join = 0x01, welcome = 0x02, round = 0x03, fetch = 0x04, blobChunk = 0x05,
        uploadBegin = 0x06, uploadChunk = 0x07, uploadEnd = 0x08, ack = 0x09,
-       heartbeat = 0x0A, leave = 0x0B, error = 0x0C, counts = 0x0D
+       heartbeat = 0x0A, leave = 0x0B, error = 0x0C, counts = 0x0D,
+       evaluation = 0x0E
 }
 
 /// Every message of the protocol. Large binary data (model and update chunks) lives in the payload frame.
@@ -127,6 +128,10 @@ public enum Message: Equatable, Sendable {
   /// each token of the vocabulary occurs in the node's training text (payload frame = `vocabulary` little-endian
   /// u32 counts), counts below `minimum` sent as zero.
   case counts(vocabulary: UInt32, minimum: UInt32, payload: Payload)
+  /// Node → coordinator: bits per byte of version `version` (content hash `hash`) on the node's own validation
+  /// text, per language — only these numbers leave the node — signed with the node's identity
+  /// (`LanguageScore.statement`).
+  case evaluation(version: UInt64, hash: [UInt8], scores: [LanguageScore], signature: [UInt8])
 
   public var type: MessageType {
     switch self {
@@ -143,6 +148,7 @@ public enum Message: Equatable, Sendable {
     case .leave: return .leave
     case .error: return .error
     case .counts: return .counts
+    case .evaluation: return .evaluation
     }
   }
 
@@ -196,6 +202,8 @@ public enum Message: Equatable, Sendable {
       }
     case .counts(let vocabulary, let minimum, let p):
       w.u32(vocabulary); w.u32(minimum); payload = p
+    case .evaluation(let version, let hash, let scores, let sig):
+      LanguageScore.write(version: version, hash: hash, scores: scores, to: &w); w.raw(sig)
     }
     return ([Wire.versionFrame, w.bytes], payload)
   }
@@ -306,6 +314,25 @@ public enum Message: Equatable, Sendable {
           throw DecodeError.invalid("COUNTS of a vocabulary of \(vocabulary) tokens needs \(Int(vocabulary) * 4) payload octets, not \(frames[2].count)")
         }
         m = .counts(vocabulary: vocabulary, minimum: minimum, payload: frames[2])
+      case .evaluation:
+        let version = try r.u64("version"), hash = try r.raw(32, "version hash"), n = Int(try r.u8("language count"))
+        guard n >= 1, n <= LanguageTokens.maxCount else { throw DecodeError.invalid("EVALUATION of \(n) languages (1 to \(LanguageTokens.maxCount))") }
+        var scores: [LanguageScore] = []
+        for _ in 0..<n {
+          let s = LanguageScore(language: try r.string("language", max: LanguageTokens.maxName), bitsPerByte: Float(bitPattern: try r.u32("bits per byte")),
+                                bytes: try r.u64("bytes"), alone: Float(bitPattern: try r.u32("alone")))
+          guard LanguageTokens.isValidName(s.language) else {
+            throw DecodeError.invalid("language name \(s.language.debugDescription) is not 1-32 of a-z, 0-9, '-', '_'")
+          }
+          guard scores.last.map({ Array($0.language.utf8).lexicographicallyPrecedes(Array(s.language.utf8)) }) ?? true else {
+            throw DecodeError.invalid("languages must be in strictly increasing byte order")
+          }
+          guard s.bitsPerByte.isFinite, s.bitsPerByte >= 0, s.bytes >= 1, s.alone.isNaN || (s.alone.isFinite && s.alone >= 0) else {
+            throw DecodeError.invalid("score of \(s.language): bits per byte \(s.bitsPerByte) over \(s.bytes) bytes, alone \(s.alone) (finite, ≥ 0, at least one byte; alone NaN when none)")
+          }
+          scores.append(s)
+        }
+        m = .evaluation(version: version, hash: hash, scores: scores, signature: try r.raw(64, "signature"))
       }
       try r.expectEnd()
       return m
@@ -342,6 +369,40 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
 }
 
 /// Tokens a node trained on in one language during a round (reported with its update).
+/// One language's score in EVALUATION: bits per byte of a version on `bytes` bytes of the node's validation text,
+/// and what the node's own model trained alone scores there (`alone`; NaN when the node reports none).
+public struct LanguageScore: Equatable, Hashable, Sendable {
+  public var language: String
+  public var bitsPerByte: Float
+  public var bytes: UInt64
+  public var alone: Float
+  public init(language: String, bitsPerByte: Float, bytes: UInt64, alone: Float = .nan) {
+    self.language = language
+    self.bitsPerByte = bitsPerByte
+    self.bytes = bytes
+    self.alone = alone
+  }
+  public static func == (a: LanguageScore, b: LanguageScore) -> Bool {
+    a.language == b.language && a.bitsPerByte.bitPattern == b.bitsPerByte.bitPattern && a.bytes == b.bytes && a.alone.bitPattern == b.alone.bitPattern
+  }
+  public func hash(into h: inout Hasher) { h.combine(language); h.combine(bitsPerByte.bitPattern); h.combine(bytes); h.combine(alone.bitPattern) }
+
+  /// EVALUATION's fields before the signature.
+  static func write(version: UInt64, hash: [UInt8], scores: [LanguageScore], to w: inout ByteWriter) {
+    w.u64(version); w.raw(hash); w.u8(UInt8(scores.count))
+    for s in scores { w.string(s.language); w.u32(s.bitsPerByte.bitPattern); w.u64(s.bytes); w.u32(s.alone.bitPattern) }
+  }
+
+  /// What a node signs (Ed25519) for EVALUATION: "AGORA-EVAL-v1" ‖ federation (string) ‖ the message's fields
+  /// before the signature (version, hash, count, scores).
+  public static func statement(federation: String, version: UInt64, hash: [UInt8], scores: [LanguageScore]) -> [UInt8] {
+    var w = ByteWriter()
+    w.raw(Array("AGORA-EVAL-v1".utf8)); w.string(federation)
+    write(version: version, hash: hash, scores: scores, to: &w)
+    return w.bytes
+  }
+}
+
 public struct LanguageTokens: Equatable, Hashable, Sendable {
   public static let maxCount = 64
   public static let maxName = 32

@@ -79,6 +79,10 @@ struct ShowCommand: ParsableCommand {
     if !summary.bitsPerByte.isEmpty {
       print("bits per byte: " + summary.bitsPerByte.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value))" }.joined(separator: ", "))
     }
+    if !summary.institutions.isEmpty {
+      print("\nbits per byte the institutions report on their own validation text (signed):")
+      print(summary.institutionsMarkdown, terminator: "")
+    }
   }
 }
 

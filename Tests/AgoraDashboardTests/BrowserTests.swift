@@ -4,8 +4,8 @@ import Testing
 
 /// The dashboard of a real coordinator (`agora coordinator`), seen by a real browser.
 @Suite(.serialized) struct BrowserTests {
-  /// The dashboard of a running federation in headless Chromium: the round table has the rounds, both SVG
-  /// plots load, the console shows no error, and a screenshot is saved (.agora/screenshots/dashboard.png).
+  /// The dashboard of a running federation in headless Chromium: the round table has the rounds, the three SVG
+  /// plots load, the institutions' own scores are listed, the console shows no error, and a screenshot is saved (.agora/screenshots/dashboard.png).
   @Test func dashboardRendersInHeadlessChromium() throws {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
     let browser = try #require(chromium, "Chromium is missing: scripts/setup --python installs it")
@@ -40,7 +40,10 @@ import Testing
     #expect(dom.contains("data-refreshed=\"yes\""), "the page's script ran and fetched the API")
     let table = dom.components(separatedBy: "<table id=\"rounds\">").dropFirst().first?.components(separatedBy: "</table>").first ?? ""
     #expect(table.components(separatedBy: "<tr>").count >= 4, "the round table lists the rounds: \(table.prefix(400))")
-    #expect(dom.contains("id=\"plot-bpb\"") && dom.components(separatedBy: "data-loaded=\"yes\"").count == 3, "both SVG plots loaded")
+    #expect(dom.contains("id=\"plot-bpb\"") && dom.components(separatedBy: "data-loaded=\"yes\"").count == 4, "the three SVG plots loaded")
+    // Federated evaluation: the institutions' own figures, one row per (language, institution).
+    let inst = dom.components(separatedBy: "<table id=\"institutions\">").dropFirst().first?.components(separatedBy: "</table>").first ?? ""
+    #expect(inst.components(separatedBy: "<tr>").count == 1 + 3 + 1 && inst.contains("<td>it</td><td>west</td>"), "\(inst.prefix(600))")
     #expect(dom.contains("east") && dom.contains("west"), "the nodes table names the nodes")
     let consoleErrors = log.split(separator: "\n").filter { $0.contains("CONSOLE") && ($0.contains("Uncaught") || $0.contains("rror")) }
     #expect(consoleErrors.isEmpty, "console errors: \(consoleErrors)")
