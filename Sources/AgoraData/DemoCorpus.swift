@@ -7,7 +7,8 @@ import Foundation
 /// per line, pages separated by an empty line. Pages taken in the order of a hash of their file name go to
 /// `valid.txt` until it holds 5% of the language's bytes, so the split is stable and never empty. With
 /// `publicOut`, the next 10% go to `<publicOut>/<lang>/train.txt`: the federation's public corpus, which
-/// compute donors train on and which no institution holds.
+/// compute donors train on and which no institution holds; the 2.5% after them to `<publicOut>/<lang>/valid.txt`,
+/// the public validation text the coordinator scores versions on (the institutions score their own).
 public enum DemoCorpus {
   /// Language code → Debian package.
   public static let packages: [(lang: String, package: String)] = [
@@ -40,16 +41,18 @@ public enum DemoCorpus {
       }
       // Pages in hash order go to validation until it holds 5% of the bytes (at least one page).
       let total = pagesText.reduce(0) { $0 + $1.1.utf8.count }
-      var train = "", valid = "", pub = ""
+      var train = "", valid = "", pub = "", pubValid = ""
       for (_, text) in pagesText.sorted(by: { $0.0 < $1.0 }) {
         if valid.isEmpty || valid.utf8.count < total / 20 { valid += text + "\n\n" }
         else if publicOut != nil, pub.utf8.count < total / 10 { pub += text + "\n\n" }
+        else if publicOut != nil, pubValid.isEmpty || pubValid.utf8.count < total / 40 { pubValid += text + "\n\n" }
         else { train += text + "\n\n" }
       }
       if let publicOut {
         let pdir = (publicOut as NSString).appendingPathComponent(lang)
         try FileManager.default.createDirectory(atPath: pdir, withIntermediateDirectories: true)
         try Data(pub.utf8).write(to: URL(fileURLWithPath: (pdir as NSString).appendingPathComponent("train.txt")), options: .atomic)
+        try Data(pubValid.utf8).write(to: URL(fileURLWithPath: (pdir as NSString).appendingPathComponent("valid.txt")), options: .atomic)
       }
       let pages = pagesText.count
       let dir = (out as NSString).appendingPathComponent(lang)

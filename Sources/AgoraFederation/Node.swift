@@ -100,8 +100,9 @@ public final class NodeService {
   /// no longer knows) is joined again as soon as it answers, for at most `node.rejoin_seconds`.
   public func run() throws {
     let name = config.name
-    guard var w = try join(within: 30) else {
-      throw TransferError.timeout("no WELCOME from \(config.federation.endpoint) (not running, wrong server key, or this node is not enrolled)")
+    // The coordinator may still be starting (a warm start of version 0 takes minutes): keep asking, and say so.
+    guard var w = try join(within: config.rejoinSeconds, sayAfter: 30) else {
+      throw TransferError.timeout("no WELCOME from \(config.federation.endpoint) within \(Int(config.rejoinSeconds)) s (not running, wrong server key, or this node is not enrolled)")
     }
     log("\(name) joined \(config.federation.id)")
     // Heartbeats while training keeps this thread busy.
@@ -191,10 +192,15 @@ public final class NodeService {
 
   /// Sends JOIN (again every 2.5 s) until WELCOME, for at most `seconds`; nil if nothing answered. A refusal
   /// (other terms, not enrolled, revoked) is thrown: joining again would not change it.
-  func join(within seconds: Double) throws -> (chunk: Int, heartbeat: UInt32, aggregationKey: [UInt8])? {
-    let end = Date(timeIntervalSinceNow: seconds)
+  func join(within seconds: Double, sayAfter: Double? = nil) throws -> (chunk: Int, heartbeat: UInt32, aggregationKey: [UInt8])? {
+    let start = Date(), end = Date(timeIntervalSinceNow: seconds)
     var sent = Date.distantPast
+    var said = false
     while Date() < end && !stop.isSet {
+      if let after = sayAfter, !said, Date().timeIntervalSince(start) > after {
+        said = true
+        log("\(config.name): no answer yet from \(config.federation.endpoint) (still starting, not running, a wrong server key, or this node is not enrolled); trying for up to \(Int(seconds)) s")
+      }
       if Date().timeIntervalSince(sent) >= 2.5 { endpoint.send(joinMessage); sent = Date() }
       guard let m = endpoint.receive(timeout: 0.5) else { continue }
       switch m.message {
