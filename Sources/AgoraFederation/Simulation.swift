@@ -30,7 +30,7 @@ public final class FederationSimulation {
   }
 
   public let federation: FederationConfig
-  public let recipe: Recipe
+  public var recipe: Recipe
   public var nodes: [Node] = []
   public let params: FloatBuffer
   let outer: OuterOptimizer

@@ -15,6 +15,8 @@ struct SimulateCommand: ParsableCommand {
   var evalEvery: Int = 1
   @Flag(help: "Also score each node's own model after its inner steps (on its own languages and on all).")
   var localEval = false
+  @Flag(help: "Score each node's own model after the last round only (what an institution holds if it keeps its last local model).")
+  var localEvalLast = false
 
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
@@ -42,6 +44,7 @@ struct SimulateCommand: ParsableCommand {
     var last = v0
     let t0 = Date()
     for r in 1...fed.rounds {
+      if localEvalLast { sim.recipe.evaluateLocal = r == fed.rounds }
       let losses = try sim.round(r)
       let meanLoss = losses.reduce(0, +) / Float(max(1, losses.count))
       for l in sim.local { print(String(format: "  %@ alone after round %d: %.4f on its languages, %.4f on all", l.node, r, l.own, l.all)) }
