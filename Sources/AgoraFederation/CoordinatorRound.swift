@@ -30,7 +30,10 @@ extension CoordinatorService {
     abandoned = abandoned.filter { $0.key >= UInt64(r) }
     let settings = RoundCollector.Settings(round: UInt64(r), format: fed.compression == .int8 ? .int8 : .fp32, innerSteps: fed.innerSteps,
                                            batch: fed.batch, context: modelConfig.contextLength, learningRate: fed.learningRate,
-                                           stalenessExponent: fed.stalenessExponent, score: fed.scoreUpdates)
+                                           stalenessExponent: fed.stalenessExponent,
+                                           // From an untrained version 0 (random weights, no warm start) held-out loss says nothing of
+                                           // an update's direction: honest updates can raise it and flipped ones lower it (SPEC §7.1).
+                                           score: fed.scoreUpdates && (version > 0 || fed.warmStartSteps > 0))
     let collector = RoundCollector(settings: settings, staging: staging, sum: sum, acceptance: acceptance, scorer: scorer,
                                    lastStep: stepper.patch?.path, names: Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a }),
                                    sessions: sessions, currentBlob: { [unowned self] in currentBlob() },
