@@ -196,7 +196,7 @@ public final class CoordinatorService {
       if case .success(.error(_, let text, .round(let r))) = m.message {
         // A node says it will send nothing for round r (a bad version, other settings, a failure): not waited for.
         abandoned[r, default: []].insert(m.userID)
-        log("  \(sessions.session(m.userID)?.name ?? String(m.userID.prefix(12))) abandons round \(r): \(Printable.line(text))")
+        log("  \(displayName(m.userID)) abandons round \(r): \(Printable.line(text))")
       } else if case .success(.counts(let vocabulary, let minimum, let payload)) = m.message {
         takeCounts(from: m, vocabulary: Int(vocabulary), minimum: Int(minimum), payload: payload)
       } else if case .success(.evaluation(let v, let hash, let scores, let signature)) = m.message {
@@ -208,9 +208,12 @@ public final class CoordinatorService {
     return true
   }
 
+  /// How log lines name a node: its session's (enrolment card's) name, else its fingerprint's prefix.
+  func displayName(_ fingerprint: String) -> String { sessions.session(fingerprint)?.name ?? String(fingerprint.prefix(12)) }
+
   /// COUNTS from a node: kept (as V·q) for weighing its embedding rows while `rounds.embedding_rows` asks for it.
   func takeCounts(from m: Inbound, vocabulary: Int, minimum: Int, payload: Payload) {
-    let who = sessions.session(m.userID)?.name ?? String(m.userID.prefix(12))
+    let who = displayName(m.userID)
     guard vocabulary == modelConfig.vocabSize else {
       endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "COUNTS for \(vocabulary) tokens; the federation's vocabulary has \(modelConfig.vocabSize)",
                            subject: .none), to: m.peer)
@@ -225,7 +228,7 @@ public final class CoordinatorService {
 
   /// EVALUATION from a node: its signed scores of a version on its own validation text, recorded in the registry.
   func takeEvaluation(from m: Inbound, version: UInt64, hash: [UInt8], scores: [LanguageScore], signature: [UInt8]) {
-    let who = sessions.session(m.userID)?.name ?? String(m.userID.prefix(12))
+    let who = displayName(m.userID)
     func refuse(_ code: ErrorCode, _ why: String) {
       endpoint.send(.error(code: code.rawValue, message: why, subject: .none), to: m.peer)
       log("  \(who): evaluation refused: \(why)")

@@ -37,8 +37,7 @@ extension CoordinatorService {
     let collector = RoundCollector(settings: settings, staging: staging, sum: sum, acceptance: acceptance, scorer: scorer,
                                    lastStep: stepper.patch?.path, names: Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a }),
                                    sessions: sessions, currentBlob: { [unowned self] in currentBlob() },
-                                   rows: fed.embeddingRows == .token_counts
-                                     ? EmbeddingRowWeights(offset: embeddingOffset, rows: modelConfig.vocabSize, width: modelConfig.channels) : nil,
+                                   rows: EmbeddingRowWeights(offset: embeddingOffset, rows: modelConfig.vocabSize, width: modelConfig.channels),
                                    relative: { [unowned self] in rowRelative[$0] }, log: log, notify: { [weak self] in self?.notify($0) })
     receiver.consumer = collector
     defer { receiver.consumer = nil }
@@ -76,13 +75,7 @@ extension CoordinatorService {
     var applied = false
     var note = ""
     if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 {
-      if let rows = collector.rows {
-        rows.finish(sum.pointer, count: sum.count, weightTotal: collector.weightTotal)
-      } else {
-        let inv = Float(1 / collector.weightTotal)
-        let s = sum.pointer
-        Parallel.forRange(sum.count, minChunk: 16384) { a, b in for i in a..<b { s[i] *= inv } }
-      }
+      collector.rows.finish(sum.pointer, count: sum.count, weightTotal: collector.weightTotal)
       FaultInjection.at("before-step", round: r)
       applied = try step(round: r)
       FaultInjection.at("after-step", round: r)

@@ -1,11 +1,12 @@
 import AgoraTensor
 import Foundation
 
-/// The round's mean with each token's embedding row averaged by how often each node trained on that token
-/// (`rounds.embedding_rows = "token_counts"`). A node whose text never holds a token still moves its row (its
-/// softmax pushes the token down, weight decay shrinks it); averaged by tokens like every other parameter, that
-/// drift dilutes the progress of the nodes that do use the token. Weighted by counts, a row follows the nodes
-/// that trained on it.
+/// What turns a round's weighted sum of updates into their mean: every parameter divided by the nodes' total
+/// weight, each token's embedding row by its own total — with `rounds.embedding_rows = "token_counts"`, the
+/// nodes weighted by how often each trained on that token; otherwise every row's total is the nodes' weight.
+/// A node whose text never holds a token still moves its row (its softmax pushes the token down, weight decay
+/// shrinks it); averaged by tokens like every other parameter, that drift dilutes the progress of the nodes
+/// that do use the token. Weighted by counts, a row follows the nodes that trained on it.
 ///
 /// Node k, with weight w_k (its tokens this round, staleness applied) and token counts c_k (COUNTS), gives row r
 /// of the V rows the weight

@@ -225,10 +225,10 @@ public final class NodeService {
     let fed = config.federation
     guard fed.embeddingRows == .token_counts, let corpus = trainer?.corpus else { return }
     let counts = NodeService.tokenCounts(corpus.tokenCounts(vocabSize: tokenizer.vocabSize), minimum: fed.tokenCountMinimum)
-    var bytes = [UInt8](repeating: 0, count: counts.count * 4)
-    for (i, c) in counts.enumerated() { for k in 0..<4 { bytes[4 * i + k] = UInt8((c >> (8 * UInt32(k))) & 0xFF) } }
-    endpoint.send(.counts(vocabulary: UInt32(counts.count), minimum: UInt32(fed.tokenCountMinimum), payload: Payload(bytes)))
-    log("\(config.name): sent token counts: \(counts.filter { $0 > 0 }.count) of \(counts.count) tokens (those its text holds at least \(fed.tokenCountMinimum) times), \(bytes.count) bytes")
+    var w = ByteWriter(capacity: counts.count * 4)
+    for c in counts { w.u32(c) }
+    endpoint.send(.counts(vocabulary: UInt32(counts.count), minimum: UInt32(fed.tokenCountMinimum), payload: Payload(w.bytes)))
+    log("\(config.name): sent token counts: \(counts.filter { $0 > 0 }.count) of \(counts.count) tokens (those its text holds at least \(fed.tokenCountMinimum) times), \(w.bytes.count) bytes")
   }
 
   /// The last version this node scored (a round that repeats a version is not scored again).
@@ -251,7 +251,7 @@ public final class NodeService {
       byName[name] = LanguageScore(language: name, bitsPerByte: Float(s.bitsPerByte), bytes: UInt64(s.bytes),
                                    alone: config.aloneBitsPerByte[s.language].map(Float.init) ?? .nan)
     }
-    let scores = byName.values.sorted { Array($0.language.utf8).lexicographicallyPrecedes(Array($1.language.utf8)) }.prefix(LanguageTokens.maxCount)
+    let scores = byName.values.sorted { LanguageTokens.precedes($0.language, $1.language) }.prefix(LanguageTokens.maxCount)
     lastEvaluated = version
     guard !scores.isEmpty else { return }
     let statement = LanguageScore.statement(federation: fed.id, version: version, hash: hash, scores: Array(scores))

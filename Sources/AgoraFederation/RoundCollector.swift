@@ -35,8 +35,9 @@ final class RoundCollector: UploadConsumer {
   let currentBlob: () -> String?
   let log: (String) -> Void
   let notify: (CoordinatorEvent) -> Void
-  /// With `rounds.embedding_rows = "token_counts"`: the rows' weights so far, and each node's V·q (its COUNTS).
-  private(set) var rows: EmbeddingRowWeights?
+  /// The embedding rows' weights so far (what turns `sum` into the mean), and each node's V·q (its COUNTS; nil for
+  /// every node unless `rounds.embedding_rows = "token_counts"`, and then the rows weigh like every parameter).
+  private(set) var rows: EmbeddingRowWeights
   let relative: (String) -> [Float]?
 
   // The round's tallies.
@@ -58,7 +59,7 @@ final class RoundCollector: UploadConsumer {
 
   init(settings: Settings, staging: UpdateStaging, sum: FloatBuffer, acceptance: AcceptanceRule, scorer: UpdateScorer?, lastStep: String?,
        names: [String: (name: String, donor: Bool)], sessions: SessionTable, currentBlob: @escaping () -> String?,
-       rows: EmbeddingRowWeights? = nil, relative: @escaping (String) -> [Float]? = { _ in nil },
+       rows: EmbeddingRowWeights, relative: @escaping (String) -> [Float]? = { _ in nil },
        log: @escaping (String) -> Void, notify: @escaping (CoordinatorEvent) -> Void) {
     self.rows = rows
     self.relative = relative
@@ -128,7 +129,7 @@ final class RoundCollector: UploadConsumer {
                  staleness, pow(1 + staleness, -s.stalenessExponent), norm))
     }
     try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
-    try rows?.fold(payload, format: format, count: sum.count, weight: w, relative: relative(c.node), into: sum.pointer)
+    try rows.fold(payload, format: format, count: sum.count, weight: w, relative: relative(c.node), into: sum.pointer)
     weightTotal += w
     tokens += c.tokens
     bytesIn += c.bytes

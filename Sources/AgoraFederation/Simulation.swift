@@ -104,8 +104,7 @@ public final class FederationSimulation {
     let delta = FloatBuffer(count: params.count)
     var weights = 0.0
     var losses: [Float] = []
-    var rows = fed.embeddingRows == .token_counts
-      ? EmbeddingRowWeights(offset: layout.wte, rows: layout.config.vocabSize, width: layout.config.channels) : nil
+    var rows = EmbeddingRowWeights(offset: layout.wte, rows: layout.config.vocabSize, width: layout.config.channels)
     for (k, node) in nodes.enumerated() {
       let t = node.trainer
       NodeService.beginRound(t, at: params, fed: fed, first: r == 1)
@@ -126,23 +125,17 @@ public final class FederationSimulation {
       let w = Double(innerSteps(round: r) * t.model.B * t.model.T)
       try payload.withUnsafeBytes {
         try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
-        try rows?.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
+        try rows.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
       }
       weights += w
     }
-    let s = sum.pointer
-    if let rows {
-      rows.finish(s, count: sum.count, weightTotal: weights)
-    } else {
-      let inv = Float(1 / weights)
-      for i in 0..<sum.count { s[i] *= inv }
-    }
+    rows.finish(sum.pointer, count: sum.count, weightTotal: weights)
     outer.step(sum)
     if fed.broadcast == .int8 {
       let patch = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, rounding: VersionStep.rounding(seed: fed.seed, round: r))
       try patch.withUnsafeBytes { try DeltaCodec.decode($0, into: params.pointer, count: params.count, mode: .subtract) }
     } else {
-      let p = params.pointer
+      let (p, s) = (params.pointer, sum.pointer)
       for i in 0..<params.count { p[i] -= s[i] }
     }
     return losses

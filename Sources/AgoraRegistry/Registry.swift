@@ -268,7 +268,6 @@ public final class Registry: @unchecked Sendable {
     }
   }
 
-  /// Version 0 (made from the seed, no round).
   /// Records an institution's scores of a version (replacing what it reported for that version before).
   public func record(evaluations: [EvaluationRecord]) throws {
     try db.write { db in for e in evaluations { try e.save(db) } }
@@ -283,6 +282,7 @@ public final class Registry: @unchecked Sendable {
     }
   }
 
+  /// Version 0 (made from the seed, no round).
   public func commitGenesis(_ v: VersionRecord) throws {
     try db.write { db in
       try v.insert(db)

@@ -280,12 +280,7 @@ public enum Message: Equatable, Sendable {
         var langs: [LanguageTokens] = []
         for _ in 0..<n {
           let l = LanguageTokens(language: try r.string("language", max: LanguageTokens.maxName), tokens: try r.u64("language tokens"))
-          guard LanguageTokens.isValidName(l.language) else {
-            throw DecodeError.invalid("language name \(l.language.debugDescription) is not 1-32 of a-z, 0-9, '-', '_'")
-          }
-          guard langs.last.map({ Array($0.language.utf8).lexicographicallyPrecedes(Array(l.language.utf8)) }) ?? true else {
-            throw DecodeError.invalid("languages must be in strictly increasing byte order")
-          }
+          try LanguageTokens.checkName(l.language, after: langs.last?.language)
           langs.append(l)
         }
         m = .uploadEnd(transfer: t, final: final, tokens: tokens, steps: steps, lossBits: loss, cpuMillis: cpu, languages: langs)
@@ -321,12 +316,7 @@ public enum Message: Equatable, Sendable {
         for _ in 0..<n {
           let s = LanguageScore(language: try r.string("language", max: LanguageTokens.maxName), bitsPerByte: Float(bitPattern: try r.u32("bits per byte")),
                                 bytes: try r.u64("bytes"), alone: Float(bitPattern: try r.u32("alone")))
-          guard LanguageTokens.isValidName(s.language) else {
-            throw DecodeError.invalid("language name \(s.language.debugDescription) is not 1-32 of a-z, 0-9, '-', '_'")
-          }
-          guard scores.last.map({ Array($0.language.utf8).lexicographicallyPrecedes(Array(s.language.utf8)) }) ?? true else {
-            throw DecodeError.invalid("languages must be in strictly increasing byte order")
-          }
+          try LanguageTokens.checkName(s.language, after: scores.last?.language)
           guard s.bitsPerByte.isFinite, s.bitsPerByte >= 0, s.bytes >= 1, s.alone.isNaN || (s.alone.isFinite && s.alone >= 0) else {
             throw DecodeError.invalid("score of \(s.language): bits per byte \(s.bitsPerByte) over \(s.bytes) bytes, alone \(s.alone) (finite, ≥ 0, at least one byte; alone NaN when none)")
           }
@@ -420,6 +410,16 @@ public struct LanguageTokens: Equatable, Hashable, Sendable {
     return !u.isEmpty && u.count <= maxName && u.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x5F }
   }
 
+  /// Whether language name `a` comes before `b` on the wire: octet order (not Swift's string order, which treats
+  /// canonically equivalent strings as equal).
+  public static func precedes(_ a: String, _ b: String) -> Bool { Array(a.utf8).lexicographicallyPrecedes(Array(b.utf8)) }
+
+  /// A decoded list's next language name: valid, and after the previous one (strictly increasing octet order).
+  static func checkName(_ name: String, after previous: String?) throws {
+    guard isValidName(name) else { throw DecodeError.invalid("language name \(name.debugDescription) is not 1-32 of a-z, 0-9, '-', '_'") }
+    guard previous.map({ precedes($0, name) }) ?? true else { throw DecodeError.invalid("languages must be in strictly increasing byte order") }
+  }
+
   /// A local language name (e.g. a directory name) as the wire allows it: lowercased, other characters than
   /// `a`–`z`, `0`–`9`, `-`, `_` replaced by `_`, cut to `maxName` octets.
   public static func wireName(_ name: String) -> String {
@@ -432,7 +432,7 @@ public struct LanguageTokens: Equatable, Hashable, Sendable {
     var merged: [String: UInt64] = [:]
     for (k, v) in counts where !k.isEmpty { merged[wireName(k), default: 0] += v }
     let top = merged.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(maxCount)
-    return top.map { LanguageTokens(language: $0.key, tokens: $0.value) }.sorted { Array($0.language.utf8).lexicographicallyPrecedes(Array($1.language.utf8)) }
+    return top.map { LanguageTokens(language: $0.key, tokens: $0.value) }.sorted { precedes($0.language, $1.language) }
   }
 }
 
