@@ -60,6 +60,16 @@ struct TOMLFile {
     return i
   }
 
+  func ints(_ key: String, range: ClosedRange<Int>) throws -> [Int] {
+    guard let v = value(key) else { return [] }
+    guard let a = v.array else { throw fail(key, "expected a list of integers in \(range)") }
+    return try (0..<a.count).map { i in
+      guard let x = a[i].int else { throw fail("\(key)[\(i)]", "expected an integer in \(range)") }
+      guard range.contains(x) else { throw fail("\(key)[\(i)]", "\(x) is outside \(range)") }
+      return x
+    }
+  }
+
   func bool(_ key: String, default d: Bool) throws -> Bool {
     guard let v = value(key) else { return d }
     guard let b = v.bool else { throw fail(key, "expected true or false") }
@@ -104,7 +114,11 @@ public struct FederationConfig: Sendable {
   public var tokenizer: String
   public var seed: UInt64
   public var rounds: Int
+  /// Inner steps of every round after the schedule's (`rounds.inner_steps`).
   public var innerSteps: Int
+  /// Inner steps of the first rounds (`rounds.inner_steps_schedule`): round r ≤ count takes `[r − 1]`, later
+  /// rounds `innerSteps`. Empty: every round takes `innerSteps`.
+  public var innerStepsSchedule: [Int]
   public var batch: Int
   public var learningRate: Double
   public var deadlineSeconds: Double
@@ -184,6 +198,7 @@ public struct FederationConfig: Sendable {
     seed = UInt64(try f.int("model.seed", default: 1, range: 0...Int(Int32.max)))
     rounds = try f.int("rounds.count", default: 5, range: 1...100_000)
     innerSteps = try f.int("rounds.inner_steps", default: 50, range: 1...1_000_000)
+    innerStepsSchedule = try f.ints("rounds.inner_steps_schedule", range: 1...1_000_000)
     batch = try f.int("rounds.batch", default: 8, range: 1...4096)
     learningRate = try f.double("rounds.learning_rate", default: 5e-4, range: 1e-7...1)
     deadlineSeconds = try f.double("rounds.deadline_seconds", default: 300, range: 1...86_400)
@@ -295,4 +310,14 @@ public struct NodeConfig: Sendable {
     aloneBitsPerByte = try f.numbersByLanguage("node.alone_bits_per_byte", range: 0...1000)
     workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
   }
+}
+
+extension FederationConfig {
+  /// Inner steps of round `r` (1-based): the schedule's for its first rounds, then `rounds.inner_steps`.
+  public func innerSteps(round r: Int) -> Int {
+    r >= 1 && r <= innerStepsSchedule.count ? innerStepsSchedule[r - 1] : innerSteps
+  }
+
+  /// Inner steps of all the federation's rounds (a node's learning-rate schedule spans them).
+  public var totalInnerSteps: Int { (1...max(1, rounds)).reduce(0) { $0 + innerSteps(round: $1) } }
 }

@@ -28,7 +28,9 @@ extension CoordinatorService {
     receiver.context.baseHash = versionHash
     scorer?.reset()
     abandoned = abandoned.filter { $0.key >= UInt64(r) }
-    let settings = RoundCollector.Settings(round: UInt64(r), format: fed.compression == .int8 ? .int8 : .fp32, innerSteps: fed.innerSteps,
+    let settings = RoundCollector.Settings(round: UInt64(r), format: fed.compression == .int8 ? .int8 : .fp32,
+                                           // The most steps an update taken this round may have run (a late one ran its own round's).
+                                           innerSteps: (1...r).map(fed.innerSteps(round:)).max() ?? fed.innerSteps,
                                            batch: fed.batch, context: modelConfig.contextLength, learningRate: fed.learningRate,
                                            stalenessExponent: fed.stalenessExponent,
                                            // From an untrained version 0 (random weights, no warm start) held-out loss says nothing of
@@ -126,7 +128,7 @@ extension CoordinatorService {
         shard = p.hash
         log("  \(s.name) (donor) trains on public shard \(p.language) #\(p.index)")
       }
-      endpoint.send(.round(round: UInt64(r), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps), batch: UInt32(fed.batch),
+      endpoint.send(.round(round: UInt64(r), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps(round: r)), batch: UInt32(fed.batch),
                            learningRateBits: lrBits, deadlineMillis: UInt64(deadline.timeIntervalSince1970 * 1000),
                            modelBytes: UInt64(params.count * 4), patchFrom: parentHash, patchHash: stepper.patch?.hash ?? Message.noHash, shardHash: shard,
                            version: UInt64(version), signature: versionSignature), to: s.peer)

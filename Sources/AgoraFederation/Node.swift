@@ -87,10 +87,10 @@ public final class NodeService {
     var s = TrainSettings()
     s.preset = fed.preset
     s.batch = fed.batch
-    s.steps = fed.rounds * fed.innerSteps
+    s.steps = fed.totalInnerSteps
     s.maxLR = Float(fed.learningRate)
     s.minLR = Float(fed.learningRate) / 10
-    s.warmupSteps = min(20, fed.innerSteps)
+    s.warmupSteps = min(20, fed.innerSteps(round: 1))
     s.evalEvery = 0
     return s
   }
@@ -141,8 +141,9 @@ public final class NodeService {
           continue
         }
         // The settings the round announces are the federation's: a node set otherwise does not train.
-        guard batch == terms.batch, lrBits == terms.learningRateBits, steps == terms.innerSteps else {
-          abandon(round: r, "the round asks batch \(batch), learning rate \(Float(bitPattern: lrBits)), \(steps) steps; this node is set to batch \(terms.batch), learning rate \(Float(bitPattern: terms.learningRateBits)), \(terms.innerSteps) steps (\(config.federation.path))")
+        let ownSteps = UInt32(config.federation.innerSteps(round: Int(clamping: r)))
+        guard batch == terms.batch, lrBits == terms.learningRateBits, steps == ownSteps else {
+          abandon(round: r, "the round asks batch \(batch), learning rate \(Float(bitPattern: lrBits)), \(steps) steps; this node is set to batch \(terms.batch), learning rate \(Float(bitPattern: terms.learningRateBits)), \(ownSteps) steps in round \(r) (\(config.federation.path))")
           continue
         }
         do {

@@ -21,8 +21,6 @@ public final class FederationSimulation {
 
   /// What the recipe may vary beyond federation.toml (the experiments' ablations).
   public struct Recipe: Sendable {
-    /// Inner steps per round: round r uses `schedule[min(r, count) − 1]`; empty: the federation's `inner_steps`.
-    public var innerSchedule: [Int] = []
     /// Also score each node's own model after its inner steps (before averaging): a diagnosis of what
     /// averaging keeps of the nodes' progress.
     public var evaluateLocal = false
@@ -79,9 +77,7 @@ public final class FederationSimulation {
   }
 
   /// Inner steps of round `r` (1-based).
-  func innerSteps(round r: Int) -> Int {
-    recipe.innerSchedule.isEmpty ? federation.innerSteps : recipe.innerSchedule[min(r, recipe.innerSchedule.count) - 1]
-  }
+  func innerSteps(round r: Int) -> Int { federation.innerSteps(round: r) }
 
   /// Bits per byte of the current θ per language.
   public func evaluate() throws -> [(String, Double)] {

@@ -9,8 +9,6 @@ struct SimulateCommand: ParsableCommand {
 
   @Option(help: "A directory like Nodes/demo: federation.toml and one TOML file per node.")
   var nodes: String
-  @Option(help: "Inner steps per round, e.g. \"5,10,20,50\": round r uses the r-th (the last from then on). Default: the federation's inner_steps.")
-  var innerSchedule: String?
   @Option(help: "Evaluate every this many rounds (and after the last).")
   var evalEvery: Int = 1
   @Flag(help: "Also score each node's own model after its inner steps (on its own languages and on all).")
@@ -29,12 +27,6 @@ struct SimulateCommand: ParsableCommand {
     } catch let e as ConfigError { throw CLIError(e.description) }
     var recipe = FederationSimulation.Recipe()
     recipe.evaluateLocal = localEval
-    if let s = innerSchedule {
-      recipe.innerSchedule = try s.split(separator: ",").map {
-        guard let h = Int($0.trimmingCharacters(in: .whitespaces)), h > 0 else { throw CLIError("--inner-schedule: \"\($0)\" is not a positive number of steps") }
-        return h
-      }
-    }
     let sim = try FederationSimulation(nodeConfigs: configs, recipe: recipe)
     let fed = sim.federation
     print("simulated federation \(fed.id): \(sim.nodes.count) nodes (\(sim.nodes.map(\.name).joined(separator: ", "))), \(fed.rounds) rounds, \(fed.outerOptimizer.rawValue), \(fed.compression.rawValue) updates")

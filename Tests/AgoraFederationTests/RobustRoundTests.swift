@@ -206,6 +206,33 @@ import Testing
     #expect(h.rows().count == 1 && h.rows()[0][2] == "1/1")
   }
 
+  /// `rounds.inner_steps_schedule`: ROUND announces each round's steps from the schedule and nodes train them; a
+  /// node whose schedule differs (same `inner_steps`, so JOIN lets it in) abandons the round whose steps differ,
+  /// saying which, and trains the rounds where the two agree.
+  @Test func theInnerStepsScheduleIsAnnouncedAndANodeWithAnotherIsToldWhichRound() throws {
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"])], rounds: 3, innerSteps: 6, quorum: 0.5, deadline: 30, minNodes: 2,
+                        extra: "inner_steps_schedule = [2, 4]")
+    defer { h.cleanup() }
+    let fed = try String(contentsOfFile: h.dir + "/federation.toml", encoding: .utf8)
+    try fed.replacingOccurrences(of: "inner_steps_schedule = [2, 4]", with: "inner_steps_schedule = [3, 4]")
+      .write(toFile: h.dir + "/federation-b.toml", atomically: true, encoding: .utf8)
+    let t = try String(contentsOfFile: h.dir + "/b.toml", encoding: .utf8)
+    try t.replacingOccurrences(of: "federation = \"federation.toml\"", with: "federation = \"federation-b.toml\"")
+      .write(toFile: h.dir + "/b.toml", atomically: true, encoding: .utf8)
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let a = try h.node("a"), b = try h.node("b")
+    #expect(h.wait(coord, seconds: 90) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    for p in [a, b] { _ = h.wait(p, seconds: 15) }
+    let (la, lb) = (h.read("a.log"), h.read("b.log"))
+    print(h.read("coordinator.log"), la, lb)
+    for (r, steps) in [(1, 2), (2, 4), (3, 6)] { #expect(la.contains("a: round \(r): \(steps) steps,"), "a trains round \(r) for \(steps) steps: \(la)") }
+    #expect(lb.contains("round 1 abandoned: the round asks batch 8, learning rate 0.005, 2 steps; this node is set to batch 8, learning rate 0.005, 3 steps in round 1"),
+            "\(lb)")
+    #expect(!lb.contains("b: round 1: 3 steps,") && lb.contains("b: round 2: 4 steps,") && lb.contains("b: round 3: 6 steps,"), "\(lb)")
+    #expect(h.rows().map { $0[2] } == ["1/2", "2/2", "2/2"], "\(h.rows())")
+  }
+
   /// A missing enrolment directory is a configuration error; with no node connected, rounds are not held
   /// (they used to run out in a second), and a stranger's refused key is logged with its fingerprint.
   @Test func noEnrolmentNoRoundsAndStrangersAreLogged() throws {
