@@ -46,6 +46,8 @@ let package = Package(
     // Layer 2: keys and envelopes; the model and its tokenizer.
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", "AgoraStorage"]),
     .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraWire", "AgoraStorage"], swiftSettings: fastMath),
+    // Secure aggregation: Shamir shares, pairwise and self masks, fixed-point vectors in Z/2^b (no transport).
+    .target(name: "AgoraSecureAggregation", dependencies: ["AgoraCrypto", "AgoraWire"]),
     // Layer 3: tokenized text, the network, the registry.
     .target(name: "AgoraData", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "CZlib"]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto", "AgoraStorage",
@@ -76,6 +78,7 @@ let package = Package(
             path: "Tests/AgoraTestSupport"),
     .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto"]),  // the message vectors are listed in AgoraCrypto's ProtocolVectors
     .testTarget(name: "AgoraTensorTests", dependencies: ["AgoraTensor"]),
+    .testTarget(name: "AgoraSecureAggregationTests", dependencies: ["AgoraSecureAggregation", "AgoraCrypto", "AgoraWire"]),
     .testTarget(name: "AgoraDigestTests", dependencies: ["AgoraDigest", "AgoraCrypto", "AgoraWire"]),
     .testTarget(name: "AgoraStorageTests", dependencies: ["AgoraStorage", "AgoraTestSupport"]),
     .testTarget(name: "AgoraCryptoTests", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CSodium"]),
