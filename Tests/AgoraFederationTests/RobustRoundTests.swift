@@ -53,13 +53,15 @@ import Testing
   }
 
   /// The score (SPEC §7.1, check 6): an update that, applied to the current version, makes its own languages
-  /// worse is refused. Two nodes train honestly on German, a third trains on it too and sends −Δ: from round 2
-  /// on the score refuses the flipped update every time (round 1 trains on the random initial model, where
-  /// nothing is scored: SPEC §7.1), while the honest updates, nearly flat late ones included (within
-  /// `rounds.score_tolerance`), count in every round.
+  /// worse is refused. Version 0 is warm-started on public text (as the recipe does; from random weights
+  /// held-out loss says nothing of direction and nothing is scored: SPEC §7.1). Two nodes train honestly on
+  /// German, a third trains on it too and sends −Δ: the score refuses the flipped update in every round, while
+  /// the honest updates, nearly flat late ones included (within `rounds.score_tolerance`), count in every round.
+  /// (Without the warm start, 2 runs in 6 had an honest round-2 update 0.7–0.85% worse on the four scoring
+  /// windows, and refused.)
   @Test func aSignFlippedUpdateIsRefusedByTheScore() throws {
     let h = try Harness(nodes: [("honest", ["de"]), ("steady", ["de"]), ("flipper", ["de"])], rounds: 4, innerSteps: 30, quorum: 0.5, deadline: 60,
-                        minNodes: 3)
+                        minNodes: 3, extra: "[public]\ndata = [\"public\"]", warmStart: 40)
     defer { h.cleanup() }
     let coord = try h.coordinator()
     Thread.sleep(forTimeInterval: 0.3)
@@ -69,10 +71,10 @@ import Testing
     let log = h.read("coordinator.log")
     print(log)
     let refused = log.split(separator: "\n").filter { $0.contains("rejected: applied to the current version, the update takes de from") }
-    #expect(refused.count >= 3, "the flipped update refused by the score in rounds 2–4: \(refused)")
+    #expect(refused.count == 4, "the flipped update refused by the score in rounds 1–4: \(refused)")
     let rows = h.rows()
     #expect(rows.count == 4, "\(rows)")
-    #expect(rows.dropFirst().map { $0[2] } == ["2/3", "2/3", "2/3"], "from round 2 on only the honest updates count: \(rows)")
+    #expect(rows.map { $0[2] } == ["2/3", "2/3", "2/3", "2/3"], "only the honest updates count: \(rows)")
     #expect(rows.map { $0[1] } == ["1", "2", "3", "4"], "every round made a version")
     for name in ["honest", "steady"] {
       let id = log.split(separator: "\n").first { $0.contains("\(name) (") && $0.hasSuffix(") joined") }

@@ -17,7 +17,7 @@ public struct Harness {
   public let port: Int
 
   public init(nodes: [(String, [String])], rounds: Int, innerSteps: Int, quorum: Double = 0.5, deadline: Double = 60, minNodes: Int? = nil,
-       bytes: Int = 60_000, extra: String = "", donors: [String] = [], compression: String = "int8") throws {
+       bytes: Int = 60_000, extra: String = "", donors: [String] = [], compression: String = "int8", warmStart: Int = 0) throws {
     dir = NSTemporaryDirectory() + "agora-federation-\(UUID().uuidString)"
     let fm = FileManager.default
     let demo = repoRoot + "/.agora/data/demo"
@@ -48,6 +48,7 @@ public struct Harness {
     tokenizer = "tokenizer.json"
     seed = 3
     eval_data = ["data"]
+    warm_start_steps = \(warmStart)
     [rounds]
     count = \(rounds)
     inner_steps = \(innerSteps)
@@ -82,17 +83,24 @@ public struct Harness {
       """.write(toFile: dir + "/\(name).toml", atomically: true, encoding: .utf8)
       names.append(name)
     }
+    // A warm start trains version 0 on the public corpus (Italian text the nodes do not hold; `extra` names it).
+    if warmStart > 0 { try Harness.publicCorpus(in: dir) }
     for name in donors {
       let id = try Identity.generate(in: dir + "/keys/" + name, name: name, institution: name, contact: "", coordinator: false)
       try id.card.toml().write(toFile: dir + "/keys/enrolled/\(name).toml", atomically: true, encoding: .utf8)
       try "[node]\nname = \"\(name)\"\nfederation = \"federation.toml\"\nidentity = \"keys/\(name)\"\ndonor = true\nthreads = 1\nwork = \"work/\(name)\"\n"
         .write(toFile: dir + "/\(name).toml", atomically: true, encoding: .utf8)
       // The public corpus donors train on: Italian text no institution holds.
-      try fm.createDirectory(atPath: dir + "/public/it", withIntermediateDirectories: true)
-      let d = try Data(contentsOf: URL(fileURLWithPath: demo + "/it/train.txt")).prefix(30_000)
-      try d.prefix(through: d.lastIndex(of: 0x0A)!).write(to: URL(fileURLWithPath: dir + "/public/it/train.txt"))
+      try Harness.publicCorpus(in: dir)
     }
     self.nodes = names
+  }
+
+  /// public/it/train.txt: 30 KB of the demo's Italian.
+  static func publicCorpus(in dir: String) throws {
+    try FileManager.default.createDirectory(atPath: dir + "/public/it", withIntermediateDirectories: true)
+    let d = try Data(contentsOf: URL(fileURLWithPath: repoRoot + "/.agora/data/demo/it/train.txt")).prefix(30_000)
+    try d.prefix(through: d.lastIndex(of: 0x0A)!).write(to: URL(fileURLWithPath: dir + "/public/it/train.txt"))
   }
 
   public func cleanup() { try? FileManager.default.removeItem(atPath: dir) }
