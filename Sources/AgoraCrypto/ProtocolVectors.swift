@@ -31,7 +31,19 @@ public enum ProtocolVectors {
                                                                  LanguageScore(language: "pl", bitsPerByte: 3.375, bytes: 4000)],
                                signature: [UInt8](repeating: 0x37, count: 64))),
     ("counts", .counts(vocabulary: 4, minimum: 10, payload: Payload([0x0A, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x27, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]))),
+    ("secagg_keys", .secaggKeys(round: 42, keys: keys(0x40))),
+    ("secagg_roster", .secaggRoster(round: 42, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 667, ranges: 2, rows: 1),
+                                    participants: [SecAggParticipant(node: hash(0x01), keys: keys(0x40)), SecAggParticipant(node: hash(0x02), keys: keys(0x50))],
+                                    payload: Payload([0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x3F]))),
+    ("secagg_shares", .secaggShares(round: 42, shares: [SecAggShareBox(peer: hash(0x02), box: [UInt8](repeating: 0x61, count: 198))])),
+    ("secagg_unmask", .secaggUnmask(round: 42, survivors: [hash(0x02), hash(0x03)], dropped: [hash(0x04)])),
+    ("secagg_reveal", .secaggReveal(round: 42, shares: [SecAggRevealed(about: hash(0x02), kind: 0, x: 1, share: hash(0x71)),
+                                                      SecAggRevealed(about: hash(0x04), kind: 1, x: 1, share: hash(0x72))])),
   ]
+
+  static func keys(_ b: UInt8) -> SecAggKeys {
+    SecAggKeys(cPublic: hash(b), sPublic: hash(b + 1), commitment: hash(b + 2), signature: [UInt8](repeating: b + 3, count: 64))
+  }
 
   /// Malformed messages, each with the error a receiver must give (SPEC §3: the first failing check) and the
   /// ERROR code a coordinator answers with.
@@ -81,6 +93,18 @@ public enum ProtocolVectors {
                                                     signature: [UInt8](repeating: 0x37, count: 64)))]),
       ("counts_payload_not_vocabulary_size", [v, [0x0D, 4, 0, 0, 0, 10, 0, 0, 0], [1, 0, 0, 0]]),
       ("counts_without_payload", [v, [0x0D, 1, 0, 0, 0, 10, 0, 0, 0]]),
+      ("secagg_roster_unsorted", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 667, ranges: 1, rows: 0),
+                                                       participants: [SecAggParticipant(node: hash(0x02), keys: keys(0x40)), SecAggParticipant(node: hash(0x01), keys: keys(0x50))],
+                                                       payload: Payload([0, 0, 0x80, 0x3F]))), [0, 0, 0x80, 0x3F]]),
+      ("secagg_roster_ring_bits_1", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 1, neighbours: 0, thresholdPermille: 667, ranges: 1, rows: 0),
+                                                          participants: [SecAggParticipant(node: hash(0x01), keys: keys(0x40)), SecAggParticipant(node: hash(0x02), keys: keys(0x50))],
+                                                          payload: Payload([0, 0, 0x80, 0x3F]))), [0, 0, 0x80, 0x3F]]),
+      ("secagg_roster_payload_size", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 667, ranges: 2, rows: 0),
+                                                           participants: [SecAggParticipant(node: hash(0x01), keys: keys(0x40)), SecAggParticipant(node: hash(0x02), keys: keys(0x50))],
+                                                           payload: Payload([0, 0, 0x80, 0x3F]))), [0, 0, 0x80, 0x3F]]),
+      ("secagg_unmask_both_ways", [v, body(.secaggUnmask(round: 1, survivors: [hash(0x02)], dropped: [hash(0x02)]))]),
+      ("secagg_reveal_point_0", [v, body(.secaggReveal(round: 1, shares: [SecAggRevealed(about: hash(0x02), kind: 0, x: 0, share: hash(0x71))]))]),
+      ("secagg_shares_same_peer_twice", [v, body(.secaggShares(round: 1, shares: [SecAggShareBox(peer: hash(0x02), box: [1]), SecAggShareBox(peer: hash(0x02), box: [2])]))]),
     ]
   }
 

@@ -83,7 +83,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
   case join = 0x01, welcome = 0x02, round = 0x03, fetch = 0x04, blobChunk = 0x05,
        uploadBegin = 0x06, uploadChunk = 0x07, uploadEnd = 0x08, ack = 0x09,
        heartbeat = 0x0A, leave = 0x0B, error = 0x0C, counts = 0x0D,
-       evaluation = 0x0E
+       evaluation = 0x0E, secaggKeys = 0x0F, secaggRoster = 0x10, secaggShares = 0x11, secaggUnmask = 0x12, secaggReveal = 0x13
 }
 
 /// Every message of the protocol. Large binary data (model and update chunks) lives in the payload frame.
@@ -132,6 +132,18 @@ public enum Message: Equatable, Sendable {
   /// text, per language — only these numbers leave the node — signed with the node's identity
   /// (`LanguageScore.statement`).
   case evaluation(version: UInt64, hash: [UInt8], scores: [LanguageScore], signature: [UInt8])
+  /// Node → coordinator, secure aggregation (SPEC §8): this node's signed keys for round `round`.
+  case secaggKeys(round: UInt64, keys: SecAggKeys)
+  /// Coordinator → node: the round's participants (strictly increasing node ids) and encoding; payload frame =
+  /// `terms.ranges` per-tensor ranges then `terms.rows` per-row weight totals, little-endian binary32.
+  case secaggRoster(round: UInt64, terms: SecAggRosterTerms, participants: [SecAggParticipant], payload: Payload)
+  /// Either way: share boxes (node → coordinator: one per neighbour, `peer` the recipient; coordinator → node:
+  /// those addressed to it, `peer` the sender).
+  case secaggShares(round: UInt64, shares: [SecAggShareBox])
+  /// Coordinator → node: reveal the self-mask shares of `survivors` and the mask-key shares of `dropped`.
+  case secaggUnmask(round: UInt64, survivors: [[UInt8]], dropped: [[UInt8]])
+  /// Node → coordinator: the shares asked for.
+  case secaggReveal(round: UInt64, shares: [SecAggRevealed])
 
   public var type: MessageType {
     switch self {
@@ -149,6 +161,11 @@ public enum Message: Equatable, Sendable {
     case .error: return .error
     case .counts: return .counts
     case .evaluation: return .evaluation
+    case .secaggKeys: return .secaggKeys
+    case .secaggRoster: return .secaggRoster
+    case .secaggShares: return .secaggShares
+    case .secaggUnmask: return .secaggUnmask
+    case .secaggReveal: return .secaggReveal
     }
   }
 
@@ -204,6 +221,21 @@ public enum Message: Equatable, Sendable {
       w.u32(vocabulary); w.u32(minimum); payload = p
     case .evaluation(let version, let hash, let scores, let sig):
       LanguageScore.write(version: version, hash: hash, scores: scores, to: &w); w.raw(sig)
+    case .secaggKeys(let r, let k):
+      w.u64(r); k.write(to: &w)
+    case .secaggRoster(let r, let t, let ps, let p):
+      w.u64(r); w.u8(t.ringBits); w.u16(t.neighbours); w.u16(t.thresholdPermille); w.u32(t.ranges); w.u32(t.rows)
+      w.u16(UInt16(ps.count))
+      for x in ps { w.raw(x.node); x.keys.write(to: &w) }
+      payload = p
+    case .secaggShares(let r, let shares):
+      w.u64(r); w.u16(UInt16(shares.count))
+      for x in shares { w.raw(x.peer); w.u16(UInt16(x.box.count)); w.raw(x.box) }
+    case .secaggUnmask(let r, let survivors, let dropped):
+      w.u64(r); SecAggWire.ids(survivors, &w); SecAggWire.ids(dropped, &w)
+    case .secaggReveal(let r, let shares):
+      w.u64(r); w.u16(UInt16(shares.count))
+      for x in shares { w.raw(x.about); w.u8(x.kind); w.u8(x.x); w.raw(x.share) }
     }
     return ([Wire.versionFrame, w.bytes], payload)
   }
@@ -227,7 +259,7 @@ public enum Message: Equatable, Sendable {
     guard !body.isEmpty else { throw WireError.emptyBody }
     guard body.count <= Wire.maxBody else { throw WireError.decode(.tooLarge("body", value: body.count, bound: Wire.maxBody)) }
     guard let type = MessageType(rawValue: body[0]) else { throw WireError.unknownType(body[0]) }
-    let hasPayload = type == .blobChunk || type == .uploadChunk || type == .counts
+    let hasPayload = type == .blobChunk || type == .uploadChunk || type == .counts || type == .secaggRoster
     guard frames.count == (hasPayload ? 3 : 2) else { throw WireError.payloadFrame(type: type, present: frames.count == 3) }
     if hasPayload {
       guard frames[2].count <= Wire.maxPayload else { throw WireError.decode(.tooLarge("payload", value: frames[2].count, bound: Wire.maxPayload)) }
@@ -323,6 +355,53 @@ public enum Message: Equatable, Sendable {
           scores.append(s)
         }
         m = .evaluation(version: version, hash: hash, scores: scores, signature: try r.raw(64, "signature"))
+      case .secaggKeys:
+        m = .secaggKeys(round: try r.u64("round"), keys: try SecAggKeys.read(&r))
+      case .secaggRoster:
+        let round = try r.u64("round")
+        let t = SecAggRosterTerms(ringBits: try r.u8("ring bits"), neighbours: try r.u16("neighbours"), thresholdPermille: try r.u16("threshold"),
+                                  ranges: try r.u32("ranges"), rows: try r.u32("rows"))
+        guard (2...32).contains(t.ringBits), (500...1000).contains(t.thresholdPermille), t.ranges >= 1 else {
+          throw DecodeError.invalid("roster terms out of range (ring bits \(t.ringBits): 2 to 32; threshold \(t.thresholdPermille)‰: 500 to 1000; \(t.ranges) ranges: at least 1)")
+        }
+        guard (UInt64(t.ranges) + UInt64(t.rows)) * 4 == UInt64(frames[2].count) else {
+          throw DecodeError.invalid("a roster of \(t.ranges) ranges and \(t.rows) rows needs \((UInt64(t.ranges) + UInt64(t.rows)) * 4) payload octets, not \(frames[2].count)")
+        }
+        let n = Int(try r.u16("participant count"))
+        guard (2...255).contains(n) else { throw DecodeError.invalid("a roster of \(n) participants (2 to 255)") }
+        var ps: [SecAggParticipant] = []
+        for _ in 0..<n {
+          let p = SecAggParticipant(node: try r.raw(32, "node"), keys: try SecAggKeys.read(&r))
+          guard ps.last.map({ $0.node.lexicographicallyPrecedes(p.node) }) ?? true else { throw DecodeError.invalid("roster nodes must be in strictly increasing order") }
+          ps.append(p)
+        }
+        m = .secaggRoster(round: round, terms: t, participants: ps, payload: frames[2])
+      case .secaggShares:
+        let round = try r.u64("round"), n = Int(try r.u16("share count"))
+        guard n <= 254 else { throw DecodeError.tooLarge("share count", value: n, bound: 254) }
+        var shares: [SecAggShareBox] = []
+        for _ in 0..<n {
+          let peer = try r.raw(32, "peer"), len = Int(try r.u16("box length"))
+          guard len <= SecAggShareBox.maxBox else { throw DecodeError.tooLarge("share box", value: len, bound: SecAggShareBox.maxBox) }
+          shares.append(SecAggShareBox(peer: peer, box: try r.raw(len, "share box")))
+        }
+        guard Set(shares.map(\.peer)).count == shares.count else { throw DecodeError.invalid("two share boxes for the same peer") }
+        m = .secaggShares(round: round, shares: shares)
+      case .secaggUnmask:
+        let round = try r.u64("round"), survivors = try SecAggWire.ids(&r, "survivors"), dropped = try SecAggWire.ids(&r, "dropped")
+        guard Set(survivors).isDisjoint(with: dropped) else { throw DecodeError.invalid("a node named both as a survivor and as dropped") }
+        m = .secaggUnmask(round: round, survivors: survivors, dropped: dropped)
+      case .secaggReveal:
+        let round = try r.u64("round"), n = Int(try r.u16("share count"))
+        guard n <= 254 else { throw DecodeError.tooLarge("share count", value: n, bound: 254) }
+        var shares: [SecAggRevealed] = []
+        for _ in 0..<n {
+          let x = SecAggRevealed(about: try r.raw(32, "node"), kind: try r.u8("kind"), x: try r.u8("point"), share: try r.raw(32, "share"))
+          guard x.kind <= 1, x.x >= 1 else { throw DecodeError.invalid("revealed share of kind \(x.kind) at point \(x.x) (kind 0 or 1, point ≥ 1)") }
+          shares.append(x)
+        }
+        guard Set(shares.map(\.about)).count == shares.count else { throw DecodeError.invalid("two revealed shares about the same node") }
+        m = .secaggReveal(round: round, shares: shares)
       }
       try r.expectEnd()
       return m

@@ -66,6 +66,9 @@ struct Train: ParsableCommand {
   @Flag(help: "Continue the run saved in --out.")
   var resume = false
 
+  @Option(parsing: .upToNextOption, help: "After training, also score the model on these languages' validation text (e.g. a federation's eval_data, to compare a model trained alone with a federated one on the same windows).")
+  var evalData: [String] = []
+
   func validate() throws {
     guard steps >= 1, accumulate >= 1, model.batch >= 1 else { throw ValidationError("--steps, --accumulate and --batch must be positive") }
     guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be a positive number") }
@@ -134,6 +137,11 @@ struct Train: ParsableCommand {
       print("step \(e.step) bits/byte: " + format(list) + "  (mean \(String(format: "%.3f", mean(list))))")
     })
     print("checkpoint written to \(out) (model.safetensors, config.json, tokenizer.json, optimizer.safetensors)")
+    if !evalData.isEmpty {
+      let ec = try TokenizedCorpus(sources: try LanguageSource.discover(evalData), tokenizer: tok, tokenizerPath: tokPath, cacheDir: out + "/cache-eval")
+      let list = try Evaluator(corpus: ec, tokenizer: tok, maxWindows: evalWindows).bitsPerByte(model: trainer.model).sorted { $0.0 < $1.0 }
+      print("eval-data bits/byte: " + format(list) + "  (mean \(String(format: "%.3f", mean(list))))")
+    }
   }
 }
 
