@@ -69,7 +69,7 @@ let package = Package(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraStorage", "AgoraDashboard", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraStorage", "AgoraDashboard", "AgoraSecureAggregation", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 

@@ -5,7 +5,7 @@ import Foundation
 
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, TokenizerBench.self, TransportBench.self, CoordinatorBench.self])
+    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, TokenizerBench.self, TransportBench.self, CoordinatorBench.self, SecureAggregationBench.self])
 
   struct TrainerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
