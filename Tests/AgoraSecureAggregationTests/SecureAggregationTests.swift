@@ -59,6 +59,17 @@ func secureRound(members m: Members, parameters: SecureAggregationParameters = .
   return (sum.map { $0 & codec.mask }, expected.map { $0 & codec.mask }, senders)
 }
 
+/// A round through the share exchange (steps 1–3), every member taking part.
+func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggregationCoordinator, nodes: [SecureAggregationNode], roster: Roster) {
+  let coord = SecureAggregationCoordinator(federation: m.federation, round: round, parameters: .init())
+  let nodes = try (0..<m.keys.count).map { try SecureAggregationNode(federation: m.federation, round: round, node: m.ids[$0], signSecretKey: m.keys[$0].secretKey) }
+  for (i, n) in nodes.enumerated() { try coord.advertise(n.advertisement, signPublic: m.keys[i].publicKey) }
+  let roster = try coord.closeRoster()
+  for n in nodes { try coord.takeShares(from: n.node, try n.accept(roster: roster, signPublic: m.signPublic)) }
+  for n in nodes { try n.receive(shares: coord.shares(for: n.node)) }
+  return (coord, nodes, roster)
+}
+
 @Suite struct ShamirTests {
   @Test func anyThresholdOfSharesGivesTheSecretBack() throws {
     let secret = Sodium.randomBytes(32)
@@ -198,12 +209,7 @@ func secureRound(members m: Members, parameters: SecureAggregationParameters = .
   /// test of each mask by itself fails when that mask is skipped.
   @Test func aMaskedUpdateLooksUniformAndEveryMaskCounts() throws {
     let m = try Members(3)
-    let coord = SecureAggregationCoordinator(federation: m.federation, round: 1, parameters: .init())
-    let nodes = try (0..<3).map { try SecureAggregationNode(federation: m.federation, round: 1, node: m.ids[$0], signSecretKey: m.keys[$0].secretKey) }
-    for (i, n) in nodes.enumerated() { try coord.advertise(n.advertisement, signPublic: m.keys[i].publicKey) }
-    let roster = try coord.closeRoster()
-    for n in nodes { try coord.takeShares(from: n.node, try n.accept(roster: roster, signPublic: m.signPublic)) }
-    for n in nodes { try n.receive(shares: coord.shares(for: n.node)) }
+    let (_, nodes, roster) = try sharedRound(m, round: 1)
     let stream = try MaskStream()
     let count = 1 << 16
     func chi2(_ v: [UInt32]) -> Double {
@@ -240,12 +246,7 @@ func secureRound(members m: Members, parameters: SecureAggregationParameters = .
   /// An honest node answers one unmasking request per round and never reveals both kinds of share of a node.
   @Test func aCoordinatorAskingForBothSharesOfANodeIsRefused() throws {
     let m = try Members(4)
-    let coord = SecureAggregationCoordinator(federation: m.federation, round: 2, parameters: .init())
-    let nodes = try (0..<4).map { try SecureAggregationNode(federation: m.federation, round: 2, node: m.ids[$0], signSecretKey: m.keys[$0].secretKey) }
-    for (i, n) in nodes.enumerated() { try coord.advertise(n.advertisement, signPublic: m.keys[i].publicKey) }
-    let roster = try coord.closeRoster()
-    for n in nodes { try coord.takeShares(from: n.node, try n.accept(roster: roster, signPublic: m.signPublic)) }
-    for n in nodes { try n.receive(shares: coord.shares(for: n.node)) }
+    let (_, nodes, roster) = try sharedRound(m, round: 2)
     let others = (1..<4).map { m.ids[$0] }.filter { roster.index[$0] != nil }
     let ask = nodes.first { $0.node == m.ids[0] }!
     #expect(throws: SecureAggregationError.self) { try ask.reveal(survivors: others, dropped: [others[0]]) }
@@ -280,12 +281,7 @@ func secureRound(members m: Members, parameters: SecureAggregationParameters = .
   /// the right secret), or says whose secret it cannot rebuild.
   @Test func aBadRevealedShareIsDetectedByTheCommitment() throws {
     let m = try Members(5)  // k = 4, t = 3: four shares of each, one can be bad
-    let coord = SecureAggregationCoordinator(federation: m.federation, round: 9, parameters: .init())
-    let nodes = try (0..<5).map { try SecureAggregationNode(federation: m.federation, round: 9, node: m.ids[$0], signSecretKey: m.keys[$0].secretKey) }
-    for (i, n) in nodes.enumerated() { try coord.advertise(n.advertisement, signPublic: m.keys[i].publicKey) }
-    let roster = try coord.closeRoster()
-    for n in nodes { try coord.takeShares(from: n.node, try n.accept(roster: roster, signPublic: m.signPublic)) }
-    for n in nodes { try n.receive(shares: coord.shares(for: n.node)) }
+    let (coord, nodes, roster) = try sharedRound(m, round: 9)
     let stream = try MaskStream()
     var sum = [UInt32](repeating: 0, count: 64)
     for n in nodes {

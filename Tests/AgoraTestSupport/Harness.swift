@@ -47,8 +47,7 @@ public struct Harness {
     preset = "tiny"
     tokenizer = "tokenizer.json"
     seed = 3
-    eval_data = ["data"]
-    warm_start_steps = \(warmStart)
+    eval_data = ["data"]\(warmStart > 0 ? "\nwarm_start_steps = \(warmStart)" : "")
     [rounds]
     count = \(rounds)
     inner_steps = \(innerSteps)
