@@ -57,7 +57,7 @@ let package = Package(
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData", "AgoraTensor", "AgoraStorage"]),
     // Layer 5: federated rounds (coordinator and node services).
     .target(name: "AgoraFederation", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
-                                                    "AgoraRegistry", "AgoraStorage",
+                                                    "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation",
                                                     .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "TOMLKit", package: "TOMLKit")]),
     // Layer 6: the dashboard, which observes a coordinator.

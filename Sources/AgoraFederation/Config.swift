@@ -15,12 +15,38 @@ struct TOMLFile {
   let table: TOMLTable
   var dir: String { (path as NSString).deletingLastPathComponent }
 
-  init(_ path: String) throws {
+  /// `overrides`: settings given as `KEY=VALUE` (VALUE in TOML, e.g. `rounds.secure_aggregation=true`) that
+  /// replace the file's.
+  init(_ path: String, overrides: [String] = []) throws {
     self.path = path
     guard let d = FileManager.default.contents(atPath: path) else { throw ConfigError(file: path, key: "-", problem: "cannot read the file") }
-    do { table = try TOMLTable(string: String(decoding: d, as: UTF8.self)) } catch {
+    var t: TOMLTable
+    do { t = try TOMLTable(string: String(decoding: d, as: UTF8.self)) } catch {
       throw ConfigError(file: path, key: "-", problem: "not valid TOML: \(error)")
     }
+    for o in overrides {
+      guard let eq = o.firstIndex(of: "="), !o[..<eq].isEmpty else { throw ConfigError(file: path, key: o, problem: "an override is KEY=VALUE") }
+      let key = o[..<eq].trimmingCharacters(in: .whitespaces)
+      guard key.split(separator: ".").allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" } }) else {
+        throw ConfigError(file: path, key: key, problem: "not a setting's name")
+      }
+      let overlay: TOMLTable
+      do { overlay = try TOMLTable(string: key + " = " + o[o.index(after: eq)...]) } catch {
+        throw ConfigError(file: path, key: key, problem: "the override's value is not valid TOML: \(error)")
+      }
+      t = TOMLFile.merge(overlay, into: t)
+    }
+    table = t
+  }
+
+  /// `base` with every value of `overlay` put in (tables merged key by key).
+  static func merge(_ overlay: TOMLTable, into base: TOMLTable) -> TOMLTable {
+    let out = TOMLTable()
+    for k in base.keys { out[k] = base[k] }
+    for k in overlay.keys {
+      if let o = overlay[k]?.table, let b = base[k]?.table { out[k] = merge(o, into: b) } else { out[k] = overlay[k] }
+    }
+    return out
   }
 
   func value(_ key: String) -> TOMLValueConvertible? {
@@ -177,6 +203,20 @@ public struct FederationConfig: Sendable {
   public var tokenCountMinimum: Int
   /// An upload that streams nothing for this long is refused (it would hold the one upload slot).
   public var uploadStallSeconds: Double
+  /// Secure aggregation (SPEC §7.2): the coordinator learns only the sum of a round's updates.
+  public var secureAggregation: Bool
+  /// Bits per value of the ring Z/2^b updates are summed in under secure aggregation.
+  public var secureAggregationBits: Int
+  /// Neighbours per node (0: every other node up to 16, 2⌈log2 n⌉ beyond).
+  public var secureAggregationNeighbours: Int
+  /// Shares that rebuild a node's secrets, as a fraction of its neighbours (above half).
+  public var secureAggregationThreshold: Double
+  /// How long the coordinator waits for key advertisements, for shares, and for the reveals at unmasking.
+  public var secureAggregationSetupSeconds: Double
+  /// The directory of every member's enrolment card that each party holds itself (`federation.members`): nodes
+  /// check key advertisements against it, so the coordinator cannot substitute keys. Needed with secure
+  /// aggregation.
+  public var members: String?
 
   public enum LateUpdates: String, CaseIterable, Sendable { case drop, stale }
 
@@ -185,8 +225,9 @@ public struct FederationConfig: Sendable {
   /// whole model (fp32, exact steps).
   public enum BroadcastSetting: String, CaseIterable, Sendable { case int8, full }
 
-  public init(path: String) throws {
-    let f = try TOMLFile(path)
+  /// `overrides`: `KEY=VALUE` settings that replace the file's (e.g. `rounds.secure_aggregation=true`).
+  public init(path: String, overrides: [String] = []) throws {
+    let f = try TOMLFile(path, overrides: overrides)
     self.path = path
     id = try f.string("federation.id")
     guard !id.isEmpty, id.utf8.count <= 255 else { throw f.fail("federation.id", "must be 1 to 255 bytes") }
@@ -231,6 +272,18 @@ public struct FederationConfig: Sendable {
     nodeEvalWindows = try f.int("rounds.node_eval_windows", default: 8, range: 0...100_000)
     tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
+    secureAggregation = try f.bool("rounds.secure_aggregation", default: false)
+    secureAggregationBits = try f.int("rounds.secure_aggregation_bits", default: 12, range: 4...32)
+    secureAggregationNeighbours = try f.int("rounds.secure_aggregation_neighbours", default: 0, range: 0...254)
+    secureAggregationThreshold = try f.double("rounds.secure_aggregation_threshold", default: 2.0 / 3.0, range: 0.5...1)
+    secureAggregationSetupSeconds = try f.double("rounds.secure_aggregation_setup_seconds", default: 30, range: 1...3600)
+    members = f.value("federation.members") == nil ? nil : try f.path("federation.members")
+    if secureAggregation {
+      guard members != nil else {
+        throw f.fail("federation.members", "secure aggregation needs the directory of every member's enrolment card (nodes check key advertisements against it)")
+      }
+      guard lateUpdates == .drop else { throw f.fail("rounds.late_updates", "secure aggregation sums one round's updates only: late updates must be \"drop\"") }
+    }
   }
 }
 
@@ -246,10 +299,10 @@ public struct CoordinatorConfig: Sendable {
   public var dashboard: (host: String, port: Int)?
   public var dashboardToken: String?
 
-  public init(path: String) throws {
+  public init(path: String, federationOverrides: [String] = []) throws {
     let f = try TOMLFile(path)
     self.path = path
-    federation = try FederationConfig(path: try f.path("coordinator.federation"))
+    federation = try FederationConfig(path: try f.path("coordinator.federation"), overrides: federationOverrides)
     if f.value("coordinator.dashboard") != nil {
       let s = try f.string("coordinator.dashboard")
       guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port), colon > s.startIndex else {
@@ -288,10 +341,10 @@ public struct NodeConfig: Sendable {
   /// evaluations so the federation shows whether joining pays; empty: none.
   public var aloneBitsPerByte: [String: Double]
 
-  public init(path: String) throws {
+  public init(path: String, federationOverrides: [String] = []) throws {
     let f = try TOMLFile(path)
     self.path = path
-    federation = try FederationConfig(path: try f.path("node.federation"))
+    federation = try FederationConfig(path: try f.path("node.federation"), overrides: federationOverrides)
     name = try f.string("node.name")
     identity = try f.path("node.identity")
     donor = try f.bool("node.donor", default: false)

@@ -63,6 +63,8 @@ public final class CoordinatorService {
   /// Per node, V·q of its last COUNTS (`EmbeddingRowWeights`): how much more often than an average token its
   /// training text holds each token.
   var rowRelative: [String: [Float]] = [:]
+  /// The round's secure aggregation, while one runs (SPEC §7.2).
+  var secureRound: SecureRoundState? = nil
   /// Called with each round's outcome (the round table).
   public var onRound: (RoundOutcome) -> Void = { _ in }
   /// Told what happens (the dashboard); set before `run`.
@@ -201,6 +203,8 @@ public final class CoordinatorService {
         takeCounts(from: m, vocabulary: Int(vocabulary), minimum: Int(minimum), payload: payload)
       } else if case .success(.evaluation(let v, let hash, let scores, let signature)) = m.message {
         takeEvaluation(from: m, version: v, hash: hash, scores: scores, signature: signature)
+      } else if case .success(let msg) = m.message, msg.isSecureAggregation {
+        takeSecure(msg, from: m)
       } else if !blobs.handle(m, endpoint: endpoint) {
         _ = receiver.handle(m, endpoint: endpoint)
       }

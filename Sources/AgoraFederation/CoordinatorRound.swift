@@ -1,4 +1,5 @@
 import AgoraRegistry
+import AgoraSecureAggregation
 import AgoraTensor
 import AgoraTransport
 import AgoraWire
@@ -35,7 +36,7 @@ extension CoordinatorService {
                                            stalenessExponent: fed.stalenessExponent,
                                            // From an untrained version 0 (random weights, no warm start) held-out loss says nothing of
                                            // an update's direction: honest updates can raise it and flipped ones lower it (SPEC §7.1).
-                                           score: fed.scoreUpdates && (version > 0 || fed.warmStartSteps > 0))
+                                           score: fed.scoreUpdates && (version > 0 || fed.warmStartSteps > 0), roundSteps: fed.innerSteps(round: r))
     let collector = RoundCollector(settings: settings, staging: staging, sum: sum, acceptance: acceptance, scorer: scorer,
                                    lastStep: stepper.patch?.path, names: Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a }),
                                    sessions: sessions, currentBlob: { [unowned self] in currentBlob() },
@@ -44,9 +45,21 @@ extension CoordinatorService {
     receiver.consumer = collector
     defer { receiver.consumer = nil }
     sum.zero()
+    if fed.secureAggregation {
+      secureRound = SecureRoundState(round: UInt64(r), party: SecureAggregationCoordinator(
+        federation: fed.id, round: UInt64(r),
+        parameters: SecureAggregationParameters(neighbours: fed.secureAggregationNeighbours, thresholdFraction: fed.secureAggregationThreshold)))
+      collector.secure = secureRound
+    }
+    defer { secureRound = nil }
     announce(round: r, to: selected, deadline: deadline)
     notify(.roundStarted(round: r, expected: selected.count, deadline: deadline))
     let wanted = Set(selected.map(\.fingerprint))
+    if fed.secureAggregation {
+      // Nodes that did not get through the share exchange cannot send an update this round.
+      let taking = secureSetup(round: r, selected: selected, deadline: deadline) ?? []
+      for fp in wanted.subtracting(taking) { collector.done.insert(fp) }
+    }
     while !stop.isSet && Date() < deadline && !wanted.isSubset(of: collector.done) {
       pump(timeout: 0.1)
       // A node that died is not waited for: once it is expired, the round goes on without it.
@@ -76,8 +89,10 @@ extension CoordinatorService {
     let needed = max(1, Int((fed.quorum * Double(selected.count)).rounded(.up)))
     var applied = false
     var note = ""
-    if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 {
-      collector.rows.finish(sum.pointer, count: sum.count, weightTotal: collector.weightTotal)
+    if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 && fed.secureAggregation && !secureFinish(round: r, deadline: deadline) {
+      note = "secure aggregation: not unmasked"
+    } else if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 {
+      if !fed.secureAggregation { collector.rows.finish(sum.pointer, count: sum.count, weightTotal: collector.weightTotal) }
       FaultInjection.at("before-step", round: r)
       applied = try step(round: r)
       FaultInjection.at("after-step", round: r)

@@ -43,6 +43,11 @@ public final class NodeService {
   let adversary: Adversary?
   /// The base of the previous round (a stale-base adversary seals for it).
   var previousBase: [UInt8]? = nil
+  /// Secure aggregation: the members' enrolment cards (this node's own copy) and the coordinator's SA_* messages.
+  let members: EnrolmentRegistry?
+  let secureInbox = SecureInbox()
+  /// The embedding rows' place among the parameters, and this node's V·q (nil without counts).
+  let embedding: (offset: Int, count: Int, width: Int)
 
   public init(config: NodeConfig) throws {
     self.config = config
@@ -68,8 +73,12 @@ public final class NodeService {
     errorFeedback = FloatBuffer(count: count)
     terms = try fed.terms(tokenizer: tokenizer, model: mc)
     adversary = Adversary.from(node: config.name)
+    let layout = ParameterLayout(mc)
+    embedding = (layout.wte, mc.vocabSize, mc.channels)
+    members = fed.secureAggregation ? try EnrolmentRegistry.load(directory: fed.members ?? "") : nil
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
+    if fed.secureAggregation { endpoint.divert { [secureInbox] in secureInbox.take($0) } }
   }
 
   public func requestStop() { stop.set() }
@@ -296,6 +305,8 @@ public final class NodeService {
     let t0 = Date()
     let base = copy.base
     guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
+    // Secure aggregation: keys, roster and shares before training (SPEC §7.2).
+    let secure = fed.secureAggregation ? try secureSetup(round: r, deadline: deadline) : nil
     if config.donor { _ = try takeShard(shard) }
     guard let trainer else { throw TransferError.protocolViolation("no data to train on") }
     let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
@@ -329,8 +340,13 @@ public final class NodeService {
       a.corrupt(delta, seed: r ^ fnv1a(identity.card.fingerprint))
       log("\(config.name): round \(r): sending a \(a.rawValue) update (AGORA_ADVERSARY)")
     }
-    let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
-                                    errorFeedback: format == .int8 && adversary == nil ? errorFeedback.buffer : nil)
+    let payload: [UInt8]
+    if let secure {
+      payload = try secureEncode(delta, round: r, secure: secure, fraction: Float(done) / Float(max(steps, 1)), deadline: deadline)
+    } else {
+      payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
+                                  errorFeedback: format == .int8 && adversary == nil ? errorFeedback.buffer : nil)
+    }
     let sealedBase = adversary == .stalebase ? (previousBase ?? [UInt8](repeating: 0xAB, count: 32)) : hash
     previousBase = hash
     let sealer = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: sealedBase, nodeID: identity.card.nodeID),
@@ -367,7 +383,8 @@ public final class NodeService {
     }
     roundsDone += 1
     log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
-               res.bytesSent, format.name, Date().timeIntervalSince(t0)))
+               res.bytesSent, secure == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", Date().timeIntervalSince(t0)))
+    if let secure { try secureReveal(round: r, party: secure.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
   }
 
   public func shutdown() { endpoint.close() }

@@ -19,6 +19,8 @@ final class RoundCollector: UploadConsumer {
     var learningRate: Double
     var stalenessExponent: Double
     var score: Bool
+    /// This round's own inner steps (`innerSteps` is the most any update taken this round may have run).
+    var roundSteps: Int = 0
   }
 
   let settings: Settings
@@ -39,6 +41,8 @@ final class RoundCollector: UploadConsumer {
   /// every node unless `rounds.embedding_rows = "token_counts"`, and then the rows weigh like every parameter).
   private(set) var rows: EmbeddingRowWeights
   let relative: (String) -> [Float]?
+  /// The round's secure aggregation (nil: updates are opened one by one).
+  var secure: SecureRoundState? = nil
 
   // The round's tallies.
   private(set) var weightTotal = 0.0
@@ -101,6 +105,7 @@ final class RoundCollector: UploadConsumer {
 
   func completed(_ c: UploadReceiver.Completed) throws {
     defer { staging.received = 0 }  // nothing is staged any more
+    if let secure { return try completedMasked(c, secure: secure) }
     let s = settings
     let payload = staging.payload
     let (format, squared) = try DeltaCodec.validate(payload, count: sum.count)
@@ -148,5 +153,37 @@ final class RoundCollector: UploadConsumer {
                                             languages: perLanguage, steps: Int(c.steps), seconds: c.cpuSeconds,
                                             bytes: Int(c.bytes), loss: Double(c.loss), weight: w, late: c.round < s.round, norm: Double(norm),
                                             cosine: cosine.map(Double.init)))
+  }
+
+  /// A masked update (secure aggregation): folded into the ring sum as it is — nothing of it can be checked but
+  /// its form and claims; the unmasked sum is checked instead.
+  func completedMasked(_ c: UploadReceiver.Completed, secure: SecureRoundState) throws {
+    let s = settings
+    guard c.round == s.round, let encoding = secure.encoding, secure.totals != nil, let id = hexBytes(c.node) else {
+      throw UpdateRefusal.claims("a masked update outside its round's secure aggregation")
+    }
+    guard c.steps >= 1, Int(c.steps) <= s.roundSteps else {
+      throw UpdateRefusal.claims("the update claims \(c.steps) steps; the round asked for 1 to \(s.roundSteps)")
+    }
+    let packed = try encoding.packed(staging.payload, count: sum.count)
+    try secure.party.sent(id)
+    try sum.pointer.withMemoryRebound(to: UInt32.self, capacity: sum.count) {
+      try encoding.codec.addPacked(packed, into: UnsafeMutableBufferPointer(start: $0, count: sum.count))
+    }
+    encoding.add(fraction: Float(c.steps) / Float(max(s.roundSteps, 1)), relative: relative(c.node), to: &secure.totals!)
+    log(String(format: "  masked update of %@ for round %llu folded in (%llu tokens; not opened: secure aggregation)", name(c.node), c.round, c.tokens))
+    weightTotal += Double(max(c.tokens, 1))
+    tokens += c.tokens
+    bytesIn += c.bytes
+    losses.append(Double(c.loss))
+    norms.append(0)
+    done.insert(c.node)
+    notify(.updateAccepted(round: Int(s.round), bytes: c.bytes, late: false))
+    let who = names[c.node] ?? sessions.session(c.node).map { ($0.name, $0.donor) } ?? (String(c.node.prefix(12)), false)
+    var perLanguage = Dictionary(c.languages.map { ($0.language, Int($0.tokens)) }, uniquingKeysWith: +)
+    if perLanguage.isEmpty { perLanguage["unknown"] = Int(c.tokens) }
+    contributions.append(ContributionRecord(round: Int(s.round), node: c.node, name: who.0, role: who.1 ? .donor : .institution, tokens: Int(c.tokens),
+                                            languages: perLanguage, steps: Int(c.steps), seconds: c.cpuSeconds, bytes: Int(c.bytes), loss: Double(c.loss),
+                                            weight: Double(max(c.tokens, 1)), late: false, norm: nil, cosine: nil))
   }
 }

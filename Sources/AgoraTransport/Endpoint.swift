@@ -53,6 +53,12 @@ public final class Endpoint: @unchecked Sendable {
   public let buffers: BufferPool
   /// Messages dropped because a peer was gone or its queue full (ROUTER) — for metrics and tests.
   public private(set) var dropped = 0
+  private let divertLock = NSLock()
+  private var divertHandler: (@Sendable (Inbound) -> Bool)?
+
+  /// A handler that sees every inbound message first, on the endpoint's thread, and takes those it returns true
+  /// for out of `receive`'s queue (e.g. a protocol phase that runs beside a transfer's own receive loop).
+  public func divert(_ handler: (@Sendable (Inbound) -> Bool)?) { divertLock.withLock { divertHandler = handler } }
 
   /// A coordinator endpoint: ROUTER, CURVE server, bound to `endpoint`. Start the ZAP handler first.
   public static func server(bind endpoint: String, keys: CurveKeys, settings: TransportSettings = .init(),
@@ -164,8 +170,10 @@ public final class Endpoint: @unchecked Sendable {
           var peer: [UInt8] = []
           if isRouter, !frames.isEmpty { peer = frames.removeFirst().array }
           let result: Result<Message, WireError> = Result { try Message.decode(received: frames) }.mapError { $0 as! WireError }
+          let inbound = Inbound(peer: peer, userID: r.userID, message: result)
+          if let divert = divertLock.withLock({ divertHandler }), divert(inbound) { continue }
           inbox.lock()
-          queue.append(Inbound(peer: peer, userID: r.userID, message: result))
+          queue.append(inbound)
           inbox.signal()
           inbox.unlock()
         }

@@ -24,10 +24,13 @@ struct CoordinatorCommand: ParsableCommand {
   @Option(help: "coordinator.toml of the federation (e.g. Nodes/demo/coordinator.toml).")
   var config: String
 
+  @Option(name: .customLong("set"), help: "A federation setting that replaces federation.toml's, as KEY=VALUE in TOML (e.g. rounds.secure_aggregation=true); repeatable. Every party must be given the same.")
+  var overrides: [String] = []
+
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)  // a line at a time, also into a log file
     let cfg: CoordinatorConfig
-    do { cfg = try CoordinatorConfig(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+    do { cfg = try CoordinatorConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
     let service = try CoordinatorService(config: cfg)
     // The round table goes to stdout; what happens inside a round to stderr (the demo keeps it in a log).
     service.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
@@ -68,10 +71,13 @@ struct NodeCommand: ParsableCommand {
   @Option(help: "The node's TOML file (e.g. Nodes/demo/cuni.toml).")
   var config: String
 
+  @Option(name: .customLong("set"), help: "A federation setting that replaces federation.toml's, as KEY=VALUE in TOML (e.g. rounds.secure_aggregation=true); repeatable. Every party must be given the same.")
+  var overrides: [String] = []
+
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
     let cfg: NodeConfig
-    do { cfg = try NodeConfig(path: config) } catch let e as ConfigError { throw CLIError(e.description) }
+    do { cfg = try NodeConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
     LoggingSystem.bootstrap { StreamLogHandler.standardOutput(label: $0) }
     let node = try NodeService(config: cfg)
     let signals = onTerminationSignal { node.requestStop() }
@@ -89,6 +95,9 @@ struct Demo: ParsableCommand {
 
   @Option(help: "Work directory for keys, tokenizer, logs and versions.")
   var work: String = ".agora/demo"
+
+  @Flag(help: "Run the rounds with secure aggregation: the coordinator learns only each round's sum (SPEC §7.2).")
+  var secureAggregation = false
 
   func run() throws {
     let fm = FileManager.default
@@ -138,10 +147,12 @@ struct Demo: ParsableCommand {
       print("demo: dashboard on http://\(d.host):\(d.port)/ while the demo runs")
     }
     fflush(stdout)
-    let coordinator = try spawn(["coordinator", "--config", nodes + "/coordinator.toml"], log: nil, errorLog: work + "/logs/coordinator.log")
+    let sets = secureAggregation ? ["--set", "rounds.secure_aggregation=true"] : []
+    if secureAggregation { print("demo: secure aggregation: the coordinator sees each round's sum, never an institution's update") }
+    let coordinator = try spawn(["coordinator", "--config", nodes + "/coordinator.toml"] + sets, log: nil, errorLog: work + "/logs/coordinator.log")
     Thread.sleep(forTimeInterval: 0.5)
     for f in nodeFiles {
-      _ = try spawn(["node", "--config", nodes + "/" + f], log: work + "/logs/" + (f as NSString).deletingPathExtension + ".log")
+      _ = try spawn(["node", "--config", nodes + "/" + f] + sets, log: work + "/logs/" + (f as NSString).deletingPathExtension + ".log")
     }
     coordinator.waitUntilExit()
     // Nodes leave when the coordinator says so; anything still running after 10 s is stopped.

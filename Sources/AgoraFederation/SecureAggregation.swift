@@ -1,0 +1,167 @@
+import AgoraCrypto
+import AgoraSecureAggregation
+import AgoraTensor
+import AgoraTransport
+import AgoraWire
+import Foundation
+
+/// How a round's updates are encoded in the ring under secure aggregation (SPEC §7.2), as the roster announces
+/// it: node k sends round(a_k,i · clip(x_i, ±c) / u) with
+///
+///     a_k,i = f_k / n                      for every parameter outside the embedding rows,
+///     a_k,i = f_k · V·q_k,r / R_r          in embedding row r (with `rounds.embedding_rows = "token_counts"`),
+///
+/// f_k = the steps it ran over the round's steps (its tokens over the nominal ones), n the participants, V·q_k its
+/// COUNTS relative to an average token (1 without counts), R_r = Σ_j V·q_j,r over the participants. So Σ_k a_k ≤ 1
+/// at every parameter and the sum fits the ring; the coordinator divides the unmasked sum by the survivors'
+/// Σ a_k — exactly the plain mode's weighted mean (tokens, and rows by counts).
+public struct SecureEncoding {
+  public let codec: RingCodec
+  public let participants: Int
+  /// c: the clip range of every value (one for all tensors: H·lr, what H AdamW steps can move a weight).
+  public let range: Float
+  public let quantum: Float
+  /// R_r (nil: the rows weigh like every parameter).
+  public let rowTotals: [Float]?
+  public let rows: (offset: Int, count: Int, width: Int)
+
+  public init(bits: Int, participants: Int, range: Float, rowTotals: [Float]?, rows: (offset: Int, count: Int, width: Int)) throws {
+    codec = try RingCodec(bits: bits)
+    self.participants = participants
+    self.range = range
+    quantum = try codec.quantum(range: range, nodes: participants)
+    self.rowTotals = rowTotals
+    self.rows = rows
+  }
+
+  /// The payload of a masked update: "AGDR" ‖ bits: u8 ‖ 3 zero octets ‖ count: u64 ‖ the packed ring values.
+  public static let headerBytes = 16
+  static let magic: [UInt8] = Array("AGDR".utf8)
+
+  public func payloadBytes(count: Int) -> Int { SecureEncoding.headerBytes + codec.packedBytes(count: count) }
+
+  /// The packed values of a masked update, after checking its head against this round's encoding.
+  public func packed(_ payload: UnsafeRawBufferPointer, count: Int) throws -> UnsafeRawBufferPointer {
+    guard payload.count == payloadBytes(count: count), Array(payload.prefix(4)) == SecureEncoding.magic, payload[4] == UInt8(codec.bits),
+          payload[5] == 0, payload[6] == 0, payload[7] == 0,
+          payload.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == UInt64(count).littleEndian else {
+      throw DeltaError.length(got: payload.count, expected: payloadBytes(count: count))
+    }
+    return UnsafeRawBufferPointer(rebasing: payload[SecureEncoding.headerBytes...])
+  }
+
+  /// Node k's factor at each row (nil: the same as every parameter's, f/n).
+  func rowFactors(fraction f: Float, relative: [Float]?) -> [Float]? {
+    guard let rowTotals else { return nil }
+    return (0..<rows.count).map { r in f * (relative?[r] ?? 1) / max(rowTotals[r], 1e-30) }
+  }
+
+  /// A node's masked update: x (its Δ plus its error feedback) encoded, the rest left in x (its new error
+  /// feedback), masked by `party`, packed behind the head.
+  public func encode(_ x: UnsafeMutableBufferPointer<Float>, fraction f: Float, relative: [Float]?, party: SecureAggregationNode,
+                     seed: UInt64) throws -> [UInt8] {
+    let n = x.count
+    let words = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: n)
+    defer { words.deallocate() }
+    var rng = SplitMix(seed: seed)
+    let body = f / Float(participants)
+    let rowF = rowFactors(fraction: f, relative: relative)
+    let (lo, hi) = (rows.offset, rows.offset + rows.count * rows.width)
+    func run(_ a: Int, _ b: Int, _ factor: Float) {
+      guard b > a else { return }
+      RingCodec.encode(UnsafeMutableBufferPointer(rebasing: x[a..<b]), factor: factor, range: range, quantum: quantum,
+                       into: UnsafeMutableBufferPointer(rebasing: words[a..<b]), random: &rng)
+    }
+    if let rowF {
+      run(0, lo, body)
+      for r in 0..<rows.count { run(lo + r * rows.width, lo + (r + 1) * rows.width, rowF[r]) }
+      run(hi, n, body)
+    } else {
+      run(0, n, body)
+    }
+    try party.mask(words, stream: try MaskStream())
+    var out = [UInt8](repeating: 0, count: payloadBytes(count: n))
+    out.replaceSubrange(0..<4, with: SecureEncoding.magic)
+    out[4] = UInt8(codec.bits)
+    withUnsafeBytes(of: UInt64(n).littleEndian) { out.replaceSubrange(8..<16, with: $0) }
+    out.withUnsafeMutableBytes { codec.pack(UnsafeBufferPointer(words), into: UnsafeMutableRawBufferPointer(rebasing: $0[SecureEncoding.headerBytes...])) }
+    return out
+  }
+
+  /// The survivors' total factor, per parameter outside the rows and per row.
+  public struct Totals {
+    public var body = 0.0
+    public var rows: [Double]
+  }
+
+  public func totals() -> Totals { Totals(rows: [Double](repeating: 0, count: rows.count)) }
+
+  /// Adds a survivor's factors to `t`.
+  public func add(fraction f: Float, relative: [Float]?, to t: inout Totals) {
+    t.body += Double(f) / Double(participants)
+    if let rf = rowFactors(fraction: f, relative: relative) {
+      for r in 0..<rows.count { t.rows[r] += Double(rf[r]) }
+    } else {
+      for r in 0..<rows.count { t.rows[r] += Double(f) / Double(participants) }
+    }
+  }
+
+  /// The unmasked ring sum (`count` words at `memory`) becomes the survivors' weighted mean, as binary32 values in
+  /// the same memory.
+  public func decode(_ memory: UnsafeMutableRawPointer, count: Int, totals t: Totals) {
+    let (lo, hi, width) = (rows.offset, rows.offset + rows.count * rows.width, rows.width)
+    let u = Double(quantum)
+    let bodyScale = Float(u / t.body)
+    let rowScale = t.rows.map { Float(u / $0) }
+    let codec = codec
+    Parallel.forRange(count, minChunk: 16384) { a, b in
+      for i in a..<b {
+        let v = Float(codec.signed(memory.load(fromByteOffset: 4 * i, as: UInt32.self)))
+        memory.storeBytes(of: v * ((i >= lo && i < hi) ? rowScale[(i - lo) / width] : bodyScale), toByteOffset: 4 * i, as: Float.self)
+      }
+    }
+  }
+}
+
+/// A node's inbox for the secure-aggregation messages the coordinator sends while the node is busy in other
+/// receive loops (fetching, uploading): the endpoint diverts them here.
+final class SecureInbox: @unchecked Sendable {
+  private let cond = NSCondition()
+  private var messages: [Message] = []
+
+  /// Takes SA_ROSTER, SA_SHARES and SA_UNMASK; everything else goes on to the endpoint's queue.
+  func take(_ m: Inbound) -> Bool {
+    guard case .success(let msg) = m.message else { return false }
+    switch msg {
+    case .secaggRoster, .secaggShares, .secaggUnmask:
+      cond.lock(); messages.append(msg); cond.signal(); cond.unlock()
+      return true
+    default:
+      return false
+    }
+  }
+
+  /// The first message for which `pick` gives a value, waiting until `deadline` (nil then); older rounds'
+  /// messages are dropped on the way.
+  func wait<T>(until deadline: Date, stop: ManagedAtomicFlag? = nil, _ pick: (Message) -> T?) -> T? {
+    cond.lock()
+    defer { cond.unlock() }
+    while true {
+      if let i = messages.firstIndex(where: { pick($0) != nil }) { return pick(messages.remove(at: i)) }
+      if stop?.isSet == true || Date() >= deadline { return nil }
+      _ = cond.wait(until: min(deadline, Date(timeIntervalSinceNow: 0.5)))
+    }
+  }
+
+  /// Drops what is left of rounds before `round`.
+  func drop(before round: UInt64) {
+    cond.lock()
+    messages.removeAll {
+      switch $0 {
+      case .secaggRoster(let r, _, _, _), .secaggShares(let r, _), .secaggUnmask(let r, _, _): return r < round
+      default: return true
+      }
+    }
+    cond.unlock()
+  }
+}

@@ -1,0 +1,66 @@
+import AgoraTestSupport
+import Foundation
+import Testing
+
+/// Secure aggregation through real coordinator and node processes on loopback (SPEC §7.2).
+@Suite(.serialized) struct SecureAggregationFederationTests {
+  /// The same three-node federation, plain and with secure aggregation: both lower bits/byte alike, and with
+  /// secure aggregation the coordinator never opens an update (no per-update norm line), unmasks each round's
+  /// sum, and every node reveals its neighbours' self-mask shares.
+  @Test func aSecureFederationLearnsLikeAPlainOne() throws {
+    func run(secure: Bool) throws -> (table: [(Int, Double)], log: String, nodes: [String]) {
+      let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 3, innerSteps: 10, quorum: 1.0, deadline: 60,
+                          extra: secure ? "secure_aggregation = true\nscore_updates = false" : "score_updates = false")
+      defer { h.cleanup() }
+      if secure {
+        let f = h.dir + "/federation.toml"
+        let t = try String(contentsOfFile: f, encoding: .utf8)
+        try t.replacingOccurrences(of: "coordinator_card = \"keys/coordinator/card.toml\"", with: "coordinator_card = \"keys/coordinator/card.toml\"\nmembers = \"keys/enrolled\"")
+          .write(toFile: f, atomically: true, encoding: .utf8)
+      }
+      let coord = try h.coordinator()
+      Thread.sleep(forTimeInterval: 0.3)
+      let nodes = try ["a", "b", "c"].map { try h.node($0) }
+      #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+      for p in nodes { _ = h.wait(p, seconds: 30) }
+      #expect(h.rows().map { $0[2] } == ["3/3", "3/3", "3/3"], "\(h.rows())")
+      return (h.table(), h.read("coordinator.log"), ["a", "b", "c"].map { h.read("\($0).log") })
+    }
+    let plain = try run(secure: false)
+    let secure = try run(secure: true)
+    print(secure.log, secure.nodes)
+    #expect(secure.table.count == 3 && plain.table.count == 3)
+    let (p, s) = (plain.table.last?.1 ?? .nan, secure.table.last?.1 ?? .nan)
+    #expect(s < 4.9 && abs(s - p) / p < 0.03, "secure \(s) against plain \(p) bits/byte after 3 rounds: \(secure.table) \(plain.table)")
+    #expect(secure.log.components(separatedBy: "unmasked the sum of 3 updates").count == 4, "every round unmasked")
+    #expect(!secure.log.contains(": norm "), "no update was opened")
+    #expect(plain.log.contains(": norm "))
+    for n in secure.nodes { #expect(n.contains("revealed 2 self-mask and 0 mask-key shares"), "\(n)") }
+  }
+
+  /// A node that masks and then never completes its upload (it streams every chunk and withholds UPLOAD_END, as
+  /// a node dying mid-upload would): it is dropped, the survivors reveal its mask-key shares, its pairwise masks
+  /// come off the sum, and each round still makes a version from the other three.
+  @Test func aNodeThatDropsAfterMaskingDoesNotBlockTheRound() throws {
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"]), ("d", ["de"])], rounds: 2, innerSteps: 10, quorum: 0.5, deadline: 60,
+                        extra: "secure_aggregation = true\nscore_updates = false\nupload_stall_seconds = 3\nsecure_aggregation_setup_seconds = 5")
+    defer { h.cleanup() }
+    let f = h.dir + "/federation.toml"
+    let t = try String(contentsOfFile: f, encoding: .utf8)
+    try t.replacingOccurrences(of: "coordinator_card = \"keys/coordinator/card.toml\"", with: "coordinator_card = \"keys/coordinator/card.toml\"\nmembers = \"keys/enrolled\"")
+      .write(toFile: f, atomically: true, encoding: .utf8)
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let nodes = try ["a", "b", "c"].map { try h.node($0) } + [try h.node("d", env: ["AGORA_ADVERSARY": "d:partial"])]
+    #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    for p in nodes { _ = h.wait(p, seconds: 30) }
+    let log = h.read("coordinator.log")
+    print(log)
+    #expect(h.rows().map { $0[2] } == ["3/4", "3/4"], "\(h.rows())")
+    #expect(h.rows().map { $0[1] } == ["1", "2"], "each round made a version")
+    #expect(log.components(separatedBy: "unmasked the sum of 3 updates").count == 3, "both rounds unmasked without d")
+    for n in ["a", "b", "c"] { #expect(h.read("\(n).log").contains("revealed 2 self-mask and 1 mask-key shares"), "\(h.read("\(n).log"))") }
+    let table = h.table()
+    #expect(table.count == 2 && table[1].1 < 5.2, "\(table)")
+  }
+}
