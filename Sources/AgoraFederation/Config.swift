@@ -207,7 +207,7 @@ public struct FederationConfig: Sendable {
   public var secureAggregation: Bool
   /// Bits per value of the ring Z/2^b updates are summed in under secure aggregation.
   public var secureAggregationBits: Int
-  /// Neighbours per node (0: every other node up to 16, 2⌈log2 n⌉ beyond).
+  /// Neighbours per node (0: every other node up to 8, 2⌈log2 n⌉ beyond).
   public var secureAggregationNeighbours: Int
   /// Shares that rebuild a node's secrets, as a fraction of its neighbours (above half).
   public var secureAggregationThreshold: Double

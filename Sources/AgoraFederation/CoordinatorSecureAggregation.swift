@@ -1,5 +1,6 @@
 import AgoraCrypto
 import AgoraSecureAggregation
+import AgoraTensor
 import AgoraTransport
 import AgoraWire
 import Foundation
@@ -135,7 +136,7 @@ extension CoordinatorService {
     let t0 = Date()
     do {
       try sum.pointer.withMemoryRebound(to: UInt32.self, capacity: sum.count) {
-        try state.party.unmask(UnsafeMutableBufferPointer(start: $0, count: sum.count), stream: try MaskStream())
+        try state.party.unmask(UnsafeMutableBufferPointer(start: $0, count: sum.count), stream: try MaskStream(threads: Parallel.threads))
       }
     } catch {
       log("  round \(r): unmasking failed: \(error); no version this round")

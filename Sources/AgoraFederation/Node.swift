@@ -43,11 +43,8 @@ public final class NodeService {
   let adversary: Adversary?
   /// The base of the previous round (a stale-base adversary seals for it).
   var previousBase: [UInt8]? = nil
-  /// Secure aggregation: the members' enrolment cards (this node's own copy) and the coordinator's SA_* messages.
-  let members: EnrolmentRegistry?
-  let secureInbox = SecureInbox()
-  /// The embedding rows' place among the parameters, and this node's V·q (nil without counts).
-  let embedding: (offset: Int, count: Int, width: Int)
+  /// Secure aggregation's side of this node (nil when the federation does not use it).
+  var secure: SecureAggregationClient? = nil
 
   public init(config: NodeConfig) throws {
     self.config = config
@@ -73,12 +70,14 @@ public final class NodeService {
     errorFeedback = FloatBuffer(count: count)
     terms = try fed.terms(tokenizer: tokenizer, model: mc)
     adversary = Adversary.from(node: config.name)
-    let layout = ParameterLayout(mc)
-    embedding = (layout.wte, mc.vocabSize, mc.channels)
-    members = fed.secureAggregation ? try EnrolmentRegistry.load(directory: fed.members ?? "") : nil
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
-    if fed.secureAggregation { endpoint.divert { [secureInbox] in secureInbox.take($0) } }
+    if fed.secureAggregation {
+      let layout = ParameterLayout(mc)
+      secure = try SecureAggregationClient(endpoint: endpoint, identity: identity, federation: fed, embedding: (layout.wte, mc.vocabSize, mc.channels),
+                                           stop: stop, log: { _ in })
+      secure?.log = { [unowned self] in log($0) }
+    }
   }
 
   public func requestStop() { stop.set() }
@@ -306,7 +305,7 @@ public final class NodeService {
     let base = copy.base
     guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
     // Secure aggregation: keys, roster and shares before training (SPEC §7.2).
-    let secure = fed.secureAggregation ? try secureSetup(round: r, deadline: deadline) : nil
+    let secureRound = try secure?.setup(round: r, deadline: deadline)
     if config.donor { _ = try takeShard(shard) }
     guard let trainer else { throw TransferError.protocolViolation("no data to train on") }
     let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
@@ -341,8 +340,13 @@ public final class NodeService {
       log("\(config.name): round \(r): sending a \(a.rawValue) update (AGORA_ADVERSARY)")
     }
     let payload: [UInt8]
-    if let secure {
-      payload = try secureEncode(delta, round: r, secure: secure, fraction: Float(done) / Float(max(steps, 1)), deadline: deadline)
+    if let secure, let secureRound {
+      // Δ plus the error feedback, encoded in the ring; what is not carried becomes the new error feedback.
+      let (d, e) = (delta.pointer, errorFeedback.pointer)
+      for i in 0..<delta.count { d[i] += e[i] }
+      payload = try secure.encode(delta.buffer, round: r, secure: secureRound, fraction: Float(done) / Float(max(steps, 1)), relative: ownRelative,
+                                  deadline: deadline)
+      errorFeedback.copy(from: delta)
     } else {
       payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
                                   errorFeedback: format == .int8 && adversary == nil ? errorFeedback.buffer : nil)
@@ -383,8 +387,8 @@ public final class NodeService {
     }
     roundsDone += 1
     log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
-               res.bytesSent, secure == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", Date().timeIntervalSince(t0)))
-    if let secure { try secureReveal(round: r, party: secure.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
+               res.bytesSent, secureRound == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", Date().timeIntervalSince(t0)))
+    if let secure, let secureRound { _ = secure.reveal(round: r, party: secureRound.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
   }
 
   public func shutdown() { endpoint.close() }

@@ -6,22 +6,48 @@ import AgoraTransport
 import AgoraWire
 import Foundation
 
-/// A node's part in a round with secure aggregation (SPEC §7.2).
-extension NodeService {
-  struct SecureRound {
-    let party: SecureAggregationNode
-    let encoding: SecureEncoding
+/// A node's side of secure aggregation (SPEC §7.2), over its endpoint: keys, roster and shares before it
+/// trains (`setup`), the masked payload (`encode`), and the reveal at unmasking (`reveal`). The endpoint diverts
+/// the coordinator's SA_* messages into `inbox`, so that fetching and uploading do not swallow them.
+public final class SecureAggregationClient {
+  public struct Round {
+    public let party: SecureAggregationNode
+    public let encoding: SecureEncoding
+  }
+
+  let endpoint: Endpoint
+  let identity: Identity
+  let federation: FederationConfig
+  let members: EnrolmentRegistry
+  let embedding: (offset: Int, count: Int, width: Int)
+  let stop: ManagedAtomicFlag
+  let inbox = SecureInbox()
+  var log: (String) -> Void
+
+  public init(endpoint: Endpoint, identity: Identity, federation: FederationConfig, embedding: (offset: Int, count: Int, width: Int),
+              stop: ManagedAtomicFlag, log: @escaping (String) -> Void) throws {
+    guard let dir = federation.members else {
+      throw ConfigError(file: federation.path, key: "federation.members", problem: "secure aggregation needs the members' cards")
+    }
+    self.endpoint = endpoint
+    self.identity = identity
+    self.federation = federation
+    members = try EnrolmentRegistry.load(directory: dir)
+    self.embedding = embedding
+    self.stop = stop
+    self.log = log
+    endpoint.divert { [inbox] in inbox.take($0) }
   }
 
   /// Keys (SA_KEYS), the roster (SA_ROSTER, checked against this node's own copy of the members' cards and its
-  /// federation's settings) and this node's shares (SA_SHARES), before it trains.
-  func secureSetup(round r: UInt64, deadline: Date) throws -> SecureRound {
-    let fed = config.federation
-    secureInbox.drop(before: r)
+  /// federation's settings) and this node's shares (SA_SHARES).
+  public func setup(round r: UInt64, deadline: Date) throws -> Round {
+    let fed = federation
+    inbox.drop(before: r)
     let party = try SecureAggregationNode(federation: fed.id, round: r, node: identity.card.nodeID, signSecretKey: identity.signSecret)
     let a = party.advertisement
     endpoint.send(.secaggKeys(round: r, keys: SecAggKeys(cPublic: a.cPublic, sPublic: a.sPublic, commitment: a.selfMaskCommitment, signature: a.signature)))
-    guard let (terms, participants, payload) = secureInbox.wait(until: deadline, stop: stop, { m -> (SecAggRosterTerms, [SecAggParticipant], [UInt8])? in
+    guard let (terms, participants, payload) = inbox.wait(until: deadline, stop: stop, { m -> (SecAggRosterTerms, [SecAggParticipant], [UInt8])? in
       if case .secaggRoster(let rr, let t, let ps, let p) = m, rr == r { return (t, ps, p.array) }
       return nil
     }) else { throw TransferError.timeout("no secure-aggregation roster for round \(r) before its deadline") }
@@ -44,57 +70,53 @@ extension NodeService {
     let roster = try Roster(federation: fed.id, round: r, parameters: parameters, participants: participants.map {
       Advertisement(node: $0.node, cPublic: $0.keys.cPublic, sPublic: $0.keys.sPublic, selfMaskCommitment: $0.keys.commitment, signature: $0.keys.signature)
     })
-    let members = members
-    let shares = try party.accept(roster: roster, signPublic: { members?.card(fingerprint: hex($0))?.signPublic })
+    let shares = try party.accept(roster: roster, signPublic: { [members] in members.card(fingerprint: hex($0))?.signPublic })
     endpoint.send(.secaggShares(round: r, shares: shares.map { SecAggShareBox(peer: $0.to, box: $0.box) }))
     let encoding = try SecureEncoding(bits: Int(terms.ringBits), participants: participants.count, range: range,
                                       rowTotals: rowsExpected > 0 ? Array(floats.dropFirst()) : nil, rows: embedding)
-    log("\(config.name): round \(r): secure aggregation with \(participants.count) participants, \(roster.neighbours[roster.index[party.node]!].count) neighbours, threshold \(roster.threshold)")
-    return SecureRound(party: party, encoding: encoding)
+    log("\(identity.card.name): round \(r): secure aggregation with \(participants.count) participants, \(roster.neighbours[roster.index[party.node]!].count) neighbours, threshold \(roster.threshold)")
+    return Round(party: party, encoding: encoding)
   }
 
-  /// The masked update: Δ plus this node's error feedback, encoded in the ring (what is not carried becomes the
-  /// new error feedback), masked with the neighbours whose shares the coordinator forwarded.
-  func secureEncode(_ delta: FloatBuffer, round r: UInt64, secure: SecureRound, fraction: Float, deadline: Date) throws -> [UInt8] {
-    guard let boxes = secureInbox.wait(until: deadline.addingTimeInterval(config.federation.secureAggregationSetupSeconds), stop: stop, { m -> [SecAggShareBox]? in
+  /// The masked payload of `x` (an update plus the node's error feedback; what the encoding does not carry is
+  /// left in it), once the coordinator forwarded the neighbours' shares.
+  public func encode(_ x: UnsafeMutableBufferPointer<Float>, round r: UInt64, secure: Round, fraction: Float, relative: [Float]?, deadline: Date) throws -> [UInt8] {
+    guard let boxes = inbox.wait(until: deadline.addingTimeInterval(federation.secureAggregationSetupSeconds), stop: stop, { m -> [SecAggShareBox]? in
       if case .secaggShares(let rr, let b) = m, rr == r { return b }
       return nil
     }) else { throw TransferError.timeout("the coordinator forwarded no shares for round \(r)") }
     try secure.party.receive(shares: boxes.map { EncryptedShare(from: $0.peer, to: identity.card.nodeID, box: $0.box) })
-    let (d, e) = (delta.pointer, errorFeedback.pointer)
-    for i in 0..<delta.count { d[i] += e[i] }
-    let relative = config.federation.embeddingRows == .token_counts && !config.donor ? ownRelative : nil
-    let payload = try secure.encoding.encode(delta.buffer, fraction: fraction, relative: relative, party: secure.party,
-                                             seed: r ^ fnv1a(identity.card.fingerprint) ^ 0x5EC)
-    errorFeedback.copy(from: delta)
-    return payload
+    return try secure.encoding.encode(x, fraction: fraction, relative: relative, party: secure.party)
   }
 
-  /// This node's V·q, as the coordinator computes it from its COUNTS.
-  var ownRelative: [Float]? {
-    guard let corpus = trainer?.corpus else { return nil }
-    let fed = config.federation
-    return EmbeddingRowWeights.relative(counts: NodeService.tokenCounts(corpus.tokenCounts(vocabSize: tokenizer.vocabSize), minimum: fed.tokenCountMinimum),
-                                        rows: tokenizer.vocabSize)
-  }
-
-  /// Unmasking: the shares the coordinator asks for (SA_UNMASK → SA_REVEAL), once; no request by `deadline`
-  /// (the round was abandoned) is not an error.
-  func secureReveal(round r: UInt64, party: SecureAggregationNode, deadline: Date) throws {
-    guard let (survivors, dropped) = secureInbox.wait(until: deadline, stop: stop, { m -> ([[UInt8]], [[UInt8]])? in
+  /// Unmasking: the shares the coordinator asks for (SA_UNMASK → SA_REVEAL), once. No request by `deadline`
+  /// (the round was abandoned) is not an error; a request that would unmask a neighbour is refused and said.
+  public func reveal(round r: UInt64, party: SecureAggregationNode, deadline: Date) -> Bool {
+    guard let (survivors, dropped) = inbox.wait(until: deadline, stop: stop, { m -> ([[UInt8]], [[UInt8]])? in
       if case .secaggUnmask(let rr, let s, let d) = m, rr == r { return (s, d) }
       return nil
     }) else {
-      log("\(config.name): round \(r): no unmasking request came")
-      return
+      log("\(identity.card.name): round \(r): no unmasking request came")
+      return true
     }
     do {
       let shares = try party.reveal(survivors: survivors, dropped: dropped)
       endpoint.send(.secaggReveal(round: r, shares: shares.map { SecAggRevealed(about: $0.about, kind: $0.kind.rawValue, x: $0.share.x, share: $0.share.bytes) }))
-      log("\(config.name): round \(r): revealed \(survivors.count) self-mask and \(dropped.count) mask-key shares")
+      log("\(identity.card.name): round \(r): revealed \(survivors.count) self-mask and \(dropped.count) mask-key shares")
+      return true
     } catch {
-      // An honest node refuses a request that would unmask a neighbour, and says so.
-      abandon(round: r, "\(error)")
+      endpoint.send(.error(code: ErrorCode.internalError.rawValue, message: "round \(r): \(error)", subject: .round(r)))
+      log("\(identity.card.name): round \(r): unmasking request refused: \(error)")
+      return false
     }
+  }
+}
+
+extension NodeService {
+  /// This node's V·q, as the coordinator computes it from its COUNTS (nil for a donor, or without counts).
+  var ownRelative: [Float]? {
+    guard config.federation.embeddingRows == .token_counts, !config.donor, let corpus = trainer?.corpus else { return nil }
+    return EmbeddingRowWeights.relative(counts: NodeService.tokenCounts(corpus.tokenCounts(vocabSize: tokenizer.vocabSize), minimum: config.federation.tokenCountMinimum),
+                                        rows: tokenizer.vocabSize)
   }
 }

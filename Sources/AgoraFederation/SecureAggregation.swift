@@ -58,19 +58,21 @@ public struct SecureEncoding {
 
   /// A node's masked update: x (its Δ plus its error feedback) encoded, the rest left in x (its new error
   /// feedback), masked by `party`, packed behind the head.
-  public func encode(_ x: UnsafeMutableBufferPointer<Float>, fraction f: Float, relative: [Float]?, party: SecureAggregationNode,
-                     seed: UInt64) throws -> [UInt8] {
+  public func encode(_ x: UnsafeMutableBufferPointer<Float>, fraction f: Float, relative: [Float]?, party: SecureAggregationNode) throws -> [UInt8] {
     let n = x.count
     let words = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: n)
     defer { words.deallocate() }
-    var rng = SplitMix(seed: seed)
+    // The rounding's random words: a keystream of a seed drawn for this update (not a secret).
+    let stream = try MaskStream(threads: Parallel.threads)
+    words.update(repeating: 0)
+    try stream.apply(seed: Sodium.randomBytes(32), to: words)
     let body = f / Float(participants)
     let rowF = rowFactors(fraction: f, relative: relative)
     let (lo, hi) = (rows.offset, rows.offset + rows.count * rows.width)
     func run(_ a: Int, _ b: Int, _ factor: Float) {
       guard b > a else { return }
-      RingCodec.encode(UnsafeMutableBufferPointer(rebasing: x[a..<b]), factor: factor, range: range, quantum: quantum,
-                       into: UnsafeMutableBufferPointer(rebasing: words[a..<b]), random: &rng)
+      let w = UnsafeMutableBufferPointer(rebasing: words[a..<b])
+      RingCodec.encode(UnsafeMutableBufferPointer(rebasing: x[a..<b]), factor: factor, range: range, quantum: quantum, random: w.baseAddress!, into: w)
     }
     if let rowF {
       run(0, lo, body)
@@ -79,7 +81,7 @@ public struct SecureEncoding {
     } else {
       run(0, n, body)
     }
-    try party.mask(words, stream: try MaskStream())
+    try party.mask(words, stream: stream)
     var out = [UInt8](repeating: 0, count: payloadBytes(count: n))
     out.replaceSubrange(0..<4, with: SecureEncoding.magic)
     out[4] = UInt8(codec.bits)
@@ -125,7 +127,7 @@ public struct SecureEncoding {
 
 /// A node's inbox for the secure-aggregation messages the coordinator sends while the node is busy in other
 /// receive loops (fetching, uploading): the endpoint diverts them here.
-final class SecureInbox: @unchecked Sendable {
+public final class SecureInbox: @unchecked Sendable {
   private let cond = NSCondition()
   private var messages: [Message] = []
 

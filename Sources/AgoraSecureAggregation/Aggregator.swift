@@ -126,10 +126,11 @@ public final class SecureAggregationCoordinator {
   /// Step 5: removes every mask from `sum` (the masked updates of `sentUpdate` added mod 2^32).
   public func unmask(_ sum: UnsafeMutableBufferPointer<UInt32>, stream: MaskStream) throws {
     guard let roster else { throw SecureAggregationError.unmask("no roster") }
+    var masks: [(seed: [UInt8], subtract: Bool)] = []
     for j in sentUpdate.sorted() {
       let a = roster.participants[j]
       let b = try rebuild(reveals[j]?[.selfMask] ?? [], threshold: roster.threshold, node: j) { MaskSeeds.commitment($0) == a.selfMaskCommitment }
-      try stream.apply(seed: try MaskSeeds.selfMask(b), to: sum, subtract: true)
+      masks.append((try MaskSeeds.selfMask(b), true))
     }
     for j in shared.sorted() where !sentUpdate.contains(j) {
       let a = roster.participants[j]
@@ -141,8 +142,9 @@ public final class SecureAggregationCoordinator {
         let seed = try MaskSeeds.pairwise(federation: federation, round: round, agreement: try Sodium.agree(secretKey: sk, publicKey: other.sPublic),
                                           a: a.node, b: other.node)
         // v added +PRG when its id is the smaller, −PRG otherwise: take off what it added.
-        try stream.apply(seed: seed, to: sum, subtract: other.node.lexicographicallyPrecedes(a.node))
+        masks.append((seed, other.node.lexicographicallyPrecedes(a.node)))
       }
     }
+    try stream.apply(masks, to: sum)
   }
 }

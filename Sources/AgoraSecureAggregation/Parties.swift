@@ -129,14 +129,15 @@ public final class SecureAggregationNode {
   /// Step 4: masks `values` (an update encoded in the ring, one word per parameter) in place, mod 2^32.
   public func mask(_ values: UnsafeMutableBufferPointer<UInt32>, stream: MaskStream) throws {
     guard let roster else { throw SecureAggregationError.share("masking before the roster") }
-    try stream.apply(seed: try MaskSeeds.selfMask(b), to: values)
+    var masks: [(seed: [UInt8], subtract: Bool)] = [(try MaskSeeds.selfMask(b), false)]
     for j in maskingWith {
       let other = roster.participants[j]
       let seed = try MaskSeeds.pairwise(federation: federation, round: round, agreement: try Sodium.agree(secretKey: s.secretKey, publicKey: other.sPublic),
                                         a: node, b: other.node)
       // The smaller id adds, the larger subtracts: the pair cancels in the sum.
-      try stream.apply(seed: seed, to: values, subtract: !node.lexicographicallyPrecedes(other.node))
+      masks.append((seed, !node.lexicographicallyPrecedes(other.node)))
     }
+    try stream.apply(masks, to: values)
   }
 
   /// Step 5: the shares the coordinator asks for: b's of `survivors`, s's of `dropped` (node ids among this

@@ -22,24 +22,34 @@ public struct RingCodec: Sendable {
     return Float(Double(c) / levels)
   }
 
-  /// Encodes `x[i] · factor` (after clipping x to ±range) in units of `quantum`, stochastically rounded with
-  /// `random` (uniform in [0, 1)), into `out` (mod 2^32), and leaves in `x` what the encoding did not carry
-  /// (x − q · quantum / factor: the error feedback). A zero factor encodes zeros and keeps x whole.
+  /// Encodes `x[i] · factor` (after clipping x to ±range) in units of `quantum`, stochastically rounded —
+  /// floor(v + r) with r uniform in [0, 1) from the top 24 bits of `random[i]` (any uniform words: a keystream) —
+  /// into `out` (mod 2^32), and leaves in `x` what the encoding did not carry (x − q · quantum / factor: the error
+  /// feedback). `out` may be `random` itself. A zero factor encodes zeros and keeps x whole.
   public static func encode(_ x: UnsafeMutableBufferPointer<Float>, factor: Float, range: Float, quantum: Float,
-                            into out: UnsafeMutableBufferPointer<UInt32>, random: inout SplitMix) {
+                            random: UnsafePointer<UInt32>, into out: UnsafeMutableBufferPointer<UInt32>) {
     precondition(out.count == x.count)
+    let n = x.count
+    guard n > 0 else { return }
+    let o = out.baseAddress!, xs = x.baseAddress!
     guard factor > 0, quantum > 0 else {
-      for i in 0..<out.count { out[i] = 0 }
+      for i in 0..<n { o[i] = 0 }
       return
     }
-    let scale = factor / quantum, back = quantum / factor
-    for i in 0..<x.count {
-      let v = min(max(x[i], -range), range) * scale
-      let f = v.rounded(.down)
-      let q = f + (random.unit() < v - f ? 1 : 0)
-      out[i] = UInt32(bitPattern: Int32(q))
-      x[i] -= q * back
+    let scale = factor / quantum, back = quantum / factor, unit: Float = 1.0 / 16_777_216
+    for i in 0..<n {
+      let v = min(max(xs[i], -range), range) * scale
+      let q = (v + Float(random[i] >> 8) * unit).rounded(.down)
+      o[i] = UInt32(bitPattern: Int32(q))
+      xs[i] -= q * back
     }
+  }
+
+  /// `encode` with a SplitMix generator for the rounding (for tests and small vectors).
+  public static func encode(_ x: UnsafeMutableBufferPointer<Float>, factor: Float, range: Float, quantum: Float,
+                            into out: UnsafeMutableBufferPointer<UInt32>, random: inout SplitMix) {
+    let r = (0..<x.count).map { _ in UInt32(truncatingIfNeeded: random.next() >> 32) }
+    r.withUnsafeBufferPointer { encode(x, factor: factor, range: range, quantum: quantum, random: $0.baseAddress!, into: out) }
   }
 
   /// The centred value of a ring element: in [−2^(b−1), 2^(b−1)).
@@ -51,10 +61,21 @@ public struct RingCodec: Sendable {
   /// Packs the low b bits of each value, least significant bit first.
   public func pack(_ v: UnsafeBufferPointer<UInt32>, into out: UnsafeMutableRawBufferPointer) {
     precondition(out.count >= packedBytes(count: v.count))
-    let m = UInt64(mask), b = UInt64(bits)
-    var acc: UInt64 = 0, n: UInt64 = 0, o = 0
     let p = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
-    for x in v {
+    var o = 0, start = 0
+    if bits == 12 {
+      while start + 2 <= v.count {
+        let x = (v[start] & 0xFFF) | (v[start + 1] & 0xFFF) << 12
+        p[o] = UInt8(truncatingIfNeeded: x)
+        p[o + 1] = UInt8(truncatingIfNeeded: x >> 8)
+        p[o + 2] = UInt8(truncatingIfNeeded: x >> 16)
+        start += 2
+        o += 3
+      }
+    }
+    let m = UInt64(mask), b = UInt64(bits)
+    var acc: UInt64 = 0, n: UInt64 = 0
+    for x in v[start...] {
       acc |= (UInt64(x) & m) << n
       n += b
       while n >= 8 {
@@ -72,10 +93,33 @@ public struct RingCodec: Sendable {
     guard bytes.count == packedBytes(count: sum.count) else {
       throw SecureAggregationError.parameters("a masked update of \(bytes.count) octets; \(sum.count) values of \(bits) bits take \(packedBytes(count: sum.count))")
     }
-    let m = UInt64(mask), b = UInt64(bits)
-    var acc: UInt64 = 0, n: UInt64 = 0, i = 0
     let p = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
-    var o = 0
+    let s = sum.baseAddress!
+    var i = 0, o = 0
+    // Common widths in whole octet groups: 12 bits (two values in three octets), 16, 8.
+    if bits == 12 {
+      while i + 2 <= sum.count {
+        let x = UInt32(p[o]) | UInt32(p[o + 1]) << 8 | UInt32(p[o + 2]) << 16
+        s[i] &+= x & 0xFFF
+        s[i + 1] &+= x >> 12
+        i += 2
+        o += 3
+      }
+    } else if bits == 16 {
+      while i < sum.count {
+        s[i] &+= UInt32(p[o]) | UInt32(p[o + 1]) << 8
+        i += 1
+        o += 2
+      }
+    } else if bits == 8 {
+      while i < sum.count {
+        s[i] &+= UInt32(p[o])
+        i += 1
+        o += 1
+      }
+    }
+    let m = UInt64(mask), b = UInt64(bits)
+    var acc: UInt64 = 0, n: UInt64 = 0
     while i < sum.count {
       while n < b {
         acc |= UInt64(p[o]) << n

@@ -69,7 +69,8 @@ public struct Advertisement: Equatable, Sendable {
 
 /// How sparse the masks are and how many shares unmask a node.
 public struct SecureAggregationParameters: Equatable, Sendable {
-  /// Neighbours per node (k); 0: every other node up to 16 participants, 2⌈log2 n⌉ beyond.
+  /// Neighbours per node (k); 0: every other node up to 8 participants, 2⌈log2 n⌉ beyond (SecAgg+: masking and
+  /// sharing cost grow with k, not n).
   public var neighbours: Int
   /// Shares needed to reconstruct a node's secrets, as a fraction of its neighbours (at least ⌊k/2⌋ + 1, so
   /// that a coordinator cannot gather enough of both kinds for one node).
@@ -87,7 +88,7 @@ public struct SecureAggregationParameters: Equatable, Sendable {
     var k: Int
     if neighbours > 0 {
       k = neighbours
-    } else if n <= 16 {
+    } else if n <= 8 {
       k = n - 1
     } else {
       var log = 0

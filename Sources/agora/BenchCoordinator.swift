@@ -20,6 +20,10 @@ struct CoordinatorBench: ParsableCommand {
   var fp32 = false
   @Flag(help: "Keep the working directory (keys, configs, every process's log) and print its path.")
   var keep = false
+  @Flag(help: "Rounds with secure aggregation (SPEC §7.2): masked updates in the ring, unmasked once per round.")
+  var secureAggregation = false
+  @Option(help: "Ring bits with --secure-aggregation.")
+  var bits: Int = 12
 
   func run() throws {
     let dir = NSTemporaryDirectory() + "agora-benchcoord-\(UUID().uuidString)"
@@ -55,6 +59,7 @@ struct CoordinatorBench: ParsableCommand {
     id = "bench"
     endpoint = "tcp://127.0.0.1:\(port)"
     coordinator_card = "keys/coordinator/card.toml"
+    members = "keys/enrolled"
     [model]
     preset = "\(preset)"
     tokenizer = "tokenizer.json"
@@ -66,6 +71,8 @@ struct CoordinatorBench: ParsableCommand {
     min_nodes = \(nodes)
     outer_optimizer = "diloco"
     compression = "\(fp32 ? "fp32" : "int8")"
+    secure_aggregation = \(secureAggregation)
+    secure_aggregation_bits = \(bits)
     """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
     try "[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
       .write(toFile: dir + "/coordinator.toml", atomically: true, encoding: .utf8)
@@ -95,14 +102,14 @@ struct CoordinatorBench: ParsableCommand {
     // CPU seconds of every process (coordinator and nodes) between the end of round 1 and the end of the
     // last round, seen from the log: on a shared machine this moves less than wall time does.
     let pids = [coord.processIdentifier] + procs.map(\.processIdentifier)
-    var marks: [(rows: Int, cpu: Double)] = []
+    var marks: [(rows: Int, cpu: Double, coordinator: Double)] = []
     let end = Date(timeIntervalSinceNow: 1800)
     while coord.isRunning && Date() < end {
       if let s = try? String(contentsOfFile: "/proc/\(coord.processIdentifier)/status", encoding: .utf8),
          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
          let kb = Int(line.split(separator: " ").dropFirst().first ?? "") { peakKiB = max(peakKiB, kb) }
       let done = tableRows(dir + "/coordinator.log").count
-      if done >= 1 && done > (marks.last?.rows ?? 0) { marks.append((done, cpuSeconds(pids))) }
+      if done >= 1 && done > (marks.last?.rows ?? 0) { marks.append((done, cpuSeconds(pids), cpuSeconds([coord.processIdentifier]))) }
       Thread.sleep(forTimeInterval: 0.05)
     }
     for p in procs where p.isRunning { p.terminate() }
@@ -114,11 +121,14 @@ struct CoordinatorBench: ParsableCommand {
     guard secs.count == rounds else { throw CLIError("the coordinator did not finish its rounds:\n\(log)") }
     let steady = Array(secs.dropFirst())
     let modelMB = Double(mc.parameterCount * 4) / 1e6
-    var cpu = Double.nan
-    if let a = marks.first, let b = marks.last, b.rows > a.rows { cpu = (b.cpu - a.cpu) / Double(b.rows - a.rows) }
-    print(String(format: "{\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f}",
-                 nodes, mc.parameterCount, fp32 ? "fp32" : "int8", secs[0], median(steady.isEmpty ? secs : steady), cpu,
-                 Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB))
+    var cpu = Double.nan, coordCPU = Double.nan
+    if let a = marks.first, let b = marks.last, b.rows > a.rows {
+      cpu = (b.cpu - a.cpu) / Double(b.rows - a.rows)
+      coordCPU = (b.coordinator - a.coordinator) / Double(b.rows - a.rows)
+    }
+    print(String(format: "{\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f}",
+                 nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (secureAggregation ? ", secure aggregation \(bits)-bit" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
+                 Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB, (rows.last.flatMap { Double($0[4]) } ?? .nan) / Double(nodes) / 1e6))
   }
 
   /// The round table's rows in a coordinator log (cells trimmed).

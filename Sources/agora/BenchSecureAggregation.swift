@@ -18,6 +18,8 @@ struct SecureAggregationBench: ParsableCommand {
   var bits: Int = 12
   @Option(help: "Nodes that drop out after sharing (their pairwise masks are rebuilt and removed).")
   var dropouts: Int = 1
+  @Option(help: "Threads for the masks.")
+  var threads: Int = 1
   @Option(help: "Repetitions (medians are printed).")
   var repetitions: Int = 3
 
@@ -30,11 +32,13 @@ struct SecureAggregationBench: ParsableCommand {
     let keys = try (0..<nodes).map { _ in try Sodium.signKeypair() }
     let ids = keys.map { Envelope.fingerprint($0.publicKey) }
     let signPublic: ([UInt8]) -> [UInt8]? = { id in keys.first { Envelope.fingerprint($0.publicKey) == id }?.publicKey }
-    let stream = try MaskStream()
+    let stream = try MaskStream(threads: threads)
     var v = [UInt32](repeating: 0, count: parameters)
     var sum = [UInt32](repeating: 0, count: parameters)
     var packed = [UInt8](repeating: 0, count: codec.packedBytes(count: parameters))
-    var setup: [Double] = [], mask: [Double] = [], pack: [Double] = [], fold: [Double] = [], unmask: [Double] = []
+    var setup: [Double] = [], mask: [Double] = [], pack: [Double] = [], fold: [Double] = [], unmask: [Double] = [], encode: [Double] = []
+    var x = [Float](repeating: 0, count: parameters)
+    for i in 0..<parameters { x[i] = Float((i &* 2_654_435_761) % 2001 - 1000) * 1e-6 }
     func time(_ f: () throws -> Void) rethrows -> Double {
       let t0 = DispatchTime.now().uptimeNanoseconds
       try f()
@@ -56,6 +60,13 @@ struct SecureAggregationBench: ParsableCommand {
       } / Double(nodes))
       for i in 0..<parameters { sum[i] = 0 }
       var m = 0.0, pk = 0.0, fo = 0.0
+      // The fixed-point encoding with stochastic rounding (its random words from the keystream), timed once.
+      let u = try codec.quantum(range: 0.02, nodes: nodes)
+      encode.append(try time {
+        for i in 0..<parameters { v[i] = 0 }
+        try v.withUnsafeMutableBufferPointer { try stream.apply(seed: Sodium.randomBytes(32), to: $0) }
+        x.withUnsafeMutableBufferPointer { xb in v.withUnsafeMutableBufferPointer { RingCodec.encode(xb, factor: 1 / Float(nodes), range: 0.02, quantum: u, random: $0.baseAddress!, into: $0) } }
+      })
       for p in parties.dropLast(dropouts) {
         for i in 0..<parameters { v[i] = 0 }  // zeros: the unmasked sum must come back all zeros
         m += try time { try v.withUnsafeMutableBufferPointer { try p.mask($0, stream: stream) } }
@@ -74,9 +85,9 @@ struct SecureAggregationBench: ParsableCommand {
     }
     func med(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
     let mb = Double(parameters * 4) / 1e6
-    print("secure aggregation, P = \(parameters), n = \(nodes) (k = \(degree) neighbours, t = \(threshold)), \(bits)-bit ring, \(dropouts) dropped after sharing; medians of \(repetitions)")
-    print(String(format: "  node:        keys and shares %.1f ms; masks (%d × %.0f MB of AES-256-CTR) %.0f ms; packing %.0f ms → %.1f MB (int8: %.1f MB)",
-                 med(setup) * 1000, degree + 1, mb, med(mask) * 1000, med(pack) * 1000, Double(packed.count) / 1e6, Double(parameters) / 1e6))
+    print("secure aggregation, P = \(parameters), n = \(nodes) (k = \(degree) neighbours, t = \(threshold)), \(bits)-bit ring, \(dropouts) dropped after sharing, \(threads) thread(s); medians of \(repetitions)")
+    print(String(format: "  node:        keys and shares %.1f ms; encoding %.0f ms; masks (%d × %.0f MB of AES-256-CTR) %.0f ms; packing %.0f ms → %.1f MB (int8: %.1f MB)",
+                 med(setup) * 1000, med(encode) * 1000, degree + 1, mb, med(mask) * 1000, med(pack) * 1000, Double(packed.count) / 1e6, Double(parameters) / 1e6))
     print(String(format: "  coordinator: folding %.0f ms per update; unmasking %.0f ms (%d self-masks, %d pairwise masks of dropped nodes); the unmasked sum checked",
                  med(fold) * 1000, med(unmask) * 1000, nodes - dropouts, dropouts * degree))
   }

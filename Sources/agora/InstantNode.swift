@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraData
 import AgoraFederation
+import AgoraModel
 import AgoraTransport
 import AgoraWire
 import Foundation
@@ -26,6 +27,10 @@ final class InstantNode {
                                         keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
   }
 
+  /// With secure aggregation (`secure`): the node's side of it, and its fixed Δ as floats (masked anew each round).
+  var secure: SecureAggregationClient? = nil
+  var delta: [Float] = []
+
   public func run(format: DeltaFormat) throws {
     endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: terms))
     var chunk = 1 << 20, key: [UInt8] = []
@@ -45,18 +50,24 @@ final class InstantNode {
         chunk = Int(c); key = k
       case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash, _, _, _):
         let t0 = Date()
+        let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
+        let secureRound = try secure?.setup(round: r, deadline: deadline)
         let viaPatch = !have.isEmpty && patchFrom == have && patchHash != Message.noHash
         let fetched = try BlobFetcher(endpoint: endpoint).fetch(hash: viaPatch ? patchHash : base) { _ in }
         have = base
         let t1 = Date()
-        if payload.isEmpty {
+        if delta.isEmpty {
           let n = Int(bytes) / 4
           var g = fnv1a(identity.card.fingerprint)
-          let delta = (0..<n).map { _ -> Float in
+          delta = (0..<n).map { _ -> Float in
             g = g &* 6364136223846793005 &+ 1442695040888963407
             return Float(Int64(bitPattern: g) >> 40) * 1e-12
           }
           payload = delta.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) }
+        }
+        if let secure, let secureRound {
+          var x = delta
+          payload = try x.withUnsafeMutableBufferPointer { try secure.encode($0, round: r, secure: secureRound, fraction: 1, relative: nil, deadline: deadline) }
         }
         let sealer = try EnvelopeSealer(context: .init(federation: federation, round: r, baseHash: base, nodeID: identity.card.nodeID),
                                         payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: key, signingSecretKey: identity.signSecret)
@@ -66,6 +77,7 @@ final class InstantNode {
         _ = try payload.withUnsafeBytes { try sender.send(sealer: sealer, tokens: 2048, steps: 1, loss: 1, payload: $0) }
         log(String(format: "round %llu: fetched %d B%@ in %.2f s, sent %d B in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
                    t1.timeIntervalSince(t0), payload.count, Date().timeIntervalSince(t1)))
+        if let secure, let secureRound { _ = secure.reveal(round: r, party: secureRound.party, deadline: deadline) }
       case .leave(.finished, _):
         return
       default:

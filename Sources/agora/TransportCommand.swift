@@ -111,10 +111,16 @@ struct TransportCommand: ParsableCommand {
       let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
       var mc = try GPTConfig.preset(fed.preset)
       mc.vocabSize = tokenizer.vocabSize
+      let id = try Identity.load(from: identity)
       let node = try InstantNode(endpoint: fed.endpoint, coordinator: try EnrolmentCard.load(fed.coordinatorCard),
-                                 identity: try Identity.load(from: identity), federation: fed.id, terms: try fed.terms(tokenizer: tokenizer, model: mc))
+                                 identity: id, federation: fed.id, terms: try fed.terms(tokenizer: tokenizer, model: mc))
       defer { node.shutdown() }
       node.log = { print($0); fflush(stdout) }
+      if fed.secureAggregation {
+        let layout = ParameterLayout(mc)
+        node.secure = try SecureAggregationClient(endpoint: node.endpoint, identity: id, federation: fed, embedding: (layout.wte, mc.vocabSize, mc.channels),
+                                                  stop: ManagedAtomicFlag(), log: { print($0); fflush(stdout) })
+      }
       try node.run(format: fp32 ? .fp32 : .int8)
     }
   }
