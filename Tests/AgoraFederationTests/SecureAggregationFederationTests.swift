@@ -2,6 +2,14 @@ import AgoraTestSupport
 import Foundation
 import Testing
 
+/// federation.toml names the members' cards (the harness's enrolment directory), as secure aggregation needs.
+func namesMembers(_ h: Harness) throws {
+  let f = h.dir + "/federation.toml"
+  let t = try String(contentsOfFile: f, encoding: .utf8)
+  try t.replacingOccurrences(of: "coordinator_card = \"keys/coordinator/card.toml\"", with: "coordinator_card = \"keys/coordinator/card.toml\"\nmembers = \"keys/enrolled\"")
+    .write(toFile: f, atomically: true, encoding: .utf8)
+}
+
 /// Secure aggregation through real coordinator and node processes on loopback (SPEC §7.2).
 @Suite(.serialized) struct SecureAggregationFederationTests {
   /// The same three-node federation, plain and with secure aggregation: both lower bits/byte alike, and with
@@ -12,12 +20,7 @@ import Testing
       let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 3, innerSteps: 10, quorum: 1.0, deadline: 60,
                           extra: secure ? "secure_aggregation = true\nscore_updates = false" : "score_updates = false")
       defer { h.cleanup() }
-      if secure {
-        let f = h.dir + "/federation.toml"
-        let t = try String(contentsOfFile: f, encoding: .utf8)
-        try t.replacingOccurrences(of: "coordinator_card = \"keys/coordinator/card.toml\"", with: "coordinator_card = \"keys/coordinator/card.toml\"\nmembers = \"keys/enrolled\"")
-          .write(toFile: f, atomically: true, encoding: .utf8)
-      }
+      if secure { try namesMembers(h) }
       let coord = try h.coordinator()
       Thread.sleep(forTimeInterval: 0.3)
       let nodes = try ["a", "b", "c"].map { try h.node($0) }
@@ -45,10 +48,7 @@ import Testing
     let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"]), ("d", ["de"])], rounds: 2, innerSteps: 10, quorum: 0.5, deadline: 60,
                         extra: "secure_aggregation = true\nscore_updates = false\nupload_stall_seconds = 3\nsecure_aggregation_setup_seconds = 5")
     defer { h.cleanup() }
-    let f = h.dir + "/federation.toml"
-    let t = try String(contentsOfFile: f, encoding: .utf8)
-    try t.replacingOccurrences(of: "coordinator_card = \"keys/coordinator/card.toml\"", with: "coordinator_card = \"keys/coordinator/card.toml\"\nmembers = \"keys/enrolled\"")
-      .write(toFile: f, atomically: true, encoding: .utf8)
+    try namesMembers(h)
     let coord = try h.coordinator()
     Thread.sleep(forTimeInterval: 0.3)
     let nodes = try ["a", "b", "c"].map { try h.node($0) } + [try h.node("d", env: ["AGORA_ADVERSARY": "d:partial"])]
