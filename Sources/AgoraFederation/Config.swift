@@ -241,7 +241,7 @@ public struct FederationConfig: Sendable {
     innerSteps = try f.int("rounds.inner_steps", default: 50, range: 1...1_000_000)
     innerStepsSchedule = try f.ints("rounds.inner_steps_schedule", range: 1...1_000_000)
     batch = try f.int("rounds.batch", default: 8, range: 1...4096)
-    learningRate = try f.double("rounds.learning_rate", default: 5e-4, range: 1e-7...1)
+    learningRate = try f.double("rounds.learning_rate", default: 1e-3, range: 1e-7...1)
     deadlineSeconds = try f.double("rounds.deadline_seconds", default: 300, range: 1...86_400)
     quorum = try f.double("rounds.quorum", default: 0.5, range: 0...1)
     outerOptimizer = try f.choice("rounds.outer_optimizer", default: OuterOptimizer.Kind.diloco)

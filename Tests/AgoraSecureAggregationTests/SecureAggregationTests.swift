@@ -300,3 +300,28 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
     #expect(sum == [UInt32](repeating: 5, count: 64))
   }
 }
+
+@Suite struct PrivacyAccountantTests {
+  /// ε against Opacus 1.6's RDP accountant (`compute_rdp` + `get_privacy_spent`, the same orders; for q < 1 the
+  /// integer orders 2 … 63, which this accountant uses there). Reference values computed with
+  /// `scripts/dp_reference.py`.
+  @Test func epsilonMatchesOpacus() {
+    for (q, z, t, delta, want) in [(1.0, 1.0, 10, 1e-5, 19.05359753163139), (1.0, 0.5, 100, 1e-5, 294.8612600716533),
+                                   (1.0, 4.0, 500, 1e-5, 40.97049328386881), (0.1, 1.1, 1000, 1e-5, 22.89658105071251),
+                                   (0.01, 1.0, 10000, 1e-5, 6.719402117939217), (0.5, 2.0, 100, 1e-5, 15.804010815805235)] {
+      var acc = PrivacyAccountant()
+      for _ in 0..<t { acc.add(q: q, z: z) }
+      let got = acc.epsilon(delta: delta).epsilon
+      #expect(abs(got - want) / want < 1e-6, "q \(q), z \(z), \(t) rounds: \(got) vs Opacus \(want)")
+    }
+    // Rounds with different noise compose: 5 at z = 1, then 5 at z = 2, δ = 1e-6.
+    var acc = PrivacyAccountant()
+    for _ in 0..<5 { acc.add(z: 1) }
+    for _ in 0..<5 { acc.add(z: 2) }
+    #expect(abs(acc.epsilon(delta: 1e-6).epsilon - 15.32798402653992) < 1e-6)
+    #expect(PrivacyAccountant().epsilon(delta: 1e-6).epsilon == 0)
+    var none = PrivacyAccountant()
+    none.add(z: 0)
+    #expect(none.epsilon(delta: 1e-6).epsilon == .infinity)
+  }
+}
