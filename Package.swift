@@ -87,7 +87,7 @@ let package = Package(
     .testTarget(name: "AgoraTransportTests", dependencies: ["AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CZeroMQ"]),
     .testTarget(name: "AgoraRegistryTests", dependencies: ["AgoraRegistry", "AgoraWire", "AgoraTestSupport"]),
     .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire",
-                                                             "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport"]),
+                                                             "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraDashboard", "AgoraFederation", "AgoraRegistry", "AgoraTestSupport",
                                                          .product(name: "HummingbirdTesting", package: "hummingbird")]),
     .testTarget(name: "AgoraCLITests", dependencies: ["AgoraRegistry", "AgoraFederation", "AgoraTestSupport"]),

@@ -217,6 +217,13 @@ public struct FederationConfig: Sendable {
   /// check key advertisements against it, so the coordinator cannot substitute keys. Needed with secure
   /// aggregation.
   public var members: String?
+  /// Client-level differential privacy (DP-FedAvg): each node's update clipped to this L2 norm (0: off) …
+  public var dpClip: Double
+  /// … and Gaussian noise of standard deviation `dpNoiseMultiplier` × `dpClip` on the round's sum (added by the
+  /// coordinator, or by the nodes in equal shares under secure aggregation); nodes weigh equally.
+  public var dpNoiseMultiplier: Double
+  /// δ at which ε is reported.
+  public var dpDelta: Double
 
   public enum LateUpdates: String, CaseIterable, Sendable { case drop, stale }
 
@@ -278,6 +285,9 @@ public struct FederationConfig: Sendable {
     secureAggregationThreshold = try f.double("rounds.secure_aggregation_threshold", default: 2.0 / 3.0, range: 0.5...1)
     secureAggregationSetupSeconds = try f.double("rounds.secure_aggregation_setup_seconds", default: 30, range: 1...3600)
     members = f.value("federation.members") == nil ? nil : try f.path("federation.members")
+    dpClip = try f.double("rounds.dp_clip", default: 0, range: 0...1e6)
+    dpNoiseMultiplier = try f.double("rounds.dp_noise_multiplier", default: 1, range: 0...1000)
+    dpDelta = try f.double("rounds.dp_delta", default: 1e-6, range: 1e-30...0.1)
     if secureAggregation {
       guard members != nil else {
         throw f.fail("federation.members", "secure aggregation needs the directory of every member's enrolment card (nodes check key advertisements against it)")

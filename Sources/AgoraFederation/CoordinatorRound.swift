@@ -36,7 +36,8 @@ extension CoordinatorService {
                                            stalenessExponent: fed.stalenessExponent,
                                            // From an untrained version 0 (random weights, no warm start) held-out loss says nothing of
                                            // an update's direction: honest updates can raise it and flipped ones lower it (SPEC §7.1).
-                                           score: fed.scoreUpdates && (version > 0 || fed.warmStartSteps > 0), roundSteps: fed.innerSteps(round: r))
+                                           score: fed.scoreUpdates && (version > 0 || fed.warmStartSteps > 0), roundSteps: fed.innerSteps(round: r),
+                                           dpClip: fed.dpClip)
     let collector = RoundCollector(settings: settings, staging: staging, sum: sum, acceptance: acceptance, scorer: scorer,
                                    lastStep: stepper.patch?.path, names: Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a }),
                                    sessions: sessions, currentBlob: { [unowned self] in currentBlob() },
@@ -92,7 +93,11 @@ extension CoordinatorService {
     if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 && fed.secureAggregation && !secureFinish(round: r, deadline: deadline) {
       note = "secure aggregation: not unmasked"
     } else if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 {
-      if !fed.secureAggregation { collector.rows.finish(sum.pointer, count: sum.count, weightTotal: collector.weightTotal) }
+      if !fed.secureAggregation {
+        // Differential privacy: the coordinator's noise on the sum of clipped updates, N(0, (z·C)²) per value.
+        if fed.dpClip > 0 { try GaussianNoise.add(sigma: fed.dpNoiseMultiplier * fed.dpClip, to: sum.buffer, threads: Parallel.threads) }
+        collector.rows.finish(sum.pointer, count: sum.count, weightTotal: collector.weightTotal)
+      }
       FaultInjection.at("before-step", round: r)
       applied = try step(round: r)
       FaultInjection.at("after-step", round: r)
@@ -122,7 +127,7 @@ extension CoordinatorService {
                                                optimizerKind: stepper.outer.kind.rawValue, round: r, createdAt: Date().timeIntervalSince1970,
                                                signature: hex(versionSignature), bitsPerByte: outcome.bitsPerByte, tokens: Int(outcome.tokens),
                                                contributors: Set(collector.contributions.map(\.node)).count, preset: fed.preset, config: configJSON,
-                                               tokenizer: tokenizerHash),
+                                               tokenizer: tokenizerHash).withPrivacy(privacy(round: r, parent: versionParent, collector: collector)),
                         round: record, contributions: collector.contributions)
       pendingState = nil
     } else {

@@ -1,4 +1,5 @@
 import AgoraCrypto
+import AgoraRegistry
 import AgoraSecureAggregation
 import AgoraTensor
 import AgoraTransport
@@ -81,9 +82,13 @@ extension CoordinatorService {
       return nil
     }
     // The encoding: one range (what H AdamW steps can move a weight) and, with rows by counts, each row's total V·q.
-    let range = Float(Double(fed.innerSteps(round: r)) * fed.learningRate)
+    // With differential privacy the range also holds four standard deviations of a node's share of the noise,
+    // and every node weighs the same (no row totals).
+    let dp = fed.dpClip > 0
+    let noise = dp ? 4 * fed.dpNoiseMultiplier * fed.dpClip / Double(roster.participants.count).squareRoot() : 0
+    let range = Float(Double(fed.innerSteps(round: r)) * fed.learningRate + noise)
     var rowTotals: [Float]? = nil
-    if fed.embeddingRows == .token_counts {
+    if fed.embeddingRows == .token_counts && !dp {
       var t = [Float](repeating: 0, count: modelConfig.vocabSize)
       for p in roster.participants {
         if let rel = rowRelative[hex(p.node)] { for i in t.indices { t[i] += rel[i] } } else { for i in t.indices { t[i] += 1 } }
@@ -169,4 +174,35 @@ func hexBytes(_ s: String) -> [UInt8]? {
     out.append(b)
   }
   return out
+}
+
+extension VersionRecord {
+  /// The record with its differential-privacy figures (nil: none).
+  func withPrivacy(_ p: (noise: Double, epsilon: Double, delta: Double)?) -> VersionRecord {
+    var v = self
+    if let p { (v.dpNoise, v.dpEpsilon, v.dpDelta) = (p.noise, p.epsilon, p.delta) }
+    return v
+  }
+}
+
+extension CoordinatorService {
+  /// Differential privacy of the version round `r` makes: the noise multiplier actually in its sum (z; under
+  /// secure aggregation only the senders' shares of the noise are in it, z·√(senders/participants)) and ε at
+  /// `rounds.dp_delta` of the whole lineage, every round's noise composed by the Rényi accountant (every live
+  /// node takes part in a round: no sampling amplification, q = 1). Nil without differential privacy.
+  func privacy(round r: Int, parent: Int, collector: RoundCollector) -> (noise: Double, epsilon: Double, delta: Double)? {
+    let fed = config.federation
+    guard fed.dpClip > 0 else { return nil }
+    var z = fed.dpNoiseMultiplier
+    if fed.secureAggregation, let s = secureRound, let roster = s.party.roster {
+      z *= (Double(s.party.sentUpdate.count) / Double(max(roster.participants.count, 1))).squareRoot()
+    }
+    var acc = PrivacyAccountant()
+    // A version made without noise (before privacy was turned on) makes ε infinite, as it should.
+    for v in ((try? store.lineage(parent)) ?? []) where v.number > 0 { acc.add(z: v.dpNoise ?? 0) }
+    acc.add(z: z)
+    let e = acc.epsilon(delta: fed.dpDelta).epsilon
+    log(String(format: "  round %d: differential privacy: noise multiplier %.3f in the sum, ε = %.3g at δ = %g over %d rounds", r, z, e, fed.dpDelta, acc.rounds))
+    return (z, e, fed.dpDelta)
+  }
 }

@@ -70,6 +70,7 @@ public enum VersionExport {
     - Version \(v.number) of federation \(TrainingDataSummary.cell(summary.federation)), made in round \(v.round), parent \(v.parent.map(String.init) ?? "none").
     - Weights hash (BLAKE2b-256 of the parameters, binary32): `\(v.hash)`.
     - Signed by the coordinator (Ed25519): signature \(signatureValid ? "valid" : "INVALID") at export.
+    \(VersionRecord.privacyLine(v).map { "- " + $0 + "\n" } ?? "")
 
     ```python
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -89,5 +90,14 @@ public enum VersionExport {
     \(bpb.isEmpty ? "| (not evaluated) | |" : bpb)
     \(summary.institutions.isEmpty ? "" : "\n## Evaluation by the institutions (bits per byte on their own validation text, signed)\n\n" + summary.institutionsMarkdown)
     """
+  }
+}
+
+extension VersionRecord {
+  /// One line on the version's client-level differential privacy, or nil without it.
+  public static func privacyLine(_ v: VersionRecord) -> String? {
+    guard let e = v.dpEpsilon, let d = v.dpDelta else { return nil }
+    return String(format: "Client-level differential privacy: (ε = %.3g, δ = %g) for every contributor over the version's whole lineage (Rényi accountant; noise multiplier %.3f in this version's round).",
+                  e, d, v.dpNoise ?? .nan)
   }
 }

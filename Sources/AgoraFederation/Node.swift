@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraData
 import AgoraModel
+import AgoraSecureAggregation
 import AgoraStorage
 import AgoraTensor
 import AgoraTrainer
@@ -344,8 +345,18 @@ public final class NodeService {
       // Δ plus the error feedback, encoded in the ring; what is not carried becomes the new error feedback.
       let (d, e) = (delta.pointer, errorFeedback.pointer)
       for i in 0..<delta.count { d[i] += e[i] }
-      payload = try secure.encode(delta.buffer, round: r, secure: secureRound, fraction: Float(done) / Float(max(steps, 1)), relative: ownRelative,
-                                  deadline: deadline)
+      let dp = fed.dpClip > 0
+      if dp {
+        // Differential privacy: clipped to C, plus this node's share of the round's noise, N(0, (z·C)²/n).
+        var sq = 0.0
+        for i in 0..<delta.count { sq += Double(d[i]) * Double(d[i]) }
+        let scale = Float(min(1, fed.dpClip / max(sq.squareRoot(), 1e-30)))
+        for i in 0..<delta.count { d[i] *= scale }
+        try GaussianNoise.add(sigma: fed.dpNoiseMultiplier * fed.dpClip / Double(secureRound.encoding.participants).squareRoot(), to: delta.buffer,
+                              threads: Parallel.threads)
+      }
+      payload = try secure.encode(delta.buffer, round: r, secure: secureRound, fraction: dp ? 1 : Float(done) / Float(max(steps, 1)),
+                                  relative: dp ? nil : ownRelative, deadline: deadline)
       errorFeedback.copy(from: delta)
     } else {
       payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,

@@ -56,7 +56,7 @@ public final class SecureAggregationClient {
     guard Int(terms.ringBits) == fed.secureAggregationBits, Int(terms.neighbours) == fed.secureAggregationNeighbours, terms.thresholdPermille == ownPermille else {
       throw SecureAggregationError.roster("the roster asks a \(terms.ringBits)-bit ring, \(terms.neighbours) neighbours, threshold \(terms.thresholdPermille)‰; this node is set to \(fed.secureAggregationBits), \(fed.secureAggregationNeighbours), \(ownPermille)‰ (\(fed.path))")
     }
-    let rowsExpected = fed.embeddingRows == .token_counts ? embedding.count : 0
+    let rowsExpected = fed.embeddingRows == .token_counts && fed.dpClip == 0 ? embedding.count : 0
     guard terms.ranges == 1, Int(terms.rows) == rowsExpected else {
       throw SecureAggregationError.roster("the roster's encoding has \(terms.ranges) ranges and \(terms.rows) row totals; this federation uses 1 and \(rowsExpected)")
     }

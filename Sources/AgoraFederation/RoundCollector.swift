@@ -21,6 +21,8 @@ final class RoundCollector: UploadConsumer {
     var score: Bool
     /// This round's own inner steps (`innerSteps` is the most any update taken this round may have run).
     var roundSteps: Int = 0
+    /// Differential privacy's clip norm (0: off): each update is scaled down to it and every node weighs 1.
+    var dpClip: Double = 0
   }
 
   let settings: Settings
@@ -124,7 +126,10 @@ final class RoundCollector: UploadConsumer {
                cosine.map { String(format: ", cosine with the last step %+.4f", $0) } ?? "", c.tokens))
     try acceptance.checkDirection(cosine)
     if s.score, c.round == s.round, let scorer { try scorer.score(payload, languages: c.languages.map(\.language), node: name(c.node), log: log) }
-    var w = Double(max(c.tokens, 1))
+    // With differential privacy every node weighs the same and its update is clipped to the norm C (the sum's
+    // sensitivity to one node is then C, which the round's noise covers).
+    var w = s.dpClip > 0 ? 1 : Double(max(c.tokens, 1))
+    let clip = s.dpClip > 0 ? min(1, Float(s.dpClip) / max(norm, 1e-30)) : 1
     if c.round < s.round {
       // A late update, made on an older version: weighted down by (1 + staleness)^−a.
       let staleness = Double(s.round - c.round)
@@ -133,8 +138,8 @@ final class RoundCollector: UploadConsumer {
       log(String(format: "  late update of round %llu from %@ applied with staleness %.0f (weight ×%.3f, norm %.6g)", c.round, String(c.node.prefix(12)),
                  staleness, pow(1 + staleness, -s.stalenessExponent), norm))
     }
-    try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
-    try rows.fold(payload, format: format, count: sum.count, weight: w, relative: relative(c.node), into: sum.pointer)
+    try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w) * clip))
+    try rows.fold(payload, format: format, count: sum.count, weight: w, relative: s.dpClip > 0 ? nil : relative(c.node), into: sum.pointer)
     weightTotal += w
     tokens += c.tokens
     bytesIn += c.bytes
@@ -170,7 +175,9 @@ final class RoundCollector: UploadConsumer {
     try sum.pointer.withMemoryRebound(to: UInt32.self, capacity: sum.count) {
       try encoding.codec.addPacked(packed, into: UnsafeMutableBufferPointer(start: $0, count: sum.count))
     }
-    encoding.add(fraction: Float(c.steps) / Float(max(s.roundSteps, 1)), relative: relative(c.node), to: &secure.totals!)
+    // With differential privacy every node weighs the same (fraction 1, rows not by counts).
+    let dp = s.dpClip > 0
+    encoding.add(fraction: dp ? 1 : Float(c.steps) / Float(max(s.roundSteps, 1)), relative: dp ? nil : relative(c.node), to: &secure.totals!)
     log(String(format: "  masked update of %@ for round %llu folded in (%llu tokens; not opened: secure aggregation)", name(c.node), c.round, c.tokens))
     weightTotal += Double(max(c.tokens, 1))
     tokens += c.tokens

@@ -176,6 +176,12 @@ public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, Pers
   public var tokenizer: String
   /// When `agora gc` freed its blobs (the record and its lineage stay).
   public var freedAt: Double? = nil
+  /// Client-level differential privacy: the noise multiplier of the round that made this version (the noise
+  /// actually in its sum, over the clip norm), and ε at `dpDelta` of its whole lineage (Rényi accountant); nil
+  /// without differential privacy.
+  public var dpNoise: Double? = nil
+  public var dpEpsilon: Double? = nil
+  public var dpDelta: Double? = nil
 
   public init(number: Int, parent: Int?, hash: String, optimizer: String?, optimizerKind: String, round: Int, createdAt: Double, signature: String,
               bitsPerByte: [(String, Double)], tokens: Int, contributors: Int, preset: String, config: String, tokenizer: String) {
@@ -201,7 +207,7 @@ public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, Pers
   enum CodingKeys: String, CodingKey {
     case number, parent, hash, optimizer, round, signature, tokens, contributors, preset, config, tokenizer
     case optimizerKind = "optimizer_kind", createdAt = "created_at", bitsPerByte = "bits_per_byte", meanBitsPerByte = "mean_bits_per_byte"
-    case freedAt = "freed_at"
+    case freedAt = "freed_at", dpNoise = "dp_noise", dpEpsilon = "dp_epsilon", dpDelta = "dp_delta"
   }
   public enum Columns {
     public static let number = Column(CodingKeys.number)

@@ -128,6 +128,9 @@ public final class Registry: @unchecked Sendable {
           PRIMARY KEY (version, node, language));
         """)
     }
+    m.registerMigration("v4: versions.dp_noise, dp_epsilon, dp_delta (differential privacy)") { db in
+      try db.execute(sql: "ALTER TABLE versions ADD COLUMN dp_noise DOUBLE; ALTER TABLE versions ADD COLUMN dp_epsilon DOUBLE; ALTER TABLE versions ADD COLUMN dp_delta DOUBLE")
+    }
     return m
   }
 

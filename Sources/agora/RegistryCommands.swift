@@ -74,6 +74,7 @@ struct ShowCommand: ParsableCommand {
     print("signature  \(ok ? "valid" : "INVALID") (coordinator key \(hex(try options.signKey(cfg)).prefix(16))…)")
     print("blobs      \(v.freedAt == nil ? (store.checkBlob(v.hash, what: "weights") == nil ? "weights present and intact" : "weights MISSING or CORRUPT") : "freed by gc")")
     print("lineage    " + lineage.map { "\($0.number) (\($0.hash.prefix(8)))" }.joined(separator: " ← "))
+    if let p = VersionRecord.privacyLine(v) { print("privacy    " + p) }
     print("\ncontributors to its lineage:")
     print(summary.markdown)
     if !summary.bitsPerByte.isEmpty {

@@ -1,3 +1,4 @@
+import AgoraSecureAggregation
 import AgoraTestSupport
 import Foundation
 import Testing
@@ -62,5 +63,35 @@ func namesMembers(_ h: Harness) throws {
     for n in ["a", "b", "c"] { #expect(h.read("\(n).log").contains("revealed 2 self-mask and 1 mask-key shares"), "\(h.read("\(n).log"))") }
     let table = h.table()
     #expect(table.count == 2 && table[1].1 < 5.2, "\(table)")
+  }
+}
+
+/// Client-level differential privacy (DP-FedAvg) through real processes.
+@Suite(.serialized) struct DifferentialPrivacyFederationTests {
+  /// Plain and with secure aggregation: every version records its noise multiplier and ε, which grows with
+  /// the rounds exactly as the accountant composes them; `agora show` and the model card state it.
+  @Test func everyVersionRecordsItsEpsilon() throws {
+    for secure in [false, true] {
+      let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 3, innerSteps: 5, quorum: 1.0, deadline: 60,
+                          extra: "score_updates = false\ndp_clip = 2.0\ndp_noise_multiplier = 1.5\ndp_delta = 1e-5" + (secure ? "\nsecure_aggregation = true" : ""))
+      defer { h.cleanup() }
+      if secure { try namesMembers(h) }
+      let coord = try h.coordinator()
+      Thread.sleep(forTimeInterval: 0.3)
+      let nodes = try ["a", "b", "c"].map { try h.node($0) }
+      #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+      for p in nodes { _ = h.wait(p, seconds: 30) }
+      let log = h.read("coordinator.log")
+      #expect(h.rows().map { $0[2] } == ["3/3", "3/3", "3/3"], "\(h.rows()) \(log)")
+      // ε after 1, 2, 3 rounds at z = 1.5, δ = 1e-5, as the accountant (checked against Opacus) gives.
+      let want = (1...3).map { t -> String in
+        var acc = PrivacyAccountant()
+        for _ in 0..<t { acc.add(z: 1.5) }
+        return String(format: "ε = %.3g at δ = 1e-05 over %d rounds", acc.epsilon(delta: 1e-5).epsilon, t)
+      }
+      for w in want { #expect(log.contains("noise multiplier 1.500 in the sum, " + w), "secure \(secure): \(w) in \(log)") }
+      let (status, show) = try h.run(["show", "--config", h.dir + "/coordinator.toml"])
+      #expect(status == 0 && show.contains("privacy    Client-level differential privacy: (ε = "), "\(show)")
+    }
   }
 }
