@@ -99,6 +99,9 @@ struct Demo: ParsableCommand {
   @Flag(help: "Run the rounds with secure aggregation: the coordinator learns only each round's sum (SPEC §7.2).")
   var secureAggregation = false
 
+  @Option(name: .customLong("set"), help: "A federation setting for every process of the demo, as KEY=VALUE in TOML (e.g. rounds.dp_clip=1.0); repeatable.")
+  var overrides: [String] = []
+
   func run() throws {
     let fm = FileManager.default
     guard fm.fileExists(atPath: defaultDemoData + "/de/train.txt"), fm.fileExists(atPath: defaultDemoData + "-public/de/train.txt") else {
@@ -147,7 +150,7 @@ struct Demo: ParsableCommand {
       print("demo: dashboard on http://\(d.host):\(d.port)/ while the demo runs")
     }
     fflush(stdout)
-    let sets = secureAggregation ? ["--set", "rounds.secure_aggregation=true"] : []
+    let sets = (secureAggregation ? ["--set", "rounds.secure_aggregation=true"] : []) + overrides.flatMap { ["--set", $0] }
     if secureAggregation { print("demo: secure aggregation: the coordinator sees each round's sum, never an institution's update") }
     let coordinator = try spawn(["coordinator", "--config", nodes + "/coordinator.toml"] + sets, log: nil, errorLog: work + "/logs/coordinator.log")
     Thread.sleep(forTimeInterval: 0.5)
