@@ -11,6 +11,22 @@ func namesMembers(_ h: Harness) throws {
     .write(toFile: f, atomically: true, encoding: .utf8)
 }
 
+/// Three nodes (de, fr, pl) and a coordinator, 3 rounds at quorum 1, `extra` [rounds] settings (and secure
+/// aggregation when `secure`); every round must take all three updates; then `check` reads what it needs.
+func threeNodes(innerSteps: Int, extra: String, secure: Bool, _ check: (Harness) throws -> Void) throws {
+  let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 3, innerSteps: innerSteps, quorum: 1.0, deadline: 60,
+                      extra: extra + (secure ? "\nsecure_aggregation = true" : ""))
+  defer { h.cleanup() }
+  if secure { try namesMembers(h) }
+  let coord = try h.coordinator()
+  Thread.sleep(forTimeInterval: 0.3)
+  let nodes = try ["a", "b", "c"].map { try h.node($0) }
+  #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+  for p in nodes { _ = h.wait(p, seconds: 30) }
+  #expect(h.rows().map { $0[2] } == ["3/3", "3/3", "3/3"], "\(h.rows()) \(h.read("coordinator.log"))")
+  try check(h)
+}
+
 /// Secure aggregation through real coordinator and node processes on loopback (SPEC §7.2).
 @Suite(.serialized) struct SecureAggregationFederationTests {
   /// The same three-node federation, plain and with secure aggregation: both lower bits/byte alike, and with
@@ -18,17 +34,11 @@ func namesMembers(_ h: Harness) throws {
   /// sum, and every node reveals its neighbours' self-mask shares.
   @Test func aSecureFederationLearnsLikeAPlainOne() throws {
     func run(secure: Bool) throws -> (table: [(Int, Double)], log: String, nodes: [String]) {
-      let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 3, innerSteps: 10, quorum: 1.0, deadline: 60,
-                          extra: secure ? "secure_aggregation = true\nscore_updates = false" : "score_updates = false")
-      defer { h.cleanup() }
-      if secure { try namesMembers(h) }
-      let coord = try h.coordinator()
-      Thread.sleep(forTimeInterval: 0.3)
-      let nodes = try ["a", "b", "c"].map { try h.node($0) }
-      #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
-      for p in nodes { _ = h.wait(p, seconds: 30) }
-      #expect(h.rows().map { $0[2] } == ["3/3", "3/3", "3/3"], "\(h.rows())")
-      return (h.table(), h.read("coordinator.log"), ["a", "b", "c"].map { h.read("\($0).log") })
+      var out: (table: [(Int, Double)], log: String, nodes: [String]) = ([], "", [])
+      try threeNodes(innerSteps: 10, extra: "score_updates = false", secure: secure) { h in
+        out = (h.table(), h.read("coordinator.log"), ["a", "b", "c"].map { h.read("\($0).log") })
+      }
+      return out
     }
     let plain = try run(secure: false)
     let secure = try run(secure: true)
@@ -72,17 +82,8 @@ func namesMembers(_ h: Harness) throws {
   /// the rounds exactly as the accountant composes them; `agora show` and the model card state it.
   @Test func everyVersionRecordsItsEpsilon() throws {
     for secure in [false, true] {
-      let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 3, innerSteps: 5, quorum: 1.0, deadline: 60,
-                          extra: "score_updates = false\ndp_clip = 2.0\ndp_noise_multiplier = 1.5\ndp_delta = 1e-5" + (secure ? "\nsecure_aggregation = true" : ""))
-      defer { h.cleanup() }
-      if secure { try namesMembers(h) }
-      let coord = try h.coordinator()
-      Thread.sleep(forTimeInterval: 0.3)
-      let nodes = try ["a", "b", "c"].map { try h.node($0) }
-      #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
-      for p in nodes { _ = h.wait(p, seconds: 30) }
+      try threeNodes(innerSteps: 5, extra: "score_updates = false\ndp_clip = 2.0\ndp_noise_multiplier = 1.5\ndp_delta = 1e-5", secure: secure) { h in
       let log = h.read("coordinator.log")
-      #expect(h.rows().map { $0[2] } == ["3/3", "3/3", "3/3"], "\(h.rows()) \(log)")
       // ε after 1, 2, 3 rounds at z = 1.5, δ = 1e-5, as the accountant (checked against Opacus) gives.
       let want = (1...3).map { t -> String in
         var acc = PrivacyAccountant()
@@ -92,6 +93,7 @@ func namesMembers(_ h: Harness) throws {
       for w in want { #expect(log.contains("noise multiplier 1.500 in the sum, " + w), "secure \(secure): \(w) in \(log)") }
       let (status, show) = try h.run(["show", "--config", h.dir + "/coordinator.toml"])
       #expect(status == 0 && show.contains("privacy    Client-level differential privacy: (ε = "), "\(show)")
+      }
     }
   }
 }
