@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraDigest
 import AgoraFederation
+import AgoraSecureAggregation
 import AgoraModel
 import AgoraStorage
 import AgoraWire
@@ -24,7 +25,8 @@ struct ProtocolCommand: ParsableCommand {
       try AtomicFile.write(Data(ProtocolVectors.malformedJSON().utf8), to: out + "/malformed.json")
       try AtomicFile.write(Data(try ProtocolVectors.statementJSON().utf8), to: out + "/statement.json")
       try AtomicFile.write(Data(try FederationVectors.payloadsJSON().utf8), to: out + "/payloads.json")
-      print("wrote \(out)/messages.json, envelope.json, malformed.json, statement.json and payloads.json")
+      try AtomicFile.write(Data(try SecureAggregationVectors.json().utf8), to: out + "/secagg.json")
+      print("wrote \(out)/messages.json, envelope.json, malformed.json, statement.json, payloads.json and secagg.json")
     }
   }
 

@@ -325,3 +325,20 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
     #expect(none.epsilon(delta: 1e-6).epsilon == .infinity)
   }
 }
+
+@Suite struct SecureAggregationVectorTests {
+  /// Protocol/vectors/secagg.json is what the code writes (regenerate with `agora protocol vectors`), and an
+  /// outside reader's checks hold: both sides of the pair agree, the packed octets decode to the values.
+  @Test func theVectorFileIsWhatTheCodeWrites() throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    let text = try String(contentsOfFile: root + "/Protocol/vectors/secagg.json", encoding: .utf8)
+    #expect(text == (try SecureAggregationVectors.json()))
+    let j = try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
+    let su = try Sodium.boxKeypair(seed: SecureAggregationVectors.bytes(0x30)), sv = try Sodium.boxKeypair(seed: SecureAggregationVectors.bytes(0x40))
+    #expect(hex(try Sodium.agree(secretKey: sv.secretKey, publicKey: su.publicKey)) == j["agreement"] as? String, "X25519 is symmetric")
+    let codec = try RingCodec(bits: 12)
+    let packed = (j["ring_packed"] as! String).utf8.count / 2
+    #expect(packed == codec.packedBytes(count: (j["ring_values"] as! [Int]).count))
+    #expect(j["roster_degree"] as? Int == 10 && j["roster_threshold"] as? Int == 7)
+  }
+}
