@@ -13,11 +13,17 @@ func namesMembers(_ h: Harness) throws {
 
 /// Three nodes (de, fr, pl) and a coordinator, 3 rounds at quorum 1, `extra` [rounds] settings (and secure
 /// aggregation when `secure`); every round must take all three updates; then `check` reads what it needs.
-func threeNodes(innerSteps: Int, extra: String, secure: Bool, _ check: (Harness) throws -> Void) throws {
+func threeNodes(innerSteps: Int, extra: String, secure: Bool, warmStart: Int = 0, learningRate: String? = nil, _ check: (Harness) throws -> Void) throws {
   let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 3, innerSteps: innerSteps, quorum: 1.0, deadline: 60,
-                      extra: extra + (secure ? "\nsecure_aggregation = true" : ""))
+                      extra: extra + (secure ? "\nsecure_aggregation = true" : "") + (warmStart > 0 ? "\n[public]\ndata = [\"public\"]" : ""),
+                      warmStart: warmStart)
   defer { h.cleanup() }
   if secure { try namesMembers(h) }
+  if let lr = learningRate {
+    let f = h.dir + "/federation.toml"
+    try String(contentsOfFile: f, encoding: .utf8).replacingOccurrences(of: "learning_rate = 5e-3", with: "learning_rate = " + lr)
+      .write(toFile: f, atomically: true, encoding: .utf8)
+  }
   let coord = try h.coordinator()
   Thread.sleep(forTimeInterval: 0.3)
   let nodes = try ["a", "b", "c"].map { try h.node($0) }
@@ -35,7 +41,9 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, _ check: (Harness)
   @Test func aSecureFederationLearnsLikeAPlainOne() throws {
     func run(secure: Bool) throws -> (table: [(Int, Double)], log: String, nodes: [String]) {
       var out: (table: [(Int, Double)], log: String, nodes: [String]) = ([], "", [])
-      try threeNodes(innerSteps: 10, extra: "score_updates = false", secure: secure) { h in
+      // Version 0 warm-started and a moderate rate (from random weights, or at the harness's 5e-3, the first rounds
+      // are chaotic: runs of the same federation differ by several percent whatever the aggregation).
+      try threeNodes(innerSteps: 10, extra: "score_updates = false", secure: secure, warmStart: 40, learningRate: "1e-3") { h in
         out = (h.table(), h.read("coordinator.log"), ["a", "b", "c"].map { h.read("\($0).log") })
       }
       return out
@@ -45,7 +53,7 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, _ check: (Harness)
     print(secure.log, secure.nodes)
     #expect(secure.table.count == 3 && plain.table.count == 3)
     let (p, s) = (plain.table.last?.1 ?? .nan, secure.table.last?.1 ?? .nan)
-    #expect(s < 4.9 && abs(s - p) / p < 0.03, "secure \(s) against plain \(p) bits/byte after 3 rounds: \(secure.table) \(plain.table)")
+    #expect(s < (secure.table.first?.1 ?? 0) && abs(s - p) / p < 0.02, "secure \(s) against plain \(p) bits/byte after 3 rounds: \(secure.table) \(plain.table)")
     #expect(secure.log.components(separatedBy: "unmasked the sum of 3 updates").count == 4, "every round unmasked")
     #expect(!secure.log.contains(": norm "), "no update was opened")
     #expect(plain.log.contains(": norm "))
