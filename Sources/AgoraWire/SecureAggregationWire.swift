@@ -88,3 +88,62 @@ enum SecAggWire {
     return out
   }
 }
+
+extension Message {
+  /// The body of an SA_* message after its type octet (`payload`: SA_ROSTER's payload frame).
+  static func decodeSecureAggregation(_ type: MessageType, _ r: inout ByteReader, payload: Payload?) throws -> Message {
+    let m: Message
+    switch type {
+    case .secaggKeys:
+      m = .secaggKeys(round: try r.u64("round"), keys: try SecAggKeys.read(&r))
+    case .secaggRoster:
+      let round = try r.u64("round")
+      let t = SecAggRosterTerms(ringBits: try r.u8("ring bits"), neighbours: try r.u16("neighbours"), thresholdPermille: try r.u16("threshold"),
+                                ranges: try r.u32("ranges"), rows: try r.u32("rows"))
+      guard (2...32).contains(t.ringBits), (500...1000).contains(t.thresholdPermille), t.ranges >= 1 else {
+        throw DecodeError.invalid("roster terms out of range (ring bits \(t.ringBits): 2 to 32; threshold \(t.thresholdPermille)‰: 500 to 1000; \(t.ranges) ranges: at least 1)")
+      }
+      guard (UInt64(t.ranges) + UInt64(t.rows)) * 4 == UInt64((payload?.count ?? 0)) else {
+        throw DecodeError.invalid("a roster of \(t.ranges) ranges and \(t.rows) rows needs \((UInt64(t.ranges) + UInt64(t.rows)) * 4) payload octets, not \((payload?.count ?? 0))")
+      }
+      let n = Int(try r.u16("participant count"))
+      guard (2...255).contains(n) else { throw DecodeError.invalid("a roster of \(n) participants (2 to 255)") }
+      var ps: [SecAggParticipant] = []
+      for _ in 0..<n {
+        let p = SecAggParticipant(node: try r.raw(32, "node"), keys: try SecAggKeys.read(&r))
+        guard ps.last.map({ $0.node.lexicographicallyPrecedes(p.node) }) ?? true else { throw DecodeError.invalid("roster nodes must be in strictly increasing order") }
+        ps.append(p)
+      }
+      m = .secaggRoster(round: round, terms: t, participants: ps, payload: payload!)
+    case .secaggShares:
+      let round = try r.u64("round"), n = Int(try r.u16("share count"))
+      guard n <= 254 else { throw DecodeError.tooLarge("share count", value: n, bound: 254) }
+      var shares: [SecAggShareBox] = []
+      for _ in 0..<n {
+        let peer = try r.raw(32, "peer"), len = Int(try r.u16("box length"))
+        guard len <= SecAggShareBox.maxBox else { throw DecodeError.tooLarge("share box", value: len, bound: SecAggShareBox.maxBox) }
+        shares.append(SecAggShareBox(peer: peer, box: try r.raw(len, "share box")))
+      }
+      guard Set(shares.map(\.peer)).count == shares.count else { throw DecodeError.invalid("two share boxes for the same peer") }
+      m = .secaggShares(round: round, shares: shares)
+    case .secaggUnmask:
+      let round = try r.u64("round"), survivors = try SecAggWire.ids(&r, "survivors"), dropped = try SecAggWire.ids(&r, "dropped")
+      guard Set(survivors).isDisjoint(with: dropped) else { throw DecodeError.invalid("a node named both as a survivor and as dropped") }
+      m = .secaggUnmask(round: round, survivors: survivors, dropped: dropped)
+    case .secaggReveal:
+      let round = try r.u64("round"), n = Int(try r.u16("share count"))
+      guard n <= 254 else { throw DecodeError.tooLarge("share count", value: n, bound: 254) }
+      var shares: [SecAggRevealed] = []
+      for _ in 0..<n {
+        let x = SecAggRevealed(about: try r.raw(32, "node"), kind: try r.u8("kind"), x: try r.u8("point"), share: try r.raw(32, "share"))
+        guard x.kind <= 1, x.x >= 1 else { throw DecodeError.invalid("revealed share of kind \(x.kind) at point \(x.x) (kind 0 or 1, point ≥ 1)") }
+        shares.append(x)
+      }
+      guard Set(shares.map(\.about)).count == shares.count else { throw DecodeError.invalid("two revealed shares about the same node") }
+      m = .secaggReveal(round: round, shares: shares)
+      default:
+        throw DecodeError.invalid("\(type) is not a secure-aggregation message")
+    }
+    return m
+  }
+}
