@@ -7,6 +7,9 @@ let fastMath: [SwiftSetting] = [
   .unsafeFlags(["-Ounchecked", "-wmo", "-target-cpu", "haswell"], .when(configuration: .release))
 ]
 
+/// Code with hot loops that keeps every check (it parses what peers send): AVX2 codegen in release builds only.
+let vectorCode: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release))]
+
 let package = Package(
   name: "Agora",
   platforms: [.macOS(.v14)],
@@ -44,10 +47,10 @@ let package = Package(
     .target(name: "AgoraDigest", dependencies: ["CIntrinsics", "AgoraDigestAVX512", "AgoraDigestAVX2"], swiftSettings: fastMath),
     .target(name: "AgoraStorage"),
     // Layer 2: keys and envelopes; the model and its tokenizer.
-    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", "AgoraStorage"]),
+    .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", "AgoraStorage"], swiftSettings: vectorCode),
     .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraWire", "AgoraStorage"], swiftSettings: fastMath),
     // Secure aggregation: Shamir shares, pairwise and self masks, fixed-point vectors in Z/2^b (no transport).
-    .target(name: "AgoraSecureAggregation", dependencies: ["AgoraCrypto", "AgoraWire"]),
+    .target(name: "AgoraSecureAggregation", dependencies: ["AgoraCrypto", "AgoraWire"], swiftSettings: vectorCode),
     // Layer 3: tokenized text, the network, the registry.
     .target(name: "AgoraData", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "CZlib"]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto", "AgoraStorage",

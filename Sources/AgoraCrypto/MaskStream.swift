@@ -52,63 +52,106 @@ extension Sodium {
 
 /// The pseudorandom masks of secure aggregation: AES-256 in counter mode (OpenSSL's libcrypto, AES-NI/VAES
 /// here: about 6 GB/s per core against 2.8 for ChaCha20) keyed by a 32-byte seed, from a zero counter, read as
-/// little-endian 32-bit words and added to (or subtracted from) a vector of them, wrapping mod 2^32 (so also mod
-/// 2^b for every b ≤ 32: the low b bits of a uniform word are uniform). A seed is used for one vector only
-/// (seeds are derived per round and pair). Several masks are applied in one pass over the vector, a slice at a
-/// time (the slice stays in cache while each mask's keystream is added), on several threads.
+/// little-endian words of w bits and added to (or subtracted from) a vector of 32-bit words, wrapping mod 2^32.
+/// For a ring of b bits, w = 16 when b ≤ 16 and 32 otherwise: the sum is exact mod 2^w, so also mod 2^b (the
+/// low b bits of a uniform word are uniform), and a narrow ring costs half the keystream. A seed is used for one
+/// vector only (seeds are derived per round and pair). Several masks are applied in one pass over the vector, a
+/// slice at a time (the slice stays in cache while each mask's keystream is added), on several threads.
 public final class MaskStream {
   static let cipher: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-256-CTR", nil)
-  /// Words per slice: 16 Ki (64 KiB), a multiple of the 4 words of an AES block.
-  static let words = 16 * 1024
+  /// Words per slice: 16 Ki, a multiple of the 8 16-bit words of an AES block.
+  public static let words = 16 * 1024
   public let threads: Int
+  /// w: the keystream's word width, 16 or 32.
+  public let wordBits: Int
 
-  public init(threads: Int = 1) throws {
+  /// The masks of a ring of `ringBits` bits (32: full words).
+  public init(threads: Int = 1, ringBits: Int = 32) throws {
     guard MaskStream.cipher != nil else { throw OpenSSL.fail("EVP_CIPHER_fetch(AES-256-CTR)") }
+    guard (1...32).contains(ringBits) else { throw SodiumError("AES-256-CTR mask", "a ring of \(ringBits) bits") }
     self.threads = max(1, threads)
+    wordBits = ringBits <= 16 ? 16 : 32
   }
 
-  /// values[i] += sign · word_i(seed), mod 2^32, for every i (sign +1 when `subtract` is false).
+  /// values[i] += sign · word_i(seed), mod 2^32 (exact mod 2^w), for every i (sign +1 when `subtract` is false).
   public func apply(seed: [UInt8], to values: UnsafeMutableBufferPointer<UInt32>, subtract: Bool = false) throws {
     try apply([(seed, subtract)], to: values)
   }
 
-  /// Every mask of `masks` applied to `values` (as `apply(seed:to:subtract:)` does each), in one pass.
-  public func apply(_ masks: [(seed: [UInt8], subtract: Bool)], to values: UnsafeMutableBufferPointer<UInt32>) throws {
+  /// Every mask of `masks` applied to `values` (as `apply(seed:to:subtract:)` does each), in one pass. `values`
+  /// may be a piece of a longer vector that starts at word `first` (a multiple of `MaskStream.words`): it then
+  /// gets the same words as in the whole.
+  public func apply(_ masks: [(seed: [UInt8], subtract: Bool)], to values: UnsafeMutableBufferPointer<UInt32>, first: Int = 0) throws {
     for m in masks where m.seed.count != 32 { throw SodiumError("AES-256-CTR mask", "seed must be 32 bytes, got \(m.seed.count)") }
+    guard first >= 0, first % MaskStream.words == 0 else { throw SodiumError("AES-256-CTR mask", "a piece must start at a multiple of \(MaskStream.words) words, not \(first)") }
     guard !masks.isEmpty, values.count > 0 else { return }
     let slices = (values.count + MaskStream.words - 1) / MaskStream.words
     let workers = min(threads, slices)
+    let base = values.baseAddress!, count = values.count, octets = wordBits / 8
+    if workers == 1 {
+      guard run(masks, base: base, count: count, first: first, octets: octets, worker: 0, workers: 1) else { throw OpenSSL.fail("AES-256-CTR mask") }
+      return
+    }
     let failed = UnsafeMutableBufferPointer<Bool>.allocate(capacity: workers)
     failed.initialize(repeating: false)
     defer { failed.deallocate() }
-    let base = values.baseAddress!, count = values.count
     DispatchQueue.concurrentPerform(iterations: workers) { w in
-      guard let ctx = EVP_CIPHER_CTX_new() else { failed[w] = true; return }
-      defer { EVP_CIPHER_CTX_free(ctx) }
-      let scratch = UnsafeMutablePointer<UInt32>.allocate(capacity: MaskStream.words)
-      defer { scratch.deallocate() }
-      let raw = UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: UInt8.self)
-      var iv = [UInt8](repeating: 0, count: 16)
-      for slice in stride(from: w, to: slices, by: workers) {
-        let lo = slice * MaskStream.words, n = min(count - lo, MaskStream.words)
-        // The counter block of word lo: lo / 4, big-endian in the IV's last eight octets.
-        let block = UInt64(lo / 4)
-        for i in 0..<8 { iv[8 + i] = UInt8(truncatingIfNeeded: block >> (8 * (7 - i))) }
-        let v = base + lo
-        for m in masks {
-          guard EVP_EncryptInit_ex2(ctx, MaskStream.cipher, m.seed, iv, nil) == 1 else { failed[w] = true; return }
-          // Encrypting zeros gives the keystream.
-          raw.update(repeating: 0, count: n * 4)
+      failed[w] = !run(masks, base: base, count: count, first: first, octets: octets, worker: w, workers: workers)
+    }
+    if failed.contains(true) { throw OpenSSL.fail("AES-256-CTR mask") }
+  }
+
+  /// Encrypting zeros gives the keystream: one slice of zeros, shared and never written.
+  static let zeros: UnsafeMutablePointer<UInt8> = {
+    let z = UnsafeMutablePointer<UInt8>.allocate(capacity: words * 4)
+    z.initialize(repeating: 0, count: words * 4)
+    return z
+  }()
+
+  /// Worker w's slices (w, w + workers, …) of values[0..<count]; false when OpenSSL failed.
+  private func run(_ masks: [(seed: [UInt8], subtract: Bool)], base: UnsafeMutablePointer<UInt32>, count: Int, first: Int, octets: Int,
+                   worker w: Int, workers: Int) -> Bool {
+    guard let ctx = EVP_CIPHER_CTX_new() else { return false }
+    defer { EVP_CIPHER_CTX_free(ctx) }
+    // Keystreams of two masks at a time, then one pass over the slice adds both (half the passes over it).
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: 2 * MaskStream.words * 4, alignment: 64)
+    defer { scratch.deallocate() }
+    let raw = scratch.bindMemory(to: UInt8.self, capacity: 2 * MaskStream.words * 4)
+    raw.initialize(repeating: 0, count: 2 * MaskStream.words * 4)
+    var iv = [UInt8](repeating: 0, count: 16)
+    let slices = (count + MaskStream.words - 1) / MaskStream.words
+    for slice in stride(from: w, to: slices, by: workers) {
+      let lo = slice * MaskStream.words, n = min(count - lo, MaskStream.words)
+      // The counter block of word first + lo: (first + lo) · w / 128, big-endian in the IV's last eight octets.
+      let block = UInt64((first + lo) * octets / 16)
+      for i in 0..<8 { iv[8 + i] = UInt8(truncatingIfNeeded: block >> (8 * (7 - i))) }
+      let v = base + lo
+      for pair in stride(from: 0, to: masks.count, by: 2) {
+        let two = pair + 1 < masks.count
+        for k in 0..<(two ? 2 : 1) {
           var outl: Int32 = 0
-          guard EVP_EncryptUpdate(ctx, raw, &outl, raw, Int32(n * 4)) == 1, Int(outl) == n * 4 else { failed[w] = true; return }
-          if m.subtract {
-            for i in 0..<n { v[i] &-= UInt32(littleEndian: scratch[i]) }
-          } else {
-            for i in 0..<n { v[i] &+= UInt32(littleEndian: scratch[i]) }
+          guard EVP_EncryptInit_ex2(ctx, MaskStream.cipher, masks[pair + k].seed, iv, nil) == 1,
+                EVP_EncryptUpdate(ctx, raw + k * MaskStream.words * 4, &outl, MaskStream.zeros, Int32(n * octets)) == 1, Int(outl) == n * octets else { return false }
+        }
+        let k0 = UnsafeRawPointer(scratch), k1 = UnsafeRawPointer(scratch + MaskStream.words * 4)
+        // Signs as multipliers mod 2^32 (1 or 2^32 − 1); a lone last mask pairs with zeros.
+        let m0: UInt32 = masks[pair].subtract ? .max : 1
+        let m1: UInt32 = two ? (masks[pair + 1].subtract ? .max : 1) : 0
+        if octets == 2 {
+          for i in 0..<n {
+            let a = UInt32(UInt16(littleEndian: k0.load(fromByteOffset: 2 * i, as: UInt16.self)))
+            let b = UInt32(UInt16(littleEndian: k1.load(fromByteOffset: 2 * i, as: UInt16.self)))
+            v[i] = v[i] &+ a &* m0 &+ b &* m1
+          }
+        } else {
+          for i in 0..<n {
+            let a = UInt32(littleEndian: k0.load(fromByteOffset: 4 * i, as: UInt32.self))
+            let b = UInt32(littleEndian: k1.load(fromByteOffset: 4 * i, as: UInt32.self))
+            v[i] = v[i] &+ a &* m0 &+ b &* m1
           }
         }
       }
     }
-    if failed.contains(true) { throw OpenSSL.fail("AES-256-CTR mask") }
+    return true
   }
 }

@@ -141,7 +141,7 @@ extension CoordinatorService {
     let t0 = Date()
     do {
       try sum.pointer.withMemoryRebound(to: UInt32.self, capacity: sum.count) {
-        try state.party.unmask(UnsafeMutableBufferPointer(start: $0, count: sum.count), stream: try MaskStream(threads: Parallel.threads))
+        try state.party.unmask(UnsafeMutableBufferPointer(start: $0, count: sum.count), stream: try MaskStream(threads: Parallel.threads, ringBits: encoding.codec.bits))
       }
     } catch {
       log("  round \(r): unmasking failed: \(error); no version this round")

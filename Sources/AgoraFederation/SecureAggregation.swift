@@ -57,36 +57,59 @@ public struct SecureEncoding {
   }
 
   /// A node's masked update: x (its Δ plus its error feedback) encoded, the rest left in x (its new error
-  /// feedback), masked by `party`, packed behind the head.
-  public func encode(_ x: UnsafeMutableBufferPointer<Float>, fraction f: Float, relative: [Float]?, party: SecureAggregationNode) throws -> [UInt8] {
+  /// feedback), masked by `party`, packed behind the head. Piece by piece (`MaskStream.words` values at a time, on
+  /// every thread): a piece is encoded, masked and packed while it is in cache, and no vector of ring words is
+  /// ever whole in memory.
+  /// `seed`: the stochastic rounding's (nil: drawn for this update; it is not a secret).
+  public func encode(_ x: UnsafeMutableBufferPointer<Float>, fraction f: Float, relative: [Float]?, party: SecureAggregationNode,
+                     seed: UInt64? = nil) throws -> [UInt8] {
     let n = x.count
-    let words = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: n)
-    defer { words.deallocate() }
-    // The rounding's random words: a keystream of a seed drawn for this update (not a secret).
-    let stream = try MaskStream(threads: Parallel.threads)
-    words.update(repeating: 0)
-    try stream.apply(seed: Sodium.randomBytes(32), to: words)
+    let seed = seed ?? Sodium.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+    let masks = try party.maskSeeds()
+    let stream = try MaskStream(threads: 1, ringBits: codec.bits)
     let body = f / Float(participants)
     let rowF = rowFactors(fraction: f, relative: relative)
-    let (lo, hi) = (rows.offset, rows.offset + rows.count * rows.width)
-    func run(_ a: Int, _ b: Int, _ factor: Float) {
-      guard b > a else { return }
-      let w = UnsafeMutableBufferPointer(rebasing: words[a..<b])
-      RingCodec.encode(UnsafeMutableBufferPointer(rebasing: x[a..<b]), factor: factor, range: range, quantum: quantum, random: w.baseAddress!, into: w)
-    }
-    if let rowF {
-      run(0, lo, body)
-      for r in 0..<rows.count { run(lo + r * rows.width, lo + (r + 1) * rows.width, rowF[r]) }
-      run(hi, n, body)
-    } else {
-      run(0, n, body)
-    }
-    try party.mask(words, stream: stream)
+    let (lo, hi, width) = (rows.offset, rows.offset + rows.count * rows.width, rows.width)
+    let codec = codec, range = range, quantum = quantum
     var out = [UInt8](repeating: 0, count: payloadBytes(count: n))
     out.replaceSubrange(0..<4, with: SecureEncoding.magic)
     out[4] = UInt8(codec.bits)
     withUnsafeBytes(of: UInt64(n).littleEndian) { out.replaceSubrange(8..<16, with: $0) }
-    out.withUnsafeMutableBytes { codec.pack(UnsafeBufferPointer(words), into: UnsafeMutableRawBufferPointer(rebasing: $0[SecureEncoding.headerBytes...])) }
+    let piece = MaskStream.words, pieces = (n + piece - 1) / piece
+    let lock = NSLock()
+    var failure: Error?
+    out.withUnsafeMutableBytes { ob in
+      let packed = ob.baseAddress! + SecureEncoding.headerBytes
+      Parallel.forRange(pieces) { p0, p1 in
+        let words = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: piece)
+        defer { words.deallocate() }
+        for p in p0..<p1 {
+          let a = p * piece, b = min(n, a + piece)
+          // Runs of one factor: the body's, or one embedding row's.
+          var i = a
+          while i < b {
+            let (end, factor): (Int, Float)
+            if let rowF, i >= lo, i < hi {
+              let r = (i - lo) / width
+              (end, factor) = (min(b, lo + (r + 1) * width), rowF[r])
+            } else {
+              (end, factor) = (min(b, i < lo ? lo : n), body)
+            }
+            RingCodec.encode(UnsafeMutableBufferPointer(rebasing: x[i..<end]), factor: factor, range: range, quantum: quantum, seed: seed,
+                             first: i, into: UnsafeMutableBufferPointer(rebasing: words[(i - a)..<(end - a)]))
+            i = end
+          }
+          let w = UnsafeMutableBufferPointer(rebasing: words[0..<(b - a)])
+          do { try stream.apply(masks, to: w, first: a) } catch {
+            lock.withLock { failure = error }
+            return
+          }
+          // a is a multiple of 8: the piece starts on an octet.
+          codec.pack(UnsafeBufferPointer(w), into: UnsafeMutableRawBufferPointer(start: packed + a * codec.bits / 8, count: codec.packedBytes(count: b - a)))
+        }
+      }
+    }
+    if let failure { throw failure }
     return out
   }
 

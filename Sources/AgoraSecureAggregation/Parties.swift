@@ -128,6 +128,12 @@ public final class SecureAggregationNode {
 
   /// Step 4: masks `values` (an update encoded in the ring, one word per parameter) in place, mod 2^32.
   public func mask(_ values: UnsafeMutableBufferPointer<UInt32>, stream: MaskStream) throws {
+    try stream.apply(try maskSeeds(), to: values)
+  }
+
+  /// The seeds of this node's masks — its self-mask (added) and one pairwise mask per neighbour that shared
+  /// (added when this node's id is the smaller) — for `MaskStream.apply`, e.g. a piece of the update at a time.
+  public func maskSeeds() throws -> [(seed: [UInt8], subtract: Bool)] {
     guard let roster else { throw SecureAggregationError.share("masking before the roster") }
     var masks: [(seed: [UInt8], subtract: Bool)] = [(try MaskSeeds.selfMask(b), false)]
     for j in maskingWith {
@@ -137,7 +143,7 @@ public final class SecureAggregationNode {
       // The smaller id adds, the larger subtracts: the pair cancels in the sum.
       masks.append((seed, !node.lexicographicallyPrecedes(other.node)))
     }
-    try stream.apply(masks, to: values)
+    return masks
   }
 
   /// Step 5: the shares the coordinator asks for: b's of `survivors`, s's of `dropped` (node ids among this

@@ -22,12 +22,14 @@ public struct RingCodec: Sendable {
     return Float(Double(c) / levels)
   }
 
-  /// Encodes `x[i] · factor` (after clipping x to ±range) in units of `quantum`, stochastically rounded —
-  /// floor(v + r) with r uniform in [0, 1) from the top 24 bits of `random[i]` (any uniform words: a keystream) —
-  /// into `out` (mod 2^32), and leaves in `x` what the encoding did not carry (x − q · quantum / factor: the error
-  /// feedback). `out` may be `random` itself. A zero factor encodes zeros and keeps x whole.
+  /// Encodes `x[i] · factor` (after clipping x to ±range; NaN counts as 0) in units of `quantum`, stochastically
+  /// rounded — floor(v + r) with r uniform in [0, 1) — into `out` (mod 2^32), and leaves in `x` what the encoding
+  /// did not carry (x − q · quantum / factor: the error feedback). r comes from a counter-based hash of `seed` and
+  /// the index `first + i` (24 bits of it; rounding needs independence across a vector, not secrecy), so a vector
+  /// encoded in pieces with their `first` indexes equals one encoded whole. A zero factor encodes zeros and keeps
+  /// x whole. With |levels| < 2^22 (rings of up to 22 bits) the loop is branch-free and vectorises.
   public static func encode(_ x: UnsafeMutableBufferPointer<Float>, factor: Float, range: Float, quantum: Float,
-                            random: UnsafePointer<UInt32>, into out: UnsafeMutableBufferPointer<UInt32>) {
+                            seed: UInt64, first: Int = 0, into out: UnsafeMutableBufferPointer<UInt32>) {
     precondition(out.count == x.count)
     let n = x.count
     guard n > 0 else { return }
@@ -37,23 +39,47 @@ public struct RingCodec: Sendable {
       return
     }
     let scale = factor / quantum, back = quantum / factor, unit: Float = 1.0 / 16_777_216
-    for i in 0..<n {
-      let v = min(max(xs[i], -range), range) * scale
-      let q = (v + Float(random[i] >> 8) * unit).rounded(.down)
-      o[i] = UInt32(bitPattern: Int32(q))
-      xs[i] -= q * back
+    let (s0, s1) = (UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32))
+    let start = UInt32(truncatingIfNeeded: first)
+    if range * scale < 4_194_000 {
+      // q is an integer with |q| < 2^22: q + 1.5·2^23 is exact and its low mantissa bits are q + 2^22.
+      let magic: Float = 12_582_912
+      for i in 0..<n {
+        let xi = xs[i]
+        let c = xi > range ? range : (xi < -range ? -range : (xi == xi ? xi : 0))
+        let r = Float(Int32(bitPattern: mix(start &+ UInt32(truncatingIfNeeded: i), s0, s1) >> 8)) * unit
+        let q = (c * scale + r).rounded(.down)
+        o[i] = UInt32(bitPattern: Int32(bitPattern: (q + magic).bitPattern) &- 0x4B40_0000)
+        xs[i] = (xi == xi ? xi : 0) - q * back
+      }
+    } else {
+      for i in 0..<n {
+        let xi = xs[i].isNaN ? 0 : xs[i]
+        let r = Float(Int32(bitPattern: mix(start &+ UInt32(truncatingIfNeeded: i), s0, s1) >> 8)) * unit
+        let q = (min(max(xi, -range), range) * scale + r).rounded(.down)
+        o[i] = UInt32(bitPattern: Int32(q))
+        xs[i] = xi - q * back
+      }
     }
   }
 
-  /// `encode` with a SplitMix generator for the rounding (for tests and small vectors).
+  /// The rounding's hash of index i under a seed: two rounds of a 32-bit integer finaliser (Wellons's lowbias32).
+  @inline(__always) static func mix(_ i: UInt32, _ s0: UInt32, _ s1: UInt32) -> UInt32 {
+    var h = (i &* 0x9E37_79B9) ^ s0
+    h ^= h >> 16; h &*= 0x7FEB_352D; h ^= h >> 15; h &*= 0x846C_A68B; h ^= h >> 16
+    h ^= s1
+    h ^= h >> 16; h &*= 0x7FEB_352D; h ^= h >> 15; h &*= 0x846C_A68B; h ^= h >> 16
+    return h
+  }
+
+  /// `encode` with its seed drawn from a SplitMix generator (for tests and small vectors).
   public static func encode(_ x: UnsafeMutableBufferPointer<Float>, factor: Float, range: Float, quantum: Float,
                             into out: UnsafeMutableBufferPointer<UInt32>, random: inout SplitMix) {
-    let r = (0..<x.count).map { _ in UInt32(truncatingIfNeeded: random.next() >> 32) }
-    r.withUnsafeBufferPointer { encode(x, factor: factor, range: range, quantum: quantum, random: $0.baseAddress!, into: out) }
+    encode(x, factor: factor, range: range, quantum: quantum, seed: random.next(), into: out)
   }
 
   /// The centred value of a ring element: in [−2^(b−1), 2^(b−1)).
-  @inline(__always) public func signed(_ v: UInt32) -> Int64 {
+  @inlinable @inline(__always) public func signed(_ v: UInt32) -> Int64 {
     let m = Int64(v & mask)
     return m >= (Int64(1) << Int64(bits - 1)) ? m - (Int64(1) << Int64(bits)) : m
   }
@@ -64,6 +90,14 @@ public struct RingCodec: Sendable {
     let p = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
     var o = 0, start = 0
     if bits == 12 {
+      // Four values in six octets, written as one 64-bit word whose top two octets the next group overwrites.
+      let raw = out.baseAddress!
+      while start + 4 <= v.count && o + 8 <= out.count {
+        let x = UInt64(v[start] & 0xFFF) | UInt64(v[start + 1] & 0xFFF) << 12 | UInt64(v[start + 2] & 0xFFF) << 24 | UInt64(v[start + 3] & 0xFFF) << 36
+        raw.storeBytes(of: x.littleEndian, toByteOffset: o, as: UInt64.self)
+        start += 4
+        o += 6
+      }
       while start + 2 <= v.count {
         let x = (v[start] & 0xFFF) | (v[start + 1] & 0xFFF) << 12
         p[o] = UInt8(truncatingIfNeeded: x)
@@ -98,6 +132,17 @@ public struct RingCodec: Sendable {
     var i = 0, o = 0
     // Common widths in whole octet groups: 12 bits (two values in three octets), 16, 8.
     if bits == 12 {
+      // Four values from six octets, read as one 64-bit word (while eight octets remain).
+      let raw = bytes.baseAddress!
+      while i + 4 <= sum.count && o + 8 <= bytes.count {
+        let x = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+        s[i] &+= UInt32(truncatingIfNeeded: x) & 0xFFF
+        s[i + 1] &+= UInt32(truncatingIfNeeded: x >> 12) & 0xFFF
+        s[i + 2] &+= UInt32(truncatingIfNeeded: x >> 24) & 0xFFF
+        s[i + 3] &+= UInt32(truncatingIfNeeded: x >> 36) & 0xFFF
+        i += 4
+        o += 6
+      }
       while i + 2 <= sum.count {
         let x = UInt32(p[o]) | UInt32(p[o + 1]) << 8 | UInt32(p[o + 2]) << 16
         s[i] &+= x & 0xFFF

@@ -17,10 +17,9 @@ public enum SecureAggregationVectors {
     let pair = try MaskSeeds.pairwise(federation: federation, round: round, agreement: agreement, a: u, b: v)
     let b = bytes(0x50)
     let selfSeed = try MaskSeeds.selfMask(b)
-    let stream = try MaskStream()
-    func words(_ seed: [UInt8]) throws -> [UInt32] {
+    func words(_ seed: [UInt8], ringBits: Int = 32) throws -> [UInt32] {
       var w = [UInt32](repeating: 0, count: 8)
-      try w.withUnsafeMutableBufferPointer { try stream.apply(seed: seed, to: $0) }
+      try w.withUnsafeMutableBufferPointer { try MaskStream(ringBits: ringBits).apply(seed: seed, to: $0) }
       return w
     }
     let values: [UInt32] = [0, 1, 0xFFF, 0x800, 0x123, 0xABC, 7]
@@ -39,7 +38,7 @@ public enum SecureAggregationVectors {
     let graph = roster.neighbours.enumerated().map { "\"\(hex(roster.participants[$0.offset].node))\": " + list($0.element.map(UInt32.init)) }
     return """
     {
-      "description": "Secure aggregation's derivations (SPEC §7.2). Keys: X25519 from crypto_box_seed_keypair(seed); bytes(x) = x, x+1, … (32 octets, mod 256). Mask words: the first 8 little-endian u32 words of AES-256-CTR(seed, counter 0) added to zeros. Roster: participants in node-id order; neighbours by roster index.",
+      "description": "Secure aggregation's derivations (SPEC §7.2). Keys: X25519 from crypto_box_seed_keypair(seed); bytes(x) = x, x+1, … (32 octets, mod 256). Mask words: the first 8 little-endian u32 words of AES-256-CTR(seed, counter 0) added to zeros (rings of more than 16 bits); *_words_16: the first 8 u16 words (rings of up to 16 bits). Roster: participants in node-id order; neighbours by roster index.",
       "federation": "\(federation)",
       "round": \(round),
       "node_u": "\(hex(u))",
@@ -51,9 +50,11 @@ public enum SecureAggregationVectors {
       "agreement": "\(hex(agreement))",
       "pairwise_seed": "\(hex(pair))",
       "pairwise_words": \(list(try words(pair))),
+      "pairwise_words_16": \(list(try words(pair, ringBits: 16))),
       "b": "\(hex(b))",
       "self_mask_seed": "\(hex(selfSeed))",
       "self_mask_words": \(list(try words(selfSeed))),
+      "self_mask_words_16": \(list(try words(selfSeed, ringBits: 16))),
       "commitment": "\(hex(MaskSeeds.commitment(b)))",
       "ring_bits": 12,
       "ring_values": \(list(values)),

@@ -24,6 +24,8 @@ struct CoordinatorBench: ParsableCommand {
   var secureAggregation = false
   @Option(help: "Ring bits with --secure-aggregation.")
   var bits: Int = 12
+  @Flag(help: "Plain mode: nodes encode their update anew every round with error feedback, as real nodes do (without it, a plain node sends one update encoded once; a secure node always encodes and masks anew).")
+  var encodeEachRound = false
 
   func run() throws {
     let dir = NSTemporaryDirectory() + "agora-benchcoord-\(UUID().uuidString)"
@@ -96,7 +98,7 @@ struct CoordinatorBench: ParsableCommand {
     var procs: [Process] = []
     for i in 0..<nodes {
       procs.append(try spawn(["transport", "instant-node", "--federation", dir + "/federation.toml", "--identity", dir + "/keys/n\(i)"]
-                             + (fp32 ? ["--fp32"] : []), out: dir + "/n\(i).log"))
+                             + (fp32 ? ["--fp32"] : []) + (encodeEachRound ? ["--encode-each-round"] : []), out: dir + "/n\(i).log"))
     }
     var peakKiB = 0
     // CPU seconds of every process (coordinator and nodes) between the end of round 1 and the end of the
@@ -127,7 +129,7 @@ struct CoordinatorBench: ParsableCommand {
       coordCPU = (b.coordinator - a.coordinator) / Double(b.rows - a.rows)
     }
     print(String(format: "{\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f}",
-                 nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (secureAggregation ? ", secure aggregation \(bits)-bit" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
+                 nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (secureAggregation ? ", secure aggregation \(bits)-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
                  Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB, (rows.last.flatMap { Double($0[4]) } ?? .nan) / Double(nodes) / 1e6))
   }
 

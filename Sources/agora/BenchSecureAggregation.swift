@@ -32,7 +32,7 @@ struct SecureAggregationBench: ParsableCommand {
     let keys = try (0..<nodes).map { _ in try Sodium.signKeypair() }
     let ids = keys.map { Envelope.fingerprint($0.publicKey) }
     let signPublic: ([UInt8]) -> [UInt8]? = { id in keys.first { Envelope.fingerprint($0.publicKey) == id }?.publicKey }
-    let stream = try MaskStream(threads: threads)
+    let stream = try MaskStream(threads: threads, ringBits: bits)
     var v = [UInt32](repeating: 0, count: parameters)
     var sum = [UInt32](repeating: 0, count: parameters)
     var packed = [UInt8](repeating: 0, count: codec.packedBytes(count: parameters))
@@ -60,12 +60,12 @@ struct SecureAggregationBench: ParsableCommand {
       } / Double(nodes))
       for i in 0..<parameters { sum[i] = 0 }
       var m = 0.0, pk = 0.0, fo = 0.0
-      // The fixed-point encoding with stochastic rounding (its random words from the keystream), timed once.
+      // The fixed-point encoding with stochastic rounding (one thread), timed once.
       let u = try codec.quantum(range: 0.02, nodes: nodes)
-      encode.append(try time {
-        for i in 0..<parameters { v[i] = 0 }
-        try v.withUnsafeMutableBufferPointer { try stream.apply(seed: Sodium.randomBytes(32), to: $0) }
-        x.withUnsafeMutableBufferPointer { xb in v.withUnsafeMutableBufferPointer { RingCodec.encode(xb, factor: 1 / Float(nodes), range: 0.02, quantum: u, random: $0.baseAddress!, into: $0) } }
+      encode.append(time {
+        x.withUnsafeMutableBufferPointer { xb in
+          v.withUnsafeMutableBufferPointer { RingCodec.encode(xb, factor: 1 / Float(nodes), range: 0.02, quantum: u, seed: UInt64(rep) &* 0x9E37_79B9_7F4A_7C15, into: $0) }
+        }
       })
       for p in parties.dropLast(dropouts) {
         for i in 0..<parameters { v[i] = 0 }  // zeros: the unmasked sum must come back all zeros
@@ -84,7 +84,7 @@ struct SecureAggregationBench: ParsableCommand {
       guard sum.allSatisfy({ $0 & codec.mask == 0 }) else { throw ValidationError("the unmasked sum of zero updates is not zero") }
     }
     func med(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
-    let mb = Double(parameters * 4) / 1e6
+    let mb = Double(parameters * stream.wordBits / 8) / 1e6
     print("secure aggregation, P = \(parameters), n = \(nodes) (k = \(degree) neighbours, t = \(threshold)), \(bits)-bit ring, \(dropouts) dropped after sharing, \(threads) thread(s); medians of \(repetitions)")
     print(String(format: "  node:        keys and shares %.1f ms; encoding %.0f ms; masks (%d × %.0f MB of AES-256-CTR) %.0f ms; packing %.0f ms → %.1f MB (int8: %.1f MB)",
                  med(setup) * 1000, med(encode) * 1000, degree + 1, mb, med(mask) * 1000, med(pack) * 1000, Double(packed.count) / 1e6, Double(parameters) / 1e6))

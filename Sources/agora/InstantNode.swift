@@ -10,7 +10,9 @@ import Foundation
 /// patch when it holds the parent, else the whole version, checking the blob's hash; seal, sign and stream an
 /// update) but skips training and everything a real node does with the model (applying the patch, hashing
 /// the result): it holds no model, only the hash of the version it would have. Its update is a fixed
-/// pseudo-random Δ made once. Memory: the encoded update and a chunk.
+/// pseudo-random Δ made once, encoded once (plain mode) or anew each round with error feedback, as a real
+/// node encodes after training (`encodeEachRound`, and always under secure aggregation, whose masks change
+/// every round). Memory: Δ, its error feedback, the encoded update and a chunk.
 final class InstantNode {
   let endpoint: Endpoint
   let identity: Identity
@@ -30,6 +32,10 @@ final class InstantNode {
   /// With secure aggregation (`secure`): the node's side of it, and its fixed Δ as floats (masked anew each round).
   var secure: SecureAggregationClient? = nil
   var delta: [Float] = []
+  /// Plain mode: encode Δ anew every round with error feedback (what a real node does after training) instead
+  /// of sending the update encoded once.
+  var encodeEachRound = false
+  var errorFeedback: [Float] = []
 
   public func run(format: DeltaFormat) throws {
     endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: terms))
@@ -65,9 +71,20 @@ final class InstantNode {
           }
           payload = delta.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) }
         }
-        if let secure, let secureRound {
+        if encodeEachRound && secureRound == nil {
+          // As a node does: Δ plus the error feedback, encoded; what int8 did not carry is the new feedback.
+          if errorFeedback.isEmpty { errorFeedback = [Float](repeating: 0, count: delta.count) }
           var x = delta
+          addFeedback(&x)
+          payload = x.withUnsafeBufferPointer { xb in errorFeedback.withUnsafeMutableBufferPointer { DeltaCodec.encode(xb, format: format, errorFeedback: format == .int8 ? $0 : nil) } }
+        }
+        if let secure, let secureRound {
+          // As a node does: Δ plus the error feedback, encoded in the ring; what it did not carry is the new feedback.
+          if errorFeedback.isEmpty { errorFeedback = [Float](repeating: 0, count: delta.count) }
+          var x = delta
+          addFeedback(&x)
           payload = try x.withUnsafeMutableBufferPointer { try secure.encode($0, round: r, secure: secureRound, fraction: 1, relative: nil, deadline: deadline) }
+          errorFeedback = x
         }
         let sealer = try EnvelopeSealer(context: .init(federation: federation, round: r, baseHash: base, nodeID: identity.card.nodeID),
                                         payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: key, signingSecretKey: identity.signSecret)
@@ -82,6 +99,15 @@ final class InstantNode {
         return
       default:
         continue
+      }
+    }
+  }
+
+  /// x += the error feedback.
+  func addFeedback(_ x: inout [Float]) {
+    x.withUnsafeMutableBufferPointer { xb in
+      errorFeedback.withUnsafeBufferPointer { e in
+        for i in 0..<xb.count { xb[i] += e[i] }
       }
     }
   }

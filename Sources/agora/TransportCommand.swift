@@ -105,6 +105,8 @@ struct TransportCommand: ParsableCommand {
     var identity: String
     @Flag(help: "fp32 updates instead of int8.")
     var fp32 = false
+    @Flag(help: "Encode the update anew every round, with error feedback (as a real node does).")
+    var encodeEachRound = false
 
     func run() throws {
       let fed = try FederationConfig(path: federation)
@@ -121,6 +123,7 @@ struct TransportCommand: ParsableCommand {
         node.secure = try SecureAggregationClient(endpoint: node.endpoint, identity: id, federation: fed, embedding: (layout.wte, mc.vocabSize, mc.channels),
                                                   stop: ManagedAtomicFlag(), log: { print($0); fflush(stdout) })
       }
+      node.encodeEachRound = encodeEachRound
       try node.run(format: fp32 ? .fp32 : .int8)
     }
   }

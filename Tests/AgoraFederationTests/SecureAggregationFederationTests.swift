@@ -1,3 +1,5 @@
+import AgoraCrypto
+import AgoraFederation
 import AgoraSecureAggregation
 import AgoraTestSupport
 import Foundation
@@ -103,5 +105,56 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, warmStart: Int = 0
       #expect(status == 0 && show.contains("privacy    Client-level differential privacy: (ε = "), "\(show)")
       }
     }
+  }
+}
+
+/// The node's masked payload, built a piece at a time on every thread, equals the one built step by step over
+/// the whole vector — encode every run of one factor, mask, pack — with and without embedding rows by counts.
+@Suite struct SecureEncodingTests {
+  @Test(arguments: [false, true]) func piecewiseEncodingEqualsStepByStep(rowsByCounts: Bool) throws {
+    let fed = "test-encoding", round: UInt64 = 3
+    let keys = try (0..<3).map { _ in try Sodium.signKeypair() }
+    let ids = keys.map { Envelope.fingerprint($0.publicKey) }
+    let signPublic: ([UInt8]) -> [UInt8]? = { id in keys.first { Envelope.fingerprint($0.publicKey) == id }?.publicKey }
+    let coord = SecureAggregationCoordinator(federation: fed, round: round, parameters: .init())
+    let nodes = try (0..<3).map { try SecureAggregationNode(federation: fed, round: round, node: ids[$0], signSecretKey: keys[$0].secretKey) }
+    for (i, n) in nodes.enumerated() { try coord.advertise(n.advertisement, signPublic: keys[i].publicKey) }
+    let roster = try coord.closeRoster()
+    for n in nodes { try coord.takeShares(from: n.node, try n.accept(roster: roster, signPublic: signPublic)) }
+    for n in nodes { try n.receive(shares: coord.shares(for: n.node)) }
+    // 70,000 values: pieces of 16 Ki, embedding rows 300 × 64 from 5,000 (across piece boundaries).
+    let count = 70_000, rows = (offset: 5_000, count: 300, width: 64)
+    let totals: [Float]? = rowsByCounts ? (0..<300).map { Float(1 + $0 % 5) } : nil
+    let relative: [Float]? = rowsByCounts ? (0..<300).map { Float($0 % 3) } : nil
+    let enc = try SecureEncoding(bits: 12, participants: 3, range: 0.05, rowTotals: totals, rows: rows)
+    let x = (0..<count).map { Float(($0 * 7919) % 1001 - 500) * 1e-4 }
+    var fused = x
+    let payload = try fused.withUnsafeMutableBufferPointer { try enc.encode($0, fraction: 0.8, relative: relative, party: nodes[1], seed: 77) }
+    // Step by step.
+    var plain = x
+    var words = [UInt32](repeating: 0, count: count)
+    let body: Float = 0.8 / 3
+    func run(_ a: Int, _ b: Int, _ f: Float) {
+      plain.withUnsafeMutableBufferPointer { xb in
+        words.withUnsafeMutableBufferPointer { wb in
+          RingCodec.encode(UnsafeMutableBufferPointer(rebasing: xb[a..<b]), factor: f, range: 0.05, quantum: enc.quantum, seed: 77, first: a,
+                           into: UnsafeMutableBufferPointer(rebasing: wb[a..<b]))
+        }
+      }
+    }
+    let hi = rows.offset + rows.count * rows.width
+    run(0, rows.offset, body)
+    for r in 0..<rows.count {
+      run(rows.offset + r * rows.width, rows.offset + (r + 1) * rows.width, rowsByCounts ? 0.8 * relative![r] / totals![r] : body)
+    }
+    run(hi, count, body)
+    try words.withUnsafeMutableBufferPointer { try nodes[1].mask($0, stream: try MaskStream(ringBits: 12)) }
+    var expected = [UInt8](repeating: 0, count: enc.payloadBytes(count: count))
+    expected.replaceSubrange(0..<4, with: Array("AGDR".utf8))
+    expected[4] = 12
+    withUnsafeBytes(of: UInt64(count).littleEndian) { expected.replaceSubrange(8..<16, with: $0) }
+    words.withUnsafeBufferPointer { wb in expected.withUnsafeMutableBytes { enc.codec.pack(wb, into: UnsafeMutableRawBufferPointer(rebasing: $0[16...])) } }
+    #expect(payload == expected)
+    #expect(fused == plain, "the error feedback left behind")
   }
 }

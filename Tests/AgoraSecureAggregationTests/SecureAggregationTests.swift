@@ -33,7 +33,7 @@ func secureRound(members m: Members, parameters: SecureAggregationParameters = .
   for (i, node) in nodes where dropouts[i] != .beforeSharing {
     try coord.takeShares(from: node.node, try node.accept(roster: roster, signPublic: m.signPublic))
   }
-  let stream = try MaskStream()
+  let stream = try MaskStream(ringBits: bits)  // 16-bit keystream words for rings of up to 16 bits
   var sum = [UInt32](repeating: 0, count: count)
   var expected = [UInt32](repeating: 0, count: count)
   var senders = 0
@@ -117,15 +117,16 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
 @Suite struct RingCodecTests {
   @Test func packedValuesComeBackForEveryWidth() throws {
     for bits in 2...32 {
+     for count in [1000 + bits, 1, 2, 3, 5, 6, 7, 9, 11] {  // every tail of the wide loops
       let c = try RingCodec(bits: bits)
-      let count = 1000 + bits
       let v = (0..<count).map { _ in UInt32.random(in: 0...UInt32.max) & c.mask }
       var packed = [UInt8](repeating: 0xAA, count: c.packedBytes(count: count))
       v.withUnsafeBufferPointer { vb in packed.withUnsafeMutableBytes { c.pack(vb, into: $0) } }
       var back = [UInt32](repeating: 0, count: count)
       try packed.withUnsafeBytes { pb in try back.withUnsafeMutableBufferPointer { try c.addPacked(pb, into: $0) } }
-      #expect(back == v, "\(bits) bits")
+      #expect(back == v, "\(bits) bits, \(count) values")
       #expect(packed.count == (count * bits + 7) / 8)
+     }
     }
     let c = try RingCodec(bits: 12)
     var sum = [UInt32](repeating: 0, count: 10)
@@ -159,9 +160,68 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
     for i in 0..<count { worst = max(worst, abs(Double(c.signed(sum[i])) * Double(u) - exact[i])) }
     #expect(worst <= Double(n) * Double(u), "within n quanta of the exact weighted sum: \(worst) vs quantum \(u)")
   }
+
+  /// Encoding in pieces (each told its first index) equals encoding whole; the rounding is unbiased (the mean
+  /// of many encodings of one value is that value); NaN is encoded as 0; the branch-free loop of narrow rings
+  /// and the checked loop of wide ones agree on what they carry.
+  @Test func encodingInPiecesIsUnbiasedAndNaNIsZero() throws {
+    for bits in [12, 26] {
+      let c = try RingCodec(bits: bits)
+      let count = 40_000, range: Float = 0.05
+      let u = try c.quantum(range: range, nodes: 3)
+      let x = (0..<count).map { i in i == 17 ? Float.nan : Float(i % 97) * 0.0013 - 0.06 }
+      var a = x, b = x
+      var qa = [UInt32](repeating: 0, count: count), qb = qa
+      a.withUnsafeMutableBufferPointer { r in qa.withUnsafeMutableBufferPointer { RingCodec.encode(r, factor: 0.5, range: range, quantum: u, seed: 99, into: $0) } }
+      b.withUnsafeMutableBufferPointer { r in
+        qb.withUnsafeMutableBufferPointer { q in
+          for lo in stride(from: 0, to: count, by: 7_001) {
+            let hi = min(count, lo + 7_001)
+            RingCodec.encode(UnsafeMutableBufferPointer(rebasing: r[lo..<hi]), factor: 0.5, range: range, quantum: u, seed: 99, first: lo,
+                             into: UnsafeMutableBufferPointer(rebasing: q[lo..<hi]))
+          }
+        }
+      }
+      #expect(qa == qb && a.elementsEqual(b, by: { $0 == $1 || ($0.isNaN && $1.isNaN) }), "\(bits) bits")
+      #expect(qa[17] == 0 && a[17] == 0, "NaN encodes as 0 and leaves no NaN behind")
+      // Unbiased: the value 0.3 quanta, many times with different seeds, averages 0.3 quanta (±4 σ).
+      let trials = 20_000
+      var ones = 0
+      var v = [Float](repeating: 0.3 * u / 0.5, count: trials), q = [UInt32](repeating: 0, count: trials)
+      v.withUnsafeMutableBufferPointer { r in q.withUnsafeMutableBufferPointer { RingCodec.encode(r, factor: 0.5, range: range, quantum: u, seed: 5, into: $0) } }
+      for w in q { ones += Int(c.signed(w)) }
+      let sigma = (0.3 * 0.7 / Double(trials)).squareRoot()
+      #expect(abs(Double(ones) / Double(trials) - 0.3) < 4 * sigma, "\(bits) bits: mean \(Double(ones) / Double(trials))")
+    }
+  }
 }
 
 @Suite struct SecureAggregationProtocolTests {
+  /// A vector masked piece by piece (each piece told where it starts) gets the words it gets whole, with either
+  /// keystream width; a piece that does not start on a slice is refused.
+  @Test func maskingInPiecesEqualsMaskingWhole() throws {
+    let seeds: [(seed: [UInt8], subtract: Bool)] = [(Array(repeating: 7, count: 32), false), (Array(repeating: 9, count: 32), true)]
+    let count = 3 * MaskStream.words + 123
+    for bits in [12, 16, 17, 32] {
+      let stream = try MaskStream(threads: 2, ringBits: bits)
+      #expect(stream.wordBits == (bits <= 16 ? 16 : 32))
+      var whole = [UInt32](repeating: 5, count: count)
+      try whole.withUnsafeMutableBufferPointer { try stream.apply(seeds, to: $0) }
+      var pieces = [UInt32](repeating: 5, count: count)
+      try pieces.withUnsafeMutableBufferPointer { v in
+        for a in stride(from: 0, to: count, by: 2 * MaskStream.words) {
+          try stream.apply(seeds, to: UnsafeMutableBufferPointer(rebasing: v[a..<min(count, a + 2 * MaskStream.words)]), first: a)
+        }
+      }
+      #expect(pieces == whole, "\(bits) bits")
+      // One added mask on zeros: the keystream's words themselves.
+      var one = [UInt32](repeating: 0, count: 4096)
+      try one.withUnsafeMutableBufferPointer { try stream.apply(seed: seeds[0].seed, to: $0) }
+      #expect(one.contains { $0 >> 16 != 0 } == (bits > 16), "\(bits) bits: words of \(stream.wordBits) bits")
+      #expect(throws: SodiumError.self) { try pieces.withUnsafeMutableBufferPointer { try stream.apply(seeds, to: $0, first: 8) } }
+    }
+  }
+
   @Test func theUnmaskedSumIsThePlaintextSumExactly() throws {
     for (n, bits) in [(2, 16), (5, 12), (9, 32)] {
       let r = try secureRound(members: try Members(n), count: 3001, bits: bits)
@@ -207,10 +267,10 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
 
   /// One masked update is indistinguishable from uniform — and stays so with any one mask left alone, so a
   /// test of each mask by itself fails when that mask is skipped.
-  @Test func aMaskedUpdateLooksUniformAndEveryMaskCounts() throws {
+  @Test(arguments: [32, 12]) func aMaskedUpdateLooksUniformAndEveryMaskCounts(ringBits: Int) throws {
     let m = try Members(3)
     let (_, nodes, roster) = try sharedRound(m, round: 1)
-    let stream = try MaskStream()
+    let stream = try MaskStream(ringBits: ringBits)  // χ² below looks at the low 16 bits: uniform either way
     let count = 1 << 16
     func chi2(_ v: [UInt32]) -> Double {
       var h = [Int](repeating: 0, count: 256)
