@@ -2,53 +2,127 @@ import Foundation
 
 /// Learns byte-level BPE merges from text in several languages, balanced across languages.
 ///
-/// Each language's words are counted after GPT-2 pre-tokenisation and weighted by the inverse of that
-/// language's byte count, so every language pulls on the vocabulary equally, however large its corpus.
-/// Merges are chosen greedily by weighted pair frequency (ties by smaller pair ids), with a lazy max-heap
-/// and incremental pair counts, as Hugging Face's trainer does.
+/// The trainer sees text only as pre-token counts per language (`PreTokenCounts`, after GPT-2
+/// pre-tokenisation), so merges learned from several nodes' count tables equal those learned from their texts.
+/// Each language's counts are weighted (`Balance`) — by default by the inverse of its octets, so every
+/// language pulls on the vocabulary equally, however large its corpus. Merges are chosen greedily by weighted
+/// pair frequency (ties by smaller pair ids), with a lazy max-heap and incremental pair counts, as Hugging
+/// Face's trainer does.
 public struct BPETrainer {
   public struct Report: Sendable {
     public var languages: [String] = []
     public var bytes: [String: Int] = [:]
     public var uniqueWords = 0
+    /// Each language's weight per occurrence in the last training (after balancing).
+    public var weights: [String: Double] = [:]
   }
 
+  /// How languages are weighed against each other.
+  public enum Balance: Sendable, Equatable {
+    /// Every language's occurrences weigh 10^6 / its octets: equal pull per language (the default).
+    case bytes
+    /// A sampling temperature τ over languages, in octets or characters: language ℓ pulls in proportion to
+    /// n_ℓ^(1/τ) (τ = 1: as much as its text; τ → ∞: equally). `characters` counts Unicode scalars, so a
+    /// language written with two-octet letters (Greek, Cyrillic) is not halved.
+    case temperature(Double, characters: Bool)
+    /// Equal pull per character, then `rounds` corrections: after each training, every language's weight is
+    /// multiplied by (its tokens per character on its own counts / the median language's)^strength, so
+    /// languages the vocabulary serves worse pull harder, and the merges are learned again.
+    case equalize(rounds: Int, strength: Double)
+  }
+
+  /// The pre-tokens of every language, as byte ids, with their raw counts and their language's index.
   var words: [[Int32]] = []
-  var weights: [Double] = []
+  var counts: [Double] = []
+  var languageOf: [Int32] = []
+  var sizes: [(bytes: UInt64, characters: UInt64)] = []
   public private(set) var report = Report()
 
   public init() {}
 
   /// Adds one language's text (already limited to the share the caller wants to learn from).
   public mutating func addLanguage(_ name: String, texts: [String]) {
-    let pre = PreTokenizer()
-    var counts: [ArraySlice<UInt8>: Int] = [:]
-    var total = 0
-    for text in texts {
-      var t = text
-      total += t.utf8.count
-      t.withUTF8 { buf in
-        pre.split(buf) { s, e in counts[ArraySlice(buf[s..<e]), default: 0] += 1 }
-      }
-    }
-    report.languages.append(name)
-    report.bytes[name] = total
-    guard total > 0 else { return }
-    // Weight so that each language sums to about one million "bytes".
-    let w = 1_000_000.0 / Double(total)
+    add(PreTokenCounts.count(language: name, texts: texts))
+  }
+
+  /// Adds one language's counts (a node's table, or the sum of several). A language added twice is two
+  /// languages to the balancing: merge the tables first.
+  public mutating func add(_ table: PreTokenCounts) {
+    report.languages.append(table.language)
+    report.bytes[table.language] = Int(table.bytes)
+    guard table.bytes > 0 else { return }
+    let l = Int32(sizes.count)
+    sizes.append((table.bytes, table.characters))
     // Dictionary order differs between instances and runs; sorted words make the floating-point sums,
     // and so the merges, the same every time.
-    for word in counts.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+    for word in table.entries.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
       words.append(word.map { Int32($0) })
-      weights.append(Double(counts[word]!) * w)
+      counts.append(Double(table.entries[word]!.count))
+      languageOf.append(l)
     }
     report.uniqueWords = words.count
   }
 
+  /// Each language's weight per occurrence under `balance` (before any `equalize` correction).
+  func languageWeights(_ balance: Balance) -> [Double] {
+    switch balance {
+    case .bytes:
+      // Each language sums to about one million "bytes".
+      return sizes.map { 1_000_000.0 / Double($0.bytes) }
+    case .temperature(let tau, let chars):
+      let n = sizes.map { Double(chars ? $0.characters : $0.bytes) }
+      // Total pull n^(1/τ), per occurrence n^(1/τ − 1), scaled so the largest language's total is 10^6.
+      let pull = n.map { pow($0, 1 / tau) }
+      let top = pull.max() ?? 1
+      return zip(n, pull).map { 1_000_000.0 * ($1 / top) / $0 }
+    case .equalize:
+      return sizes.map { 1_000_000.0 / Double($0.characters) }
+    }
+  }
+
+  /// Learns up to `vocabSize - 257` merges under `balance`.
+  public mutating func train(vocabSize: Int, balance: Balance, minFrequency: Double = 1e-6, progress: ((Int, Int) -> Void)? = nil) throws -> Tokenizer {
+    var f = languageWeights(balance)
+    guard case .equalize(let rounds, let strength) = balance, rounds > 0 else { return try train(vocabSize: vocabSize, languageWeights: f, minFrequency: minFrequency, progress: progress) }
+    var tok = try train(vocabSize: vocabSize, languageWeights: f, minFrequency: minFrequency, progress: progress)
+    for _ in 0..<rounds {
+      let t = tokensPerCharacter(tok)
+      let median = t.sorted()[t.count / 2]
+      for l in f.indices where t[l] > 0 { f[l] *= pow(t[l] / median, strength) }
+      tok = try train(vocabSize: vocabSize, languageWeights: f, minFrequency: minFrequency, progress: progress)
+    }
+    return tok
+  }
+
+  /// Each language's tokens per character under `tok`, on its own counts.
+  public func tokensPerCharacter(_ tok: Tokenizer) -> [Double] {
+    var tokens = [Double](repeating: 0, count: sizes.count)
+    for (i, w) in words.enumerated() {
+      tokens[Int(languageOf[i])] += Double(tok.encodePreToken(w.map { UInt8($0) }).count) * counts[i]
+    }
+    return tokens.enumerated().map { $0.element / Double(max(1, sizes[$0.offset].characters)) }
+  }
+
+  /// Learns up to `vocabSize - 257` merges (256 bytes and `<|endoftext|>` take the rest), each language equal.
+  public mutating func train(vocabSize: Int, minFrequency: Double = 1e-6, progress: ((Int, Int) -> Void)? = nil) throws -> Tokenizer {
+    try train(vocabSize: vocabSize, balance: .bytes, minFrequency: minFrequency, progress: progress)
+  }
+
+  mutating func train(vocabSize: Int, languageWeights f: [Double], minFrequency: Double, progress: ((Int, Int) -> Void)?) throws -> Tokenizer {
+    report.weights = [:]
+    var l = 0
+    for name in report.languages where (report.bytes[name] ?? 0) > 0 {
+      report.weights[name] = f[l]
+      l += 1
+    }
+    let weights = counts.indices.map { counts[$0] * f[Int(languageOf[$0])] }
+    var words = self.words
+    return try BPETrainer.learn(vocabSize: vocabSize, words: &words, weights: weights, minFrequency: minFrequency, progress: progress)
+  }
+
   @inline(__always) static func key(_ a: Int32, _ b: Int32) -> UInt64 { UInt64(UInt32(a)) << 32 | UInt64(UInt32(b)) }
 
-  /// Learns up to `vocabSize - 257` merges (256 bytes and `<|endoftext|>` take the rest).
-  public mutating func train(vocabSize: Int, minFrequency: Double = 1e-6, progress: ((Int, Int) -> Void)? = nil) throws -> Tokenizer {
+  static func learn(vocabSize: Int, words: inout [[Int32]], weights: [Double], minFrequency: Double, progress: ((Int, Int) -> Void)?) throws -> Tokenizer {
     guard vocabSize >= 257 else { throw ModelError.invalidConfig("vocabulary size \(vocabSize) must be at least 257") }
     let target = vocabSize - 257
     var counts: [UInt64: Double] = [:]

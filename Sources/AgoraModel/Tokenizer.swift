@@ -63,6 +63,13 @@ public final class Tokenizer {
     }
   }
 
+  /// The ids of one pre-token (its octets), as inside `encode`.
+  public func encodePreToken(_ octets: [UInt8]) -> [Int32] {
+    var out: [Int32] = []
+    octets.withUnsafeBufferPointer { encodeWord($0, into: &out) }
+    return out
+  }
+
   /// Encodes text where the literal `<|endoftext|>` stands for the special token (as `tokenizers` does).
   public func encodeWithSpecial(_ text: String) -> [Int32] {
     var out: [Int32] = []
