@@ -227,3 +227,34 @@ struct PairHeap {
     return top
   }
 }
+
+extension BPETrainer.Balance: CustomStringConvertible {
+  /// "bytes", "temperature:T", "temperature-characters:T", "equalize" or "equalize:ROUNDS:STRENGTH".
+  public init(parsing s: String) throws {
+    let p = s.split(separator: ":").map(String.init)
+    func num(_ i: Int) throws -> Double {
+      guard i < p.count, let v = Double(p[i]), v.isFinite, v > 0 else { throw ModelError.invalidConfig("balance \"\(s)\": a positive number expected") }
+      return v
+    }
+    switch p.first {
+    case "bytes" where p.count == 1: self = .bytes
+    case "temperature" where p.count == 2: self = .temperature(try num(1), characters: false)
+    case "temperature-characters" where p.count == 2: self = .temperature(try num(1), characters: true)
+    case "equalize" where p.count == 1: self = .equalize(rounds: 3, strength: 1)
+    case "equalize" where p.count == 3:
+      let r = try num(1)
+      guard r == r.rounded(), r <= 20 else { throw ModelError.invalidConfig("balance \"\(s)\": rounds must be a whole number up to 20") }
+      self = .equalize(rounds: Int(r), strength: try num(2))
+    default:
+      throw ModelError.invalidConfig("balance \"\(s)\": use bytes, temperature:T, temperature-characters:T, equalize or equalize:ROUNDS:STRENGTH")
+    }
+  }
+
+  public var description: String {
+    switch self {
+    case .bytes: return "bytes"
+    case .temperature(let t, let c): return (c ? "temperature-characters:" : "temperature:") + "\(t)"
+    case .equalize(let r, let s): return "equalize:\(r):\(s)"
+    }
+  }
+}
