@@ -1,3 +1,4 @@
+import AgoraModel
 import Foundation
 import TOMLKit
 
@@ -137,7 +138,11 @@ public struct FederationConfig: Sendable {
   public var endpoint: String
   public var coordinatorCard: String
   public var preset: String
+  /// Where the federation's tokenizer.json is (`model.tokenizer`); with a federated vocabulary, where the
+  /// vocabulary phase leaves it (it is learned by the coordinator and fetched by every node).
   public var tokenizer: String
+  /// The vocabulary phase (`[tokenizer]`, SPEC §4.4): the tokenizer is learned from count tables the nodes send.
+  public var vocabulary: VocabularySettings?
   public var seed: UInt64
   public var rounds: Int
   /// Inner steps of every round after the schedule's (`rounds.inner_steps`).
@@ -232,6 +237,24 @@ public struct FederationConfig: Sendable {
   /// whole model (fp32, exact steps).
   public enum BroadcastSetting: String, CaseIterable, Sendable { case int8, full }
 
+  /// A federated vocabulary's settings (`[tokenizer]`).
+  public struct VocabularySettings: Sendable {
+    /// Tokens, with the 256 bytes and <|endoftext|> (nil: the model preset's).
+    public var size: Int? = nil
+    public var balance: BPETrainer.Balance = .equalize(rounds: 3, strength: 1)
+    /// k and m: a node drops pre-tokens seen fewer times, or in fewer documents, before its table leaves it.
+    public var minCount: UInt64 = 5
+    public var minDocuments: UInt32 = 2
+    /// Gaussian noise on each count before the thresholds (standard deviation; 0: none).
+    public var noise: Double = 0
+    /// Tables from how many nodes the coordinator waits for (nil: every enrolled node).
+    public var contributors: Int? = nil
+    public var phaseSeconds: Double = 600
+    /// At most this many octets of each language's train.txt are counted.
+    public var maxBytesPerLanguage = 4_000_000
+    public init() {}
+  }
+
   /// `overrides`: `KEY=VALUE` settings that replace the file's (e.g. `rounds.secure_aggregation=true`).
   public init(path: String, overrides: [String] = []) throws {
     let f = try TOMLFile(path, overrides: overrides)
@@ -243,6 +266,19 @@ public struct FederationConfig: Sendable {
     coordinatorCard = try f.path("federation.coordinator_card")
     preset = try f.string("model.preset", default: "tiny")
     tokenizer = try f.path("model.tokenizer")
+    if try f.bool("tokenizer.federated", default: false) {
+      var v = VocabularySettings()
+      v.size = f.value("tokenizer.vocab_size") == nil ? nil : try f.int("tokenizer.vocab_size", range: 257...65_536)
+      let b = try f.string("tokenizer.balance", default: "equalize")
+      do { v.balance = try BPETrainer.Balance(parsing: b) } catch { throw f.fail("tokenizer.balance", "\(error)") }
+      v.minCount = UInt64(try f.int("tokenizer.min_count", default: 5, range: 1...1_000_000))
+      v.minDocuments = UInt32(try f.int("tokenizer.min_documents", default: 2, range: 1...1_000_000))
+      v.noise = try f.double("tokenizer.noise", default: 0, range: 0...1_000_000)
+      v.contributors = f.value("tokenizer.contributors") == nil ? nil : try f.int("tokenizer.contributors", range: 1...100_000)
+      v.phaseSeconds = try f.double("tokenizer.phase_seconds", default: 600, range: 1...86_400)
+      v.maxBytesPerLanguage = try f.int("tokenizer.max_bytes_per_language", default: 4_000_000, range: 1...1 << 34)
+      vocabulary = v
+    }
     seed = UInt64(try f.int("model.seed", default: 1, range: 0...Int(Int32.max)))
     rounds = try f.int("rounds.count", default: 5, range: 1...100_000)
     innerSteps = try f.int("rounds.inner_steps", default: 50, range: 1...1_000_000)

@@ -184,8 +184,13 @@ extension Tokenizer {
   /// Loads a byte-level BPE `tokenizer.json` written by Agora (or any GPT-2 style one whose first 256 ids
   /// are the single bytes in order and whose merges create ids in order).
   public convenience init(contentsOf path: String) throws {
+    guard let data = FileManager.default.contents(atPath: path) else { throw ModelError.file(path: path, problem: "cannot read the file") }
+    try self.init(json: data, source: path)
+  }
+
+  /// Loads tokenizer.json from its bytes (`source` names them in errors).
+  public convenience init(json data: Data, source path: String = "tokenizer.json") throws {
     func fail(_ s: String) -> ModelError { .file(path: path, problem: s) }
-    guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot read the file") }
     guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object (corrupt or truncated?)") }
     guard let model = root["model"] as? [String: Any], model["type"] as? String == "BPE" else { throw fail("model.type is not \"BPE\"") }
     guard let vocab = model["vocab"] as? [String: Any], let mergesAny = model["merges"] as? [Any] else { throw fail("model.vocab or model.merges is missing") }

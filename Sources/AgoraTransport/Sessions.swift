@@ -107,6 +107,9 @@ public final class SessionTable: @unchecked Sendable {
                              credit: p.credit, aggregationKey: p.aggregationKey), to: inbound.peer)
       log("\(name) (\(fp.prefix(12))) joined\(role == 1 ? " as a compute donor" : "")")
       return .handled
+    case .vocabulary:
+      // The vocabulary phase comes before JOIN (a node without the federation's tokenizer cannot state its terms).
+      return .forward
     case .leave(_, let reason):
       lock.lock(); let s = sessions.removeValue(forKey: fp); left.append(fp); lock.unlock()
       log("\(s?.name ?? String(fp.prefix(12))) left: \(Printable.line(reason))")

@@ -83,7 +83,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
   case join = 0x01, welcome = 0x02, round = 0x03, fetch = 0x04, blobChunk = 0x05,
        uploadBegin = 0x06, uploadChunk = 0x07, uploadEnd = 0x08, ack = 0x09,
        heartbeat = 0x0A, leave = 0x0B, error = 0x0C, counts = 0x0D,
-       evaluation = 0x0E, secaggKeys = 0x0F, secaggRoster = 0x10, secaggShares = 0x11, secaggUnmask = 0x12, secaggReveal = 0x13
+       evaluation = 0x0E, secaggKeys = 0x0F, secaggRoster = 0x10, secaggShares = 0x11, secaggUnmask = 0x12, secaggReveal = 0x13,
+       vocabulary = 0x14, tokenizer = 0x15
 }
 
 /// Every message of the protocol. Large binary data (model and update chunks) lives in the payload frame.
@@ -144,6 +145,13 @@ public enum Message: Equatable, Sendable {
   case secaggUnmask(round: UInt64, survivors: [[UInt8]], dropped: [[UInt8]])
   /// Node → coordinator: the shares asked for.
   case secaggReveal(round: UInt64, shares: [SecAggRevealed])
+  /// Node → coordinator, the vocabulary phase (SPEC §4.4): one language's pre-token count table (payload frame,
+  /// "AGVC"), signed by the node (statement: "AGORA-VOCAB-v1" ‖ federation ‖ BLAKE2b-256 of the table);
+  /// `remaining`: how many more tables this node sends after this one. Allowed before JOIN.
+  case vocabulary(remaining: UInt16, signature: [UInt8], payload: Payload)
+  /// Coordinator → node: the federation's tokenizer.json (payload frame), its BLAKE2b-256 `hash` (what version 0
+  /// and JOIN's terms name) and the coordinator's signature ("AGORA-TOKENIZER-v1" ‖ federation ‖ hash).
+  case tokenizer(hash: [UInt8], signature: [UInt8], payload: Payload)
 
   public var type: MessageType {
     switch self {
@@ -166,6 +174,8 @@ public enum Message: Equatable, Sendable {
     case .secaggShares: return .secaggShares
     case .secaggUnmask: return .secaggUnmask
     case .secaggReveal: return .secaggReveal
+    case .vocabulary: return .vocabulary
+    case .tokenizer: return .tokenizer
     }
   }
 
@@ -236,6 +246,10 @@ public enum Message: Equatable, Sendable {
     case .secaggReveal(let r, let shares):
       w.u64(r); w.u16(UInt16(shares.count))
       for x in shares { w.raw(x.about); w.u8(x.kind); w.u8(x.x); w.raw(x.share) }
+    case .vocabulary(let remaining, let sig, let p):
+      w.u16(remaining); w.raw(sig); payload = p
+    case .tokenizer(let hash, let sig, let p):
+      w.raw(hash); w.raw(sig); payload = p
     }
     return ([Wire.versionFrame, w.bytes], payload)
   }
@@ -259,7 +273,7 @@ public enum Message: Equatable, Sendable {
     guard !body.isEmpty else { throw WireError.emptyBody }
     guard body.count <= Wire.maxBody else { throw WireError.decode(.tooLarge("body", value: body.count, bound: Wire.maxBody)) }
     guard let type = MessageType(rawValue: body[0]) else { throw WireError.unknownType(body[0]) }
-    let hasPayload = type == .blobChunk || type == .uploadChunk || type == .counts || type == .secaggRoster
+    let hasPayload = type == .blobChunk || type == .uploadChunk || type == .counts || type == .secaggRoster || type == .vocabulary || type == .tokenizer
     guard frames.count == (hasPayload ? 3 : 2) else { throw WireError.payloadFrame(type: type, present: frames.count == 3) }
     if hasPayload {
       guard frames[2].count <= Wire.maxPayload else { throw WireError.decode(.tooLarge("payload", value: frames[2].count, bound: Wire.maxPayload)) }
@@ -357,6 +371,10 @@ public enum Message: Equatable, Sendable {
         m = .evaluation(version: version, hash: hash, scores: scores, signature: try r.raw(64, "signature"))
       case .secaggKeys, .secaggRoster, .secaggShares, .secaggUnmask, .secaggReveal:
         m = try Message.decodeSecureAggregation(type, &r, payload: frames.count == 3 ? frames[2] : nil)
+      case .vocabulary:
+        m = .vocabulary(remaining: try r.u16("remaining"), signature: try r.raw(64, "signature"), payload: frames[2])
+      case .tokenizer:
+        m = .tokenizer(hash: try r.raw(32, "tokenizer hash"), signature: try r.raw(64, "signature"), payload: frames[2])
       }
       try r.expectEnd()
       return m

@@ -1,5 +1,6 @@
 import AgoraDashboard
 import AgoraFederation
+import AgoraTransport
 import AgoraTensor
 import ArgumentParser
 import Dispatch
@@ -31,6 +32,15 @@ struct CoordinatorCommand: ParsableCommand {
     setvbuf(stdout, nil, _IOLBF, 0)  // a line at a time, also into a log file
     let cfg: CoordinatorConfig
     do { cfg = try CoordinatorConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
+    if VocabularyPhase.needed(cfg.federation) {
+      // The federation's vocabulary is learned first, from the nodes' count tables (SPEC §4.4).
+      let phase = VocabularyPhase(config: cfg)
+      phase.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+      let stop = ManagedAtomicFlag()
+      let signals = onTerminationSignal { stop.set() }
+      defer { _ = signals }
+      _ = try phase.run(stop: stop)
+    }
     let service = try CoordinatorService(config: cfg)
     // The round table goes to stdout; what happens inside a round to stderr (the demo keeps it in a log).
     service.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
@@ -79,6 +89,15 @@ struct NodeCommand: ParsableCommand {
     let cfg: NodeConfig
     do { cfg = try NodeConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
     LoggingSystem.bootstrap { StreamLogHandler.standardOutput(label: $0) }
+    if VocabularyPhase.needed(cfg.federation) {
+      // Count tables out, the federation's tokenizer in (SPEC §4.4), before the node can state its terms.
+      let client = VocabularyClient(config: cfg)
+      client.log = { print($0) }
+      let stop = ManagedAtomicFlag()
+      let signals = onTerminationSignal { stop.set() }
+      defer { _ = signals }
+      try client.run(stop: stop)
+    }
     let node = try NodeService(config: cfg)
     let signals = onTerminationSignal { node.requestStop() }
     defer { _ = signals; node.shutdown() }
