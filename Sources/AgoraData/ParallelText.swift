@@ -102,6 +102,8 @@ public struct TokenizerFairness: Sendable {
 
   public var languages: [Language]
   public var parallelSentences: Int
+  /// Each language's premium on the parallel text (also those not among `texts`).
+  public var premiums: [String: Double]
 
   /// `texts`: each language's text to measure on; `parallel`: aligned sentences per language (may be empty).
   public init(tokenizer: Tokenizer, texts: [(String, String)], parallel: [String: [String]]) {
@@ -112,6 +114,7 @@ public struct TokenizerFairness: Sendable {
       tokens[l] = Double(n)
     }
     let median = tokens.values.sorted().dropFirst(max(0, tokens.count - 1) / 2).first.flatMap { $0 > 0 ? $0 : nil }
+    premiums = median.map { m in tokens.mapValues { $0 / m } } ?? [:]
     languages = texts.map { name, text in
       let n = Double(tokenizer.encode(text).count)
       let chars = Double(text.unicodeScalars.count)

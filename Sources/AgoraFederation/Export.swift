@@ -36,7 +36,9 @@ public enum VersionExport {
     let gen = "{\n  \"bos_token_id\": \(tokenizer.eotID),\n  \"eos_token_id\": \(tokenizer.eotID),\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n  \"top_k\": 50,\n  \"max_new_tokens\": 64\n}\n"
     try AtomicFile.write(Data(gen.utf8), to: dir + "/generation_config.json")
     try AtomicFile.write(try summary.json(), to: dir + "/training_data.json")
-    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid).utf8), to: dir + "/README.md")
+    let vocabulary = VocabularySummary.load(from: store, tokenizer: v.tokenizer)
+    if let vocabulary { try AtomicFile.write(vocabulary.raw, to: dir + "/vocabulary.json") }
+    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid, vocabulary: vocabulary).utf8), to: dir + "/README.md")
     return Result(summary: summary, signatureValid: valid)
   }
 
@@ -44,7 +46,7 @@ public enum VersionExport {
   public static func modelCard(_ number: Int, from store: Registry, signKey: [UInt8]) throws -> String {
     let v = try store.version(number)
     return modelCard(v, summary: try TrainingDataSummary.of(number, in: store), config: try parseConfig(v.config),
-                     signatureValid: try store.signatureValid(v, signKey: signKey))
+                     signatureValid: try store.signatureValid(v, signKey: signKey), vocabulary: VocabularySummary.load(from: store, tokenizer: v.tokenizer))
   }
 
   static func parseConfig(_ json: String) throws -> GPTConfig {
@@ -52,7 +54,7 @@ public enum VersionExport {
   }
 
 
-  static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool) -> String {
+  static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool, vocabulary: VocabularySummary?) -> String {
     let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \(TrainingDataSummary.cell($0.key)) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")
     return """
     ---
@@ -89,6 +91,11 @@ public enum VersionExport {
     | --- | --- |
     \(bpb.isEmpty ? "| (not evaluated) | |" : bpb)
     \(summary.institutions.isEmpty ? "" : "\n## Evaluation by the institutions (bits per byte on their own validation text, signed)\n\n" + summary.institutionsMarkdown)
+
+    ## Tokenizer
+
+    tokenizer.json, BLAKE2b-256 `\(v.tokenizer)`.
+    \(vocabulary?.markdown ?? "It was given to the federation (not learned in a vocabulary phase).")
     """
   }
 }
@@ -99,5 +106,49 @@ extension VersionRecord {
     guard let e = v.dpEpsilon, let d = v.dpDelta else { return nil }
     return String(format: "Client-level differential privacy: (ε = %.3g, δ = %g) for every contributor over the version's whole lineage (Rényi accountant; noise multiplier %.3f in this version's round).",
                   e, d, v.dpNoise ?? .nan)
+  }
+}
+
+/// `vocabulary.json` of a federation whose vocabulary was learned in the vocabulary phase (SPEC §4.4): who
+/// contributed counts for which languages, and how fairly the tokenizer serves them.
+public struct VocabularySummary {
+  public let raw: Data
+  let object: [String: Any]
+
+  /// The summary in the registry's data directory, if it belongs to `tokenizer` (its hash).
+  public static func load(from store: Registry, tokenizer: String) -> VocabularySummary? {
+    guard let d = FileManager.default.contents(atPath: store.dataDir + "/vocabulary.json"),
+          let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any], o["tokenizer"] as? String == tokenizer else { return nil }
+    return VocabularySummary(raw: d, object: o)
+  }
+
+  var markdown: String {
+    var lines = ["Learned in the federation's vocabulary phase from pre-token counts, never from text (balance `\(object["balance"] ?? "?")`;"
+                 + " pre-tokens seen fewer than \(object["min_count"] ?? "?") times or in fewer than \(object["min_documents"] ?? "?") documents stayed on the nodes)."]
+    lines.append("")
+    lines.append("| contributor | languages (octets of text counted) |")
+    lines.append("| --- | --- |")
+    for c in (object["contributors"] as? [[String: Any]]) ?? [] {
+      let langs = ((c["languages"] as? [String: Any]) ?? [:]).keys.sorted().map { l -> String in
+        let b = (((c["languages"] as? [String: Any])?[l] as? [String: Any])?["bytes"] as? NSNumber)?.intValue ?? 0
+        return "\(l) (\(b))"
+      }
+      lines.append("| \(TrainingDataSummary.cell(c["name"] as? String ?? "?")) | \(langs.joined(separator: ", ")) |")
+    }
+    if let p = object["public_corpus"] as? [String: Any], !p.isEmpty {
+      lines.append("| the coordinator's public corpus | \(p.keys.sorted().map { "\($0) (\((p[$0] as? NSNumber)?.intValue ?? 0))" }.joined(separator: ", ")) |")
+    }
+    let n = (object["parallel_sentences"] as? NSNumber)?.intValue ?? 0
+    lines.append("")
+    lines.append("| language | tokens per byte (on the counts) | premium on parallel text\(n > 0 ? " (\(n) sentences of gettext catalogues; 1 = the median language)" : "") |")
+    lines.append("| --- | --- | --- |")
+    let langs = (object["languages"] as? [String: Any]) ?? [:]
+    for l in langs.keys.sorted() {
+      let x = langs[l] as? [String: Any]
+      let tpb = (x?["tokens_per_byte"] as? NSNumber)?.doubleValue ?? .nan
+      let prem = (x?["premium"] as? NSNumber)?.doubleValue
+      lines.append("| \(TrainingDataSummary.cell(l)) | \(String(format: "%.4f", tpb)) | \(prem.map { String(format: "%.3f", $0) } ?? "—") |")
+    }
+    return lines.joined(separator: "\n")
   }
 }

@@ -133,7 +133,13 @@ public final class VocabularyPhase {
     try FileManager.default.createDirectory(atPath: (fed.tokenizer as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
     try AtomicFile.write(Data(json), to: fed.tokenizer)
     try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
-    try AtomicFile.write(Data(VocabularyPhase.summary(hash: hash, settings: v, contributions: done, publicBytes: publicBytes).utf8),
+    // Fairness, for the model card: tokens per octet on the counts, and the premium on parallel text where this
+    // machine has gettext catalogues in the federation's languages.
+    let perByte = trainer.tokensPerByte(tok)
+    let parallel = (try? ParallelText.fromMessageCatalogues(languages: merged.map(\.language))) ?? [:]
+    let premium = TokenizerFairness(tokenizer: tok, texts: [], parallel: parallel).premiums
+    try AtomicFile.write(Data(VocabularyPhase.summary(hash: hash, settings: v, contributions: done, publicBytes: publicBytes,
+                                                      tokensPerByte: perByte, premium: premium, parallelSentences: parallel.values.first?.count ?? 0).utf8),
                          to: config.dataDir + "/vocabulary.json")
     log(String(format: "  learned %d merges from %d languages (%d nodes%@) in %.1f s, balance %@; tokenizer %@",
                tok.merges.count, merged.count, done.count, publicBytes.isEmpty ? "" : " and the public corpus", Date().timeIntervalSince(t0),
@@ -146,15 +152,20 @@ public final class VocabularyPhase {
   }
 
   /// vocabulary.json: the tokenizer's hash, the settings, and per contributor the languages and their sizes.
-  static func summary(hash: [UInt8], settings v: FederationConfig.VocabularySettings, contributions: [String: Contribution], publicBytes: [String: UInt64]) -> String {
+  static func summary(hash: [UInt8], settings v: FederationConfig.VocabularySettings, contributions: [String: Contribution], publicBytes: [String: UInt64],
+                      tokensPerByte: [String: Double], premium: [String: Double], parallelSentences: Int) -> String {
     let nodes = contributions.keys.sorted().map { fp -> String in
       let c = contributions[fp]!
       let langs = c.tables.keys.sorted().map { l in "\(jsonQuoted(l)):{\"bytes\":\(c.tables[l]!.bytes),\"pre_tokens\":\(c.tables[l]!.entries.count)}" }
       return "{\"name\":\(jsonQuoted(c.name)),\"fingerprint\":\"\(fp)\",\"languages\":{\(langs.joined(separator: ","))}}"
     }
     let pub = publicBytes.keys.sorted().map { "\(jsonQuoted($0)):\(publicBytes[$0]!)" }
+    let langs = tokensPerByte.keys.sorted().map { l in
+      "\(jsonQuoted(l)):{\"tokens_per_byte\":\(tokensPerByte[l]!),\"premium\":\(premium[l].map { "\($0)" } ?? "null")}"
+    }
     return "{\"tokenizer\":\"\(hex(hash))\",\"balance\":\"\(v.balance)\",\"min_count\":\(v.minCount),\"min_documents\":\(v.minDocuments),\"noise\":\(v.noise),"
-      + "\"contributors\":[\(nodes.joined(separator: ","))],\"public_corpus\":{\(pub.joined(separator: ","))}}\n"
+      + "\"contributors\":[\(nodes.joined(separator: ","))],\"public_corpus\":{\(pub.joined(separator: ","))},"
+      + "\"parallel_sentences\":\(parallelSentences),\"languages\":{\(langs.joined(separator: ","))}}\n"
   }
 
   static func jsonQuoted(_ s: String) -> String {

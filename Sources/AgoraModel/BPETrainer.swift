@@ -96,11 +96,23 @@ public struct BPETrainer {
 
   /// Each language's tokens per character under `tok`, on its own counts.
   public func tokensPerCharacter(_ tok: Tokenizer) -> [Double] {
+    tokens(tok).enumerated().map { $0.element / Double(max(1, sizes[$0.offset].characters)) }
+  }
+
+  /// Each language's tokens per octet under `tok`, on its own counts (by language name; pre-tokens a node kept
+  /// back are not counted, so this is a lower bound when thresholds dropped some).
+  public func tokensPerByte(_ tok: Tokenizer) -> [String: Double] {
+    let t = tokens(tok)
+    let names = report.languages.filter { (report.bytes[$0] ?? 0) > 0 }
+    return Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, t[$0.offset] / Double(max(1, sizes[$0.offset].bytes))) })
+  }
+
+  func tokens(_ tok: Tokenizer) -> [Double] {
     var tokens = [Double](repeating: 0, count: sizes.count)
     for (i, w) in words.enumerated() {
       tokens[Int(languageOf[i])] += Double(tok.encodePreToken(w.map { UInt8($0) }).count) * counts[i]
     }
-    return tokens.enumerated().map { $0.element / Double(max(1, sizes[$0.offset].characters)) }
+    return tokens
   }
 
   /// Learns up to `vocabSize - 257` merges (256 bytes and `<|endoftext|>` take the rest), each language equal.

@@ -18,7 +18,9 @@ enum DemoSetup {
   static func prepare(federation: String, nodeConfigs: [String]) throws {
     let fm = FileManager.default
     let fed = try FederationConfig(path: federation)
-    if !fm.fileExists(atPath: fed.tokenizer) {
+    // A federated vocabulary is learned by the coordinator from the nodes' count tables (the vocabulary phase);
+    // otherwise the demo learns the shared one here from every institution's text.
+    if fed.vocabulary == nil && !fm.fileExists(atPath: fed.tokenizer) {
       var bpe = BPETrainer()
       let sources = try LanguageSource.discover(fed.evalData.isEmpty ? [".agora/data/demo"] : fed.evalData)
       for s in sources {

@@ -135,6 +135,12 @@ struct Demo: ParsableCommand {
       print("demo: a new federation; removing the previous demo's registry in \(URL(fileURLWithPath: coordData).standardizedFileURL.path)")
       try fm.removeItem(atPath: coordData)
     }
+    // … and its vocabulary, when the federation learns it: the vocabulary phase runs again.
+    let fed = try FederationConfig(path: fedCfg, overrides: overrides)
+    if fed.vocabulary != nil && fm.fileExists(atPath: fed.tokenizer) {
+      print("demo: the vocabulary is learned anew from the institutions' count tables (removing \(URL(fileURLWithPath: fed.tokenizer).standardizedFileURL.path))")
+      try fm.removeItem(atPath: fed.tokenizer)
+    }
     try fm.createDirectory(atPath: work + "/logs", withIntermediateDirectories: true)
     let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     var children: [Process] = []

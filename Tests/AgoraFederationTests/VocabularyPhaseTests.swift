@@ -51,5 +51,13 @@ import Testing
     #expect(summary.contains(hash) && summary.contains("\"name\":\"a\"") && summary.contains("\"pl\"") && summary.contains("\"de\""), "\(summary)")
     let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
     #expect(try store.version(0).tokenizer == hash)
+    #expect(summary.contains("\"tokens_per_byte\""))
+    // The exported model card says how the vocabulary was learned and from whom; vocabulary.json goes along.
+    let out = h.dir + "/export"
+    let (status, text) = try h.run(["export", "2", "--config", h.dir + "/coordinator.toml", "--out", out])
+    #expect(status == 0, "\(text)")
+    let card = try String(contentsOfFile: out + "/README.md", encoding: .utf8)
+    #expect(card.contains("## Tokenizer") && card.contains(hash) && card.contains("vocabulary phase") && card.contains("| a | de ("), "\(card)")
+    #expect(FileManager.default.fileExists(atPath: out + "/vocabulary.json"))
   }
 }
