@@ -241,7 +241,7 @@ public struct FederationConfig: Sendable {
   public struct VocabularySettings: Sendable {
     /// Tokens, with the 256 bytes and <|endoftext|> (nil: the model preset's).
     public var size: Int? = nil
-    public var balance: BPETrainer.Balance = .equalize(rounds: 3, strength: 1)
+    public var balance: BPETrainer.Balance = .equalize(rounds: 6, strength: 1)
     /// k and m: a node drops pre-tokens seen fewer times, or in fewer documents, before its table leaves it.
     public var minCount: UInt64 = 5
     public var minDocuments: UInt32 = 2

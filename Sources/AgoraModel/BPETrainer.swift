@@ -252,7 +252,7 @@ extension BPETrainer.Balance: CustomStringConvertible {
     case "bytes" where p.count == 1: self = .bytes
     case "temperature" where p.count == 2: self = .temperature(try num(1), characters: false)
     case "temperature-characters" where p.count == 2: self = .temperature(try num(1), characters: true)
-    case "equalize" where p.count == 1: self = .equalize(rounds: 3, strength: 1)
+    case "equalize" where p.count == 1: self = .equalize(rounds: 6, strength: 1)
     case "equalize" where p.count == 3:
       let r = try num(1)
       guard r == r.rounded(), r <= 20 else { throw ModelError.invalidConfig("balance \"\(s)\": rounds must be a whole number up to 20") }

@@ -116,7 +116,7 @@ func demoText(_ lang: String, bytes: Int) throws -> String {
 
   @Test func balanceSettingsParse() throws {
     #expect(try BPETrainer.Balance(parsing: "bytes") == .bytes)
-    #expect(try BPETrainer.Balance(parsing: "equalize") == .equalize(rounds: 3, strength: 1))
+    #expect(try BPETrainer.Balance(parsing: "equalize") == .equalize(rounds: 6, strength: 1))
     #expect(try BPETrainer.Balance(parsing: "equalize:5:2") == .equalize(rounds: 5, strength: 2))
     #expect(try BPETrainer.Balance(parsing: "temperature-characters:3") == .temperature(3, characters: true))
     for bad in ["", "equalize:2", "temperature:-1", "temperature:nan", "equalize:1.5:1", "bits"] {
