@@ -24,7 +24,7 @@ public enum VocabularyStatement {
 
 /// The coordinator's side of the vocabulary phase: before version 0, when the federation's vocabulary is
 /// federated and not yet learned. It admits enrolled nodes (ZAP), takes each node's signed count tables,
-/// waits for `tokenizer.contributors` nodes to answer (every enrolled one by default; a compute donor answers
+/// (sealed to its aggregation key), waits for `tokenizer.contributors` nodes to answer (every enrolled one by default; a compute donor answers
 /// that it holds no text) or `tokenizer.phase_seconds`, adds
 /// the public corpus's counts if it holds one, learns the merges with the configured balance, writes
 /// tokenizer.json where `model.tokenizer` says and a summary of who contributed what (`vocabulary.json` in the
@@ -52,6 +52,9 @@ public final class VocabularyPhase {
     let fed = config.federation
     guard let v = fed.vocabulary else { throw ConfigError(file: fed.path, key: "tokenizer.federated", problem: "the vocabulary is not federated") }
     let identity = try Identity.load(from: config.identity)
+    guard let aggP = identity.card.aggregationPublic, let aggS = identity.aggregationSecret else {
+      throw ConfigError(file: config.identity, key: "-", problem: "not a coordinator identity (no aggregation key; use agora keygen --coordinator)")
+    }
     let enrolment = try EnrolmentRegistry.load(directory: config.enrolled)
     let zap = ZAPHandler(registry: enrolment, log: { [log] in log("  " + $0) })
     try zap.start()
@@ -74,7 +77,12 @@ public final class VocabularyPhase {
       }
       switch msg {
       case .vocabulary(let remaining, let signature, let payload):
-        let bytes = payload.array
+        // Sealed to the coordinator's aggregation key (crypto_box_seal), as updates are.
+        guard let bytes = try? Sodium.sealOpen(payload.array, publicKey: aggP, secretKey: aggS) else {
+          endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "the count table is not sealed to this coordinator's aggregation key", subject: .none), to: m.peer)
+          log("  \(name): a count table that does not open, refused")
+          continue
+        }
         guard Sodium.verify(signature, message: VocabularyStatement.table(federation: fed.id, table: bytes), publicKey: card.signPublic) else {
           endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "the count table is not signed by this node's key", subject: .none), to: m.peer)
           log("  \(name): a count table with a bad signature, refused")
@@ -213,12 +221,17 @@ public final class VocabularyClient {
       }
     }
     let signatures = try payloads.map { try Sodium.sign(VocabularyStatement.table(federation: fed.id, table: $0), secretKey: identity.signSecret) }
+    // Sealed to the coordinator's aggregation key: only the coordinator opens them (not a relay, not a log).
+    guard let aggregation = coordinator.aggregationPublic else {
+      throw ConfigError(file: fed.coordinatorCard, key: "-", problem: "the coordinator's card has no aggregation key")
+    }
+    let sealed = try payloads.map { try Sodium.seal($0, to: aggregation) }
     let endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinator.curvePublic,
                                        keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
     defer { endpoint.close() }
     func send() {
-      for (i, p) in payloads.enumerated() {
-        endpoint.send(.vocabulary(remaining: UInt16(payloads.count - 1 - i), signature: signatures[i], payload: Payload(p)))
+      for i in payloads.indices {
+        endpoint.send(.vocabulary(remaining: UInt16(payloads.count - 1 - i), signature: signatures[i], payload: Payload(sealed[i])))
       }
     }
     send()

@@ -3,6 +3,7 @@ import AgoraFederation
 import AgoraModel
 import AgoraRegistry
 import AgoraTestSupport
+import AgoraTransport
 import AgoraWire
 import Foundation
 import Testing
@@ -59,5 +60,57 @@ import Testing
     let card = try String(contentsOfFile: out + "/README.md", encoding: .utf8)
     #expect(card.contains("## Tokenizer") && card.contains(hash) && card.contains("vocabulary phase") && card.contains("| a | de ("), "\(card)")
     #expect(FileManager.default.fileExists(atPath: out + "/vocabulary.json"))
+  }
+
+  /// A table signed with another node's key, one not sealed to the coordinator, and a malformed one are refused
+  /// with an ERROR each and counted nowhere; JOIN during the phase is told to send tables first. The phase then
+  /// completes with the honest tables alone.
+  @Test func badTablesAreRefusedAndCountedNowhere() throws {
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"])], rounds: 1, innerSteps: 2,
+                        extra: "\n[tokenizer]\nfederated = true\nvocab_size = 400\nbalance = \"bytes\"\nmin_count = 1\nmin_documents = 1\nphase_seconds = 60")
+    defer { h.cleanup() }
+    let f = h.dir + "/federation.toml"
+    try String(contentsOfFile: f, encoding: .utf8).replacingOccurrences(of: "tokenizer = \"tokenizer.json\"", with: "tokenizer = \"federated/tokenizer.json\"")
+      .write(toFile: f, atomically: true, encoding: .utf8)
+    var direct = BPETrainer()
+    for l in ["de", "fr"] { direct.addLanguage(l, texts: [try String(contentsOfFile: h.dir + "/data/\(l)/train.txt", encoding: .utf8)]) }
+    let union = try direct.train(vocabSize: 400).jsonData()
+    let coord = try h.coordinator()
+    // A hand-driven client with b's identity.
+    let b = try Identity.load(from: h.dir + "/keys/b"), a = try Identity.load(from: h.dir + "/keys/a")
+    let card = try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml")
+    let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(h.port)", serverKey: card.curvePublic,
+                                 keys: CurveKeys(publicKey: b.card.curvePublic, secretKey: b.curveSecret))
+    defer { ep.close() }
+    let poison = PreTokenCounts(language: "fr", bytes: 100, characters: 100, documents: 1,
+                                entries: [Array("Zyqwortpoison".utf8): .init(count: 1_000_000, documents: 1)]).encoded()
+    let statement = VocabularyStatement.table(federation: "test-federation", table: poison)
+    let other = try Sodium.boxKeypair()
+    let garbage = Array("AGVC".utf8) + [1, 2, 0x66, 0x72, 5]
+    let attempts: [(String, [UInt8], [UInt8])] = [
+      ("signed by a", try Sodium.sign(statement, secretKey: a.signSecret), try Sodium.seal(poison, to: card.aggregationPublic!)),
+      ("not sealed to the coordinator", try Sodium.sign(statement, secretKey: b.signSecret), try Sodium.seal(poison, to: other.publicKey)),
+      ("malformed", try Sodium.sign(VocabularyStatement.table(federation: "test-federation", table: garbage), secretKey: b.signSecret),
+       try Sodium.seal(garbage, to: card.aggregationPublic!)),
+    ]
+    for (_, sig, payload) in attempts { ep.send(.vocabulary(remaining: 0, signature: sig, payload: Payload(payload))) }
+    ep.send(.join(name: "b", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0,
+                  terms: TrainingTerms(tokenizerHash: [UInt8](repeating: 0, count: 32), modelHash: [UInt8](repeating: 0, count: 32),
+                                       innerSteps: 2, batch: 8, learningRateBits: 0, rounds: 1)))
+    var errors: [String] = []
+    let end = Date(timeIntervalSinceNow: 20)
+    while errors.count < 4 && Date() < end {
+      if let m = ep.receive(timeout: 0.5), case .success(.error(_, let text, _)) = m.message { errors.append(text) }
+    }
+    #expect(errors.count == 4, "\(errors)")
+    #expect(errors.contains { $0.contains("not signed by this node's key") } && errors.contains { $0.contains("not sealed") }
+              && errors.contains { $0.contains("truncated") } && errors.contains { $0.contains("send your count tables") }, "\(errors)")
+    // The honest nodes complete the phase; nothing of the refused tables is in the vocabulary.
+    let nodes = try ["a", "b"].map { try h.node($0) }
+    #expect(h.wait(coord, seconds: 120) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    for p in nodes { _ = h.wait(p, seconds: 30) }
+    let learned = try Data(contentsOf: URL(fileURLWithPath: h.dir + "/federated/tokenizer.json"))
+    #expect(learned == union)
+    #expect(!String(decoding: learned, as: UTF8.self).contains("Zyq"))
   }
 }
