@@ -122,6 +122,15 @@ public struct VocabularySummary {
     return VocabularySummary(raw: d, object: o)
   }
 
+  /// "A (de, fr), B (pl) and the public corpus (it)".
+  public var contributorLine: String {
+    var parts = ((object["contributors"] as? [[String: Any]]) ?? []).map { c -> String in
+      "\(c["name"] as? String ?? "?") (\(((c["languages"] as? [String: Any]) ?? [:]).keys.sorted().joined(separator: ", ")))"
+    }
+    if let p = object["public_corpus"] as? [String: Any], !p.isEmpty { parts.append("the public corpus (\(p.keys.sorted().joined(separator: ", ")))") }
+    return parts.joined(separator: ", ")
+  }
+
   var markdown: String {
     var lines = ["Learned in the federation's vocabulary phase from pre-token counts, never from text (balance `\(object["balance"] ?? "?")`;"
                  + " pre-tokens seen fewer than \(object["min_count"] ?? "?") times or in fewer than \(object["min_documents"] ?? "?") documents stayed on the nodes)."]

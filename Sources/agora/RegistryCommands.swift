@@ -74,6 +74,11 @@ struct ShowCommand: ParsableCommand {
     print("signature  \(ok ? "valid" : "INVALID") (coordinator key \(hex(try options.signKey(cfg)).prefix(16))…)")
     print("blobs      \(v.freedAt == nil ? (store.checkBlob(v.hash, what: "weights") == nil ? "weights present and intact" : "weights MISSING or CORRUPT") : "freed by gc")")
     print("lineage    " + lineage.map { "\($0.number) (\($0.hash.prefix(8)))" }.joined(separator: " ← "))
+    if let vs = VocabularySummary.load(from: store, tokenizer: v.tokenizer) {
+      print("tokenizer  \(v.tokenizer.prefix(16)) learned in the vocabulary phase from " + vs.contributorLine)
+    } else {
+      print("tokenizer  \(v.tokenizer.prefix(16)) (given to the federation)")
+    }
     if let p = VersionRecord.privacyLine(v) { print("privacy    " + p) }
     print("\ncontributors to its lineage:")
     print(summary.markdown)

@@ -60,6 +60,8 @@ import Testing
     let card = try String(contentsOfFile: out + "/README.md", encoding: .utf8)
     #expect(card.contains("## Tokenizer") && card.contains(hash) && card.contains("vocabulary phase") && card.contains("| a | de ("), "\(card)")
     #expect(FileManager.default.fileExists(atPath: out + "/vocabulary.json"))
+    let (s2, shown) = try h.run(["show", "2", "--config", h.dir + "/coordinator.toml"])
+    #expect(s2 == 0 && shown.contains("learned in the vocabulary phase from a (de), b (fr, pl)"), "\(shown)")
   }
 
   /// A table signed with another node's key, one not sealed to the coordinator, and a malformed one are refused
