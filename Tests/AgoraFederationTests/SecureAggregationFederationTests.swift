@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraFederation
 import AgoraSecureAggregation
+import AgoraRegistry
 import AgoraTestSupport
 import Foundation
 import Testing
@@ -156,5 +157,38 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, warmStart: Int = 0
     words.withUnsafeBufferPointer { wb in expected.withUnsafeMutableBytes { enc.codec.pack(wb, into: UnsafeMutableRawBufferPointer(rebasing: $0[16...])) } }
     #expect(payload == expected)
     #expect(fused == plain, "the error feedback left behind")
+  }
+}
+
+/// Secure aggregation under a coordinator crash.
+@Suite(.serialized) struct SecureAggregationCrashTests {
+  /// SIGKILL of the coordinator in the middle of round 2's key exchange, and a restart: the masked round is lost
+  /// whole (no version from it, nothing half-unmasked), the nodes — never restarted — give up on it, rejoin,
+  /// and every later round unmasks its sum from fresh keys; the registry verifies.
+  @Test func coordinatorKilledDuringTheKeyExchangeResumes() throws {
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 4, innerSteps: 5, quorum: 1.0, deadline: 20,
+                        extra: "secure_aggregation = true\nscore_updates = false\nsecure_aggregation_setup_seconds = 5")
+    defer { h.cleanup() }
+    try namesMembers(h)
+    let first = try h.coordinator(log: "coordinator-0.log")
+    Thread.sleep(forTimeInterval: 0.3)
+    let nodes = try ["a", "b", "c"].map { try h.node($0) }
+    defer { for n in nodes where n.isRunning { n.terminate() } }
+    // Wait (bounded) until round 2's roster is out, then kill.
+    let end = Date(timeIntervalSinceNow: 120)
+    while Date() < end && !h.read("coordinator-0.log").contains("round 2: secure aggregation:") { Thread.sleep(forTimeInterval: 0.02) }
+    #expect(h.read("coordinator-0.log").contains("round 2: secure aggregation:"), "\(h.read("coordinator-0.log"))")
+    kill(first.processIdentifier, SIGKILL)
+    _ = h.wait(first, seconds: 10)
+    let second = try h.coordinator(log: "coordinator-1.log")
+    #expect(h.wait(second, seconds: 240) && second.terminationStatus == 0, "\(h.read("coordinator-1.log"))")
+    for p in nodes { _ = h.wait(p, seconds: 30) }
+    let log = h.read("coordinator-1.log")
+    #expect(log.contains("resuming test-federation from version 1"), "\(log)")
+    #expect(log.components(separatedBy: "unmasked the sum of 3 updates").count - 1 == 3, "rounds 2, 3, 4 after the restart: \(log)")
+    let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
+    #expect(try store.versions().map(\.number) == [0, 1, 2, 3, 4])
+    let (status, verify) = try h.run(["verify", "--config", h.dir + "/coordinator.toml"])
+    #expect(status == 0 && verify.contains("all versions verify"), "\(verify)")
   }
 }
