@@ -1,3 +1,4 @@
+import Foundation
 import AgoraTensor
 import Testing
 @testable import AgoraModel
@@ -176,5 +177,74 @@ import Testing
     }
     #expect(checked > 50)
     #expect(worst < 3e-2, "whole model: worst relative error \(worst) over \(checked) coordinates")
+  }
+}
+
+/// Finite-difference checks of the LLaMA-style block's new layers (issue #18): RMSNorm, rotary embeddings, SwiGLU.
+@Suite struct LlamaLayerGradientTests {
+  let gc = GradientCheckTests()
+
+  @Test func rmsnorm() {
+    var r = GradientCheckTests.Rand()
+    let N = 6, C = 20
+    let inp = r.buffer(N * C), w = r.buffer(C), R = r.buffer(N * C)
+    let out = FloatBuffer(count: N * C), rstd = FloatBuffer(count: N)
+    func loss() -> Double {
+      rmsnormForward(out.pointer, rstd.pointer, inp.pointer, w.pointer, N: N, C: C, eps: 1e-5)
+      return gc.dot(out, R)
+    }
+    _ = loss()
+    // Forward: each row's mean square after normalisation (w = 1) is 1.
+    let ones = FloatBuffer(count: C)
+    for c in 0..<C { ones[c] = 1 }
+    rmsnormForward(out.pointer, rstd.pointer, inp.pointer, ones.pointer, N: N, C: C, eps: 0)
+    var ms = 0.0
+    for c in 0..<C { ms += Double(out[c] * out[c]) }
+    #expect(abs(ms / Double(C) - 1) < 1e-5)
+    _ = loss()
+    let dinp = FloatBuffer(count: N * C), dw = FloatBuffer(count: C)
+    let scratch = FloatBuffer(count: Parallel.threads * C)
+    rmsnormBackward(dinp.pointer, dw.pointer, R.pointer, inp.pointer, w.pointer, rstd.pointer, N: N, C: C, scratch: scratch.pointer)
+    gc.check("rmsnorm dinp", x: inp, ana: dinp, loss: loss)
+    gc.check("rmsnorm dw", x: w, ana: dw, samples: C, loss: loss)
+  }
+
+  @Test func rotaryEmbeddings() {
+    var r = GradientCheckTests.Rand()
+    let B = 2, T = 7, NH = 3, HS = 8
+    let n = B * T * NH * HS
+    let inp = r.buffer(n), R = r.buffer(n), out = FloatBuffer(count: n)
+    let table = RotaryTable(T: T, headSize: HS)
+    func loss() -> Double {
+      ropeForward(out.pointer, inp.pointer, table, B: B, T: T, NH: NH, HS: HS)
+      return gc.dot(out, R)
+    }
+    _ = loss()
+    // Position 0 is not rotated; every position keeps each head's norm.
+    for i in 0..<(NH * HS) { #expect(out[i] == inp[i]) }
+    for v in 0..<(B * T * NH) {
+      var a = 0.0, b = 0.0
+      for i in 0..<HS { a += Double(inp[v * HS + i] * inp[v * HS + i]); b += Double(out[v * HS + i] * out[v * HS + i]) }
+      #expect(abs(a - b) < 1e-4 * max(1, a))
+    }
+    // Position 3, head 1, pair 2: the angle is 3 · 10000^(−4/8).
+    let a = Float(3) * Float(1 / pow(10_000.0, 4.0 / 8.0)), base = ((0 * T + 3) * NH + 1) * HS
+    #expect(abs(out[base + 2] - (inp[base + 2] * cos(a) - inp[base + 6] * sin(a))) < 1e-5)
+    let dinp = FloatBuffer(count: n)
+    ropeBackward(dinp.pointer, R.pointer, table, B: B, T: T, NH: NH, HS: HS)
+    gc.check("rope dinp", x: inp, ana: dinp, samples: 40, loss: loss)
+  }
+
+  @Test func swiglu() {
+    var r = GradientCheckTests.Rand()
+    let n = 37
+    let gate = r.buffer(n, scale: 2), up = r.buffer(n), R = r.buffer(n), out = FloatBuffer(count: n)
+    func loss() -> Double { swigluForward(out.pointer, gate.pointer, up.pointer, n: n); return gc.dot(out, R) }
+    _ = loss()
+    #expect(abs(out[0] - gate[0] / (1 + exp(-gate[0])) * up[0]) < 1e-6)
+    let dg = FloatBuffer(count: n), du = FloatBuffer(count: n)
+    swigluBackward(dg.pointer, du.pointer, R.pointer, gate.pointer, up.pointer, n: n)
+    gc.check("swiglu dgate", x: gate, ana: dg, samples: n, eps: 1e-3, loss: loss)
+    gc.check("swiglu dup", x: up, ana: du, samples: n, eps: 1e-3, loss: loss)
   }
 }

@@ -1,0 +1,134 @@
+import AgoraTensor
+import Foundation
+
+// The layers a LLaMA-style block adds to GPT-2's (issue #18): RMSNorm, rotary position embeddings (Hugging
+// Face's `rotate_half` convention, as LlamaForCausalLM computes them) and the SwiGLU gate. Same conventions as
+// Layers.swift: row-major, backward functions accumulate into parameter gradients and, where said, into dinp.
+
+// MARK: - RMSNorm
+
+/// inp (N, C) → out (N, C) = x · r · w with r = 1/√(mean(x²) + eps) kept in rstd (N) for the backward pass.
+func rmsnormForward(_ out: P, _ rstd: P, _ inp: CP, _ w: CP, N: Int, C: Int, eps: Float) {
+  Parallel.forRange(N, minChunk: 8) { s, e in
+    for i in s..<e {
+      let x = inp + i * C, o = out + i * C
+      var ss: Float = 0
+      for c in 0..<C { ss += x[c] * x[c] }
+      let r = 1 / (ss / Float(C) + eps).squareRoot()
+      for c in 0..<C { o[c] = x[c] * r * w[c] }
+      rstd[i] = r
+    }
+  }
+}
+
+/// dout (N, C) → dinp (N, C) **accumulated**, dw (C) accumulated. dx_c = r·w_c·d_c − r³/C · x_c · Σ_j w_j·d_j·x_j.
+func rmsnormBackward(_ dinp: P, _ dw: P, _ dout: CP, _ inp: CP, _ w: CP, _ rstd: CP, N: Int, C: Int, scratch: P) {
+  let chunks = Parallel.threads
+  scratch.update(repeating: 0, count: chunks * C)
+  Parallel.forChunks(N, chunks: chunks) { k, s, e in
+    let pdw = scratch + k * C
+    for i in s..<e {
+      let x = inp + i * C, d = dout + i * C, di = dinp + i * C
+      let r = rstd[i]
+      var dot: Float = 0
+      for c in 0..<C {
+        dot += w[c] * d[c] * x[c]
+        pdw[c] += x[c] * r * d[c]
+      }
+      let k3 = r * r * r * dot / Float(C)
+      for c in 0..<C { di[c] += r * w[c] * d[c] - k3 * x[c] }
+    }
+  }
+  for k in 0..<min(chunks, N) {
+    let pdw = scratch + k * C
+    for c in 0..<C { dw[c] += pdw[c] }
+  }
+}
+
+// MARK: - Rotary position embeddings
+
+/// cos and sin of position t times frequency θ^(−2i/HS), i < HS/2: (T, HS/2) each, as LlamaRotaryEmbedding
+/// computes them (inverse frequencies and angles in binary32).
+public final class RotaryTable: @unchecked Sendable {
+  public let cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>
+  public let T: Int, half: Int
+  public init(T: Int, headSize HS: Int, theta: Double = 10_000) {
+    half = HS / 2
+    self.T = T
+    cos = .allocate(capacity: max(1, T * half))
+    sin = .allocate(capacity: max(1, T * half))
+    for i in 0..<half {
+      let invFreq = Float(1 / Foundation.pow(theta, Double(2 * i) / Double(HS)))
+      for t in 0..<T {
+        let a = Float(t) * invFreq
+        cos[t * half + i] = Foundation.cos(a)
+        sin[t * half + i] = Foundation.sin(a)
+      }
+    }
+  }
+  deinit {
+    cos.deallocate()
+    sin.deallocate()
+  }
+}
+
+/// x (B, T, NH, HS) → out: each head's vector rotated by its position (pairs i and i + HS/2). out may alias x.
+func ropeForward(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int) {
+  let h = HS / 2
+  Parallel.forRange(B * T, minChunk: 16) { s, e in
+    for bt in s..<e {
+      let t = bt % T
+      let c = table.cos + t * h, sn = table.sin + t * h
+      for hd in 0..<NH {
+        let x = inp + (bt * NH + hd) * HS, o = out + (bt * NH + hd) * HS
+        for i in 0..<h {
+          let a = x[i], b = x[i + h]
+          o[i] = a * c[i] - b * sn[i]
+          o[i + h] = b * c[i] + a * sn[i]
+        }
+      }
+    }
+  }
+}
+
+/// dout → dinp (the inverse rotation; a rotation's transpose). dinp may alias dout; not accumulated.
+func ropeBackward(_ dinp: P, _ dout: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int) {
+  let h = HS / 2
+  Parallel.forRange(B * T, minChunk: 16) { s, e in
+    for bt in s..<e {
+      let t = bt % T
+      let c = table.cos + t * h, sn = table.sin + t * h
+      for hd in 0..<NH {
+        let d = dout + (bt * NH + hd) * HS, di = dinp + (bt * NH + hd) * HS
+        for i in 0..<h {
+          let a = d[i], b = d[i + h]
+          di[i] = a * c[i] + b * sn[i]
+          di[i + h] = b * c[i] - a * sn[i]
+        }
+      }
+    }
+  }
+}
+
+// MARK: - SwiGLU
+
+/// out = silu(gate) · up, n elements (silu(g) = g · σ(g)).
+func swigluForward(_ out: P, _ gate: CP, _ up: CP, n: Int) {
+  Parallel.forRange(n, minChunk: 4096) { s, e in
+    for i in s..<e {
+      let g = gate[i]
+      out[i] = g / (1 + expf(-g)) * up[i]
+    }
+  }
+}
+
+/// dout → dgate, dup (not accumulated): dgate = d · up · σ(g)(1 + g(1 − σ(g))), dup = d · silu(g).
+func swigluBackward(_ dgate: P, _ dup: P, _ dout: CP, _ gate: CP, _ up: CP, n: Int) {
+  Parallel.forRange(n, minChunk: 4096) { s, e in
+    for i in s..<e {
+      let g = gate[i], sg = 1 / (1 + expf(-g)), d = dout[i]
+      dgate[i] = d * up[i] * sg * (1 + g * (1 - sg))
+      dup[i] = d * g * sg
+    }
+  }
+}
