@@ -164,29 +164,16 @@ public final class VocabularyPhase {
                       tokensPerByte: [String: Double], premium: [String: Double], parallelSentences: Int) -> String {
     let nodes = contributions.keys.sorted().map { fp -> String in
       let c = contributions[fp]!
-      let langs = c.tables.keys.sorted().map { l in "\(jsonQuoted(l)):{\"bytes\":\(c.tables[l]!.bytes),\"pre_tokens\":\(c.tables[l]!.entries.count)}" }
-      return "{\"name\":\(jsonQuoted(c.name)),\"fingerprint\":\"\(fp)\",\"languages\":{\(langs.joined(separator: ","))}}"
+      let langs = c.tables.keys.sorted().map { l in "\(jsonString(l)):{\"bytes\":\(c.tables[l]!.bytes),\"pre_tokens\":\(c.tables[l]!.entries.count)}" }
+      return "{\"name\":\(jsonString(c.name)),\"fingerprint\":\"\(fp)\",\"languages\":{\(langs.joined(separator: ","))}}"
     }
-    let pub = publicBytes.keys.sorted().map { "\(jsonQuoted($0)):\(publicBytes[$0]!)" }
+    let pub = publicBytes.keys.sorted().map { "\(jsonString($0)):\(publicBytes[$0]!)" }
     let langs = tokensPerByte.keys.sorted().map { l in
-      "\(jsonQuoted(l)):{\"tokens_per_byte\":\(tokensPerByte[l]!),\"premium\":\(premium[l].map { "\($0)" } ?? "null")}"
+      "\(jsonString(l)):{\"tokens_per_byte\":\(tokensPerByte[l]!),\"premium\":\(premium[l].map { "\($0)" } ?? "null")}"
     }
     return "{\"tokenizer\":\"\(hex(hash))\",\"balance\":\"\(v.balance)\",\"min_count\":\(v.minCount),\"min_documents\":\(v.minDocuments),\"noise\":\(v.noise),"
       + "\"contributors\":[\(nodes.joined(separator: ","))],\"public_corpus\":{\(pub.joined(separator: ","))},"
       + "\"parallel_sentences\":\(parallelSentences),\"languages\":{\(langs.joined(separator: ","))}}\n"
-  }
-
-  static func jsonQuoted(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-      switch u {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-      default: out.unicodeScalars.append(u)
-      }
-    }
-    return out + "\""
   }
 }
 

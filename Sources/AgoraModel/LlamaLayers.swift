@@ -74,7 +74,17 @@ public final class RotaryTable: @unchecked Sendable {
 
 /// x (B, T, NH, HS) → out: each head's vector rotated by its position (pairs i and i + HS/2). out may alias x.
 func ropeForward(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int) {
-  let h = HS / 2
+  rotate(out, inp, table, B: B, T: T, NH: NH, HS: HS, inverse: false)
+}
+
+/// dout → dinp (the inverse rotation; a rotation's transpose). dinp may alias dout; not accumulated.
+func ropeBackward(_ dinp: P, _ dout: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int) {
+  rotate(dinp, dout, table, B: B, T: T, NH: NH, HS: HS, inverse: true)
+}
+
+/// Rotates each head's pairs (i, i + HS/2) by +angle or, `inverse`, by −angle.
+private func rotate(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int, inverse: Bool) {
+  let h = HS / 2, sign: Float = inverse ? -1 : 1
   Parallel.forRange(B * T, minChunk: 16) { s, e in
     for bt in s..<e {
       let t = bt % T
@@ -82,28 +92,9 @@ func ropeForward(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, NH: 
       for hd in 0..<NH {
         let x = inp + (bt * NH + hd) * HS, o = out + (bt * NH + hd) * HS
         for i in 0..<h {
-          let a = x[i], b = x[i + h]
-          o[i] = a * c[i] - b * sn[i]
-          o[i + h] = b * c[i] + a * sn[i]
-        }
-      }
-    }
-  }
-}
-
-/// dout → dinp (the inverse rotation; a rotation's transpose). dinp may alias dout; not accumulated.
-func ropeBackward(_ dinp: P, _ dout: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int) {
-  let h = HS / 2
-  Parallel.forRange(B * T, minChunk: 16) { s, e in
-    for bt in s..<e {
-      let t = bt % T
-      let c = table.cos + t * h, sn = table.sin + t * h
-      for hd in 0..<NH {
-        let d = dout + (bt * NH + hd) * HS, di = dinp + (bt * NH + hd) * HS
-        for i in 0..<h {
-          let a = d[i], b = d[i + h]
-          di[i] = a * c[i] + b * sn[i]
-          di[i + h] = b * c[i] - a * sn[i]
+          let a = x[i], b = x[i + h], si = sign * sn[i]
+          o[i] = a * c[i] - b * si
+          o[i + h] = b * c[i] + a * si
         }
       }
     }

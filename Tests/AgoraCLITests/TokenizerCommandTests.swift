@@ -4,18 +4,7 @@ import Foundation
 import Testing
 
 /// Runs `agora ARGS` to the end: (status, output).
-func agora(_ args: [String]) throws -> (Int32, String) {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: agoraBinary)
-  p.arguments = args
-  let pipe = Pipe()
-  p.standardOutput = pipe
-  p.standardError = pipe
-  try p.run()
-  let out = pipe.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  return (p.terminationStatus, String(decoding: out, as: UTF8.self))
-}
+func agora(_ args: [String]) throws -> (Int32, String) { try runProcess(agoraBinary, args) }
 
 /// A gettext catalogue (.mo, little-endian) of `pairs`, with the header entry first.
 func moFile(_ pairs: [(String, String)]) -> [UInt8] {

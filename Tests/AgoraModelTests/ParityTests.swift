@@ -16,18 +16,7 @@ import Testing
   }
 
   /// Runs a command; returns (status, combined output).
-  func run(_ exe: String, _ args: [String]) throws -> (Int32, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: exe)
-    p.arguments = args
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let out = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: out, as: UTF8.self))
-  }
+  func run(_ exe: String, _ args: [String]) throws -> (Int32, String) { try runProcess(exe, args) }
 
   @Test(arguments: [("tiny", 4, 64), ("small", 2, 128)])
   func trainerMatchesPyTorch(preset: String, batch: Int, T: Int) throws {

@@ -55,3 +55,17 @@ public func demoSlice(languages: [String] = ["de", "fr", "pl", "cs", "es"], byte
   }
   return dir
 }
+
+/// Runs `exe ARGS` to the end; returns (status, combined standard output and error).
+public func runProcess(_ exe: String, _ args: [String]) throws -> (Int32, String) {
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: exe)
+  p.arguments = args
+  let pipe = Pipe()
+  p.standardOutput = pipe
+  p.standardError = pipe
+  try p.run()
+  let out = pipe.fileHandleForReading.readDataToEndOfFile()
+  p.waitUntilExit()
+  return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+}
