@@ -247,4 +247,28 @@ import Testing
     gc.check("swiglu dgate", x: gate, ana: dg, samples: n, eps: 1e-3, loss: loss)
     gc.check("swiglu dup", x: up, ana: du, samples: n, eps: 1e-3, loss: loss)
   }
+
+  /// Grouped-query attention: with as many key/value heads as query heads it is `attentionForward` exactly (the
+  /// same packing); with 4 query heads on 2 or 1 key/value heads its backward matches finite differences,
+  /// dK and dV summing over each group's query heads. T = 70 spans two query blocks.
+  @Test(arguments: [(4, 4, 5), (4, 2, 70), (4, 1, 9)])
+  func groupedQueryAttention(NH: Int, NKV: Int, T: Int) {
+    var r = GradientCheckTests.Rand()
+    let B = 2, HS = 4, W = (NH + 2 * NKV) * HS, C = NH * HS
+    let qkv = r.buffer(B * T * W), R = r.buffer(B * T * C)
+    let out = FloatBuffer(count: B * T * C), att = FloatBuffer(count: B * NH * T * T)
+    func loss() -> Double {
+      gqaAttentionForward(out.pointer, att.pointer, qkv.pointer, B: B, T: T, NH: NH, NKV: NKV, HS: HS)
+      return gc.dot(out, R)
+    }
+    _ = loss()
+    if NKV == NH {
+      let ref = FloatBuffer(count: B * T * C), att2 = FloatBuffer(count: B * NH * T * T)
+      attentionForward(ref.pointer, att2.pointer, qkv.pointer, B: B, T: T, C: C, NH: NH)
+      #expect((0..<ref.count).allSatisfy { ref[$0] == out[$0] })
+    }
+    let dqkv = FloatBuffer(count: B * T * W), scratch = FloatBuffer(count: Parallel.threads * T * T)
+    gqaAttentionBackward(dqkv.pointer, R.pointer, qkv.pointer, att.pointer, B: B, T: T, NH: NH, NKV: NKV, HS: HS, scratch: scratch.pointer)
+    gc.check("gqa dqkv (\(NH)/\(NKV))", x: qkv, ana: dqkv, samples: 80, eps: 1e-2, loss: loss)
+  }
 }
