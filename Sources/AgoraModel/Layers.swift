@@ -176,27 +176,9 @@ let attentionBlock = 64
 
 /// qkv (B, T, 3C) → out (B, T, C); att (B, NH, T, T) keeps the softmax probabilities for backward
 /// (for a query block [r0, r1) only columns < r1 are written; backward reads no others).
-/// Heads run in parallel, one thread each, each with single-threaded GEMMs.
+/// Multi-head attention is grouped-query attention with one query head per key/value head (below).
 func attentionForward(_ out: P, _ att: P, _ qkv: CP, B: Int, T: Int, C: Int, NH: Int) {
-  let hs = C / NH
-  let scale = 1 / Float(hs).squareRoot()
-  Parallel.forEach(B * NH) { bh in
-    let b = bh / NH, h = bh % NH
-    let q = qkv + b * T * 3 * C + h * hs, k = q + C, v = q + 2 * C
-    let a = att + bh * T * T
-    var r0 = 0
-    while r0 < T {
-      let r1 = min(T, r0 + attentionBlock)
-      // S = scale · Q[r0..<r1] K[0..<r1]ᵀ
-      BLAS.sgemm1(transA: false, transB: true, m: r1 - r0, n: r1, k: hs, alpha: scale, a: q + r0 * 3 * C, lda: 3 * C,
-                  b: k, ldb: 3 * C, beta: 0, c: a + r0 * T, ldc: T)
-      for t in r0..<r1 { softmaxCausalRow(a + t * T, valid: t + 1, T: r1) }
-      // Y[r0..<r1] = P V[0..<r1], written into out's head slice.
-      BLAS.sgemm1(transA: false, transB: false, m: r1 - r0, n: hs, k: r1, a: a + r0 * T, lda: T, b: v, ldb: 3 * C,
-                  beta: 0, c: out + (b * T + r0) * C + h * hs, ldc: C)
-      r0 = r1
-    }
-  }
+  gqaAttentionForward(out, att, qkv, B: B, T: T, NH: NH, NKV: NH, HS: C / NH)
 }
 
 /// In place softmax over the first `valid` entries of a row; entries valid..<T are set to 0.
@@ -230,45 +212,72 @@ func softmaxCausalRow(_ row: P, valid: Int, T: Int) {
 
 /// dout (B, T, C) → dqkv (B, T, 3C) (overwritten). `scratch` needs Parallel.threads × T·T floats.
 func attentionBackward(_ dqkv: P, _ dout: CP, _ qkv: CP, _ att: CP, B: Int, T: Int, C: Int, NH: Int, scratch: P) {
-  let hs = C / NH
-  let scale = 1 / Float(hs).squareRoot()
-  Parallel.forChunks(B * NH) { chunk, s, e in
+  gqaAttentionBackward(dqkv, dout, qkv, att, B: B, T: T, NH: NH, NKV: NH, HS: C / NH, scratch: scratch)
+}
+
+// MARK: - Grouped-query attention
+
+/// Causal attention with NKV key/value heads shared by groups of NH / NKV query heads (GQA; NKV = NH is plain
+/// multi-head attention). qkv (B, T, W) with W = (NH + 2·NKV)·HS holds each position's queries, then keys, then
+/// values (head-major); query head h reads key/value head h / (NH / NKV). out (B, T, NH·HS); att (B, NH, T, T)
+/// keeps the softmax probabilities (for a query block [r0, r1) only columns < r1 are written; backward reads no
+/// others). Blocked over queries; heads run in parallel, one thread each, each with single-threaded GEMMs.
+func gqaAttentionForward(_ out: P, _ att: P, _ qkv: CP, B: Int, T: Int, NH: Int, NKV: Int, HS: Int) {
+  let W = (NH + 2 * NKV) * HS, C = NH * HS, group = NH / NKV
+  let scale = 1 / Float(HS).squareRoot()
+  Parallel.forEach(B * NH) { bh in
+    let b = bh / NH, h = bh % NH, kvh = h / group
+    let q = qkv + b * T * W + h * HS, k = qkv + b * T * W + C + kvh * HS, v = k + NKV * HS
+    let a = att + bh * T * T
+    var r0 = 0
+    while r0 < T {
+      let r1 = min(T, r0 + attentionBlock)
+      BLAS.sgemm1(transA: false, transB: true, m: r1 - r0, n: r1, k: HS, alpha: scale, a: q + r0 * W, lda: W,
+                  b: k, ldb: W, beta: 0, c: a + r0 * T, ldc: T)
+      for t in r0..<r1 { softmaxCausalRow(a + t * T, valid: t + 1, T: r1) }
+      BLAS.sgemm1(transA: false, transB: false, m: r1 - r0, n: HS, k: r1, a: a + r0 * T, lda: T, b: v, ldb: W,
+                  beta: 0, c: out + (b * T + r0) * C + h * HS, ldc: C)
+      r0 = r1
+    }
+  }
+}
+
+/// dout (B, T, NH·HS) → dqkv (B, T, W) (overwritten). Work is split by (batch, key/value head): the query heads
+/// of a group add into their shared dK and dV one after another. `scratch` needs Parallel.threads × T·T floats.
+func gqaAttentionBackward(_ dqkv: P, _ dout: CP, _ qkv: CP, _ att: CP, B: Int, T: Int, NH: Int, NKV: Int, HS: Int, scratch: P) {
+  let W = (NH + 2 * NKV) * HS, C = NH * HS, group = NH / NKV
+  let scale = 1 / Float(HS).squareRoot()
+  Parallel.forChunks(B * NKV) { chunk, s, e in
     let ds = scratch + chunk * T * T
-    for bh in s..<e {
-      let b = bh / NH, h = bh % NH
-      let q = qkv + b * T * 3 * C + h * hs, k = q + C, v = q + 2 * C
-      let dq = dqkv + b * T * 3 * C + h * hs, dk = dq + C, dv = dq + 2 * C
-      let dy = dout + b * T * C + h * hs
-      let a = att + bh * T * T
-      // dK and dV accumulate over query blocks.
+    for bkv in s..<e {
+      let b = bkv / NKV, kvh = bkv % NKV
+      let k = qkv + b * T * W + C + kvh * HS, v = k + NKV * HS
+      let dk = dqkv + b * T * W + C + kvh * HS, dv = dk + NKV * HS
       for t in 0..<T {
-        (dk + t * 3 * C).update(repeating: 0, count: hs)
-        (dv + t * 3 * C).update(repeating: 0, count: hs)
+        (dk + t * W).update(repeating: 0, count: HS)
+        (dv + t * W).update(repeating: 0, count: HS)
       }
-      var r0 = 0
-      while r0 < T {
-        let r1 = min(T, r0 + attentionBlock), m = r1 - r0
-        let pa = a + r0 * T, dsb = ds + r0 * T
-        // dP = dY[r0..<r1] V[0..<r1]ᵀ
-        BLAS.sgemm1(transA: false, transB: true, m: m, n: r1, k: hs, a: dy + r0 * C, lda: C, b: v, ldb: 3 * C,
-                    beta: 0, c: dsb, ldc: T)
-        // dV[0..<r1] += Pᵀ dY[r0..<r1]
-        BLAS.sgemm1(transA: true, transB: false, m: r1, n: hs, k: m, a: pa, lda: T, b: dy + r0 * C, ldb: C,
-                    beta: 1, c: dv, ldc: 3 * C)
-        // dS = P ⊙ (dP − rowsum(P ⊙ dP)); zero above the diagonal because P is.
-        for t in r0..<r1 {
-          let pr = a + t * T, dr = ds + t * T
-          var dot: Float = 0
-          for j in 0...t { dot += pr[j] * dr[j] }
-          for j in 0...t { dr[j] = pr[j] * (dr[j] - dot) }
-          if t + 1 < r1 { (dr + t + 1).update(repeating: 0, count: r1 - t - 1) }
+      for h in (kvh * group)..<((kvh + 1) * group) {
+        let q = qkv + b * T * W + h * HS, dq = dqkv + b * T * W + h * HS
+        let dy = dout + b * T * C + h * HS
+        let a = att + (b * NH + h) * T * T
+        var r0 = 0
+        while r0 < T {
+          let r1 = min(T, r0 + attentionBlock), m = r1 - r0
+          let pa = a + r0 * T, dsb = ds + r0 * T
+          BLAS.sgemm1(transA: false, transB: true, m: m, n: r1, k: HS, a: dy + r0 * C, lda: C, b: v, ldb: W, beta: 0, c: dsb, ldc: T)
+          BLAS.sgemm1(transA: true, transB: false, m: r1, n: HS, k: m, a: pa, lda: T, b: dy + r0 * C, ldb: C, beta: 1, c: dv, ldc: W)
+          for t in r0..<r1 {
+            let pr = a + t * T, dr = ds + t * T
+            var dot: Float = 0
+            for j in 0...t { dot += pr[j] * dr[j] }
+            for j in 0...t { dr[j] = pr[j] * (dr[j] - dot) }
+            if t + 1 < r1 { (dr + t + 1).update(repeating: 0, count: r1 - t - 1) }
+          }
+          BLAS.sgemm1(transA: false, transB: false, m: m, n: HS, k: r1, alpha: scale, a: dsb, lda: T, b: k, ldb: W, beta: 0, c: dq + r0 * W, ldc: W)
+          BLAS.sgemm1(transA: true, transB: false, m: r1, n: HS, k: m, alpha: scale, a: dsb, lda: T, b: q + r0 * W, ldb: W, beta: 1, c: dk, ldc: W)
+          r0 = r1
         }
-        // dQ[r0..<r1] = scale · dS K[0..<r1];  dK[0..<r1] += scale · dSᵀ Q[r0..<r1]
-        BLAS.sgemm1(transA: false, transB: false, m: m, n: hs, k: r1, alpha: scale, a: dsb, lda: T, b: k, ldb: 3 * C,
-                    beta: 0, c: dq + r0 * 3 * C, ldc: 3 * C)
-        BLAS.sgemm1(transA: true, transB: false, m: r1, n: hs, k: m, alpha: scale, a: dsb, lda: T, b: q + r0 * 3 * C, ldb: 3 * C,
-                    beta: 1, c: dk, ldc: 3 * C)
-        r0 = r1
       }
     }
   }

@@ -2,7 +2,8 @@ import AgoraTensor
 import Foundation
 
 // The layers a LLaMA-style block adds to GPT-2's (issue #18): RMSNorm, rotary position embeddings (Hugging
-// Face's `rotate_half` convention, as LlamaForCausalLM computes them) and the SwiGLU gate. Same conventions as
+// Face's `rotate_half` convention, as LlamaForCausalLM computes them) and the SwiGLU gate; its grouped-query
+// attention is Layers.swift's, which GPT-2's multi-head attention is a case of. Same conventions as
 // Layers.swift: row-major, backward functions accumulate into parameter gradients and, where said, into dinp.
 
 // MARK: - RMSNorm
@@ -120,73 +121,6 @@ func swigluBackward(_ dgate: P, _ dup: P, _ dout: CP, _ gate: CP, _ up: CP, n: I
       let g = gate[i], sg = 1 / (1 + expf(-g)), d = dout[i]
       dgate[i] = d * up[i] * sg * (1 + g * (1 - sg))
       dup[i] = d * g * sg
-    }
-  }
-}
-
-// MARK: - Grouped-query attention
-
-/// Causal attention with NKV key/value heads shared by groups of NH / NKV query heads (GQA; NKV = NH is plain
-/// multi-head attention). qkv (B, T, W) with W = (NH + 2·NKV)·HS holds each position's queries, then keys, then
-/// values (head-major); query head h reads key/value head h / (NH / NKV). out (B, T, NH·HS); att (B, NH, T, T)
-/// keeps the probabilities as `attentionForward` does. Blocked over queries; heads in parallel.
-func gqaAttentionForward(_ out: P, _ att: P, _ qkv: CP, B: Int, T: Int, NH: Int, NKV: Int, HS: Int) {
-  let W = (NH + 2 * NKV) * HS, C = NH * HS, group = NH / NKV
-  let scale = 1 / Float(HS).squareRoot()
-  Parallel.forEach(B * NH) { bh in
-    let b = bh / NH, h = bh % NH, kvh = h / group
-    let q = qkv + b * T * W + h * HS, k = qkv + b * T * W + C + kvh * HS, v = k + NKV * HS
-    let a = att + bh * T * T
-    var r0 = 0
-    while r0 < T {
-      let r1 = min(T, r0 + attentionBlock)
-      BLAS.sgemm1(transA: false, transB: true, m: r1 - r0, n: r1, k: HS, alpha: scale, a: q + r0 * W, lda: W,
-                  b: k, ldb: W, beta: 0, c: a + r0 * T, ldc: T)
-      for t in r0..<r1 { softmaxCausalRow(a + t * T, valid: t + 1, T: r1) }
-      BLAS.sgemm1(transA: false, transB: false, m: r1 - r0, n: HS, k: r1, a: a + r0 * T, lda: T, b: v, ldb: W,
-                  beta: 0, c: out + (b * T + r0) * C + h * HS, ldc: C)
-      r0 = r1
-    }
-  }
-}
-
-/// dout (B, T, NH·HS) → dqkv (B, T, W) (overwritten). Work is split by (batch, key/value head): the query heads
-/// of a group add into their shared dK and dV one after another. `scratch` needs Parallel.threads × T·T floats.
-func gqaAttentionBackward(_ dqkv: P, _ dout: CP, _ qkv: CP, _ att: CP, B: Int, T: Int, NH: Int, NKV: Int, HS: Int, scratch: P) {
-  let W = (NH + 2 * NKV) * HS, C = NH * HS, group = NH / NKV
-  let scale = 1 / Float(HS).squareRoot()
-  Parallel.forChunks(B * NKV) { chunk, s, e in
-    let ds = scratch + chunk * T * T
-    for bkv in s..<e {
-      let b = bkv / NKV, kvh = bkv % NKV
-      let k = qkv + b * T * W + C + kvh * HS, v = k + NKV * HS
-      let dk = dqkv + b * T * W + C + kvh * HS, dv = dk + NKV * HS
-      for t in 0..<T {
-        (dk + t * W).update(repeating: 0, count: HS)
-        (dv + t * W).update(repeating: 0, count: HS)
-      }
-      for h in (kvh * group)..<((kvh + 1) * group) {
-        let q = qkv + b * T * W + h * HS, dq = dqkv + b * T * W + h * HS
-        let dy = dout + b * T * C + h * HS
-        let a = att + (b * NH + h) * T * T
-        var r0 = 0
-        while r0 < T {
-          let r1 = min(T, r0 + attentionBlock), m = r1 - r0
-          let pa = a + r0 * T, dsb = ds + r0 * T
-          BLAS.sgemm1(transA: false, transB: true, m: m, n: r1, k: HS, a: dy + r0 * C, lda: C, b: v, ldb: W, beta: 0, c: dsb, ldc: T)
-          BLAS.sgemm1(transA: true, transB: false, m: r1, n: HS, k: m, a: pa, lda: T, b: dy + r0 * C, ldb: C, beta: 1, c: dv, ldc: W)
-          for t in r0..<r1 {
-            let pr = a + t * T, dr = ds + t * T
-            var dot: Float = 0
-            for j in 0...t { dot += pr[j] * dr[j] }
-            for j in 0...t { dr[j] = pr[j] * (dr[j] - dot) }
-            if t + 1 < r1 { (dr + t + 1).update(repeating: 0, count: r1 - t - 1) }
-          }
-          BLAS.sgemm1(transA: false, transB: false, m: m, n: HS, k: r1, alpha: scale, a: dsb, lda: T, b: k, ldb: W, beta: 0, c: dq + r0 * W, ldc: W)
-          BLAS.sgemm1(transA: true, transB: false, m: r1, n: HS, k: m, alpha: scale, a: dsb, lda: T, b: q + r0 * W, ldb: W, beta: 1, c: dk, ldc: W)
-          r0 = r1
-        }
-      }
     }
   }
 }
