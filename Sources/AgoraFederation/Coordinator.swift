@@ -88,9 +88,8 @@ public final class CoordinatorService {
   /// The first round this run will hold (after a restart, the one after the last recorded).
   public internal(set) var firstRound = 1
   let tokenizerHash: String
-  /// tokenizer.json and the coordinator's signature of its hash: what a node that asks for it (VOCABULARY) gets.
-  let tokenizerJSON: [UInt8]
-  let tokenizerSignature: [UInt8]
+  /// TOKENIZER: tokenizer.json, its hash and the coordinator's signature — what a node that asks (VOCABULARY) gets.
+  let tokenizerAnswer: Message
   let configJSON: String
   /// The safetensors header of every version blob of this model (`header ‖ parameters`).
   let weightsHeader: [UInt8]
@@ -126,10 +125,11 @@ public final class CoordinatorService {
     store = st
     configJSON = String(decoding: Checkpoint.configJSON(mc, eot: Int(tokenizer.eotID)), as: UTF8.self)
     weightsHeader = Checkpoint.weightsHeader(mc)
-    tokenizerJSON = [UInt8](tokenizer.jsonData())
-    let th = try tokenizerJSON.withUnsafeBytes { try st.writeBlob($0) }
+    let json = [UInt8](tokenizer.jsonData())
+    let th = try json.withUnsafeBytes { try st.writeBlob($0) }
     tokenizerHash = hex(th)
-    tokenizerSignature = try Sodium.sign(VocabularyStatement.tokenizer(federation: fed.id, hash: th), secretKey: identity.signSecret)
+    tokenizerAnswer = .tokenizer(hash: th, signature: try Sodium.sign(VocabularyStatement.tokenizer(federation: fed.id, hash: th), secretKey: identity.signSecret),
+                                 payload: Payload(json))
     staging = UpdateStaging(params: params, header: weightsHeader.count)
     let outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum),
                                momentumInMemory: false)
@@ -211,7 +211,7 @@ public final class CoordinatorService {
         takeEvaluation(from: m, version: v, hash: hash, scores: scores, signature: signature)
       } else if case .success(.vocabulary) = m.message {
         // After the vocabulary phase: the vocabulary is fixed; a node that joins later gets it (its tables are not used).
-        endpoint.send(.tokenizer(hash: Sodium.blake2b(tokenizerJSON), signature: tokenizerSignature, payload: Payload(tokenizerJSON)), to: m.peer)
+        endpoint.send(tokenizerAnswer, to: m.peer)
         log("  \(displayName(m.userID)) asked for the federation's tokenizer (the vocabulary is fixed; its counts are not used)")
       } else if case .success(let msg) = m.message, msg.isSecureAggregation {
         takeSecure(msg, from: m)

@@ -13,7 +13,7 @@ import Testing
   /// Two institutions and a compute donor; no tokenizer anywhere. The coordinator learns it from the nodes'
   /// count tables (thresholds off): byte for byte the tokenizer learned from the union of their text; every
   /// node gets it signed, the federation trains with it, version 0 names it, and vocabulary.json says who
-  /// contributed which languages. A node that starts after the phase gets the same tokenizer.
+  /// contributed which languages.
   @Test func theFederationLearnsItsVocabularyFromCountTables() throws {
     let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr", "pl"])], rounds: 2, innerSteps: 3, minNodes: 2,
                         extra: "\n[tokenizer]\nfederated = true\nvocab_size = 512\nbalance = \"bytes\"\nmin_count = 1\nmin_documents = 1\nphase_seconds = 120"
