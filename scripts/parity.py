@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cross-check Agora's trainer against PyTorch (Hugging Face transformers' GPT2LMHeadModel).
+"""Cross-check Agora's trainer against PyTorch (Hugging Face transformers' GPT2LMHeadModel or LlamaForCausalLM).
 
 Usage: scripts/parity.py DIR
 DIR is written by `agora model dump-reference --out DIR`: config.json + model.safetensors (our weights,
@@ -12,7 +12,7 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from transformers import GPT2LMHeadModel
+from transformers import AutoConfig, GPT2LMHeadModel, LlamaForCausalLM
 
 TOL = 1e-4
 
@@ -28,7 +28,10 @@ def main():
     d = sys.argv[1]
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    model = GPT2LMHeadModel.from_pretrained(d, attn_implementation="eager", torch_dtype=torch.float32)
+    llama = AutoConfig.from_pretrained(d).model_type == "llama"
+    cls = LlamaForCausalLM if llama else GPT2LMHeadModel
+    model = cls.from_pretrained(d, attn_implementation="eager", torch_dtype=torch.float32)
+    print(f"loaded {type(model).__name__}")
     model.eval()  # dropout is 0 anyway; eval keeps it deterministic
     ref = load_file(f"{d}/reference.safetensors")
     tokens = ref["tokens"].long()
@@ -52,7 +55,8 @@ def main():
 
     check("logits", ref["logits"], logits.detach())
     check("loss", ref["loss"], loss.detach().reshape(1))
-    params = dict(model.transformer.named_parameters())
+    # GPT-2's names are its body's (wte.weight, h.0.…); LLaMA's are the whole model's (model.…, lm_head.weight).
+    params = dict(model.named_parameters() if llama else model.transformer.named_parameters())
     for key in ref:
         if not key.startswith("grad."):
             continue

@@ -264,7 +264,9 @@ public struct FederationConfig: Sendable {
     endpoint = try f.string("federation.endpoint")
     guard endpoint.hasPrefix("tcp://") else { throw f.fail("federation.endpoint", "expected tcp://HOST:PORT") }
     coordinatorCard = try f.path("federation.coordinator_card")
-    preset = try f.string("model.preset", default: "tiny")
+    // `model.architecture = "llama"` turns a GPT-2 preset name into its LLaMA preset (`small` → `llama-small`).
+    preset = GPTConfig.presetName(try f.string("model.preset", default: "tiny"), architecture: try f.choice("model.architecture", default: GPTConfig.Architecture.gpt2))
+    do { _ = try GPTConfig.preset(preset) } catch { throw f.fail("model.preset", "\(error)") }
     tokenizer = try f.path("model.tokenizer")
     if try f.bool("tokenizer.federated", default: false) {
       var v = VocabularySettings()

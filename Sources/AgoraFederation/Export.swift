@@ -56,15 +56,18 @@ public enum VersionExport {
 
   static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool, vocabulary: VocabularySummary?) -> String {
     let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \(TrainingDataSummary.cell($0.key)) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")
+    let llama = config.architecture == .llama
+    let (tag, kind, cls) = llama ? ("llama", "A LLaMA-style model", "LlamaForCausalLM") : ("gpt2", "A GPT-2 model", "GPT2LMHeadModel")
+    let heads = llama ? "\(config.heads) query and \(config.kvHeads) key/value heads, MLP width \(config.intermediate)" : "\(config.heads) heads"
     return """
     ---
     library_name: transformers
     pipeline_tag: text-generation
-    tags: [gpt2, federated-learning, agora, multilingual]
+    tags: [\(tag), federated-learning, agora, multilingual]
     ---
     # \(TrainingDataSummary.cell(summary.federation)), version \(v.number)
 
-    A GPT-2 model (\(config.layers) layers, \(config.channels) channels, \(config.heads) heads, context \(config.contextLength),
+    \(kind) (\(config.layers) layers, \(config.channels) channels, \(heads), context \(config.contextLength),
     vocabulary \(config.vocabSize)) trained by federated learning with [Agora](https://example.org/agora): each contributor
     trained on its own text and sent only signed, sealed model updates; the coordinator aggregated them
     (\(v.optimizerKind)) into this version.
@@ -75,8 +78,8 @@ public enum VersionExport {
     \(VersionRecord.privacyLine(v).map { "- " + $0 + "\n" } ?? "")
 
     ```python
-    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
-    model = GPT2LMHeadModel.from_pretrained("THIS_DIRECTORY")
+    from transformers import \(cls), PreTrainedTokenizerFast
+    model = \(cls).from_pretrained("THIS_DIRECTORY")
     tok = PreTrainedTokenizerFast(tokenizer_file="THIS_DIRECTORY/tokenizer.json")
     ```
 

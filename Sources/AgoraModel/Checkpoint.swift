@@ -2,8 +2,8 @@ import AgoraStorage
 import AgoraTensor
 import Foundation
 
-/// A model directory that Hugging Face `transformers` loads as `GPT2LMHeadModel`:
-/// `config.json`, `model.safetensors` (GPT-2 tensor names, Conv1D layout, fp32) and `tokenizer.json`.
+/// A model directory that Hugging Face `transformers` loads as `GPT2LMHeadModel` or `LlamaForCausalLM`:
+/// `config.json`, `model.safetensors` (HF tensor names and layout, fp32) and `tokenizer.json`.
 /// Training state, when present, is kept beside it in `optimizer.safetensors` (AdamW moments) and
 /// `trainer_state.json`.
 public enum Checkpoint {
@@ -12,8 +12,9 @@ public enum Checkpoint {
   public static let tokenizerFile = "tokenizer.json"
   public static let optimizerFile = "optimizer.safetensors"
 
-  /// Hugging Face GPT-2 `config.json` for `c`.
+  /// Hugging Face `config.json` for `c` (GPT-2's or LLaMA's).
   public static func configJSON(_ c: GPTConfig, eot: Int) -> Data {
+    if c.architecture == .llama { return llamaConfigJSON(c, eot: eot) }
     let s = """
     {
       "architectures": ["GPT2LMHeadModel"],
@@ -43,6 +44,39 @@ public enum Checkpoint {
     return Data(s.utf8)
   }
 
+  static func llamaConfigJSON(_ c: GPTConfig, eot: Int) -> Data {
+    let s = """
+    {
+      "architectures": ["LlamaForCausalLM"],
+      "model_type": "llama",
+      "vocab_size": \(c.vocabSize),
+      "max_position_embeddings": \(c.contextLength),
+      "hidden_size": \(c.channels),
+      "intermediate_size": \(c.intermediate),
+      "num_hidden_layers": \(c.layers),
+      "num_attention_heads": \(c.heads),
+      "num_key_value_heads": \(c.kvHeads),
+      "head_dim": \(c.headSize),
+      "hidden_act": "silu",
+      "rms_norm_eps": \(c.normEps),
+      "rope_theta": \(c.ropeTheta),
+      "rope_scaling": null,
+      "attention_bias": false,
+      "mlp_bias": false,
+      "attention_dropout": 0.0,
+      "pretraining_tp": 1,
+      "initializer_range": 0.02,
+      "tie_word_embeddings": false,
+      "use_cache": true,
+      "bos_token_id": \(eot),
+      "eos_token_id": \(eot),
+      "torch_dtype": "float32"
+    }
+
+    """
+    return Data(s.utf8)
+  }
+
   /// Reads the model shape from a `config.json`.
   public static func readConfig(_ path: String) throws -> GPTConfig {
     guard let d = FileManager.default.contents(atPath: path) else { throw ModelError.file(path: path, problem: "cannot read the file") }
@@ -57,11 +91,34 @@ public enum Checkpoint {
       guard let v = (o[k] as? NSNumber)?.intValue else { throw fail("key \"\(k)\" is missing or not an integer") }
       return v
     }
-    if let t = o["model_type"] as? String, t != "gpt2" { throw fail("model_type is \"\(t)\", expected \"gpt2\"") }
+    let type = o["model_type"] as? String ?? "gpt2"
+    if type == "llama" { return try readLlamaConfig(o, fail: fail, int: int) }
+    guard type == "gpt2" else { throw fail("model_type is \"\(type)\", expected \"gpt2\" or \"llama\"") }
     if let a = o["activation_function"] as? String, a != "gelu_new" { throw fail("activation_function \"\(a)\" is not supported (gelu_new)") }
     if let inner = o["n_inner"], !(inner is NSNull) { throw fail("n_inner must be null (4·n_embd)") }
     let c = GPTConfig(vocabSize: try int("vocab_size"), contextLength: try int("n_positions"),
                       channels: try int("n_embd"), layers: try int("n_layer"), heads: try int("n_head"))
+    do { try c.validate() } catch { throw fail("\(error)") }
+    return c
+  }
+
+  private static func readLlamaConfig(_ o: [String: Any], fail: (String) -> ModelError, int: (String) throws -> Int) throws -> GPTConfig {
+    func number(_ k: String, _ fallback: Double) throws -> Double {
+      guard let v = o[k] else { return fallback }
+      guard let n = (v as? NSNumber)?.doubleValue else { throw fail("key \"\(k)\" is not a number") }
+      return n
+    }
+    if let a = o["hidden_act"] as? String, a != "silu" { throw fail("hidden_act \"\(a)\" is not supported (silu)") }
+    if let tied = o["tie_word_embeddings"] as? Bool, tied { throw fail("tie_word_embeddings must be false (LLaMA's head is its own)") }
+    for k in ["attention_bias", "mlp_bias"] { if let b = o[k] as? Bool, b { throw fail("\(k) must be false") } }
+    if let r = o["rope_scaling"], !(r is NSNull) { throw fail("rope_scaling is not supported") }
+    let heads = try int("num_attention_heads"), channels = try int("hidden_size")
+    let c = GPTConfig.llama(vocabSize: try int("vocab_size"), contextLength: try int("max_position_embeddings"),
+                            channels: channels, layers: try int("num_hidden_layers"), heads: heads,
+                            kvHeads: o["num_key_value_heads"] == nil ? heads : try int("num_key_value_heads"),
+                            intermediate: try int("intermediate_size"), ropeTheta: try number("rope_theta", 10_000),
+                            normEps: Float(try number("rms_norm_eps", 1e-6)))
+    if o["head_dim"] != nil, try int("head_dim") != c.headSize { throw fail("head_dim must be hidden_size / num_attention_heads") }
     do { try c.validate() } catch { throw fail("\(error)") }
     return c
   }
@@ -75,8 +132,15 @@ public enum Checkpoint {
   /// GPT-2 name, binary32, back to back in layout order, so the data that follows is exactly the flat
   /// parameter buffer. A version blob (header ‖ parameters) is therefore a `model.safetensors` that
   /// transformers loads, and anyone who knows the config can rebuild its bytes from the parameters.
+  /// A LLaMA header's metadata also names what the shapes leave open (heads, key/value heads, θ, ε), so the
+  /// header's hash — a federation's model hash — pins the whole architecture.
   public static func weightsHeader(_ config: GPTConfig) -> [UInt8] {
-    SafeTensors.header(ParameterLayout(config).tensors.map { ($0.name, SafeTensors.DType.f32, $0.shape) }, metadata: ["format": "pt"])
+    SafeTensors.header(ParameterLayout(config).tensors.map { ($0.name, SafeTensors.DType.f32, $0.shape) }, metadata: headerMetadata(config))
+  }
+
+  static func headerMetadata(_ c: GPTConfig) -> [String: String] {
+    guard c.architecture == .llama else { return ["format": "pt"] }
+    return ["format": "pt", "agora.architecture": "llama heads=\(c.heads) kv_heads=\(c.kvHeads) rope_theta=\(c.ropeTheta) rms_norm_eps=\(c.normEps)"]
   }
 
   /// Writes a model directory from a flat parameter buffer in `config`'s layout.
@@ -87,7 +151,7 @@ public enum Checkpoint {
     let p = UnsafeRawPointer(parameters.pointer)
     let outs = layout.tensors.map { SafeTensors.Output(name: $0.name, shape: $0.shape, pointer: p + 4 * $0.offset) }
     var meta = metadata
-    meta["format"] = "pt"
+    for (k, v) in headerMetadata(config) { meta[k] = v }
     try SafeTensors.write(outs, metadata: meta, to: (dir as NSString).appendingPathComponent(modelFile))
     try AtomicFile.write(configJSON(config, eot: tokenizer.map { Int($0.eotID) } ?? config.vocabSize - 1),
                          to: (dir as NSString).appendingPathComponent(configFile))
@@ -99,8 +163,10 @@ public enum Checkpoint {
     let path = (dir as NSString).appendingPathComponent(modelFile)
     let st = try SafeTensors(path: path)
     let expected = Set(model.layout.tensors.map(\.name))
-    // transformers may add the tied head and the causal-mask buffers; anything else is a mismatch.
-    let unknown = st.entries.keys.filter { !expected.contains($0) && $0 != "lm_head.weight" && !$0.hasSuffix(".attn.bias") && !$0.hasSuffix(".attn.masked_bias") }
+    // transformers may add GPT-2's tied head and causal-mask buffers, or LLaMA's rotary frequencies; anything
+    // else is a mismatch.
+    let extra = model.config.architecture == .gpt2 ? ["lm_head.weight", ".attn.bias", ".attn.masked_bias"] : [".rotary_emb.inv_freq"]
+    let unknown = st.entries.keys.filter { name in !expected.contains(name) && !extra.contains { name.hasSuffix($0) } }
     guard unknown.isEmpty else { throw ModelError.file(path: path, problem: "unexpected tensors \(unknown.sorted().prefix(5))") }
     for t in model.layout.tensors {
       try st.copyFloats(t.name, shape: t.shape, into: model.parameters.pointer + t.offset)

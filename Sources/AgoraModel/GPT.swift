@@ -1,9 +1,10 @@
 import AgoraTensor
 
-/// A GPT-2 model in fp32 with hand-written forward and backward passes.
+/// A causal language model in fp32 with hand-written forward and backward passes: GPT-2, or the LLaMA-style
+/// block (Llama.swift), as `config.architecture` says.
 ///
 /// `parameters` and `gradients` are one flat `FloatBuffer` each, laid out by `layout`
-/// (Hugging Face GPT-2 names, shapes and order). Activations are sized for a fixed (B, T)
+/// (Hugging Face names, shapes and order). Activations are sized for a fixed (B, T)
 /// given at creation; `forward` with targets computes the mean cross-entropy and, when asked,
 /// leaves dlogits ready for `backward`.
 public final class GPT {
@@ -12,8 +13,14 @@ public final class GPT {
   public let parameters: FloatBuffer
   public let gradients: FloatBuffer
   public let B: Int, T: Int
-  let acts: Activations
-  let grads: ActivationGradients
+  let head: HeadActivations
+  let body: Body
+
+  /// The blocks' activations and their gradients' scratch, per architecture.
+  enum Body {
+    case gpt2(Activations, ActivationGradients)
+    case llama(LlamaActivations, LlamaGradients, RotaryTable)
+  }
 
   /// Creates a model with GPT-2's initialisation (normal 0.02, residual projections 0.02/√(2L)).
   public init(config: GPTConfig, batch B: Int, sequence T: Int, seed: UInt64 = 1337) throws {
@@ -27,8 +34,13 @@ public final class GPT {
     layout = ParameterLayout(config)
     parameters = FloatBuffer(count: layout.count)
     gradients = FloatBuffer(count: layout.count)
-    acts = Activations(config, B: B, T: T)
-    grads = ActivationGradients(config, B: B, T: T)
+    head = HeadActivations(B: B, T: T, V: config.vocabSize)
+    switch config.architecture {
+    case .gpt2: body = .gpt2(Activations(config, B: B, T: T), ActivationGradients(config, B: B, T: T))
+    case .llama:
+      body = .llama(LlamaActivations(config, B: B, T: T), LlamaGradients(config, B: B, T: T),
+                    RotaryTable(T: T, headSize: config.headSize, theta: config.ropeTheta))
+    }
     initialise(seed: seed)
   }
 
@@ -36,8 +48,8 @@ public final class GPT {
   public func initialise(seed: UInt64) { Self.initialise(parameters, layout: layout, seed: seed) }
 
   /// GPT-2's initialisation of a parameter buffer laid out by `layout` (normal 0.02, residual projections
-  /// 0.02/√(2L), unit norms, zero biases). Needs no model, so a coordinator can make version 0 without
-  /// allocating gradients and activations.
+  /// 0.02/√(2L), unit norms, zero biases); LLaMA's the same (its residual projections are o_proj and
+  /// down_proj). Needs no model, so a coordinator can make version 0 without allocating gradients and activations.
   public static func initialise(_ parameters: FloatBuffer, layout: ParameterLayout, seed: UInt64) {
     var rng = SplitMix64(seed: seed)
     let p = parameters.pointer
@@ -45,10 +57,11 @@ public final class GPT {
     for t in layout.tensors {
       let base = p + t.offset
       if t.shape.count == 1 {
-        let fill: Float = t.name.hasSuffix("ln_1.weight") || t.name.hasSuffix("ln_2.weight") || t.name == "ln_f.weight" ? 1 : 0
-        base.update(repeating: fill, count: t.count)
+        let norm = ["ln_1.weight", "ln_2.weight", "ln_f.weight", "layernorm.weight", "norm.weight"].contains { t.name.hasSuffix($0) }
+        base.update(repeating: norm ? 1 : 0, count: t.count)
       } else {
-        let std = t.name.hasSuffix("c_proj.weight") ? residualStd : 0.02
+        let residual = ["c_proj.weight", "o_proj.weight", "down_proj.weight"].contains { t.name.hasSuffix($0) }
+        let std = residual ? residualStd : 0.02
         for i in 0..<t.count { base[i] = Float(rng.nextGaussian() * std) }
       }
     }
@@ -63,19 +76,43 @@ public final class GPT {
   /// are left in place of the logits for `backward`.
   @discardableResult
   public func forward(tokens: [Int32], targets: [Int32]?, backwardScale: Float? = nil) throws -> Float? {
-    let (B, T, C, V, L, NH) = (self.B, self.T, config.channels, config.vocabSize, config.layers, config.heads)
+    let (C, V) = (config.channels, config.vocabSize)
     let BT = B * T
     guard tokens.count == BT, targets.map({ $0.count == BT }) ?? true else {
       throw ModelError.mismatch("expected \(BT) tokens and targets, got \(tokens.count) and \(targets?.count ?? 0)")
     }
     for tok in tokens where tok < 0 || Int(tok) >= V { throw ModelError.mismatch("token id \(tok) outside vocabulary 0..<\(V)") }
     if let targets { for tok in targets where tok < 0 || Int(tok) >= V { throw ModelError.mismatch("target id \(tok) outside vocabulary 0..<\(V)") } }
-    acts.tokens.update(from: tokens, count: BT)
-    if let targets { acts.targets.update(from: targets, count: BT) }
+    let h = head
+    h.tokens.update(from: tokens, count: BT)
+    if let targets { h.targets.update(from: targets, count: BT) }
 
+    let hidden: CP
+    switch body {
+    case .gpt2(let a, _): hidden = gpt2Forward(a)
+    case .llama(let a, _, let rope): hidden = llamaForward(a, rope)
+    }
+    // logits (BT, V) = hidden (BT, C) · headᵀ (GPT-2's head is its token embedding)
+    BLAS.sgemm(transA: false, transB: true, m: BT, n: V, k: C, a: hidden, lda: C, b: parameters.pointer + layout.head, ldb: C,
+               beta: 0, c: h.logits, ldc: V)
+    guard targets != nil else { return nil }
+    if let bias = trainingLogitBias {
+      // A restricted softmax: the excluded tokens' logits sink far below the others (no probability, no gradient).
+      let bp = UnsafePointer(bias.pointer), lp = h.logits
+      Parallel.forRange(BT, minChunk: 4) { s, e in for i in s..<e { let row = lp + i * V; for j in 0..<V { row[j] += bp[j] } } }
+    }
+    crossEntropyForward(h.logits, h.losses, h.targets, N: BT, V: V, dlossScale: backwardScale)
+    var total = 0.0
+    for i in 0..<BT { total += Double(h.losses[i]) }
+    return Float(total / Double(BT))
+  }
+
+  /// GPT-2's blocks and final LayerNorm on `head.tokens`; returns the normalised hidden states (BT, C).
+  private func gpt2Forward(_ a: Activations) -> CP {
+    let (B, T, C, L, NH) = (self.B, self.T, config.channels, config.layers, config.heads)
+    let BT = B * T
     let p = UnsafePointer(parameters.pointer)
-    let a = acts
-    encoderForward(a.encoded, a.tokens, p + layout.wte, p + layout.wpe, BT: BT, T: T, C: C)
+    encoderForward(a.encoded, head.tokens, p + layout.wte, p + layout.wpe, BT: BT, T: T, C: C)
     for l in 0..<L {
       let w = layout.blocks[l]
       let residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * BT * C
@@ -98,19 +135,7 @@ public final class GPT {
     }
     let last = a.residual3 + (L - 1) * BT * C
     layernormForward(a.lnf, a.lnfMean, a.lnfRstd, last, p + layout.lnfw, p + layout.lnfb, N: BT, C: C)
-    // logits (BT, V) = lnf (BT, C) · wteᵀ (tied output head)
-    BLAS.sgemm(transA: false, transB: true, m: BT, n: V, k: C, a: a.lnf, lda: C, b: p + layout.wte, ldb: C,
-               beta: 0, c: a.logits, ldc: V)
-    guard targets != nil else { return nil }
-    if let bias = trainingLogitBias {
-      // A restricted softmax: the excluded tokens' logits sink far below the others (no probability, no gradient).
-      let bp = UnsafePointer(bias.pointer), lp = a.logits
-      Parallel.forRange(BT, minChunk: 4) { s, e in for i in s..<e { let row = lp + i * V; for j in 0..<V { row[j] += bp[j] } } }
-    }
-    crossEntropyForward(a.logits, a.losses, a.targets, N: BT, V: V, dlossScale: backwardScale)
-    var total = 0.0
-    for i in 0..<BT { total += Double(a.losses[i]) }
-    return Float(total / Double(BT))
+    return UnsafePointer(a.lnf)
   }
 
   /// Added to every row of logits before the loss in a forward pass with targets (nil: none): a restricted
@@ -130,26 +155,37 @@ public final class GPT {
   }
 
   /// Per-position losses (nats) of the last forward pass with targets.
-  public var lastLosses: UnsafeBufferPointer<Float> { .init(start: acts.losses, count: B * T) }
+  public var lastLosses: UnsafeBufferPointer<Float> { .init(start: head.losses, count: B * T) }
 
   /// Logits (B·T, V) of the last forward pass without targets (or dlogits after one with `backwardScale`).
-  public var logits: UnsafeBufferPointer<Float> { .init(start: acts.logits, count: B * T * config.vocabSize) }
+  public var logits: UnsafeBufferPointer<Float> { .init(start: head.logits, count: B * T * config.vocabSize) }
 
   // MARK: - Backward
 
   /// Accumulates ∂loss/∂parameters into `gradients`. Needs a preceding `forward` with `backwardScale`.
   public func backward() {
-    let (B, T, C, V, L, NH) = (self.B, self.T, config.channels, config.vocabSize, config.layers, config.heads)
+    switch body {
+    case .gpt2(let a, let d): gpt2Backward(a, d)
+    case .llama(let a, let d, let rope): llamaBackward(a, d, rope)
+    }
+  }
+
+  /// The output head's backward: logits = hidden · headᵀ, so dhidden = dlogits · head (overwritten) and
+  /// dhead += dlogitsᵀ · hidden.
+  func headBackward(hidden: CP, dhidden: P) {
+    let (BT, C, V) = (B * T, config.channels, config.vocabSize)
+    BLAS.sgemm(transA: false, transB: false, m: BT, n: C, k: V, a: head.logits, lda: V, b: parameters.pointer + layout.head, ldb: C,
+               beta: 0, c: dhidden, ldc: C)
+    BLAS.sgemm(transA: true, transB: false, m: V, n: C, k: BT, a: head.logits, lda: V, b: hidden, ldb: C,
+               beta: 1, c: gradients.pointer + layout.head, ldc: C)
+  }
+
+  private func gpt2Backward(_ a: Activations, _ d: ActivationGradients) {
+    let (B, T, C, L, NH) = (self.B, self.T, config.channels, config.layers, config.heads)
     let BT = B * T
     let p = UnsafePointer(parameters.pointer)
     let g = gradients.pointer
-    let a = acts, d = grads
-
-    // logits = lnf · wteᵀ: dlnf = dlogits · wte, dwte += dlogitsᵀ · lnf
-    BLAS.sgemm(transA: false, transB: false, m: BT, n: C, k: V, a: a.logits, lda: V, b: p + layout.wte, ldb: C,
-               beta: 0, c: d.dln, ldc: C)
-    BLAS.sgemm(transA: true, transB: false, m: V, n: C, k: BT, a: a.logits, lda: V, b: a.lnf, ldb: C,
-               beta: 1, c: g + layout.wte, ldc: C)
+    headBackward(hidden: a.lnf, dhidden: d.dln)
     d.dresidual.update(repeating: 0, count: BT * C)
     let last = a.residual3 + (L - 1) * BT * C
     layernormBackward(d.dresidual, g + layout.lnfw, g + layout.lnfb, d.dln, last, p + layout.lnfw,
@@ -177,36 +213,39 @@ public final class GPT {
       layernormBackward(d.dresidual, g + w.ln1w, g + w.ln1b, d.dln, residual, p + w.ln1w, ln1m, ln1r,
                         N: BT, C: C, scratch: d.scratch)
     }
-    encoderBackward(g + layout.wte, g + layout.wpe, d.dresidual, a.tokens, BT: BT, T: T, C: C)
+    encoderBackward(g + layout.wte, g + layout.wpe, d.dresidual, head.tokens, BT: BT, T: T, C: C)
   }
 
   /// Bytes held by activations and their gradients.
-  public var activationBytes: Int { (acts.floatCount + grads.floatCount) * 4 }
+  public var activationBytes: Int {
+    switch body {
+    case .gpt2(let a, let d): return (head.floatCount + a.floatCount + d.floatCount) * 4
+    case .llama(let a, let d, _): return (head.floatCount + a.floatCount + d.floatCount) * 4
+    }
+  }
 }
 
-/// Activations kept from forward for backward, one allocation each (llm.c's ActivationTensors).
-final class Activations {
+/// Slices of one 64-byte-aligned allocation (each size rounded up to 16 floats).
+func carve(_ sizes: [Int]) -> (FloatBuffer, [P]) {
+  let rounded = sizes.map { ($0 + 15) / 16 * 16 }
+  let storage = FloatBuffer(count: rounded.reduce(0, +))
+  var ptrs: [P] = []
+  var off = 0
+  for s in rounded { ptrs.append(storage.pointer + off); off += s }
+  return (storage, ptrs)
+}
+
+/// What every architecture shares: the batch's tokens and targets, logits and per-position losses.
+final class HeadActivations {
   let storage: FloatBuffer
   let tokens: UnsafeMutablePointer<Int32>, targets: UnsafeMutablePointer<Int32>
-  let encoded, ln1, ln1Mean, ln1Rstd, qkv, atty, att, proj, residual2, ln2, ln2Mean, ln2Rstd: P
-  let fch, fchGelu, residual3, lnf, lnfMean, lnfRstd, logits, losses: P
+  let logits, losses: P
   var floatCount: Int { storage.count }
 
-  init(_ c: GPTConfig, B: Int, T: Int) {
-    let (C, L, NH, V) = (c.channels, c.layers, c.heads, c.vocabSize)
+  init(B: Int, T: Int, V: Int) {
     let BT = B * T
-    let sizes = [BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C, L * B * NH * T * T, BT * C,
-                 L * BT * C, L * BT * C, L * BT, L * BT, L * BT * 4 * C, L * BT * 4 * C, L * BT * C,
-                 BT * C, BT, BT, BT * V, BT]
-    // Round each slice to 16 floats so every tensor starts 64-byte aligned.
-    let rounded = sizes.map { ($0 + 15) / 16 * 16 }
-    storage = FloatBuffer(count: rounded.reduce(0, +))
-    var ptrs: [P] = []
-    var off = 0
-    for s in rounded { ptrs.append(storage.pointer + off); off += s }
-    (encoded, ln1, ln1Mean, ln1Rstd, qkv, atty, att, proj) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7])
-    (residual2, ln2, ln2Mean, ln2Rstd, fch, fchGelu, residual3) = (ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12], ptrs[13], ptrs[14])
-    (lnf, lnfMean, lnfRstd, logits, losses) = (ptrs[15], ptrs[16], ptrs[17], ptrs[18], ptrs[19])
+    let (s, p) = carve([BT * V, BT])
+    (storage, logits, losses) = (s, p[0], p[1])
     tokens = .allocate(capacity: BT)
     targets = .allocate(capacity: BT)
     tokens.initialize(repeating: 0, count: BT)
@@ -219,6 +258,26 @@ final class Activations {
   }
 }
 
+/// GPT-2's activations kept from forward for backward, one allocation each (llm.c's ActivationTensors).
+final class Activations {
+  let storage: FloatBuffer
+  let encoded, ln1, ln1Mean, ln1Rstd, qkv, atty, att, proj, residual2, ln2, ln2Mean, ln2Rstd: P
+  let fch, fchGelu, residual3, lnf, lnfMean, lnfRstd: P
+  var floatCount: Int { storage.count }
+
+  init(_ c: GPTConfig, B: Int, T: Int) {
+    let (C, L, NH) = (c.channels, c.layers, c.heads)
+    let BT = B * T
+    let (s, ptrs) = carve([BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C, L * B * NH * T * T, BT * C,
+                           L * BT * C, L * BT * C, L * BT, L * BT, L * BT * 4 * C, L * BT * 4 * C, L * BT * C,
+                           BT * C, BT, BT])
+    storage = s
+    (encoded, ln1, ln1Mean, ln1Rstd, qkv, atty, att, proj) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7])
+    (residual2, ln2, ln2Mean, ln2Rstd, fch, fchGelu, residual3) = (ptrs[8], ptrs[9], ptrs[10], ptrs[11], ptrs[12], ptrs[13], ptrs[14])
+    (lnf, lnfMean, lnfRstd) = (ptrs[15], ptrs[16], ptrs[17])
+  }
+}
+
 /// Scratch for gradients of activations: only one layer's worth is live at a time.
 final class ActivationGradients {
   let storage: FloatBuffer
@@ -228,12 +287,8 @@ final class ActivationGradients {
   init(_ c: GPTConfig, B: Int, T: Int) {
     let C = c.channels, BT = B * T
     let threads = max(Parallel.threads, 1)
-    let sizes = [BT * C, BT * C, BT * C, BT * 3 * C, BT * 4 * C, threads * 2 * C, threads * T * T]
-    let rounded = sizes.map { ($0 + 15) / 16 * 16 }
-    storage = FloatBuffer(count: rounded.reduce(0, +))
-    var ptrs: [P] = []
-    var off = 0
-    for s in rounded { ptrs.append(storage.pointer + off); off += s }
+    let (s, ptrs) = carve([BT * C, BT * C, BT * C, BT * 3 * C, BT * 4 * C, threads * 2 * C, threads * T * T])
+    storage = s
     (dresidual, dln, datty, dqkv, dfch, scratch, attScratch) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6])
   }
 }

@@ -1,8 +1,19 @@
-/// The shape of a GPT-2 style model.
+/// The shape of a model: GPT-2 (learned positions, LayerNorm, GELU MLP, tied output head) or LLaMA-style
+/// (RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention, untied head, no biases).
 ///
 /// Key used throughout the model code (as in llm.c): B = batch size, T = sequence length,
-/// C = channels, V = vocabulary size, L = layers, NH = heads, hs = C / NH.
+/// C = channels, V = vocabulary size, L = layers, NH = heads, hs = C / NH; LLaMA adds NKV = key/value heads
+/// and I = the MLP's hidden width.
 public struct GPTConfig: Codable, Equatable, Sendable {
+  /// The block's design.
+  public enum Architecture: String, Codable, Sendable, CaseIterable {
+    /// Hugging Face `GPT2LMHeadModel`.
+    case gpt2
+    /// Hugging Face `LlamaForCausalLM`.
+    case llama
+  }
+
+  public var architecture: Architecture
   /// V: vocabulary size (must equal the tokenizer's).
   public var vocabSize: Int
   /// T: maximum context length (learned positions).
@@ -13,13 +24,59 @@ public struct GPTConfig: Codable, Equatable, Sendable {
   public var layers: Int
   /// NH: attention heads per block (C must be a multiple of NH).
   public var heads: Int
+  /// NKV: key/value heads (LLaMA; NH must be a multiple of NKV). GPT-2: NH.
+  public var kvHeads: Int
+  /// I: the MLP's hidden width (LLaMA's `intermediate_size`). GPT-2: 4C.
+  public var intermediate: Int
+  /// Rotary embeddings' base θ (LLaMA).
+  public var ropeTheta: Double
+  /// RMSNorm's ε (LLaMA; GPT-2's LayerNorm uses 1e-5).
+  public var normEps: Float
 
+  /// A GPT-2 shape.
   public init(vocabSize: Int, contextLength: Int, channels: Int, layers: Int, heads: Int) {
+    architecture = .gpt2
     self.vocabSize = vocabSize
     self.contextLength = contextLength
     self.channels = channels
     self.layers = layers
     self.heads = heads
+    kvHeads = heads
+    intermediate = 4 * channels
+    ropeTheta = 10_000
+    normEps = 1e-5
+  }
+
+  /// A LLaMA-style shape.
+  public static func llama(vocabSize: Int, contextLength: Int, channels: Int, layers: Int, heads: Int, kvHeads: Int,
+                           intermediate: Int, ropeTheta: Double = 10_000, normEps: Float = 1e-5) -> GPTConfig {
+    var c = GPTConfig(vocabSize: vocabSize, contextLength: contextLength, channels: channels, layers: layers, heads: heads)
+    c.architecture = .llama
+    c.kvHeads = kvHeads
+    c.intermediate = intermediate
+    c.ropeTheta = ropeTheta
+    c.normEps = normEps
+    return c
+  }
+
+  /// hs: width of one attention head.
+  public var headSize: Int { channels / heads }
+
+  private enum CodingKeys: String, CodingKey {
+    case architecture, vocabSize, contextLength, channels, layers, heads, kvHeads, intermediate, ropeTheta, normEps
+  }
+
+  /// Decodes configs written before LLaMA existed as GPT-2's (the new keys are optional).
+  public init(from decoder: Decoder) throws {
+    let k = try decoder.container(keyedBy: CodingKeys.self)
+    self.init(vocabSize: try k.decode(Int.self, forKey: .vocabSize), contextLength: try k.decode(Int.self, forKey: .contextLength),
+              channels: try k.decode(Int.self, forKey: .channels), layers: try k.decode(Int.self, forKey: .layers),
+              heads: try k.decode(Int.self, forKey: .heads))
+    architecture = try k.decodeIfPresent(Architecture.self, forKey: .architecture) ?? .gpt2
+    kvHeads = try k.decodeIfPresent(Int.self, forKey: .kvHeads) ?? heads
+    intermediate = try k.decodeIfPresent(Int.self, forKey: .intermediate) ?? 4 * channels
+    ropeTheta = try k.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10_000
+    normEps = try k.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-5
   }
 
   /// Checks the shape; every model built from a config goes through this.
@@ -29,15 +86,26 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     guard contextLength >= 1, contextLength <= 1 << 16 else { throw bad("contextLength \(contextLength) must be in 1...65536") }
     guard channels >= 1, layers >= 1, heads >= 1 else { throw bad("channels, layers and heads must be positive") }
     guard channels % heads == 0 else { throw bad("channels \(channels) must be a multiple of heads \(heads)") }
+    switch architecture {
+    case .gpt2:
+      guard kvHeads == heads, intermediate == 4 * channels else { throw bad("GPT-2 has kvHeads = heads and intermediate = 4·channels") }
+    case .llama:
+      guard kvHeads >= 1, heads % kvHeads == 0 else { throw bad("heads \(heads) must be a multiple of kvHeads \(kvHeads)") }
+      guard headSize % 2 == 0 else { throw bad("head size \(headSize) must be even (rotary embeddings rotate pairs)") }
+      guard intermediate >= 1, intermediate <= 1 << 20 else { throw bad("intermediate \(intermediate) must be in 1...\(1 << 20)") }
+      guard ropeTheta.isFinite, ropeTheta > 1 else { throw bad("ropeTheta \(ropeTheta) must be finite and > 1") }
+      guard normEps.isFinite, normEps > 0 else { throw bad("normEps \(normEps) must be finite and positive") }
+    }
   }
 
-  /// Number of parameters (embeddings tied with the output head).
+  /// Number of parameters (GPT-2's embeddings are tied with the output head; LLaMA's are not).
   public var parameterCount: Int { ParameterLayout(self).count }
 
-  /// FLOPs of one forward+backward pass over B·T tokens, as (6N + 6·L·C·T)·B·T with N all parameters
-  /// (the convention the benchmarks of llm.c and PyTorch are quoted in; PaLM's MFU appendix uses the same form).
+  /// FLOPs of one forward+backward pass over B·T tokens, as (6N + 6·L·C·T)·B·T with N the parameters that take
+  /// part in matrix products (all of GPT-2's, whose embedding is the output head; LLaMA's without its input
+  /// embedding, a lookup) — the convention llm.c and PyTorch benchmarks are quoted in, as in PaLM's MFU appendix.
   public func trainingFLOPs(batch: Int, sequence: Int) -> Double {
-    let n = Double(parameterCount)
+    let n = Double(parameterCount - (architecture == .llama ? vocabSize * channels : 0))
     let perToken = 6 * n + 6 * Double(layers * channels * sequence)
     return perToken * Double(batch * sequence)
   }
@@ -50,7 +118,25 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     "small": GPTConfig(vocabSize: 4096, contextLength: 128, channels: 128, layers: 4, heads: 4),
     "bench-14m": GPTConfig(vocabSize: 8192, contextLength: 256, channels: 384, layers: 6, heads: 6),
     "gpt-100m": GPTConfig(vocabSize: 16384, contextLength: 512, channels: 768, layers: 12, heads: 12),
+    // LLaMA-style blocks of the same widths and depths; the SwiGLU MLP's three matrices of I = 8C/3 (rounded up
+    // to a multiple of 16) hold what GPT-2's two of 4C hold.
+    "llama-tiny": .llama(vocabSize: 512, contextLength: 64, channels: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 176),
+    "llama-small": .llama(vocabSize: 4096, contextLength: 128, channels: 128, layers: 4, heads: 4, kvHeads: 2, intermediate: 352),
+    "llama-14m": .llama(vocabSize: 8192, contextLength: 256, channels: 384, layers: 6, heads: 6, kvHeads: 2, intermediate: 1024),
+    "llama-100m": .llama(vocabSize: 16384, contextLength: 512, channels: 768, layers: 12, heads: 12, kvHeads: 4, intermediate: 2048),
   ]
+
+  /// The preset of `architecture` named `name`: LLaMA's presets are GPT-2's names with `llama-` in front
+  /// (`bench-14m` → `llama-14m`, `gpt-100m` → `llama-100m`); a name that already says its architecture stays.
+  public static func preset(_ name: String, architecture: Architecture) throws -> GPTConfig {
+    try preset(presetName(name, architecture: architecture))
+  }
+
+  /// The name of `name`'s preset of `architecture` (see `preset(_:architecture:)`).
+  public static func presetName(_ name: String, architecture: Architecture) -> String {
+    guard architecture == .llama, !name.hasPrefix("llama-") else { return name }
+    return ["bench-14m": "llama-14m", "gpt-100m": "llama-100m"][name] ?? "llama-" + name
+  }
 
   public static func preset(_ name: String) throws -> GPTConfig {
     guard let c = presets[name] else {

@@ -74,24 +74,26 @@ public final class RotaryTable: @unchecked Sendable {
 }
 
 /// x (B, T, NH, HS) → out: each head's vector rotated by its position (pairs i and i + HS/2). out may alias x.
-func ropeForward(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int) {
-  rotate(out, inp, table, B: B, T: T, NH: NH, HS: HS, inverse: false)
+/// `stride` is the distance between positions (default NH·HS): the model rotates the query and key heads
+/// in place inside its fused q‖k‖v rows.
+func ropeForward(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int, stride: Int? = nil) {
+  rotate(out, inp, table, B: B, T: T, NH: NH, HS: HS, stride: stride ?? NH * HS, inverse: false)
 }
 
 /// dout → dinp (the inverse rotation; a rotation's transpose). dinp may alias dout; not accumulated.
-func ropeBackward(_ dinp: P, _ dout: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int) {
-  rotate(dinp, dout, table, B: B, T: T, NH: NH, HS: HS, inverse: true)
+func ropeBackward(_ dinp: P, _ dout: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int, stride: Int? = nil) {
+  rotate(dinp, dout, table, B: B, T: T, NH: NH, HS: HS, stride: stride ?? NH * HS, inverse: true)
 }
 
 /// Rotates each head's pairs (i, i + HS/2) by +angle or, `inverse`, by −angle.
-private func rotate(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int, inverse: Bool) {
+private func rotate(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, NH: Int, HS: Int, stride: Int, inverse: Bool) {
   let h = HS / 2, sign: Float = inverse ? -1 : 1
   Parallel.forRange(B * T, minChunk: 16) { s, e in
     for bt in s..<e {
       let t = bt % T
       let c = table.cos + t * h, sn = table.sin + t * h
       for hd in 0..<NH {
-        let x = inp + (bt * NH + hd) * HS, o = out + (bt * NH + hd) * HS
+        let x = inp + bt * stride + hd * HS, o = out + bt * stride + hd * HS
         for i in 0..<h {
           let a = x[i], b = x[i + h], si = sign * sn[i]
           o[i] = a * c[i] - b * si
@@ -104,23 +106,60 @@ private func rotate(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, N
 
 // MARK: - SwiGLU
 
-/// out = silu(gate) · up, n elements (silu(g) = g · σ(g)).
-func swigluForward(_ out: P, _ gate: CP, _ up: CP, n: Int) {
-  Parallel.forRange(n, minChunk: 4096) { s, e in
-    for i in s..<e {
-      let g = gate[i]
-      out[i] = g / (1 + expf(-g)) * up[i]
+/// gu (N, 2I), each row gate ‖ up (the fused gate and up projections) → out (N, I) = silu(gate) · up
+/// (silu(g) = g · σ(g)).
+func swigluForward(_ out: P, _ gu: CP, N: Int, I: Int) {
+  Parallel.forRange(N, minChunk: 4) { s, e in
+    for r in s..<e {
+      let gate = gu + r * 2 * I, up = gate + I, o = out + r * I
+      for i in 0..<I {
+        let g = gate[i]
+        o[i] = g / (1 + expf(-g)) * up[i]
+      }
     }
   }
 }
 
-/// dout → dgate, dup (not accumulated): dgate = d · up · σ(g)(1 + g(1 − σ(g))), dup = d · silu(g).
-func swigluBackward(_ dgate: P, _ dup: P, _ dout: CP, _ gate: CP, _ up: CP, n: Int) {
-  Parallel.forRange(n, minChunk: 4096) { s, e in
-    for i in s..<e {
-      let g = gate[i], sg = 1 / (1 + expf(-g)), d = dout[i]
-      dgate[i] = d * up[i] * sg * (1 + g * (1 - sg))
-      dup[i] = d * g * sg
+/// dout (N, I) → dgu (N, 2I) (not accumulated): dgate = d · up · σ(g)(1 + g(1 − σ(g))), dup = d · silu(g).
+func swigluBackward(_ dgu: P, _ dout: CP, _ gu: CP, N: Int, I: Int) {
+  Parallel.forRange(N, minChunk: 4) { s, e in
+    for r in s..<e {
+      let gate = gu + r * 2 * I, up = gate + I, dgate = dgu + r * 2 * I, dup = dgate + I, d = dout + r * I
+      for i in 0..<I {
+        let g = gate[i], sg = 1 / (1 + expf(-g))
+        dgate[i] = d[i] * up[i] * sg * (1 + g * (1 - sg))
+        dup[i] = d[i] * g * sg
+      }
+    }
+  }
+}
+
+// MARK: - Linear (nn.Linear layout) and embedding
+
+/// inp (N, C) · w (OC, C)ᵀ → out (N, OC): `nn.Linear` without bias.
+func linearForward(_ out: P, _ inp: CP, _ w: CP, N: Int, C: Int, OC: Int) {
+  BLAS.sgemm(transA: false, transB: true, m: N, n: OC, k: C, a: inp, lda: C, b: w, ldb: C, beta: 0, c: out, ldc: OC)
+}
+
+/// dout (N, OC) → dinp (N, C) = dout · w (overwritten), dw (OC, C) += doutᵀ · inp.
+func linearBackward(_ dinp: P, _ dw: P, _ dout: CP, _ inp: CP, _ w: CP, N: Int, C: Int, OC: Int) {
+  BLAS.sgemm(transA: false, transB: false, m: N, n: C, k: OC, a: dout, lda: OC, b: w, ldb: C, beta: 0, c: dinp, ldc: C)
+  BLAS.sgemm(transA: true, transB: false, m: OC, n: C, k: N, a: dout, lda: OC, b: inp, ldb: C, beta: 1, c: dw, ldc: C)
+}
+
+/// tokens (N) → out (N, C) = wte[token].
+func embeddingForward(_ out: P, _ tokens: UnsafePointer<Int32>, _ wte: CP, N: Int, C: Int) {
+  Parallel.forRange(N, minChunk: 16) { s, e in
+    for i in s..<e { (out + i * C).update(from: wte + Int(tokens[i]) * C, count: C) }
+  }
+}
+
+/// dout (N, C) → dwte[token] += dout; split over channels, so rows of the same token never race.
+func embeddingBackward(_ dwte: P, _ dout: CP, _ tokens: UnsafePointer<Int32>, N: Int, C: Int) {
+  Parallel.forRange(C, minChunk: 16) { c0, c1 in
+    for i in 0..<N {
+      let d = dout + i * C, te = dwte + Int(tokens[i]) * C
+      for c in c0..<c1 { te[c] += d[c] }
     }
   }
 }

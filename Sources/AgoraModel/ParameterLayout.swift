@@ -1,8 +1,10 @@
 /// Where each named tensor lives inside the model's one flat parameter buffer.
 ///
-/// Names, shapes and order are Hugging Face GPT-2's (`transformers` `GPT2Model`), and linear weights
-/// are stored as HF's `Conv1D` does, (in, out), so a checkpoint is the flat buffer cut at these offsets.
-/// Gradients and AdamW moments use the same layout.
+/// GPT-2: names, shapes and order are Hugging Face GPT-2's (`transformers` `GPT2Model`), and linear weights
+/// are stored as HF's `Conv1D` does, (in, out). LLaMA: names and shapes are `LlamaForCausalLM`'s, linear
+/// weights as `nn.Linear` stores them, (out, in); q, k and v projections lie back to back, so they act as one
+/// (NH + 2·NKV)·hs × C matrix, and so do the MLP's gate and up projections (2I × C). Either way a checkpoint is
+/// the flat buffer cut at these offsets. Gradients and AdamW moments use the same layout.
 public struct ParameterLayout: Sendable {
   public struct Tensor: Sendable, Equatable {
     public let name: String
@@ -18,10 +20,23 @@ public struct ParameterLayout: Sendable {
     public let ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb: Int
   }
 
+  /// Offsets of one LLaMA block's tensors: attention norm, fused q‖k‖v, o, MLP norm, fused gate‖up, down.
+  public struct LlamaBlock: Sendable {
+    public let attnNorm, qkv, o, mlpNorm, gateUp, down: Int
+  }
+
   public let config: GPTConfig
   public let tensors: [Tensor]
-  public let wte: Int, wpe: Int, lnfw: Int, lnfb: Int
+  /// The input embedding (V, C) (GPT-2's is also the output head).
+  public let wte: Int
+  /// GPT-2's positions and final LayerNorm bias; −1 for LLaMA.
+  public let wpe: Int, lnfb: Int
+  /// The final norm's weight.
+  public let lnfw: Int
+  /// The output head (V, C): `wte` for GPT-2, `lm_head.weight` for LLaMA.
+  public let head: Int
   public let blocks: [Block]
+  public let llamaBlocks: [LlamaBlock]
   public let count: Int
 
   public init(_ c: GPTConfig) {
@@ -35,7 +50,33 @@ public struct ParameterLayout: Sendable {
       off += t.count
       return t.offset
     }
+    if c.architecture == .llama {
+      let hs = c.headSize, I = c.intermediate
+      wte = add("model.embed_tokens.weight", [c.vocabSize, C])
+      var lb: [LlamaBlock] = []
+      for l in 0..<c.layers {
+        let p = "model.layers.\(l)."
+        let attnNorm = add(p + "input_layernorm.weight", [C])
+        let q = add(p + "self_attn.q_proj.weight", [c.heads * hs, C])
+        _ = add(p + "self_attn.k_proj.weight", [c.kvHeads * hs, C])
+        _ = add(p + "self_attn.v_proj.weight", [c.kvHeads * hs, C])
+        let o = add(p + "self_attn.o_proj.weight", [C, c.heads * hs])
+        let mlpNorm = add(p + "post_attention_layernorm.weight", [C])
+        let gate = add(p + "mlp.gate_proj.weight", [I, C])
+        _ = add(p + "mlp.up_proj.weight", [I, C])
+        let down = add(p + "mlp.down_proj.weight", [C, I])
+        lb.append(LlamaBlock(attnNorm: attnNorm, qkv: q, o: o, mlpNorm: mlpNorm, gateUp: gate, down: down))
+      }
+      lnfw = add("model.norm.weight", [C])
+      head = add("lm_head.weight", [c.vocabSize, C])
+      (wpe, lnfb, blocks, llamaBlocks) = (-1, -1, [], lb)
+      tensors = list
+      count = off
+      return
+    }
+    llamaBlocks = []
     wte = add("wte.weight", [c.vocabSize, C])
+    head = wte
     wpe = add("wpe.weight", [c.contextLength, C])
     var bl: [Block] = []
     for l in 0..<c.layers {

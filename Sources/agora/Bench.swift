@@ -21,7 +21,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
       model.apply()
-      let c = try GPTConfig.preset(model.preset)
+      let c = try GPTConfig.preset(model.presetName)
       let T = model.sequence ?? c.contextLength
       let peakBefore = measureSgemmPeak()
       let gpt = try GPT(config: c, batch: model.batch, sequence: T, seed: 1)
@@ -49,9 +49,9 @@ struct Bench: ParsableCommand {
       let tokS = Double(BT) / (ms / 1000)
       let rss = peakRSSMiB()
       if json {
-        print("{\"preset\":\"\(model.preset)\",\"B\":\(model.batch),\"T\":\(T),\"ms_per_step\":\(ms),\"tokens_per_s\":\(tokS),\"gflops\":\(gflops),\"sgemm_peak_gflops\":\(peak),\"mfu\":\(gflops / peak),\"peak_rss_mib\":\(rss)}")
+        print("{\"preset\":\"\(model.presetName)\",\"B\":\(model.batch),\"T\":\(T),\"ms_per_step\":\(ms),\"tokens_per_s\":\(tokS),\"gflops\":\(gflops),\"sgemm_peak_gflops\":\(peak),\"mfu\":\(gflops / peak),\"peak_rss_mib\":\(rss)}")
       } else {
-        print("preset \(model.preset): \(c.parameterCount) parameters, B=\(model.batch) T=\(T), \(Parallel.threads) threads, OpenBLAS \(BLAS.coreName)")
+        print("preset \(model.presetName): \(c.parameterCount) parameters, B=\(model.batch) T=\(T), \(Parallel.threads) threads, OpenBLAS \(BLAS.coreName)")
         print(String(format: "FLOPs/step %.2f GFLOP; sgemm peak (2048³, %d threads, median of 8 before and after the steps) %.1f GFLOP/s", flops / 1e9, Parallel.threads, peak))
         print(String(format: "median %.1f ms/step (min %.1f, max %.1f over %d steps), %.0f tokens/s, %.1f GFLOP/s, MFU %.1f%%, peak RSS %.0f MiB",
                      ms, times.min()!, times.max()!, times.count, tokS, gflops, 100 * gflops / peak, rss))

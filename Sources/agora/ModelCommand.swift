@@ -26,7 +26,7 @@ struct ModelCommand: ParsableCommand {
 
     func run() throws {
       model.apply()
-      var c = try GPTConfig.preset(model.preset)
+      var c = try GPTConfig.preset(model.presetName)
       if let vocab { c.vocabSize = vocab }
       let T = model.sequence ?? c.contextLength
       let loss = try ReferenceDump.write(config: c, batch: model.batch, sequence: T, warmSteps: warmSteps, to: out)

@@ -5,10 +5,18 @@ import AgoraTrainer
 import ArgumentParser
 import Foundation
 
+extension GPTConfig.Architecture: ExpressibleByArgument {}
+
 /// Options shared by commands that train or measure a model.
 struct ModelOptions: ParsableArguments {
-  @Option(help: "Model preset: tiny, small, bench-14m, gpt-100m.")
+  @Option(help: "Model preset: tiny, small, bench-14m, gpt-100m, or a LLaMA preset (llama-tiny, llama-small, llama-14m, llama-100m).")
   var preset: String = "tiny"
+
+  @Option(help: "Block design: gpt2, or llama (RMSNorm, rotary positions, SwiGLU, grouped-query attention); llama maps a GPT-2 preset name to its LLaMA preset.")
+  var architecture: GPTConfig.Architecture = .gpt2
+
+  /// The preset's name with the architecture applied (`small` with `--architecture llama` is `llama-small`).
+  var presetName: String { GPTConfig.presetName(preset, architecture: architecture) }
 
   @Option(help: "Sequences per micro-batch (B).")
   var batch: Int = 8
@@ -77,7 +85,7 @@ struct Train: ParsableCommand {
   func run() throws {
     model.apply()
     let sources = try LanguageSource.discover(data)
-    let preset = try GPTConfig.preset(model.preset)
+    let preset = try GPTConfig.preset(model.presetName)
     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
     let tok: Tokenizer
     let tokPath: String
@@ -104,7 +112,7 @@ struct Train: ParsableCommand {
     let corpus = try TokenizedCorpus(sources: sources, tokenizer: tok, tokenizerPath: tokPath, cacheDir: out + "/cache") { print($0) }
 
     var s = TrainSettings()
-    s.preset = model.preset
+    s.preset = model.presetName
     s.batch = model.batch
     s.sequence = model.sequence
     s.gradAccumulation = accumulate
@@ -122,7 +130,7 @@ struct Train: ParsableCommand {
       print("resumed at step \(trainer.state.step)")
     }
     let c = trainer.model.config
-    print("model: \(model.preset), \(c.parameterCount) parameters (V=\(c.vocabSize) T=\(trainer.model.T) C=\(c.channels) L=\(c.layers) H=\(c.heads)), B=\(s.batch)×\(s.gradAccumulation), \(Parallel.threads) threads")
+    print("model: \(model.presetName), \(c.parameterCount) parameters (V=\(c.vocabSize) T=\(trainer.model.T) C=\(c.channels) L=\(c.layers) H=\(c.heads)), B=\(s.batch)×\(s.gradAccumulation), \(Parallel.threads) threads")
     let unigram = trainer.evaluator.unigramBitsPerByte(T: trainer.model.T, vocabSize: c.vocabSize)
     print("unigram baseline bits/byte: " + format(unigram) + "  (mean \(String(format: "%.3f", mean(unigram))))")
     if trainer.state.step == 0 { print("step 0 bits/byte: " + format(try trainer.evaluate().bitsPerByte.sorted { $0.key < $1.key })) }

@@ -141,8 +141,9 @@ import Testing
     check("encoder dwpe", x: wpe, ana: dwpe, samples: T * C, loss: loss)
   }
 
-  @Test func wholeTinyModel() throws {
-    var c = try GPTConfig.preset("tiny")
+  @Test(arguments: ["tiny", "llama-tiny"])
+  func wholeTinyModel(preset: String) throws {
+    var c = try GPTConfig.preset(preset)
     c.vocabSize = 61
     c.contextLength = 8
     let B = 2, T = 8
@@ -176,7 +177,7 @@ import Testing
       }
     }
     #expect(checked > 50)
-    #expect(worst < 3e-2, "whole model: worst relative error \(worst) over \(checked) coordinates")
+    #expect(worst < 3e-2, "whole \(preset) model: worst relative error \(worst) over \(checked) coordinates")
   }
 }
 
@@ -233,19 +234,34 @@ import Testing
     let dinp = FloatBuffer(count: n)
     ropeBackward(dinp.pointer, R.pointer, table, B: B, T: T, NH: NH, HS: HS)
     gc.check("rope dinp", x: inp, ana: dinp, samples: 40, loss: loss)
+    // With a stride (the model's fused q‖k‖v rows), in place: the first NH heads of each row rotate as above,
+    // the rest of the row (the values) stays.
+    let W = (NH + 2) * HS
+    let rows = r.buffer(B * T * W), copy = FloatBuffer(count: B * T * W), ref = FloatBuffer(count: B * T * W)
+    copy.copy(from: rows)
+    ropeForward(rows.pointer, rows.pointer, table, B: B, T: T, NH: NH, HS: HS, stride: W)
+    ropeForward(ref.pointer, copy.pointer, table, B: B, T: T, NH: NH, HS: HS, stride: W)
+    var same = true
+    for bt in 0..<(B * T) {
+      for i in 0..<W { same = same && rows[bt * W + i] == (i < NH * HS ? ref[bt * W + i] : copy[bt * W + i]) }
+    }
+    #expect(same)
+    #expect(rows[W + 1] != copy[W + 1])  // position 1 rotates
   }
 
+  /// SwiGLU on fused gate ‖ up rows (N, 2I) → (N, I).
   @Test func swiglu() {
     var r = GradientCheckTests.Rand()
-    let n = 37
-    let gate = r.buffer(n, scale: 2), up = r.buffer(n), R = r.buffer(n), out = FloatBuffer(count: n)
-    func loss() -> Double { swigluForward(out.pointer, gate.pointer, up.pointer, n: n); return gc.dot(out, R) }
+    let N = 3, I = 13
+    let gu = r.buffer(N * 2 * I, scale: 2), R = r.buffer(N * I), out = FloatBuffer(count: N * I)
+    func loss() -> Double { swigluForward(out.pointer, gu.pointer, N: N, I: I); return gc.dot(out, R) }
     _ = loss()
-    #expect(abs(out[0] - gate[0] / (1 + exp(-gate[0])) * up[0]) < 1e-6)
-    let dg = FloatBuffer(count: n), du = FloatBuffer(count: n)
-    swigluBackward(dg.pointer, du.pointer, R.pointer, gate.pointer, up.pointer, n: n)
-    gc.check("swiglu dgate", x: gate, ana: dg, samples: n, eps: 1e-3, loss: loss)
-    gc.check("swiglu dup", x: up, ana: du, samples: n, eps: 1e-3, loss: loss)
+    // Row 1, column 4: silu(gate) · up, with gate and up from the row's two halves.
+    let g = gu[2 * I + 4], u = gu[2 * I + I + 4]
+    #expect(abs(out[I + 4] - g / (1 + exp(-g)) * u) < 1e-6)
+    let dgu = FloatBuffer(count: N * 2 * I)
+    swigluBackward(dgu.pointer, R.pointer, gu.pointer, N: N, I: I)
+    gc.check("swiglu dgate, dup", x: gu, ana: dgu, samples: N * 2 * I, eps: 1e-3, loss: loss)
   }
 
   /// Grouped-query attention: with as many key/value heads as query heads it is `attentionForward` exactly (the

@@ -18,7 +18,7 @@ import Testing
   /// Runs a command; returns (status, combined output).
   func run(_ exe: String, _ args: [String]) throws -> (Int32, String) { try runProcess(exe, args) }
 
-  @Test(arguments: [("tiny", 4, 64), ("small", 2, 128)])
+  @Test(arguments: [("tiny", 4, 64), ("small", 2, 128), ("llama-tiny", 4, 64), ("llama-small", 2, 128)])
   func trainerMatchesPyTorch(preset: String, batch: Int, T: Int) throws {
     let dir = NSTemporaryDirectory() + "agora-parity-\(UUID().uuidString)"
     defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -1,0 +1,111 @@
+import AgoraTensor
+
+// The LLaMA-style body of `GPT` (issue #18), as Hugging Face's LlamaForCausalLM computes it: per block
+//   x₁ = x + o(attention(rope(q(n₁)), rope(k(n₁)), v(n₁))),  n₁ = rmsnorm(x)
+//   x₂ = x₁ + down(silu(gate(n₂)) · up(n₂)),                 n₂ = rmsnorm(x₁)
+// then a final RMSNorm and an untied output head (GPT.swift). No biases. The q, k, v projections run as one
+// GEMM over their back-to-back weights (ParameterLayout), and so do gate and up.
+
+extension GPT {
+  /// The blocks and final RMSNorm on `head.tokens`; returns the normalised hidden states (BT, C).
+  func llamaForward(_ a: LlamaActivations, _ rope: RotaryTable) -> CP {
+    let c = config
+    let (B, T, C, L, NH, NKV, HS, I) = (self.B, self.T, c.channels, c.layers, c.heads, c.kvHeads, c.headSize, c.intermediate)
+    let BT = B * T, W = (NH + 2 * NKV) * HS, eps = c.normEps
+    let p = UnsafePointer(parameters.pointer)
+    embeddingForward(a.encoded, head.tokens, p + layout.wte, N: BT, C: C)
+    for l in 0..<L {
+      let w = layout.llamaBlocks[l], s = a.layer(l)
+      let x = l == 0 ? a.encoded : a.layer(l - 1).res3
+      rmsnormForward(s.n1, s.r1, x, p + w.attnNorm, N: BT, C: C, eps: eps)
+      linearForward(s.qkv, s.n1, p + w.qkv, N: BT, C: C, OC: W)
+      // Queries and keys are adjacent in each row: one pass rotates NH + NKV heads.
+      ropeForward(s.qkv, s.qkv, rope, B: B, T: T, NH: NH + NKV, HS: HS, stride: W)
+      gqaAttentionForward(s.atty, s.att, s.qkv, B: B, T: T, NH: NH, NKV: NKV, HS: HS)
+      linearForward(a.proj, s.atty, p + w.o, N: BT, C: NH * HS, OC: C)
+      residualForward(s.res2, x, a.proj, n: BT * C)
+      rmsnormForward(s.n2, s.r2, s.res2, p + w.mlpNorm, N: BT, C: C, eps: eps)
+      linearForward(s.gu, s.n2, p + w.gateUp, N: BT, C: C, OC: 2 * I)
+      swigluForward(s.h, s.gu, N: BT, I: I)
+      linearForward(a.proj, s.h, p + w.down, N: BT, C: I, OC: C)
+      residualForward(s.res3, s.res2, a.proj, n: BT * C)
+    }
+    rmsnormForward(a.nf, a.rf, a.layer(L - 1).res3, p + layout.lnfw, N: BT, C: C, eps: eps)
+    return UnsafePointer(a.nf)
+  }
+
+  func llamaBackward(_ a: LlamaActivations, _ d: LlamaGradients, _ rope: RotaryTable) {
+    let c = config
+    let (B, T, C, L, NH, NKV, HS, I) = (self.B, self.T, c.channels, c.layers, c.heads, c.kvHeads, c.headSize, c.intermediate)
+    let BT = B * T, W = (NH + 2 * NKV) * HS
+    let p = UnsafePointer(parameters.pointer)
+    let g = gradients.pointer
+    headBackward(hidden: a.nf, dhidden: d.dn)
+    d.dresidual.update(repeating: 0, count: BT * C)
+    rmsnormBackward(d.dresidual, g + layout.lnfw, d.dn, a.layer(L - 1).res3, p + layout.lnfw, a.rf, N: BT, C: C, scratch: d.scratch)
+    for l in stride(from: L - 1, through: 0, by: -1) {
+      let w = layout.llamaBlocks[l], s = a.layer(l)
+      let x = l == 0 ? a.encoded : a.layer(l - 1).res3
+      // dresidual is ∂/∂res3; the MLP branch:
+      linearBackward(d.dh, g + w.down, d.dresidual, s.h, p + w.down, N: BT, C: I, OC: C)
+      swigluBackward(d.dgu, d.dh, s.gu, N: BT, I: I)
+      linearBackward(d.dn, g + w.gateUp, d.dgu, s.n2, p + w.gateUp, N: BT, C: C, OC: 2 * I)
+      rmsnormBackward(d.dresidual, g + w.mlpNorm, d.dn, s.res2, p + w.mlpNorm, s.r2, N: BT, C: C, scratch: d.scratch)
+      // dresidual is now ∂/∂res2; the attention branch:
+      linearBackward(d.datty, g + w.o, d.dresidual, s.atty, p + w.o, N: BT, C: NH * HS, OC: C)
+      gqaAttentionBackward(d.dqkv, d.datty, s.qkv, s.att, B: B, T: T, NH: NH, NKV: NKV, HS: HS, scratch: d.attScratch)
+      ropeBackward(d.dqkv, d.dqkv, rope, B: B, T: T, NH: NH + NKV, HS: HS, stride: W)
+      linearBackward(d.dn, g + w.qkv, d.dqkv, s.n1, p + w.qkv, N: BT, C: C, OC: W)
+      rmsnormBackward(d.dresidual, g + w.attnNorm, d.dn, x, p + w.attnNorm, s.r1, N: BT, C: C, scratch: d.scratch)
+    }
+    embeddingBackward(g + layout.wte, d.dresidual, head.tokens, N: BT, C: C)
+  }
+}
+
+/// The LLaMA body's activations kept from forward for backward: per layer the normalised inputs and their
+/// reciprocal RMS, the rotated q‖k‖v, attention probabilities and output, the gate‖up projections, the SwiGLU
+/// output and both residual streams. One allocation.
+final class LlamaActivations {
+  /// One layer's slices.
+  struct Layer {
+    let n1, r1, qkv, att, atty, res2, n2, r2, gu, h, res3: P
+  }
+
+  let storage: FloatBuffer
+  let encoded, proj, nf, rf: P
+  private let layers: [Layer]
+  var floatCount: Int { storage.count }
+
+  func layer(_ l: Int) -> Layer { layers[l] }
+
+  init(_ c: GPTConfig, B: Int, T: Int) {
+    let (C, L, NH, NKV, HS, I) = (c.channels, c.layers, c.heads, c.kvHeads, c.headSize, c.intermediate)
+    let BT = B * T, W = (NH + 2 * NKV) * HS
+    let perLayer = [BT * C, BT, BT * W, B * NH * T * T, BT * NH * HS, BT * C, BT * C, BT, BT * 2 * I, BT * I, BT * C]
+    var sizes = [BT * C, BT * C, BT * C, BT]
+    for _ in 0..<L { sizes += perLayer }
+    let (s, ptrs) = carve(sizes)
+    storage = s
+    (encoded, proj, nf, rf) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3])
+    layers = (0..<L).map { l in
+      let q = Array(ptrs[(4 + l * perLayer.count)..<(4 + (l + 1) * perLayer.count)])
+      return Layer(n1: q[0], r1: q[1], qkv: q[2], att: q[3], atty: q[4], res2: q[5], n2: q[6], r2: q[7], gu: q[8], h: q[9], res3: q[10])
+    }
+  }
+}
+
+/// Scratch for the LLaMA body's activation gradients: one layer's worth at a time.
+final class LlamaGradients {
+  let storage: FloatBuffer
+  let dresidual, dn, datty, dqkv, dgu, dh, scratch, attScratch: P
+  var floatCount: Int { storage.count }
+
+  init(_ c: GPTConfig, B: Int, T: Int) {
+    let (C, NH, NKV, HS, I) = (c.channels, c.heads, c.kvHeads, c.headSize, c.intermediate)
+    let BT = B * T, W = (NH + 2 * NKV) * HS
+    let threads = max(Parallel.threads, 1)
+    let (s, p) = carve([BT * C, BT * C, BT * NH * HS, BT * W, BT * 2 * I, BT * I, threads * C, threads * T * T])
+    storage = s
+    (dresidual, dn, datty, dqkv, dgu, dh, scratch, attScratch) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])
+  }
+}
