@@ -6,10 +6,10 @@ import json
 import sys
 
 import torch
-from transformers import GPT2LMHeadModel, GenerationConfig, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
 d = sys.argv[1]
-model = GPT2LMHeadModel.from_pretrained(d)
+model = AutoModelForCausalLM.from_pretrained(d)  # GPT2LMHeadModel or LlamaForCausalLM, as config.json says
 model.eval()
 tok = PreTrainedTokenizerFast(tokenizer_file=f"{d}/tokenizer.json")
 gen = GenerationConfig.from_pretrained(d)

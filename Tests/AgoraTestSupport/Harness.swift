@@ -17,7 +17,8 @@ public struct Harness {
   public let port: Int
 
   public init(nodes: [(String, [String])], rounds: Int, innerSteps: Int, quorum: Double = 0.5, deadline: Double = 60, minNodes: Int? = nil,
-       bytes: Int = 60_000, extra: String = "", donors: [String] = [], compression: String = "int8", warmStart: Int = 0) throws {
+       bytes: Int = 60_000, extra: String = "", donors: [String] = [], compression: String = "int8", warmStart: Int = 0,
+       architecture: String = "gpt2") throws {
     dir = NSTemporaryDirectory() + "agora-federation-\(UUID().uuidString)"
     let fm = FileManager.default
     let demo = repoRoot + "/.agora/data/demo"
@@ -45,6 +46,7 @@ public struct Harness {
     coordinator_card = "keys/coordinator/card.toml"
     [model]
     preset = "tiny"
+    architecture = "\(architecture)"
     tokenizer = "tokenizer.json"
     seed = 3
     eval_data = ["data"]\(warmStart > 0 ? "\nwarm_start_steps = \(warmStart)" : "")
