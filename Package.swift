@@ -28,6 +28,7 @@ let package = Package(
   targets: [
     // MARK: - System library shims (C only here; each has a README saying why)
     .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
     .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
     .systemLibrary(name: "CSodium", path: "Sources/CSodium", providers: [.apt(["libsodium-dev"])]),
     .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
@@ -38,7 +39,7 @@ let package = Package(
     // MARK: - Libraries, layer by layer (each depends only on the layers below; README draws them)
     // Layer 1: formats, numbers, digests, files.
     .target(name: "AgoraWire"),
-    .target(name: "AgoraTensor", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
+    .target(name: "AgoraTensor", dependencies: ["COpenBLAS", "CDNNL"], swiftSettings: fastMath),
     // BLAKE3 kernels for AVX-512 (16 lanes) and AVX2 (8 lanes); AgoraDigest calls them after a CPU check.
     .target(name: "AgoraDigestAVX512", dependencies: ["CIntrinsics"],
             swiftSettings: fastMath + [.unsafeFlags(["-Xcc", "-mavx512f"])]),

@@ -15,6 +15,9 @@ public final class GPT {
   public let B: Int, T: Int
   let head: HeadActivations
   let body: Body
+  /// The linear layers' arithmetic (`precision`).
+  let products: Products
+  public var precision: Precision { products.precision }
 
   /// The blocks' activations and their gradients' scratch, per architecture.
   enum Body {
@@ -22,8 +25,9 @@ public final class GPT {
     case llama(LlamaActivations, LlamaGradients, RotaryTable)
   }
 
-  /// Creates a model with GPT-2's initialisation (normal 0.02, residual projections 0.02/√(2L)).
-  public init(config: GPTConfig, batch B: Int, sequence T: Int, seed: UInt64 = 1337) throws {
+  /// Creates a model with GPT-2's initialisation (normal 0.02, residual projections 0.02/√(2L)) whose matrix
+  /// products run in `precision`.
+  public init(config: GPTConfig, batch B: Int, sequence T: Int, seed: UInt64 = 1337, precision: Precision = .fp32) throws {
     try config.validate()
     guard B >= 1, T >= 1, T <= config.contextLength else {
       throw ModelError.invalidConfig("batch \(B) × sequence \(T) must be positive with T ≤ contextLength \(config.contextLength)")
@@ -35,6 +39,10 @@ public final class GPT {
     parameters = FloatBuffer(count: layout.count)
     gradients = FloatBuffer(count: layout.count)
     head = HeadActivations(B: B, T: T, V: config.vocabSize)
+    // The largest activation operands: a forward input or a backward dout (first), a backward input (second).
+    let c = config, wide = max(4 * c.channels, 2 * c.intermediate, (c.heads + 2 * c.kvHeads) * c.headSize, 3 * c.channels)
+    products = try Products(precision: precision, parameters: parameters, gradients: gradients,
+                            scratchA: B * T * max(c.vocabSize, wide), scratchB: B * T * max(4 * c.channels, c.intermediate, c.channels))
     switch config.architecture {
     case .gpt2: body = .gpt2(Activations(config, B: B, T: T), ActivationGradients(config, B: B, T: T))
     case .llama:
@@ -87,14 +95,14 @@ public final class GPT {
     h.tokens.update(from: tokens, count: BT)
     if let targets { h.targets.update(from: targets, count: BT) }
 
+    products.refreshWeights()
     let hidden: CP
     switch body {
-    case .gpt2(let a, _): hidden = gpt2Forward(a)
-    case .llama(let a, _, let rope): hidden = llamaForward(a, rope)
+    case .gpt2(let a, _): hidden = try gpt2Forward(a)
+    case .llama(let a, _, let rope): hidden = try llamaForward(a, rope)
     }
     // logits (BT, V) = hidden (BT, C) · headᵀ (GPT-2's head is its token embedding)
-    BLAS.sgemm(transA: false, transB: true, m: BT, n: V, k: C, a: hidden, lda: C, b: parameters.pointer + layout.head, ldb: C,
-               beta: 0, c: h.logits, ldc: V)
+    try products.forward(h.logits, hidden, w: layout.head, layout: .outIn, N: BT, C: C, OC: V)
     guard targets != nil else { return nil }
     if let bias = trainingLogitBias {
       // A restricted softmax: the excluded tokens' logits sink far below the others (no probability, no gradient).
@@ -108,7 +116,7 @@ public final class GPT {
   }
 
   /// GPT-2's blocks and final LayerNorm on `head.tokens`; returns the normalised hidden states (BT, C).
-  private func gpt2Forward(_ a: Activations) -> CP {
+  private func gpt2Forward(_ a: Activations) throws -> CP {
     let (B, T, C, L, NH) = (self.B, self.T, config.channels, config.layers, config.heads)
     let BT = B * T
     let p = UnsafePointer(parameters.pointer)
@@ -123,14 +131,14 @@ public final class GPT {
       let fch = a.fch + l * BT * 4 * C, fchg = a.fchGelu + l * BT * 4 * C, res3 = a.residual3 + l * BT * C
 
       layernormForward(ln1, ln1m, ln1r, residual, p + w.ln1w, p + w.ln1b, N: BT, C: C)
-      matmulForward(qkv, ln1, p + w.qkvw, p + w.qkvb, N: BT, C: C, OC: 3 * C)
+      try products.forward(qkv, ln1, w: w.qkvw, bias: w.qkvb, layout: .inOut, N: BT, C: C, OC: 3 * C)
       attentionForward(atty, att, qkv, B: B, T: T, C: C, NH: NH)
-      matmulForward(a.proj, atty, p + w.attprojw, p + w.attprojb, N: BT, C: C, OC: C)
+      try products.forward(a.proj, atty, w: w.attprojw, bias: w.attprojb, layout: .inOut, N: BT, C: C, OC: C)
       residualForward(res2, residual, a.proj, n: BT * C)
       layernormForward(ln2, ln2m, ln2r, res2, p + w.ln2w, p + w.ln2b, N: BT, C: C)
-      matmulForward(fch, ln2, p + w.fcw, p + w.fcb, N: BT, C: C, OC: 4 * C)
+      try products.forward(fch, ln2, w: w.fcw, bias: w.fcb, layout: .inOut, N: BT, C: C, OC: 4 * C)
       geluForward(fchg, fch, n: BT * 4 * C)
-      matmulForward(a.proj, fchg, p + w.fcprojw, p + w.fcprojb, N: BT, C: 4 * C, OC: C)
+      try products.forward(a.proj, fchg, w: w.fcprojw, bias: w.fcprojb, layout: .inOut, N: BT, C: 4 * C, OC: C)
       residualForward(res3, res2, a.proj, n: BT * C)
     }
     let last = a.residual3 + (L - 1) * BT * C
@@ -163,29 +171,25 @@ public final class GPT {
   // MARK: - Backward
 
   /// Accumulates ∂loss/∂parameters into `gradients`. Needs a preceding `forward` with `backwardScale`.
-  public func backward() {
+  public func backward() throws {
     switch body {
-    case .gpt2(let a, let d): gpt2Backward(a, d)
-    case .llama(let a, let d, let rope): llamaBackward(a, d, rope)
+    case .gpt2(let a, let d): try gpt2Backward(a, d)
+    case .llama(let a, let d, let rope): try llamaBackward(a, d, rope)
     }
   }
 
   /// The output head's backward: logits = hidden · headᵀ, so dhidden = dlogits · head (overwritten) and
   /// dhead += dlogitsᵀ · hidden.
-  func headBackward(hidden: CP, dhidden: P) {
-    let (BT, C, V) = (B * T, config.channels, config.vocabSize)
-    BLAS.sgemm(transA: false, transB: false, m: BT, n: C, k: V, a: head.logits, lda: V, b: parameters.pointer + layout.head, ldb: C,
-               beta: 0, c: dhidden, ldc: C)
-    BLAS.sgemm(transA: true, transB: false, m: V, n: C, k: BT, a: head.logits, lda: V, b: hidden, ldb: C,
-               beta: 1, c: gradients.pointer + layout.head, ldc: C)
+  func headBackward(hidden: CP, dhidden: P) throws {
+    try products.backward(dhidden, head.logits, hidden, w: layout.head, layout: .outIn, N: B * T, C: config.channels, OC: config.vocabSize)
   }
 
-  private func gpt2Backward(_ a: Activations, _ d: ActivationGradients) {
+  private func gpt2Backward(_ a: Activations, _ d: ActivationGradients) throws {
     let (B, T, C, L, NH) = (self.B, self.T, config.channels, config.layers, config.heads)
     let BT = B * T
     let p = UnsafePointer(parameters.pointer)
     let g = gradients.pointer
-    headBackward(hidden: a.lnf, dhidden: d.dln)
+    try headBackward(hidden: a.lnf, dhidden: d.dln)
     d.dresidual.update(repeating: 0, count: BT * C)
     let last = a.residual3 + (L - 1) * BT * C
     layernormBackward(d.dresidual, g + layout.lnfw, g + layout.lnfb, d.dln, last, p + layout.lnfw,
@@ -201,15 +205,15 @@ public final class GPT {
       let fch = a.fch + l * BT * 4 * C, fchg = a.fchGelu + l * BT * 4 * C
 
       // dresidual is ∂/∂residual3; the MLP branch:
-      matmulBackward(d.dfch, g + w.fcprojw, g + w.fcprojb, d.dresidual, fchg, p + w.fcprojw, N: BT, C: 4 * C, OC: C)
+      try products.backward(d.dfch, d.dresidual, fchg, w: w.fcprojw, bias: w.fcprojb, layout: .inOut, N: BT, C: 4 * C, OC: C)
       geluBackward(d.dfch, fch, d.dfch, n: BT * 4 * C)
-      matmulBackward(d.dln, g + w.fcw, g + w.fcb, d.dfch, ln2, p + w.fcw, N: BT, C: C, OC: 4 * C)
+      try products.backward(d.dln, d.dfch, ln2, w: w.fcw, bias: w.fcb, layout: .inOut, N: BT, C: C, OC: 4 * C)
       layernormBackward(d.dresidual, g + w.ln2w, g + w.ln2b, d.dln, res2, p + w.ln2w, ln2m, ln2r,
                         N: BT, C: C, scratch: d.scratch)
       // dresidual is now ∂/∂residual2; the attention branch:
-      matmulBackward(d.datty, g + w.attprojw, g + w.attprojb, d.dresidual, atty, p + w.attprojw, N: BT, C: C, OC: C)
+      try products.backward(d.datty, d.dresidual, atty, w: w.attprojw, bias: w.attprojb, layout: .inOut, N: BT, C: C, OC: C)
       attentionBackward(d.dqkv, d.datty, qkv, att, B: B, T: T, C: C, NH: NH, scratch: d.attScratch)
-      matmulBackward(d.dln, g + w.qkvw, g + w.qkvb, d.dqkv, ln1, p + w.qkvw, N: BT, C: C, OC: 3 * C)
+      try products.backward(d.dln, d.dqkv, ln1, w: w.qkvw, bias: w.qkvb, layout: .inOut, N: BT, C: C, OC: 3 * C)
       layernormBackward(d.dresidual, g + w.ln1w, g + w.ln1b, d.dln, residual, p + w.ln1w, ln1m, ln1r,
                         N: BT, C: C, scratch: d.scratch)
     }

@@ -113,12 +113,15 @@ func matmulBackward(_ dinp: P, _ dw: P, _ db: P?, _ dout: CP, _ inp: CP, _ w: CP
              beta: accumulate ? 1 : 0, c: dinp, ldc: C)
   BLAS.sgemm(transA: true, transB: false, m: C, n: OC, k: N, a: inp, lda: C, b: dout, ldb: OC,
              beta: 1, c: dw, ldc: OC)
-  if let db {
-    Parallel.forRange(OC, minChunk: 64) { j0, j1 in
-      for i in 0..<N {
-        let d = dout + i * OC
-        for j in j0..<j1 { db[j] += d[j] }
-      }
+  if let db { biasBackward(db, dout, N: N, OC: OC) }
+}
+
+/// dout (N, OC) → db (OC) += Σ rows.
+func biasBackward(_ db: P, _ dout: CP, N: Int, OC: Int) {
+  Parallel.forRange(OC, minChunk: 64) { j0, j1 in
+    for i in 0..<N {
+      let d = dout + i * OC
+      for j in j0..<j1 { db[j] += d[j] }
     }
   }
 }

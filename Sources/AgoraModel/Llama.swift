@@ -8,7 +8,7 @@ import AgoraTensor
 
 extension GPT {
   /// The blocks and final RMSNorm on `head.tokens`; returns the normalised hidden states (BT, C).
-  func llamaForward(_ a: LlamaActivations, _ rope: RotaryTable) -> CP {
+  func llamaForward(_ a: LlamaActivations, _ rope: RotaryTable) throws -> CP {
     let c = config
     let (B, T, C, L, NH, NKV, HS, I) = (self.B, self.T, c.channels, c.layers, c.heads, c.kvHeads, c.headSize, c.intermediate)
     let BT = B * T, W = (NH + 2 * NKV) * HS, eps = c.normEps
@@ -18,44 +18,44 @@ extension GPT {
       let w = layout.llamaBlocks[l], s = a.layer(l)
       let x = l == 0 ? a.encoded : a.layer(l - 1).res3
       rmsnormForward(s.n1, s.r1, x, p + w.attnNorm, N: BT, C: C, eps: eps)
-      linearForward(s.qkv, s.n1, p + w.qkv, N: BT, C: C, OC: W)
+      try products.forward(s.qkv, s.n1, w: w.qkv, layout: .outIn, N: BT, C: C, OC: W)
       // Queries and keys are adjacent in each row: one pass rotates NH + NKV heads.
       ropeForward(s.qkv, s.qkv, rope, B: B, T: T, NH: NH + NKV, HS: HS, stride: W)
       gqaAttentionForward(s.atty, s.att, s.qkv, B: B, T: T, NH: NH, NKV: NKV, HS: HS)
-      linearForward(a.proj, s.atty, p + w.o, N: BT, C: NH * HS, OC: C)
+      try products.forward(a.proj, s.atty, w: w.o, layout: .outIn, N: BT, C: NH * HS, OC: C)
       residualForward(s.res2, x, a.proj, n: BT * C)
       rmsnormForward(s.n2, s.r2, s.res2, p + w.mlpNorm, N: BT, C: C, eps: eps)
-      linearForward(s.gu, s.n2, p + w.gateUp, N: BT, C: C, OC: 2 * I)
+      try products.forward(s.gu, s.n2, w: w.gateUp, layout: .outIn, N: BT, C: C, OC: 2 * I)
       swigluForward(s.h, s.gu, N: BT, I: I)
-      linearForward(a.proj, s.h, p + w.down, N: BT, C: I, OC: C)
+      try products.forward(a.proj, s.h, w: w.down, layout: .outIn, N: BT, C: I, OC: C)
       residualForward(s.res3, s.res2, a.proj, n: BT * C)
     }
     rmsnormForward(a.nf, a.rf, a.layer(L - 1).res3, p + layout.lnfw, N: BT, C: C, eps: eps)
     return UnsafePointer(a.nf)
   }
 
-  func llamaBackward(_ a: LlamaActivations, _ d: LlamaGradients, _ rope: RotaryTable) {
+  func llamaBackward(_ a: LlamaActivations, _ d: LlamaGradients, _ rope: RotaryTable) throws {
     let c = config
     let (B, T, C, L, NH, NKV, HS, I) = (self.B, self.T, c.channels, c.layers, c.heads, c.kvHeads, c.headSize, c.intermediate)
     let BT = B * T, W = (NH + 2 * NKV) * HS
     let p = UnsafePointer(parameters.pointer)
     let g = gradients.pointer
-    headBackward(hidden: a.nf, dhidden: d.dn)
+    try headBackward(hidden: a.nf, dhidden: d.dn)
     d.dresidual.update(repeating: 0, count: BT * C)
     rmsnormBackward(d.dresidual, g + layout.lnfw, d.dn, a.layer(L - 1).res3, p + layout.lnfw, a.rf, N: BT, C: C, scratch: d.scratch)
     for l in stride(from: L - 1, through: 0, by: -1) {
       let w = layout.llamaBlocks[l], s = a.layer(l)
       let x = l == 0 ? a.encoded : a.layer(l - 1).res3
       // dresidual is ∂/∂res3; the MLP branch:
-      linearBackward(d.dh, g + w.down, d.dresidual, s.h, p + w.down, N: BT, C: I, OC: C)
+      try products.backward(d.dh, d.dresidual, s.h, w: w.down, layout: .outIn, N: BT, C: I, OC: C)
       swigluBackward(d.dgu, d.dh, s.gu, N: BT, I: I)
-      linearBackward(d.dn, g + w.gateUp, d.dgu, s.n2, p + w.gateUp, N: BT, C: C, OC: 2 * I)
+      try products.backward(d.dn, d.dgu, s.n2, w: w.gateUp, layout: .outIn, N: BT, C: C, OC: 2 * I)
       rmsnormBackward(d.dresidual, g + w.mlpNorm, d.dn, s.res2, p + w.mlpNorm, s.r2, N: BT, C: C, scratch: d.scratch)
       // dresidual is now ∂/∂res2; the attention branch:
-      linearBackward(d.datty, g + w.o, d.dresidual, s.atty, p + w.o, N: BT, C: NH * HS, OC: C)
+      try products.backward(d.datty, d.dresidual, s.atty, w: w.o, layout: .outIn, N: BT, C: NH * HS, OC: C)
       gqaAttentionBackward(d.dqkv, d.datty, s.qkv, s.att, B: B, T: T, NH: NH, NKV: NKV, HS: HS, scratch: d.attScratch)
       ropeBackward(d.dqkv, d.dqkv, rope, B: B, T: T, NH: NH + NKV, HS: HS, stride: W)
-      linearBackward(d.dn, g + w.qkv, d.dqkv, s.n1, p + w.qkv, N: BT, C: C, OC: W)
+      try products.backward(d.dn, d.dqkv, s.n1, w: w.qkv, layout: .outIn, N: BT, C: C, OC: W)
       rmsnormBackward(d.dresidual, g + w.attnNorm, d.dn, x, p + w.attnNorm, s.r1, N: BT, C: C, scratch: d.scratch)
     }
     embeddingBackward(g + layout.wte, d.dresidual, head.tokens, N: BT, C: C)

@@ -15,7 +15,7 @@ public enum ReferenceDump {
     for _ in 0..<warmSteps {
       gpt.zeroGradients()
       try gpt.forward(tokens: tokens(), targets: tokens(), backwardScale: 1 / Float(B * T))
-      gpt.backward()
+      try gpt.backward()
       opt.update(params: gpt.parameters, grads: gpt.gradients, lr: 1e-2)
     }
     let x = tokens(), y = tokens()
@@ -23,7 +23,7 @@ public enum ReferenceDump {
     let logits = Array(gpt.logits)
     gpt.zeroGradients()
     let loss = try gpt.forward(tokens: x, targets: y, backwardScale: 1 / Float(B * T))!
-    gpt.backward()
+    try gpt.backward()
     try Checkpoint.saveModel(gpt, tokenizer: nil, to: dir)
     var lossArr = [loss]
     try x.withUnsafeBytes { xp in

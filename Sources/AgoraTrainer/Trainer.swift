@@ -152,7 +152,7 @@ public final class Trainer {
       let (x, y) = try sampler.batch(s * accum + micro, B: model.B, T: model.T)
       for l in sampler.languages(s * accum + micro, B: model.B) { tokensByLanguage[corpus.languages[l], default: 0] += UInt64(model.T) }
       loss += try model.forward(tokens: x, targets: y, backwardScale: scale)! / Float(accum)
-      model.backward()
+      try model.backward()
     }
     guard loss.isFinite else { throw TrainerError.nonFiniteLoss(step: s) }
     let norm = clipGradientNorm(model.gradients, maxNorm: settings.clipNorm)

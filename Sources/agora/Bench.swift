@@ -35,7 +35,7 @@ struct Bench: ParsableCommand {
         let t0 = DispatchTime.now().uptimeNanoseconds
         gpt.zeroGradients()
         try gpt.forward(tokens: x, targets: y, backwardScale: 1 / Float(BT))
-        gpt.backward()
+        try gpt.backward()
         clipGradientNorm(gpt.gradients, maxNorm: 1)
         opt.update(params: gpt.parameters, grads: gpt.gradients, lr: 1e-4)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6

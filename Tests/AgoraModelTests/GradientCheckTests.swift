@@ -154,7 +154,7 @@ import Testing
     let x = (0..<(B * T)).map { _ in Int32(r.next() % 61) }, y = (0..<(B * T)).map { _ in Int32(r.next() % 61) }
     model.zeroGradients()
     _ = try model.forward(tokens: x, targets: y, backwardScale: 1 / Float(B * T))
-    model.backward()
+    try model.backward()
     let grads = FloatBuffer(count: model.gradients.count)
     grads.copy(from: model.gradients)
     // Check a few coordinates of every tensor, where the gradient is largest (finite differences in fp32
