@@ -382,6 +382,8 @@ public struct NodeConfig: Sendable {
   public var donor: Bool
   public var maxStepsPerRound: Int?
   public var threads: Int?
+  /// The arithmetic of this node's matrix products (`node.precision`): fp32, or bf16 mixed precision.
+  public var precision: Precision
   public var workDir: String
   /// How long the node waits for a coordinator that stopped or restarted before it gives up.
   public var rejoinSeconds: Double
@@ -407,6 +409,7 @@ public struct NodeConfig: Sendable {
     }
     maxStepsPerRound = f.value("node.max_steps_per_round") == nil ? nil : try f.int("node.max_steps_per_round", range: 1...1_000_000)
     threads = f.value("node.threads") == nil ? nil : try f.int("node.threads", range: 1...256)
+    precision = try f.choice("node.precision", default: Precision.fp32)
     rejoinSeconds = try f.double("node.rejoin_seconds", default: 3600, range: 1...604_800)
     aloneBitsPerByte = try f.numbersByLanguage("node.alone_bits_per_byte", range: 0...1000)
     workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)

@@ -57,6 +57,7 @@ public final class NodeService {
     try FileManager.default.createDirectory(atPath: config.workDir, withIntermediateDirectories: true)
     var s = NodeService.trainSettings(fed)
     s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)  // each node draws its own batches
+    s.precision = config.precision
     settings = s
     if !config.donor {
       let sources = try LanguageSource.discover(config.data)

@@ -22,6 +22,8 @@ public struct TrainSettings: Codable, Equatable, Sendable {
   public var checkpointEvery: Int = 0
   /// Mixture weight per language (by name); languages not named get weight 1.
   public var mixture: [String: Double] = [:]
+  /// The matrix products' arithmetic (nil: fp32; optional so that states saved before it existed still load).
+  public var precision: Precision? = nil
   public init() {}
 }
 
@@ -81,7 +83,7 @@ public final class Trainer {
     var config = try GPTConfig.preset(settings.preset)
     config.vocabSize = tokenizer.vocabSize
     let T = settings.sequence ?? config.contextLength
-    model = try GPT(config: config, batch: settings.batch, sequence: T, seed: settings.seed)
+    model = try GPT(config: config, batch: settings.batch, sequence: T, seed: settings.seed, precision: settings.precision ?? .fp32)
     var opt = AdamW.Settings()
     opt.weightDecay = settings.weightDecay
     optimizer = AdamW(layout: model.layout, settings: opt)

@@ -6,6 +6,7 @@ import ArgumentParser
 import Foundation
 
 extension GPTConfig.Architecture: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// Options shared by commands that train or measure a model.
 struct ModelOptions: ParsableArguments {
@@ -14,6 +15,9 @@ struct ModelOptions: ParsableArguments {
 
   @Option(help: "Block design: gpt2, or llama (RMSNorm, rotary positions, SwiGLU, grouped-query attention); llama maps a GPT-2 preset name to its LLaMA preset.")
   var architecture: GPTConfig.Architecture = .gpt2
+
+  @Option(help: "Matrix products: fp32, or bf16 (bf16 operands, fp32 accumulation and master weights; native on CPUs with AVX512_BF16, emulated and slower elsewhere).")
+  var precision: Precision = .fp32
 
   /// The preset's name with the architecture applied (`small` with `--architecture llama` is `llama-small`).
   var presetName: String { GPTConfig.presetName(preset, architecture: architecture) }
@@ -115,6 +119,7 @@ struct Train: ParsableCommand {
     s.preset = model.presetName
     s.batch = model.batch
     s.sequence = model.sequence
+    s.precision = model.precision
     s.gradAccumulation = accumulate
     s.steps = steps
     s.maxLR = lr
