@@ -138,6 +138,9 @@ public struct FederationConfig: Sendable {
   public var endpoint: String
   public var coordinatorCard: String
   public var preset: String
+  /// The nodes' matrix-product arithmetic unless a node says otherwise (`model.precision`, `node.precision`):
+  /// a node's local choice, not part of the training terms.
+  public var precision: Precision
   /// Where the federation's tokenizer.json is (`model.tokenizer`); with a federated vocabulary, where the
   /// vocabulary phase leaves it (it is learned by the coordinator and fetched by every node).
   public var tokenizer: String
@@ -267,6 +270,7 @@ public struct FederationConfig: Sendable {
     // `model.architecture = "llama"` turns a GPT-2 preset name into its LLaMA preset (`small` → `llama-small`).
     preset = GPTConfig.presetName(try f.string("model.preset", default: "tiny"), architecture: try f.choice("model.architecture", default: GPTConfig.Architecture.gpt2))
     do { _ = try GPTConfig.preset(preset) } catch { throw f.fail("model.preset", "\(error)") }
+    precision = try f.choice("model.precision", default: Precision.fp32)
     tokenizer = try f.path("model.tokenizer")
     if try f.bool("tokenizer.federated", default: false) {
       var v = VocabularySettings()
@@ -409,7 +413,7 @@ public struct NodeConfig: Sendable {
     }
     maxStepsPerRound = f.value("node.max_steps_per_round") == nil ? nil : try f.int("node.max_steps_per_round", range: 1...1_000_000)
     threads = f.value("node.threads") == nil ? nil : try f.int("node.threads", range: 1...256)
-    precision = try f.choice("node.precision", default: Precision.fp32)
+    precision = try f.choice("node.precision", default: federation.precision)
     rejoinSeconds = try f.double("node.rejoin_seconds", default: 3600, range: 1...604_800)
     aloneBitsPerByte = try f.numbersByLanguage("node.alone_bits_per_byte", range: 0...1000)
     workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
