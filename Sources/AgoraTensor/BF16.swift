@@ -47,6 +47,20 @@ public enum BF16 {
   public static func float(_ b: UInt16) -> Float { Float(bitPattern: UInt32(b) << 16) }
 }
 
+/// The OpenMP runtime's settings oneDNN runs on.
+public enum OpenMPEnvironment {
+  /// Makes this process run with `OMP_WAIT_POLICY=passive` unless the caller chose a policy: without it,
+  /// oneDNN's idle OpenMP threads spin between products and take the cores from the trainer's own kernels and
+  /// OpenBLAS (measured: half of both lost). libgomp reads the variable once, when the process loads it, so a
+  /// process started without it sets it and executes itself again (same arguments, same PID). Call first thing.
+  public static func ensurePassiveWait() {
+    guard getenv("OMP_WAIT_POLICY") == nil else { return }
+    setenv("OMP_WAIT_POLICY", "passive", 1)
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
+    // execv returned: it failed; carry on with libgomp's default policy.
+  }
+}
+
 /// A 64-byte aligned array of bf16 values.
 public final class BF16Buffer: @unchecked Sendable {
   public let count: Int

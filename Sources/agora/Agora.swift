@@ -1,4 +1,6 @@
+import AgoraTensor
 import ArgumentParser
+import Foundation
 
 @main
 struct Agora: AsyncParsableCommand {
@@ -13,6 +15,21 @@ struct Agora: AsyncParsableCommand {
       CommandGroup(name: "Data, tokenizer and model", subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, ModelCommand.self]),
       CommandGroup(name: "Development", subcommands: [Bench.self, SimulateCommand.self, ProtocolCommand.self]),
     ])
+
+  /// ArgumentParser's entry point, after the OpenMP runtime is set up for oneDNN (`OpenMPEnvironment`).
+  static func main() async {
+    OpenMPEnvironment.ensurePassiveWait()
+    do {
+      var command = try parseAsRoot()
+      if var asyncCommand = command as? AsyncParsableCommand {
+        try await asyncCommand.run()
+      } else {
+        try command.run()
+      }
+    } catch {
+      exit(withError: error)
+    }
+  }
 }
 
 /// Where set-up puts the embedded demo corpus, relative to the working directory.
