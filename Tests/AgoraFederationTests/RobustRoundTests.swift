@@ -12,8 +12,12 @@ import Testing
   /// One enrolled node answers every round first with an odd update: a huge one in the first round (before any
   /// median exists), all zeros, and a replay of its own update under a new transfer id. None of it shuts the
   /// honest node out, counts twice, or stops the coordinator.
+  /// The score (check 6) is off here: it is another test's subject, and from a version 0 that is not warm-started
+  /// an honest update of round 2 was, in two full-suite runs (2026-11-29), 0.66% worse on the coordinator's four German
+  /// windows than the version it started from, and refused (the score test warm-starts for that reason).
   @Test func oddUpdatesFromOneNodeNeitherCountTwiceNorShutOutTheOthers() throws {
-    let h = try Harness(nodes: [("honest", ["de"]), ("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 60, minNodes: 2)
+    let h = try Harness(nodes: [("honest", ["de"]), ("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 60, minNodes: 2,
+                        extra: "score_updates = false")
     defer { h.cleanup() }
     let (coord, honest, rogue) = try h.coordinatorWith(node: "honest", hand: "rogue")
     defer { rogue.ep.close() }
