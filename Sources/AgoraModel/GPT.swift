@@ -1,6 +1,7 @@
 import AgoraTensor
 
-/// A causal language model in fp32 with hand-written forward and backward passes: GPT-2, or the LLaMA-style
+/// A causal language model with hand-written forward and backward passes (fp32, or bf16 mixed precision in its
+/// linear layers: Products.swift): GPT-2, or the LLaMA-style
 /// block (Llama.swift), as `config.architecture` says.
 ///
 /// `parameters` and `gradients` are one flat `FloatBuffer` each, laid out by `layout`

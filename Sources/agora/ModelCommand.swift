@@ -43,7 +43,8 @@ struct ModelCommand: ParsableCommand {
     func run() throws {
       do {
         let (m, tok) = try Checkpoint.load(dir: dir, batch: 1, sequence: 1)
-        print("ok: \(m.config.parameterCount) parameters, vocabulary \(tok.vocabSize), context \(m.config.contextLength)")
+        let c = m.config, kind = c.architecture == .llama ? "LLaMA (\(c.heads) query / \(c.kvHeads) key-value heads)" : "GPT-2"
+        print("ok: \(kind), \(c.parameterCount) parameters, vocabulary \(tok.vocabSize), context \(c.contextLength)")
       } catch {
         throw CLIError("\(error)")
       }

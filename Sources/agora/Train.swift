@@ -135,7 +135,8 @@ struct Train: ParsableCommand {
       print("resumed at step \(trainer.state.step)")
     }
     let c = trainer.model.config
-    print("model: \(model.presetName), \(c.parameterCount) parameters (V=\(c.vocabSize) T=\(trainer.model.T) C=\(c.channels) L=\(c.layers) H=\(c.heads)), B=\(s.batch)×\(s.gradAccumulation), \(Parallel.threads) threads")
+    let heads = c.architecture == .llama ? "H=\(c.heads) KV=\(c.kvHeads) I=\(c.intermediate)" : "H=\(c.heads)"
+    print("model: \(model.presetName), \(c.parameterCount) parameters (V=\(c.vocabSize) T=\(trainer.model.T) C=\(c.channels) L=\(c.layers) \(heads)), B=\(s.batch)×\(s.gradAccumulation), \(model.precision), \(Parallel.threads) threads")
     let unigram = trainer.evaluator.unigramBitsPerByte(T: trainer.model.T, vocabSize: c.vocabSize)
     print("unigram baseline bits/byte: " + format(unigram) + "  (mean \(String(format: "%.3f", mean(unigram))))")
     if trainer.state.step == 0 { print("step 0 bits/byte: " + format(try trainer.evaluate().bitsPerByte.sorted { $0.key < $1.key })) }

@@ -6,11 +6,11 @@ import Testing
 @Suite struct CheckpointTests {
   func tempDir() throws -> String { try temporaryDirectory("agora-ckpt") }
 
-  func tinyModel(seed: UInt64 = 1) throws -> (GPT, Tokenizer) {
+  func tinyModel(seed: UInt64 = 1, preset: String = "tiny") throws -> (GPT, Tokenizer) {
     var t = BPETrainer()
     t.addLanguage("en", texts: ["hello world, hello there, the world is wide and the sea is deep\n"])
     let tok = try t.train(vocabSize: 300)
-    var c = try GPTConfig.preset("tiny")
+    var c = try GPTConfig.preset(preset)
     c.vocabSize = tok.vocabSize
     return (try GPT(config: c, batch: 1, sequence: 8, seed: seed), tok)
   }
@@ -27,6 +27,37 @@ import Testing
     let st = try SafeTensors(path: dir + "/model.safetensors")
     #expect(st.entries["h.0.attn.c_attn.weight"]?.shape == [64, 192])
     #expect(st.metadata["format"] == "pt")
+  }
+
+  /// A LLaMA checkpoint: LlamaForCausalLM names, `nn.Linear` shapes and config.json; it loads back bit-exactly,
+  /// with the same shape, and a config.json that describes something else is a typed error naming the file.
+  @Test func llamaCheckpointsRoundTripAndBadConfigsAreTypedErrors() throws {
+    let dir = try tempDir()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let (m, tok) = try tinyModel(preset: "llama-tiny")
+    try Checkpoint.saveModel(m, tokenizer: tok, to: dir)
+    let (back, _) = try Checkpoint.load(dir: dir, batch: 1, sequence: 8)
+    #expect(back.config == m.config && back.parameters.array == m.parameters.array)
+    let st = try SafeTensors(path: dir + "/model.safetensors")
+    #expect(st.entries["model.layers.0.self_attn.k_proj.weight"]?.shape == [32, 64], "2 key/value heads of 16")
+    #expect(st.entries["lm_head.weight"]?.shape == [tok.vocabSize, 64])
+    #expect(st.metadata["agora.architecture"] == "llama heads=4 kv_heads=2 rope_theta=10000.0 rms_norm_eps=1e-05")
+    let cfg = dir + "/config.json"
+    let good = try String(contentsOfFile: cfg, encoding: .utf8)
+    for (from, to, mentions) in [("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "hidden_act"),
+                                 ("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true", "tie_word_embeddings"),
+                                 ("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3", "multiple of kvHeads"),
+                                 ("\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": -1", "normEps"),
+                                 ("\"model_type\": \"llama\"", "\"model_type\": \"mistral\"", "model_type")] {
+      #expect(good.contains(from), "config.json has \(from)")
+      try good.replacingOccurrences(of: from, with: to).write(toFile: cfg, atomically: true, encoding: .utf8)
+      do {
+        _ = try Checkpoint.load(dir: dir, batch: 1, sequence: 8)
+        Issue.record("a config with \(to) loaded")
+      } catch let ModelError.file(path, problem) {
+        #expect(path == cfg && problem.contains(mentions), "\(to): \(problem)")
+      }
+    }
   }
 
   /// Writes a damaged copy of `model.safetensors` and expects a `ModelError.file` naming it.

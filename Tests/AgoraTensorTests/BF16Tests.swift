@@ -16,7 +16,7 @@ import Testing
     let lowNaN = Float(bitPattern: 0x7F80_0001)
     #expect(lowNaN.isNaN && BF16.float(BF16.from(lowNaN)).isNaN)
     // The vector path equals the scalar one, tail included.
-    var g = SplitMix(seed: 4)
+    var g = Floats(seed: 4)
     var xs = (0..<1000).map { _ in g.float() * 100 }
     xs[17] = lowNaN
     xs[18] = -.infinity
@@ -38,7 +38,7 @@ import Testing
     let (transA, transB) = trans
     let m = 37, n = 45, k = 70
     let lda = transA ? m : k, ldb = transB ? k : n
-    var g = SplitMix(seed: 7)
+    var g = Floats(seed: 7)
     let a = (0..<(m * k)).map { _ in g.float() }, b = (0..<(k * n)).map { _ in g.float() }
     let ab = a.map(BF16.from), bb = b.map(BF16.from)
     let c0 = (0..<(m * n)).map { _ in g.float() }
@@ -65,7 +65,7 @@ extension BF16Tests {
     let (transA, transB) = trans
     let m = 33, n = 20, k = 51
     let lda = transA ? m + 3 : k + 2, ldb = transB ? k + 1 : n + 5, ldc = n + 4
-    var g = SplitMix(seed: 8)
+    var g = Floats(seed: 8)
     let a = (0..<((transA ? k : m) * lda)).map { _ in g.float() }, b = (0..<((transB ? n : k) * ldb)).map { _ in g.float() }
     let c0 = (0..<(m * ldc)).map { _ in g.float() }
     var c = c0, ref = c0
@@ -83,16 +83,12 @@ extension BF16Tests {
   }
 }
 
-/// A small deterministic generator of floats in [−1, 1).
-struct SplitMix {
+/// Deterministic floats in [−1, 1) from a 64-bit linear congruential sequence (Knuth's MMIX constants).
+struct Floats {
   var state: UInt64
   init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
+  mutating func float() -> Float {
+    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+    return Float(state >> 40) / Float(1 << 24) * 2 - 1
   }
-  mutating func float() -> Float { Float(next() >> 40) / Float(1 << 24) * 2 - 1 }
 }
