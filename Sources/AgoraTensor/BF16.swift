@@ -86,7 +86,7 @@ public struct MixedPrecisionError: Error, CustomStringConvertible {
 /// bf16 × bf16 → fp32 matrix products on oneDNN's matmul primitive (Debian's libdnnl 2.6; on a CPU with
 /// AVX512_BF16 it picks its `brg:avx512_core_bf16` kernels). Accumulation is fp32; C is overwritten (β = 0) or
 /// added to (β = 1, a sum post-op). A primitive is made once per shape (0.2–0.6 ms) and kept; its memory
-/// objects are re-pointed at each call's data. One instance belongs to one thread (its stream's).
+/// objects are re-pointed at each call's data. An instance serves one caller at a time (calls must not overlap).
 public final class BF16GEMM {
   private struct Shape: Hashable {
     let transA, transB: Bool
