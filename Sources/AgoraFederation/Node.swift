@@ -114,8 +114,7 @@ public final class NodeService {
     guard var w = try join(within: config.rejoinSeconds, sayAfter: 30) else {
       throw TransferError.timeout("no WELCOME from \(config.federation.endpoint) within \(Int(config.rejoinSeconds)) s (not running, wrong server key, or this node is not enrolled)")
     }
-    let arithmetic = config.precision == .fp32 ? "fp32" : Precision.bf16IsNative ? "bf16 (oneDNN)" : "bf16 (emulated: this CPU has no bf16 kernels)"
-    log("\(name) joined \(config.federation.id): \(config.federation.preset), \(arithmetic), \(Parallel.threads) threads")
+    log("\(name) joined \(config.federation.id): \(config.federation.preset), \(config.precision.summary), \(Parallel.threads) threads")
     // Heartbeats while training keeps this thread busy.
     let beatEvery = Locked(Double(w.heartbeat) / 1000)
     let beat = Thread { [endpoint, stop] in

@@ -41,7 +41,7 @@ public final class GPT {
     gradients = FloatBuffer(count: layout.count)
     head = HeadActivations(B: B, T: T, V: config.vocabSize)
     // The largest activation operands: a forward input or a backward dout (first), a backward input (second).
-    let c = config, wide = max(4 * c.channels, 2 * c.intermediate, (c.heads + 2 * c.kvHeads) * c.headSize, 3 * c.channels)
+    let c = config, wide = max(4 * c.channels, 2 * c.intermediate, (c.heads + 2 * c.kvHeads) * c.headSize)
     products = try Products(precision: precision, parameters: parameters, gradients: gradients,
                             scratchA: B * T * max(c.vocabSize, wide), scratchB: B * T * max(4 * c.channels, c.intermediate, c.channels))
     switch config.architecture {

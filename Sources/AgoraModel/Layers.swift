@@ -93,26 +93,48 @@ func layernormBackward(_ dinp: P, _ dw: P, _ db: P, _ dout: CP, _ inp: CP, _ w: 
   }
 }
 
-// MARK: - Linear (HF Conv1D layout)
+// MARK: - Linear
 
-/// inp (N, C) · w (C, OC) + b (OC) → out (N, OC).
-func matmulForward(_ out: P, _ inp: CP, _ w: CP, _ b: CP?, N: Int, C: Int, OC: Int) {
-  if let b {
-    Parallel.forRange(N, minChunk: 16) { s, e in
-      for i in s..<e { (out + i * OC).update(from: b, count: OC) }
-    }
+/// How a layer's weight matrix is stored in the parameter buffer.
+enum WeightLayout {
+  /// (in, out), Hugging Face GPT-2's Conv1D.
+  case inOut
+  /// (out, in), `nn.Linear` (LLaMA, and every output head).
+  case outIn
+}
+
+/// out (N, OC) = b in every row.
+func fillRows(_ out: P, _ b: CP, N: Int, OC: Int) {
+  Parallel.forRange(N, minChunk: 16) { s, e in
+    for i in s..<e { (out + i * OC).update(from: b, count: OC) }
   }
-  BLAS.sgemm(transA: false, transB: false, m: N, n: OC, k: C, a: inp, lda: C, b: w, ldb: OC,
+}
+
+/// inp (N, C) · W + b (OC) → out (N, OC), W stored (C, OC) or, `.outIn`, (OC, C).
+func matmulForward(_ out: P, _ inp: CP, _ w: CP, _ b: CP?, N: Int, C: Int, OC: Int, layout: WeightLayout = .inOut) {
+  if let b { fillRows(out, b, N: N, OC: OC) }
+  let outIn = layout == .outIn
+  BLAS.sgemm(transA: false, transB: outIn, m: N, n: OC, k: C, a: inp, lda: C, b: w, ldb: outIn ? C : OC,
              beta: b == nil ? 0 : 1, c: out, ldc: OC)
 }
 
-/// dout (N, OC) → dinp (N, C) (overwritten, or accumulated with `accumulate`), dw (C, OC) and db (OC) accumulated.
+/// dout (N, OC) → dinp (N, C) (overwritten, or accumulated with `accumulate`), dw (W's layout) and db (OC) accumulated.
 func matmulBackward(_ dinp: P, _ dw: P, _ db: P?, _ dout: CP, _ inp: CP, _ w: CP, N: Int, C: Int, OC: Int,
-                    accumulate: Bool = false) {
-  BLAS.sgemm(transA: false, transB: true, m: N, n: C, k: OC, a: dout, lda: OC, b: w, ldb: OC,
-             beta: accumulate ? 1 : 0, c: dinp, ldc: C)
-  BLAS.sgemm(transA: true, transB: false, m: C, n: OC, k: N, a: inp, lda: C, b: dout, ldb: OC,
-             beta: 1, c: dw, ldc: OC)
+                    layout: WeightLayout = .inOut, accumulate: Bool = false) {
+  switch layout {
+  case .inOut:
+    // dinp = dout · Wᵀ (W is C × OC); dW (C × OC) += inpᵀ · dout
+    BLAS.sgemm(transA: false, transB: true, m: N, n: C, k: OC, a: dout, lda: OC, b: w, ldb: OC,
+               beta: accumulate ? 1 : 0, c: dinp, ldc: C)
+    BLAS.sgemm(transA: true, transB: false, m: C, n: OC, k: N, a: inp, lda: C, b: dout, ldb: OC,
+               beta: 1, c: dw, ldc: OC)
+  case .outIn:
+    // dinp = dout · W (W is OC × C); dW (OC × C) += doutᵀ · inp
+    BLAS.sgemm(transA: false, transB: false, m: N, n: C, k: OC, a: dout, lda: OC, b: w, ldb: C,
+               beta: accumulate ? 1 : 0, c: dinp, ldc: C)
+    BLAS.sgemm(transA: true, transB: false, m: OC, n: C, k: N, a: dout, lda: OC, b: inp, ldb: C,
+               beta: 1, c: dw, ldc: C)
+  }
   if let db { biasBackward(db, dout, N: N, OC: OC) }
 }
 

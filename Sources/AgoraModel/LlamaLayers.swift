@@ -134,18 +134,7 @@ func swigluBackward(_ dgu: P, _ dout: CP, _ gu: CP, N: Int, I: Int) {
   }
 }
 
-// MARK: - Linear (nn.Linear layout) and embedding
-
-/// inp (N, C) · w (OC, C)ᵀ → out (N, OC): `nn.Linear` without bias.
-func linearForward(_ out: P, _ inp: CP, _ w: CP, N: Int, C: Int, OC: Int) {
-  BLAS.sgemm(transA: false, transB: true, m: N, n: OC, k: C, a: inp, lda: C, b: w, ldb: C, beta: 0, c: out, ldc: OC)
-}
-
-/// dout (N, OC) → dinp (N, C) = dout · w (overwritten), dw (OC, C) += doutᵀ · inp.
-func linearBackward(_ dinp: P, _ dw: P, _ dout: CP, _ inp: CP, _ w: CP, N: Int, C: Int, OC: Int) {
-  BLAS.sgemm(transA: false, transB: false, m: N, n: C, k: OC, a: dout, lda: OC, b: w, ldb: C, beta: 0, c: dinp, ldc: C)
-  BLAS.sgemm(transA: true, transB: false, m: OC, n: C, k: N, a: dout, lda: OC, b: inp, ldb: C, beta: 1, c: dw, ldc: C)
-}
+// MARK: - Embedding
 
 /// tokens (N) → out (N, C) = wte[token].
 func embeddingForward(_ out: P, _ tokens: UnsafePointer<Int32>, _ wte: CP, N: Int, C: Int) {

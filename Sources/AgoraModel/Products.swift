@@ -13,14 +13,11 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
 
   /// Whether bf16 products run on bf16 hardware kernels here.
   public static var bf16IsNative: Bool { BF16GEMM.native }
-}
 
-/// The weight matrices' layout in the parameter buffer.
-enum WeightLayout {
-  /// (in, out), Hugging Face GPT-2's Conv1D.
-  case inOut
-  /// (out, in), `nn.Linear` (LLaMA, and every output head).
-  case outIn
+  /// The arithmetic as it runs on this machine, for logs and reports.
+  public var summary: String {
+    self == .fp32 ? "fp32" : Self.bf16IsNative ? "bf16 (oneDNN)" : "bf16 (emulated: this CPU has no bf16 kernels)"
+  }
 }
 
 /// A model's linear layers, y = x · W (+ b), forward and backward, in the model's precision. In bf16 the weights
@@ -54,7 +51,7 @@ final class Products {
   /// Rounds the weights into their bf16 copy (bf16 only); a forward pass starts with it.
   func refreshWeights() {
     if let m = mixed { BF16.convert(parameters.pointer, m.weights.pointer, count: parameters.count) }
-    if let e = emulated { BF16.roundInPlace(parameters.pointer, e.weights.pointer, count: parameters.count) }
+    if let e = emulated { BF16.round(parameters.pointer, e.weights.pointer, count: parameters.count) }
   }
 
   /// inp (N, C) → out (N, OC) = inp · W + b, W at parameter offset `w`, b at `bias` (or none).
@@ -62,21 +59,13 @@ final class Products {
     guard let m = mixed else {
       var (x, weights) = (inp, parameters.pointer)
       if let e = emulated {
-        BF16.roundInPlace(inp, e.a.pointer, count: N * C)
+        BF16.round(inp, e.a.pointer, count: N * C)
         (x, weights) = (UnsafePointer(e.a.pointer), e.weights.pointer)
       }
-      switch layout {
-      case .inOut: matmulForward(out, x, weights + w, bias.map { UnsafePointer(parameters.pointer + $0) }, N: N, C: C, OC: OC)
-      case .outIn:
-        precondition(bias == nil, "nn.Linear weights here have no bias")
-        linearForward(out, x, weights + w, N: N, C: C, OC: OC)
-      }
+      matmulForward(out, x, weights + w, bias.map { UnsafePointer(parameters.pointer + $0) }, N: N, C: C, OC: OC, layout: layout)
       return
     }
-    if let bias {
-      let b = UnsafePointer(parameters.pointer + bias)
-      Parallel.forRange(N, minChunk: 16) { s, e in for i in s..<e { (out + i * OC).update(from: b, count: OC) } }
-    }
+    if let bias { fillRows(out, parameters.pointer + bias, N: N, OC: OC) }
     BF16.convert(inp, m.a.pointer, count: N * C)
     let outIn = layout == .outIn
     try m.gemm.gemm(transA: false, transB: outIn, m: N, n: OC, k: C, a: m.a.pointer, lda: C, b: m.weights.pointer + w, ldb: outIn ? C : OC,
@@ -89,14 +78,12 @@ final class Products {
     guard let m = mixed else {
       var (d, x, weights) = (dout, inp, parameters.pointer)
       if let e = emulated {
-        BF16.roundInPlace(dout, e.a.pointer, count: N * OC)
-        BF16.roundInPlace(inp, e.b.pointer, count: N * C)
+        BF16.round(dout, e.a.pointer, count: N * OC)
+        BF16.round(inp, e.b.pointer, count: N * C)
         (d, x, weights) = (UnsafePointer(e.a.pointer), UnsafePointer(e.b.pointer), e.weights.pointer)
       }
-      switch layout {
-      case .inOut: matmulBackward(dinp, g + w, nil, d, x, weights + w, N: N, C: C, OC: OC)
-      case .outIn: linearBackward(dinp, g + w, d, x, weights + w, N: N, C: C, OC: OC)
-      }
+      // Bias gradients sum the fp32 output gradients, as on the native path.
+      matmulBackward(dinp, g + w, nil, d, x, weights + w, N: N, C: C, OC: OC, layout: layout)
       if let bias { biasBackward(g + bias, dout, N: N, OC: OC) }
       return
     }

@@ -9,26 +9,26 @@ public enum BF16 {
       let from = UnsafeRawPointer(src), to = UnsafeMutableRawPointer(dst)
       for v in s..<e {
         let x = from.loadUnaligned(fromByteOffset: v * 64, as: SIMD16<UInt32>.self)
-        to.storeBytes(of: round(x), toByteOffset: v * 32, as: SIMD16<UInt16>.self)
+        to.storeBytes(of: rounded(x), toByteOffset: v * 32, as: SIMD16<UInt16>.self)
       }
     }
     for i in (count / 16 * 16)..<count { dst[i] = from(src[i]) }
   }
 
   /// src → dst (binary32 values that bf16 represents exactly: `convert` and back). dst may alias src. Parallel.
-  public static func roundInPlace(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+  public static func round(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
     Parallel.forRange(count / 16, minChunk: 4096) { s, e in
       let from = UnsafeRawPointer(src), to = UnsafeMutableRawPointer(dst)
       for v in s..<e {
         let x = from.loadUnaligned(fromByteOffset: v * 64, as: SIMD16<UInt32>.self)
-        to.storeBytes(of: SIMD16<UInt32>(truncatingIfNeeded: round(x)) &<< 16, toByteOffset: v * 64, as: SIMD16<UInt32>.self)
+        to.storeBytes(of: SIMD16<UInt32>(truncatingIfNeeded: rounded(x)) &<< 16, toByteOffset: v * 64, as: SIMD16<UInt32>.self)
       }
     }
     for i in (count / 16 * 16)..<count { dst[i] = float(from(src[i])) }
   }
 
   @inline(__always)
-  static func round(_ x: SIMD16<UInt32>) -> SIMD16<UInt16> {
+  static func rounded(_ x: SIMD16<UInt32>) -> SIMD16<UInt16> {
     let rounded = (x &+ 0x7FFF &+ ((x &>> 16) & 1)) &>> 16
     let nan = (x & 0x7FFF_FFFF) .> 0x7F80_0000
     return SIMD16<UInt16>(truncatingIfNeeded: rounded.replacing(with: (x &>> 16) | 0x40, where: nan))
@@ -52,12 +52,22 @@ public enum OpenMPEnvironment {
   /// Makes this process run with `OMP_WAIT_POLICY=passive` unless the caller chose a policy: without it,
   /// oneDNN's idle OpenMP threads spin between products and take the cores from the trainer's own kernels and
   /// OpenBLAS (measured: half of both lost). libgomp reads the variable once, when the process loads it, so a
-  /// process started without it sets it and executes itself again (same arguments, same PID). Call first thing.
+  /// process started without it sets it and executes itself again (same arguments, same PID). Only on CPUs where
+  /// oneDNN has bf16 kernels (Linux lists `avx512_bf16` or `amx_bf16`): elsewhere oneDNN never runs a product
+  /// and the re-execution would only cost start-up time. Call first thing.
   public static func ensurePassiveWait() {
-    guard getenv("OMP_WAIT_POLICY") == nil else { return }
+    guard getenv("OMP_WAIT_POLICY") == nil, cpuHasBF16 else { return }
     setenv("OMP_WAIT_POLICY", "passive", 1)
     execv("/proc/self/exe", CommandLine.unsafeArgv)
     // execv returned: it failed; carry on with libgomp's default policy.
+  }
+
+  /// Whether /proc/cpuinfo's flags name a bf16 extension oneDNN uses.
+  static var cpuHasBF16: Bool {
+    guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flags = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
+    let set = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\t" }))
+    return set.contains("avx512_bf16") || set.contains("amx_bf16")
   }
 }
 

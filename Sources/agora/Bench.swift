@@ -25,7 +25,13 @@ struct Bench: ParsableCommand {
       let T = model.sequence ?? c.contextLength
       // MFU is against the peak of the arithmetic the products run in: sgemm, or oneDNN's bf16 matmul where native.
       let bf16Peak = model.precision == .bf16 && Precision.bf16IsNative
-      func peakNow() throws -> [Double] { bf16Peak ? try measureBF16Peak() : measureSgemmPeak() }
+      var kernel = "sgemm"
+      func peakNow() throws -> [Double] {
+        guard bf16Peak else { return measureSgemmPeak() }
+        let (rates, k) = try measureBF16Peak()
+        kernel = "oneDNN bf16 matmul (\(k))"
+        return rates
+      }
       let peakBefore = try peakNow()
       let gpt = try GPT(config: c, batch: model.batch, sequence: T, seed: 1, precision: model.precision)
       let opt = AdamW(layout: gpt.layout)
@@ -51,15 +57,12 @@ struct Bench: ParsableCommand {
       let gflops = flops / (ms / 1000) / 1e9
       let tokS = Double(BT) / (ms / 1000)
       let rss = peakRSSMiB()
-      var precisionName: String {
-        model.precision == .fp32 ? "fp32" : Precision.bf16IsNative ? "bf16 (oneDNN)" : "bf16 (emulated: this CPU has no bf16 kernels)"
-      }
       if json {
-        print("{\"preset\":\"\(model.presetName)\",\"precision\":\"\(precisionName)\",\"B\":\(model.batch),\"T\":\(T),\"ms_per_step\":\(ms),\"tokens_per_s\":\(tokS),\"gflops\":\(gflops),\"sgemm_peak_gflops\":\(peak),\"mfu\":\(gflops / peak),\"peak_rss_mib\":\(rss)}")
+        print("{\"preset\":\"\(model.presetName)\",\"precision\":\"\(model.precision.summary)\",\"B\":\(model.batch),\"T\":\(T),\"ms_per_step\":\(ms),\"tokens_per_s\":\(tokS),\"gflops\":\(gflops),\"sgemm_peak_gflops\":\(peak),\"mfu\":\(gflops / peak),\"peak_rss_mib\":\(rss)}")
       } else {
-        print("preset \(model.presetName): \(c.parameterCount) parameters, B=\(model.batch) T=\(T), \(Parallel.threads) threads, \(precisionName), OpenBLAS \(BLAS.coreName)")
+        print("preset \(model.presetName): \(c.parameterCount) parameters, B=\(model.batch) T=\(T), \(Parallel.threads) threads, \(model.precision.summary), OpenBLAS \(BLAS.coreName)")
         print(String(format: "FLOPs/step %.2f GFLOP; %@ peak (2048³, %d threads, median of 8 before and after the steps) %.1f GFLOP/s",
-                     flops / 1e9, bf16Peak ? "oneDNN bf16 matmul" : "sgemm", Parallel.threads, peak))
+                     flops / 1e9, kernel, Parallel.threads, peak))
         print(String(format: "median %.1f ms/step (min %.1f, max %.1f over %d steps), %.0f tokens/s, %.1f GFLOP/s, MFU %.1f%%, peak RSS %.0f MiB",
                      ms, times.min()!, times.max()!, times.count, tokS, gflops, 100 * gflops / peak, rss))
       }
@@ -112,23 +115,33 @@ func peakRSSMiB() -> Double {
   return Double(u.ru_maxrss) / 1024
 }
 
-/// OpenBLAS's own sgemm throughput (GFLOP/s) on 2048³ with as many threads as the kernels use, one
-/// figure per repetition; MFU divides the median step's throughput by the median of these.
-/// GFLOP/s of oneDNN's bf16 matmul (bf16 operands, fp32 result) on 2048³, `repeats` times.
-func measureBF16Peak(repeats: Int = 4) throws -> [Double] {
+/// GFLOP/s of `product`, a 2048³ matrix product, timed `repeats` times (after one untimed call with `warmUp`),
+/// one figure per repetition; MFU divides the median step's throughput by the median of these.
+private func gflops(repeats: Int, warmUp: Bool, _ product: () throws -> Void) rethrows -> [Double] {
+  let n = 2048.0
+  if warmUp { try product() }
+  var times: [Double] = []
+  for _ in 0..<repeats {
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    try product()
+    times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+  }
+  return times.map { 2 * n * n * n / $0 / 1e9 }
+}
+
+/// GFLOP/s of oneDNN's bf16 matmul (bf16 operands, fp32 result) on 2048³, and the kernel oneDNN chose.
+func measureBF16Peak(repeats: Int = 4) throws -> (gflops: [Double], kernel: String) {
   let n = 2048
   let a = BF16Buffer(count: n * n), b = BF16Buffer(count: n * n), c = FloatBuffer(count: n * n)
   for i in 0..<(n * n) { a.pointer[i] = BF16.from(Float(i % 7) * 0.1); b.pointer[i] = BF16.from(Float(i % 5) * 0.1) }
   let g = try BF16GEMM()
-  var times: [Double] = []
-  for r in 0..<(repeats + 1) {
-    let t0 = DispatchTime.now().uptimeNanoseconds
+  let rates = try gflops(repeats: repeats, warmUp: true) {  // the first call makes the primitive
     try g.gemm(transA: false, transB: false, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, accumulate: false, c: c.pointer, ldc: n)
-    if r > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }  // the first call makes the primitive
   }
-  return times.map { 2 * Double(n * n * n) / $0 / 1e9 }
+  return (rates, try g.implementation(transA: false, transB: false, m: n, n: n, k: n))
 }
 
+/// OpenBLAS's own sgemm throughput on 2048³ with as many threads as the kernels use.
 func measureSgemmPeak(repeats: Int = 4) -> [Double] {
   let n = 2048
   let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
@@ -136,11 +149,7 @@ func measureSgemmPeak(repeats: Int = 4) -> [Double] {
   _ = BLAS.configured
   BLAS.setOpenBLASThreads(Parallel.threads)
   defer { BLAS.setOpenBLASThreads(1) }
-  var times: [Double] = []
-  for _ in 0..<repeats {
-    let t0 = DispatchTime.now().uptimeNanoseconds
+  return gflops(repeats: repeats, warmUp: false) {
     BLAS.sgemm1(transA: false, transB: false, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
-    times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
   }
-  return times.map { 2 * Double(n * n * n) / $0 / 1e9 }
 }

@@ -26,7 +26,7 @@ import Testing
     #expect((0..<xs.count).allSatisfy { i in out[i] == BF16.from(xs[i]) })
     // Rounding in binary32 (the emulation of bf16 products on CPUs without bf16 kernels) keeps the same values.
     var rounded = xs
-    BF16.roundInPlace(xs, &rounded, count: xs.count)
+    BF16.round(xs, &rounded, count: xs.count)
     #expect((0..<xs.count).allSatisfy { i in rounded[i].bitPattern == BF16.float(out[i]).bitPattern })
   }
 
