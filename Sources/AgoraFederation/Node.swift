@@ -400,7 +400,7 @@ public final class NodeService {
     roundsDone += 1
     log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
                res.bytesSent, secureRound == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", Date().timeIntervalSince(t0)))
-    if let secure, let secureRound { _ = secure.reveal(round: r, party: secureRound.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
+    if let secure, let secureRound { _ = try secure.reveal(round: r, party: secureRound.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
   }
 
   public func shutdown() { endpoint.close() }

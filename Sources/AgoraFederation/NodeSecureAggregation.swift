@@ -47,7 +47,7 @@ public final class SecureAggregationClient {
     let party = try SecureAggregationNode(federation: fed.id, round: r, node: identity.card.nodeID, signSecretKey: identity.signSecret)
     let a = party.advertisement
     endpoint.send(.secaggKeys(round: r, keys: SecAggKeys(cPublic: a.cPublic, sPublic: a.sPublic, commitment: a.selfMaskCommitment, signature: a.signature)))
-    guard let (terms, participants, payload) = inbox.wait(until: deadline, stop: stop, { m -> (SecAggRosterTerms, [SecAggParticipant], [UInt8])? in
+    guard let (terms, participants, payload) = try inbox.wait(until: deadline, stop: stop, { m -> (SecAggRosterTerms, [SecAggParticipant], [UInt8])? in
       if case .secaggRoster(let rr, let t, let ps, let p) = m, rr == r { return (t, ps, p.array) }
       return nil
     }) else { throw TransferError.timeout("no secure-aggregation roster for round \(r) before its deadline") }
@@ -81,7 +81,7 @@ public final class SecureAggregationClient {
   /// The masked payload of `x` (an update plus the node's error feedback; what the encoding does not carry is
   /// left in it), once the coordinator forwarded the neighbours' shares.
   public func encode(_ x: UnsafeMutableBufferPointer<Float>, round r: UInt64, secure: Round, fraction: Float, relative: [Float]?, deadline: Date) throws -> [UInt8] {
-    guard let boxes = inbox.wait(until: deadline.addingTimeInterval(federation.secureAggregationSetupSeconds), stop: stop, { m -> [SecAggShareBox]? in
+    guard let boxes = try inbox.wait(until: deadline.addingTimeInterval(federation.secureAggregationSetupSeconds), stop: stop, { m -> [SecAggShareBox]? in
       if case .secaggShares(let rr, let b) = m, rr == r { return b }
       return nil
     }) else { throw TransferError.timeout("the coordinator forwarded no shares for round \(r)") }
@@ -91,8 +91,9 @@ public final class SecureAggregationClient {
 
   /// Unmasking: the shares the coordinator asks for (SA_UNMASK → SA_REVEAL), once. No request by `deadline`
   /// (the round was abandoned) is not an error; a request that would unmask a neighbour is refused and said.
-  public func reveal(round r: UInt64, party: SecureAggregationNode, deadline: Date) -> Bool {
-    guard let (survivors, dropped) = inbox.wait(until: deadline, stop: stop, { m -> ([[UInt8]], [[UInt8]])? in
+  /// Throws only when the session ends meanwhile (LEAVE, or the coordinator no longer knows it).
+  public func reveal(round r: UInt64, party: SecureAggregationNode, deadline: Date) throws -> Bool {
+    guard let (survivors, dropped) = try inbox.wait(until: deadline, stop: stop, { m -> ([[UInt8]], [[UInt8]])? in
       if case .secaggUnmask(let rr, let s, let d) = m, rr == r { return (s, d) }
       return nil
     }) else {

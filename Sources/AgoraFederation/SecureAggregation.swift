@@ -149,17 +149,30 @@ public struct SecureEncoding {
 }
 
 /// A node's inbox for the secure-aggregation messages the coordinator sends while the node is busy in other
-/// receive loops (fetching, uploading): the endpoint diverts them here.
+/// receive loops (fetching, uploading): the endpoint diverts them here. While a `wait` is in progress it also
+/// takes what ends the node's session — LEAVE, or an ERROR saying the coordinator no longer knows the session
+/// (it restarted) or revoked the node — so that the wait ends at once, not at the round's deadline.
 public final class SecureInbox: @unchecked Sendable {
   private let cond = NSCondition()
   private var messages: [Message] = []
+  private var waiting = 0
+  private var interruption: TransferError?
 
-  /// Takes SA_ROSTER, SA_SHARES and SA_UNMASK; everything else goes on to the endpoint's queue.
+  /// Takes SA_ROSTER, SA_SHARES and SA_UNMASK, and while a `wait` is in progress LEAVE and ERROR 11 / 4 about
+  /// no subject; everything else goes on to the endpoint's queue.
   func take(_ m: Inbound) -> Bool {
     guard case .success(let msg) = m.message else { return false }
+    cond.lock(); defer { cond.unlock() }
     switch msg {
     case .secaggRoster, .secaggShares, .secaggUnmask:
-      cond.lock(); messages.append(msg); cond.signal(); cond.unlock()
+      messages.append(msg); cond.broadcast()
+      return true
+    case .leave(let kind, let reason) where waiting > 0:
+      interruption = .sessionEnded(kind, reason); cond.broadcast()
+      return true
+    case .error(let code, let text, let subject) where waiting > 0 && subject == .none
+      && (code == ErrorCode.notJoined.rawValue || code == ErrorCode.revoked.rawValue):
+      interruption = .rejected(code: code, message: text); cond.broadcast()
       return true
     default:
       return false
@@ -167,12 +180,14 @@ public final class SecureInbox: @unchecked Sendable {
   }
 
   /// The first message for which `pick` gives a value, waiting until `deadline` (nil then); older rounds'
-  /// messages are dropped on the way.
-  func wait<T>(until deadline: Date, stop: ManagedAtomicFlag? = nil, _ pick: (Message) -> T?) -> T? {
+  /// messages are dropped on the way. Throws what ended the session if it ends meanwhile.
+  func wait<T>(until deadline: Date, stop: ManagedAtomicFlag? = nil, _ pick: (Message) -> T?) throws -> T? {
     cond.lock()
-    defer { cond.unlock() }
+    waiting += 1
+    defer { waiting -= 1; cond.unlock() }
     while true {
       if let i = messages.firstIndex(where: { pick($0) != nil }) { return pick(messages.remove(at: i)) }
+      if let e = interruption { interruption = nil; throw e }
       if stop?.isSet == true || Date() >= deadline { return nil }
       _ = cond.wait(until: min(deadline, Date(timeIntervalSinceNow: 0.5)))
     }
@@ -181,6 +196,7 @@ public final class SecureInbox: @unchecked Sendable {
   /// Drops what is left of rounds before `round`.
   func drop(before round: UInt64) {
     cond.lock()
+    interruption = nil
     messages.removeAll {
       switch $0 {
       case .secaggRoster(let r, _, _, _), .secaggShares(let r, _), .secaggUnmask(let r, _, _): return r < round

@@ -94,7 +94,7 @@ final class InstantNode {
         _ = try payload.withUnsafeBytes { try sender.send(sealer: sealer, tokens: 2048, steps: 1, loss: 1, payload: $0) }
         log(String(format: "round %llu: fetched %d B%@ in %.2f s, sent %d B in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
                    t1.timeIntervalSince(t0), payload.count, Date().timeIntervalSince(t1)))
-        if let secure, let secureRound { _ = secure.reveal(round: r, party: secureRound.party, deadline: deadline) }
+        if let secure, let secureRound { _ = try secure.reveal(round: r, party: secureRound.party, deadline: deadline) }
       case .leave(.finished, _):
         return
       default:

@@ -1,5 +1,7 @@
 import AgoraCrypto
-import AgoraFederation
+@testable import AgoraFederation
+@testable import AgoraTransport
+import AgoraWire
 import AgoraSecureAggregation
 import AgoraRegistry
 import AgoraTestSupport
@@ -190,5 +192,44 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, warmStart: Int = 0
     #expect(try store.versions().map(\.number) == [0, 1, 2, 3, 4])
     let (status, verify) = try h.run(["verify", "--config", h.dir + "/coordinator.toml"])
     #expect(status == 0 && verify.contains("all versions verify"), "\(verify)")
+  }
+}
+
+/// A node waiting for the roster (or shares, or the unmasking request) hears at once that its session ended —
+/// the coordinator restarted (ERROR 11), revoked it, or left — instead of waiting out the round's deadline.
+@Suite struct SecureInboxTests {
+  func inbound(_ m: Message) -> Inbound { Inbound(peer: [], userID: "", message: .success(m)) }
+
+  @Test func sessionEndsInterruptAWaitButPassOtherwise() throws {
+    let inbox = SecureInbox()
+    let notJoined = Message.error(code: ErrorCode.notJoined.rawValue, message: "send JOIN first", subject: .none)
+    // Nobody waits: the main loop must see these (it rejoins), so the inbox leaves them on the endpoint's queue.
+    #expect(!inbox.take(inbound(notJoined)))
+    #expect(!inbox.take(inbound(.leave(kind: .session, reason: "restart"))))
+    // An ERROR about a transfer or a round is not about the session.
+    #expect(!inbox.take(inbound(.error(code: ErrorCode.notJoined.rawValue, message: "x", subject: .round(2)))))
+    let cases: [(Message, TransferError)] = [
+      (notJoined, .rejected(code: ErrorCode.notJoined.rawValue, message: "send JOIN first")),
+      (.error(code: ErrorCode.revoked.rawValue, message: "revoked", subject: .none), .rejected(code: ErrorCode.revoked.rawValue, message: "revoked")),
+      (.leave(kind: .session, reason: "coordinator stopping"), .sessionEnded(.session, "coordinator stopping")),
+    ]
+    for (message, expected) in cases {
+      let start = Date()
+      let sender = Thread { [inbox] in
+        // Bounded: until the waiter takes it (it is waiting once `take` answers true), at most 5 s.
+        let end = Date(timeIntervalSinceNow: 5)
+        while Date() < end && !inbox.take(Inbound(peer: [], userID: "", message: .success(message))) { Thread.sleep(forTimeInterval: 0.01) }
+      }
+      sender.start()
+      #expect(throws: expected) {
+        _ = try inbox.wait(until: Date(timeIntervalSinceNow: 20)) { m -> Int? in
+          if case .secaggUnmask = m { return 1 }
+          return nil
+        }
+      }
+      #expect(Date().timeIntervalSince(start) < 10, "the wait ended by the interruption, not the deadline")
+    }
+    // With nothing pending the wait ends at its deadline with nothing.
+    #expect(try inbox.wait(until: Date(timeIntervalSinceNow: 0.1)) { _ -> Int? in nil } == nil)
   }
 }
