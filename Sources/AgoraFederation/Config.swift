@@ -235,7 +235,11 @@ public struct FederationConfig: Sendable {
 
   public enum LateUpdates: String, CaseIterable, Sendable { case drop, stale }
 
-  public enum CompressionSetting: String, CaseIterable, Sendable { case int8, fp32 }
+  public enum CompressionSetting: String, CaseIterable, Sendable {
+    case int8, fp32, int4, fp4
+    /// The payload format of updates (DeltaCodec).
+    public var format: DeltaFormat { DeltaFormat.allCases.first { $0.name == rawValue }! }
+  }
   /// How a new version reaches nodes that hold its parent: an int8 patch (a quarter of the model), or the
   /// whole model (fp32, exact steps).
   public enum BroadcastSetting: String, CaseIterable, Sendable { case int8, full }

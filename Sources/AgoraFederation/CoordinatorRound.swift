@@ -29,7 +29,7 @@ extension CoordinatorService {
     receiver.context.baseHash = versionHash
     scorer?.reset()
     abandoned = abandoned.filter { $0.key >= UInt64(r) }
-    let settings = RoundCollector.Settings(round: UInt64(r), format: fed.compression == .int8 ? .int8 : .fp32,
+    let settings = RoundCollector.Settings(round: UInt64(r), format: fed.compression.format,
                                            // The most steps an update taken this round may have run (a late one ran its own round's).
                                            innerSteps: (1...r).map(fed.innerSteps(round:)).max() ?? fed.innerSteps,
                                            batch: fed.batch, context: modelConfig.contextLength, learningRate: fed.learningRate,

@@ -5,20 +5,29 @@ import Foundation
 
 /// The payload of an update (and of a version patch): a vector Δ as a byte stream.
 ///
-///     header  = "AGDQ" ‖ format (u8: 0 fp32, 1 int8 blockwise) ‖ 3 zero octets ‖ count (u64)
+///     header  = "AGDQ" ‖ format (u8: 0 fp32, 1 int8, 2 int4, 3 fp4) ‖ 3 zero octets ‖ count (u64)
 ///     fp32    = count little-endian binary32 values
 ///     int8    = for each block of 256 values (the last may be shorter):
 ///               scale (binary32, finite, ≥ 0) ‖ one int8 per value (x ≈ scale · q, q ∈ −127…127)
+///     int4, fp4 = for each block of 256 values (the last may be shorter):
+///               scale (binary32, finite, ≥ 0) ‖ one 4-bit code per value, two per octet (value 2j in octet
+///               j's low nibble, 2j + 1 in its high nibble; an odd last block pads a zero nibble): a sign bit
+///               and a magnitude index m (0–7); x ≈ ±scale · m (int4) or ±scale · {0, 2⁻⁶, 2⁻⁵ … 2⁰}[m]
+///               (fp4, FP4 E3M0 as Streaming DiLoCo sends outer gradients)
 ///
-/// int8 is about 3.9× smaller than fp32 (INTELLECT-1 uses the same idea). A node keeps its quantisation
+/// int8 is about 3.9× smaller than fp32 (INTELLECT-1 uses the same idea), int4 and fp4 about 7.8×. A node keeps its quantisation
 /// error and adds it to its next Δ (error feedback), so nothing is lost over rounds, only delayed. Version
 /// patches are rounded stochastically instead (unbiased, no state to keep on the coordinator).
 ///
 /// Blocks have a fixed stride, so encoding and decoding run in parallel over blocks; the arithmetic of each
 /// value is fixed, so every process that decodes the same bytes gets bit-identical floats.
 public enum DeltaFormat: UInt8, Sendable, CaseIterable {
-  case fp32 = 0, int8 = 1
-  public var name: String { self == .fp32 ? "fp32" : "int8" }
+  case fp32 = 0, int8 = 1, int4 = 2, fp4 = 3
+  public var name: String { ["fp32", "int8", "int4", "fp4"][Int(rawValue)] }
+  /// The 4-bit code of int4 and fp4 (nil for fp32 and int8).
+  public var nibble: DeltaKernels.Nibble? { self == .int4 ? .int4 : self == .fp4 ? .fp4 : nil }
+  /// Quantised formats: a node keeps what rounding lost (error feedback).
+  public var quantised: Bool { self != .fp32 }
 }
 
 /// Why a payload was refused. Nothing is written to the target for a refused payload's header; a value
@@ -46,7 +55,15 @@ public enum DeltaCodec {
     switch format {
     case .fp32: return headerBytes + 4 * count
     case .int8: return headerBytes + count + 4 * ((count + block - 1) / block)
+    case .int4, .fp4: return headerBytes + nibbleBytes(blocks: 0..<((count + block - 1) / block), count: count)
     }
+  }
+
+  /// Octets of the 4-bit blocks `blocks` of a payload of `count` values.
+  static func nibbleBytes(blocks: Range<Int>, count: Int) -> Int {
+    guard !blocks.isEmpty else { return 0 }
+    let last = min(block, count - (blocks.upperBound - 1) * block)
+    return (blocks.count - 1) * (4 + block / 2) + 4 + (last + 1) / 2
   }
 
   /// How values are rounded to int8.
@@ -84,6 +101,20 @@ public enum DeltaCodec {
       }
     case .int8:
       encodeInt8(delta, values: 0..<n, into: body, errorFeedback: errorFeedback, rounding: rounding, threads: Parallel.threads)
+    case .int4, .fp4:
+      let kind = format.nibble!
+      let fb = errorFeedback?.baseAddress
+      Parallel.forRange((n + block - 1) / block, minChunk: 256) { bs, be in
+        let vals = UnsafeMutablePointer<Float>.allocate(capacity: block)
+        defer { vals.deallocate() }
+        for b in bs..<be {
+          let start = b * block
+          let at = body + b * (4 + block / 2)
+          let scale = DeltaKernels.nibbleBlock(src + start, count: min(block, n - start), kind: kind, feedback: fb.map { $0 + start },
+                                               scratch: vals, into: (at + 4).assumingMemoryBound(to: UInt8.self))
+          at.storeBytes(of: scale.bitPattern.littleEndian, as: UInt32.self)
+        }
+      }
     }
     return size
   }
@@ -185,6 +216,12 @@ public enum DeltaCodec {
         let (acc, b) = DeltaKernels.int8SquaredNorm(body, blocks: bs..<be, count: count, block: block)
         if let b { bad[c] = b } else { parts[c] = acc }
       }
+    case .int4, .fp4:
+      let blocks = (count + block - 1) / block
+      Parallel.forChunks(blocks) { c, bs, be in
+        let (acc, b) = DeltaKernels.nibbleSquaredNorm(body, kind: f.nibble!, blocks: bs..<be, count: count, block: block)
+        if let b { bad[c] = b } else { parts[c] = acc }
+      }
     }
     if let i = bad.filter({ $0 >= 0 }).min() { throw DeltaError.nonFinite(index: i) }
     return (f, parts.reduce(0, +))
@@ -205,6 +242,13 @@ public enum DeltaCodec {
       let blocks = (count + block - 1) / block
       Parallel.forRange(blocks, minChunk: 256) { bs, be in
         if let i = DeltaKernels.int8Apply(body, blocks: bs..<be, count: count, block: block, into: target, mode: mode) {
+          bad.record(i)
+        }
+      }
+    case .int4, .fp4:
+      let blocks = (count + block - 1) / block
+      Parallel.forRange(blocks, minChunk: 256) { bs, be in
+        if let i = DeltaKernels.nibbleApply(body, kind: f.nibble!, blocks: bs..<be, count: count, block: block, into: target, mode: mode) {
           bad.record(i)
         }
       }
@@ -230,6 +274,15 @@ extension DeltaCodec {
       if let i = DeltaKernels.fp32Apply(body, range: range, into: out - range.lowerBound, mode: .store) { throw DeltaError.nonFinite(index: i) }
     case .int8:
       try applyInt8(body + (range.lowerBound / block) * blockBytes, values: range, count: count, into: out - range.lowerBound, mode: .store)
+    case .int4, .fp4:
+      let first = range.lowerBound / block, end = (range.upperBound + block - 1) / block
+      guard range.lowerBound % block == 0, range.upperBound % block == 0 || range.upperBound == count else {
+        throw DeltaError.header("reading values \(range) of \(count) (not block-aligned)")
+      }
+      if let i = DeltaKernels.nibbleApply(body + first * (4 + block / 2), kind: format.nibble!, first: first, blocks: first..<end, count: count, block: block,
+                                          into: out - range.lowerBound, mode: .store) {
+        throw DeltaError.nonFinite(index: i)
+      }
     }
   }
 

@@ -19,16 +19,27 @@ public enum FederationVectors {
     var patched = base
     try int8.withUnsafeBytes { try DeltaCodec.decode($0, into: &patched, count: values.count, mode: .subtract) }
     let patchedBytes = patched.withUnsafeBytes { Array($0) }
+    func fourBit(_ f: DeltaFormat) throws -> (payload: [UInt8], decoded: [Float]) {
+      let bytes = values.withUnsafeBufferPointer { DeltaCodec.encode($0, format: f) }
+      var out = [Float](repeating: 0, count: values.count)
+      try bytes.withUnsafeBytes { try DeltaCodec.decode($0, into: &out, count: values.count, mode: .store) }
+      return (bytes, out)
+    }
+    let (int4, int4Decoded) = try fourBit(.int4), (fp4, fp4Decoded) = try fourBit(.fp4)
     let shard = Array("agora-shard 1 pl 3\n".utf8) + Array("Zażółć gęślą jaźń.\n\nDrugi dokument.\n".utf8)
     func floats(_ a: [Float]) -> String { "[" + a.map { String(format: "%.9g", $0) }.joined(separator: ", ") + "]" }
     return """
     {
-      "description": "AGDQ payloads (SPEC §6.2), a version patch (§5) and a public shard (§5.1). values[i] = ((37 i mod 101) - 50) / 1000 and base[i] = ((13 i mod 97) - 48) / 100 for i < 600, as binary32; int8 rounds to nearest",
+      "description": "AGDQ payloads (SPEC §6.2), a version patch (§5) and a public shard (§5.1). values[i] = ((37 i mod 101) - 50) / 1000 and base[i] = ((13 i mod 97) - 48) / 100 for i < 600, as binary32; int8, int4 and fp4 round to nearest",
       "count": \(values.count),
       "values": \(floats(values)),
       "fp32_payload": "\(hex(fp32))",
       "int8_payload": "\(hex(int8))",
       "int8_decoded": \(floats(decoded)),
+      "int4_payload": "\(hex(int4))",
+      "int4_decoded": \(floats(int4Decoded)),
+      "fp4_payload": "\(hex(fp4))",
+      "fp4_decoded": \(floats(fp4Decoded)),
       "base": \(floats(base)),
       "patched": "\(hex(patchedBytes))",
       "patched_comment": "base minus the int8 payload's values, value by value in binary32, as little-endian octets; a version hash covers such octets after the safetensors header",

@@ -336,7 +336,7 @@ public final class NodeService {
     let delta = FloatBuffer(count: base.count)
     let (d, b, p) = (delta.pointer, base.pointer, trainer.model.parameters.pointer)
     for i in 0..<base.count { d[i] = b[i] - p[i] }
-    let format: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
+    let format = fed.compression.format
     if let a = adversary {
       a.corrupt(delta, seed: r ^ fnv1a(identity.card.fingerprint))
       log("\(config.name): round \(r): sending a \(a.rawValue) update (AGORA_ADVERSARY)")
@@ -361,7 +361,7 @@ public final class NodeService {
       errorFeedback.copy(from: delta)
     } else {
       payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
-                                  errorFeedback: format == .int8 && adversary == nil ? errorFeedback.buffer : nil)
+                                  errorFeedback: format.quantised && adversary == nil ? errorFeedback.buffer : nil)
     }
     let sealedBase = adversary == .stalebase ? (previousBase ?? [UInt8](repeating: 0xAB, count: 32)) : hash
     previousBase = hash

@@ -116,8 +116,8 @@ public final class FederationSimulation {
       }
       let (d, b, p) = (delta.pointer, params.pointer, t.model.parameters.pointer)
       for i in 0..<params.count { d[i] = b[i] - p[i] }
-      let format: DeltaFormat = fed.compression == .int8 ? .int8 : .fp32
-      let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format == .int8 ? node.errorFeedback.buffer : nil)
+      let format = fed.compression.format
+      let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format.quantised ? node.errorFeedback.buffer : nil)
       let w = Double(innerSteps(round: r) * t.model.B * t.model.T)
       try payload.withUnsafeBytes {
         try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))

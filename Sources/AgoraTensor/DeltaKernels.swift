@@ -103,6 +103,108 @@ public enum DeltaKernels {
     return nil
   }
 
+  /// A 4-bit code: a sign bit (bit 3) and a magnitude index m (bits 0–2) into `magnitudes`; the value is
+  /// ±scale · magnitudes[m]. `int4` is uniform (m itself: scale = max|v| / 7); `fp4` is FP4 E3M0 as
+  /// Streaming DiLoCo sends its outer gradients (0 and seven powers of two: scale = max|v|, magnitudes
+  /// 0, 2⁻⁶ … 2⁰). Both have 15 values (±0 alike).
+  public enum Nibble: Sendable {
+    case int4, fp4
+    public var magnitudes: [Float] {
+      switch self {
+      case .int4: return [0, 1, 2, 3, 4, 5, 6, 7]
+      case .fp4: return [0, 0x1p-6, 0x1p-5, 0x1p-4, 0x1p-3, 0x1p-2, 0x1p-1, 1]
+      }
+    }
+    /// The midpoints between neighbouring magnitudes: m is how many of them |v| / scale reaches (to nearest).
+    var midpoints: SIMD8<Float> {
+      let t = magnitudes
+      var m = SIMD8<Float>(repeating: .infinity)
+      for i in 0..<7 { m[i] = (t[i] + t[i + 1]) / 2 }
+      return m
+    }
+    var top: Float { self == .int4 ? 7 : 1 }
+  }
+
+  /// Quantises one block `x[0..<m]` (with `feedback[0..<m]` added when given) to 4-bit codes, two per octet
+  /// (value 2j in the low nibble of octet j, 2j + 1 in the high one; an odd block's last high nibble is 0), to
+  /// nearest; returns the scale (NaN when the block holds a NaN). With `feedback`, what rounding lost is stored
+  /// back into it. `scratch` holds at least `m` floats.
+  public static func nibbleBlock(_ x: UnsafePointer<Float>, count m: Int, kind: Nibble, feedback: UnsafeMutablePointer<Float>?,
+                                 scratch vals: UnsafeMutablePointer<Float>, into q: UnsafeMutablePointer<UInt8>) -> Float {
+    var top: UInt32 = 0
+    if let f = feedback {
+      for k in 0..<m { let v = x[k] + f[k]; vals[k] = v; top = max(top, v.bitPattern & 0x7FFF_FFFF) }
+    } else {
+      for k in 0..<m { let v = x[k]; vals[k] = v; top = max(top, v.bitPattern & 0x7FFF_FFFF) }
+    }
+    let scale = Float(bitPattern: top) / kind.top
+    let inv = scale > 0 ? 1 / scale : 0
+    let mid = kind.midpoints, table = kind.magnitudes
+    @inline(__always) func code(_ v: Float) -> UInt8 {
+      let a = SIMD8<Float>(repeating: abs(v) * inv)
+      let idx = UInt8(SIMD8<Int32>(repeating: 0).replacing(with: 1, where: a .>= mid).wrappedSum())  // midpoints[7] is +inf: at most 7
+      return idx | (v.sign == .minus && idx > 0 ? 8 : 0)
+    }
+    var j = 0
+    while 2 * j + 1 < m { q[j] = code(vals[2 * j]) | code(vals[2 * j + 1]) << 4; j += 1 }
+    if 2 * j < m { q[j] = code(vals[2 * j]) }
+    if let f = feedback {
+      for k in 0..<m {
+        let c = (q[k >> 1] >> (4 * UInt8(k & 1))) & 0xF
+        let v = scale * table[Int(c & 7)]
+        f[k] = vals[k] - (c & 8 != 0 ? -v : v)
+      }
+    }
+    return scale
+  }
+
+  @inline(__always)
+  static func nibbleValues(_ kind: Nibble, scale: Float) -> [Float] {
+    let t = kind.magnitudes
+    return (0..<16).map { c in (c & 8 != 0 ? -1 : 1) * scale * t[c & 7] }
+  }
+
+  /// Σ v² over the 4-bit blocks `blocks` (each 4 + block/2 octets) of a payload body, or the first value index
+  /// of a block whose scale is negative or not finite.
+  public static func nibbleSquaredNorm(_ body: UnsafeRawPointer, kind: Nibble, blocks: Range<Int>, count: Int, block: Int) -> (Double, bad: Int?) {
+    var acc = 0.0
+    let t2 = kind.magnitudes.map { Double($0) * Double($0) }
+    for b in blocks {
+      let at = body + b * (4 + block / 2)
+      let scale = Float(bitPattern: UInt32(littleEndian: at.loadUnaligned(as: UInt32.self)))
+      guard scale.isFinite, scale >= 0 else { return (acc, b * block) }
+      let q = (at + 4).assumingMemoryBound(to: UInt8.self)
+      var s = 0.0
+      for k in 0..<min(block, count - b * block) { s += t2[Int((q[k >> 1] >> (4 * UInt8(k & 1))) & 7)] }
+      acc += Double(scale) * Double(scale) * s
+    }
+    return (acc, nil)
+  }
+
+  /// Decodes the 4-bit blocks `blocks` into `target` (`count` values in all) as `mode` says; `body` holds the
+  /// blocks from block `first` on. Returns the first value index of a block with a bad scale (nothing of that
+  /// block or after it is written).
+  public static func nibbleApply(_ body: UnsafeRawPointer, kind: Nibble, first: Int = 0, blocks: Range<Int>, count: Int, block: Int,
+                                 into target: UnsafeMutablePointer<Float>, mode: Apply) -> Int? {
+    for b in blocks {
+      let at = body + (b - first) * (4 + block / 2)
+      let scale = Float(bitPattern: UInt32(littleEndian: at.loadUnaligned(as: UInt32.self)))
+      guard scale.isFinite, scale >= 0 else { return b * block }
+      let values = nibbleValues(kind, scale: scale)
+      let q = (at + 4).assumingMemoryBound(to: UInt8.self)
+      let t = target + b * block
+      let m = min(block, count - b * block)
+      values.withUnsafeBufferPointer { v in
+        switch mode {
+        case .store: for k in 0..<m { t[k] = v[Int((q[k >> 1] >> (4 * UInt8(k & 1))) & 0xF)] }
+        case .subtract: for k in 0..<m { t[k] -= v[Int((q[k >> 1] >> (4 * UInt8(k & 1))) & 0xF)] }
+        case .add(let w): for k in 0..<m { t[k] += w * v[Int((q[k >> 1] >> (4 * UInt8(k & 1))) & 0xF)] }
+        }
+      }
+    }
+    return nil
+  }
+
   /// Σ x² (in Double) over the little-endian fp32 values `range` of a payload body, or the index of the
   /// first value that is not finite. Eight lanes at a time, each summing its own squares.
   public static func fp32SquaredNorm(_ body: UnsafeRawPointer, range: Range<Int>) -> (Double, bad: Int?) {

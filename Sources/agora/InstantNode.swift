@@ -76,7 +76,7 @@ final class InstantNode {
           if errorFeedback.isEmpty { errorFeedback = [Float](repeating: 0, count: delta.count) }
           var x = delta
           addFeedback(&x)
-          payload = x.withUnsafeBufferPointer { xb in errorFeedback.withUnsafeMutableBufferPointer { DeltaCodec.encode(xb, format: format, errorFeedback: format == .int8 ? $0 : nil) } }
+          payload = x.withUnsafeBufferPointer { xb in errorFeedback.withUnsafeMutableBufferPointer { DeltaCodec.encode(xb, format: format, errorFeedback: format.quantised ? $0 : nil) } }
         }
         if let secure, let secureRound {
           // As a node does: Δ plus the error feedback, encoded in the ring; what it did not carry is the new feedback.

@@ -12,7 +12,7 @@ import Testing
   /// With fp32 updates the coordinator also stages each update in θ's memory and reads θ back
   /// from its version blob (checksum-checked) before each step: the patches nodes apply must still reach
   /// exactly the versions announced.
-  @Test(arguments: ["int8", "fp32"])
+  @Test(arguments: ["int8", "fp32", "int4", "fp4"])
   func multiProcessFederationLowersValidationLoss(compression: String) throws {
     let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40, compression: compression)
     defer { h.cleanup() }
@@ -37,6 +37,8 @@ import Testing
     for name in h.nodes {
       let lines = h.read("\(name).log").split(separator: "\n").filter { $0.contains(": round ") }
       #expect(lines.count == 4 && lines.dropFirst().allSatisfy { $0.contains("(patch)") }, "\(name): \(lines)")
+      // Each update went in the federation's format.
+      #expect(lines.allSatisfy { $0.contains("B (\(compression))") }, "\(name): \(lines)")
     }
   }
 
