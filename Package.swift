@@ -65,6 +65,8 @@ let package = Package(
                                                     .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "TOMLKit", package: "TOMLKit")]),
     // Layer 6: the dashboard, which observes a coordinator.
+    // Wide-area links between network namespaces, emulated in user space (scripts/wan, the wide-area tests).
+    .target(name: "AgoraLinkEmulator"),
     .target(name: "AgoraDashboard", dependencies: ["AgoraFederation", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),
 
@@ -73,7 +75,7 @@ let package = Package(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraStorage", "AgoraDashboard", "AgoraSecureAggregation", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraStorage", "AgoraDashboard", "AgoraSecureAggregation", "AgoraLinkEmulator", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 

@@ -44,6 +44,9 @@ public final class NodeService {
   let adversary: Adversary?
   /// The base of the previous round (a stale-base adversary seals for it).
   var previousBase: [UInt8]? = nil
+  /// When this node's last round ended (its update sent): the time until the next round's work starts is
+  /// waiting (for the other nodes, the aggregation and the announcement).
+  var lastRoundEnd: Date? = nil
   /// Secure aggregation's side of this node (nil when the federation does not use it).
   var secure: SecureAggregationClient? = nil
 
@@ -307,11 +310,14 @@ public final class NodeService {
     let base = copy.base
     guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
     // Secure aggregation: keys, roster and shares before training (SPEC §7.2).
+    let waited = lastRoundEnd.map { t0.timeIntervalSince($0) }
     let secureRound = try secure?.setup(round: r, deadline: deadline)
     if config.donor { _ = try takeShard(shard) }
     guard let trainer else { throw TransferError.protocolViolation("no data to train on") }
+    let tFetch = Date()
     let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
     let fetched = sync.bytesFetched
+    let tTrain = Date()
     NodeService.beginRound(trainer, at: base, fed: fed, first: roundsDone == 0)
     if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, trainer: trainer) }
     let n = min(steps, config.maxStepsPerRound ?? steps)
@@ -330,6 +336,7 @@ public final class NodeService {
                       rate * tokensPerStep, Double(n - done) / max(rate, 1e-9)))
     }
     if isatty(STDOUT_FILENO) == 1 { print("") }
+    let tEncode = Date()
     // Asked to stop (SIGINT/SIGTERM): the round is abandoned, nothing half-sent.
     guard !stop.isSet else { throw TransferError.timeout("stopping; round \(r) abandoned") }
     // Δ = θ_base − θ_local
@@ -378,6 +385,7 @@ public final class NodeService {
     var perLanguage: [String: UInt64] = [:]
     for (l, t) in trainer.tokensByLanguage where t > before[l] ?? 0 { perLanguage[l] = t - (before[l] ?? 0) }
     let cpuMillis = UInt64(max(0, processCPUSeconds() - cpu0) * 1000)
+    let tSend = Date()
     let res = try payload.withUnsafeBytes {
       try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
                       languages: LanguageTokens.canonical(perLanguage), payload: $0)
@@ -398,8 +406,15 @@ public final class NodeService {
       }
     }
     roundsDone += 1
+    let end = Date()
+    lastRoundEnd = end
     log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
-               res.bytesSent, secureRound == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", Date().timeIntervalSince(t0)))
+               res.bytesSent, secureRound == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", end.timeIntervalSince(t0)))
+    // The round's time by phase (scripts/wan reads this line): key exchange, fetching the version, training
+    // (with scoring the version), encoding, sending; and the wait since the last round ended.
+    log(String(format: "%@: round %llu timing: setup %.3f s, fetch %.3f s, train %.3f s, encode %.3f s, send %.3f s, waited %@", config.name, r,
+               tFetch.timeIntervalSince(t0), tTrain.timeIntervalSince(tFetch), tEncode.timeIntervalSince(tTrain), tSend.timeIntervalSince(tEncode),
+               end.timeIntervalSince(tSend), waited.map { String(format: "%.3f s", $0) } ?? "-"))
     if let secure, let secureRound { _ = try secure.reveal(round: r, party: secureRound.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
   }
 

@@ -218,21 +218,27 @@ public struct BlobFetcher {
     let hasher = Sodium.Hasher()
     var next = 0, count: Int? = nil, bytes = 0, retries = 0
     var requestedUpTo = 0
+    // The time since the last chunk (or request): other messages (heartbeat answers) keep arriving when the
+    // request or its chunks were lost with a dropped connection, and must not hold off asking again.
+    var lastProgress = Date()
     while count == nil || next < count! {
       if next >= requestedUpTo {
         endpoint.send(.fetch(hash: hash, fromChunk: UInt32(next), credit: credit))
         requestedUpTo = next + Int(credit)
+        lastProgress = Date()
       }
-      guard let inbound = endpoint.receive(timeout: timeout) else {
+      if Date().timeIntervalSince(lastProgress) >= timeout {
         retries += 1
         guard retries <= maxRetries else { throw TransferError.timeout("no blob chunk after \(maxRetries) requests") }
         requestedUpTo = next  // ask again from the first missing chunk
         continue
       }
-      guard case .success(let m) = inbound.message else { continue }
+      guard let inbound = endpoint.receive(timeout: max(0.01, timeout - Date().timeIntervalSince(lastProgress))),
+            case .success(let m) = inbound.message else { continue }
       switch m {
       case .blobChunk(let h, let index, let total, let payload) where h == hash:
         retries = 0
+        lastProgress = Date()
         if let c = count, c != Int(total) { throw FetchError.inconsistent("chunk count changed from \(c) to \(total)") }
         count = Int(total)
         guard Int(index) == next else { continue }  // a duplicate from an earlier request

@@ -85,7 +85,10 @@ public struct UploadSender {
     var final: [UInt8]? = nil
     var endSent = false
     var resuming = false
-    var waited = 0.0
+    // The time since the last acknowledgement (or request): other messages (heartbeat answers, a round's
+    // announcement) arrive meanwhile and must not hide that acknowledgements stopped, e.g. when the connection
+    // was dropped and replaced while the link was down, losing what it carried.
+    var lastProgress = Date()
     let begin = Message.uploadBegin(transfer: transfer, round: round, chunks: UInt32(total), head: sealer.headBytes)
     endpoint.send(begin)
     bytes += sealer.headBytes.count
@@ -114,21 +117,20 @@ public struct UploadSender {
       }
       if let d = deadline, Date() > d { throw TransferError.timeout("the round's deadline passed") }
       if shouldStop() { throw TransferError.timeout("stopping; transfer \(transfer) abandoned") }
-      guard let inbound = endpoint.receive(timeout: min(ackTimeout, 0.5)) else {
-        waited += min(ackTimeout, 0.5)
-        guard waited >= ackTimeout else { continue }
-        waited = 0
+      if Date().timeIntervalSince(lastProgress) >= ackTimeout {
+        lastProgress = Date()
         retries += 1
         guard retries <= maxRetries else { throw TransferError.timeout("no acknowledgement after \(maxRetries) requests") }
         endpoint.send(begin)  // asks where the receiver stands; the answer resumes the transfer
         resuming = true
         continue
       }
-      guard case .success(let m) = inbound.message else { continue }
+      guard let inbound = endpoint.receive(timeout: min(0.5, max(0.01, ackTimeout - Date().timeIntervalSince(lastProgress)))),
+            case .success(let m) = inbound.message else { continue }
       switch m {
       case .ack(let t, let n32, let c) where t == transfer:
         retries = 0
-        waited = 0
+        lastProgress = Date()
         let n = Int(n32)
         if n == total + 1 { return Result(chunks: total, bytesSent: bytes, resends: resends) }
         guard n <= total else { throw TransferError.protocolViolation("acknowledged chunk \(n) of \(total)") }

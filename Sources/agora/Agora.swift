@@ -13,7 +13,7 @@ struct Agora: AsyncParsableCommand {
       CommandGroup(name: "Running a federation", subcommands: [Demo.self, CoordinatorCommand.self, NodeCommand.self, Keygen.self, StatusCommand.self]),
       CommandGroup(name: "The registry of versions", subcommands: [VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, GCCommand.self]),
       CommandGroup(name: "Data, tokenizer and model", subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, ModelCommand.self]),
-      CommandGroup(name: "Development", subcommands: [Bench.self, SimulateCommand.self, ProtocolCommand.self]),
+      CommandGroup(name: "Development", subcommands: [Bench.self, SimulateCommand.self, ProtocolCommand.self, LinkEmulatorCommand.self]),
     ])
 
   /// ArgumentParser's entry point, after the OpenMP runtime is set up for oneDNN (`OpenMPEnvironment`).

@@ -121,6 +121,9 @@ struct Demo: ParsableCommand {
   @Option(name: .customLong("set"), help: "A federation setting for every process of the demo, as KEY=VALUE in TOML (e.g. rounds.dp_clip=1.0); repeatable.")
   var overrides: [String] = []
 
+  @Option(help: ArgumentHelp("Run each process in the network namespace PREFIX-NAME (NAME: coordinator, or the node's file name), as scripts/wan builds them; give the coordinator's address with --set federation.endpoint=….", valueName: "prefix"))
+  var namespaces: String?
+
   func run() throws {
     let fm = FileManager.default
     guard fm.fileExists(atPath: defaultDemoData + "/de/train.txt"), fm.fileExists(atPath: defaultDemoData + "-public/de/train.txt") else {
@@ -149,10 +152,18 @@ struct Demo: ParsableCommand {
       lock.lock(); for c in children where c.isRunning { c.terminate() }; lock.unlock()
     }
     defer { _ = signals }
-    func spawn(_ args: [String], log: String?, errorLog: String? = nil) throws -> Process {
+    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { fm.isExecutableFile(atPath: $0) }
+    if namespaces != nil && ip == nil { throw CLIError("--namespaces needs iproute2's ip (apt-get install iproute2)") }
+    func spawn(_ name: String, _ args: [String], log: String?, errorLog: String? = nil) throws -> Process {
       let p = Process()
-      p.executableURL = exe
-      p.arguments = args
+      if let prefix = namespaces, let ip {
+        // ip netns exec replaces itself with agora: the child's pid (and SIGTERM) is agora's.
+        p.executableURL = URL(fileURLWithPath: ip)
+        p.arguments = ["netns", "exec", prefix + "-" + name, exe.path] + args
+      } else {
+        p.executableURL = exe
+        p.arguments = args
+      }
       var env = ProcessInfo.processInfo.environment
       env["OPENBLAS_NUM_THREADS"] = "1"
       p.environment = env
@@ -170,17 +181,22 @@ struct Demo: ParsableCommand {
       lock.lock(); children.append(p); lock.unlock()
       return p
     }
-    print("demo: coordinator and \(nodeFiles.count) nodes on 127.0.0.1 (logs in \(work)/logs)")
+    if let prefix = namespaces {
+      print("demo: coordinator and \(nodeFiles.count) nodes in network namespaces \(prefix)-* (logs in \(work)/logs)")
+    } else {
+      print("demo: coordinator and \(nodeFiles.count) nodes on 127.0.0.1 (logs in \(work)/logs)")
+    }
     if let d = try CoordinatorConfig(path: nodes + "/coordinator.toml").dashboard {
-      print("demo: dashboard on http://\(d.host):\(d.port)/ while the demo runs")
+      print("demo: dashboard on http://\(d.host):\(d.port)/ while the demo runs\(namespaces.map { " (inside network namespace \($0)-coordinator)" } ?? "")")
     }
     fflush(stdout)
     let sets = (secureAggregation ? ["--set", "rounds.secure_aggregation=true"] : []) + overrides.flatMap { ["--set", $0] }
     if secureAggregation { print("demo: secure aggregation: the coordinator sees each round's sum, never an institution's update") }
-    let coordinator = try spawn(["coordinator", "--config", nodes + "/coordinator.toml"] + sets, log: nil, errorLog: work + "/logs/coordinator.log")
+    let coordinator = try spawn("coordinator", ["coordinator", "--config", nodes + "/coordinator.toml"] + sets, log: nil, errorLog: work + "/logs/coordinator.log")
     Thread.sleep(forTimeInterval: 0.5)
     for f in nodeFiles {
-      _ = try spawn(["node", "--config", nodes + "/" + f] + sets, log: work + "/logs/" + (f as NSString).deletingPathExtension + ".log")
+      let name = (f as NSString).deletingPathExtension
+      _ = try spawn(name, ["node", "--config", nodes + "/" + f] + sets, log: work + "/logs/" + name + ".log")
     }
     coordinator.waitUntilExit()
     // Nodes leave when the coordinator says so; anything still running after 10 s is stopped.

@@ -35,7 +35,7 @@ import Testing
     }
     // From round 2 on, nodes holding the previous version take the int8 patch instead of the whole model.
     for name in h.nodes {
-      let lines = h.read("\(name).log").split(separator: "\n").filter { $0.contains(": round ") }
+      let lines = h.read("\(name).log").split(separator: "\n").filter { $0.contains(": round ") && $0.contains(" steps, ") }
       #expect(lines.count == 4 && lines.dropFirst().allSatisfy { $0.contains("(patch)") }, "\(name): \(lines)")
       // Each update went in the federation's format.
       #expect(lines.allSatisfy { $0.contains("B (\(compression))") }, "\(name): \(lines)")

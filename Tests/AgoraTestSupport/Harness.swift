@@ -107,13 +107,19 @@ public struct Harness {
   public func cleanup() { try? FileManager.default.removeItem(atPath: dir) }
 
   /// Starts `agora ARGS`; output goes to `log` under the harness directory.
-  public func start(_ args: [String], log: String, env extra: [String: String] = [:], append: Bool = false) throws -> Process {
+  /// `namespace`: run it inside that network namespace (`ip netns exec`, which replaces itself with agora).
+  public func start(_ args: [String], log: String, env extra: [String: String] = [:], append: Bool = false, namespace: String? = nil) throws -> Process {
     guard FileManager.default.isExecutableFile(atPath: agoraBinary) else {
       throw DataError.missingSource("\(agoraBinary) is missing: build it first (scripts/setup does)")
     }
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: agoraBinary)
-    p.arguments = args
+    if let namespace {
+      p.executableURL = URL(fileURLWithPath: WideAreaLinks.ip ?? "/usr/sbin/ip")
+      p.arguments = ["netns", "exec", namespace, agoraBinary] + args
+    } else {
+      p.executableURL = URL(fileURLWithPath: agoraBinary)
+      p.arguments = args
+    }
     var env = ProcessInfo.processInfo.environment
     env["OPENBLAS_NUM_THREADS"] = "1"
     env.merge(extra) { _, b in b }
@@ -127,8 +133,8 @@ public struct Harness {
     return p
   }
 
-  public func coordinator(env: [String: String] = [:], log: String = "coordinator.log") throws -> Process {
-    try start(["coordinator", "--config", dir + "/coordinator.toml"], log: log, env: env)
+  public func coordinator(env: [String: String] = [:], log: String = "coordinator.log", namespace: String? = nil) throws -> Process {
+    try start(["coordinator", "--config", dir + "/coordinator.toml"], log: log, env: env, namespace: namespace)
   }
 
   /// A node that speaks the protocol by hand (for tests of what a well-behaved node never sends): its
@@ -160,8 +166,8 @@ public struct Harness {
     p.waitUntilExit()
     return (p.terminationStatus, read(name))
   }
-  public func node(_ name: String, log: String? = nil, env: [String: String] = [:]) throws -> Process {
-    try start(["node", "--config", "\(dir)/\(name).toml"], log: log ?? "\(name).log", env: env)
+  public func node(_ name: String, log: String? = nil, env: [String: String] = [:], namespace: String? = nil) throws -> Process {
+    try start(["node", "--config", "\(dir)/\(name).toml"], log: log ?? "\(name).log", env: env, namespace: namespace)
   }
   public func read(_ log: String) -> String { (try? String(contentsOfFile: dir + "/" + log, encoding: .utf8)) ?? "" }
 
