@@ -99,13 +99,22 @@ public final class SessionTable: @unchecked Sendable {
         }
       }
       lock.lock()
-      sessions[fp] = Session(fingerprint: fp, peer: inbound.peer, name: name, software: Printable.line(software), latestVersion: latest, donor: role == 1,
-                             joined: now, lastSeen: now)
+      // JOIN again on the same connection (same routing id) is the node's JOIN loop repeating itself while
+      // WELCOME was on its way (a busy coordinator answers late): the same session, not a restart, so the
+      // node keeps its place in a round. A restarted node comes on a new connection.
+      let repeated = sessions[fp].map { $0.peer == inbound.peer && $0.donor == (role == 1) } ?? false
+      if repeated {
+        sessions[fp]!.lastSeen = now
+        sessions[fp]!.latestVersion = latest
+      } else {
+        sessions[fp] = Session(fingerprint: fp, peer: inbound.peer, name: name, software: Printable.line(software), latestVersion: latest, donor: role == 1,
+                               joined: now, lastSeen: now)
+      }
       lock.unlock()
       let p = parameters
       endpoint.send(.welcome(federation: p.federation, heartbeatMillis: p.heartbeatMillis, liveness: p.liveness, chunkSize: p.chunkSize,
                              credit: p.credit, aggregationKey: p.aggregationKey), to: inbound.peer)
-      log("\(name) (\(fp.prefix(12))) joined\(role == 1 ? " as a compute donor" : "")")
+      if !repeated { log("\(name) (\(fp.prefix(12))) joined\(role == 1 ? " as a compute donor" : "")") }
       return .handled
     case .vocabulary:
       // The vocabulary phase comes before JOIN (a node without the federation's tokenizer cannot state its terms).

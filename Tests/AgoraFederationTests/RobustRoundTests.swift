@@ -270,6 +270,26 @@ import Testing
     #expect(log.contains("refused CURVE connection") && log.contains(hex(Sodium.blake2b(me.card.curvePublic))), "the stranger's key fingerprint is logged")
   }
 
+  /// JOIN repeated on the same connection (a node's JOIN loop resends it every 2.5 s until WELCOME, which a
+  /// busy coordinator answers late) is the same session: the node keeps its place in the round it was
+  /// selected for. (Treated as a restart, a bench-14m node lost round 1 over emulated wide-area links.)
+  @Test func joinRepeatedOnTheSameConnectionKeepsTheNodeInItsRound() throws {
+    let h = try Harness(nodes: [("hand", ["de"])], rounds: 1, innerSteps: 5, deadline: 30, minNodes: 1, compression: "fp32")
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    let hand = try HandNode(h, "hand")
+    let r = try #require(hand.nextRound(seconds: 60))
+    for _ in 0..<3 { hand.ep.send(.join(name: "hand", software: "test", latestVersion: r.base, role: 0, terms: try h.terms())) }
+    Thread.sleep(forTimeInterval: 1)
+    let answer = try hand.send((0..<(r.bytes / 4)).map { Float(($0 % 9) - 4) * 1e-4 }, round: r.round, base: r.base, transfer: r.round, format: .fp32)
+    #expect(answer == "accepted")
+    _ = h.wait(coord, seconds: 30)
+    let log = h.read("coordinator.log")
+    #expect(!log.contains("restarted") && log.contains("1/1"), "\(log)")
+    #expect(log.components(separatedBy: "joined").count - 1 == 1, "one session, logged once: \(log)")
+  }
+
   /// A version is announced only once it is committed: a coordinator killed while writing version 1 never told
   /// a node about version 1, and after the restart every version number a node saw names one hash.
   @Test func onlyCommittedVersionsAreAnnounced() throws {
