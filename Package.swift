@@ -35,6 +35,7 @@ let package = Package(
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
     .systemLibrary(name: "CIntrinsics", path: "Sources/CIntrinsics"),
     .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+    .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
 
     // MARK: - Libraries, layer by layer (each depends only on the layers below; README draws them)
     // Layer 1: formats, numbers, digests, files.
@@ -59,9 +60,11 @@ let package = Package(
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraStorage", .product(name: "GRDB", package: "GRDB.swift")]),
     // Layer 4: the trainer.
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData", "AgoraTensor", "AgoraStorage"]),
+    // A node spanning an MPI cluster: ranks, all-reduce, broadcast (Open MPI).
+    .target(name: "AgoraCluster", dependencies: ["CMPI"]),
     // Layer 5: federated rounds (coordinator and node services).
     .target(name: "AgoraFederation", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
-                                                    "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation",
+                                                    "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation", "AgoraCluster",
                                                     .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "TOMLKit", package: "TOMLKit")]),
     // Layer 6: the dashboard, which observes a coordinator.
@@ -75,7 +78,7 @@ let package = Package(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraStorage", "AgoraDashboard", "AgoraSecureAggregation", "AgoraLinkEmulator", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraStorage", "AgoraDashboard", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 

@@ -129,22 +129,27 @@ public struct MixtureSampler: Sendable {
     }
   }
 
-  /// Batch number `index` of B rows of T+1 tokens: (tokens, targets), each B·T.
-  public func batch(_ index: Int, B: Int, T: Int) throws -> (tokens: [Int32], targets: [Int32]) {
+  /// Batch number `index` of B rows of T+1 tokens: (tokens, targets), each B·T. `rows`: only these rows of
+  /// the batch (what one of several processes that share a batch trains on: every row drawn by exactly one).
+  public func batch(_ index: Int, B: Int, T: Int, rows: Range<Int>? = nil) throws -> (tokens: [Int32], targets: [Int32]) {
+    let rows = rows ?? 0..<B
+    precondition(rows.lowerBound >= 0 && rows.upperBound <= B, "MixtureSampler.batch: rows outside the batch")
     var rng = SplitMix64.derived(seed, UInt64(index))
-    var tokens = [Int32](repeating: 0, count: B * T), targets = tokens
+    var tokens = [Int32](repeating: 0, count: rows.count * T), targets = tokens
     var window = [Int32](repeating: 0, count: T + 1)
-    for b in 0..<B {
+    for b in 0..<rows.upperBound {
       let u = rng.nextUnit()
       var acc = 0.0, lang = weights.count - 1
       for (i, w) in weights.enumerated() { acc += w; if u < acc { lang = i; break } }
       let s = corpus.train[lang]
       guard s.count > T + 1 else { throw DataError.empty("\(corpus.languages[lang]) has \(s.count) tokens, fewer than T+1 = \(T + 1)") }
       let start = Int(rng.next() % UInt64(s.count - T - 1))
+      guard rows.contains(b) else { continue }
+      let o = (b - rows.lowerBound) * T
       window.withUnsafeMutableBufferPointer { s.copy(start: start, count: T + 1, into: $0.baseAddress!) }
       for t in 0..<T {
-        tokens[b * T + t] = window[t]
-        targets[b * T + t] = window[t + 1]
+        tokens[o + t] = window[t]
+        targets[o + t] = window[t + 1]
       }
     }
     return (tokens, targets)

@@ -1,3 +1,4 @@
+import AgoraCluster
 import AgoraCrypto
 import AgoraData
 import AgoraModel
@@ -50,9 +51,18 @@ public final class NodeService {
   /// Secure aggregation's side of this node (nil when the federation does not use it).
   var secure: SecureAggregationClient? = nil
 
-  public init(config: NodeConfig) throws {
+  /// The MPI cluster this node spans (`mpirun -np K agora node`), of which this process is rank 0; nil for a
+  /// node of one process.
+  let cluster: Cluster?
+
+  public init(config: NodeConfig, cluster: Cluster? = nil) throws {
     self.config = config
+    self.cluster = cluster
     let fed = config.federation
+    if let cluster {
+      guard cluster.isLeader else { throw ClusterError.config("rank \(cluster.rank) follows rank 0 (ClusterFollower)") }
+      guard !config.donor else { throw ConfigError(file: config.path, key: "node.donor", problem: "a compute donor runs as one process, not under mpirun") }
+    }
     if let t = config.threads { Parallel.threads = t }
     identity = try Identity.load(from: config.identity)
     coordinatorCard = try EnrolmentCard.load(fed.coordinatorCard)
@@ -61,12 +71,14 @@ public final class NodeService {
     var s = NodeService.trainSettings(fed)
     s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)  // each node draws its own batches
     s.precision = config.precision
+    if let cluster { s.batch = try Cluster.rankBatch(fed, ranks: cluster.size, file: fed.path) }
     settings = s
     if !config.donor {
       let sources = try LanguageSource.discover(config.data)
       let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.workDir + "/cache")
       trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
       if fed.restrictedSoftmax { trainer?.restrictSoftmaxToCorpus() }
+      if let cluster, let trainer { cluster.attach(trainer) }
     }
     var mc = try GPTConfig.preset(fed.preset)
     mc.vocabSize = tokenizer.vocabSize
@@ -113,6 +125,8 @@ public final class NodeService {
   /// no longer knows) is joined again as soon as it answers, for at most `node.rejoin_seconds`.
   public func run() throws {
     let name = config.name
+    // The other ranks of a cluster node stop with this one, however it ends.
+    defer { if let cluster { try? cluster.send(.exit) } }
     // The coordinator may still be starting (a warm start of version 0 takes minutes): keep asking, and say so.
     guard var w = try join(within: config.rejoinSeconds, sayAfter: 30) else {
       throw TransferError.timeout("no WELCOME from \(config.federation.endpoint) within \(Int(config.rejoinSeconds)) s (not running, wrong server key, or this node is not enrolled)")
@@ -319,15 +333,22 @@ public final class NodeService {
     let fetched = sync.bytesFetched
     let tTrain = Date()
     NodeService.beginRound(trainer, at: base, fed: fed, first: roundsDone == 0)
+    if let cluster {
+      // The other ranks start the round from the same θ, with the same batches (their rows of them).
+      let seed = trainer.sampler.seed
+      try cluster.send(.round, [Int32(bitPattern: UInt32(truncatingIfNeeded: seed)), Int32(bitPattern: UInt32(truncatingIfNeeded: seed >> 32)), roundsDone == 0 ? 1 : 0])
+      try cluster.broadcast(trainer.model.parameters.buffer)
+    }
     if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, trainer: trainer) }
     let n = min(steps, config.maxStepsPerRound ?? steps)
     var loss: Float = 0
     var done = 0
     let before = trainer.tokensByLanguage
     let cpu0 = processCPUSeconds()
-    let tokensPerStep = Double(trainer.model.B * trainer.model.T)
+    let tokensPerStep = Double(trainer.globalBatch * trainer.model.T)
     for _ in 0..<n {
       if Date() > deadline || stop.isSet { break }
+      try cluster?.send(.step)
       loss = try trainer.step().loss
       done += 1
       let elapsed = Date().timeIntervalSince(t0)
@@ -336,6 +357,7 @@ public final class NodeService {
                       rate * tokensPerStep, Double(n - done) / max(rate, 1e-9)))
     }
     if isatty(STDOUT_FILENO) == 1 { print("") }
+    try cluster?.send(.roundOver)
     let tEncode = Date()
     // Asked to stop (SIGINT/SIGTERM): the round is abandoned, nothing half-sent.
     guard !stop.isSet else { throw TransferError.timeout("stopping; round \(r) abandoned") }
@@ -381,7 +403,7 @@ public final class NodeService {
     sender.ackTimeout = 2
     sender.maxRetries = 1000  // bounded by the deadline
     sender.shouldStop = { [stop] in stop.isSet }
-    let tokens = UInt64(done * trainer.model.B * trainer.model.T)
+    let tokens = UInt64(done * trainer.globalBatch * trainer.model.T)
     var perLanguage: [String: UInt64] = [:]
     for (l, t) in trainer.tokensByLanguage where t > before[l] ?? 0 { perLanguage[l] = t - (before[l] ?? 0) }
     let cpuMillis = UInt64(max(0, processCPUSeconds() - cpu0) * 1000)

@@ -143,19 +143,31 @@ public final class Trainer {
     if secondToo { optimizer.v.zero() }
   }
 
+  /// One process's share of each batch when several train one model data-parallel (a node spanning an MPI
+  /// cluster): rows `rank·B ..< (rank+1)·B` of a batch of `count·B` rows. (0, 1): the whole batch.
+  public var part: (rank: Int, count: Int) = (0, 1)
+  /// Sums the gradients (and the loss) over the processes of `part` after each step's backward passes, before
+  /// clipping (every process then clips and updates the same way): a node spanning an MPI cluster sets it.
+  public var reduceGradients: ((UnsafeMutableBufferPointer<Float>, inout Float) throws -> Void)?
+
+  /// Rows of a step's batch over all processes of `part`.
+  public var globalBatch: Int { model.B * part.count }
+
   /// One optimizer step (with gradient accumulation); returns the mean loss.
   public func step() throws -> (loss: Float, norm: Float, lr: Float) {
     let accum = settings.gradAccumulation
     let s = state.step
     model.zeroGradients()
     var loss: Float = 0
-    let scale = 1 / Float(model.B * model.T * accum)
+    let (B, G) = (model.B, globalBatch)
+    let scale = 1 / Float(G * model.T * accum)
     for micro in 0..<accum {
-      let (x, y) = try sampler.batch(s * accum + micro, B: model.B, T: model.T)
-      for l in sampler.languages(s * accum + micro, B: model.B) { tokensByLanguage[corpus.languages[l], default: 0] += UInt64(model.T) }
-      loss += try model.forward(tokens: x, targets: y, backwardScale: scale)! / Float(accum)
+      let (x, y) = try sampler.batch(s * accum + micro, B: G, T: model.T, rows: (part.rank * B)..<((part.rank + 1) * B))
+      for l in sampler.languages(s * accum + micro, B: G) { tokensByLanguage[corpus.languages[l], default: 0] += UInt64(model.T) }
+      loss += try model.forward(tokens: x, targets: y, backwardScale: scale)! * Float(B) / Float(G * accum)
       try model.backward()
     }
+    if let reduce = reduceGradients { try reduce(model.gradients.buffer, &loss) }
     guard loss.isFinite else { throw TrainerError.nonFiniteLoss(step: s) }
     let norm = clipGradientNorm(model.gradients, maxNorm: settings.clipNorm)
     let lr = schedule.lr(at: s)

@@ -1,3 +1,4 @@
+import AgoraCluster
 import AgoraModel
 import AgoraTensor
 import ArgumentParser
@@ -21,6 +22,9 @@ struct Bench: ParsableCommand {
 
     func run() throws {
       model.apply()
+      // Under mpirun -np K: K ranks train data-parallel (each its own batch of B rows), gradients summed with
+      // MPI_Allreduce every step, as a node spanning a cluster does; rank 0 reports.
+      if let cluster = try Cluster.fromEnvironment() { return try runCluster(cluster) }
       let c = try GPTConfig.preset(model.presetName)
       let T = model.sequence ?? c.contextLength
       // MFU is against the peak of the arithmetic the products run in: sgemm, or oneDNN's bf16 matmul where native.
@@ -151,5 +155,39 @@ func measureSgemmPeak(repeats: Int = 4) -> [Double] {
   defer { BLAS.setOpenBLASThreads(1) }
   return gflops(repeats: repeats, warmUp: false) {
     BLAS.sgemm1(transA: false, transB: false, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
+  }
+}
+
+extension Bench.TrainerBench {
+  /// Steps of K data-parallel ranks: ms/step, tokens/s over all ranks, and what the all-reduce costs per step.
+  func runCluster(_ cluster: Cluster) throws {
+    let c = try GPTConfig.preset(model.presetName)
+    let T = model.sequence ?? c.contextLength
+    let gpt = try GPT(config: c, batch: model.batch, sequence: T, seed: 1, precision: model.precision)
+    let opt = AdamW(layout: gpt.layout)
+    var rng = SplitMix64(seed: 3 &+ UInt64(cluster.rank))
+    let BT = model.batch * T
+    var times: [Double] = [], reduce: [Double] = []
+    for i in 0..<(steps + 2) {
+      let x = (0..<BT).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) }
+      let y = (0..<BT).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) }
+      let t0 = DispatchTime.now().uptimeNanoseconds
+      gpt.zeroGradients()
+      try gpt.forward(tokens: x, targets: y, backwardScale: 1 / Float(BT * cluster.size))
+      try gpt.backward()
+      let t1 = DispatchTime.now().uptimeNanoseconds
+      try cluster.allreduceSum(gpt.gradients.buffer)
+      let t2 = DispatchTime.now().uptimeNanoseconds
+      clipGradientNorm(gpt.gradients, maxNorm: 1)
+      opt.update(params: gpt.parameters, grads: gpt.gradients, lr: 1e-4)
+      let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+      if i >= 2 { times.append(dt); reduce.append(Double(t2 - t1) / 1e6) }
+    }
+    guard cluster.isLeader else { return }
+    let ms = median(times), r = median(reduce)
+    let tokS = Double(BT * cluster.size) / (ms / 1000)
+    print("preset \(model.presetName): \(c.parameterCount) parameters, \(cluster.size) MPI ranks × (B=\(model.batch) T=\(T), \(Parallel.threads) threads), \(model.precision.summary)")
+    print(String(format: "median %.1f ms/step (min %.1f, max %.1f over %d steps), %.0f tokens/s over all ranks; all-reduce of %d gradients (%.1f MB) %.1f ms/step (%.1f%% of the step)",
+                 ms, times.min()!, times.max()!, times.count, tokS, gpt.gradients.count, Double(gpt.gradients.count * 4) / 1e6, r, 100 * r / ms))
   }
 }

@@ -1,3 +1,4 @@
+import AgoraCluster
 import AgoraDashboard
 import AgoraFederation
 import AgoraTransport
@@ -89,6 +90,16 @@ struct NodeCommand: ParsableCommand {
     let cfg: NodeConfig
     do { cfg = try NodeConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
     LoggingSystem.bootstrap { StreamLogHandler.standardOutput(label: $0) }
+    // Under mpirun -np K the node spans K processes: rank 0 is the node, the others follow it (ClusterFollower).
+    let cluster: Cluster?
+    do { cluster = try Cluster.fromEnvironment() } catch { throw CLIError("\(error)") }
+    if let cluster, !cluster.isLeader {
+      do { try ClusterFollower(config: cfg, cluster: cluster).run() } catch {
+        FileHandle.standardError.write(Data("\(cfg.name) rank \(cluster.rank): \(error); stopping every rank\n".utf8))
+        cluster.abort()
+      }
+      return
+    }
     if VocabularyPhase.needed(cfg.federation) {
       // Count tables out, the federation's tokenizer in (SPEC §4.4), before the node can state its terms.
       let client = VocabularyClient(config: cfg)
@@ -98,10 +109,15 @@ struct NodeCommand: ParsableCommand {
       defer { _ = signals }
       try client.run(stop: stop)
     }
-    let node = try NodeService(config: cfg)
+    let node = try NodeService(config: cfg, cluster: cluster)
+    if let cluster { print("\(cfg.name): a node of \(cluster.size) MPI ranks (batch \(cfg.federation.batch) = \(cluster.size) × \(cfg.federation.batch / cluster.size))") }
     let signals = onTerminationSignal { node.requestStop() }
     defer { _ = signals; node.shutdown() }
-    try node.run()
+    do { try node.run() } catch {
+      // The other ranks wait in a collective for this one: a failure ends them all.
+      if let cluster { FileHandle.standardError.write(Data("\(cfg.name): \(error); stopping every rank\n".utf8)); cluster.abort() }
+      throw error
+    }
   }
 }
 
