@@ -23,15 +23,7 @@ public enum DeltaKernels {
   /// at least `m` floats.
   public static func int8Block(_ x: UnsafePointer<Float>, count m: Int, feedback: UnsafeMutablePointer<Float>?, seed: UInt64?, index: UInt64,
                                scratch vals: UnsafeMutablePointer<Float>, into q8: UnsafeMutablePointer<Int8>) -> Float {
-    // The largest magnitude is taken over the bit patterns: an integer maximum vectorises, and a NaN (above
-    // +inf) wins it.
-    var top: UInt32 = 0
-    if let f = feedback {
-      for k in 0..<m { let v = x[k] + f[k]; vals[k] = v; top = max(top, v.bitPattern & 0x7FFF_FFFF) }
-    } else {
-      for k in 0..<m { let v = x[k]; vals[k] = v; top = max(top, v.bitPattern & 0x7FFF_FFFF) }
-    }
-    let scale = Float(bitPattern: top) / 127
+    let scale = gather(x, count: m, feedback: feedback, into: vals) / 127
     let inv = scale > 0 ? 1 / scale : 0
     if let seed {
       // floor(x + u) with x clamped to [-127, 127.99]: x + u + 128 is positive, so truncation is the floor.
@@ -50,6 +42,19 @@ public enum DeltaKernels {
       for k in 0..<m { f[k] = vals[k] - Float(q8[k]) * scale }
     }
     return scale
+  }
+
+  /// `vals[k] = x[k] + feedback[k]` (or `x[k]`) for a block of `m` values; returns the largest magnitude. It is
+  /// taken over the bit patterns: an integer maximum vectorises, and a NaN (above +inf) wins it.
+  @inline(__always)
+  static func gather(_ x: UnsafePointer<Float>, count m: Int, feedback: UnsafeMutablePointer<Float>?, into vals: UnsafeMutablePointer<Float>) -> Float {
+    var top: UInt32 = 0
+    if let f = feedback {
+      for k in 0..<m { let v = x[k] + f[k]; vals[k] = v; top = max(top, v.bitPattern & 0x7FFF_FFFF) }
+    } else {
+      for k in 0..<m { let v = x[k]; vals[k] = v; top = max(top, v.bitPattern & 0x7FFF_FFFF) }
+    }
+    return Float(bitPattern: top)
   }
 
   @inline(__always)
@@ -131,13 +136,7 @@ public enum DeltaKernels {
   /// back into it. `scratch` holds at least `m` floats.
   public static func nibbleBlock(_ x: UnsafePointer<Float>, count m: Int, kind: Nibble, feedback: UnsafeMutablePointer<Float>?,
                                  scratch vals: UnsafeMutablePointer<Float>, into q: UnsafeMutablePointer<UInt8>) -> Float {
-    var top: UInt32 = 0
-    if let f = feedback {
-      for k in 0..<m { let v = x[k] + f[k]; vals[k] = v; top = max(top, v.bitPattern & 0x7FFF_FFFF) }
-    } else {
-      for k in 0..<m { let v = x[k]; vals[k] = v; top = max(top, v.bitPattern & 0x7FFF_FFFF) }
-    }
-    let scale = Float(bitPattern: top) / kind.top
+    let scale = gather(x, count: m, feedback: feedback, into: vals) / kind.top
     let inv = scale > 0 ? 1 / scale : 0
     let mid = kind.midpoints, table = kind.magnitudes
     @inline(__always) func code(_ v: Float) -> UInt8 {

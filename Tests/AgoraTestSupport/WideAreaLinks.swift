@@ -85,16 +85,8 @@ public final class WideAreaLinks {
 
   static func output(_ args: [String]) throws -> String {
     guard let ip else { throw WideAreaError.setup("no iproute2") }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: ip)
-    p.arguments = args
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw WideAreaError.setup("ip \(args.joined(separator: " ")): \(out)") }
+    let (status, out) = try runProcess(ip, args)
+    guard status == 0 else { throw WideAreaError.setup("ip \(args.joined(separator: " ")): \(out)") }
     return out
   }
 }
