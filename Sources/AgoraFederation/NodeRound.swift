@@ -1,0 +1,146 @@
+import AgoraCluster
+import AgoraCrypto
+import AgoraData
+import AgoraModel
+import AgoraSecureAggregation
+import AgoraStorage
+import AgoraTensor
+import AgoraTrainer
+import AgoraTransport
+import AgoraWire
+import Foundation
+
+/// One round at a node (`NodeService.run` calls it for each ROUND): secure aggregation's key exchange, the base
+/// version by patch or whole, the inner steps (led across the ranks of a cluster node), Δ encoded and sealed,
+/// the upload, and the round's time by phase.
+extension NodeService {
+  func runRound(round r: UInt64, version: UInt64, baseHash hash: [UInt8], patch: ([UInt8], [UInt8]), shard: [UInt8], steps: Int, modelBytes: Int, deadline: Date,
+                chunk: Int, recipient: [UInt8]) throws {
+    let fed = config.federation
+    let t0 = Date()
+    let base = copy.base
+    guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
+    // Secure aggregation: keys, roster and shares before training (SPEC §7.2).
+    let waited = lastRoundEnd.map { t0.timeIntervalSince($0) }
+    let secureRound = try secure?.setup(round: r, deadline: deadline)
+    if config.donor { _ = try takeShard(shard) }
+    guard let trainer else { throw TransferError.protocolViolation("no data to train on") }
+    let tFetch = Date()
+    let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
+    let fetched = sync.bytesFetched
+    let tTrain = Date()
+    NodeService.beginRound(trainer, at: base, fed: fed, first: roundsDone == 0)
+    if let cluster {
+      // The other ranks start the round from the same θ, with the same batches (their rows of them).
+      let seed = trainer.sampler.seed
+      try cluster.send(.round, [Int32(bitPattern: UInt32(truncatingIfNeeded: seed)), Int32(bitPattern: UInt32(truncatingIfNeeded: seed >> 32)), roundsDone == 0 ? 1 : 0])
+      try cluster.broadcast(trainer.model.parameters.buffer)
+    }
+    if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, trainer: trainer) }
+    let n = min(steps, config.maxStepsPerRound ?? steps)
+    var loss: Float = 0
+    var done = 0
+    let before = trainer.tokensByLanguage
+    let cpu0 = processCPUSeconds()
+    let tokensPerStep = Double(trainer.globalBatch * trainer.model.T)
+    for _ in 0..<n {
+      if Date() > deadline || stop.isSet { break }
+      try cluster?.send(.step)
+      loss = try trainer.step().loss
+      done += 1
+      let elapsed = Date().timeIntervalSince(t0)
+      let rate = Double(done) / max(elapsed, 1e-9)
+      progress(String(format: "%@ training, round %llu step %d/%d, loss %.3f, %.0f tok/s, ETA %.0f s", config.name, r, done, n, loss,
+                      rate * tokensPerStep, Double(n - done) / max(rate, 1e-9)))
+    }
+    if isatty(STDOUT_FILENO) == 1 { print("") }
+    try cluster?.send(.roundOver)
+    let tEncode = Date()
+    // Asked to stop (SIGINT/SIGTERM): the round is abandoned, nothing half-sent.
+    guard !stop.isSet else { throw TransferError.timeout("stopping; round \(r) abandoned") }
+    // Δ = θ_base − θ_local
+    let delta = FloatBuffer(count: base.count)
+    let (d, b, p) = (delta.pointer, base.pointer, trainer.model.parameters.pointer)
+    for i in 0..<base.count { d[i] = b[i] - p[i] }
+    let format = fed.compression.format
+    if let a = adversary {
+      a.corrupt(delta, seed: r ^ fnv1a(identity.card.fingerprint))
+      log("\(config.name): round \(r): sending a \(a.rawValue) update (AGORA_ADVERSARY)")
+    }
+    let payload: [UInt8]
+    if let secure, let secureRound {
+      // Δ plus the error feedback, encoded in the ring; what is not carried becomes the new error feedback.
+      let (d, e) = (delta.pointer, errorFeedback.pointer)
+      for i in 0..<delta.count { d[i] += e[i] }
+      let dp = fed.dpClip > 0
+      if dp {
+        // Differential privacy: clipped to C, plus this node's share of the round's noise, N(0, (z·C)²/n).
+        var sq = 0.0
+        for i in 0..<delta.count { sq += Double(d[i]) * Double(d[i]) }
+        let scale = Float(min(1, fed.dpClip / max(sq.squareRoot(), 1e-30)))
+        for i in 0..<delta.count { d[i] *= scale }
+        try GaussianNoise.add(sigma: fed.dpNoiseMultiplier * fed.dpClip / Double(secureRound.encoding.participants).squareRoot(), to: delta.buffer,
+                              threads: Parallel.threads)
+      }
+      payload = try secure.encode(delta.buffer, round: r, secure: secureRound, fraction: dp ? 1 : Float(done) / Float(max(steps, 1)),
+                                  relative: dp ? nil : ownRelative, deadline: deadline)
+      errorFeedback.copy(from: delta)
+    } else {
+      payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
+                                  errorFeedback: format.quantised && adversary == nil ? errorFeedback.buffer : nil)
+    }
+    let sealedBase = adversary == .stalebase ? (previousBase ?? [UInt8](repeating: 0xAB, count: 32)) : hash
+    previousBase = hash
+    let sealer = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: sealedBase, nodeID: identity.card.nodeID),
+                                    payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: recipient, signingSecretKey: identity.signSecret)
+    var sender = UploadSender(endpoint: endpoint, transfer: r, round: r)
+    sender.withholdEnd = adversary == .partial
+    // A late update is still worth sending when the federation applies late updates (one round later).
+    sender.deadline = fed.lateUpdates == .stale ? deadline.addingTimeInterval(fed.deadlineSeconds) : deadline
+    sender.ackTimeout = 2
+    sender.maxRetries = 1000  // bounded by the deadline
+    sender.shouldStop = { [stop] in stop.isSet }
+    let tokens = UInt64(done * trainer.globalBatch * trainer.model.T)
+    var perLanguage: [String: UInt64] = [:]
+    for (l, t) in trainer.tokensByLanguage where t > before[l] ?? 0 { perLanguage[l] = t - (before[l] ?? 0) }
+    let cpuMillis = UInt64(max(0, processCPUSeconds() - cpu0) * 1000)
+    let tSend = Date()
+    let res = try payload.withUnsafeBytes {
+      try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
+                      languages: LanguageTokens.canonical(perLanguage), payload: $0)
+    }
+    if adversary == .replay {
+      // The same sealed update again under a new transfer id.
+      var again = UploadSender(endpoint: endpoint, transfer: r | (1 << 62), round: r)
+      again.deadline = sender.deadline
+      again.ackTimeout = 2
+      let sealer2 = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: hash, nodeID: identity.card.nodeID),
+                                       payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: recipient, signingSecretKey: identity.signSecret)
+      do {
+        _ = try payload.withUnsafeBytes { try again.send(sealer: sealer2, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
+                                                          languages: LanguageTokens.canonical(perLanguage), payload: $0) }
+        log("\(config.name): round \(r): the replay was accepted")
+      } catch {
+        log("\(config.name): round \(r): the replay was refused: \(error)")
+      }
+    }
+    roundsDone += 1
+    let end = Date()
+    lastRoundEnd = end
+    log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
+               res.bytesSent, secureRound == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", end.timeIntervalSince(t0)))
+    // The round's time by phase (scripts/wan reads this line): key exchange, fetching the version, training
+    // (with scoring the version), encoding, sending; and the wait since the last round ended.
+    log(String(format: "%@: round %llu timing: setup %.3f s, fetch %.3f s, train %.3f s, encode %.3f s, send %.3f s, waited %@", config.name, r,
+               tFetch.timeIntervalSince(t0), tTrain.timeIntervalSince(tFetch), tEncode.timeIntervalSince(tTrain), tSend.timeIntervalSince(tEncode),
+               end.timeIntervalSince(tSend), waited.map { String(format: "%.3f s", $0) } ?? "-"))
+    if let secure, let secureRound { _ = try secure.reveal(round: r, party: secureRound.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
+  }
+}
+
+/// CPU time (user + system, all threads) this process has used so far, in seconds.
+func processCPUSeconds() -> Double {
+  var u = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &u)
+  return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+}
