@@ -38,11 +38,7 @@ let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first { FileManager.de
     let finished = h.wait(coordinator, seconds: 120)
     _ = h.wait(node, seconds: 30)
     #expect(finished && coordinator.terminationStatus == 0, "\(h.read("coordinator-\(ranks).log"))\n\(h.read(log))")
-    let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
-    let blob = try Data(contentsOf: URL(fileURLWithPath: store.blobPath(try store.version(1).hash)))
-    let headerLength = blob.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-    let floats = blob.dropFirst(8 + headerLength).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-    return (floats, h.read(log))
+    return (try parameters(h, version: 1), h.read(log))
   }
 
   @Test func twoRanksMakeTheVersionOfOneProcessWithTheWholeBatch() throws {
@@ -56,16 +52,16 @@ let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first { FileManager.de
     let scale = one.map { abs($0) }.max()!
     let diff = zip(one, two).map { abs($0 - $1) }.max()!
     // The round moved the model (so equal versions say something), and both runs moved it the same way.
-    let base = try runBase(h)
+    let base = try parameters(h, version: 0)
     let moved = zip(one, base).map { abs($0 - $1) }.max()!
     #expect(moved > 1e-3, "version 1 differs from version 0 by \(moved)")
     #expect(diff <= 1e-4 * scale, "one process and two ranks differ by \(diff) (largest value \(scale), step \(moved))")
   }
 
-  /// Version 0's parameters of the last run.
-  func runBase(_ h: Harness) throws -> [Float] {
+  /// A version's parameters (of the last run): its safetensors blob after the header.
+  func parameters(_ h: Harness, version: Int) throws -> [Float] {
     let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
-    let blob = try Data(contentsOf: URL(fileURLWithPath: store.blobPath(try store.version(0).hash)))
+    let blob = try Data(contentsOf: URL(fileURLWithPath: store.blobPath(try store.version(version).hash)))
     let headerLength = blob.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
     return blob.dropFirst(8 + headerLength).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
   }
