@@ -11,7 +11,7 @@ import Foundation
 /// the coordinator. The federation sees one node. Rank 0 leads with broadcasts: a round's start (its seed,
 /// whether it is the node's first, and θ), each step, the round's end, and the end of the run.
 enum ClusterCommand: Int32 {
-  case exit = 0, round = 1, step = 2, roundOver = 3
+  case exit = 0, round = 1, step = 2, roundOver = 3, forgetMoments = 4
 }
 
 extension Cluster {
@@ -87,12 +87,16 @@ public final class ClusterFollower {
         let t = trainer!
         let base = FloatBuffer(count: t.model.parameters.count)
         try cluster.broadcast(base.buffer)
-        NodeService.beginRound(t, at: base, fed: fed, first: m[3] != 0)
+        NodeService.beginRound(t, at: base, fed: fed, keepMoments: m[3] != 0)
       case .step?:
         guard let t = trainer else { throw ClusterError.config("rank 0 asked for a step before a round") }
         _ = try t.step()
       case .roundOver?:
         continue
+      case .forgetMoments?:
+        // The next round's first steps start before it is announced (rounds.overlap_steps).
+        guard let t = trainer else { throw ClusterError.config("rank 0 began a round's steps before a round") }
+        NodeService.forgetMoments(t, fed: fed)
       case nil:
         throw ClusterError.config("unknown command \(m[0]) from rank 0")
       }

@@ -197,6 +197,9 @@ public struct FederationConfig: Sendable {
   /// model), or nothing (`reset`).
   public var innerState: InnerState
   public enum InnerState: String, CaseIterable, Sendable { case keep, reset_momentum, reset }
+  /// At most this many of a round's inner steps a node trains before the round is announced, while its last
+  /// update uploads and the coordinator aggregates; it folds the new version in when it lands (0: no overlap).
+  public var overlapSteps: Int
   /// How the token embedding rows are averaged: with the nodes weighted by their tokens like every other
   /// parameter (`tokens`), or each row with the nodes weighted by how often their text contains its token
   /// (`token_counts`: a node's change to a row it hardly trained on counts for little). With `token_counts`,
@@ -321,6 +324,10 @@ public struct FederationConfig: Sendable {
     scoreTolerance = try f.double("rounds.score_tolerance", default: 0.005, range: 0...1)
     restrictedSoftmax = try f.bool("rounds.restricted_softmax", default: false)
     innerState = try f.choice("rounds.inner_state", default: InnerState.keep)
+    overlapSteps = try f.int("rounds.overlap_steps", default: 0, range: 0...1_000_000)
+    if overlapSteps >= (innerStepsSchedule + [innerSteps]).min()! {
+      throw f.fail("rounds.overlap_steps", "overlapped steps are the first of a round's inner steps: fewer than the fewest a round takes")
+    }
     embeddingRows = try f.choice("rounds.embedding_rows", default: EmbeddingRows.token_counts)
     nodeEvalWindows = try f.int("rounds.node_eval_windows", default: 8, range: 0...100_000)
     tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))

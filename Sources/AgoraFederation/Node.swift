@@ -50,6 +50,11 @@ public final class NodeService {
   var lastRoundEnd: Date? = nil
   /// Secure aggregation's side of this node (nil when the federation does not use it).
   var secure: SecureAggregationClient? = nil
+  /// With `rounds.overlap_steps`: θ as sent (then the progress since), the exchange thread's scratch for
+  /// fetching the next version, and what that fetch brought (for the round's log).
+  var carriedBuffer: FloatBuffer? = nil
+  var prefetchBuffer: FloatBuffer? = nil
+  var prefetched: (hash: [UInt8], sync: VersionCopy.Sync)? = nil
 
   /// The MPI cluster this node spans (`mpirun -np K agora node`), of which this process is rank 0; nil for a
   /// node of one process.
@@ -99,11 +104,17 @@ public final class NodeService {
 
   public func requestStop() { stop.set() }
 
-  /// A node's trainer at the start of a round: θ is the round's version, and the inner optimizer state is kept or
-  /// partly forgotten as `rounds.inner_state` says (after the node's first round).
-  static func beginRound(_ trainer: Trainer, at base: FloatBuffer, fed: FederationConfig, first: Bool) {
+  /// A node's trainer at the start of a round: θ is the round's version, and the inner optimizer state is kept
+  /// or partly forgotten as `rounds.inner_state` says (unless `keepMoments`: the node's first round, or a round
+  /// whose first steps were trained while the last update uploaded, which began with that).
+  static func beginRound(_ trainer: Trainer, at base: FloatBuffer, fed: FederationConfig, keepMoments: Bool) {
     trainer.model.parameters.copy(from: base)
-    if fed.innerState != .keep && !first { trainer.resetOptimizerMoments(secondToo: fed.innerState == .reset) }
+    if !keepMoments { forgetMoments(trainer, fed: fed) }
+  }
+
+  /// `rounds.inner_state` at a round's start: nothing forgotten (`keep`), the first moment, or both.
+  static func forgetMoments(_ trainer: Trainer, fed: FederationConfig) {
+    if fed.innerState != .keep { trainer.resetOptimizerMoments(secondToo: fed.innerState == .reset) }
   }
 
   /// How every node of `fed` trains (its seed aside): the federation's batch and peak learning rate, warmup,
@@ -155,9 +166,19 @@ public final class NodeService {
       log("\(name) joined \(config.federation.id) again")
       return false
     }
+    // With rounds.overlap_steps: the message that ended the last upload's exchange, and the next round's steps
+    // trained meanwhile (kept until a round folds them in).
+    var queued: Message? = nil
+    var carried: CarriedSteps? = nil
     while !stop.isSet {
-      guard let m = endpoint.receive(timeout: 1) else { continue }
-      guard case .success(let msg) = m.message else { continue }
+      let msg: Message
+      if let q = queued {
+        msg = q
+        queued = nil
+      } else {
+        guard let m = endpoint.receive(timeout: 1), case .success(let next) = m.message else { continue }
+        msg = next
+      }
       switch msg {
       case .round(let r, let baseHash, let steps, let batch, let lrBits, let deadlineMs, let modelBytes, let patchFrom, let patchHash, let shard, let version, let signature):
         let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
@@ -174,8 +195,17 @@ public final class NodeService {
           continue
         }
         do {
-          try runRound(round: r, version: version, baseHash: baseHash, patch: (patchFrom, patchHash), shard: shard, steps: Int(steps), modelBytes: Int(modelBytes), deadline: deadline,
-                       chunk: w.chunk, recipient: w.aggregationKey)
+          let ahead = carried
+          carried = nil
+          let pending = try runRound(round: r, version: version, baseHash: baseHash, patch: (patchFrom, patchHash), shard: shard, steps: Int(steps),
+                                     modelBytes: Int(modelBytes), deadline: deadline, chunk: w.chunk, recipient: w.aggregationKey, carried: ahead)
+          if pending.overlapping {
+            lastRoundEnd = pending.handoff
+            (queued, carried) = try overlap(pending)
+          } else {
+            try pending.send()
+            lastRoundEnd = Date()
+          }
         } catch TransferError.sessionEnded(let kind, let reason) {
           if try ended(kind, reason) { return }
         } catch TransferError.rejected(let code, let text) where code == ErrorCode.notJoined.rawValue {

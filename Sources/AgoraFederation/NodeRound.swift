@@ -15,41 +15,52 @@ import Foundation
 /// the upload, and the round's time by phase.
 extension NodeService {
   func runRound(round r: UInt64, version: UInt64, baseHash hash: [UInt8], patch: ([UInt8], [UInt8]), shard: [UInt8], steps: Int, modelBytes: Int, deadline: Date,
-                chunk: Int, recipient: [UInt8]) throws {
+                chunk: Int, recipient: [UInt8], carried: CarriedSteps?) throws -> PendingUpload {
     let fed = config.federation
     let t0 = Date()
     let base = copy.base
     guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
     // Secure aggregation: keys, roster and shares before training (SPEC §7.2).
-    let waited = lastRoundEnd.map { t0.timeIntervalSince($0) }
+    let previousEnd = lastRoundEnd
+    let waited = lastRoundEnd.map { t0.timeIntervalSince($0) - (carried?.seconds ?? 0) }
     let secureRound = try secure?.setup(round: r, deadline: deadline)
     if config.donor { _ = try takeShard(shard) }
     guard let trainer else { throw TransferError.protocolViolation("no data to train on") }
     let tFetch = Date()
-    let sync = try copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
+    // Fetched already if the exchange thread saw the announcement while this node trained ahead.
+    let early = prefetched.flatMap { $0.hash == hash && copy.hash == hash ? $0.sync : nil }
+    prefetched = nil
+    let sync = try early ?? copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
     let fetched = sync.bytesFetched
     let tTrain = Date()
-    NodeService.beginRound(trainer, at: base, fed: fed, first: roundsDone == 0)
+    // Steps trained while the last update uploaded (rounds.overlap_steps) began this round's moments already.
+    NodeService.beginRound(trainer, at: base, fed: fed, keepMoments: roundsDone == 0 || carried != nil)
+    if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, trainer: trainer) }
+    if let carried {
+      // Folded in: the new version plus what this node trained since it sent its update.
+      let (p, c) = (trainer.model.parameters.pointer, carried.progress.pointer)
+      for i in 0..<base.count { p[i] += c[i] }
+    }
     if let cluster {
-      // The other ranks start the round from the same θ, with the same batches (their rows of them).
+      // The other ranks go on from the same θ, with the same batches (their rows of them).
       let seed = trainer.sampler.seed
-      try cluster.send(.round, [Int32(bitPattern: UInt32(truncatingIfNeeded: seed)), Int32(bitPattern: UInt32(truncatingIfNeeded: seed >> 32)), roundsDone == 0 ? 1 : 0])
+      try cluster.send(.round, [Int32(bitPattern: UInt32(truncatingIfNeeded: seed)), Int32(bitPattern: UInt32(truncatingIfNeeded: seed >> 32)),
+                                roundsDone == 0 || carried != nil ? 1 : 0])
       try cluster.broadcast(trainer.model.parameters.buffer)
     }
-    if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, trainer: trainer) }
     let n = min(steps, config.maxStepsPerRound ?? steps)
-    var loss: Float = 0
-    var done = 0
-    let before = trainer.tokensByLanguage
-    let cpu0 = processCPUSeconds()
+    var loss: Float = carried?.loss ?? 0
+    var done = min(carried?.steps ?? 0, n)
+    let before = carried?.tokensBefore ?? trainer.tokensByLanguage
+    let cpu0 = carried?.cpu0 ?? processCPUSeconds()
     let tokensPerStep = Double(trainer.globalBatch * trainer.model.T)
-    for _ in 0..<n {
+    let first = done
+    for _ in done..<n {
       if Date() > deadline || stop.isSet { break }
       try cluster?.send(.step)
       loss = try trainer.step().loss
       done += 1
-      let elapsed = Date().timeIntervalSince(t0)
-      let rate = Double(done) / max(elapsed, 1e-9)
+      let rate = Double(done - first) / max(Date().timeIntervalSince(tTrain), 1e-9)
       progress(String(format: "%@ training, round %llu step %d/%d, loss %.3f, %.0f tok/s, ETA %.0f s", config.name, r, done, n, loss,
                       rate * tokensPerStep, Double(n - done) / max(rate, 1e-9)))
     }
@@ -105,37 +116,60 @@ extension NodeService {
     for (l, t) in trainer.tokensByLanguage where t > before[l] ?? 0 { perLanguage[l] = t - (before[l] ?? 0) }
     let cpuMillis = UInt64(max(0, processCPUSeconds() - cpu0) * 1000)
     let tSend = Date()
-    let res = try payload.withUnsafeBytes {
-      try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
-                      languages: LanguageTokens.canonical(perLanguage), payload: $0)
-    }
-    if adversary == .replay {
-      // The same sealed update again under a new transfer id.
-      var again = UploadSender(endpoint: endpoint, transfer: r | (1 << 62), round: r)
-      again.deadline = sender.deadline
-      again.ackTimeout = 2
-      let sealer2 = try EnvelopeSealer(context: .init(federation: fed.id, round: r, baseHash: hash, nodeID: identity.card.nodeID),
-                                       payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: recipient, signingSecretKey: identity.signSecret)
-      do {
-        _ = try payload.withUnsafeBytes { try again.send(sealer: sealer2, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
-                                                          languages: LanguageTokens.canonical(perLanguage), payload: $0) }
-        log("\(config.name): round \(r): the replay was accepted")
-      } catch {
-        log("\(config.name): round \(r): the replay was refused: \(error)")
-      }
-    }
     roundsDone += 1
-    let end = Date()
-    lastRoundEnd = end
-    log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
-               res.bytesSent, secureRound == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", end.timeIntervalSince(t0)))
-    // The round's time by phase (scripts/wan reads this line): key exchange, fetching the version, training
-    // (with scoring the version), encoding, sending; and the wait since the last round ended.
-    log(String(format: "%@: round %llu timing: setup %.3f s, fetch %.3f s, train %.3f s, encode %.3f s, send %.3f s, waited %@", config.name, r,
-               tFetch.timeIntervalSince(t0), tTrain.timeIntervalSince(tFetch), tEncode.timeIntervalSince(tTrain), tSend.timeIntervalSince(tEncode),
-               end.timeIntervalSince(tSend), waited.map { String(format: "%.3f s", $0) } ?? "-"))
-    if let secure, let secureRound { _ = try secure.reveal(round: r, party: secureRound.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
+    let overlapping = fed.overlapSteps > 0 && !config.donor
+    let send = { [self] in
+      let res = try payload.withUnsafeBytes {
+        try sender.send(sealer: sealer, tokens: tokens, steps: UInt32(done), loss: loss, cpuMillis: cpuMillis,
+                        languages: LanguageTokens.canonical(perLanguage), payload: $0)
+      }
+      if adversary == .replay { replay(round: r, hash: hash, payload: payload, sender: sender, chunk: chunk, recipient: recipient, tokens: tokens,
+                                       steps: done, loss: loss, cpuMillis: cpuMillis, languages: perLanguage) }
+      let end = Date()
+      log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
+                 res.bytesSent, secureRound == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", end.timeIntervalSince(t0)))
+      // The round's time by phase (scripts/wan reads this line): key exchange, fetching the version, training (with
+      // scoring the version), encoding, sending; the wait since the last round ended, less the steps of this round
+      // trained meanwhile (overlap); and the wall time since the last round ended, without the upload when it runs
+      // beside the next round's steps.
+      let wall = (overlapping ? tSend : end).timeIntervalSince(previousEnd ?? t0)
+      let phases = String(format: "setup %.3f s, fetch %.3f s, train %.3f s, encode %.3f s, send %.3f s", tFetch.timeIntervalSince(t0), tTrain.timeIntervalSince(tFetch),
+                          tEncode.timeIntervalSince(tTrain), tSend.timeIntervalSince(tEncode), end.timeIntervalSince(tSend))
+      let (aheadSeconds, aheadSteps): (Double, Int) = (carried?.seconds ?? 0, carried?.steps ?? 0)
+      let rest = String(format: "overlap %.3f s (%d steps), wall %.3f s", aheadSeconds, aheadSteps, wall)
+      log("\(config.name): round \(r) timing: \(phases), waited \(waited.map { String(format: "%.3f s", $0) } ?? "-"), \(rest)")
+      if let secure, let secureRound { _ = try secure.reveal(round: r, party: secureRound.party, deadline: deadline.addingTimeInterval(fed.secureAggregationSetupSeconds)) }
+    }
+    return PendingUpload(round: r, handoff: tSend, overlapping: overlapping, send: send)
   }
+
+  /// The same sealed update again under a new transfer id (AGORA_ADVERSARY=replay): the coordinator must refuse it.
+  func replay(round r: UInt64, hash: [UInt8], payload: [UInt8], sender: UploadSender, chunk: Int, recipient: [UInt8], tokens: UInt64, steps: Int, loss: Float,
+              cpuMillis: UInt64, languages: [String: UInt64]) {
+    var again = UploadSender(endpoint: endpoint, transfer: r | (1 << 62), round: r)
+    again.deadline = sender.deadline
+    again.ackTimeout = 2
+    do {
+      let sealer = try EnvelopeSealer(context: .init(federation: config.federation.id, round: r, baseHash: hash, nodeID: identity.card.nodeID),
+                                      payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: recipient, signingSecretKey: identity.signSecret)
+      _ = try payload.withUnsafeBytes { try again.send(sealer: sealer, tokens: tokens, steps: UInt32(steps), loss: loss, cpuMillis: cpuMillis,
+                                                        languages: LanguageTokens.canonical(languages), payload: $0) }
+      log("\(config.name): round \(r): the replay was accepted")
+    } catch {
+      log("\(config.name): round \(r): the replay was refused: \(error)")
+    }
+  }
+}
+
+/// A round's sealed update, ready to go: sent at once (`send` on the round loop's thread), or, with
+/// `rounds.overlap_steps`, on a thread of its own while the node trains the next round's first steps.
+struct PendingUpload {
+  let round: UInt64
+  /// When the node's own work on the round ended (training, encoding, sealing).
+  let handoff: Date
+  let overlapping: Bool
+  /// Sends the update (and, with secure aggregation, takes part in its unmasking); logs the round's figures.
+  let send: () throws -> Void
 }
 
 /// CPU time (user + system, all threads) this process has used so far, in seconds.

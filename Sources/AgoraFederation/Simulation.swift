@@ -17,6 +17,8 @@ public final class FederationSimulation {
     public var name: String
     public var trainer: Trainer
     let errorFeedback: FloatBuffer
+    /// With `rounds.overlap_steps`: θ as sent, then the progress since (the next round's first steps).
+    let progress: FloatBuffer?
   }
 
   /// What the recipe may vary beyond federation.toml (the experiments' ablations).
@@ -62,7 +64,8 @@ public final class FederationSimulation {
                                        cacheDir: c.workDir + "/cache")
       let trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
       if fed.restrictedSoftmax { trainer.restrictSoftmaxToCorpus() }
-      nodes.append(Node(name: c.name, trainer: trainer, errorFeedback: FloatBuffer(count: params.count)))
+      nodes.append(Node(name: c.name, trainer: trainer, errorFeedback: FloatBuffer(count: params.count),
+                        progress: fed.overlapSteps > 0 ? FloatBuffer(count: params.count) : nil))
       relative.append(fed.embeddingRows == .token_counts
         ? EmbeddingRowWeights.relative(counts: NodeService.tokenCounts(corpus.tokenCounts(vocabSize: mc.vocabSize), minimum: fed.tokenCountMinimum),
                                        rows: mc.vocabSize) : nil)
@@ -103,9 +106,16 @@ public final class FederationSimulation {
     var rows = EmbeddingRowWeights(offset: layout.wte, rows: layout.config.vocabSize, width: layout.config.channels)
     for (k, node) in nodes.enumerated() {
       let t = node.trainer
-      NodeService.beginRound(t, at: params, fed: fed, first: r == 1)
+      // Overlap as a node runs it when the round is announced after exactly `overlap_steps` steps: the round's
+      // first steps were trained from θ as sent, and that progress goes on top of the new version.
+      let ahead = r > 1 ? node.progress : nil
+      NodeService.beginRound(t, at: params, fed: fed, keepMoments: r == 1 || ahead != nil)
+      if let ahead {
+        let (p, c) = (t.model.parameters.pointer, ahead.pointer)
+        for i in 0..<params.count { p[i] += c[i] }
+      }
       var loss: Float = 0
-      for _ in 0..<innerSteps(round: r) { loss = try t.step().loss }
+      for _ in (ahead == nil ? 0 : fed.overlapSteps)..<innerSteps(round: r) { loss = try t.step().loss }
       losses.append(loss)
       if recipe.evaluateLocal, let (model, ev) = evaluator {
         model.parameters.copy(from: t.model.parameters)
@@ -124,6 +134,13 @@ public final class FederationSimulation {
         try rows.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
       }
       weights += w
+      if let sent = node.progress, r < fed.rounds {
+        sent.copy(from: t.model.parameters)
+        NodeService.forgetMoments(t, fed: fed)
+        for _ in 0..<fed.overlapSteps { _ = try t.step() }
+        let (p, c) = (t.model.parameters.pointer, sent.pointer)
+        for i in 0..<params.count { c[i] = p[i] - c[i] }
+      }
     }
     rows.finish(sum.pointer, count: sum.count, weightTotal: weights)
     outer.step(sum)

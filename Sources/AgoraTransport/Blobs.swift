@@ -233,7 +233,7 @@ public struct BlobFetcher {
         requestedUpTo = next  // ask again from the first missing chunk
         continue
       }
-      guard let inbound = endpoint.receive(timeout: max(0.01, timeout - Date().timeIntervalSince(lastProgress))),
+      guard let inbound = endpoint.receive(timeout: max(0.01, timeout - Date().timeIntervalSince(lastProgress)), where: { !$0.isRoundAnnouncement }),
             case .success(let m) = inbound.message else { continue }
       switch m {
       case .blobChunk(let h, let index, let total, let payload) where h == hash:

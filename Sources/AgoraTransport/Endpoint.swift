@@ -27,6 +27,12 @@ public struct Inbound: Sendable {
   /// The ZAP User-Id of the session: the node's fingerprint on the coordinator, empty on a node.
   public var userID: String
   public var message: Result<Message, WireError>
+
+  /// A round's announcement (ROUND): the transfer loops leave it queued for the node's round loop.
+  public var isRoundAnnouncement: Bool {
+    if case .success(.round) = message { return true }
+    return false
+  }
 }
 
 /// A libzmq socket driven by its own thread: `send` may be called from any thread (it queues and wakes
@@ -174,7 +180,7 @@ public final class Endpoint: @unchecked Sendable {
           if let divert = divertLock.withLock({ divertHandler }), divert(inbound) { continue }
           inbox.lock()
           queue.append(inbound)
-          inbox.signal()
+          inbox.broadcast()
           inbox.unlock()
         }
       }
@@ -183,22 +189,32 @@ public final class Endpoint: @unchecked Sendable {
 
   private var pending: Int {
     inbox.lock(); defer { inbox.unlock() }
-    return queue.count - head
+    return queue[head...].reduce(0) { $0 + ($1 == nil ? 0 : 1) }
   }
 
   /// The next inbound message, waiting at most `timeout` seconds; nil on timeout or after `close`.
-  public func receive(timeout: Double) -> Inbound? {
+  public func receive(timeout: Double) -> Inbound? { receive(timeout: timeout, where: { _ in true }) }
+
+  /// The first inbound message `accept` takes, waiting at most `timeout` seconds; the others stay queued in
+  /// order for later calls (e.g. a round's announcement that arrives while an upload reads its acknowledgements).
+  public func receive(timeout: Double, where accept: (Inbound) -> Bool) -> Inbound? {
     let deadline = Date(timeIntervalSinceNow: timeout)
     inbox.lock()
     defer { inbox.unlock() }
-    while head == queue.count {
+    var scanned = head
+    while true {
+      while scanned < queue.count {
+        if let m = queue[scanned], accept(m) {
+          queue[scanned] = nil
+          while head < queue.count && queue[head] == nil { head += 1 }
+          if head > 512 || head == queue.count { queue.removeFirst(head); head = 0 }
+          return m
+        }
+        scanned += 1
+      }
       if stopFlag.isSet || !inbox.wait(until: deadline) { return nil }
+      scanned = head  // another reader may have taken or compacted meanwhile
     }
-    let m = queue[head]!
-    queue[head] = nil
-    head += 1
-    if head > 512 || head == queue.count { queue.removeFirst(head); head = 0 }
-    return m
   }
 
   /// `receive(timeout:)` without blocking the caller's executor.

@@ -125,7 +125,7 @@ public struct UploadSender {
         resuming = true
         continue
       }
-      guard let inbound = endpoint.receive(timeout: min(0.5, max(0.01, ackTimeout - Date().timeIntervalSince(lastProgress)))),
+      guard let inbound = endpoint.receive(timeout: min(0.5, max(0.01, ackTimeout - Date().timeIntervalSince(lastProgress))), where: { !$0.isRoundAnnouncement }),
             case .success(let m) = inbound.message else { continue }
       switch m {
       case .ack(let t, let n32, let c) where t == transfer:

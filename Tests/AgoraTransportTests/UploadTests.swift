@@ -176,3 +176,54 @@ final class CoordinatorLoop: UploadConsumer, @unchecked Sendable {
     }
   }
 }
+
+extension UploadTests {
+  /// A round's announcement that arrives while an upload reads its acknowledgements stays queued for the
+  /// node's round loop (the upload used to take it and drop it, and the node then missed the round).
+  @Test func anAnnouncementDuringAnUploadWaitsForTheRoundLoop() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, receiver) = try setup(f)
+    defer { zap.stop(); server.close() }
+    let announcement = Message.round(round: 4, baseHash: [UInt8](repeating: 9, count: 32), innerSteps: 50, batch: 8, learningRateBits: Float(1e-3).bitPattern,
+                                     deadlineMillis: 1, modelBytes: 4096, patchFrom: [UInt8](repeating: 7, count: 32), patchHash: [UInt8](repeating: 8, count: 32),
+                                     shardHash: [UInt8](repeating: 0, count: 32), version: 4, signature: [UInt8](repeating: 1, count: 64))
+    let told = ManagedAtomicFlag()
+    let loop = CoordinatorLoop(server: server, receiver: receiver) { m, s in
+      if case .success(.uploadChunk(_, 0, _)) = m.message, !told.isSet {
+        told.set()
+        s.send(.heartbeat, to: m.peer)
+        s.send(announcement, to: m.peer)
+      }
+    }
+    defer { loop.finish() }
+    let client = try f.client(f.alice, of: server)
+    defer { client.close() }
+    let data = payload(1_000_000), chunk = 64 << 10
+    _ = try UploadSender(endpoint: client, transfer: 1, round: 3).send(sealer: try sealer(f, bytes: data.count, chunk: chunk), tokens: 1, steps: 1, loss: 1) { i in
+      Array(data[(i * chunk)..<min(data.count, (i + 1) * chunk)])
+    }
+    #expect(told.isSet && loop.count == 1)
+    #expect(try client.receive(timeout: 2)?.message.get() == announcement)
+    #expect(client.receive(timeout: 0.2) == nil, "the heartbeat before it was the upload's to take")
+  }
+
+  /// `receive(timeout:where:)` takes the first message it accepts and leaves the others queued, in order.
+  @Test func aSelectiveReceiveKeepsTheOthersInOrder() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, _) = try setup(f)
+    defer { zap.stop(); server.close() }
+    let client = try f.client(f.alice, of: server)
+    defer { client.close() }
+    let sent: [Message] = [.heartbeat, .error(code: 1, message: "a", subject: .none), .heartbeat, .error(code: 2, message: "b", subject: .none)]
+    for m in sent { client.send(m) }
+    func isError(_ i: Inbound) -> Bool { if case .success(.error) = i.message { return true }; return false }
+    #expect(try server.receive(timeout: 5, where: isError)?.message.get() == sent[1])
+    #expect(try server.receive(timeout: 5, where: isError)?.message.get() == sent[3])
+    #expect(server.receive(timeout: 0.3, where: isError) == nil)
+    #expect(try server.receive(timeout: 1)?.message.get() == .heartbeat)
+    #expect(try server.receive(timeout: 1)?.message.get() == .heartbeat)
+    #expect(server.receive(timeout: 0.2) == nil)
+  }
+}

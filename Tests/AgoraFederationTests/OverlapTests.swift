@@ -1,0 +1,65 @@
+@testable import AgoraFederation
+import AgoraTestSupport
+import Foundation
+import Testing
+
+/// `rounds.overlap_steps`: a node trains the next round's first steps while its update uploads and the
+/// coordinator aggregates, then folds the new version in (issue #19).
+@Suite(.serialized) struct OverlapTests {
+  /// Two real nodes; "north" trains at most 20 of a round's 40 steps (`node.max_steps_per_round`), so it waits
+  /// for "south" every round and trains the whole overlap (5 steps) ahead of rounds 2–4. Every update counts the
+  /// steps its round took, overlapped ones included; the federation learns as a plain one does; with secure
+  /// aggregation the unmasking runs beside the steps.
+  @Test(arguments: [false, true])
+  func nodesTrainAheadWhileTheirUpdatesGoOut(secure: Bool) throws {
+    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40, quorum: 1.0, deadline: 120,
+                        extra: "overlap_steps = 5" + (secure ? "\nsecure_aggregation = true\nscore_updates = false" : ""), compression: "int4")
+    defer { h.cleanup() }
+    if secure { try namesMembers(h) }
+    let c = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    try (String(contentsOfFile: h.dir + "/north.toml", encoding: .utf8) + "\nmax_steps_per_round = 20\n").write(toFile: h.dir + "/north.toml", atomically: true, encoding: .utf8)
+    let north = try h.node("north")
+    let south = try h.node("south")
+    let finished = h.wait(c, seconds: 240)
+    for n in [north, south] { _ = h.wait(n, seconds: 30) }
+    let log = h.read("coordinator.log")
+    print(log, h.read("north.log"))
+    #expect(finished && c.terminationStatus == 0, "coordinator: \(log)")
+    #expect(h.rows().map { $0[2] } == ["2/2", "2/2", "2/2", "2/2"], "\(h.rows())")
+    let rows = h.table()
+    let initial = log.split(separator: "\n").filter { $0.contains("→") }.compactMap { Double($0.split(separator: " ")[1]) }
+    let start = initial.reduce(0, +) / Double(max(1, initial.count))
+    #expect(rows.count == 4 && rows.last!.1 < start - 0.3, "bits/byte went from \(start) to \(rows.last?.1 ?? .nan)")
+    for name in ["north", "south"] {
+      let lines = h.read("\(name).log").split(separator: "\n")
+      let sent = lines.filter { $0.contains(": round ") && $0.contains(" steps, loss ") }
+      #expect(sent.count == 4 && sent.allSatisfy { $0.contains(name == "north" ? ": 20 steps, " : ": 40 steps, ") }, "\(name): \(sent)")
+      let timing = lines.filter { $0.contains(" timing: ") }
+      #expect(timing.count == 4, "\(name): \(timing)")
+      // Round 1 has nothing ahead of it; later rounds at most the cap.
+      let ahead = timing.map { line -> Int in
+        guard let r = line.range(of: #"\((\d+) steps\)"#, options: .regularExpression) else { return -1 }
+        return Int(line[r].dropFirst().prefix { $0.isNumber }) ?? -1
+      }
+      #expect(ahead.first == 0 && ahead.allSatisfy { (0...5).contains($0) }, "\(name): \(timing)")
+      if name == "north" { #expect(ahead == [0, 5, 5, 5], "north waits for south every round: \(timing)") }
+    }
+    if secure {
+      #expect(!log.contains(": norm "), "the coordinator opened an update")
+      #expect(log.components(separatedBy: ": unmasked the sum of 2 updates").count - 1 == 4, "\(log)")
+    }
+  }
+
+  /// The setting is checked: overlapped steps are a round's first, so fewer than any round has.
+  @Test func overlapNeedsFewerStepsThanARound() throws {
+    let h = try Harness(nodes: [("north", ["de"])], rounds: 2, innerSteps: 40, extra: "overlap_steps = 10\ninner_steps_schedule = [10, 20]")
+    defer { h.cleanup() }
+    #expect {
+      _ = try FederationConfig(path: h.dir + "/federation.toml")
+    } throws: { ($0 as? ConfigError)?.key == "rounds.overlap_steps" }
+    let ok = try Harness(nodes: [("north", ["de"])], rounds: 2, innerSteps: 40, extra: "overlap_steps = 9\ninner_steps_schedule = [10, 20]")
+    defer { ok.cleanup() }
+    #expect(try FederationConfig(path: ok.dir + "/federation.toml").overlapSteps == 9)
+  }
+}
