@@ -1,5 +1,8 @@
+import AgoraCrypto
 @testable import AgoraFederation
+import AgoraRegistry
 import AgoraTestSupport
+import AgoraTransport
 import Foundation
 import Testing
 
@@ -61,5 +64,33 @@ import Testing
     let ok = try Harness(nodes: [("north", ["de"])], rounds: 2, innerSteps: 40, extra: "overlap_steps = 9\ninner_steps_schedule = [10, 20]")
     defer { ok.cleanup() }
     #expect(try FederationConfig(path: ok.dir + "/federation.toml").overlapSteps == 9)
+  }
+
+  /// The coordinator dies after round 2's outer step, while the nodes train ahead and await round 3: the nodes
+  /// notice (the restarted coordinator no longer knows their sessions), join again, fold what they trained into
+  /// whatever round comes next, and the federation finishes every round.
+  @Test func aCoordinatorRestartWhileNodesTrainAheadIsSurvived() throws {
+    let h = try Harness(nodes: [("north", ["de"]), ("south", ["fr"])], rounds: 4, innerSteps: 20, quorum: 1.0, deadline: 30,
+                        extra: "overlap_steps = 5\nscore_updates = false")
+    defer { h.cleanup() }
+    try (String(contentsOfFile: h.dir + "/north.toml", encoding: .utf8) + "\nmax_steps_per_round = 10\n").write(toFile: h.dir + "/north.toml", atomically: true, encoding: .utf8)
+    let nodes = try h.nodes.map { try h.node($0) }
+    defer { for n in nodes where n.isRunning { n.terminate() } }
+    let c = try h.coordinator(env: ["AGORA_FAULT": "after-step@2"], log: "coordinator-0.log")
+    #expect(h.wait(c, seconds: 120) && c.terminationStatus == SIGKILL, "\(h.read("coordinator-0.log"))")
+    let last = try h.coordinator(log: "coordinator-1.log")
+    #expect(h.wait(last, seconds: 180) && last.terminationStatus == 0, "\(h.read("coordinator-1.log"))")
+    for n in nodes { _ = h.wait(n, seconds: 20) }
+    let north = h.read("north.log")
+    print(h.read("coordinator-0.log"), h.read("coordinator-1.log"), north)
+    #expect(h.read("coordinator-1.log").contains("resuming test-federation"))
+    #expect(north.contains("joining again"), "\(north)")
+    #expect(nodes.allSatisfy { !$0.isRunning && $0.terminationStatus == 0 })
+    let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
+    #expect(try store.rounds().last?.number == 4)
+    #expect(try store.verify(signKey: try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml").signPublic).ok)
+    // North's rounds after the restart still began with steps trained ahead.
+    let ahead = north.split(separator: "\n").filter { $0.contains(" timing: ") && !$0.contains("(0 steps)") }
+    #expect(!ahead.isEmpty, "\(north)")
   }
 }
