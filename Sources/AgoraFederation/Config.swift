@@ -200,6 +200,8 @@ public struct FederationConfig: Sendable {
   /// At most this many of a round's inner steps a node trains before the round is announced, while its last
   /// update uploads and the coordinator aggregates; it folds the new version in when it lands (0: no overlap).
   public var overlapSteps: Int
+  /// Uploads the coordinator receives at once, each staged in its own slot (memory: one payload per slot).
+  public var concurrentUploads: Int
   /// How the token embedding rows are averaged: with the nodes weighted by their tokens like every other
   /// parameter (`tokens`), or each row with the nodes weighted by how often their text contains its token
   /// (`token_counts`: a node's change to a row it hardly trained on counts for little). With `token_counts`,
@@ -325,6 +327,7 @@ public struct FederationConfig: Sendable {
     restrictedSoftmax = try f.bool("rounds.restricted_softmax", default: false)
     innerState = try f.choice("rounds.inner_state", default: InnerState.keep)
     overlapSteps = try f.int("rounds.overlap_steps", default: 0, range: 0...1_000_000)
+    concurrentUploads = try f.int("rounds.concurrent_uploads", default: 1, range: 1...64)
     if overlapSteps >= (innerStepsSchedule + [innerSteps]).min()! {
       throw f.fail("rounds.overlap_steps", "overlapped steps are the first of a round's inner steps: fewer than the fewest a round takes")
     }

@@ -158,6 +158,13 @@ public final class CoordinatorService {
     persister = VersionPersister(store: st, blobs: blobs, header: weightsHeader, params: params)
     receiver = UploadReceiver(context: .init(federation: fed.id, round: 0, baseHash: Message.noHash,
                                              aggregationPublic: aggP, aggregationSecret: aggS, credit: 8), registry: enrolment)
+    // Several uploads at once, each in a slot of the staging buffer as large as the federation's payloads.
+    let payloadBytes = fed.secureAggregation ? SecureEncoding.headerBytes + (params.count * fed.secureAggregationBits + 7) / 8
+                                             : DeltaCodec.encodedSize(count: params.count, format: fed.compression.format)
+    receiver.maxActive = staging.configure(uploads: fed.concurrentUploads, payloadBytes: payloadBytes)
+    if receiver.maxActive < fed.concurrentUploads {
+      logSink("  rounds.concurrent_uploads = \(fed.concurrentUploads): \(receiver.maxActive) upload(s) at once (the staging buffer holds \(receiver.maxActive) \(fed.compression.rawValue) payload(s) of \(payloadBytes) bytes)")
+    }
     acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor), cosineFactor: Float(fed.cosineBoundFactor))
     try openStore(layout: layout)
     let recent = try store.recentNorms(rounds: acceptance.window)

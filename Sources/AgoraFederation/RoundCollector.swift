@@ -89,8 +89,8 @@ final class RoundCollector: UploadConsumer {
 
   // MARK: UploadConsumer
 
-  func uploadStarted(node: String, transfer: UInt64) { staging.received = 0 }
-  func uploadAborted(node: String, transfer: UInt64) { staging.received = 0 }
+  func uploadStarted(node: String, transfer: UInt64) { staging.begin(node: node) }
+  func uploadAborted(node: String, transfer: UInt64) { staging.end(node: node) }
 
   func uploadRefused(node: String, round: UInt64, reason: String) {
     rejected.append(node)
@@ -98,18 +98,18 @@ final class RoundCollector: UploadConsumer {
     if round == settings.round { done.insert(node) }
   }
 
-  /// Chunks are decrypted straight into the staging area, in order (one upload streams at a time).
+  /// Chunks are decrypted straight into the node's staging slot, in order.
   func destination(node: String, chunk: Int, bytes: Int) -> UnsafeMutableRawBufferPointer? {
-    staging.place(bytes, blob: currentBlob, log: log)
+    staging.place(node: node, bytes, blob: currentBlob, log: log)
   }
 
-  func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws { try staging.take(plaintext) }
+  func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws { try staging.take(node: node, plaintext) }
 
   func completed(_ c: UploadReceiver.Completed) throws {
-    defer { staging.received = 0 }  // nothing is staged any more
+    defer { staging.end(node: c.node) }  // its slot is free again
     if let secure { return try completedMasked(c, secure: secure) }
     let s = settings
-    let payload = staging.payload
+    let payload = staging.payload(node: c.node)
     let (format, squared) = try DeltaCodec.validate(payload, count: sum.count)
     let norm = Float(squared.squareRoot())
     guard norm.isFinite else { throw UpdateRefusal.norm(norm, bound: .infinity, basis: "not finite") }
@@ -170,7 +170,7 @@ final class RoundCollector: UploadConsumer {
     guard c.steps >= 1, Int(c.steps) <= s.roundSteps else {
       throw UpdateRefusal.claims("the update claims \(c.steps) steps; the round asked for 1 to \(s.roundSteps)")
     }
-    let packed = try encoding.packed(staging.payload, count: sum.count)
+    let packed = try encoding.packed(staging.payload(node: c.node), count: sum.count)
     try secure.party.sent(id)
     try sum.pointer.withMemoryRebound(to: UInt32.self, capacity: sum.count) {
       try encoding.codec.addPacked(packed, into: UnsafeMutableBufferPointer(start: $0, count: sum.count))

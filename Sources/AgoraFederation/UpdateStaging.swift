@@ -2,11 +2,14 @@ import AgoraStorage
 import AgoraTensor
 import Foundation
 
-/// Where the update being received lands, decrypted in place: a buffer as large as the largest payload a node
+/// Where the updates being received land, decrypted in place: a buffer as large as the largest payload a node
 /// may send (an fp32 update), allocated once and touched only as far as payloads reach (int8 updates use a
-/// quarter of it). An fp32 update (56 MB for 14M parameters) is staged in θ's memory instead, once θ is in its
-/// version blob, so the coordinator holds θ-or-the-update and the running sum, not all three; θ is read back
-/// from the blob (and checked against its checksum) before the next step.
+/// quarter of it). With one upload at a time (`rounds.concurrent_uploads = 1`) an fp32 update (56 MB for 14M
+/// parameters) is staged in θ's memory instead, once θ is in its version blob, so the coordinator holds
+/// θ-or-the-update and the running sum, not all three; θ is read back from the blob (and checked against its
+/// checksum) before the next step. With K uploads at once, the buffer is cut into K slots of the federation's
+/// largest payload (`configure`), one per streaming upload: K compressed updates fit in what one fp32 update
+/// takes, and resident memory grows by at most K − 1 payloads.
 final class UpdateStaging {
   let buffer: UnsafeMutableRawBufferPointer
   let params: FloatBuffer
@@ -14,8 +17,14 @@ final class UpdateStaging {
   let header: Int
   /// Bytes of an int8 update: staging beyond this holds an fp32 update.
   let int8Bytes: Int
-  /// Bytes of the current upload staged so far.
-  var received = 0
+  /// Slots (uploads staged at once) and each one's size (0: one slot, the whole staging area).
+  private(set) var slotCount = 1
+  private var slotBytes = 0
+  /// The slot of each node whose upload streams, and the bytes staged in each slot.
+  private var slotOf: [String: Int] = [:]
+  private var filled: [Int] = [0]
+  /// Bytes of the single slot's upload staged so far (one upload at a time).
+  var received: Int { filled[0] }
   /// Whether the update is staged in θ's memory.
   private(set) var inParams = false
   private var paramsChecksum: UInt64 = 0
@@ -30,6 +39,17 @@ final class UpdateStaging {
 
   func deallocate() { buffer.deallocate() }
 
+  /// Up to `uploads` slots of `payloadBytes` each (the federation's largest legitimate payload), as many as the
+  /// buffer holds; returns how many (1: the single staging area, with fp32 updates in θ's memory).
+  @discardableResult
+  func configure(uploads: Int, payloadBytes: Int) -> Int {
+    precondition(slotOf.isEmpty, "UpdateStaging.configure while uploads stream")
+    let k = max(1, min(uploads, buffer.count / max(payloadBytes, 1)))
+    (slotCount, slotBytes) = k > 1 ? (k, payloadBytes) : (1, 0)
+    filled = [Int](repeating: 0, count: slotCount)
+    return slotCount
+  }
+
   /// The staging area: the buffer, or θ's memory (with the octets before it for the payload header).
   var area: UnsafeMutableRawBufferPointer {
     inParams
@@ -38,24 +58,46 @@ final class UpdateStaging {
       : buffer
   }
 
-  /// The update staged so far.
-  var payload: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: area.baseAddress, count: received) }
+  /// Slot `i`'s memory.
+  private func region(_ i: Int) -> UnsafeMutableRawBufferPointer {
+    slotBytes == 0 ? area : UnsafeMutableRawBufferPointer(rebasing: buffer[(i * slotBytes)..<((i + 1) * slotBytes)])
+  }
 
-  /// Where the next `n` plaintext bytes go: past an int8 update's size the update moves into θ's memory first
-  /// (when `blob` gives θ's intact version file); nil when it does not fit (the receiver then decrypts into its
-  /// scratch, and `take` refuses the chunk).
-  func place(_ n: Int, blob: () -> String?, log: (String) -> Void) -> UnsafeMutableRawBufferPointer? {
-    if received + n > int8Bytes && !inParams, let path = blob() { moveIntoParams(blob: path, log: log) }
-    let a = area
-    return received + n <= a.count ? UnsafeMutableRawBufferPointer(rebasing: a[received..<(received + n)]) : nil
+  /// `node`'s upload starts streaming: it takes a free slot (nothing staged yet).
+  func begin(node: String) {
+    if let i = slotOf[node] { filled[i] = 0; return }
+    guard let i = (0..<slotCount).first(where: { k in !slotOf.values.contains(k) }) else { return }
+    slotOf[node] = i
+    filled[i] = 0
+  }
+
+  /// `node`'s upload ended (taken, refused or abandoned): its slot is free.
+  func end(node: String) {
+    if let i = slotOf.removeValue(forKey: node) { filled[i] = 0 }
+  }
+
+  /// The update `node` staged so far.
+  func payload(node: String) -> UnsafeRawBufferPointer {
+    guard let i = slotOf[node] else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+    return UnsafeRawBufferPointer(start: region(i).baseAddress, count: filled[i])
+  }
+
+  /// Where `node`'s next `n` plaintext bytes go: with one slot, past an int8 update's size the update moves into
+  /// θ's memory first (when `blob` gives θ's intact version file); nil when it does not fit or the node has no
+  /// slot (the receiver then decrypts into its scratch, and `take` refuses the chunk).
+  func place(node: String, _ n: Int, blob: () -> String?, log: (String) -> Void) -> UnsafeMutableRawBufferPointer? {
+    guard let i = slotOf[node] else { return nil }
+    if slotBytes == 0 && filled[i] + n > int8Bytes && !inParams, let path = blob() { moveIntoParams(blob: path, log: log) }
+    let a = region(i)
+    return filled[i] + n <= a.count ? UnsafeMutableRawBufferPointer(rebasing: a[filled[i]..<(filled[i] + n)]) : nil
   }
 
   /// Counts a chunk `place` put where it belongs; a chunk decrypted elsewhere is a length error.
-  func take(_ plain: UnsafeRawBufferPointer) throws {
-    guard plain.baseAddress == UnsafeRawPointer(area.baseAddress! + received) else {
-      throw DeltaError.length(got: received + plain.count, expected: area.count)
+  func take(node: String, _ plain: UnsafeRawBufferPointer) throws {
+    guard let i = slotOf[node], plain.baseAddress == UnsafeRawPointer(region(i).baseAddress! + filled[i]) else {
+      throw DeltaError.length(got: (slotOf[node].map { filled[$0] } ?? 0) + plain.count, expected: slotBytes == 0 ? area.count : slotBytes)
     }
-    received += plain.count
+    filled[i] += plain.count
   }
 
   /// θ is in its version blob `blob` (written and fsynced): the update moves into θ's memory; a thread reads
