@@ -27,6 +27,7 @@ extension CoordinatorService {
     receiver.reset(endpoint: endpoint, keepRound: stale ? receiver.context.round : nil)
     receiver.context.round = UInt64(r)
     receiver.context.baseHash = versionHash
+    receiver.peakActive = 0
     scorer?.reset()
     abandoned = abandoned.filter { $0.key >= UInt64(r) }
     let settings = RoundCollector.Settings(round: UInt64(r), format: fed.compression.format,
@@ -87,6 +88,7 @@ extension CoordinatorService {
         }
       }
     }
+    if receiver.maxActive > 1 { log("  round \(r): up to \(receiver.peakActive) uploads streamed at once (rounds.concurrent_uploads allows \(receiver.maxActive))") }
     let needed = max(1, Int((fed.quorum * Double(selected.count)).rounded(.up)))
     var applied = false
     var note = ""

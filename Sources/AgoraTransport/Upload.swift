@@ -219,6 +219,8 @@ public final class UploadReceiver {
   /// How many uploads stream at once; the others wait with zero credit. The coordinator folds each update
   /// into its own scratch buffer before accepting it, so this bounds its memory to (1 + maxActive) models.
   public var maxActive = 1
+  /// The most uploads that streamed at once since this was last set to 0.
+  public var peakActive = 0
   var waiting: [String] = []
   /// Who takes the uploads' plaintext and verdicts (the coordinator's round collector); none: chunks are
   /// decrypted, verified and dropped.
@@ -365,6 +367,7 @@ public final class UploadReceiver {
       inc.active = true
       inc.progressed = Date()
       consumer?.uploadStarted(node: inc.node, transfer: inc.transfer)
+      peakActive = max(peakActive, incoming.values.filter(\.active).count)
       endpoint.send(.ack(transfer: inc.transfer, next: UInt32(inc.next), credit: context.credit), to: inc.peer)
     }
   }

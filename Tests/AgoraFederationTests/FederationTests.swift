@@ -14,7 +14,9 @@ import Testing
   /// exactly the versions announced.
   @Test(arguments: ["int8", "fp32", "int4", "fp4"])
   func multiProcessFederationLowersValidationLoss(compression: String) throws {
-    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40, compression: compression)
+    // Compressed updates stream at once, each in its own staging slot (rounds.concurrent_uploads).
+    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40,
+                        extra: compression == "fp32" ? "" : "concurrent_uploads = 2", compression: compression)
     defer { h.cleanup() }
     let c = try h.coordinator()
     Thread.sleep(forTimeInterval: 0.3)
@@ -32,6 +34,8 @@ import Testing
     #expect(rows.last!.1 < rows.first!.1)
     if compression == "fp32" {
       #expect(h.read("coordinator.log").contains("fp32 updates are staged in θ's memory"), "the fp32 path did not stage in θ's memory")
+    } else {
+      #expect(h.read("coordinator.log").contains("uploads streamed at once (rounds.concurrent_uploads allows 2)"))
     }
     // From round 2 on, nodes holding the previous version take the int8 patch instead of the whole model.
     for name in h.nodes {

@@ -227,3 +227,60 @@ extension UploadTests {
     #expect(server.receive(timeout: 0.2) == nil)
   }
 }
+
+extension UploadTests {
+  /// Two nodes upload at the same time: with `maxActive` 2 both stream at once, with 1 the second waits for the
+  /// first (zero credit) and then streams; every update arrives whole either way.
+  @Test(arguments: [1, 2])
+  func uploadsStreamAtOnceUpToTheReceiversLimit(limit: Int) throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let bob = try Identity.generate(in: f.dir + "/bob", name: "Bob Institute", institution: "B", contact: "", coordinator: false)
+    let registry = EnrolmentRegistry(cards: [f.alice.card, bob.card])
+    let zap = ZAPHandler(registry: registry)
+    try zap.start(context: f.context)
+    let server = try Endpoint.server(bind: "tcp://127.0.0.1:*", keys: f.keys(f.coordinator), context: f.context)
+    defer { zap.stop(); server.close() }
+    let receiver = UploadReceiver(context: .init(federation: "test-fed", round: 3, baseHash: [UInt8](repeating: 7, count: 32),
+                                                 aggregationPublic: f.coordinator.card.aggregationPublic!, aggregationSecret: f.coordinator.aggregationSecret!),
+                                  registry: registry)
+    receiver.maxActive = limit
+    // The first chunk is not handled until both nodes have asked to upload (bounded: 10 s).
+    let begun = Locked(0)
+    let loop = CoordinatorLoop(server: server, receiver: receiver) { m, _ in
+      if case .success(.uploadBegin) = m.message { begun.value += 1 }
+      if case .success(.uploadChunk) = m.message {
+        let end = Date(timeIntervalSinceNow: 10)
+        while begun.value < 2 && Date() < end { Thread.sleep(forTimeInterval: 0.01) }
+      }
+    }
+    defer { loop.finish() }
+    let data = payload(2_000_000), chunk = 64 << 10
+    let results = LogLines()
+    let group = DispatchGroup()
+    for (id, name) in [(f.alice, "alice"), (bob, "bob")] {
+      group.enter()
+      Thread {
+        defer { group.leave() }
+        do {
+          let client = try Endpoint.client(connect: server.boundEndpoint, serverKey: f.coordinator.card.curvePublic,
+                                           keys: CurveKeys(publicKey: id.card.curvePublic, secretKey: id.curveSecret))
+          defer { client.close() }
+          let sealer = try EnvelopeSealer(context: .init(federation: "test-fed", round: 3, baseHash: [UInt8](repeating: 7, count: 32), nodeID: id.card.nodeID),
+                                          payloadLength: UInt64(data.count), chunkSize: chunk, recipient: f.coordinator.card.aggregationPublic!,
+                                          signingSecretKey: id.signSecret)
+          var sender = UploadSender(endpoint: client, transfer: 1, round: 3)
+          sender.ackTimeout = 5
+          _ = try sender.send(sealer: sealer, tokens: 1, steps: 1, loss: 1) { i in Array(data[(i * chunk)..<min(data.count, (i + 1) * chunk)]) }
+          results.add(name)
+        } catch {
+          results.add("\(name): \(error)")
+        }
+      }.start()
+    }
+    #expect(group.wait(timeout: .now() + 60) == .success)
+    #expect(results.all.sorted() == ["alice", "bob"], "\(results.all)")
+    #expect(loop.count == 2)
+    #expect(receiver.peakActive == limit)
+  }
+}
