@@ -26,6 +26,12 @@ struct CoordinatorBench: ParsableCommand {
   var bits: Int = 12
   @Flag(help: "Plain mode: nodes encode their update anew every round with error feedback, as real nodes do (without it, a plain node sends one update encoded once; a secure node always encodes and masks anew).")
   var encodeEachRound = false
+  @Option(help: "Uploads the coordinator receives at once (rounds.concurrent_uploads).")
+  var concurrentUploads: Int = 1
+  @Option(help: "Run the coordinator in network namespace PREFIX-coordinator and node i in PREFIX-n<i> (made by scripts/bench-uploads; needs root).")
+  var namespaces: String? = nil
+  @Option(help: "With --namespaces: the coordinator's address in its namespace.")
+  var address: String = "127.0.0.1"
 
   func run() throws {
     let dir = NSTemporaryDirectory() + "agora-benchcoord-\(UUID().uuidString)"
@@ -59,7 +65,7 @@ struct CoordinatorBench: ParsableCommand {
     try """
     [federation]
     id = "bench"
-    endpoint = "tcp://127.0.0.1:\(port)"
+    endpoint = "tcp://\(address):\(port)"
     coordinator_card = "keys/coordinator/card.toml"
     members = "keys/enrolled"
     [model]
@@ -75,16 +81,24 @@ struct CoordinatorBench: ParsableCommand {
     compression = "\(fp32 ? "fp32" : "int8")"
     secure_aggregation = \(secureAggregation)
     secure_aggregation_bits = \(bits)
+    concurrent_uploads = \(concurrentUploads)
     """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
     try "[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
       .write(toFile: dir + "/coordinator.toml", atomically: true, encoding: .utf8)
     let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     var env = ProcessInfo.processInfo.environment
     env["OPENBLAS_NUM_THREADS"] = "1"
-    func spawn(_ args: [String], out: String) throws -> Process {
+    func spawn(_ args: [String], out: String, namespace: String) throws -> Process {
       let p = Process()
-      p.executableURL = exe
-      p.arguments = args
+      if let prefix = namespaces {
+        // ip netns exec replaces itself with agora: the child's pid is agora's.
+        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { fm.isExecutableFile(atPath: $0) } ?? "ip"
+        p.executableURL = URL(fileURLWithPath: ip)
+        p.arguments = ["netns", "exec", prefix + "-" + namespace, exe.path] + args
+      } else {
+        p.executableURL = exe
+        p.arguments = args
+      }
       p.environment = env
       fm.createFile(atPath: out, contents: nil)
       let h = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
@@ -93,12 +107,12 @@ struct CoordinatorBench: ParsableCommand {
       try p.run()
       return p
     }
-    let coord = try spawn(["coordinator", "--config", dir + "/coordinator.toml"], out: dir + "/coordinator.log")
+    let coord = try spawn(["coordinator", "--config", dir + "/coordinator.toml"], out: dir + "/coordinator.log", namespace: "coordinator")
     Thread.sleep(forTimeInterval: 0.5)
     var procs: [Process] = []
     for i in 0..<nodes {
       procs.append(try spawn(["transport", "instant-node", "--federation", dir + "/federation.toml", "--identity", dir + "/keys/n\(i)"]
-                             + (fp32 ? ["--fp32"] : []) + (encodeEachRound ? ["--encode-each-round"] : []), out: dir + "/n\(i).log"))
+                             + (fp32 ? ["--fp32"] : []) + (encodeEachRound ? ["--encode-each-round"] : []), out: dir + "/n\(i).log", namespace: "n\(i)"))
     }
     var peakKiB = 0
     // CPU seconds of every process (coordinator and nodes) between the end of round 1 and the end of the
@@ -128,8 +142,13 @@ struct CoordinatorBench: ParsableCommand {
       cpu = (b.cpu - a.cpu) / Double(b.rows - a.rows)
       coordCPU = (b.coordinator - a.coordinator) / Double(b.rows - a.rows)
     }
-    print(String(format: "{\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f}",
-                 nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (secureAggregation ? ", secure aggregation \(bits)-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
+    // The most uploads that streamed at once in any round (the coordinator logs it when more than one may).
+    let streamed = log.split(separator: "\n").compactMap { line -> Int? in
+      guard let r = line.range(of: " uploads streamed at once") else { return nil }
+      return Int(line[..<r.lowerBound].split(separator: " ").last ?? "")
+    }.max() ?? 1
+    print(String(format: "{\"concurrent_uploads\":%d,\"streamed_at_once\":%d,\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f}",
+                 concurrentUploads, streamed, nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (secureAggregation ? ", secure aggregation \(bits)-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
                  Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB, (rows.last.flatMap { Double($0[4]) } ?? .nan) / Double(nodes) / 1e6))
   }
 
