@@ -58,6 +58,20 @@ let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first { FileManager.de
     #expect(diff <= 1e-4 * scale, "one process and two ranks differ by \(diff) (largest value \(scale), step \(moved))")
   }
 
+  /// With `rounds.overlap_steps` the ranks train ahead together (rank 0 tells the others when the next round's
+  /// steps start and sends the folded θ when it lands); every update still counts its round's steps.
+  @Test func twoRanksTrainAheadTogether() throws {
+    let h = try Harness(nodes: [("a", ["de", "fr"])], rounds: 3, innerSteps: 8, deadline: 60, extra: "overlap_steps = 3\nscore_updates = false")
+    defer { h.cleanup() }
+    let (_, log) = try run(h, ranks: 2)
+    #expect(log.contains("rank 1: done"), "\(log)")
+    let lines = log.split(separator: "\n")
+    #expect(lines.filter { $0.contains(": round ") && $0.contains(": 8 steps, ") }.count == 3, "\(log)")
+    let timing = lines.filter { $0.contains(" timing: ") }
+    #expect(timing.count == 3 && timing.first?.contains("(0 steps)") == true, "\(timing)")
+    #expect(timing.dropFirst().contains { !$0.contains("(0 steps)") }, "the node trained ahead: \(timing)")
+  }
+
   /// A version's parameters (of the last run): its safetensors blob after the header.
   func parameters(_ h: Harness, version: Int) throws -> [Float] {
     let store = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false)
