@@ -208,6 +208,8 @@ public final class Endpoint: @unchecked Sendable {
           queue[scanned] = nil
           while head < queue.count && queue[head] == nil { head += 1 }
           if head > 512 || head == queue.count { queue.removeFirst(head); head = 0 }
+          // A message left queued at the head (a ROUND during an upload) keeps the taken slots behind it.
+          if queue.count > 1024 { queue = queue[head...].filter { $0 != nil }; head = 0 }
           return m
         }
         scanned += 1
