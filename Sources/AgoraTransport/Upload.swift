@@ -216,14 +216,12 @@ public final class UploadReceiver {
     }
   }
 
-  /// How many uploads stream at once; the others wait with zero credit. The coordinator folds each update
-  /// into its own scratch buffer before accepting it, so this bounds its memory to (1 + maxActive) models.
+  /// Uploads that stream at once (each in its own staging slot at the consumer); the others wait with zero credit.
   public var maxActive = 1
   /// The most uploads that streamed at once since this was last set to 0.
   public var peakActive = 0
   var waiting: [String] = []
-  /// Who takes the uploads' plaintext and verdicts (the coordinator's round collector); none: chunks are
-  /// decrypted, verified and dropped.
+  /// Who takes the uploads' plaintext and verdicts (the round collector); none: decrypted, verified, dropped.
   public weak var consumer: (any UploadConsumer)?
 
   public var context: Context
@@ -421,33 +419,4 @@ public final class UploadReceiver {
     finished = finished.filter { $0.value.round == keepRound }
     spoken = spoken.filter { $0.key == keepRound }
   }
-}
-
-/// What an `UploadReceiver` hands on, in order, on the thread that calls `handle`. Every requirement has a
-/// default that does nothing (or, for `destination`, lets the receiver decrypt into its own scratch).
-public protocol UploadConsumer: AnyObject {
-  /// An upload starts streaming (it had waited for the upload slot).
-  func uploadStarted(node: String, transfer: UInt64)
-  /// An upload that had started streaming is abandoned (refused, failed, or its node gone).
-  func uploadAborted(node: String, transfer: UInt64)
-  /// An upload is refused, streaming or not: the round it was for and why.
-  func uploadRefused(node: String, round: UInt64, reason: String)
-  /// Where chunk `chunk`'s plaintext of `bytes` octets goes: a buffer of exactly that many bytes, or nil for the
-  /// receiver's scratch. A consumer that keeps the plaintext (the coordinator stages an update) has it decrypted
-  /// in place instead of copying it in `chunk`.
-  func destination(node: String, chunk: Int, bytes: Int) -> UnsafeMutableRawBufferPointer?
-  /// Each decrypted chunk, in order; throwing refuses the update. Unless `destination` placed it, the
-  /// plaintext is in a buffer the receiver reuses for the next chunk: copy what you keep.
-  func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws
-  /// A verified update (every chunk authenticated, the signature checked); throwing refuses it.
-  func completed(_ upload: UploadReceiver.Completed) throws
-}
-
-extension UploadConsumer {
-  public func uploadStarted(node: String, transfer: UInt64) {}
-  public func uploadAborted(node: String, transfer: UInt64) {}
-  public func uploadRefused(node: String, round: UInt64, reason: String) {}
-  public func destination(node: String, chunk: Int, bytes: Int) -> UnsafeMutableRawBufferPointer? { nil }
-  public func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws {}
-  public func completed(_ upload: UploadReceiver.Completed) throws {}
 }
