@@ -16,7 +16,9 @@ import Testing
   @Test(arguments: [false, true])
   func nodesTrainAheadWhileTheirUpdatesGoOut(secure: Bool) throws {
     let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40, quorum: 1.0, deadline: 120,
-                        extra: "overlap_steps = 5" + (secure ? "\nsecure_aggregation = true\nscore_updates = false" : ""), compression: "int4")
+                        // Not scored: a tiny model's 20-step update is sometimes refused by the score (worse on its own
+                        // windows), and the round then has no version; this test is about the steps trained ahead.
+                        extra: "overlap_steps = 5\nscore_updates = false" + (secure ? "\nsecure_aggregation = true" : ""), compression: "int4")
     defer { h.cleanup() }
     if secure { try namesMembers(h) }
     let c = try h.coordinator()
