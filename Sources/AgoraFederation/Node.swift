@@ -183,8 +183,7 @@ public final class NodeService {
       case .round(let r, let baseHash, let steps, let batch, let lrBits, let deadlineMs, let modelBytes, let patchFrom, let patchHash, let shard, let version, let signature):
         let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         // Only a version the coordinator signed is trained on.
-        let statement = VersionStatement.bytes(federation: config.federation.id, number: version, hash: baseHash, parent: patchFrom)
-        guard Sodium.verify(signature, message: statement, publicKey: coordinatorCard.signPublic) else {
+        guard signedByCoordinator(version: version, hash: baseHash, parent: patchFrom, signature: signature) else {
           abandon(round: r, "version \(version) (\(hex(baseHash).prefix(12))) is not signed by the coordinator's key")
           continue
         }
@@ -239,6 +238,12 @@ public final class NodeService {
     }
     endpoint.send(.leave(kind: .session, reason: "node stopping"))
     Thread.sleep(forTimeInterval: 0.2)
+  }
+
+  /// Whether the coordinator signed version `version` (`hash`, whose parent is `parent`): a node trains on nothing else.
+  func signedByCoordinator(version: UInt64, hash: [UInt8], parent: [UInt8], signature: [UInt8]) -> Bool {
+    Sodium.verify(signature, message: VersionStatement.bytes(federation: config.federation.id, number: version, hash: hash, parent: parent),
+                  publicKey: coordinatorCard.signPublic)
   }
 
   /// What this node trains with, as JOIN states it.

@@ -98,8 +98,7 @@ extension NodeService {
         }
       }
       // θ_now − θ_sent: what the next round's version gets on top.
-      let (p, c) = (trainer.model.parameters.pointer, sent.pointer)
-      for i in 0..<sent.count { c[i] = p[i] - c[i] }
+      sent.store(trainer.model.parameters, minus: sent)
       return (message, CarriedSteps(progress: sent, steps: steps, seconds: seconds, loss: loss, tokensBefore: tokensBefore, cpu0: cpu0))
     }
   }
@@ -111,8 +110,7 @@ extension NodeService {
       guard let m = endpoint.receive(timeout: 0.5), case .success(let msg) = m.message else { continue }
       switch msg {
       case .round(_, let baseHash, _, _, _, _, let modelBytes, let patchFrom, let patchHash, _, let version, let signature):
-        let statement = VersionStatement.bytes(federation: config.federation.id, number: version, hash: baseHash, parent: patchFrom)
-        guard Sodium.verify(signature, message: statement, publicKey: coordinatorCard.signPublic), Int(modelBytes) == copy.base.count * 4 else {
+        guard signedByCoordinator(version: version, hash: baseHash, parent: patchFrom, signature: signature), Int(modelBytes) == copy.base.count * 4 else {
           return .next(msg, prefetchError: nil)  // the round loop says why it does not train on it
         }
         let work = prefetchBuffer ?? FloatBuffer(count: copy.base.count)

@@ -34,18 +34,16 @@ extension NodeService {
     let fetched = sync.bytesFetched
     let tTrain = Date()
     // Steps trained while the last update uploaded (rounds.overlap_steps) began this round's moments already.
-    NodeService.beginRound(trainer, at: base, fed: fed, keepMoments: roundsDone == 0 || carried != nil)
+    let keepMoments = roundsDone == 0 || carried != nil
+    NodeService.beginRound(trainer, at: base, fed: fed, keepMoments: keepMoments)
     if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, trainer: trainer) }
-    if let carried {
-      // Folded in: the new version plus what this node trained since it sent its update.
-      let (p, c) = (trainer.model.parameters.pointer, carried.progress.pointer)
-      for i in 0..<base.count { p[i] += c[i] }
-    }
+    // Folded in: the new version plus what this node trained since it sent its update.
+    if let carried { trainer.model.parameters.add(carried.progress) }
     if let cluster {
       // The other ranks go on from the same θ, with the same batches (their rows of them).
       let seed = trainer.sampler.seed
       try cluster.send(.round, [Int32(bitPattern: UInt32(truncatingIfNeeded: seed)), Int32(bitPattern: UInt32(truncatingIfNeeded: seed >> 32)),
-                                roundsDone == 0 || carried != nil ? 1 : 0])
+                                keepMoments ? 1 : 0])
       try cluster.broadcast(trainer.model.parameters.buffer)
     }
     let n = min(steps, config.maxStepsPerRound ?? steps)
@@ -71,8 +69,7 @@ extension NodeService {
     guard !stop.isSet else { throw TransferError.timeout("stopping; round \(r) abandoned") }
     // Δ = θ_base − θ_local
     let delta = FloatBuffer(count: base.count)
-    let (d, b, p) = (delta.pointer, base.pointer, trainer.model.parameters.pointer)
-    for i in 0..<base.count { d[i] = b[i] - p[i] }
+    delta.store(base, minus: trainer.model.parameters)
     let format = fed.compression.format
     if let a = adversary {
       a.corrupt(delta, seed: r ^ fnv1a(identity.card.fingerprint))

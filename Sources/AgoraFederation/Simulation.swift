@@ -110,10 +110,7 @@ public final class FederationSimulation {
       // first steps were trained from θ as sent, and that progress goes on top of the new version.
       let ahead = r > 1 ? node.progress : nil
       NodeService.beginRound(t, at: params, fed: fed, keepMoments: r == 1 || ahead != nil)
-      if let ahead {
-        let (p, c) = (t.model.parameters.pointer, ahead.pointer)
-        for i in 0..<params.count { p[i] += c[i] }
-      }
+      if let ahead { t.model.parameters.add(ahead) }
       var loss: Float = 0
       for _ in (ahead == nil ? 0 : fed.overlapSteps)..<innerSteps(round: r) { loss = try t.step().loss }
       losses.append(loss)
@@ -124,8 +121,7 @@ public final class FederationSimulation {
         func mean(_ x: [(String, Double)]) -> Double { x.isEmpty ? .nan : x.map(\.1).reduce(0, +) / Double(x.count) }
         local.append((node.name, mean(own), mean(all)))
       }
-      let (d, b, p) = (delta.pointer, params.pointer, t.model.parameters.pointer)
-      for i in 0..<params.count { d[i] = b[i] - p[i] }
+      delta.store(params, minus: t.model.parameters)
       let format = fed.compression.format
       let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format.quantised ? node.errorFeedback.buffer : nil)
       let w = Double(innerSteps(round: r) * t.model.B * t.model.T)
@@ -138,8 +134,7 @@ public final class FederationSimulation {
         sent.copy(from: t.model.parameters)
         NodeService.forgetMoments(t, fed: fed)
         for _ in 0..<fed.overlapSteps { _ = try t.step() }
-        let (p, c) = (t.model.parameters.pointer, sent.pointer)
-        for i in 0..<params.count { c[i] = p[i] - c[i] }
+        sent.store(t.model.parameters, minus: sent)
       }
     }
     rows.finish(sum.pointer, count: sum.count, weightTotal: weights)

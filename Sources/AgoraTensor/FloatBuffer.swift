@@ -41,6 +41,20 @@ public final class FloatBuffer: @unchecked Sendable {
     pointer.update(from: other.pointer, count: count)
   }
 
+  /// self += other, value by value.
+  public func add(_ other: FloatBuffer) {
+    precondition(other.count == count, "FloatBuffer add: sizes differ")
+    let (p, o) = (pointer, other.pointer)
+    for i in 0..<count { p[i] += o[i] }
+  }
+
+  /// self = a − b, value by value (either may be self).
+  public func store(_ a: FloatBuffer, minus b: FloatBuffer) {
+    precondition(a.count == count && b.count == count, "FloatBuffer store(_:minus:): sizes differ")
+    let (p, x, y) = (pointer, a.pointer, b.pointer)
+    for i in 0..<count { p[i] = x[i] - y[i] }
+  }
+
   public subscript(i: Int) -> Float {
     get { pointer[i] }
     set { pointer[i] = newValue }

@@ -90,15 +90,7 @@ struct CoordinatorBench: ParsableCommand {
     env["OPENBLAS_NUM_THREADS"] = "1"
     func spawn(_ args: [String], out: String, namespace: String) throws -> Process {
       let p = Process()
-      if let prefix = namespaces {
-        // ip netns exec replaces itself with agora: the child's pid is agora's.
-        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { fm.isExecutableFile(atPath: $0) } ?? "ip"
-        p.executableURL = URL(fileURLWithPath: ip)
-        p.arguments = ["netns", "exec", prefix + "-" + namespace, exe.path] + args
-      } else {
-        p.executableURL = exe
-        p.arguments = args
-      }
+      try p.run(exe, args, inNamespace: namespaces.map { $0 + "-" + namespace })
       p.environment = env
       fm.createFile(atPath: out, contents: nil)
       let h = try FileHandle(forWritingTo: URL(fileURLWithPath: out))

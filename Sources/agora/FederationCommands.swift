@@ -168,18 +168,10 @@ struct Demo: ParsableCommand {
       lock.lock(); for c in children where c.isRunning { c.terminate() }; lock.unlock()
     }
     defer { _ = signals }
-    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { fm.isExecutableFile(atPath: $0) }
-    if namespaces != nil && ip == nil { throw CLIError("--namespaces needs iproute2's ip (apt-get install iproute2)") }
+    if namespaces != nil && iprouteBinary == nil { throw CLIError("--namespaces needs iproute2's ip (apt-get install iproute2)") }
     func spawn(_ name: String, _ args: [String], log: String?, errorLog: String? = nil) throws -> Process {
       let p = Process()
-      if let prefix = namespaces, let ip {
-        // ip netns exec replaces itself with agora: the child's pid (and SIGTERM) is agora's.
-        p.executableURL = URL(fileURLWithPath: ip)
-        p.arguments = ["netns", "exec", prefix + "-" + name, exe.path] + args
-      } else {
-        p.executableURL = exe
-        p.arguments = args
-      }
+      try p.run(exe, args, inNamespace: namespaces.map { $0 + "-" + name })
       var env = ProcessInfo.processInfo.environment
       env["OPENBLAS_NUM_THREADS"] = "1"
       p.environment = env
