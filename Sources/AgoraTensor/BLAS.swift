@@ -49,13 +49,16 @@ public enum BLAS {
     }
   }
 
-  /// One OpenBLAS call on the calling thread.
+  /// One OpenBLAS call on the calling thread (OpenBLAS pinned to one thread first: attention calls this from
+  /// every Swift thread, and in bf16 runs it is the only way into OpenBLAS, which would otherwise fork its own
+  /// workers inside each call and leave them spinning against the trainer's kernels).
   @inline(__always)
   public static func sgemm1(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
   ) {
+    _ = configured
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
   }

@@ -20,6 +20,9 @@ import Testing
     var xs = (0..<1000).map { _ in g.float() * 100 }
     xs[17] = lowNaN
     xs[18] = -.infinity
+    xs[19] = Float(bitPattern: 0xFF80_0001)  // a negative NaN with a low payload, in the same 16-lane vector
+    xs[33] = .nan
+    xs[34] = -.greatestFiniteMagnitude
     let out = UnsafeMutablePointer<UInt16>.allocate(capacity: xs.count)
     defer { out.deallocate() }
     BF16.convert(xs, out, count: xs.count)
