@@ -250,9 +250,10 @@ import Testing
   }
 
   /// SwiGLU on fused gate ‖ up rows (N, 2I) → (N, I).
-  @Test func swiglu() {
+  /// I = 13: only the one-value tail; I = 37: two 16-lane vectors and a tail in each row.
+  @Test(arguments: [13, 37]) func swiglu(I: Int) {
     var r = GradientCheckTests.Rand()
-    let N = 3, I = 13
+    let N = 3
     let gu = r.buffer(N * 2 * I, scale: 2), R = r.buffer(N * I), out = FloatBuffer(count: N * I)
     func loss() -> Double { swigluForward(out.pointer, gu.pointer, N: N, I: I); return gc.dot(out, R) }
     _ = loss()
