@@ -218,8 +218,9 @@ public struct FederationConfig: Sendable {
   public var uploadStallSeconds: Double
   /// Secure aggregation (SPEC §7.2): the coordinator learns only the sum of a round's updates.
   public var secureAggregation: Bool
-  /// Bits per value of the ring Z/2^b updates are summed in under secure aggregation.
-  public var secureAggregationBits: Int
+  /// The ring Z/2^b updates are summed in under secure aggregation: a fixed b, or b grown with the round's
+  /// participants so that each node keeps a given precision.
+  public var secureAggregationRing: SecureAggregationRing
   /// Neighbours per node (0: every other node up to 8, 2⌈log2 n⌉ beyond).
   public var secureAggregationNeighbours: Int
   /// Shares that rebuild a node's secrets, as a fraction of its neighbours (above half).
@@ -336,7 +337,10 @@ public struct FederationConfig: Sendable {
     tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
     secureAggregation = try f.bool("rounds.secure_aggregation", default: false)
-    secureAggregationBits = try f.int("rounds.secure_aggregation_bits", default: 12, range: 4...32)
+    let perNode = f.value("rounds.secure_aggregation_node_bits") != nil
+    if perNode, f.value("rounds.secure_aggregation_bits") != nil { throw f.fail("rounds.secure_aggregation_node_bits", "set the ring's bits or each node's, not both") }
+    secureAggregationRing = perNode ? .perNode(try f.int("rounds.secure_aggregation_node_bits", range: 2...24))
+                                    : .fixed(try f.int("rounds.secure_aggregation_bits", default: 12, range: 4...32))
     secureAggregationNeighbours = try f.int("rounds.secure_aggregation_neighbours", default: 0, range: 0...254)
     secureAggregationThreshold = try f.double("rounds.secure_aggregation_threshold", default: 2.0 / 3.0, range: 0.5...1)
     secureAggregationSetupSeconds = try f.double("rounds.secure_aggregation_setup_seconds", default: 30, range: 1...3600)

@@ -95,8 +95,9 @@ extension CoordinatorService {
       }
       rowTotals = t
     }
+    let ringBits = fed.secureAggregationRing.bits(participants: roster.participants.count)
     do {
-      state.encoding = try SecureEncoding(bits: fed.secureAggregationBits, participants: roster.participants.count, range: range, rowTotals: rowTotals,
+      state.encoding = try SecureEncoding(bits: ringBits, participants: roster.participants.count, range: range, rowTotals: rowTotals,
                                           rows: (embeddingOffset, modelConfig.vocabSize, modelConfig.channels))
     } catch {
       log("  round \(r): \(error); no update can be taken this round")
@@ -106,7 +107,7 @@ extension CoordinatorService {
     var w = ByteWriter(capacity: 4 * (1 + (rowTotals?.count ?? 0)))
     w.u32(range.bitPattern)
     for x in rowTotals ?? [] { w.u32(x.bitPattern) }
-    let terms = SecAggRosterTerms(ringBits: UInt8(fed.secureAggregationBits), neighbours: UInt16(fed.secureAggregationNeighbours),
+    let terms = SecAggRosterTerms(ringBits: UInt8(ringBits), neighbours: UInt16(fed.secureAggregationNeighbours),
                                   thresholdPermille: UInt16((fed.secureAggregationThreshold * 1000).rounded()), ranges: 1, rows: UInt32(rowTotals?.count ?? 0))
     let message = Message.secaggRoster(round: UInt64(r), terms: terms, participants: roster.participants.map {
       SecAggParticipant(node: $0.node, keys: SecAggKeys(cPublic: $0.cPublic, sPublic: $0.sPublic, commitment: $0.selfMaskCommitment, signature: $0.signature))
@@ -121,7 +122,7 @@ extension CoordinatorService {
       endpoint.send(.secaggShares(round: UInt64(r), shares: state.party.shares(for: node).map { SecAggShareBox(peer: $0.from, box: $0.box) }), to: peer)
       taking.insert(hex(node))
     }
-    log("  round \(r): secure aggregation: \(roster.participants.count) advertised keys, \(taking.count) shared (k = \(roster.degree), t = \(roster.threshold), \(fed.secureAggregationBits)-bit ring)")
+    log("  round \(r): secure aggregation: \(roster.participants.count) advertised keys, \(taking.count) shared (k = \(roster.degree), t = \(roster.threshold), \(ringBits)-bit ring)")
     return taking
   }
 

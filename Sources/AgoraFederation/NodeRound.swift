@@ -124,7 +124,7 @@ extension NodeService {
                                        steps: done, loss: loss, cpuMillis: cpuMillis, languages: perLanguage) }
       let end = Date()
       log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
-                 res.bytesSent, secureRound == nil ? format.name : "masked, \(fed.secureAggregationBits)-bit ring", end.timeIntervalSince(t0)))
+                 res.bytesSent, secureRound.map { "masked, \($0.encoding.codec.bits)-bit ring" } ?? format.name, end.timeIntervalSince(t0)))
       // The round's time by phase (scripts/wan reads this line): key exchange, fetching the version, training (with
       // scoring the version), encoding, sending; the wait since the last round ended, less the steps of this round
       // trained meanwhile (overlap); and the wall time since the last round ended, without the upload when it runs

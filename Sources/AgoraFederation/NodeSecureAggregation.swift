@@ -53,8 +53,9 @@ public final class SecureAggregationClient {
     }) else { throw TransferError.timeout("no secure-aggregation roster for round \(r) before its deadline") }
     let parameters = SecureAggregationParameters(neighbours: fed.secureAggregationNeighbours, thresholdFraction: fed.secureAggregationThreshold)
     let ownPermille = UInt16((fed.secureAggregationThreshold * 1000).rounded())
-    guard Int(terms.ringBits) == fed.secureAggregationBits, Int(terms.neighbours) == fed.secureAggregationNeighbours, terms.thresholdPermille == ownPermille else {
-      throw SecureAggregationError.roster("the roster asks a \(terms.ringBits)-bit ring, \(terms.neighbours) neighbours, threshold \(terms.thresholdPermille)‰; this node is set to \(fed.secureAggregationBits), \(fed.secureAggregationNeighbours), \(ownPermille)‰ (\(fed.path))")
+    let ringBits = fed.secureAggregationRing.bits(participants: participants.count)
+    guard Int(terms.ringBits) == ringBits, Int(terms.neighbours) == fed.secureAggregationNeighbours, terms.thresholdPermille == ownPermille else {
+      throw SecureAggregationError.roster("the roster asks a \(terms.ringBits)-bit ring, \(terms.neighbours) neighbours, threshold \(terms.thresholdPermille)‰; this node is set to \(ringBits) (\(fed.secureAggregationRing), \(participants.count) participants), \(fed.secureAggregationNeighbours), \(ownPermille)‰ (\(fed.path))")
     }
     let rowsExpected = fed.embeddingRows == .token_counts && fed.dpClip == 0 ? embedding.count : 0
     guard terms.ranges == 1, Int(terms.rows) == rowsExpected else {

@@ -5,6 +5,29 @@ import AgoraTransport
 import AgoraWire
 import Foundation
 
+/// The ring of a secure round (`rounds.secure_aggregation_bits` or `rounds.secure_aggregation_node_bits`).
+public enum SecureAggregationRing: Sendable, Equatable, CustomStringConvertible {
+  /// b bits whatever the number of participants.
+  case fixed(Int)
+  /// The smallest ring in which each participant keeps the levels of a signed p-bit integer (`RingCodec.bits`).
+  case perNode(Int)
+
+  /// The ring's bits for a round of `participants` nodes.
+  public func bits(participants: Int) -> Int {
+    switch self {
+    case .fixed(let b): return b
+    case .perNode(let p): return max(4, RingCodec.bits(nodeBits: p, nodes: participants))
+    }
+  }
+
+  public var description: String {
+    switch self {
+    case .fixed(let b): return "\(b)-bit ring"
+    case .perNode(let p): return "ring of \(p) bits per node"
+    }
+  }
+}
+
 /// How a round's updates are encoded in the ring under secure aggregation (SPEC §7.2), as the roster announces
 /// it: node k sends round(a_k,i · clip(x_i, ±c) / u) with
 ///
@@ -60,12 +83,14 @@ public struct SecureEncoding {
   /// feedback), masked by `party`, packed behind the head. Piece by piece (`MaskStream.words` values at a time, on
   /// every thread): a piece is encoded, masked and packed while it is in cache, and no vector of ring words is
   /// ever whole in memory.
-  /// `seed`: the stochastic rounding's (nil: drawn for this update; it is not a secret).
-  public func encode(_ x: UnsafeMutableBufferPointer<Float>, fraction f: Float, relative: [Float]?, party: SecureAggregationNode,
+  /// `seed`: the stochastic rounding's (nil: drawn for this update; it is not a secret). `party` nil: no masks —
+  /// what `agora simulate` sends, since the masks cancel in the sum and the unmasked sum is exactly the sum of
+  /// these unmasked encodings (the same arithmetic, without the key agreement).
+  public func encode(_ x: UnsafeMutableBufferPointer<Float>, fraction f: Float, relative: [Float]?, party: SecureAggregationNode?,
                      seed: UInt64? = nil) throws -> [UInt8] {
     let n = x.count
     let seed = seed ?? Sodium.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-    let masks = try party.maskSeeds()
+    let masks = try party?.maskSeeds()
     let stream = try MaskStream(threads: 1, ringBits: codec.bits)
     let body = f / Float(participants)
     let rowF = rowFactors(fraction: f, relative: relative)
@@ -100,9 +125,11 @@ public struct SecureEncoding {
             i = end
           }
           let w = UnsafeMutableBufferPointer(rebasing: words[0..<(b - a)])
-          do { try stream.apply(masks, to: w, first: a) } catch {
-            lock.withLock { failure = error }
-            return
+          if let masks {
+            do { try stream.apply(masks, to: w, first: a) } catch {
+              lock.withLock { failure = error }
+              return
+            }
           }
           // a is a multiple of 8: the piece starts on an octet.
           codec.pack(UnsafeBufferPointer(w), into: UnsafeMutableRawBufferPointer(start: packed + a * codec.bits / 8, count: codec.packedBytes(count: b - a)))

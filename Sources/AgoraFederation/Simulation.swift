@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraData
 import AgoraModel
+import AgoraSecureAggregation
 import AgoraTensor
 import AgoraTrainer
 import AgoraTransport
@@ -104,6 +105,7 @@ public final class FederationSimulation {
     var weights = 0.0
     var losses: [Float] = []
     var rows = EmbeddingRowWeights(offset: layout.wte, rows: layout.config.vocabSize, width: layout.config.channels)
+    var ring = try secureRing(round: r)
     for (k, node) in nodes.enumerated() {
       let t = node.trainer
       // Overlap as a node runs it when the round is announced after exactly `overlap_steps` steps: the round's
@@ -122,12 +124,24 @@ public final class FederationSimulation {
         local.append((node.name, mean(own), mean(all)))
       }
       delta.store(params, minus: t.model.parameters)
-      let format = fed.compression.format
-      let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format.quantised ? node.errorFeedback.buffer : nil)
       let w = Double(innerSteps(round: r) * t.model.B * t.model.T)
-      try payload.withUnsafeBytes {
-        try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
-        try rows.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
+      if let encoding = ring?.encoding {
+        // Secure aggregation's arithmetic as a node and the coordinator run it, without the masks (they cancel in
+        // the sum): Δ plus the error feedback in the ring, the rest kept as the new error feedback.
+        delta.add(node.errorFeedback)
+        let payload = try encoding.encode(delta.buffer, fraction: 1, relative: relative[k], party: nil, seed: fed.seed &+ UInt64(r) << 32 &+ UInt64(k))
+        node.errorFeedback.copy(from: delta)
+        try sum.pointer.withMemoryRebound(to: UInt32.self, capacity: sum.count) { words in
+          try payload.withUnsafeBytes { try encoding.codec.addPacked(try encoding.packed($0, count: sum.count), into: UnsafeMutableBufferPointer(start: words, count: sum.count)) }
+        }
+        encoding.add(fraction: 1, relative: relative[k], to: &ring!.totals)
+      } else {
+        let format = fed.compression.format
+        let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format.quantised ? node.errorFeedback.buffer : nil)
+        try payload.withUnsafeBytes {
+          try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
+          try rows.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
+        }
       }
       weights += w
       if let sent = node.progress, r < fed.rounds {
@@ -137,7 +151,11 @@ public final class FederationSimulation {
         sent.store(t.model.parameters, minus: sent)
       }
     }
-    rows.finish(sum.pointer, count: sum.count, weightTotal: weights)
+    if let ring {
+      ring.encoding.decode(UnsafeMutableRawPointer(sum.pointer), count: sum.count, totals: ring.totals)
+    } else {
+      rows.finish(sum.pointer, count: sum.count, weightTotal: weights)
+    }
     outer.step(sum)
     if fed.broadcast == .int8 {
       let patch = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, rounding: VersionStep.rounding(seed: fed.seed, round: r))
@@ -147,5 +165,23 @@ public final class FederationSimulation {
       for i in 0..<params.count { p[i] -= s[i] }
     }
     return losses
+  }
+
+  /// With `rounds.secure_aggregation`: round r's encoding as the coordinator announces it (its range, the ring of
+  /// its participants, the rows' totals by counts) and the survivors' factors, to be added up.
+  func secureRing(round r: Int) throws -> (encoding: SecureEncoding, totals: SecureEncoding.Totals)? {
+    let fed = federation
+    guard fed.secureAggregation else { return nil }
+    guard fed.dpClip == 0 else { throw ConfigError(file: fed.path, key: "rounds.dp_clip", problem: "the simulation does not add differential privacy's noise") }
+    var rowTotals: [Float]? = nil
+    if fed.embeddingRows == .token_counts {
+      var t = [Float](repeating: 0, count: layout.config.vocabSize)
+      for rel in relative { for i in t.indices { t[i] += rel?[i] ?? 1 } }
+      rowTotals = t
+    }
+    let encoding = try SecureEncoding(bits: fed.secureAggregationRing.bits(participants: nodes.count), participants: nodes.count,
+                                      range: Float(Double(innerSteps(round: r)) * fed.learningRate), rowTotals: rowTotals,
+                                      rows: (layout.wte, layout.config.vocabSize, layout.config.channels))
+    return (encoding, encoding.totals())
   }
 }

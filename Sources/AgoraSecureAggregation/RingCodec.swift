@@ -15,6 +15,15 @@ public struct RingCodec: Sendable {
   /// Octets of `count` packed values.
   public func packedBytes(count: Int) -> Int { (count * bits + 7) / 8 }
 
+  /// The smallest ring in which each of `nodes` equally weighted senders keeps at least the levels of a signed
+  /// `nodeBits`-bit integer, ±(2^(nodeBits−1) − 1) (the quantum's rule below): about nodeBits + log2 n bits.
+  /// E.g. 4 bits per node: 7 bits at 4 nodes, 9 at 16, 11 at 64. At most 32.
+  public static func bits(nodeBits p: Int, nodes n: Int) -> Int {
+    let want = (Int64(1) << Int64(max(1, p) - 1)) - 1, n = Int64(max(1, n))
+    for b in 2...32 where ((Int64(1) << Int64(b - 1)) - 1 - n) / n >= want { return b }
+    return 32
+  }
+
   /// The quantum for range `c` with `nodes` senders: the largest sum of levels plus rounding fits the ring's half.
   public func quantum(range c: Float, nodes: Int) throws -> Float {
     let levels = Double((UInt64(1) << UInt64(bits - 1)) - 1) - Double(nodes)

@@ -67,10 +67,12 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, warmStart: Int = 0
 
   /// A node that masks and then never completes its upload (it streams every chunk and withholds UPLOAD_END, as
   /// a node dying mid-upload would): it is dropped, the survivors reveal its mask-key shares, its pairwise masks
-  /// come off the sum, and each round still makes a version from the other three.
+  /// come off the sum, and each round still makes a version from the other three. The ring follows the roster:
+  /// 6 bits per node is a 9-bit ring for 4 participants and an 8-bit one for 3 (SPEC §7.2; d, dropped in round 1,
+  /// may not advertise keys in round 2), which the nodes check and send.
   @Test func aNodeThatDropsAfterMaskingDoesNotBlockTheRound() throws {
     let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"]), ("d", ["de"])], rounds: 2, innerSteps: 10, quorum: 0.5, deadline: 60,
-                        extra: "secure_aggregation = true\nscore_updates = false\nupload_stall_seconds = 3\nsecure_aggregation_setup_seconds = 5")
+                        extra: "secure_aggregation = true\nsecure_aggregation_node_bits = 6\nscore_updates = false\nupload_stall_seconds = 3\nsecure_aggregation_setup_seconds = 5")
     defer { h.cleanup() }
     try namesMembers(h)
     let coord = try h.coordinator()
@@ -83,9 +85,34 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, warmStart: Int = 0
     #expect(h.rows().map { $0[2] } == ["3/4", "3/4"], "\(h.rows())")
     #expect(h.rows().map { $0[1] } == ["1", "2"], "each round made a version")
     #expect(log.components(separatedBy: "unmasked the sum of 3 updates").count == 3, "both rounds unmasked without d")
-    for n in ["a", "b", "c"] { #expect(h.read("\(n).log").contains("revealed 2 self-mask and 1 mask-key shares"), "\(h.read("\(n).log"))") }
+    // Each round's roster line: "… N advertised keys, … (k = …, t = …, B-bit ring)".
+    var rings: [(nodes: Int, ring: String)] = []
+    for line in log.split(separator: "\n") where line.contains("advertised keys") {
+      let words = line.split(separator: " ").map(String.init)
+      guard let i = words.firstIndex(of: "advertised"), i > 0, let n = Int(words[i - 1]), words.count >= 2 else { continue }
+      rings.append((n, words[words.count - 2]))
+    }
+    #expect(rings.count == 2, "\(rings)")
+    for (n, ring) in rings { #expect(n >= 3 && ring == "\(RingCodec.bits(nodeBits: 6, nodes: n))-bit", "\(rings)") }
+    #expect(rings.first?.ring == "9-bit", "round 1 has all four")
+    for n in ["a", "b", "c"] {
+      #expect(h.read("\(n).log").contains("revealed 2 self-mask and 1 mask-key shares"), "\(h.read("\(n).log"))")
+      #expect(h.read("\(n).log").contains("masked, 9-bit ring"))
+    }
     let table = h.table()
     #expect(table.count == 2 && table[1].1 < 5.2, "\(table)")
+  }
+}
+
+extension SecureAggregationFederationTests {
+  /// A fixed ring and per-node bits together are a configuration error that names the key, before anything runs.
+  @Test func aFixedRingAndPerNodeBitsTogetherAreRefused() throws {
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"])], rounds: 1, innerSteps: 5,
+                        extra: "secure_aggregation = true\nsecure_aggregation_bits = 12\nsecure_aggregation_node_bits = 4")
+    defer { h.cleanup() }
+    try namesMembers(h)
+    let (status, out) = try h.run(["coordinator", "--config", h.dir + "/coordinator.toml"])
+    #expect(status != 0 && out.contains("rounds.secure_aggregation_node_bits") && out.contains("not both"), "\(out)")
   }
 }
 

@@ -7,12 +7,17 @@ import Testing
 /// finds in the simulation holds on the network.
 @Suite(.serialized) struct SimulationTests {
   /// Also with the embedding rows averaged by the nodes' token counts (COUNTS on the network, the same counts
-  /// computed in the simulation).
-  @Test(arguments: [("int8", "int8", "tokens"), ("fp32", "full", "tokens"), ("int8", "int8", "token_counts")])
-  func simulationAgreesWithTheFederation(compression: String, broadcast: String, rows: String) throws {
+  /// computed in the simulation), and with secure aggregation (the simulation runs the ring's arithmetic without
+  /// the masks, which cancel; here a 10-bit ring: 8 bits per node, 2 nodes).
+  @Test(arguments: [("int8", "int8", "tokens", false), ("fp32", "full", "tokens", false), ("int8", "int8", "token_counts", false),
+                    ("int8", "int8", "token_counts", true)])
+  func simulationAgreesWithTheFederation(compression: String, broadcast: String, rows: String, secure: Bool) throws {
     let h = try Harness(nodes: [("east", ["de", "pl"]), ("west", ["fr"])], rounds: 3, innerSteps: 8, quorum: 1.0, deadline: 120,
-                        extra: "broadcast = \"\(broadcast)\"\nembedding_rows = \"\(rows)\"\ntoken_count_minimum = 3", compression: compression)
+                        extra: "broadcast = \"\(broadcast)\"\nembedding_rows = \"\(rows)\"\ntoken_count_minimum = 3"
+                          + (secure ? "\nsecure_aggregation = true\nsecure_aggregation_node_bits = 8\nscore_updates = false" : ""),
+                        compression: compression)
     defer { h.cleanup() }
+    if secure { try namesMembers(h) }
     let c = try h.coordinator()
     let nodes = try h.nodes.map { try h.node($0) }
     #expect(h.wait(c, seconds: 180) && c.terminationStatus == 0, "\(h.read("coordinator.log"))")
@@ -23,6 +28,7 @@ import Testing
     let (status, sim) = try h.run(["simulate", "--nodes", h.dir])
     print(h.read("coordinator.log"), sim)
     #expect(status == 0, "\(sim)")
+    #expect(!secure || log.contains("unmasked the sum of 2 updates") && log.contains("10-bit ring"), "\(log)")
     let simulated: [(Int, Double)] = sim.split(separator: "\n").compactMap { line in
       guard line.hasPrefix("round "), let r = Int(line.dropFirst(6).prefix { $0.isNumber }),
             let b = line.components(separatedBy: "mean bits/byte ").last.flatMap({ Double($0.prefix { $0 == "." || $0.isNumber }) }) else { return nil }

@@ -115,6 +115,25 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
 }
 
 @Suite struct RingCodecTests {
+  /// A ring sized for per-node bits: the smallest width whose quantum rule leaves each of n equal nodes the levels
+  /// of a signed p-bit integer.
+  @Test func aRingGrowsWithTheNodesToKeepEachNodesBits() throws {
+    #expect(RingCodec.bits(nodeBits: 4, nodes: 4) == 7)
+    #expect(RingCodec.bits(nodeBits: 4, nodes: 16) == 9)
+    #expect(RingCodec.bits(nodeBits: 4, nodes: 64) == 11)
+    #expect(RingCodec.bits(nodeBits: 8, nodes: 16) == 13)
+    #expect(RingCodec.bits(nodeBits: 24, nodes: 255) == 32)
+    for p in 2...20 {
+      for n in [1, 2, 3, 5, 16, 100, 255] {
+        let b = RingCodec.bits(nodeBits: p, nodes: n)
+        func perNode(_ b: Int) -> Int64 { ((Int64(1) << Int64(b - 1)) - 1 - Int64(n)) / Int64(n) }
+        #expect(perNode(b) >= (Int64(1) << Int64(p - 1)) - 1 && perNode(b - 1) < (Int64(1) << Int64(p - 1)) - 1, "p \(p), n \(n): \(b)")
+        let c = try RingCodec(bits: b)
+        #expect(try c.quantum(range: 1, nodes: n) > 0)
+      }
+    }
+  }
+
   @Test func packedValuesComeBackForEveryWidth() throws {
     for bits in 2...32 {
      for count in [1000 + bits, 1, 2, 3, 5, 6, 7, 9, 11] {  // every tail of the wide loops
