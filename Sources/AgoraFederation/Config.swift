@@ -337,10 +337,10 @@ public struct FederationConfig: Sendable {
     tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
     secureAggregation = try f.bool("rounds.secure_aggregation", default: false)
-    let perNode = f.value("rounds.secure_aggregation_node_bits") != nil
-    if perNode, f.value("rounds.secure_aggregation_bits") != nil { throw f.fail("rounds.secure_aggregation_node_bits", "set the ring's bits or each node's, not both") }
-    secureAggregationRing = perNode ? .perNode(try f.int("rounds.secure_aggregation_node_bits", range: 2...24))
-                                    : .fixed(try f.int("rounds.secure_aggregation_bits", default: 12, range: 4...32))
+    let fixedRing = f.value("rounds.secure_aggregation_bits") != nil
+    if fixedRing, f.value("rounds.secure_aggregation_node_bits") != nil { throw f.fail("rounds.secure_aggregation_node_bits", "set the ring's bits or each node's, not both") }
+    secureAggregationRing = fixedRing ? .fixed(try f.int("rounds.secure_aggregation_bits", range: 4...32))
+                                      : .perNode(try f.int("rounds.secure_aggregation_node_bits", default: 4, range: 2...24))
     secureAggregationNeighbours = try f.int("rounds.secure_aggregation_neighbours", default: 0, range: 0...254)
     secureAggregationThreshold = try f.double("rounds.secure_aggregation_threshold", default: 2.0 / 3.0, range: 0.5...1)
     secureAggregationSetupSeconds = try f.double("rounds.secure_aggregation_setup_seconds", default: 30, range: 1...3600)

@@ -22,10 +22,17 @@ struct CoordinatorBench: ParsableCommand {
   var keep = false
   @Flag(help: "Rounds with secure aggregation (SPEC §7.2): masked updates in the ring, unmasked once per round.")
   var secureAggregation = false
-  @Option(help: "Ring bits with --secure-aggregation.")
-  var bits: Int = 12
-  @Option(name: .customLong("node-bits"), help: "With --secure-aggregation: each node's bits instead (the ring grows with N: rounds.secure_aggregation_node_bits).")
+  @Option(help: "With --secure-aggregation: a fixed ring of this many bits (rounds.secure_aggregation_bits).")
+  var bits: Int?
+  @Option(name: .customLong("node-bits"), help: "With --secure-aggregation: each node's bits; the ring grows with N (rounds.secure_aggregation_node_bits, default 4).")
   var nodeBits: Int?
+
+  /// The ring the federation is given.
+  var ring: SecureAggregationRing { bits.map { .fixed($0) } ?? .perNode(nodeBits ?? 4) }
+
+  func validate() throws {
+    if bits != nil && nodeBits != nil { throw ValidationError("--bits and --node-bits: a fixed ring or each node's bits, not both") }
+  }
   @Flag(help: "Plain mode: nodes encode their update anew every round with error feedback, as real nodes do (without it, a plain node sends one update encoded once; a secure node always encodes and masks anew).")
   var encodeEachRound = false
   @Option(help: "Uploads the coordinator receives at once (rounds.concurrent_uploads).")
@@ -82,7 +89,7 @@ struct CoordinatorBench: ParsableCommand {
     outer_optimizer = "diloco"
     compression = "\(fp32 ? "fp32" : "int8")"
     secure_aggregation = \(secureAggregation)
-    \(nodeBits.map { "secure_aggregation_node_bits = \($0)" } ?? "secure_aggregation_bits = \(bits)")
+    \(bits.map { "secure_aggregation_bits = \($0)" } ?? "secure_aggregation_node_bits = \(nodeBits ?? 4)")
     concurrent_uploads = \(concurrentUploads)
     """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
     try "[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
@@ -142,7 +149,7 @@ struct CoordinatorBench: ParsableCommand {
       return Int(line[..<r.lowerBound].split(separator: " ").last ?? "")
     }.max() ?? 1
     print(String(format: "{\"concurrent_uploads\":%d,\"streamed_at_once\":%d,\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f}",
-                 concurrentUploads, streamed, nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (secureAggregation ? ", secure aggregation " + (nodeBits.map { "\($0) bits per node, \(SecureAggregationRing.perNode($0).bits(participants: nodes))-bit ring" } ?? "\(bits)-bit") : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
+                 concurrentUploads, streamed, nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (secureAggregation ? ", secure aggregation, \(ring): \(ring.bits(participants: nodes))-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
                  Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB, (rows.last.flatMap { Double($0[4]) } ?? .nan) / Double(nodes) / 1e6))
   }
 
