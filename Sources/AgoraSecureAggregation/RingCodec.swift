@@ -115,6 +115,17 @@ public struct RingCodec: Sendable {
         start += 2
         o += 3
       }
+    } else if bits < 16 {
+      // Other widths below 16 (e.g. the 7 to 11 bits of a ring sized by per-node bits): eight values in b octets,
+      // written as one 128-bit word whose top 16 − b octets the next group overwrites.
+      let raw = out.baseAddress!, m = UInt128(mask)
+      while start + 8 <= v.count && o + 16 <= out.count {
+        var x: UInt128 = 0
+        for j in 0..<8 { x |= (UInt128(v[start + j]) & m) << (j * bits) }
+        raw.storeBytes(of: x.littleEndian, toByteOffset: o, as: UInt128.self)
+        start += 8
+        o += bits
+      }
     }
     let m = UInt64(mask), b = UInt64(bits)
     var acc: UInt64 = 0, n: UInt64 = 0
@@ -139,7 +150,7 @@ public struct RingCodec: Sendable {
     let p = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
     let s = sum.baseAddress!
     var i = 0, o = 0
-    // Common widths in whole octet groups: 12 bits (two values in three octets), 16, 8.
+    // Common widths in whole octet groups: 12 bits (two values in three octets), 16, 8; below 16, eight values in b octets.
     if bits == 12 {
       // Four values from six octets, read as one 64-bit word (while eight octets remain).
       let raw = bytes.baseAddress!
@@ -170,6 +181,15 @@ public struct RingCodec: Sendable {
         s[i] &+= UInt32(p[o])
         i += 1
         o += 1
+      }
+    } else if bits < 16 {
+      // Eight values from b octets, read as one 128-bit word (while sixteen octets remain).
+      let raw = bytes.baseAddress!, m = UInt128(mask)
+      while i + 8 <= sum.count && o + 16 <= bytes.count {
+        let x = UInt128(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt128.self))
+        for j in 0..<8 { s[i + j] &+= UInt32(truncatingIfNeeded: (x >> (j * bits)) & m) }
+        i += 8
+        o += bits
       }
     }
     let m = UInt64(mask), b = UInt64(bits)
