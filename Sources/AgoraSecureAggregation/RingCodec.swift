@@ -115,16 +115,33 @@ public struct RingCodec: Sendable {
         start += 2
         o += 3
       }
+    } else if bits == 8 || bits == 16 {
+      let raw = out.baseAddress!
+      while start < v.count {
+        if bits == 8 { p[o] = UInt8(truncatingIfNeeded: v[start]) } else { raw.storeBytes(of: UInt16(truncatingIfNeeded: v[start]).littleEndian, toByteOffset: o, as: UInt16.self) }
+        start += 1
+        o += bits / 8
+      }
     } else if bits < 16 {
       // Other widths below 16 (e.g. the 7 to 11 bits of a ring sized by per-node bits): eight values in b octets,
-      // written as one 128-bit word whose top 16 − b octets the next group overwrites.
-      let raw = out.baseAddress!, m = UInt128(mask)
-      while start + 8 <= v.count && o + 16 <= out.count {
-        var x: UInt128 = 0
-        for j in 0..<8 { x |= (UInt128(v[start + j]) & m) << (j * bits) }
-        raw.storeBytes(of: x.littleEndian, toByteOffset: o, as: UInt128.self)
-        start += 8
-        o += bits
+      // written as one 128-bit word whose top 16 − b octets the next group overwrites; b a constant in each copy of
+      // the loop, as in `addPacked`.
+      @inline(__always) func groups(_ b: Int) {
+        let raw = out.baseAddress!, m = (UInt128(1) << b) - 1
+        while start + 8 <= v.count && o + 16 <= out.count {
+          var x: UInt128 = 0
+          for j in 0..<8 { x |= (UInt128(v[start + j]) & m) << (j * b) }
+          raw.storeBytes(of: x.littleEndian, toByteOffset: o, as: UInt128.self)
+          start += 8
+          o += b
+        }
+      }
+      switch bits {
+      case 7: groups(7)
+      case 9: groups(9)
+      case 10: groups(10)
+      case 11: groups(11)
+      default: groups(bits)
       }
     }
     let m = UInt64(mask), b = UInt64(bits)
@@ -183,13 +200,24 @@ public struct RingCodec: Sendable {
         o += 1
       }
     } else if bits < 16 {
-      // Eight values from b octets, read as one 128-bit word (while sixteen octets remain).
-      let raw = bytes.baseAddress!, m = UInt128(mask)
-      while i + 8 <= sum.count && o + 16 <= bytes.count {
-        let x = UInt128(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt128.self))
-        for j in 0..<8 { s[i + j] &+= UInt32(truncatingIfNeeded: (x >> (j * bits)) & m) }
-        i += 8
-        o += bits
+      // Eight values from b octets, read as one 128-bit word (while sixteen octets remain). Each width gets its own
+      // copy of the loop with b a constant, so the shifts are immediates (a run-time b made this loop a third of the
+      // coordinator's CPU per round).
+      @inline(__always) func groups(_ b: Int) {
+        let raw = bytes.baseAddress!, m = (UInt128(1) << b) - 1
+        while i + 8 <= sum.count && o + 16 <= bytes.count {
+          let x = UInt128(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt128.self))
+          for j in 0..<8 { s[i + j] &+= UInt32(truncatingIfNeeded: (x >> (j * b)) & m) }
+          i += 8
+          o += b
+        }
+      }
+      switch bits {
+      case 7: groups(7)
+      case 9: groups(9)
+      case 10: groups(10)
+      case 11: groups(11)
+      default: groups(bits)
       }
     }
     let m = UInt64(mask), b = UInt64(bits)
