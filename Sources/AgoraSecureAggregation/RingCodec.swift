@@ -93,6 +93,18 @@ public struct RingCodec: Sendable {
     return m >= (Int64(1) << Int64(bits - 1)) ? m - (Int64(1) << Int64(bits)) : m
   }
 
+  /// Calls `body(b)` with b a literal for the widths a ring sized by per-node bits usually has (7, 9, 10, 11), so
+  /// that an inlined loop over b-bit fields gets constant shifts.
+  @inline(__always) static func withConstant(_ b: Int, _ body: (Int) -> Void) {
+    switch b {
+    case 7: body(7)
+    case 9: body(9)
+    case 10: body(10)
+    case 11: body(11)
+    default: body(b)
+    }
+  }
+
   /// Packs the low b bits of each value, least significant bit first.
   public func pack(_ v: UnsafeBufferPointer<UInt32>, into out: UnsafeMutableRawBufferPointer) {
     precondition(out.count >= packedBytes(count: v.count))
@@ -136,13 +148,7 @@ public struct RingCodec: Sendable {
           o += b
         }
       }
-      switch bits {
-      case 7: groups(7)
-      case 9: groups(9)
-      case 10: groups(10)
-      case 11: groups(11)
-      default: groups(bits)
-      }
+      RingCodec.withConstant(bits, groups)
     }
     let m = UInt64(mask), b = UInt64(bits)
     var acc: UInt64 = 0, n: UInt64 = 0
@@ -212,13 +218,7 @@ public struct RingCodec: Sendable {
           o += b
         }
       }
-      switch bits {
-      case 7: groups(7)
-      case 9: groups(9)
-      case 10: groups(10)
-      case 11: groups(11)
-      default: groups(bits)
-      }
+      RingCodec.withConstant(bits, groups)
     }
     let m = UInt64(mask), b = UInt64(bits)
     var acc: UInt64 = 0, n: UInt64 = 0
