@@ -206,9 +206,8 @@ public struct RingCodec: Sendable {
         o += 1
       }
     } else if bits < 16 {
-      // Eight values from b octets, read as one 128-bit word (while sixteen octets remain). Each width gets its own
-      // copy of the loop with b a constant, so the shifts are immediates (a run-time b made this loop a third of the
-      // coordinator's CPU per round).
+      // Eight values from b octets, read as one 128-bit word (while sixteen octets remain). Each usual width gets its
+      // own copy of the loop with b a constant, so the shifts are immediates.
       @inline(__always) func groups(_ b: Int) {
         let raw = bytes.baseAddress!, m = (UInt128(1) << b) - 1
         while i + 8 <= sum.count && o + 16 <= bytes.count {
