@@ -340,7 +340,7 @@ public struct FederationConfig: Sendable {
     let fixedRing = f.value("rounds.secure_aggregation_bits") != nil
     if fixedRing, f.value("rounds.secure_aggregation_node_bits") != nil { throw f.fail("rounds.secure_aggregation_node_bits", "set the ring's bits or each node's, not both") }
     secureAggregationRing = fixedRing ? .fixed(try f.int("rounds.secure_aggregation_bits", range: 4...32))
-                                      : .perNode(try f.int("rounds.secure_aggregation_node_bits", default: 4, range: 2...24))
+                                      : .perNode(try f.int("rounds.secure_aggregation_node_bits", default: SecureAggregationRing.defaultNodeBits, range: 2...24))
     secureAggregationNeighbours = try f.int("rounds.secure_aggregation_neighbours", default: 0, range: 0...254)
     secureAggregationThreshold = try f.double("rounds.secure_aggregation_threshold", default: 2.0 / 3.0, range: 0.5...1)
     secureAggregationSetupSeconds = try f.double("rounds.secure_aggregation_setup_seconds", default: 30, range: 1...3600)

@@ -160,8 +160,7 @@ public final class CoordinatorService {
                                              aggregationPublic: aggP, aggregationSecret: aggS, credit: 8), registry: enrolment)
     // Several uploads at once, each in a slot of the staging buffer as large as the federation's payloads (a ring
     // that grows with the participants is sized for every enrolled node taking part; enrolment is read once).
-    let ringBits = fed.secureAggregationRing.bits(participants: max(1, enrolment.cards.count))
-    let payloadBytes = fed.secureAggregation ? SecureEncoding.headerBytes + (params.count * ringBits + 7) / 8
+    let payloadBytes = fed.secureAggregation ? SecureEncoding.payloadBytes(count: params.count, bits: fed.secureAggregationRing.bits(participants: max(1, enrolment.cards.count)))
                                              : DeltaCodec.encodedSize(count: params.count, format: fed.compression.format)
     receiver.maxActive = staging.configure(uploads: fed.concurrentUploads, payloadBytes: payloadBytes)
     if receiver.maxActive < fed.concurrentUploads {

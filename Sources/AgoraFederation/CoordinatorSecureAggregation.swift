@@ -84,17 +84,9 @@ extension CoordinatorService {
     // The encoding: one range (what H AdamW steps can move a weight) and, with rows by counts, each row's total V·q.
     // With differential privacy the range also holds four standard deviations of a node's share of the noise,
     // and every node weighs the same (no row totals).
-    let dp = fed.dpClip > 0
-    let noise = dp ? 4 * fed.dpNoiseMultiplier * fed.dpClip / Double(roster.participants.count).squareRoot() : 0
-    let range = Float(Double(fed.innerSteps(round: r)) * fed.learningRate + noise)
-    var rowTotals: [Float]? = nil
-    if fed.embeddingRows == .token_counts && !dp {
-      var t = [Float](repeating: 0, count: modelConfig.vocabSize)
-      for p in roster.participants {
-        if let rel = rowRelative[hex(p.node)] { for i in t.indices { t[i] += rel[i] } } else { for i in t.indices { t[i] += 1 } }
-      }
-      rowTotals = t
-    }
+    let range = fed.secureRange(round: r, participants: roster.participants.count)
+    let rowTotals = fed.embeddingRows == .token_counts && fed.dpClip == 0
+      ? SecureEncoding.rowTotals(roster.participants.map { rowRelative[hex($0.node)] }, rows: modelConfig.vocabSize) : nil
     let ringBits = fed.secureAggregationRing.bits(participants: roster.participants.count)
     do {
       state.encoding = try SecureEncoding(bits: ringBits, participants: roster.participants.count, range: range, rowTotals: rowTotals,

@@ -12,6 +12,17 @@ public enum SecureAggregationRing: Sendable, Equatable, CustomStringConvertible 
   /// The smallest ring in which each participant keeps the levels of a signed p-bit integer (`RingCodec.bits`).
   case perNode(Int)
 
+  /// Bits per node when federation.toml names neither key.
+  public static let defaultNodeBits = 4
+
+  /// The federation.toml line that chooses this ring (under [rounds]).
+  public var setting: String {
+    switch self {
+    case .fixed(let b): return "secure_aggregation_bits = \(b)"
+    case .perNode(let p): return "secure_aggregation_node_bits = \(p)"
+    }
+  }
+
   /// The ring's bits for a round of `participants` nodes.
   public func bits(participants: Int) -> Int {
     switch self {
@@ -25,6 +36,15 @@ public enum SecureAggregationRing: Sendable, Equatable, CustomStringConvertible 
     case .fixed(let b): return "\(b)-bit ring"
     case .perNode(let p): return "ring of \(p) bits per node"
     }
+  }
+}
+
+extension FederationConfig {
+  /// The clip range c a secure round announces: what round r's H AdamW steps can move a weight and, with
+  /// differential privacy, four standard deviations of a node's share of the noise among n participants.
+  func secureRange(round r: Int, participants n: Int) -> Float {
+    let noise = dpClip > 0 ? 4 * dpNoiseMultiplier * dpClip / Double(n).squareRoot() : 0
+    return Float(Double(innerSteps(round: r)) * learningRate + noise)
   }
 }
 
@@ -61,7 +81,9 @@ public struct SecureEncoding {
   public static let headerBytes = 16
   static let magic: [UInt8] = Array("AGDR".utf8)
 
-  public func payloadBytes(count: Int) -> Int { SecureEncoding.headerBytes + codec.packedBytes(count: count) }
+  public func payloadBytes(count: Int) -> Int { SecureEncoding.payloadBytes(count: count, bits: codec.bits) }
+  /// … of `count` values in a ring of `bits` bits.
+  public static func payloadBytes(count: Int, bits: Int) -> Int { headerBytes + (count * bits + 7) / 8 }
 
   /// The packed values of a masked update, after checking its head against this round's encoding.
   public func packed(_ payload: UnsafeRawBufferPointer, count: Int) throws -> UnsafeRawBufferPointer {
@@ -71,6 +93,15 @@ public struct SecureEncoding {
       throw DeltaError.length(got: payload.count, expected: payloadBytes(count: count))
     }
     return UnsafeRawBufferPointer(rebasing: payload[SecureEncoding.headerBytes...])
+  }
+
+  /// R_r of the participants whose V·q are `relatives` (nil: a participant without counts, 1 in every row).
+  public static func rowTotals(_ relatives: [[Float]?], rows: Int) -> [Float] {
+    var t = [Float](repeating: 0, count: rows)
+    for rel in relatives {
+      if let rel { for i in t.indices { t[i] += rel[i] } } else { for i in t.indices { t[i] += 1 } }
+    }
+    return t
   }
 
   /// Node k's factor at each row (nil: the same as every parameter's, f/n).

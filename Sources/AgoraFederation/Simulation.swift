@@ -173,14 +173,9 @@ public final class FederationSimulation {
     let fed = federation
     guard fed.secureAggregation else { return nil }
     guard fed.dpClip == 0 else { throw ConfigError(file: fed.path, key: "rounds.dp_clip", problem: "the simulation does not add differential privacy's noise") }
-    var rowTotals: [Float]? = nil
-    if fed.embeddingRows == .token_counts {
-      var t = [Float](repeating: 0, count: layout.config.vocabSize)
-      for rel in relative { for i in t.indices { t[i] += rel?[i] ?? 1 } }
-      rowTotals = t
-    }
+    let rowTotals = fed.embeddingRows == .token_counts ? SecureEncoding.rowTotals(relative, rows: layout.config.vocabSize) : nil
     let encoding = try SecureEncoding(bits: fed.secureAggregationRing.bits(participants: nodes.count), participants: nodes.count,
-                                      range: Float(Double(innerSteps(round: r)) * fed.learningRate), rowTotals: rowTotals,
+                                      range: fed.secureRange(round: r, participants: nodes.count), rowTotals: rowTotals,
                                       rows: (layout.wte, layout.config.vocabSize, layout.config.channels))
     return (encoding, encoding.totals())
   }

@@ -28,7 +28,7 @@ struct CoordinatorBench: ParsableCommand {
   var nodeBits: Int?
 
   /// The ring the federation is given.
-  var ring: SecureAggregationRing { bits.map { .fixed($0) } ?? .perNode(nodeBits ?? 4) }
+  var ring: SecureAggregationRing { bits.map { .fixed($0) } ?? .perNode(nodeBits ?? SecureAggregationRing.defaultNodeBits) }
 
   func validate() throws {
     if bits != nil && nodeBits != nil { throw ValidationError("--bits and --node-bits: a fixed ring or each node's bits, not both") }
@@ -89,7 +89,7 @@ struct CoordinatorBench: ParsableCommand {
     outer_optimizer = "diloco"
     compression = "\(fp32 ? "fp32" : "int8")"
     secure_aggregation = \(secureAggregation)
-    \(bits.map { "secure_aggregation_bits = \($0)" } ?? "secure_aggregation_node_bits = \(nodeBits ?? 4)")
+    \(ring.setting)
     concurrent_uploads = \(concurrentUploads)
     """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
     try "[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
@@ -99,7 +99,7 @@ struct CoordinatorBench: ParsableCommand {
     env["OPENBLAS_NUM_THREADS"] = "1"
     func spawn(_ args: [String], out: String, namespace: String) throws -> Process {
       let p = Process()
-      try p.run(exe, args, inNamespace: namespaces.map { $0 + "-" + namespace })
+      try p.setCommand(exe, args, inNamespace: namespaces.map { $0 + "-" + namespace })
       p.environment = env
       fm.createFile(atPath: out, contents: nil)
       let h = try FileHandle(forWritingTo: URL(fileURLWithPath: out))

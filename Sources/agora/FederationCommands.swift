@@ -168,10 +168,10 @@ struct Demo: ParsableCommand {
       lock.lock(); for c in children where c.isRunning { c.terminate() }; lock.unlock()
     }
     defer { _ = signals }
-    if namespaces != nil && iprouteBinary == nil { throw CLIError("--namespaces needs iproute2's ip (apt-get install iproute2)") }
+    if namespaces != nil { _ = try iproute() }  // before anything starts
     func spawn(_ name: String, _ args: [String], log: String?, errorLog: String? = nil) throws -> Process {
       let p = Process()
-      try p.run(exe, args, inNamespace: namespaces.map { $0 + "-" + name })
+      try p.setCommand(exe, args, inNamespace: namespaces.map { $0 + "-" + name })
       var env = ProcessInfo.processInfo.environment
       env["OPENBLAS_NUM_THREADS"] = "1"
       p.environment = env

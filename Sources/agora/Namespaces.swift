@@ -1,15 +1,21 @@
 import Foundation
 
 /// iproute2's `ip`, where distributions put it (nil when it is not installed).
-let iprouteBinary = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
+private let iprouteBinary = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+/// iproute2's `ip`, or the error that says how to install it.
+func iproute() throws -> String {
+  guard let ip = iprouteBinary else { throw CLIError("network namespaces need iproute2's ip (apt-get install iproute2)") }
+  return ip
+}
 
 extension Process {
-  /// Runs `exe ARGS`, inside network namespace `namespace` when one is given (`ip netns exec`, which replaces
-  /// itself with the program: the child's pid, and a SIGTERM sent to it, are the program's).
-  func run(_ exe: URL, _ args: [String], inNamespace namespace: String?) throws {
+  /// Sets the command to `exe ARGS` (not started: `run()` does that), inside network namespace `namespace` when one
+  /// is given (`ip netns exec`, which replaces itself with the program: the child's pid, and a SIGTERM sent to it,
+  /// are the program's).
+  func setCommand(_ exe: URL, _ args: [String], inNamespace namespace: String?) throws {
     if let namespace {
-      guard let ip = iprouteBinary else { throw CLIError("network namespaces need iproute2's ip (apt-get install iproute2)") }
-      executableURL = URL(fileURLWithPath: ip)
+      executableURL = URL(fileURLWithPath: try iproute())
       arguments = ["netns", "exec", namespace, exe.path] + args
     } else {
       executableURL = exe
