@@ -53,8 +53,9 @@ extension Sodium {
 /// The pseudorandom masks of secure aggregation: AES-256 in counter mode (OpenSSL's libcrypto, AES-NI/VAES
 /// here: about 6 GB/s per core against 2.8 for ChaCha20) keyed by a 32-byte seed, from a zero counter, read as
 /// little-endian words of w bits and added to (or subtracted from) a vector of 32-bit words, wrapping mod 2^32.
-/// For a ring of b bits, w = 16 when b ≤ 16 and 32 otherwise: the sum is exact mod 2^w, so also mod 2^b (the
-/// low b bits of a uniform word are uniform), and a narrow ring costs half the keystream. A seed is used for one
+/// For a ring of b bits, w = 8 when b ≤ 8, 16 when b ≤ 16 and 32 otherwise: the sum is exact mod 2^w, so also
+/// mod 2^b (the low b bits of a uniform word are uniform), and a narrow ring costs a half or a quarter of the
+/// keystream. A seed is used for one
 /// vector only (seeds are derived per round and pair). Several masks are applied in one pass over the vector, a
 /// slice at a time (the slice stays in cache while each mask's keystream is added), on several threads.
 public final class MaskStream {
@@ -62,7 +63,7 @@ public final class MaskStream {
   /// Words per slice: 16 Ki, a multiple of the 8 16-bit words of an AES block.
   public static let words = 16 * 1024
   public let threads: Int
-  /// w: the keystream's word width, 16 or 32.
+  /// w: the keystream's word width, 8, 16 or 32.
   public let wordBits: Int
 
   /// The masks of a ring of `ringBits` bits (32: full words).
@@ -70,7 +71,7 @@ public final class MaskStream {
     guard MaskStream.cipher != nil else { throw OpenSSL.fail("EVP_CIPHER_fetch(AES-256-CTR)") }
     guard (1...32).contains(ringBits) else { throw SodiumError("AES-256-CTR mask", "a ring of \(ringBits) bits") }
     self.threads = max(1, threads)
-    wordBits = ringBits <= 16 ? 16 : 32
+    wordBits = ringBits <= 8 ? 8 : (ringBits <= 16 ? 16 : 32)
   }
 
   /// values[i] += sign · word_i(seed), mod 2^32 (exact mod 2^w), for every i (sign +1 when `subtract` is false).
@@ -137,7 +138,12 @@ public final class MaskStream {
         // Signs as multipliers mod 2^32 (1 or 2^32 − 1); a lone last mask pairs with zeros.
         let m0: UInt32 = masks[pair].subtract ? .max : 1
         let m1: UInt32 = two ? (masks[pair + 1].subtract ? .max : 1) : 0
-        if octets == 2 {
+        if octets == 1 {
+          for i in 0..<n {
+            let a = UInt32(k0.load(fromByteOffset: i, as: UInt8.self)), b = UInt32(k1.load(fromByteOffset: i, as: UInt8.self))
+            v[i] = v[i] &+ a &* m0 &+ b &* m1
+          }
+        } else if octets == 2 {
           for i in 0..<n {
             let a = UInt32(UInt16(littleEndian: k0.load(fromByteOffset: 2 * i, as: UInt16.self)))
             let b = UInt32(UInt16(littleEndian: k1.load(fromByteOffset: 2 * i, as: UInt16.self)))

@@ -13,7 +13,7 @@ public enum SecureAggregationRing: Sendable, Equatable, CustomStringConvertible 
   case perNode(Int)
 
   /// Bits per node when federation.toml names neither key.
-  public static let defaultNodeBits = 4
+  public static let defaultNodeBits = 3
 
   /// The federation.toml line that chooses this ring (under [rounds]).
   public var setting: String {

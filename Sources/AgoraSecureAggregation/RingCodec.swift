@@ -17,7 +17,7 @@ public struct RingCodec: Sendable {
 
   /// The smallest ring in which each of `nodes` equally weighted senders keeps at least the levels of a signed
   /// `nodeBits`-bit integer, ±(2^(nodeBits−1) − 1) (the quantum's rule below): about nodeBits + log2 n bits.
-  /// E.g. 4 bits per node: 7 bits at 4 nodes, 9 at 16, 11 at 64. At most 32.
+  /// E.g. 3 bits per node: 6 bits at 4 nodes, 8 at 16, 10 at 64 (4 bits per node: 7, 9, 11). At most 32.
   public static func bits(nodeBits p: Int, nodes n: Int) -> Int {
     let want = (Int64(1) << Int64(max(1, p) - 1)) - 1, n = Int64(max(1, n))
     for b in 2...32 where ((Int64(1) << Int64(b - 1)) - 1 - n) / n >= want { return b }
@@ -127,13 +127,14 @@ public struct RingCodec: Sendable {
         start += 2
         o += 3
       }
-    } else if bits == 8 || bits == 16 {
-      let raw = out.baseAddress!
-      while start < v.count {
-        if bits == 8 { p[o] = UInt8(truncatingIfNeeded: v[start]) } else { raw.storeBytes(of: UInt16(truncatingIfNeeded: v[start]).littleEndian, toByteOffset: o, as: UInt16.self) }
-        start += 1
-        o += bits / 8
-      }
+    } else if bits == 8 {
+      // One loop per width, with no test inside: it vectorises (a narrowing store).
+      for i in 0..<v.count { p[i] = UInt8(truncatingIfNeeded: v[i]) }
+      (start, o) = (v.count, v.count)
+    } else if bits == 16 {
+      let h = out.baseAddress!.assumingMemoryBound(to: UInt16.self)
+      for i in 0..<v.count { h[i] = UInt16(truncatingIfNeeded: v[i]).littleEndian }
+      (start, o) = (v.count, 2 * v.count)
     } else if bits < 16 {
       // Other widths below 16 (e.g. the 7 to 11 bits of a ring sized by per-node bits): eight values in b octets,
       // written as one 128-bit word whose top 16 − b octets the next group overwrites; b a constant in each copy of
@@ -194,17 +195,12 @@ public struct RingCodec: Sendable {
         o += 3
       }
     } else if bits == 16 {
-      while i < sum.count {
-        s[i] &+= UInt32(p[o]) | UInt32(p[o + 1]) << 8
-        i += 1
-        o += 2
-      }
+      let raw = bytes.baseAddress!
+      for k in 0..<sum.count { s[k] &+= UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * k, as: UInt16.self))) }
+      (i, o) = (sum.count, 2 * sum.count)
     } else if bits == 8 {
-      while i < sum.count {
-        s[i] &+= UInt32(p[o])
-        i += 1
-        o += 1
-      }
+      for k in 0..<sum.count { s[k] &+= UInt32(p[k]) }
+      (i, o) = (sum.count, sum.count)
     } else if bits < 16 {
       // Eight values from b octets, read as one 128-bit word (while sixteen octets remain). Each usual width gets its
       // own copy of the loop with b a constant, so the shifts are immediates.

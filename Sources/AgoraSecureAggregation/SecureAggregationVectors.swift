@@ -38,7 +38,7 @@ public enum SecureAggregationVectors {
     let graph = roster.neighbours.enumerated().map { "\"\(hex(roster.participants[$0.offset].node))\": " + list($0.element.map(UInt32.init)) }
     return """
     {
-      "description": "Secure aggregation's derivations (SPEC §7.2). Keys: X25519 from crypto_box_seed_keypair(seed); bytes(x) = x, x+1, … (32 octets, mod 256). Mask words: the first 8 little-endian u32 words of AES-256-CTR(seed, counter 0) added to zeros (rings of more than 16 bits); *_words_16: the first 8 u16 words (rings of up to 16 bits). Roster: participants in node-id order; neighbours by roster index.",
+      "description": "Secure aggregation's derivations (SPEC §7.2). Keys: X25519 from crypto_box_seed_keypair(seed); bytes(x) = x, x+1, … (32 octets, mod 256). Mask words: the first 8 little-endian u32 words of AES-256-CTR(seed, counter 0) added to zeros (rings of more than 16 bits); *_words_16: the first 8 u16 words (rings of 9 to 16 bits); *_words_8: the first 8 octets (rings of up to 8 bits). Roster: participants in node-id order; neighbours by roster index.",
       "federation": "\(federation)",
       "round": \(round),
       "node_u": "\(hex(u))",
@@ -51,10 +51,12 @@ public enum SecureAggregationVectors {
       "pairwise_seed": "\(hex(pair))",
       "pairwise_words": \(list(try words(pair))),
       "pairwise_words_16": \(list(try words(pair, ringBits: 16))),
+      "pairwise_words_8": \(list(try words(pair, ringBits: 8))),
       "b": "\(hex(b))",
       "self_mask_seed": "\(hex(selfSeed))",
       "self_mask_words": \(list(try words(selfSeed))),
       "self_mask_words_16": \(list(try words(selfSeed, ringBits: 16))),
+      "self_mask_words_8": \(list(try words(selfSeed, ringBits: 8))),
       "commitment": "\(hex(MaskSeeds.commitment(b)))",
       "ring_bits": 12,
       "ring_values": \(list(values)),

@@ -24,7 +24,7 @@ struct CoordinatorBench: ParsableCommand {
   var secureAggregation = false
   @Option(help: "With --secure-aggregation: a fixed ring of this many bits (rounds.secure_aggregation_bits).")
   var bits: Int?
-  @Option(name: .customLong("node-bits"), help: "With --secure-aggregation: each node's bits; the ring grows with N (rounds.secure_aggregation_node_bits, default 4).")
+  @Option(name: .customLong("node-bits"), help: "With --secure-aggregation: each node's bits; the ring grows with N (rounds.secure_aggregation_node_bits, default 3).")
   var nodeBits: Int?
 
   /// The ring the federation is given.

@@ -33,7 +33,7 @@ func secureRound(members m: Members, parameters: SecureAggregationParameters = .
   for (i, node) in nodes where dropouts[i] != .beforeSharing {
     try coord.takeShares(from: node.node, try node.accept(roster: roster, signPublic: m.signPublic))
   }
-  let stream = try MaskStream(ringBits: bits)  // 16-bit keystream words for rings of up to 16 bits
+  let stream = try MaskStream(ringBits: bits)  // 8- or 16-bit keystream words for rings of up to 8 or 16 bits
   var sum = [UInt32](repeating: 0, count: count)
   var expected = [UInt32](repeating: 0, count: count)
   var senders = 0
@@ -221,9 +221,9 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
   @Test func maskingInPiecesEqualsMaskingWhole() throws {
     let seeds: [(seed: [UInt8], subtract: Bool)] = [(Array(repeating: 7, count: 32), false), (Array(repeating: 9, count: 32), true)]
     let count = 3 * MaskStream.words + 123
-    for bits in [12, 16, 17, 32] {
+    for bits in [5, 8, 9, 12, 16, 17, 32] {
       let stream = try MaskStream(threads: 2, ringBits: bits)
-      #expect(stream.wordBits == (bits <= 16 ? 16 : 32))
+      #expect(stream.wordBits == (bits <= 8 ? 8 : (bits <= 16 ? 16 : 32)))
       var whole = [UInt32](repeating: 5, count: count)
       try whole.withUnsafeMutableBufferPointer { try stream.apply(seeds, to: $0) }
       var pieces = [UInt32](repeating: 5, count: count)
@@ -237,12 +237,13 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
       var one = [UInt32](repeating: 0, count: 4096)
       try one.withUnsafeMutableBufferPointer { try stream.apply(seed: seeds[0].seed, to: $0) }
       #expect(one.contains { $0 >> 16 != 0 } == (bits > 16), "\(bits) bits: words of \(stream.wordBits) bits")
+      #expect(one.contains { $0 >> 8 != 0 } == (bits > 8), "\(bits) bits: words of \(stream.wordBits) bits")
       #expect(throws: SodiumError.self) { try pieces.withUnsafeMutableBufferPointer { try stream.apply(seeds, to: $0, first: 8) } }
     }
   }
 
   @Test func theUnmaskedSumIsThePlaintextSumExactly() throws {
-    for (n, bits) in [(2, 16), (5, 12), (9, 32)] {
+    for (n, bits) in [(2, 16), (5, 12), (9, 32), (4, 8), (3, 5)] {
       let r = try secureRound(members: try Members(n), count: 3001, bits: bits)
       #expect(r.senders == n && r.unmasked == r.expected, "n = \(n), \(bits) bits")
     }
@@ -286,15 +287,17 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
 
   /// One masked update is indistinguishable from uniform — and stays so with any one mask left alone, so a
   /// test of each mask by itself fails when that mask is skipped.
-  @Test(arguments: [32, 12]) func aMaskedUpdateLooksUniformAndEveryMaskCounts(ringBits: Int) throws {
+  @Test(arguments: [32, 12, 8]) func aMaskedUpdateLooksUniformAndEveryMaskCounts(ringBits: Int) throws {
     let m = try Members(3)
     let (_, nodes, roster) = try sharedRound(m, round: 1)
-    let stream = try MaskStream(ringBits: ringBits)  // χ² below looks at the low 16 bits: uniform either way
+    let stream = try MaskStream(ringBits: ringBits)
     let count = 1 << 16
+    // χ² over the low octets a mask covers (two, or one with an 8-bit ring's 8-bit words): uniform either way.
+    let octets = ringBits > 8 ? 2 : 1
     func chi2(_ v: [UInt32]) -> Double {
       var h = [Int](repeating: 0, count: 256)
-      for x in v { h[Int(x & 0xFF)] += 1; h[Int((x >> 8) & 0xFF)] += 1 }
-      let e = Double(2 * count) / 256
+      for x in v { for k in 0..<octets { h[Int((x >> (8 * UInt32(k))) & 0xFF)] += 1 } }
+      let e = Double(octets * count) / 256
       return h.reduce(0.0) { $0 + pow(Double($1) - e, 2) / e }
     }
     // The whole masked update of zeros.
