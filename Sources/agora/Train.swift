@@ -10,7 +10,7 @@ extension Precision: ExpressibleByArgument {}
 
 /// Options shared by commands that train or measure a model.
 struct ModelOptions: ParsableArguments {
-  @Option(help: "Model preset: tiny, small, bench-14m, gpt-100m, or a LLaMA preset (llama-tiny, llama-small, llama-14m, llama-100m).")
+  @Option(help: "Model preset: tiny, small, medium, bench-14m, gpt-100m, or a LLaMA preset (llama-tiny, llama-small, llama-medium, llama-14m, llama-100m).")
   var preset: String = "tiny"
 
   @Option(help: "Block design: gpt2, or llama (RMSNorm, rotary positions, SwiGLU, grouped-query attention); llama maps a GPT-2 preset name to its LLaMA preset.")

@@ -113,6 +113,12 @@ extension SecureAggregationFederationTests {
     try namesMembers(h)
     let (status, out) = try h.run(["coordinator", "--config", h.dir + "/coordinator.toml"])
     #expect(status != 0 && out.contains("rounds.secure_aggregation_node_bits") && out.contains("not both"), "\(out)")
+    // Neither key: 3 bits per node, an 8-bit ring at 16 participants (SPEC §7.2, ninth revision).
+    let d = try Harness(nodes: [("a", ["de"]), ("b", ["fr"])], rounds: 1, innerSteps: 5, extra: "secure_aggregation = true")
+    defer { d.cleanup() }
+    try namesMembers(d)
+    let ring = try FederationConfig(path: d.dir + "/federation.toml").secureAggregationRing
+    #expect(ring == .perNode(3) && ring.bits(participants: 16) == 8 && ring.bits(participants: 4) == 6, "\(ring)")
   }
 }
 

@@ -121,6 +121,8 @@ func sharedRound(_ m: Members, round: UInt64) throws -> (coordinator: SecureAggr
     #expect(RingCodec.bits(nodeBits: 4, nodes: 4) == 7)
     #expect(RingCodec.bits(nodeBits: 4, nodes: 16) == 9)
     #expect(RingCodec.bits(nodeBits: 4, nodes: 64) == 11)
+    // The default, 3 bits per node: a ring no wider than int8 up to 16 nodes.
+    #expect([4, 16, 64].map { RingCodec.bits(nodeBits: 3, nodes: $0) } == [6, 8, 10])
     #expect(RingCodec.bits(nodeBits: 8, nodes: 16) == 13)
     #expect(RingCodec.bits(nodeBits: 24, nodes: 255) == 32)
     for p in 2...20 {
