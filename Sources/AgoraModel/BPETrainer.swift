@@ -27,7 +27,9 @@ public struct BPETrainer {
     case temperature(Double, characters: Bool)
     /// Equal pull per character, then `rounds` corrections: after each training, every language's weight is
     /// multiplied by (its tokens per character on its own counts / the median language's)^strength, so
-    /// languages the vocabulary serves worse pull harder, and the merges are learned again.
+    /// languages the vocabulary serves worse pull harder, and the merges are learned again. Characters are those
+    /// of the counted pre-tokens: a node's thresholds drop rare words, more of them in a language of rich
+    /// morphology or little text, and the language neither loses pull nor looks better served for it.
     case equalize(rounds: Int, strength: Double)
   }
 
@@ -35,7 +37,9 @@ public struct BPETrainer {
   var words: [[Int32]] = []
   var counts: [Double] = []
   var languageOf: [Int32] = []
-  var sizes: [(bytes: UInt64, characters: UInt64)] = []
+  /// Per language: its text's octets and characters, and the characters of its counted pre-tokens (all of the
+  /// text's when no threshold dropped any).
+  var sizes: [(bytes: UInt64, characters: UInt64, counted: UInt64)] = []
   public private(set) var report = Report()
 
   public init() {}
@@ -52,14 +56,18 @@ public struct BPETrainer {
     report.bytes[table.language] = Int(table.bytes)
     guard table.bytes > 0 else { return }
     let l = Int32(sizes.count)
-    sizes.append((table.bytes, table.characters))
+    var counted: UInt64 = 0
     // Dictionary order differs between instances and runs; sorted words make the floating-point sums,
     // and so the merges, the same every time.
     for word in table.entries.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+      let n = table.entries[word]!.count
       words.append(word.map { Int32($0) })
-      counts.append(Double(table.entries[word]!.count))
+      counts.append(Double(n))
       languageOf.append(l)
+      // UTF-8: every octet but a continuation octet starts a character.
+      counted &+= UInt64(word.reduce(0) { $0 + ($1 & 0xC0 == 0x80 ? 0 : 1) }) &* n
     }
+    sizes.append((table.bytes, table.characters, counted))
     report.uniqueWords = words.count
   }
 
@@ -76,7 +84,7 @@ public struct BPETrainer {
       let top = pull.max() ?? 1
       return zip(n, pull).map { 1_000_000.0 * ($1 / top) / $0 }
     case .equalize:
-      return sizes.map { 1_000_000.0 / Double($0.characters) }
+      return sizes.map { 1_000_000.0 / Double(max(1, $0.counted)) }
     }
   }
 
@@ -94,9 +102,10 @@ public struct BPETrainer {
     return tok
   }
 
-  /// Each language's tokens per character under `tok`, on its own counts.
+  /// Each language's tokens per character under `tok`, on its own counts (the characters of its counted
+  /// pre-tokens).
   public func tokensPerCharacter(_ tok: Tokenizer) -> [Double] {
-    tokens(tok).enumerated().map { $0.element / Double(max(1, sizes[$0.offset].characters)) }
+    tokens(tok).enumerated().map { $0.element / Double(max(1, sizes[$0.offset].counted)) }
   }
 
   /// Each language's tokens per octet under `tok`, on its own counts (by language name; pre-tokens a node kept

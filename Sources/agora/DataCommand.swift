@@ -9,7 +9,7 @@ struct DataCommand: ParsableCommand {
   struct BuildDemo: ParsableCommand {
     static let configuration = CommandConfiguration(
       commandName: "build-demo",
-      abstract: "Build the embedded demo corpus (14 EU languages) from Debian's translated manual pages.")
+      abstract: "Build the embedded demo corpus (14 EU languages) from Debian's translated manual pages and installation guide.")
 
     @Option(help: "Output directory (one subdirectory per language).")
     var out: String = defaultDemoData
@@ -25,7 +25,7 @@ struct DataCommand: ParsableCommand {
       let pub = publicOut ?? (out.hasSuffix("/") ? String(out.dropLast()) : out) + "-public"
       let summary = try DemoCorpus.build(out: out, publicOut: pub, languages: langs)
       for s in summary {
-        print("\(s.lang): \(s.pages) pages, train \(s.trainBytes) bytes, valid \(s.validBytes) bytes, public \(s.publicBytes) bytes")
+        print("\(s.lang): \(s.pages) manual pages, \(s.guidePages) installation-guide pages, train \(s.trainBytes) bytes, valid \(s.validBytes) bytes, public \(s.publicBytes) bytes")
       }
       print("demo corpus written to \(out), its public part to \(pub)")
     }

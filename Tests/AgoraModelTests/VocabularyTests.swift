@@ -80,6 +80,25 @@ func demoText(_ lang: String, bytes: Int) throws -> String {
     #expect(!tok.tokenBytes.contains(Array(" Zyqwort".utf8)) && !tok.tokenBytes.contains(Array("Zyqwort".utf8)))
   }
 
+  /// `equalize` measures a language by the characters of its counted pre-tokens: a table whose rare words a
+  /// node dropped looks as well served as the whole text (it does not look better served and get less pull).
+  @Test func equalizeMeasuresWhatWasCounted() throws {
+    let text = try demoText("de", bytes: 40_000)
+    let all = PreTokenCounts.count(language: "de", texts: [text])
+    var (kept, _) = all.thresholded(minCount: 5, minDocuments: 2)
+    #expect(kept.entries.count < all.entries.count / 2 && kept.characters == all.characters)
+    kept.language = "de-kept"
+    var t = BPETrainer()
+    t.add(all)
+    t.add(kept)
+    // 257 tokens: no merge, so a token per octet, and tokens per character are octets per character of what
+    // each table counted (German: a little above 1). Dividing by the whole text's characters would give the
+    // thresholded table far fewer.
+    let bytesOnly = try t.train(vocabSize: 257)
+    let tpc = t.tokensPerCharacter(bytesOnly)
+    #expect(tpc[0] > 1 && tpc[0] < 1.05 && abs(tpc[1] - tpc[0]) < 0.02, "\(tpc)")
+  }
+
   /// Documents are blocks between blank lines, or lines when a text has no blank line.
   @Test func documentsAreBlocksOrLines() {
     #expect(PreTokenCounts.count(language: "x", texts: ["a b\nc\n\nd\n\n\ne\n"]).documents == 3)
