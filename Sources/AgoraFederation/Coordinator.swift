@@ -230,8 +230,11 @@ public final class CoordinatorService {
     return true
   }
 
-  /// How log lines name a node: its session's (enrolment card's) name, else its fingerprint's prefix.
-  func displayName(_ fingerprint: String) -> String { sessions.session(fingerprint)?.name ?? String(fingerprint.prefix(12)) }
+  /// How log lines name a node: its session's (enrolment card's) name, else its card's (a node that has not
+  /// joined yet), else its fingerprint's prefix.
+  func displayName(_ fingerprint: String) -> String {
+    sessions.session(fingerprint)?.name ?? enrolment.card(fingerprint: fingerprint).map { Printable.line($0.name) } ?? String(fingerprint.prefix(12))
+  }
 
   /// COUNTS from a node: kept (as V·q) for weighing its embedding rows while `rounds.embedding_rows` asks for it.
   func takeCounts(from m: Inbound, vocabulary: Int, minimum: Int, payload: Payload) {

@@ -222,12 +222,13 @@ public final class VocabularyClient {
       }
     }
     send()
-    var sentAt = Date()
-    // The phase can last `phase_seconds`; a coordinator that restarts meanwhile has lost the tables: they are sent
-    // again every minute until the tokenizer comes.
+    var sentAt = Date(), every: Double = 5
+    // Tables can be lost: a coordinator that restarts during the phase, or one that is between the phase and its
+    // rounds (the phase's socket closed, the round's not yet bound) when they arrive. Until the tokenizer comes
+    // they are sent again after 5 s, then 10, 20, 40, and every minute (a table sent again replaces the first).
     let deadline = Date(timeIntervalSinceNow: v.phaseSeconds + 120)
     while Date() < deadline && !stop.isSet {
-      if Date().timeIntervalSince(sentAt) > 60 { send(); sentAt = Date() }
+      if Date().timeIntervalSince(sentAt) > every { send(); sentAt = Date(); every = min(60, 2 * every) }
       guard let m = endpoint.receive(timeout: 0.5), case .success(let msg) = m.message else { continue }
       switch msg {
       case .tokenizer(let hash, let signature, let payload):

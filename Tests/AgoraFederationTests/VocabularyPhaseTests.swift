@@ -117,4 +117,47 @@ import Testing
     #expect(learned == union)
     #expect(!String(decoding: learned, as: UTF8.self).contains("Zyq"))
   }
+
+  /// An institution that starts after the phase (here: enrolled, but down while the phase ran; the phase waited
+  /// its `phase_seconds` and learned from the others) gets the federation's fixed tokenizer, signed, from the
+  /// running coordinator, and trains with it; its counts change nothing and it is named nowhere as a contributor.
+  @Test func aNodeThatStartsAfterThePhaseGetsTheFixedVocabulary() throws {
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 16, innerSteps: 30, quorum: 1.0, deadline: 20, minNodes: 2,
+                        extra: "\n[tokenizer]\nfederated = true\nvocab_size = 400\nbalance = \"bytes\"\nmin_count = 1\nmin_documents = 1\nphase_seconds = 4")
+    defer { h.cleanup() }
+    let f = h.dir + "/federation.toml"
+    try String(contentsOfFile: f, encoding: .utf8).replacingOccurrences(of: "tokenizer = \"tokenizer.json\"", with: "tokenizer = \"federated/tokenizer.json\"")
+      .replacingOccurrences(of: "eval_data = [\"data\"]", with: "")
+      .write(toFile: f, atomically: true, encoding: .utf8)
+    // c keeps its tokenizer elsewhere (its own copy of federation.toml): in this one directory it would otherwise
+    // find the file a and b saved.
+    try String(contentsOfFile: f, encoding: .utf8).replacingOccurrences(of: "federated/tokenizer.json", with: "federated-c/tokenizer.json")
+      .write(toFile: h.dir + "/federation-c.toml", atomically: true, encoding: .utf8)
+    try String(contentsOfFile: h.dir + "/c.toml", encoding: .utf8).replacingOccurrences(of: "federation = \"federation.toml\"", with: "federation = \"federation-c.toml\"")
+      .write(toFile: h.dir + "/c.toml", atomically: true, encoding: .utf8)
+    // The phase learns from a's and b's tables alone: what BPETrainer learns from their text.
+    var direct = BPETrainer()
+    for l in ["de", "fr"] { direct.addLanguage(l, texts: [try String(contentsOfFile: h.dir + "/data/\(l)/train.txt", encoding: .utf8)]) }
+    let union = try direct.train(vocabSize: 400).jsonData()
+    let coord = try h.coordinator()
+    let early = try ["a", "b"].map { try h.node($0) }
+    // c starts as soon as the coordinator has learned the vocabulary (bounded wait): its first tables may reach the
+    // coordinator between the phase's socket and the rounds' and be lost, and then it sends them again.
+    let until = Date(timeIntervalSinceNow: 60)
+    while !h.read("coordinator.log").contains("learned") && Date() < until { Thread.sleep(forTimeInterval: 0.1) }
+    #expect(h.read("coordinator.log").contains("learned"), "\(h.read("coordinator.log"))")
+    let c = try h.node("c")
+    #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    for p in early + [c] { _ = h.wait(p, seconds: 30) }
+    let learned = try Data(contentsOf: URL(fileURLWithPath: h.dir + "/federated/tokenizer.json"))
+    #expect(learned == union, "the vocabulary is the early nodes' alone")
+    #expect((try? Data(contentsOf: URL(fileURLWithPath: h.dir + "/federated-c/tokenizer.json"))) == learned, "\(h.read("c.log"))")
+    let log = h.read("coordinator.log"), cl = h.read("c.log")
+    #expect(log.contains("c asked for the federation's tokenizer"), "\(log)")
+    #expect(cl.contains("saved to") && cl.contains("signed by the coordinator"), "\(cl)")
+    // c trained with it: at least one round's update from c was folded in.
+    #expect(h.rows().contains { $0.joined(separator: " ").contains("3/3") }, "\(h.rows())")
+    let summary = try String(contentsOfFile: h.dir + "/coordinator/vocabulary.json", encoding: .utf8)
+    #expect(!summary.contains("\"name\":\"c\"") && !summary.contains("\"pl\""), "\(summary)")
+  }
 }
