@@ -121,7 +121,11 @@ struct CoordinatorBench: ParsableCommand {
     let pids = [coord.processIdentifier] + procs.map(\.processIdentifier)
     var marks: [(rows: Int, cpu: Double, coordinator: Double)] = []
     let end = Date(timeIntervalSinceNow: 1800)
-    while coord.isRunning && Date() < end {
+    // Until the coordinator finishes — or 5 s after every node has exited (refused, or failed: the coordinator
+    // would wait for nodes that never come back).
+    var nodesGone: Date? = nil
+    while coord.isRunning && Date() < end && Date() < (nodesGone ?? .distantFuture) {
+      if nodesGone == nil && !procs.contains(where: \.isRunning) { nodesGone = Date(timeIntervalSinceNow: 5) }
       if let s = try? String(contentsOfFile: "/proc/\(coord.processIdentifier)/status", encoding: .utf8),
          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
          let kb = Int(line.split(separator: " ").dropFirst().first ?? "") { peakKiB = max(peakKiB, kb) }
@@ -129,7 +133,7 @@ struct CoordinatorBench: ParsableCommand {
       if done >= 1 && done > (marks.last?.rows ?? 0) { marks.append((done, cpuSeconds(pids), cpuSeconds([coord.processIdentifier]))) }
       Thread.sleep(forTimeInterval: 0.05)
     }
-    for p in procs where p.isRunning { p.terminate() }
+    for p in procs + [coord] where p.isRunning { p.terminate() }
     let log = (try? String(contentsOfFile: dir + "/coordinator.log", encoding: .utf8)) ?? ""
     let rows = tableRows(dir + "/coordinator.log")
     let secs = rows.compactMap { Double($0[7].split(separator: " ").first ?? "") }

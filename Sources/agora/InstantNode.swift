@@ -36,6 +36,9 @@ final class InstantNode {
   /// of sending the update encoded once.
   var encodeEachRound = false
   var errorFeedback: [Float] = []
+  /// The tokens each update claims: one step of the federation's batch of whole context windows (what the
+  /// coordinator accepts for one step).
+  var tokens: UInt64 = 2048
 
   public func run(format: DeltaFormat) throws {
     endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: terms))
@@ -91,7 +94,7 @@ final class InstantNode {
         var sender = UploadSender(endpoint: endpoint, transfer: r, round: r)
         sender.deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         sender.maxRetries = 10_000
-        _ = try payload.withUnsafeBytes { try sender.send(sealer: sealer, tokens: 2048, steps: 1, loss: 1, payload: $0) }
+        _ = try payload.withUnsafeBytes { try sender.send(sealer: sealer, tokens: tokens, steps: 1, loss: 1, payload: $0) }
         log(String(format: "round %llu: fetched %d B%@ in %.2f s, sent %d B in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
                    t1.timeIntervalSince(t0), payload.count, Date().timeIntervalSince(t1)))
         if let secure, let secureRound { _ = try secure.reveal(round: r, party: secureRound.party, deadline: deadline) }
