@@ -55,12 +55,12 @@ extension Sodium {
 /// little-endian words of w bits and added to (or subtracted from) a vector of 32-bit words, wrapping mod 2^32.
 /// For a ring of b bits, w = 8 when b ≤ 8, 16 when b ≤ 16 and 32 otherwise: the sum is exact mod 2^w, so also
 /// mod 2^b (the low b bits of a uniform word are uniform), and a narrow ring costs a half or a quarter of the
-/// keystream. A seed is used for one
-/// vector only (seeds are derived per round and pair). Several masks are applied in one pass over the vector, a
-/// slice at a time (the slice stays in cache while each mask's keystream is added), on several threads.
+/// keystream. A seed is used for one vector only (seeds are derived per round and pair). Several masks are
+/// applied in one pass over the vector, a slice at a time (the slice stays in cache while each mask's keystream
+/// is added), on several threads.
 public final class MaskStream {
   static let cipher: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-256-CTR", nil)
-  /// Words per slice: 16 Ki, a multiple of the 8 16-bit words of an AES block.
+  /// Words per slice: 16 Ki, a whole number of AES blocks at every width (16 words of 8 bits, 8 of 16, 4 of 32).
   public static let words = 16 * 1024
   public let threads: Int
   /// w: the keystream's word width, 8, 16 or 32.

@@ -29,7 +29,7 @@ public enum DemoCorpus {
 
   public struct Summary: Sendable {
     public var lang: String
-    /// Manual pages and installation-guide pages used.
+    /// Manual pages used, and installation-guide pages used.
     public var pages: Int
     public var guidePages: Int
     public var trainBytes: Int
