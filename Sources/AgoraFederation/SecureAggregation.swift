@@ -83,7 +83,7 @@ public struct SecureEncoding {
 
   public func payloadBytes(count: Int) -> Int { SecureEncoding.payloadBytes(count: count, bits: codec.bits) }
   /// … of `count` values in a ring of `bits` bits.
-  public static func payloadBytes(count: Int, bits: Int) -> Int { headerBytes + (count * bits + 7) / 8 }
+  public static func payloadBytes(count: Int, bits: Int) -> Int { headerBytes + RingCodec.packedBytes(count: count, bits: bits) }
 
   /// The packed values of a masked update, after checking its head against this round's encoding.
   public func packed(_ payload: UnsafeRawBufferPointer, count: Int) throws -> UnsafeRawBufferPointer {

@@ -13,7 +13,9 @@ public struct RingCodec: Sendable {
   public var mask: UInt32 { bits == 32 ? .max : (UInt32(1) << UInt32(bits)) - 1 }
 
   /// Octets of `count` packed values.
-  public func packedBytes(count: Int) -> Int { (count * bits + 7) / 8 }
+  public func packedBytes(count: Int) -> Int { RingCodec.packedBytes(count: count, bits: bits) }
+  /// … of `count` values of `bits` bits.
+  public static func packedBytes(count: Int, bits: Int) -> Int { (count * bits + 7) / 8 }
 
   /// The smallest ring in which each of `nodes` equally weighted senders keeps at least the levels of a signed
   /// `nodeBits`-bit integer, ±(2^(nodeBits−1) − 1) (the quantum's rule below): about nodeBits + log2 n bits.
@@ -93,10 +95,13 @@ public struct RingCodec: Sendable {
     return m >= (Int64(1) << Int64(bits - 1)) ? m - (Int64(1) << Int64(bits)) : m
   }
 
-  /// Calls `body(b)` with b a literal for the widths a ring sized by per-node bits usually has (7, 9, 10, 11), so
-  /// that an inlined loop over b-bit fields gets constant shifts.
+  /// Calls `body(b)` with b a literal for the widths a ring sized by per-node bits usually has (5 to 11 but 8, which
+  /// has its own loops; 3 bits per node give 5, 6, 7, 9 and 10 from 2 to 64 nodes), so that an inlined loop over
+  /// b-bit fields gets constant shifts (a run-time b makes it 2–4× slower).
   @inline(__always) static func withConstant(_ b: Int, _ body: (Int) -> Void) {
     switch b {
+    case 5: body(5)
+    case 6: body(6)
     case 7: body(7)
     case 9: body(9)
     case 10: body(10)
