@@ -30,22 +30,14 @@ public enum HTMLText {
       if tag.hasPrefix("!") || tag.hasPrefix("?") { continue }  // doctype, processing instructions
       let closing = tag.hasPrefix("/")
       let name = String(tag.drop(while: { $0 == "/" }).prefix(while: { $0.isLetter || $0.isNumber })).lowercased()
-      if !closing, dropped.contains(name) {
-        // Skip to the matching end tag (these elements do not nest in practice).
+      // An element dropped whole, or a navigation bar: skip past its end tag (neither nests in practice; a bar
+      // holds a table, never another div), or to the end when there is none.
+      if !closing, dropped.contains(name) || (name == "div" && navigation(tag)) {
         if let end = s.range(of: "</\(name)", options: .caseInsensitive) {
           s = s[end.upperBound...]
-          if let gt = s.firstIndex(of: ">") { s = s[s.index(after: gt)...] }
+          s = s.firstIndex(of: ">").map { s[s.index(after: $0)...] } ?? s
         } else {
           s = s[s.endIndex...]
-        }
-        flush()
-        continue
-      }
-      if !closing, name == "div", navigation(tag) {
-        // A navigation bar: up to its end tag (it holds a table, never another div).
-        if let end = s.range(of: "</div", options: .caseInsensitive) {
-          s = s[end.upperBound...]
-          if let gt = s.firstIndex(of: ">") { s = s[s.index(after: gt)...] }
         }
         flush()
         continue
