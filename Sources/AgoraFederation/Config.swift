@@ -260,6 +260,9 @@ public struct FederationConfig: Sendable {
     public var minDocuments: UInt32 = 2
     /// Gaussian noise on each count before the thresholds (standard deviation; 0: none).
     public var noise: Double = 0
+    /// The held-back pre-tokens go out in pieces of this many characters, thresholded in turn (0: not at all;
+    /// `PreTokenCounts.thresholded(texts:fragmentLength:…)`).
+    public var fragmentLength = 3
     /// Tables from how many nodes the coordinator waits for (nil: every enrolled node).
     public var contributors: Int? = nil
     public var phaseSeconds: Double = 600
@@ -290,6 +293,7 @@ public struct FederationConfig: Sendable {
       v.minCount = UInt64(try f.int("tokenizer.min_count", default: 5, range: 1...1_000_000))
       v.minDocuments = UInt32(try f.int("tokenizer.min_documents", default: 2, range: 1...1_000_000))
       v.noise = try f.double("tokenizer.noise", default: 0, range: 0...1_000_000)
+      v.fragmentLength = try f.int("tokenizer.fragment_length", default: 3, range: 0...64)
       v.contributors = f.value("tokenizer.contributors") == nil ? nil : try f.int("tokenizer.contributors", range: 1...100_000)
       v.phaseSeconds = try f.double("tokenizer.phase_seconds", default: 600, range: 1...86_400)
       v.maxBytesPerLanguage = try f.int("tokenizer.max_bytes_per_language", default: 4_000_000, range: 1...1 << 34)

@@ -27,6 +27,10 @@ public final class FederationSimulation {
     /// Also score each node's own model after its inner steps (before averaging): a diagnosis of what
     /// averaging keeps of the nodes' progress.
     public var evaluateLocal = false
+    /// Experimental: average every parameter outside the embedding with the nodes weighted per value by
+    /// (their AdamW second moment)^α, the moment averaged over blocks of `momentBlock` values (nil: by tokens).
+    public var momentWeighting: Float? = nil
+    public var momentBlock = 1
     public init() {}
   }
 
@@ -106,6 +110,8 @@ public final class FederationSimulation {
     var losses: [Float] = []
     var rows = EmbeddingRowWeights(offset: layout.wte, rows: layout.config.vocabSize, width: layout.config.channels)
     var ring = try secureRing(round: r)
+    var moments = recipe.momentWeighting.map { MomentWeightedMean(count: params.count, skip: layout.wte..<(layout.wte + layout.config.vocabSize * layout.config.channels),
+                                                                   alpha: $0, block: recipe.momentBlock) }
     for (k, node) in nodes.enumerated() {
       let t = node.trainer
       // Overlap as a node runs it when the round is announced after exactly `overlap_steps` steps: the round's
@@ -141,6 +147,7 @@ public final class FederationSimulation {
         try payload.withUnsafeBytes {
           try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
           try rows.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
+          try moments?.add($0, weight: Float(w), moments: t.optimizer.v)
         }
       }
       weights += w
@@ -155,6 +162,7 @@ public final class FederationSimulation {
       ring.encoding.decode(UnsafeMutableRawPointer(sum.pointer), count: sum.count, totals: ring.totals)
     } else {
       rows.finish(sum.pointer, count: sum.count, weightTotal: weights)
+      moments?.finish(sum)
     }
     outer.step(sum)
     if fed.broadcast == .int8 {

@@ -198,13 +198,17 @@ public final class VocabularyClient {
       log("\(config.name): vocabulary phase: no text of its own; asking for the federation's tokenizer")
     } else {
       for s in try LanguageSource.discover(config.data) {
-        let counts = PreTokenCounts.count(language: s.name, texts: [try LanguageText.read(s.train, maxBytes: v.maxBytesPerLanguage)])
-        let (kept, f) = counts.thresholded(minCount: v.minCount, minDocuments: v.minDocuments, noise: v.noise) {
+        let texts = [try LanguageText.read(s.train, maxBytes: v.maxBytesPerLanguage)]
+        let counts = PreTokenCounts.count(language: s.name, texts: texts)
+        let (kept, f, pieces) = counts.thresholded(texts: texts, fragmentLength: v.fragmentLength, minCount: v.minCount, minDocuments: v.minDocuments,
+                                                   noise: v.noise) {
           Sodium.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         }
         let table = kept.encoded()
         payloads.append(table)
-        log("\(config.name): vocabulary phase: \(s.name): sending \(f.kept) pre-tokens (\(table.count) bytes); kept back \(f.dropped) seen fewer than \(v.minCount) times or in fewer than \(v.minDocuments) documents (\(f.droppedOccurrences) of \(f.keptOccurrences + f.droppedOccurrences) occurrences)")
+        let fragments = v.fragmentLength > 0 && f.dropped > 0
+          ? "; sending \(pieces.kept) pieces of \(v.fragmentLength) characters of those (kept back \(pieces.dropped) pieces, thresholded alike)" : ""
+        log("\(config.name): vocabulary phase: \(s.name): sending \(f.kept) pre-tokens (\(table.count) bytes); kept back \(f.dropped) seen fewer than \(v.minCount) times or in fewer than \(v.minDocuments) documents (\(f.droppedOccurrences) of \(f.keptOccurrences + f.droppedOccurrences) occurrences)\(fragments)")
       }
     }
     let signatures = try payloads.map { try Sodium.sign(VocabularyStatement.table(federation: fed.id, table: $0), secretKey: identity.signSecret) }

@@ -39,19 +39,37 @@ public struct PreTokenCounts: Sendable, Equatable {
   /// Counts `texts` of one language (each text: a file's contents).
   public static func count(language: String, texts: [String]) -> PreTokenCounts {
     var c = PreTokenCounts(language: language)
-    let pre = PreTokenizer()
     var words: [ArraySlice<UInt8>: (count: UInt64, documents: UInt32, last: Int)] = [:]
+    scan(texts, sizes: { bytes, characters, documents in
+      c.bytes += bytes
+      c.characters += characters
+      c.documents += documents
+    }) { w, doc in
+      if var x = words[w] {
+        x.count += 1
+        if x.last != doc { x.documents += 1; x.last = doc }
+        words[w] = x
+      } else {
+        words[w] = (1, 1, doc)
+      }
+    }
+    for (w, x) in words { c.entries[Array(w)] = Entry(count: x.count, documents: x.documents) }
+    return c
+  }
+
+  /// Pre-tokenises `texts` whole (as `BPETrainer.addLanguage` does) and calls `piece` with each pre-token and the
+  /// number of the document it starts in (from 1, across the texts). Document boundaries: after each blank line's
+  /// first newline, or after every newline in a text with no blank line. `sizes` gets each text's octets, Unicode
+  /// scalars and non-empty documents.
+  static func scan(_ texts: [String], sizes: (UInt64, UInt64, UInt64) -> Void, piece: (ArraySlice<UInt8>, Int) -> Void) {
+    let pre = PreTokenizer()
     var doc = 0
     for text in texts {
       var t = text
       t.withUTF8 { buf in
-        c.bytes += UInt64(buf.count)
         // Unicode scalars: octets that do not continue a sequence.
-        var scalars = 0
+        var scalars: UInt64 = 0
         for b in buf where b & 0xC0 != 0x80 { scalars += 1 }
-        c.characters += UInt64(scalars)
-        // Document boundaries: after each blank line's first newline (or after every newline). The text is
-        // pre-tokenised whole — as `BPETrainer.addLanguage` does — and a piece belongs to the document it starts in.
         let blocks = PreTokenCounts.hasBlankLine(buf)
         var ends: [Int] = []
         for i in 0..<buf.count where buf[i] == 0x0A && (!blocks || (i + 1 < buf.count && buf[i + 1] == 0x0A)) { ends.append(i + 1) }
@@ -64,25 +82,18 @@ public struct PreTokenCounts: Sendable, Equatable {
             opened = next
             doc += 1
           }
-          let w = ArraySlice(buf[s..<e])
-          if var x = words[w] {
-            x.count += 1
-            if x.last != doc { x.documents += 1; x.last = doc }
-            words[w] = x
-          } else {
-            words[w] = (1, 1, doc)
-          }
+          piece(ArraySlice(buf[s..<e]), doc)
         }
         // Documents: the non-empty ones.
+        var documents: UInt64 = 0
         var from = 0
         for e in ends {
-          if e > from, buf[from..<e].contains(where: { $0 != 0x0A }) { c.documents += 1 }
+          if e > from, buf[from..<e].contains(where: { $0 != 0x0A }) { documents += 1 }
           from = e
         }
+        sizes(UInt64(buf.count), scalars, documents)
       }
     }
-    for (w, x) in words { c.entries[Array(w)] = Entry(count: x.count, documents: x.documents) }
-    return c
   }
 
   static func hasBlankLine(_ buf: UnsafeBufferPointer<UInt8>) -> Bool {

@@ -15,6 +15,10 @@ struct SimulateCommand: ParsableCommand {
   var localEval = false
   @Flag(help: "Score each node's own model after the last round only (what an institution holds if it keeps its last local model).")
   var localEvalLast = false
+  @Option(help: "Experimental: weigh each node's update per value by (its AdamW second moment)^α outside the embedding.")
+  var momentWeighting: Float? = nil
+  @Option(help: "With --moment-weighting: average the second moment over blocks of this many values.")
+  var momentBlock: Int = 1
 
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
@@ -27,6 +31,8 @@ struct SimulateCommand: ParsableCommand {
     } catch let e as ConfigError { throw CLIError(e.description) }
     var recipe = FederationSimulation.Recipe()
     recipe.evaluateLocal = localEval
+    recipe.momentWeighting = momentWeighting
+    recipe.momentBlock = momentBlock
     let sim = try FederationSimulation(nodeConfigs: configs, recipe: recipe)
     let fed = sim.federation
     print("simulated federation \(fed.id): \(sim.nodes.count) nodes (\(sim.nodes.map(\.name).joined(separator: ", "))), \(fed.rounds) rounds, \(fed.outerOptimizer.rawValue), \(fed.compression.rawValue) updates")

@@ -77,15 +77,18 @@ struct TokenizerCommand: ParsableCommand {
     var minDocuments: UInt32 = 1
     @Option(help: "Standard deviation of Gaussian noise added to each count before the thresholds (0: none).")
     var noise: Double = 0
+    @Option(help: "Also count the held-back pre-tokens in pieces of this many characters, thresholded in turn (0: none; a federation's default).")
+    var fragmentLength: Int = 3
 
     func run() throws {
       try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
       for s in try LanguageSource.discover(input) {
-        let counts = PreTokenCounts.count(language: s.name, texts: [try LanguageText.read(s.train, maxBytes: maxBytesPerLanguage)])
-        let (kept, f) = counts.thresholded(minCount: minCount, minDocuments: minDocuments, noise: noise)
+        let texts = [try LanguageText.read(s.train, maxBytes: maxBytesPerLanguage)]
+        let counts = PreTokenCounts.count(language: s.name, texts: texts)
+        let (kept, f, pf) = counts.thresholded(texts: texts, fragmentLength: fragmentLength, minCount: minCount, minDocuments: minDocuments, noise: noise)
         let bytes = kept.encoded()
         try AtomicFile.write(Data(bytes), to: out + "/\(s.name).agvc")
-        print("\(s.name): \(f.kept) pre-tokens kept, \(f.dropped) dropped (\(f.droppedOccurrences) of \(f.keptOccurrences + f.droppedOccurrences) occurrences); \(bytes.count) bytes")
+        print("\(s.name): \(f.kept) pre-tokens kept, \(f.dropped) dropped (\(f.droppedOccurrences) of \(f.keptOccurrences + f.droppedOccurrences) occurrences)\(fragmentLength > 0 && f.dropped > 0 ? "; \(pf.kept) pieces sent, \(pf.dropped) held back" : ""); \(bytes.count) bytes")
       }
     }
   }

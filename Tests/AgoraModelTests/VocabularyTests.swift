@@ -80,6 +80,34 @@ func demoText(_ lang: String, bytes: Int) throws -> String {
     #expect(!tok.tokenBytes.contains(Array(" Zyqwort".utf8)) && !tok.tokenBytes.contains(Array("Zyqwort".utf8)))
   }
 
+  /// A held-back pre-token goes out only as pieces of n characters that are themselves frequent (k times, in m
+  /// documents): a stem shared by rare words does, the rest of those words and a word repeated in one document
+  /// do not. Thresholds off, nothing is held back and nothing is cut.
+  @Test func heldBackWordsGoOutOnlyAsFrequentPieces() throws {
+    #expect(PreTokenCounts.cut(ArraySlice(" καλημέρα".utf8), length: 3).map { String(decoding: $0, as: UTF8.self) } == [" καλ", "ημέ", "ρα"])
+    #expect(PreTokenCounts.cut(ArraySlice("abcdef".utf8), length: 3).map { String(decoding: $0, as: UTF8.self) } == ["abc", "def"])
+    let common = try demoText("it", bytes: 30_000)
+    // Five rare words with the stem "Zyq", one per document; "Vxqholmu" four times in one document.
+    let rare = ["Zyqxjw", "Zyqkvw", "Zyqwxk", "Zyqjqx", "Zyqvkj"].map { "\n\nuna \($0) due" }.joined()
+    let text = common + rare + "\n\nVxqholmu Vxqholmu Vxqholmu Vxqholmu\n"
+    let all = PreTokenCounts.count(language: "it", texts: [text])
+    let (plain, f) = all.thresholded(minCount: 5, minDocuments: 2)
+    let (kept, f2, pieces) = all.thresholded(texts: [text], fragmentLength: 3, minCount: 5, minDocuments: 2)
+    #expect(f == f2 && pieces.kept > 0 && pieces.dropped > 0)
+    #expect(kept.entries[Array(" Zyq".utf8)]?.count == 5 && plain.entries[Array(" Zyq".utf8)] == nil)
+    for w in kept.entries.keys {
+      let s = String(decoding: w, as: UTF8.self)
+      #expect(!["xjw", "kvw", "wxk", "jqx", "vkj", "Vxq"].contains { s.contains($0) }, "\(s)")
+    }
+    // Every entry of the plain table is there, at least as often; the sizes are the text's.
+    for (w, e) in plain.entries { #expect((kept.entries[w]?.count ?? 0) >= e.count) }
+    #expect(kept.bytes == all.bytes && kept.characters == all.characters)
+    // Length 0: the plain table. Thresholds off: nothing to cut.
+    #expect(all.thresholded(texts: [text], fragmentLength: 0, minCount: 5, minDocuments: 2).0 == plain)
+    let (off, _, none) = all.thresholded(texts: [text], fragmentLength: 3, minCount: 1, minDocuments: 1)
+    #expect(off.entries.mapValues(\.count) == all.entries.mapValues(\.count) && none.kept == 0 && none.dropped == 0)
+  }
+
   /// `equalize` measures a language by the characters of its counted pre-tokens: a table whose rare words a
   /// node dropped looks as well served as the whole text (it does not look better served and get less pull).
   @Test func equalizeMeasuresWhatWasCounted() throws {
