@@ -95,3 +95,30 @@ struct EmbeddingRowsTests {
     #expect(NodeService.tokenCounts([0, 3, 10, 11, 5_000_000_000], minimum: 10) == [0, 0, 10, 11, UInt32.max])
   }
 }
+
+/// The simulation's experimental mean by AdamW second moments (`MomentWeightedMean`).
+struct MomentWeightedMeanTests {
+  @Test func equalMomentsGiveTheTokenMeanAndAValueFollowsTheNodesThatTrainIt() throws {
+    let count = 600, skip = 100..<200
+    var g = SplitMix64(seed: 3)
+    let d = (0..<2).map { _ in (0..<count).map { _ in Float.random(in: -1..<1, using: &g) } }
+    let w: [Float] = [3, 1]
+    // Node 0's moments: 1 everywhere; node 1's: 1 on the first 300 values, 0 after (it never trained them).
+    let v = [FloatBuffer(count: count), FloatBuffer(count: count)]
+    for i in 0..<count { v[0].pointer[i] = 1; v[1].pointer[i] = i < 300 ? 1 : 0 }
+    let sum = FloatBuffer(count: count)
+    for i in 0..<count { sum.pointer[i] = -7 }   // what the rows' mean left: kept where skipped
+    for alpha: Float in [1, 0.5] {
+      let m = MomentWeightedMean(count: count, skip: skip, alpha: alpha, block: 1)
+      for k in 0..<2 {
+        let payload = d[k].withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
+        try payload.withUnsafeBytes { try m.add($0, weight: w[k], moments: v[k]) }
+      }
+      m.finish(sum)
+      for i in 0..<count {
+        let want: Float = skip.contains(i) ? -7 : i < 300 ? (3 * d[0][i] + d[1][i]) / 4 : d[0][i]
+        #expect(abs(sum.pointer[i] - want) < 1e-5, "value \(i), α = \(alpha)")
+      }
+    }
+  }
+}
