@@ -39,22 +39,35 @@ public struct PreTokenCounts: Sendable, Equatable {
   /// Counts `texts` of one language (each text: a file's contents).
   public static func count(language: String, texts: [String]) -> PreTokenCounts {
     var c = PreTokenCounts(language: language)
-    var words: [ArraySlice<UInt8>: (count: UInt64, documents: UInt32, last: Int)] = [:]
+    var tally = Tally()
     scan(texts, sizes: { bytes, characters, documents in
       c.bytes += bytes
       c.characters += characters
       c.documents += documents
-    }) { w, doc in
-      if var x = words[w] {
+    }) { w, doc in tally.add(w, document: doc) }
+    c.entries = tally.entries
+    return c
+  }
+
+  /// Occurrences and documents of octet strings, as they are met in a scan (a document counted once per string).
+  struct Tally {
+    var seen: [ArraySlice<UInt8>: (count: UInt64, documents: UInt32, last: Int)] = [:]
+
+    mutating func add(_ w: ArraySlice<UInt8>, document doc: Int) {
+      if var x = seen[w] {
         x.count += 1
         if x.last != doc { x.documents += 1; x.last = doc }
-        words[w] = x
+        seen[w] = x
       } else {
-        words[w] = (1, 1, doc)
+        seen[w] = (1, 1, doc)
       }
     }
-    for (w, x) in words { c.entries[Array(w)] = Entry(count: x.count, documents: x.documents) }
-    return c
+
+    var entries: [[UInt8]: Entry] {
+      var out: [[UInt8]: Entry] = Dictionary(minimumCapacity: seen.count)
+      for (w, x) in seen { out[Array(w)] = Entry(count: x.count, documents: x.documents) }
+      return out
+    }
   }
 
   /// Pre-tokenises `texts` whole (as `BPETrainer.addLanguage` does) and calls `piece` with each pre-token and the

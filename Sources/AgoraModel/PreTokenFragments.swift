@@ -15,23 +15,15 @@ extension PreTokenCounts {
   public static func fragments(language: String, texts: [String], heldBack: Set<[UInt8]>, length: Int) -> PreTokenCounts {
     var c = PreTokenCounts(language: language)
     guard length >= 1, !heldBack.isEmpty else { return c }
-    var pieces: [ArraySlice<UInt8>: (count: UInt64, documents: UInt32, last: Int)] = [:]
+    var tally = Tally()
     var word: [UInt8] = []
     scan(texts, sizes: { _, _, _ in }) { w, doc in
       word.removeAll(keepingCapacity: true)
       word.append(contentsOf: w)
       guard heldBack.contains(word) else { return }
-      for piece in cut(w, length: length) {
-        if var x = pieces[piece] {
-          x.count += 1
-          if x.last != doc { x.documents += 1; x.last = doc }
-          pieces[piece] = x
-        } else {
-          pieces[piece] = (1, 1, doc)
-        }
-      }
+      for piece in cut(w, length: length) { tally.add(piece, document: doc) }
     }
-    for (w, x) in pieces { c.entries[Array(w)] = Entry(count: x.count, documents: x.documents) }
+    c.entries = tally.entries
     return c
   }
 
