@@ -1,7 +1,7 @@
 /// Fragments of the pre-tokens a node keeps back (SPEC §4.4).
 ///
 /// The thresholds drop rare pre-tokens, and with them most of a highly inflected language's word forms: from a
-/// megabyte of Greek, Romanian or Finnish a node keeps a few thousand forms and holds back 10–20% of the
+/// megabyte of Greek, Romanian or Finnish a node keeps a few thousand forms and holds back 16–41% of the
 /// occurrences, so the merges inside those words (stems and endings that are common, in words that are not)
 /// never reach the coordinator, and the language is served worse than a vocabulary learned from its text. A
 /// node may send those words' fragments instead: each occurrence of a held-back pre-token is cut into pieces of
