@@ -1,0 +1,85 @@
+import AgoraModel
+import Foundation
+
+// What each process reads besides federation.toml (Config.swift): coordinator.toml and a node's <institution>.toml.
+
+/// `coordinator.toml`: the coordinator's own settings.
+public struct CoordinatorConfig: Sendable {
+  public var path: String
+  public var federation: FederationConfig
+  public var identity: String
+  public var enrolled: String
+  public var dataDir: String
+  public var bind: String
+  /// Where the dashboard listens (host, port), if anywhere; a token it asks for.
+  public var dashboard: (host: String, port: Int)?
+  public var dashboardToken: String?
+
+  public init(path: String, federationOverrides: [String] = []) throws {
+    let f = try TOMLFile(path)
+    self.path = path
+    federation = try FederationConfig(path: try f.path("coordinator.federation"), overrides: federationOverrides)
+    if f.value("coordinator.dashboard") != nil {
+      let s = try f.string("coordinator.dashboard")
+      guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port), colon > s.startIndex else {
+        throw f.fail("coordinator.dashboard", "expected HOST:PORT, e.g. 127.0.0.1:47180")
+      }
+      dashboard = (String(s[..<colon]), port)
+    }
+    dashboardToken = f.value("coordinator.dashboard_token") == nil ? nil : try f.string("coordinator.dashboard_token")
+    if let d = dashboard, !["127.0.0.1", "localhost", "::1"].contains(d.host) {
+      guard let t = dashboardToken, t.count >= 16 else {
+        throw f.fail("coordinator.dashboard_token", "the dashboard listens on \(d.host), not on loopback: set a read-only access token of at least 16 characters")
+      }
+    }
+    identity = try f.path("coordinator.identity")
+    enrolled = try f.path("coordinator.enrolled")
+    dataDir = try f.path("coordinator.data")
+    bind = try f.string("coordinator.bind", default: federation.endpoint)
+  }
+}
+
+/// `<institution>.toml`: one node's identity, data and compute budget.
+public struct NodeConfig: Sendable {
+  public var path: String
+  public var federation: FederationConfig
+  public var name: String
+  public var identity: String
+  public var data: [String]
+  /// A compute donor: no data of its own; it trains on the public shards the coordinator assigns.
+  public var donor: Bool
+  public var maxStepsPerRound: Int?
+  public var threads: Int?
+  /// The arithmetic of this node's matrix products (`node.precision`): fp32, or bf16 mixed precision.
+  public var precision: Precision
+  public var workDir: String
+  /// How long the node waits for a coordinator that stopped or restarted before it gives up.
+  public var rejoinSeconds: Double
+  /// Bits per byte per language of what this institution trains alone (its own baseline), reported with its
+  /// evaluations so the federation shows whether joining pays; empty: none.
+  public var aloneBitsPerByte: [String: Double]
+
+  public init(path: String, federationOverrides: [String] = []) throws {
+    let f = try TOMLFile(path)
+    self.path = path
+    federation = try FederationConfig(path: try f.path("node.federation"), overrides: federationOverrides)
+    name = try f.string("node.name")
+    identity = try f.path("node.identity")
+    donor = try f.bool("node.donor", default: false)
+    data = f.value("node.data") == nil ? [] : try f.paths("node.data")
+    if donor {
+      guard data.isEmpty else { throw f.fail("node.data", "a donor (node.donor = true) has no data of its own; remove node.data") }
+      guard !federation.publicData.isEmpty else {
+        throw f.fail("node.donor", "the federation (\(federation.path)) names no public corpus ([public] data) for donors to train on")
+      }
+    } else {
+      guard !data.isEmpty else { throw f.fail("node.data", "needs at least one data directory (or node.donor = true for a compute donor)") }
+    }
+    maxStepsPerRound = f.value("node.max_steps_per_round") == nil ? nil : try f.int("node.max_steps_per_round", range: 1...1_000_000)
+    threads = f.value("node.threads") == nil ? nil : try f.int("node.threads", range: 1...256)
+    precision = try f.choice("node.precision", default: federation.precision)
+    rejoinSeconds = try f.double("node.rejoin_seconds", default: 3600, range: 1...604_800)
+    aloneBitsPerByte = try f.numbersByLanguage("node.alone_bits_per_byte", range: 0...1000)
+    workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
+  }
+}
