@@ -154,7 +154,12 @@ public struct PreTokenCounts: Sendable, Equatable {
     bytes += o.bytes
     characters += o.characters
     documents += o.documents
-    for (w, e) in o.entries {
+    addEntries(o.entries)
+  }
+
+  /// Adds counts (and documents) entry by entry.
+  mutating func addEntries(_ more: [[UInt8]: Entry]) {
+    for (w, e) in more {
       if var x = entries[w] {
         x.count += e.count
         x.documents += e.documents

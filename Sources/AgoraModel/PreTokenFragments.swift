@@ -60,15 +60,7 @@ extension PreTokenCounts {
     let heldBack = Set(entries.keys.filter { kept.entries[$0] == nil })
     let pieces = PreTokenCounts.fragments(language: language, texts: texts, heldBack: heldBack, length: fragmentLength)
     let (sent, pf) = pieces.thresholded(minCount: minCount, minDocuments: minDocuments, noise: noise, random: random)
-    for (w, e) in sent.entries {
-      if var x = kept.entries[w] {
-        x.count += e.count
-        x.documents += e.documents
-        kept.entries[w] = x
-      } else {
-        kept.entries[w] = e
-      }
-    }
+    kept.addEntries(sent.entries)
     return (kept, f, pf)
   }
 }
