@@ -121,8 +121,9 @@ import Testing
   /// An institution that starts after the phase (here: enrolled, but down while the phase ran; the phase waited
   /// its `phase_seconds` and learned from the others) gets the federation's fixed tokenizer, signed, from the
   /// running coordinator, and trains with it; its counts change nothing and it is named nowhere as a contributor.
+  /// The rounds wait for all three nodes (min_nodes = 3), so c's taking part does not race the rounds' pace.
   @Test func aNodeThatStartsAfterThePhaseGetsTheFixedVocabulary() throws {
-    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 16, innerSteps: 30, quorum: 1.0, deadline: 20, minNodes: 2,
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 16, innerSteps: 30, quorum: 1.0, deadline: 20, minNodes: 3,
                         extra: "\n[tokenizer]\nfederated = true\nvocab_size = 400\nbalance = \"bytes\"\nmin_count = 1\nmin_documents = 1\nphase_seconds = 4")
     defer { h.cleanup() }
     let f = h.dir + "/federation.toml"
