@@ -207,6 +207,10 @@ public struct FederationConfig: Sendable {
   /// (`token_counts`: a node's change to a row it hardly trained on counts for little). With `token_counts`,
   /// institutions send their training text's token counts once per session (COUNTS).
   public var embeddingRows: EmbeddingRows
+  /// α of averaging by the nodes' second moments (0: off): every update carries its node's AdamW second moment
+  /// per block of 256 values, and outside the embedding each block's mean weighs node k by its tokens times
+  /// (its moment there)^α, normalised over its blocks (`BlockMoments`, SPEC §4.2).
+  public var momentWeighting: Double
   public enum EmbeddingRows: String, CaseIterable, Sendable { case tokens, token_counts }
   /// Validation windows per language on which each institution scores every version it trains on and reports
   /// the figures (EVALUATION, signed); 0: nodes report nothing.
@@ -337,6 +341,7 @@ public struct FederationConfig: Sendable {
       throw f.fail("rounds.overlap_steps", "overlapped steps are the first of a round's inner steps: fewer than the fewest a round takes")
     }
     embeddingRows = try f.choice("rounds.embedding_rows", default: EmbeddingRows.token_counts)
+    momentWeighting = try f.double("rounds.moment_weighting", default: 0, range: 0...4)
     nodeEvalWindows = try f.int("rounds.node_eval_windows", default: 8, range: 0...100_000)
     tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
@@ -357,6 +362,14 @@ public struct FederationConfig: Sendable {
         throw f.fail("federation.members", "secure aggregation needs the directory of every member's enrolment card (nodes check key advertisements against it)")
       }
       guard lateUpdates == .drop else { throw f.fail("rounds.late_updates", "secure aggregation sums one round's updates only: late updates must be \"drop\"") }
+    }
+    if momentWeighting > 0 {
+      // The coordinator reads each node's moments: not under secure aggregation, and not with differential
+      // privacy's equal weights (the noise is calibrated to them). fp32 updates are staged in θ's memory, which
+      // has no room for the moments.
+      if secureAggregation { throw f.fail("rounds.moment_weighting", "secure aggregation hides each node's update: averaging by second moments needs rounds.secure_aggregation = false") }
+      if dpClip > 0 { throw f.fail("rounds.moment_weighting", "differential privacy weighs every node the same: averaging by second moments needs rounds.dp_clip = 0") }
+      if compression == .fp32 { throw f.fail("rounds.moment_weighting", "averaging by second moments needs quantised updates (rounds.compression = \"int8\", \"int4\" or \"fp4\")") }
     }
   }
 }

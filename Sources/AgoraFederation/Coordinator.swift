@@ -130,7 +130,7 @@ public final class CoordinatorService {
     tokenizerHash = hex(th)
     tokenizerAnswer = .tokenizer(hash: th, signature: try Sodium.sign(VocabularyStatement.tokenizer(federation: fed.id, hash: th), secretKey: identity.signSecret),
                                  payload: Payload(json))
-    staging = UpdateStaging(params: params, header: weightsHeader.count)
+    staging = UpdateStaging(params: params, header: weightsHeader.count, trailer: fed.momentWeighting > 0 ? BlockMoments.trailerBytes(count: params.count) : 0)
     let outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum),
                                momentumInMemory: false)
     stepper = VersionStep(outer: outer, params: params, sum: sum, weightsHeader: weightsHeader, store: st, patchDir: config.dataDir + "/patches",
@@ -162,6 +162,7 @@ public final class CoordinatorService {
     // that grows with the participants is sized for every enrolled node taking part; enrolment is read once).
     let payloadBytes = fed.secureAggregation ? SecureEncoding.payloadBytes(count: params.count, bits: fed.secureAggregationRing.bits(participants: max(1, enrolment.cards.count)))
                                              : DeltaCodec.encodedSize(count: params.count, format: fed.compression.format)
+                                               + (fed.momentWeighting > 0 ? BlockMoments.trailerBytes(count: params.count) : 0)
     receiver.maxActive = staging.configure(uploads: fed.concurrentUploads, payloadBytes: payloadBytes)
     if receiver.maxActive < fed.concurrentUploads {
       logSink("  rounds.concurrent_uploads = \(fed.concurrentUploads): \(receiver.maxActive) upload(s) at once (the staging buffer holds \(receiver.maxActive) \(fed.compression.rawValue) payload(s) of \(payloadBytes) bytes)")

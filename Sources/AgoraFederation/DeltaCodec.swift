@@ -36,11 +36,14 @@ public enum DeltaError: Error, Equatable, CustomStringConvertible {
   case header(String)
   case length(got: Int, expected: Int)
   case nonFinite(index: Int)
+  /// The second moments that follow an update (`BlockMoments`) are missing or malformed.
+  case moments(String)
   public var description: String {
     switch self {
     case .header(let s): return "update payload header: \(s)"
     case .length(let g, let e): return "update payload is \(g) bytes, its header implies \(e)"
     case .nonFinite(let i): return "update value \(i) (or its block's scale) is NaN or infinite"
+    case .moments(let s): return "update's second moments: \(s)"
     }
   }
 }
@@ -182,7 +185,8 @@ public enum DeltaCodec {
   public typealias Mode = DeltaKernels.Apply
 
   /// Reads and checks a payload's header against the expected value count and the payload's length.
-  public static func header(_ payload: UnsafeRawBufferPointer, count expected: Int) throws -> DeltaFormat {
+  /// `checkLength: false` reads the format from the first 16 octets alone.
+  public static func header(_ payload: UnsafeRawBufferPointer, count expected: Int, checkLength: Bool = true) throws -> DeltaFormat {
     guard payload.count >= headerBytes else { throw DeltaError.length(got: payload.count, expected: headerBytes) }
     guard Array(payload[0..<4]) == magic else { throw DeltaError.header("bad magic") }
     guard let f = DeltaFormat(rawValue: payload[4]) else { throw DeltaError.header("unknown format \(payload[4])") }
@@ -190,7 +194,7 @@ public enum DeltaCodec {
     let n = UInt64(littleEndian: payload.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
     guard n == UInt64(expected) else { throw DeltaError.header("holds \(n) values, the model has \(expected)") }
     let size = encodedSize(count: expected, format: f)
-    guard payload.count == size else { throw DeltaError.length(got: payload.count, expected: size) }
+    guard !checkLength || payload.count == size else { throw DeltaError.length(got: payload.count, expected: size) }
     return f
   }
 

@@ -26,12 +26,44 @@ public struct EmbeddingRowWeights {
   public let width: Int
   /// Σ_k ω_k,r per row, so far.
   public private(set) var totals: [Double]
+  /// With `rounds.moment_weighting`: Σ_k w_k·F_k,b per block of the parameters (`BlockMoments`), so far; the
+  /// values outside the embedding are divided by their block's total instead of the nodes' total weight.
+  public private(set) var blockTotals: [Double]?
 
-  public init(offset: Int, rows: Int, width: Int) {
+  /// `parameters`: with moment weighting, the model's parameter count (nil: every block weighs by tokens).
+  public init(offset: Int, rows: Int, width: Int, parameters: Int? = nil) {
     self.offset = offset
     self.rows = rows
     self.width = width
     totals = [Double](repeating: 0, count: rows)
+    blockTotals = parameters.map { [Double](repeating: 0, count: BlockMoments.blocks(count: $0)) }
+  }
+
+  /// The values outside the embedding (the embedding's rows weigh by counts instead).
+  var embedding: Range<Int> { offset..<(offset + rows * width) }
+
+  /// Folds an update's values outside the embedding into `sum` again by its moment factors (`BlockMoments
+  /// .factors`): the update is already in `sum` with weight `w`; block b gets the rest, w·(F_b − 1).
+  public mutating func foldBlocks(_ payload: UnsafeRawBufferPointer, format: DeltaFormat, count: Int, weight w: Double, factors: [Float],
+                                  into sum: UnsafeMutablePointer<Float>) throws {
+    guard var t = blockTotals, factors.count == t.count else { throw DeltaError.moments("\(factors.count) factors for \(blockTotals?.count ?? 0) blocks") }
+    for b in t.indices { t[b] += w * Double(factors[b]) }
+    blockTotals = t
+    let block = DeltaCodec.block, slice = 64 * block
+    let skip = embedding
+    let slices = (count + slice - 1) / slice
+    let failed = ManagedIndex()
+    Parallel.forChunks(slices) { _, s, e in
+      let scratch = UnsafeMutablePointer<Float>.allocate(capacity: slice)
+      defer { scratch.deallocate() }
+      for c in s..<e {
+        let lo = c * slice, hi = min(count, lo + slice)
+        if skip.contains(lo) && skip.contains(hi - 1) { continue }
+        do { try DeltaCodec.values(of: payload, format: format, range: lo..<hi, count: count, into: scratch) } catch { failed.record(lo); continue }
+        for i in lo..<hi where !skip.contains(i) { sum[i] += Float(w * Double(factors[i / block] - 1)) * scratch[i - lo] }
+      }
+    }
+    if let i = failed.value { throw DeltaError.nonFinite(index: i) }
   }
 
   /// V·q_r for a node's counts (1 everywhere when it sent none, or only zeros).
@@ -67,13 +99,15 @@ public struct EmbeddingRowWeights {
     }
   }
 
-  /// Turns the weighted sum into the mean: every value divided by `weightTotal`, each embedding row by its total.
+  /// Turns the weighted sum into the mean: every value divided by `weightTotal`, each embedding row by its total,
+  /// and with moment weighting every other value by its block's total.
   public func finish(_ sum: UnsafeMutablePointer<Float>, count: Int, weightTotal: Double) {
     let inv = Float(1 / weightTotal)
     let rowInv = totals.map { Float(1 / $0) }
-    let (offset, end, width) = (offset, offset + rows * width, width)
+    let blockInv = blockTotals?.map { $0 > 0 ? Float(1 / $0) : 0 }
+    let (offset, end, width, block) = (offset, offset + rows * width, width, DeltaCodec.block)
     Parallel.forRange(count, minChunk: 16384) { a, b in
-      for i in a..<b { sum[i] *= (i >= offset && i < end) ? rowInv[(i - offset) / width] : inv }
+      for i in a..<b { sum[i] *= (i >= offset && i < end) ? rowInv[(i - offset) / width] : (blockInv?[i / block] ?? inv) }
     }
   }
 }

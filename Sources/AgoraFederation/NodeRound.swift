@@ -94,8 +94,10 @@ extension NodeService {
                                   relative: dp ? nil : ownRelative, deadline: deadline)
       errorFeedback.copy(from: delta)
     } else {
-      payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
-                                  errorFeedback: format.quantised && adversary == nil ? errorFeedback.buffer : nil)
+      let update = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format,
+                                     errorFeedback: format.quantised && adversary == nil ? errorFeedback.buffer : nil)
+      // Averaging by second moments: the AdamW second moment per block of 256 values follows Δ (SPEC §6.2).
+      payload = fed.momentWeighting > 0 ? update + BlockMoments.trailer(UnsafeBufferPointer(trainer.optimizer.v.buffer)) : update
     }
     let sealedBase = adversary == .stalebase ? (previousBase ?? [UInt8](repeating: 0xAB, count: 32)) : hash
     previousBase = hash

@@ -23,6 +23,8 @@ final class RoundCollector: UploadConsumer {
     var roundSteps: Int = 0
     /// Differential privacy's clip norm (0: off): each update is scaled down to it and every node weighs 1.
     var dpClip: Double = 0
+    /// α of averaging by second moments (0: off); updates then carry their moments after Δ (`BlockMoments`).
+    var momentWeighting: Double = 0
   }
 
   let settings: Settings
@@ -109,7 +111,8 @@ final class RoundCollector: UploadConsumer {
     defer { staging.end(node: c.node) }  // its slot is free again
     if let secure { return try completedMasked(c, secure: secure) }
     let s = settings
-    let payload = staging.payload(node: c.node)
+    let staged = staging.payload(node: c.node)
+    let (payload, moments) = s.momentWeighting > 0 ? try BlockMoments.split(staged, count: sum.count) : (staged, nil)
     let (format, squared) = try DeltaCodec.validate(payload, count: sum.count)
     let norm = Float(squared.squareRoot())
     guard norm.isFinite else { throw UpdateRefusal.norm(norm, bound: .infinity, basis: "not finite") }
@@ -140,6 +143,12 @@ final class RoundCollector: UploadConsumer {
     }
     try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w) * clip))
     try rows.fold(payload, format: format, count: sum.count, weight: w, relative: s.dpClip > 0 ? nil : relative(c.node), into: sum.pointer)
+    if let moments {
+      let f = BlockMoments.factors(moments, alpha: s.momentWeighting, skip: rows.embedding, count: sum.count)
+      try rows.foldBlocks(payload, format: format, count: sum.count, weight: w, factors: f, into: sum.pointer)
+      log(String(format: "  %@'s second moments: block factors %.3g to %.3g, %d of %d at the cap", name(c.node), f.min() ?? 0, f.max() ?? 0,
+                 f.filter { $0 >= BlockMoments.factorCap }.count, f.count))
+    }
     weightTotal += w
     tokens += c.tokens
     bytesIn += c.bytes

@@ -27,10 +27,13 @@ public final class FederationSimulation {
     /// Also score each node's own model after its inner steps (before averaging): a diagnosis of what
     /// averaging keeps of the nodes' progress.
     public var evaluateLocal = false
-    /// Experimental: average every parameter outside the embedding with the nodes weighted per value by
-    /// (their AdamW second moment)^α, the moment averaged over blocks of `momentBlock` values (nil: by tokens).
+    /// α of averaging by second moments, in place of `rounds.moment_weighting` (nil: the federation's).
     public var momentWeighting: Float? = nil
-    public var momentBlock = 1
+    /// Experimental: the moment averaged over blocks of this many values, by `MomentWeightedMean` (1: per value)
+    /// instead of the network's `BlockMoments` (nil).
+    public var momentBlock: Int? = nil
+    /// With `momentWeighting`: scale each node's block factors to mean 1 (it moves its weight between blocks only).
+    public var momentNormalise = false
     public init() {}
   }
 
@@ -108,10 +111,13 @@ public final class FederationSimulation {
     let delta = FloatBuffer(count: params.count)
     var weights = 0.0
     var losses: [Float] = []
-    var rows = EmbeddingRowWeights(offset: layout.wte, rows: layout.config.vocabSize, width: layout.config.channels)
+    let alpha = recipe.momentWeighting.map(Double.init) ?? fed.momentWeighting
+    // Averaging by second moments as the coordinator does it (BlockMoments), or an experiment's variant.
+    let blocks = alpha > 0 && recipe.momentBlock == nil
+    var rows = EmbeddingRowWeights(offset: layout.wte, rows: layout.config.vocabSize, width: layout.config.channels, parameters: blocks ? params.count : nil)
     var ring = try secureRing(round: r)
-    var moments = recipe.momentWeighting.map { MomentWeightedMean(count: params.count, skip: layout.wte..<(layout.wte + layout.config.vocabSize * layout.config.channels),
-                                                                   alpha: $0, block: recipe.momentBlock) }
+    let moments = recipe.momentBlock.flatMap { b in alpha > 0 ? MomentWeightedMean(count: params.count, skip: rows.embedding, alpha: Float(alpha), block: b,
+                                                                                   normalise: recipe.momentNormalise) : nil }
     for (k, node) in nodes.enumerated() {
       let t = node.trainer
       // Overlap as a node runs it when the round is announced after exactly `overlap_steps` steps: the round's
@@ -148,6 +154,12 @@ public final class FederationSimulation {
           try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
           try rows.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
           try moments?.add($0, weight: Float(w), moments: t.optimizer.v)
+          if blocks {
+            let sent = BlockMoments.trailer(UnsafeBufferPointer(t.optimizer.v.buffer))
+            let (_, m) = try (Array($0) + sent).withUnsafeBytes { try BlockMoments.split($0, count: sum.count) }
+            try rows.foldBlocks($0, format: format, count: sum.count, weight: w, factors: BlockMoments.factors(m, alpha: alpha, skip: rows.embedding, count: sum.count),
+                                into: sum.pointer)
+          }
         }
       }
       weights += w

@@ -15,7 +15,8 @@ final class UpdateStaging {
   let params: FloatBuffer
   /// Octets of the safetensors header before θ in a version blob.
   let header: Int
-  /// Bytes of an int8 update: staging beyond this holds an fp32 update.
+  /// Bytes of an int8 update (and its second moments, when the federation sends them): staging beyond this
+  /// holds an fp32 update.
   let int8Bytes: Int
   /// Slots (uploads staged at once) and each one's size (0: one slot, the whole staging area).
   private(set) var slotCount = 1
@@ -30,11 +31,12 @@ final class UpdateStaging {
   private var paramsChecksum: UInt64 = 0
   private var said = false
 
-  init(params: FloatBuffer, header: Int) {
+  /// `trailer`: octets that follow every update (`BlockMoments`; only with quantised updates).
+  init(params: FloatBuffer, header: Int, trailer: Int = 0) {
     self.params = params
     self.header = header
     buffer = .allocate(byteCount: DeltaCodec.encodedSize(count: params.count, format: .fp32), alignment: 64)
-    int8Bytes = DeltaCodec.encodedSize(count: params.count, format: .int8)
+    int8Bytes = DeltaCodec.encodedSize(count: params.count, format: .int8) + trailer
   }
 
   func deallocate() { buffer.deallocate() }

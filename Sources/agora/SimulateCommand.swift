@@ -15,10 +15,12 @@ struct SimulateCommand: ParsableCommand {
   var localEval = false
   @Flag(help: "Score each node's own model after the last round only (what an institution holds if it keeps its last local model).")
   var localEvalLast = false
-  @Option(help: "Experimental: weigh each node's update per value by (its AdamW second moment)^α outside the embedding.")
+  @Option(help: "α of averaging by the nodes' second moments outside the embedding, in place of rounds.moment_weighting (0: off).")
   var momentWeighting: Float? = nil
-  @Option(help: "With --moment-weighting: average the second moment over blocks of this many values.")
-  var momentBlock: Int = 1
+  @Option(help: "Experimental, with --moment-weighting: average the second moment over blocks of this many values (1: per value) instead of the network's 256-value blocks, normalisation and cap.")
+  var momentBlock: Int? = nil
+  @Flag(help: "With --moment-weighting: scale each node's block factors to mean 1, so they move its weight between blocks and cannot raise it.")
+  var momentNormalise = false
 
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)
@@ -33,6 +35,7 @@ struct SimulateCommand: ParsableCommand {
     recipe.evaluateLocal = localEval
     recipe.momentWeighting = momentWeighting
     recipe.momentBlock = momentBlock
+    recipe.momentNormalise = momentNormalise
     let sim = try FederationSimulation(nodeConfigs: configs, recipe: recipe)
     let fed = sim.federation
     print("simulated federation \(fed.id): \(sim.nodes.count) nodes (\(sim.nodes.map(\.name).joined(separator: ", "))), \(fed.rounds) rounds, \(fed.outerOptimizer.rawValue), \(fed.compression.rawValue) updates")
