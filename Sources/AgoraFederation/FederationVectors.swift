@@ -8,6 +8,8 @@ import Foundation
 public enum FederationVectors {
   /// 600 values (two whole int8 blocks and a short one), made from a formula anyone can recompute.
   public static let values: [Float] = (0..<600).map { i in Float(Double((i * 37) % 101) - 50) / 1000 }
+  /// Second moments of the same 600 values (positive, for the AGDM trailer).
+  public static let momentValues: [Float] = (0..<600).map { i in Float(Double((i * 11) % 89) + 1) / 10000 }
   /// A base parameter vector the patch is applied to.
   public static let base: [Float] = (0..<600).map { i in Float(Double((i * 13) % 97) - 48) / 100 }
 
@@ -26,6 +28,11 @@ public enum FederationVectors {
       return (bytes, out)
     }
     let (int4, int4Decoded) = try fourBit(.int4), (fp4, fp4Decoded) = try fourBit(.fp4)
+    // Second moments that follow an update (§6.2), and the factors they give with α = ½ when the first block
+    // is the embedding's (§4.2).
+    let moments = momentValues.withUnsafeBufferPointer { BlockMoments.trailer($0) }
+    let (_, means) = try (int8 + moments).withUnsafeBytes { try BlockMoments.split($0, count: values.count) }
+    let factors = BlockMoments.factors(means, alpha: 0.5, skip: 0..<256, count: values.count)
     let shard = Array("agora-shard 1 pl 3\n".utf8) + Array("Zażółć gęślą jaźń.\n\nDrugi dokument.\n".utf8)
     func floats(_ a: [Float]) -> String { "[" + a.map { String(format: "%.9g", $0) }.joined(separator: ", ") + "]" }
     return """
@@ -40,6 +47,10 @@ public enum FederationVectors {
       "int4_decoded": \(floats(int4Decoded)),
       "fp4_payload": "\(hex(fp4))",
       "fp4_decoded": \(floats(fp4Decoded)),
+      "moments_comment": "second moments m[i] = ((11 i mod 89) + 1) / 10000 for i < 600; the AGDM trailer that follows int8_payload, its block means, and the block factors with alpha = 0.5 when values 0..<256 are the embedding's",
+      "moments_trailer": "\(hex(moments))",
+      "moments_block_means": \(floats(means)),
+      "moments_factors": \(floats(factors)),
       "base": \(floats(base)),
       "patched": "\(hex(patchedBytes))",
       "patched_comment": "base minus the int8 payload's values, value by value in binary32, as little-endian octets; a version hash covers such octets after the safetensors header",

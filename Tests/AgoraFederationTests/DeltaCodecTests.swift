@@ -177,6 +177,19 @@ import Testing
     #expect(out == (v["int8_decoded"] as! [NSNumber]).map(\.floatValue))
     let tolerance: Float = 0.05 / 127 + 1e-7
     #expect(zip(out, values).allSatisfy { (a: Float, b: Float) -> Bool in abs(a - b) <= tolerance })
+    // The moments' trailer after the int8 payload: block means of the formula, and factors of mean 1 outside the
+    // first block (the cap is not reached).
+    let moments: [Float] = (0..<n).map { i in Float(Double((i * 11) % 89) + 1) / 10000 }
+    let (_, means) = try (unhex(v["int8_payload"] as! String)! + unhex(v["moments_trailer"] as! String)!).withUnsafeBytes {
+      try BlockMoments.split($0, count: n)
+    }
+    #expect(means == (v["moments_block_means"] as! [NSNumber]).map(\.floatValue))
+    for (k, m) in means.enumerated() {
+      let block = moments[(k * 256)..<min(n, k * 256 + 256)]
+      #expect(abs(m - block.reduce(0, +) / Float(block.count)) < 1e-7)
+    }
+    let factors = (v["moments_factors"] as! [NSNumber]).map(\.floatValue)
+    #expect(abs(factors[1] + factors[2] - 2) < 1e-5 && abs(factors[1] / factors[2] - (means[1] / means[2]).squareRoot()) < 1e-5)
     let patched = unhex(v["patched"] as! String)!
     #expect(hex(Sodium.blake2b(patched)) == v["patched_blake2b"] as! String)
     let shard = unhex(v["shard"] as! String)!
