@@ -250,9 +250,14 @@ public struct FederationConfig: Sendable {
     /// The payload format of updates (DeltaCodec).
     public var format: DeltaFormat { DeltaFormat.allCases.first { $0.name == rawValue }! }
   }
-  /// How a new version reaches nodes that hold its parent: an int8 patch (a quarter of the model), or the
-  /// whole model (fp32, exact steps).
-  public enum BroadcastSetting: String, CaseIterable, Sendable { case int8, full }
+  /// How a new version reaches nodes that hold its parent: an int8 patch (a quarter of the model), an int4
+  /// patch (an eighth; the coordinator carries each step's rounding error into the next), or the whole model
+  /// (fp32, exact steps).
+  public enum BroadcastSetting: String, CaseIterable, Sendable {
+    case int8, int4, full
+    /// The patch's payload format (nil: whole versions).
+    public var patchFormat: DeltaFormat? { self == .int8 ? .int8 : self == .int4 ? .int4 : nil }
+  }
 
   /// A federated vocabulary's settings (`[tokenizer]`).
   public struct VocabularySettings: Sendable {

@@ -134,7 +134,7 @@ public final class CoordinatorService {
     let outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum),
                                momentumInMemory: false)
     stepper = VersionStep(outer: outer, params: params, sum: sum, weightsHeader: weightsHeader, store: st, patchDir: config.dataDir + "/patches",
-                          int8: fed.broadcast == .int8, seed: fed.seed)
+                          patchFormat: fed.broadcast.patchFormat, seed: fed.seed)
     if !fed.evalData.isEmpty {
       let sources = try LanguageSource.discover(fed.evalData)
       let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.dataDir + "/eval-cache")

@@ -180,6 +180,49 @@ public enum DeltaCodec {
     }
   }
 
+  /// Octets of the blocks that hold `values` in a version patch of `format` (int8 or a 4-bit format).
+  public static func patchBytes(values: Range<Int>, count: Int, format: DeltaFormat) -> Int {
+    format == .int8 ? int8Bytes(values: values, count: count)
+                    : nibbleBytes(blocks: (values.lowerBound / block)..<((values.upperBound + block - 1) / block), count: count)
+  }
+
+  /// Writes the blocks that hold `delta[values]` (block-aligned) compactly at `out`, as `encodeInt8` does, in
+  /// int8 (with `rounding`) or a 4-bit format (to nearest, the remainder kept in `errorFeedback` when given).
+  @discardableResult
+  public static func encodePatch(_ delta: UnsafeBufferPointer<Float>, values: Range<Int>, format: DeltaFormat, into out: UnsafeMutableRawPointer,
+                                 errorFeedback: UnsafeMutableBufferPointer<Float>? = nil, rounding: Rounding = .nearest) -> Int {
+    guard let kind = format.nibble else {
+      return encodeInt8(delta, values: values, into: out, errorFeedback: errorFeedback, rounding: rounding)
+    }
+    let n = delta.count
+    precondition(values.lowerBound % block == 0 && (values.upperBound % block == 0 || values.upperBound == n), "DeltaCodec.encodePatch: range not block-aligned")
+    let first = values.lowerBound / block, end = (values.upperBound + block - 1) / block
+    let (src, fb) = (delta.baseAddress!, errorFeedback?.baseAddress)
+    let vals = UnsafeMutablePointer<Float>.allocate(capacity: block)
+    defer { vals.deallocate() }
+    for b in first..<end {
+      let start = b * block
+      let at = out + (b - first) * (4 + block / 2)
+      let scale = DeltaKernels.nibbleBlock(src + start, count: min(block, n - start), kind: kind, feedback: fb.map { $0 + start },
+                                           scratch: vals, into: (at + 4).assumingMemoryBound(to: UInt8.self))
+      at.storeBytes(of: scale.bitPattern.littleEndian, as: UInt32.self)
+    }
+    return patchBytes(values: values, count: n, format: format)
+  }
+
+  /// Applies blocks written by `encodePatch` for `values` (of `count` in all) to `target` as `mode` says.
+  public static func applyPatch(_ bytes: UnsafeRawPointer, values: Range<Int>, count: Int, format: DeltaFormat, into target: UnsafeMutablePointer<Float>,
+                                mode: Mode) throws {
+    guard let kind = format.nibble else { return try applyInt8(bytes, values: values, count: count, into: target, mode: mode) }
+    guard values.lowerBound >= 0, values.upperBound <= count, values.lowerBound % block == 0, values.upperBound % block == 0 || values.upperBound == count else {
+      throw DeltaError.header("applying values \(values) of \(count) (not block-aligned or out of range)")
+    }
+    let first = values.lowerBound / block, end = (values.upperBound + block - 1) / block
+    if let i = DeltaKernels.nibbleApply(bytes, kind: kind, first: first, blocks: first..<end, count: count, block: block, into: target, mode: mode) {
+      throw DeltaError.nonFinite(index: i)
+    }
+  }
+
   /// What decoding does with each value x at index i of the target: store, subtract (applying a version
   /// patch: θ ← θ − step) or add w·x (folding an update into the weighted sum).
   public typealias Mode = DeltaKernels.Apply
@@ -290,10 +333,10 @@ extension DeltaCodec {
     }
   }
 
-  /// ⟨a, b⟩, ‖a‖² and ‖b‖² of a checked payload `a` in memory and an int8 payload `b` in a file (a version patch,
+  /// ⟨a, b⟩, ‖a‖² and ‖b‖² of a checked payload `a` in memory and an int8 or 4-bit payload `b` in a file (a version patch,
   /// i.e. the last outer step), both of `count` values; `b` is read a slice at a time, so this needs two slices
   /// of memory whatever the model's size.
-  public static func similarity(_ a: UnsafeRawBufferPointer, format: DeltaFormat, int8File path: String, count: Int,
+  public static func similarity(_ a: UnsafeRawBufferPointer, format: DeltaFormat, patchFile path: String, count: Int,
                                 slice: Int = 64 * block) throws -> (dot: Double, a2: Double, b2: Double) {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw DeltaError.header("cannot read \(path): \(String(cString: strerror(errno)))") }
@@ -301,26 +344,26 @@ extension DeltaCodec {
     var head = [UInt8](repeating: 0, count: headerBytes)
     guard pread(fd, &head, headerBytes, 0) == headerBytes else { throw DeltaError.header("\(path) is shorter than a payload header") }
     var st = stat()
-    guard fstat(fd, &st) == 0, Int(st.st_size) == encodedSize(count: count, format: .int8), Array(head[0..<4]) == magic, head[4] == DeltaFormat.int8.rawValue,
-          head[8..<16].enumerated().reduce(UInt64(0), { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }) == UInt64(count) else {
-      throw DeltaError.header("\(path) is not an int8 payload of \(count) values")
+    guard fstat(fd, &st) == 0, let pf = DeltaFormat(rawValue: head[4]), pf != .fp32, Int(st.st_size) == encodedSize(count: count, format: pf),
+          Array(head[0..<4]) == magic, head[8..<16].enumerated().reduce(UInt64(0), { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }) == UInt64(count) else {
+      throw DeltaError.header("\(path) is not an int8 or 4-bit payload of \(count) values")
     }
     let va = UnsafeMutablePointer<Float>.allocate(capacity: slice), vb = UnsafeMutablePointer<Float>.allocate(capacity: slice)
-    let raw = UnsafeMutableRawPointer.allocate(byteCount: int8Bytes(values: 0..<min(slice, count), count: count), alignment: 64)
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: patchBytes(values: 0..<min(slice, count), count: count, format: pf), alignment: 64)
     defer { va.deallocate(); vb.deallocate(); raw.deallocate() }
     var dot = 0.0, a2 = 0.0, b2 = 0.0
     for start in stride(from: 0, to: count, by: slice) {
       let r = start..<min(count, start + slice)
       try values(of: a, format: format, range: r, count: count, into: va)
-      let bytes = int8Bytes(values: r, count: count)
+      let bytes = patchBytes(values: r, count: count, format: pf)
       var got = 0
-      let at = headerBytes + (start / block) * blockBytes
+      let at = headerBytes + patchBytes(values: 0..<start, count: count, format: pf)
       while got < bytes {
         let k = Posix.retrying { pread(fd, raw + got, bytes - got, off_t(at + got)) }
-        guard k > 0 else { throw DeltaError.length(got: at + got, expected: encodedSize(count: count, format: .int8)) }
+        guard k > 0 else { throw DeltaError.length(got: at + got, expected: encodedSize(count: count, format: pf)) }
         got += k
       }
-      try applyInt8(raw, values: r, count: count, into: vb - start, mode: .store)
+      try applyPatch(raw, values: r, count: count, format: pf, into: vb - start, mode: .store)
       var d: Float = 0, x: Float = 0, y: Float = 0
       for i in 0..<r.count { d += va[i] * vb[i]; x += va[i] * va[i]; y += vb[i] * vb[i] }
       dot += Double(d); a2 += Double(x); b2 += Double(y)

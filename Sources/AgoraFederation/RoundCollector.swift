@@ -122,7 +122,7 @@ final class RoundCollector: UploadConsumer {
     // patch and both vectors once more: about 20 ms per bench-14m update).
     var cosine: Float? = nil
     if acceptance.cosineFactor > 0, let p = lastStep, c.round == s.round {
-      let (dot, a2, b2) = try DeltaCodec.similarity(payload, format: format, int8File: p, count: sum.count)
+      let (dot, a2, b2) = try DeltaCodec.similarity(payload, format: format, patchFile: p, count: sum.count)
       if a2 > 0 && b2 > 0 { cosine = Float(dot / (a2.squareRoot() * b2.squareRoot())) }
     }
     log(String(format: "  update of %@ for round %llu: norm %.6g%@, %llu tokens", name(c.node), c.round, norm,

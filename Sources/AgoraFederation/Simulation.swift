@@ -42,6 +42,8 @@ public final class FederationSimulation {
   public var nodes: [Node] = []
   public let params: FloatBuffer
   let outer: OuterOptimizer
+  /// With `rounds.broadcast = "int4"`: the coordinator's rounding error carried into the next step.
+  let broadcastResidual: FloatBuffer?
   let layout: ParameterLayout
   /// Per node, V·q of the counts it would send (`rounds.embedding_rows = "token_counts"`; `EmbeddingRowWeights`).
   var relative: [[Float]?] = []
@@ -64,6 +66,7 @@ public final class FederationSimulation {
                               log: { print($0) })
     }
     outer = OuterOptimizer(kind: fed.outerOptimizer, count: params.count, lr: Float(fed.outerLR), momentum: Float(fed.outerMomentum))
+    broadcastResidual = fed.broadcast == .int4 ? FloatBuffer(count: params.count) : nil
     for c in nodeConfigs where !c.donor {
       let identity = try Identity.load(from: c.identity)
       var s = NodeService.trainSettings(fed)
@@ -177,8 +180,10 @@ public final class FederationSimulation {
       moments?.finish(sum)
     }
     outer.step(sum)
-    if fed.broadcast == .int8 {
-      let patch = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: .int8, rounding: VersionStep.rounding(seed: fed.seed, round: r))
+    if let format = fed.broadcast.patchFormat {
+      // As the coordinator's VersionStep makes the patch: int8 rounded stochastically, int4 with error feedback.
+      let patch = DeltaCodec.encode(UnsafeBufferPointer(sum.buffer), format: format, errorFeedback: broadcastResidual?.buffer,
+                                    rounding: VersionStep.rounding(seed: fed.seed, round: r))
       try patch.withUnsafeBytes { try DeltaCodec.decode($0, into: params.pointer, count: params.count, mode: .subtract) }
     } else {
       let (p, s) = (params.pointer, sum.pointer)

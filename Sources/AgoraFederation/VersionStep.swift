@@ -7,8 +7,9 @@ import Foundation
 
 /// The outer step: the mean Δ of a round (in `sum`) becomes the next θ. The outer optimizer turns it into the
 /// step u and θ becomes θ − u. With `broadcast = "int8"` u is quantised (stochastic rounding, seeded by the
-/// round) and the coordinator applies exactly the bytes it publishes as the patch, so a node holding the parent
-/// reaches the same bits, and checks them against the version hash.
+/// round), with `broadcast = "int4"` to 4 bits (to nearest, the remainder carried into the next step: error
+/// feedback, kept in memory), and the coordinator applies exactly the bytes it publishes as the patch, so a
+/// node holding the parent reaches the same bits, and checks them against the version hash.
 ///
 /// The work runs in slices of `MomentumStream.sliceFloats` values on the calling thread: each slice's u is
 /// computed (momentum read from and written to disk), encoded into the patch (which is hashed and handed to
@@ -23,11 +24,14 @@ final class VersionStep {
   let store: Registry
   /// Patches live beside the registry's blobs, not among them: only the latest is kept.
   let patchDir: String
-  let int8: Bool
+  /// The patch's format (int8 or int4; nil: versions go out whole).
+  let patchFormat: DeltaFormat?
   let seed: UInt64
+  /// With a 4-bit patch: what the published steps have left out so far (added to the next step).
+  let residual: FloatBuffer?
   /// The current version's optimizer-state blob (nil: none yet, m = 0). m lives there, not in memory.
   var stateHash: String? = nil
-  /// The int8 patch from the previous version to this one (hashes), when the last round made one.
+  /// The patch from the previous version to this one (hashes), when the last round made one.
   var patch: (from: [UInt8], hash: [UInt8], path: String)? = nil
 
   /// What a step made: θ's new hash, its patch (when broadcast as int8) and its optimizer state (a temporary
@@ -44,15 +48,17 @@ final class VersionStep {
     .stochastic(seed: seed &* 0x100_0000_01B3 ^ UInt64(r))
   }
 
-  init(outer: OuterOptimizer, params: FloatBuffer, sum: FloatBuffer, weightsHeader: [UInt8], store: Registry, patchDir: String, int8: Bool, seed: UInt64) {
+  init(outer: OuterOptimizer, params: FloatBuffer, sum: FloatBuffer, weightsHeader: [UInt8], store: Registry, patchDir: String, patchFormat: DeltaFormat?,
+       seed: UInt64) {
     self.outer = outer
     self.params = params
     self.sum = sum
     self.weightsHeader = weightsHeader
     self.store = store
     self.patchDir = patchDir
-    self.int8 = int8
+    self.patchFormat = patchFormat
     self.seed = seed
+    residual = patchFormat?.nibble == nil ? nil : FloatBuffer(count: params.count)
   }
 
   /// Steps θ (hash `parent`) with the mean Δ of round `r`. Nil when the step leaves θ bit-identical (e.g. every
@@ -64,24 +70,26 @@ final class VersionStep {
     defer { if hashed == nil { _ = trailing.finish() } }
     let rounding = VersionStep.rounding(seed: seed, round: r)
     var patchFile: AddressedFile.Writer? = nil
-    if int8 {
+    if patchFormat != nil {
       try FileManager.default.createDirectory(atPath: patchDir, withIntermediateDirectories: true)
       patchFile = try AddressedFile.Writer(in: patchDir)
     }
     defer { if let f = patchFile { f.abandon() } }
     // The patch is produced slice by slice into a buffer of one slice's blocks, appended to its file and
     // applied to θ: the staging buffer stays untouched (an update streaming across the step keeps its bytes).
-    let patchSize = DeltaCodec.encodedSize(count: params.count, format: .int8)
-    let sliceBytes = DeltaCodec.int8Bytes(values: 0..<min(params.count, MomentumStream.sliceFloats), count: params.count)
+    let format = patchFormat ?? .int8
+    let patchSize = DeltaCodec.encodedSize(count: params.count, format: format)
+    let sliceBytes = DeltaCodec.patchBytes(values: 0..<min(params.count, MomentumStream.sliceFloats), count: params.count, format: format)
     let sliceBuffer = UnsafeMutableRawPointer.allocate(byteCount: max(sliceBytes, 1), alignment: 64)
     defer { sliceBuffer.deallocate() }
-    if let file = patchFile { try DeltaCodec.header(count: params.count, format: .int8).withUnsafeBytes { try file.append($0) } }
+    if let file = patchFile { try DeltaCodec.header(count: params.count, format: format).withUnsafeBytes { try file.append($0) } }
     let (p, u) = (params.pointer, sum.pointer)
+    let feedback = residual?.buffer
     let apply: (Range<Int>) throws -> Void = { [sum, params] range in
       if let file = patchFile {
         // One thread: the other core hashes the version meanwhile.
-        let n = DeltaCodec.encodeInt8(UnsafeBufferPointer(sum.buffer), values: range, into: sliceBuffer, rounding: rounding)
-        try DeltaCodec.applyInt8(sliceBuffer, values: range, count: params.count, into: p, mode: .subtract)
+        let n = DeltaCodec.encodePatch(UnsafeBufferPointer(sum.buffer), values: range, format: format, into: sliceBuffer, errorFeedback: feedback, rounding: rounding)
+        try DeltaCodec.applyPatch(sliceBuffer, values: range, count: params.count, format: format, into: p, mode: .subtract)
         try file.append(UnsafeRawBufferPointer(start: sliceBuffer, count: n))
       } else {
         for i in range { p[i] -= u[i] }

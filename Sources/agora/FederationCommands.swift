@@ -198,8 +198,9 @@ struct Demo: ParsableCommand {
       print("demo: dashboard on http://\(d.host):\(d.port)/ while the demo runs\(namespaces.map { " (inside network namespace \($0)-coordinator)" } ?? "")")
     }
     fflush(stdout)
-    let sets = (secureAggregation ? ["--set", "rounds.secure_aggregation=true"] : []) + overrides.flatMap { ["--set", $0] }
-    if secureAggregation { print("demo: secure aggregation: the coordinator sees each round's sum, never an institution's update") }
+    // Under secure aggregation the coordinator cannot read each node's second moments: the mean is by tokens.
+    let sets = (secureAggregation ? ["--set", "rounds.secure_aggregation=true", "--set", "rounds.moment_weighting=0"] : []) + overrides.flatMap { ["--set", $0] }
+    if secureAggregation { print("demo: secure aggregation: the coordinator sees each round's sum, never an institution's update (so it averages by tokens, not by the nodes' second moments)") }
     let coordinator = try spawn("coordinator", ["coordinator", "--config", nodes + "/coordinator.toml"] + sets, log: nil, errorLog: work + "/logs/coordinator.log")
     Thread.sleep(forTimeInterval: 0.5)
     for f in nodeFiles {

@@ -70,11 +70,11 @@ import Testing
     try pb.withUnsafeBytes { try DeltaCodec.decode($0, into: &db, count: n, mode: .store) }
     let dot = zip(da, db).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
     let a2 = da.reduce(0.0) { $0 + Double($1) * Double($1) }, b2 = db.reduce(0.0) { $0 + Double($1) * Double($1) }
-    let s = try pa.withUnsafeBytes { try DeltaCodec.similarity($0, format: format, int8File: path, count: n, slice: 1024) }
+    let s = try pa.withUnsafeBytes { try DeltaCodec.similarity($0, format: format, patchFile: path, count: n, slice: 1024) }
     #expect(abs(s.dot - dot) <= 1e-4 * abs(dot) && abs(s.a2 - a2) <= 1e-4 * a2 && abs(s.b2 - b2) <= 1e-4 * b2, "\(s) vs \(dot), \(a2), \(b2)")
     #expect(s.dot / (s.a2 * s.b2).squareRoot() > 0.8)
     // A file that is not such a patch is a typed error.
     FileManager.default.createFile(atPath: path, contents: Data(pb.dropLast()))
-    #expect(throws: DeltaError.self) { _ = try pa.withUnsafeBytes { try DeltaCodec.similarity($0, format: format, int8File: path, count: n) } }
+    #expect(throws: DeltaError.self) { _ = try pa.withUnsafeBytes { try DeltaCodec.similarity($0, format: format, patchFile: path, count: n) } }
   }
 }

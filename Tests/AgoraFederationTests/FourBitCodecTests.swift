@@ -1,4 +1,5 @@
 import AgoraFederation
+import AgoraModel
 import AgoraTensor
 import AgoraTestSupport
 import AgoraWire
@@ -133,5 +134,34 @@ import Testing
       let decoded = try #require(reference(bytes, count: n, format: format))
       #expect(decoded == (v[key + "_decoded"] as! [NSNumber]).map(\.floatValue))
     }
+  }
+
+  /// A 4-bit version patch made slice by slice (as the coordinator streams it) is the whole payload's bytes, and
+  /// applied slice by slice it gives what decoding the whole payload gives; the rounding error stays behind in
+  /// the residual, so two steps together lose only the last one's.
+  @Test func aFourBitPatchMadeSliceBySliceIsTheWholePayload() throws {
+    let n = 70_001, slice = 64 * DeltaCodec.block
+    var g = SplitMix64(seed: 9)
+    let u = (0..<n).map { _ in Float.random(in: -0.01..<0.01, using: &g) }
+    let whole = FloatBuffer(count: n), sliced = FloatBuffer(count: n)
+    let wholePayload = u.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int4, errorFeedback: whole.buffer) }
+    var bytes = DeltaCodec.header(count: n, format: .int4)
+    let out = UnsafeMutableRawPointer.allocate(byteCount: DeltaCodec.patchBytes(values: 0..<slice, count: n, format: .int4), alignment: 64)
+    defer { out.deallocate() }
+    let theta = FloatBuffer(count: n)
+    for start in stride(from: 0, to: n, by: slice) {
+      let r = start..<min(n, start + slice)
+      let k = u.withUnsafeBufferPointer { DeltaCodec.encodePatch($0, values: r, format: .int4, into: out, errorFeedback: sliced.buffer) }
+      #expect(k == DeltaCodec.patchBytes(values: r, count: n, format: .int4))
+      bytes += Array(UnsafeRawBufferPointer(start: out, count: k))
+      try DeltaCodec.applyPatch(out, values: r, count: n, format: .int4, into: theta.pointer, mode: .subtract)
+    }
+    #expect(bytes == wholePayload)
+    #expect(Array(sliced.buffer) == Array(whole.buffer))
+    var decoded = [Float](repeating: 0, count: n)
+    try wholePayload.withUnsafeBytes { try DeltaCodec.decode($0, into: &decoded, count: n, mode: .store) }
+    #expect((0..<n).allSatisfy { theta.pointer[$0] == -decoded[$0] })
+    // u = decoded + residual, value by value (up to binary32 rounding).
+    #expect((0..<n).allSatisfy { abs(u[$0] - decoded[$0] - sliced.pointer[$0]) < 1e-8 })
   }
 }
