@@ -35,6 +35,8 @@ struct CoordinatorBench: ParsableCommand {
   }
   @Flag(help: "Plain mode: nodes encode their update anew every round with error feedback, as real nodes do (without it, a plain node sends one update encoded once; a secure node always encodes and masks anew).")
   var encodeEachRound = false
+  @Option(help: "Averaging by the nodes' second moments with this α (rounds.moment_weighting; the nodes send moments after their updates).")
+  var momentWeighting: Double = 0
   @Option(help: "Uploads the coordinator receives at once (rounds.concurrent_uploads).")
   var concurrentUploads: Int = 1
   @Option(help: "Run the coordinator in network namespace PREFIX-coordinator and node i in PREFIX-n<i> (made by scripts/bench-uploads; needs root).")
@@ -91,6 +93,7 @@ struct CoordinatorBench: ParsableCommand {
     secure_aggregation = \(secureAggregation)
     \(ring.setting)
     concurrent_uploads = \(concurrentUploads)
+    moment_weighting = \(momentWeighting)
     """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
     try "[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
       .write(toFile: dir + "/coordinator.toml", atomically: true, encoding: .utf8)
@@ -153,7 +156,7 @@ struct CoordinatorBench: ParsableCommand {
       return Int(line[..<r.lowerBound].split(separator: " ").last ?? "")
     }.max() ?? 1
     print(String(format: "{\"concurrent_uploads\":%d,\"streamed_at_once\":%d,\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f}",
-                 concurrentUploads, streamed, nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (secureAggregation ? ", secure aggregation, \(ring): \(ring.bits(participants: nodes))-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
+                 concurrentUploads, streamed, nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (momentWeighting > 0 ? ", moments" : "") + (secureAggregation ? ", secure aggregation, \(ring): \(ring.bits(participants: nodes))-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
                  Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB, (rows.last.flatMap { Double($0[4]) } ?? .nan) / Double(nodes) / 1e6))
   }
 

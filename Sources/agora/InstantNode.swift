@@ -36,6 +36,8 @@ final class InstantNode {
   /// of sending the update encoded once.
   var encodeEachRound = false
   var errorFeedback: [Float] = []
+  /// Send second moments after the update (`rounds.moment_weighting`): here Δ² per value, as a stand-in.
+  var moments = false
   /// The tokens each update claims: one step of the federation's batch of whole context windows (what the
   /// coordinator accepts for one step).
   var tokens: UInt64 = 2048
@@ -88,6 +90,9 @@ final class InstantNode {
           addFeedback(&x)
           payload = try x.withUnsafeMutableBufferPointer { try secure.encode($0, round: r, secure: secureRound, fraction: 1, relative: nil, deadline: deadline) }
           errorFeedback = x
+        }
+        if moments && secureRound == nil && payload.count == DeltaCodec.encodedSize(count: delta.count, format: format) {
+          payload += delta.map { $0 * $0 }.withUnsafeBufferPointer { BlockMoments.trailer($0) }
         }
         let sealer = try EnvelopeSealer(context: .init(federation: federation, round: r, baseHash: base, nodeID: identity.card.nodeID),
                                         payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: key, signingSecretKey: identity.signSecret)

@@ -124,6 +124,7 @@ struct TransportCommand: ParsableCommand {
                                                   stop: ManagedAtomicFlag(), log: { print($0); fflush(stdout) })
       }
       node.encodeEachRound = encodeEachRound
+      node.moments = fed.momentWeighting > 0
       node.tokens = UInt64(fed.batch * mc.contextLength)
       try node.run(format: fp32 ? .fp32 : .int8)
     }
