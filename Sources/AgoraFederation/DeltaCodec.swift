@@ -333,6 +333,30 @@ extension DeltaCodec {
     }
   }
 
+  /// Adds a checked payload into `target` with a weight per block of `block` values (`weights[b]` for values
+  /// b·256 ..< (b + 1)·256): one pass, in parallel over blocks.
+  public static func add(_ payload: UnsafeRawBufferPointer, into target: UnsafeMutablePointer<Float>, count: Int, blockWeights weights: [Float]) throws {
+    let f = try header(payload, count: count)
+    let body = payload.baseAddress! + headerBytes
+    let blocks = (count + block - 1) / block
+    guard weights.count == blocks else { throw DeltaError.header("\(weights.count) block weights for \(blocks) blocks") }
+    let bad = ManagedIndex()
+    Parallel.forChunks(blocks) { _, bs, be in
+      for b in bs..<be {
+        let mode = Mode.add(weights[b])
+        let i: Int?
+        switch f {
+        case .fp32: i = DeltaKernels.fp32Apply(body, range: (b * block)..<min(count, b * block + block), into: target, mode: mode)
+        case .int8: i = DeltaKernels.int8Apply(body + b * blockBytes, first: b, blocks: b..<(b + 1), count: count, block: block, into: target, mode: mode)
+        case .int4, .fp4:
+          i = DeltaKernels.nibbleApply(body + b * (4 + block / 2), kind: f.nibble!, first: b, blocks: b..<(b + 1), count: count, block: block, into: target, mode: mode)
+        }
+        if let i { bad.record(i) }
+      }
+    }
+    if let i = bad.value { throw DeltaError.nonFinite(index: i) }
+  }
+
   /// ⟨a, b⟩, ‖a‖² and ‖b‖² of a checked payload `a` in memory and an int8 or 4-bit payload `b` in a file (a version patch,
   /// i.e. the last outer step), both of `count` values; `b` is read a slice at a time, so this needs two slices
   /// of memory whatever the model's size.

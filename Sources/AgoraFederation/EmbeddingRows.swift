@@ -42,28 +42,36 @@ public struct EmbeddingRowWeights {
   /// The values outside the embedding (the embedding's rows weigh by counts instead).
   var embedding: Range<Int> { offset..<(offset + rows * width) }
 
-  /// Folds an update's values outside the embedding into `sum` again by its moment factors (`BlockMoments
-  /// .factors`): the update is already in `sum` with weight `w`; block b gets the rest, w·(F_b − 1).
-  public mutating func foldBlocks(_ payload: UnsafeRawBufferPointer, format: DeltaFormat, count: Int, weight w: Double, factors: [Float],
-                                  into sum: UnsafeMutablePointer<Float>) throws {
+  /// Adds an update into `sum` weighted by its moment factors (`BlockMoments.factors`), in place of the plain
+  /// decode with weight `w`: block b, outside the embedding, takes w·F_b; the embedding's values take w (`fold`
+  /// then gives its rows theirs). One pass over the payload; a block that straddles the embedding's edge takes w,
+  /// and its values outside the embedding get the rest, w·(F_b − 1), from a second look at that block alone.
+  public mutating func addWeighted(_ payload: UnsafeRawBufferPointer, format: DeltaFormat, count: Int, weight w: Double, factors: [Float],
+                                   into sum: UnsafeMutablePointer<Float>) throws {
     guard var t = blockTotals, factors.count == t.count else { throw DeltaError.moments("\(factors.count) factors for \(blockTotals?.count ?? 0) blocks") }
     for b in t.indices { t[b] += w * Double(factors[b]) }
     blockTotals = t
-    let block = DeltaCodec.block, slice = 64 * block
-    let skip = embedding
-    let slices = (count + slice - 1) / slice
-    let failed = ManagedIndex()
-    Parallel.forChunks(slices) { _, s, e in
-      let scratch = UnsafeMutablePointer<Float>.allocate(capacity: slice)
-      defer { scratch.deallocate() }
-      for c in s..<e {
-        let lo = c * slice, hi = min(count, lo + slice)
-        if skip.contains(lo) && skip.contains(hi - 1) { continue }
-        do { try DeltaCodec.values(of: payload, format: format, range: lo..<hi, count: count, into: scratch) } catch { failed.record(lo); continue }
-        for i in lo..<hi where !skip.contains(i) { sum[i] += Float(w * Double(factors[i / block] - 1)) * scratch[i - lo] }
+    let block = DeltaCodec.block, skip = embedding
+    var weights = [Float](repeating: 0, count: t.count)
+    var straddling: [Int] = []
+    for b in weights.indices {
+      let lo = b * block, hi = min(count, lo + block)
+      if skip.overlaps(lo..<hi) {
+        weights[b] = Float(w)
+        if !(skip.contains(lo) && skip.contains(hi - 1)) { straddling.append(b) }
+      } else {
+        weights[b] = Float(w * Double(factors[b]))
       }
     }
-    if let i = failed.value { throw DeltaError.nonFinite(index: i) }
+    try DeltaCodec.add(payload, into: sum, count: count, blockWeights: weights)
+    guard !straddling.isEmpty else { return }
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block)
+    defer { scratch.deallocate() }
+    for b in straddling {
+      let lo = b * block, hi = min(count, lo + block)
+      try DeltaCodec.values(of: payload, format: format, range: lo..<hi, count: count, into: scratch)
+      for i in lo..<hi where !skip.contains(i) { sum[i] += Float(w * Double(factors[b] - 1)) * scratch[i - lo] }
+    }
   }
 
   /// V·q_r for a node's counts (1 everywhere when it sent none, or only zeros).

@@ -141,14 +141,16 @@ final class RoundCollector: UploadConsumer {
       log(String(format: "  late update of round %llu from %@ applied with staleness %.0f (weight ×%.3f, norm %.6g)", c.round, String(c.node.prefix(12)),
                  staleness, pow(1 + staleness, -s.stalenessExponent), norm))
     }
-    try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w) * clip))
-    try rows.fold(payload, format: format, count: sum.count, weight: w, relative: s.dpClip > 0 ? nil : relative(c.node), into: sum.pointer)
     if let moments {
+      // Averaging by second moments (no differential privacy here: the configuration forbids both at once).
       let f = BlockMoments.factors(moments, alpha: s.momentWeighting, skip: rows.embedding, count: sum.count)
-      try rows.foldBlocks(payload, format: format, count: sum.count, weight: w, factors: f, into: sum.pointer)
+      try rows.addWeighted(payload, format: format, count: sum.count, weight: w, factors: f, into: sum.pointer)
       log(String(format: "  %@'s second moments: block factors %.3g to %.3g, %d of %d at the cap", name(c.node), f.min() ?? 0, f.max() ?? 0,
                  f.filter { $0 >= BlockMoments.factorCap }.count, f.count))
+    } else {
+      try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w) * clip))
     }
+    try rows.fold(payload, format: format, count: sum.count, weight: w, relative: s.dpClip > 0 ? nil : relative(c.node), into: sum.pointer)
     weightTotal += w
     tokens += c.tokens
     bytesIn += c.bytes

@@ -154,15 +154,17 @@ public final class FederationSimulation {
         let format = fed.compression.format
         let payload = DeltaCodec.encode(UnsafeBufferPointer(delta.buffer), format: format, errorFeedback: format.quantised ? node.errorFeedback.buffer : nil)
         try payload.withUnsafeBytes {
-          try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
-          try rows.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
-          try moments?.add($0, weight: Float(w), moments: t.optimizer.v)
           if blocks {
+            // As the coordinator folds an update that carries its moments (RoundCollector).
             let sent = BlockMoments.trailer(UnsafeBufferPointer(t.optimizer.v.buffer))
             let (_, m) = try (Array($0) + sent).withUnsafeBytes { try BlockMoments.split($0, count: sum.count) }
-            try rows.foldBlocks($0, format: format, count: sum.count, weight: w, factors: BlockMoments.factors(m, alpha: alpha, skip: rows.embedding, count: sum.count),
-                                into: sum.pointer)
+            try rows.addWeighted($0, format: format, count: sum.count, weight: w, factors: BlockMoments.factors(m, alpha: alpha, skip: rows.embedding, count: sum.count),
+                                 into: sum.pointer)
+          } else {
+            try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
           }
+          try rows.fold($0, format: format, count: sum.count, weight: w, relative: relative[k], into: sum.pointer)
+          try moments?.add($0, weight: Float(w), moments: t.optimizer.v)
         }
       }
       weights += w

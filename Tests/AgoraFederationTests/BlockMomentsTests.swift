@@ -62,38 +62,49 @@ struct BlockMomentsTests {
   }
 
   /// The mean as the coordinator makes it: equal moments give the token-weighted mean, a block that one node never
-  /// trained follows the other, and the embedding keeps its rows' mean.
-  @Test func aBlockFollowsTheNodesThatTrainIt() throws {
+  /// trained follows the other, and the embedding keeps its rows' mean — also when the embedding's edges fall
+  /// inside blocks (values 100 ..< 300 here), and for quantised updates.
+  @Test(arguments: [DeltaFormat.fp32, .int8, .int4], [false, true])
+  func aBlockFollowsTheNodesThatTrainIt(format: DeltaFormat, straddling: Bool) throws {
     let count = 1024, w: [Double] = [3, 1]
+    let (offset, rowCount, width) = straddling ? (100, 2, 100) : (0, 2, 128)
+    let embedding = offset..<(offset + rowCount * width)
     let d = [Self.randomValues(count, seed: 3, in: -1..<1), Self.randomValues(count, seed: 4, in: -1..<1)]
-    func mean(moments: [[Float]]) throws -> [Float] {
-      var rows = EmbeddingRowWeights(offset: 0, rows: 2, width: 128, parameters: count)  // block 0 is the embedding
+    let payloads = d.map { v in v.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) } }
+    let dq: [[Float]] = try payloads.map { p in
+      var out = [Float](repeating: 0, count: count)
+      try p.withUnsafeBytes { try DeltaCodec.decode($0, into: &out, count: count, mode: .store) }
+      return out
+    }
+    func mean(moments: [[Float]]) throws -> (mean: [Float], factors: [[Float]]) {
+      var rows = EmbeddingRowWeights(offset: offset, rows: rowCount, width: width, parameters: count)
+      #expect(rows.embedding == embedding)
       let sum = FloatBuffer(count: count)
+      var factors: [[Float]] = []
       for k in 0..<2 {
-        let payload = d[k].withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
-        try payload.withUnsafeBytes {
-          try DeltaCodec.decode($0, into: sum.pointer, count: count, mode: .add(Float(w[k])))
-          try rows.fold($0, format: .fp32, count: count, weight: w[k], relative: nil, into: sum.pointer)
+        try payloads[k].withUnsafeBytes {
           let f = BlockMoments.factors(moments[k], alpha: 0.5, skip: rows.embedding, count: count)
-          try rows.foldBlocks($0, format: .fp32, count: count, weight: w[k], factors: f, into: sum.pointer)
+          factors.append(f)
+          try rows.addWeighted($0, format: format, count: count, weight: w[k], factors: f, into: sum.pointer)
+          try rows.fold($0, format: format, count: count, weight: w[k], relative: nil, into: sum.pointer)
         }
       }
       rows.finish(sum.pointer, count: count, weightTotal: w.reduce(0, +))
-      return Array(sum.buffer)
+      return (Array(sum.buffer), factors)
     }
-    let tokenMean = (0..<count).map { Float((w[0] * Double(d[0][$0]) + w[1] * Double(d[1][$0])) / 4) }
+    let tokenMean = (0..<count).map { Float((w[0] * Double(dq[0][$0]) + w[1] * Double(dq[1][$0])) / 4) }
     // Equal moments (up to a node's scale): the token mean.
-    let same = try mean(moments: [[2, 2, 2, 2], [0.5, 0.5, 0.5, 0.5]])
+    let same = try mean(moments: [[2, 2, 2, 2], [0.5, 0.5, 0.5, 0.5]]).mean
     #expect(zip(same, tokenMean).allSatisfy { abs($0 - $1) < 1e-5 })
-    // Node 1 never trained block 3 (moment 0 there): its factors are 1.5, 1.5, 0 on blocks 1–3.
-    let skewed = try mean(moments: [[1, 1, 1, 1], [7, 1, 1, 0]])
+    // Node 1 never trained block 3 (moment 0 there): block 3 follows node 0 alone.
+    let (skewed, f) = try mean(moments: [[1, 1, 1, 1], [7, 1, 1, 0]])
+    #expect(f[1][3] == 0 && f[0] == [1, 1, 1, 1])
     for i in 0..<count {
-      let want: Float = switch i / 256 {
-      case 0: tokenMean[i]
-      case 3: d[0][i]
-      default: (3 * d[0][i] + 1.5 * d[1][i]) / 4.5
-      }
+      let b = i / 256
+      let want = embedding.contains(i) ? tokenMean[i]
+        : Float((w[0] * Double(f[0][b] * dq[0][i]) + w[1] * Double(f[1][b] * dq[1][i])) / (w[0] * Double(f[0][b]) + w[1] * Double(f[1][b])))
       #expect(abs(skewed[i] - want) < 1e-5, "value \(i)")
+      if b == 3 { #expect(abs(skewed[i] - dq[0][i]) < 1e-5) }
     }
   }
 
