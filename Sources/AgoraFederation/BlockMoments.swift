@@ -83,4 +83,12 @@ public enum BlockMoments {
     for k in f.indices { f[k] = min(factorCap, Float(Double(f[k]) * scale)) }
     return f
   }
+
+  /// A node's factors in a few numbers: median, 99th percentile, maximum, and how many are at the cap.
+  public static func summary(_ f: [Float]) -> String {
+    let sorted = f.sorted()
+    func q(_ p: Double) -> Float { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(p * Double(sorted.count)))] }
+    return String(format: "block factors %.3g to %.3g (median %.3g, 99th percentile %.3g), %d of %d at the cap", sorted.first ?? .nan, sorted.last ?? .nan,
+                  q(0.5), q(0.99), sorted.filter { $0 >= factorCap }.count, sorted.count)
+  }
 }

@@ -145,8 +145,7 @@ final class RoundCollector: UploadConsumer {
       // Averaging by second moments (no differential privacy here: the configuration forbids both at once).
       let f = BlockMoments.factors(moments, alpha: s.momentWeighting, skip: rows.embedding, count: sum.count)
       try rows.addWeighted(payload, format: format, count: sum.count, weight: w, factors: f, into: sum.pointer)
-      log(String(format: "  %@'s second moments: block factors %.3g to %.3g, %d of %d at the cap", name(c.node), f.min() ?? 0, f.max() ?? 0,
-                 f.filter { $0 >= BlockMoments.factorCap }.count, f.count))
+      log("  \(name(c.node))'s second moments: " + BlockMoments.summary(f))
     } else {
       try DeltaCodec.decode(payload, into: sum.pointer, count: sum.count, mode: .add(Float(w) * clip))
     }

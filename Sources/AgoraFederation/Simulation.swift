@@ -103,12 +103,15 @@ public final class FederationSimulation {
   /// Each node's own model after the last round's inner steps: mean bits per byte on its own languages and on
   /// all (filled when `recipe.evaluateLocal`).
   public private(set) var local: [(node: String, own: Double, all: Double)] = []
+  /// With averaging by second moments: each node's block factors this round, summarised (as the coordinator logs them).
+  public private(set) var factorSummaries: [String] = []
 
   /// One round: every node trains from θ, sends its (quantised) Δ; θ takes the outer step. Returns the nodes'
   /// last losses.
   @discardableResult
   public func round(_ r: Int) throws -> [Float] {
     local = []
+    factorSummaries = []
     let fed = federation
     let sum = FloatBuffer(count: params.count)
     let delta = FloatBuffer(count: params.count)
@@ -158,8 +161,9 @@ public final class FederationSimulation {
             // As the coordinator folds an update that carries its moments (RoundCollector).
             let sent = BlockMoments.trailer(UnsafeBufferPointer(t.optimizer.v.buffer))
             let (_, m) = try (Array($0) + sent).withUnsafeBytes { try BlockMoments.split($0, count: sum.count) }
-            try rows.addWeighted($0, format: format, count: sum.count, weight: w, factors: BlockMoments.factors(m, alpha: alpha, skip: rows.embedding, count: sum.count),
-                                 into: sum.pointer)
+            let f = BlockMoments.factors(m, alpha: alpha, skip: rows.embedding, count: sum.count)
+            try rows.addWeighted($0, format: format, count: sum.count, weight: w, factors: f, into: sum.pointer)
+            factorSummaries.append("\(node.name): " + BlockMoments.summary(f))
           } else {
             try DeltaCodec.decode($0, into: sum.pointer, count: sum.count, mode: .add(Float(w)))
           }

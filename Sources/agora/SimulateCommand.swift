@@ -48,6 +48,7 @@ struct SimulateCommand: ParsableCommand {
       if localEvalLast { sim.recipe.evaluateLocal = r == fed.rounds }
       let losses = try sim.round(r)
       let meanLoss = losses.reduce(0, +) / Float(max(1, losses.count))
+      for line in sim.factorSummaries { print("  " + line) }
       for l in sim.local { print(String(format: "  %@ alone after round %d: %.4f on its languages, %.4f on all", l.node, r, l.own, l.all)) }
       if r % evalEvery == 0 || r == fed.rounds {
         last = try sim.evaluate()
