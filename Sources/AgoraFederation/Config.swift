@@ -209,7 +209,8 @@ public struct FederationConfig: Sendable {
   public var embeddingRows: EmbeddingRows
   /// α of averaging by the nodes' second moments (0: off): every update carries its node's AdamW second moment
   /// per block of 256 values, and outside the embedding each block's mean weighs node k by its tokens times
-  /// (its moment there)^α, normalised over its blocks (`BlockMoments`, SPEC §4.2).
+  /// (its moment there)^α, normalised over its blocks (`BlockMoments`, SPEC §4.2). Default ½, or 0 where the
+  /// coordinator cannot read single updates (secure aggregation), with differential privacy, or with fp32 updates.
   public var momentWeighting: Double
   public enum EmbeddingRows: String, CaseIterable, Sendable { case tokens, token_counts }
   /// Validation windows per language on which each institution scores every version it trains on and reports
@@ -346,7 +347,6 @@ public struct FederationConfig: Sendable {
       throw f.fail("rounds.overlap_steps", "overlapped steps are the first of a round's inner steps: fewer than the fewest a round takes")
     }
     embeddingRows = try f.choice("rounds.embedding_rows", default: EmbeddingRows.token_counts)
-    momentWeighting = try f.double("rounds.moment_weighting", default: 0, range: 0...4)
     nodeEvalWindows = try f.int("rounds.node_eval_windows", default: 8, range: 0...100_000)
     tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)
@@ -368,6 +368,9 @@ public struct FederationConfig: Sendable {
       }
       guard lateUpdates == .drop else { throw f.fail("rounds.late_updates", "secure aggregation sums one round's updates only: late updates must be \"drop\"") }
     }
+    // On by default (α = ½, the recipe in EXPERIMENTS.md) wherever the coordinator reads each node's update.
+    let momentsPossible = !secureAggregation && dpClip == 0 && compression != .fp32
+    momentWeighting = try f.double("rounds.moment_weighting", default: momentsPossible ? 0.5 : 0, range: 0...4)
     if momentWeighting > 0 {
       // The coordinator reads each node's moments: not under secure aggregation, and not with differential
       // privacy's equal weights (the noise is calibrated to them). fp32 updates are staged in θ's memory, which

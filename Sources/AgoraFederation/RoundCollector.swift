@@ -105,13 +105,25 @@ final class RoundCollector: UploadConsumer {
     staging.place(node: node, bytes, blob: currentBlob, log: log)
   }
 
-  func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws { try staging.take(node: node, plaintext) }
+  func chunk(node: String, index: Int, plaintext: UnsafeRawBufferPointer) throws {
+    // An update in another format is refused as such from its first chunk (before its length can refuse it:
+    // an fp32 update and its moments do not fit where the federation's updates are staged).
+    if index == 0, secure == nil, plaintext.count >= DeltaCodec.headerBytes,
+       let f = try? DeltaCodec.header(UnsafeRawBufferPointer(rebasing: plaintext.prefix(DeltaCodec.headerBytes)), count: sum.count, checkLength: false),
+       f != settings.format {
+      throw UpdateRefusal.format(got: f.name, expected: settings.format.name)
+    }
+    try staging.take(node: node, plaintext)
+  }
 
   func completed(_ c: UploadReceiver.Completed) throws {
     defer { staging.end(node: c.node) }  // its slot is free again
     if let secure { return try completedMasked(c, secure: secure) }
     let s = settings
     let staged = staging.payload(node: c.node)
+    // The format first: an update in another one is refused as such, whatever follows it.
+    let declared = try DeltaCodec.header(staged, count: sum.count, checkLength: false)
+    guard declared == s.format else { throw UpdateRefusal.format(got: declared.name, expected: s.format.name) }
     let (payload, moments) = s.momentWeighting > 0 ? try BlockMoments.split(staged, count: sum.count) : (staged, nil)
     let (format, squared) = try DeltaCodec.validate(payload, count: sum.count)
     let norm = Float(squared.squareRoot())

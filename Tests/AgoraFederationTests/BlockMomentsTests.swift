@@ -119,8 +119,14 @@ struct BlockMomentsTests {
     #expect {
       _ = try FederationConfig(path: h.dir + "/federation.toml")
     } throws: { ($0 as? ConfigError)?.key == "rounds.moment_weighting" }
-    let ok = try Harness(nodes: [("north", ["de"])], rounds: 1, innerSteps: 4, extra: "moment_weighting = 0.5")
+    // The default: ½ where the coordinator reads each update, off where it cannot or must not.
+    let ok = try Harness(nodes: [("north", ["de"])], rounds: 1, innerSteps: 4)
     defer { ok.cleanup() }
     #expect(try FederationConfig(path: ok.dir + "/federation.toml").momentWeighting == 0.5)
+    let off = try Harness(nodes: [("north", ["de"])], rounds: 1, innerSteps: 4, extra: other == "compression_fp32" ? "" : other,
+                          compression: other == "compression_fp32" ? "fp32" : "int8")
+    defer { off.cleanup() }
+    if other.hasPrefix("secure") { try namesMembers(off) }
+    #expect(try FederationConfig(path: off.dir + "/federation.toml").momentWeighting == 0)
   }
 }

@@ -18,7 +18,7 @@ import Testing
     let h = try Harness(nodes: [("east", ["de", "pl"]), ("west", ["fr"])], rounds: 3, innerSteps: 8, quorum: 1.0, deadline: 120,
                         extra: "broadcast = \"\(broadcast)\"\nembedding_rows = \"\(rows)\"\ntoken_count_minimum = 3"
                           + (secure ? "\nsecure_aggregation = true\nsecure_aggregation_node_bits = 8\nscore_updates = false" : "")
-                          + (moments ? "\nmoment_weighting = 0.5" : ""),
+                          + (moments ? "\nmoment_weighting = 0.5" : secure ? "" : "\nmoment_weighting = 0"),
                         compression: compression)
     defer { h.cleanup() }
     if secure { try namesMembers(h) }

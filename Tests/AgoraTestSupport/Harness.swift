@@ -194,8 +194,13 @@ public struct HandNode {
   public let id: Identity
   public let coordinator: EnrolmentCard
   public let ep: Endpoint
+  /// Whether the federation averages by second moments: then every update carries them (here all 1).
+  public var moments: Bool
 
-  public init(_ h: Harness, _ name: String) throws { (id, coordinator, ep) = try h.handClient(name) }
+  public init(_ h: Harness, _ name: String) throws {
+    (id, coordinator, ep) = try h.handClient(name)
+    moments = try FederationConfig(path: h.dir + "/federation.toml").momentWeighting > 0
+  }
 
   /// The next ROUND (heartbeats meanwhile), or nil after `seconds`.
   public func nextRound(seconds: Double = 60) -> (round: UInt64, base: [UInt8], bytes: Int, version: UInt64, deadline: Date, patch: [UInt8])? {
@@ -223,6 +228,7 @@ public struct HandNode {
   public func send(_ delta: [Float], round r: UInt64, base: [UInt8], transfer: UInt64, format: DeltaFormat = .int8, steps: UInt32 = 1, tokens: UInt64 = 512,
             chunk: Int = 1 << 20, stopAfter: Int? = nil) throws -> String {
     let payload = delta.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) }
+      + (moments ? [Float](repeating: 1, count: delta.count).withUnsafeBufferPointer { BlockMoments.trailer($0) } : [])
     let sealer = try EnvelopeSealer(context: .init(federation: "test-federation", round: r, baseHash: base, nodeID: id.card.nodeID),
                                     payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: coordinator.aggregationPublic!,
                                     signingSecretKey: id.signSecret)
