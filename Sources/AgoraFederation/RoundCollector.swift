@@ -124,6 +124,9 @@ final class RoundCollector: UploadConsumer {
     // The format first: an update in another one is refused as such, whatever follows it.
     let declared = try DeltaCodec.header(staged, count: sum.count, checkLength: false)
     guard declared == s.format else { throw UpdateRefusal.format(got: declared.name, expected: s.format.name) }
+    if s.momentWeighting == 0, staged.count == DeltaCodec.encodedSize(count: sum.count, format: declared) + BlockMoments.trailerBytes(count: sum.count) {
+      throw DeltaError.moments("the update carries second moments; this federation does not average by them (rounds.moment_weighting = 0)")
+    }
     let (payload, moments) = s.momentWeighting > 0 ? try BlockMoments.split(staged, count: sum.count) : (staged, nil)
     let (format, squared) = try DeltaCodec.validate(payload, count: sum.count)
     let norm = Float(squared.squareRoot())

@@ -87,6 +87,25 @@ import Testing
     }
   }
 
+  /// Second moments where the federation wants none, and none where it wants them: refused, saying which.
+  @Test(arguments: [0.0, 0.5])
+  func momentsMustMatchTheFederation(alpha: Double) throws {
+    let h = try Harness(nodes: [("rogue", ["fr"])], rounds: 1, innerSteps: 10, quorum: 0.5, deadline: 20, minNodes: 1,
+                        extra: "moment_weighting = \(alpha)")
+    defer { h.cleanup() }
+    let coord = try h.coordinator()
+    Thread.sleep(forTimeInterval: 0.3)
+    var rogue = try HandNode(h, "rogue")
+    defer { rogue.ep.close() }
+    #expect(rogue.moments == (alpha > 0))
+    rogue.moments.toggle()
+    let r = try #require(rogue.nextRound())
+    let outcome = try rogue.send([Float](repeating: 1e-4, count: r.bytes / 4), round: r.round, base: r.base, transfer: 1)
+    #expect(h.wait(coord, seconds: 60) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    #expect(outcome.hasPrefix("rejected \(ErrorCode.rejectedUpdate.rawValue): update's second moments: the update carries "
+                              + (alpha > 0 ? "no second moments" : "second moments; this federation does not")), "\(outcome)")
+  }
+
   /// An update in another format than the federation's (`rounds.compression`) is refused.
   @Test func anUpdateInAnotherFormatThanTheFederationsIsRefused() throws {
     let h = try Harness(nodes: [("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 30, minNodes: 1)
