@@ -38,6 +38,8 @@ final class InstantNode {
   var errorFeedback: [Float] = []
   /// Send second moments after the update (`rounds.moment_weighting`): here Δ² per value, as a stand-in.
   var moments = false
+  /// The moments' trailer, made once: Δ does not change from round to round.
+  var momentTrailer: [UInt8] = []
   /// The tokens each update claims: one step of the federation's batch of whole context windows (what the
   /// coordinator accepts for one step).
   var tokens: UInt64 = 2048
@@ -92,7 +94,8 @@ final class InstantNode {
           errorFeedback = x
         }
         if moments && secureRound == nil && payload.count == DeltaCodec.encodedSize(count: delta.count, format: format) {
-          payload += delta.map { $0 * $0 }.withUnsafeBufferPointer { BlockMoments.trailer($0) }
+          if momentTrailer.isEmpty { momentTrailer = delta.map { $0 * $0 }.withUnsafeBufferPointer { BlockMoments.trailer($0) } }
+          payload += momentTrailer
         }
         let sealer = try EnvelopeSealer(context: .init(federation: federation, round: r, baseHash: base, nodeID: identity.card.nodeID),
                                         payloadLength: UInt64(payload.count), chunkSize: chunk, recipient: key, signingSecretKey: identity.signSecret)
