@@ -54,7 +54,7 @@ let package = Package(
     // Secure aggregation: Shamir shares, pairwise and self masks, fixed-point vectors in Z/2^b (no transport).
     .target(name: "AgoraSecureAggregation", dependencies: ["AgoraCrypto", "AgoraWire"], swiftSettings: vectorCode),
     // Layer 3: tokenized text, the network, the registry.
-    .target(name: "AgoraData", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "CZlib"]),
+    .target(name: "AgoraData", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "AgoraWire", "CZlib"]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto", "AgoraStorage",
                                                    .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraStorage", .product(name: "GRDB", package: "GRDB.swift")]),

@@ -31,10 +31,11 @@ public enum ProtocolVectors {
                                                                  LanguageScore(language: "pl", bitsPerByte: 3.375, bytes: 4000)],
                                signature: [UInt8](repeating: 0x37, count: 64))),
     ("counts", .counts(vocabulary: 4, minimum: 10, payload: Payload([0x0A, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x27, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]))),
-    ("vocabulary", .vocabulary(remaining: 1, signature: [UInt8](repeating: 0x5A, count: 64), payload: Payload(Array("AGVC".utf8) + [1, 2, 0x64, 0x65, 5, 5, 1, 1, 1, 0x61, 3]))),
-    ("tokenizer", .tokenizer(hash: hash(0x77), signature: [UInt8](repeating: 0x5B, count: 64), payload: Payload(Array("{\"model\":{}}".utf8)))),
+    ("vocabulary", .vocabulary(remaining: 1, signature: VocabularyVector.signature, payload: Payload(VocabularyVector.sealed))),
+    ("tokenizer", .tokenizer(hash: Sodium.blake2b(VocabularyVector.tokenizer), signature: VocabularyVector.tokenizerSignature,
+                             payload: Payload(VocabularyVector.tokenizer))),
     ("secagg_keys", .secaggKeys(round: 42, keys: keys(0x40))),
-    ("secagg_roster", .secaggRoster(round: 42, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 667, ranges: 2, rows: 1),
+    ("secagg_roster", .secaggRoster(round: 42, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 666, ranges: 2, rows: 1),
                                     participants: [SecAggParticipant(node: hash(0x01), keys: keys(0x40)), SecAggParticipant(node: hash(0x02), keys: keys(0x50))],
                                     payload: Payload([0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x3F]))),
     ("secagg_shares", .secaggShares(round: 42, shares: [SecAggShareBox(peer: hash(0x02), box: [UInt8](repeating: 0x61, count: 198))])),
@@ -42,6 +43,34 @@ public enum ProtocolVectors {
     ("secagg_reveal", .secaggReveal(round: 42, shares: [SecAggRevealed(about: hash(0x02), kind: 0, x: 1, share: hash(0x71)),
                                                       SecAggRevealed(about: hash(0x04), kind: 1, x: 1, share: hash(0x72))])),
   ]
+
+  /// VOCABULARY's and TOKENIZER's vectors are what a node and a coordinator send (SPEC §4.4): a table signed with
+  /// the node's key (seed 01…01) and sealed to the coordinator's aggregation key (box seed 02…02, ephemeral seed
+  /// 04…04, as `crypto_box_seal` builds it), and a tokenizer with its BLAKE2b-256 signed by the coordinator
+  /// (signing seed 07…07, statement.json's), for federation "openeurollm". messages.json lists these inputs.
+  public enum VocabularyVector {
+    public static let federation = "openeurollm"
+    public static let nodeSignSeed = [UInt8](repeating: 0x01, count: 32)
+    public static let coordinatorBoxSeed = [UInt8](repeating: 0x02, count: 32)
+    public static let ephemeralSeed = [UInt8](repeating: 0x04, count: 32)
+    public static let coordinatorSignSeed = [UInt8](repeating: 0x07, count: 32)
+    /// "AGVC" 1, language "de", 5 octets, 5 scalars, 1 document, 1 entry: "a" counted 3 times.
+    public static let table: [UInt8] = Array("AGVC".utf8) + [1, 2, 0x64, 0x65, 5, 5, 1, 1, 1, 0x61, 3]
+    public static let tokenizer: [UInt8] = Array("{\"model\":{}}".utf8)
+    static let signature = (try? Sodium.sign(VocabularyStatement.table(federation: federation, table: table),
+                                              secretKey: Sodium.signKeypair(seed: nodeSignSeed).secretKey)) ?? []
+    static let sealed = (try? Sodium.seal(table, to: Sodium.boxKeypair(seed: coordinatorBoxSeed).publicKey, ephemeralSeed: ephemeralSeed)) ?? []
+    static let tokenizerSignature = (try? Sodium.sign(VocabularyStatement.tokenizer(federation: federation, hash: Sodium.blake2b(tokenizer)),
+                                                       secretKey: Sodium.signKeypair(seed: coordinatorSignSeed).secretKey)) ?? []
+    /// The inputs a checker needs, as JSON members.
+    static var inputs: [String: String] {
+      [
+        "vocabulary": "\"inputs\": {\"federation\": \"\(federation)\", \"table\": \"\(hex(table))\", \"node_sign_seed\": \"\(hex(nodeSignSeed))\", "
+          + "\"coordinator_box_seed\": \"\(hex(coordinatorBoxSeed))\", \"ephemeral_seed\": \"\(hex(ephemeralSeed))\"}",
+        "tokenizer": "\"inputs\": {\"federation\": \"\(federation)\", \"coordinator_sign_seed\": \"\(hex(coordinatorSignSeed))\"}",
+      ]
+    }
+  }
 
   static func keys(_ b: UInt8) -> SecAggKeys {
     SecAggKeys(cPublic: hash(b), sPublic: hash(b + 1), commitment: hash(b + 2), signature: [UInt8](repeating: b + 3, count: 64))
@@ -98,13 +127,13 @@ public enum ProtocolVectors {
       ("vocabulary_without_payload", [v, [0x14, 0, 0] + [UInt8](repeating: 1, count: 64)]),
       ("vocabulary_short_signature", [v, [0x14, 0, 0] + [UInt8](repeating: 1, count: 63), [1]]),
       ("tokenizer_short_hash", [v, [0x15] + [UInt8](repeating: 1, count: 95), [0x7B]]),
-      ("secagg_roster_unsorted", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 667, ranges: 1, rows: 0),
+      ("secagg_roster_unsorted", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 666, ranges: 1, rows: 0),
                                                        participants: [SecAggParticipant(node: hash(0x02), keys: keys(0x40)), SecAggParticipant(node: hash(0x01), keys: keys(0x50))],
                                                        payload: Payload([0, 0, 0x80, 0x3F]))), [0, 0, 0x80, 0x3F]]),
-      ("secagg_roster_ring_bits_1", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 1, neighbours: 0, thresholdPermille: 667, ranges: 1, rows: 0),
+      ("secagg_roster_ring_bits_1", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 1, neighbours: 0, thresholdPermille: 666, ranges: 1, rows: 0),
                                                           participants: [SecAggParticipant(node: hash(0x01), keys: keys(0x40)), SecAggParticipant(node: hash(0x02), keys: keys(0x50))],
                                                           payload: Payload([0, 0, 0x80, 0x3F]))), [0, 0, 0x80, 0x3F]]),
-      ("secagg_roster_payload_size", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 667, ranges: 2, rows: 0),
+      ("secagg_roster_payload_size", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 666, ranges: 2, rows: 0),
                                                            participants: [SecAggParticipant(node: hash(0x01), keys: keys(0x40)), SecAggParticipant(node: hash(0x02), keys: keys(0x50))],
                                                            payload: Payload([0, 0, 0x80, 0x3F]))), [0, 0, 0x80, 0x3F]]),
       ("secagg_unmask_both_ways", [v, body(.secaggUnmask(round: 1, survivors: [hash(0x02)], dropped: [hash(0x02)]))]),
@@ -156,7 +185,7 @@ public enum ProtocolVectors {
     var parts: [String] = []
     for (name, m) in messages {
       let frames = m.frames().map { "\"\(hex($0))\"" }.joined(separator: ", ")
-      parts.append("    {\"name\": \"\(name)\", \"type\": \(m.type.rawValue), \"frames\": [\(frames)]}")
+      parts.append("    {\"name\": \"\(name)\", \"type\": \(m.type.rawValue), \"frames\": [\(frames)]\(VocabularyVector.inputs[name].map { ", " + $0 } ?? "")}")
     }
     return "{\n  \"protocol_version\": \(Wire.protocolVersion),\n  \"messages\": [\n" + parts.joined(separator: ",\n") + "\n  ]\n}\n"
   }

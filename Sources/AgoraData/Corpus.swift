@@ -1,5 +1,6 @@
 import AgoraModel
 import AgoraTensor
+import AgoraWire
 import Foundation
 
 /// The text a trainer learns from: one or more languages, each a directory with `train.txt` and,
@@ -35,6 +36,11 @@ public struct LanguageSource: Sendable, Equatable {
       let found = subs.compactMap { source((dir as NSString).appendingPathComponent($0)) }
       guard !found.isEmpty else { throw DataError.empty("\(dir) has no train.txt and no language subdirectories with one") }
       out += found
+    }
+    // Language names come from directory names and go on the wire (UPLOAD_END, EVALUATION), into logs, pages and
+    // plots: they must be names the wire allows (SPEC §3.1), never a line break or a terminal escape.
+    for s in out where !LanguageTokens.isValidName(s.name) {
+      throw DataError.badLanguageName(directory: (s.train as NSString).deletingLastPathComponent)
     }
     let names = out.map(\.name)
     guard Set(names).count == names.count else { throw DataError.missingSource("language names repeat: \(names)") }

@@ -1,3 +1,4 @@
+import AgoraWire
 import CZlib
 import Foundation
 
@@ -137,9 +138,13 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
   case unreadable(String, String)
   case corruptCache(String, String)
   case empty(String)
+  /// A language directory whose name is not a language name (1 to 32 of a-z, 0-9, '-', '_').
+  case badLanguageName(directory: String)
 
   public var description: String {
     switch self {
+    case .badLanguageName(let d):
+      return "\(Printable.line(d)): a language directory's name must be 1 to 32 of a-z, 0-9, '-' and '_' (a lowercase language tag such as pt-br): rename it"
     case .missingSource(let s): return "missing data source: \(s)"
     case .unreadable(let p, let why): return "\(p): \(why)"
     case .corruptCache(let p, let why): return "\(p): token cache is invalid (\(why)); delete it to rebuild"

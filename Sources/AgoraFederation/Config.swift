@@ -1,4 +1,5 @@
 import AgoraModel
+import AgoraSecureAggregation
 import Foundation
 import TOMLKit
 
@@ -10,16 +11,20 @@ public struct ConfigError: Error, Equatable, CustomStringConvertible {
   public var description: String { "\(file): \(key): \(problem)" }
 }
 
-/// Reads typed settings from one TOML file; paths are resolved against the file's directory.
-struct TOMLFile {
+/// Reads typed settings from one TOML file; paths are resolved against the file's directory (made absolute, so a
+/// bare file name in a config read from its own directory names a file there). It notes every key it is asked
+/// for, so that `rejectUnknownKeys` can refuse a key nobody reads (a misspelt one would otherwise run silently
+/// with the default).
+final class TOMLFile {
   let path: String
   let table: TOMLTable
+  private(set) var asked: Set<String> = []
   var dir: String { (path as NSString).deletingLastPathComponent }
 
   /// `overrides`: settings given as `KEY=VALUE` (VALUE in TOML, e.g. `rounds.secure_aggregation=true`) that
   /// replace the file's.
   init(_ path: String, overrides: [String] = []) throws {
-    self.path = path
+    self.path = path.hasPrefix("/") ? path : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
     guard let d = FileManager.default.contents(atPath: path) else { throw ConfigError(file: path, key: "-", problem: "cannot read the file") }
     var t: TOMLTable
     do { t = try TOMLTable(string: String(decoding: d, as: UTF8.self)) } catch {
@@ -51,6 +56,7 @@ struct TOMLFile {
   }
 
   func value(_ key: String) -> TOMLValueConvertible? {
+    asked.insert(key)
     var t: TOMLTable = table
     let parts = key.split(separator: ".").map(String.init)
     for p in parts.dropLast() {
@@ -61,6 +67,54 @@ struct TOMLFile {
   }
 
   func fail(_ key: String, _ problem: String) -> ConfigError { ConfigError(file: path, key: key, problem: problem) }
+
+  /// Refuses the first key (in sorted order) of the file, or of its overrides, that no setting read: a typo or a
+  /// setting of another file. The error names the file, the key and the nearest key that is read.
+  func rejectUnknownKeys() throws {
+    func walk(_ t: TOMLTable, _ prefix: String) throws {
+      for k in t.keys.sorted() {
+        let key = prefix + k
+        if asked.contains(key) { continue }
+        if let sub = t[k]?.table, asked.contains(where: { $0.hasPrefix(key + ".") }) { try walk(sub, key + "."); continue }
+        // Candidates: every key read, and every table that holds one (a misspelt table, `[round]`).
+        let tables = Set(asked.flatMap { k in k.split(separator: ".").dropLast().indices.map { k.split(separator: ".")[0...$0].joined(separator: ".") } })
+        let near = TOMLFile.nearest(to: key, among: asked.union(tables))
+        throw fail(key, "not a setting of this file\(near.map { " (did you mean \($0)?)" } ?? "")")
+      }
+    }
+    try walk(table, "")
+  }
+
+  /// The candidate with the smallest edit distance to `key`, if within a third of its length (at least 2).
+  static func nearest(to key: String, among candidates: Set<String>) -> String? {
+    let a = Array(key.utf8)
+    var best: (String, Int)?
+    for c in candidates.sorted() {
+      let b = Array(c.utf8)
+      guard !a.isEmpty, !b.isEmpty else { continue }
+      var row = Array(0...b.count)
+      for i in 1...a.count {
+        var diagonal = row[0]
+        row[0] = i
+        for j in 1...b.count {
+          let above = row[j]
+          row[j] = min(above + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1))
+          diagonal = above
+        }
+      }
+      if best == nil || row[b.count] < best!.1 { best = (c, row[b.count]) }
+    }
+    guard let (c, d) = best, d <= max(2, a.count / 3) else { return nil }
+    return c
+  }
+
+  /// Throws `fail(problem)` unless `p` exists (a directory with `directory`, else a file).
+  static func mustExist(_ p: String, directory: Bool, _ fail: (String) -> ConfigError) throws {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else { throw fail("\(p) does not exist") }
+    if directory && !isDir.boolValue { throw fail("\(p) is not a directory") }
+    if !directory && isDir.boolValue { throw fail("\(p) is a directory, not a file") }
+  }
 
   /// A table of language → number (e.g. `{ de = 3.11, nl = 3.2 }`), each within `range`; empty when absent.
   func numbersByLanguage(_ key: String, range: ClosedRange<Double>) throws -> [String: Double] {
@@ -294,8 +348,9 @@ public struct FederationConfig: Sendable {
     preset = GPTConfig.presetName(try f.string("model.preset", default: "tiny"), architecture: try f.choice("model.architecture", default: GPTConfig.Architecture.gpt2))
     do { _ = try GPTConfig.preset(preset) } catch { throw f.fail("model.preset", "\(error)") }
     precision = try f.choice("model.precision", default: Precision.fp32)
+    let federated = try f.bool("tokenizer.federated", default: false)
     tokenizer = try f.path("model.tokenizer")
-    if try f.bool("tokenizer.federated", default: false) {
+    do {  // read (and checked) whether or not the vocabulary is federated, so that no key of [tokenizer] goes unread
       var v = VocabularySettings()
       v.size = f.value("tokenizer.vocab_size") == nil ? nil : try f.int("tokenizer.vocab_size", range: 257...65_536)
       let b = try f.string("tokenizer.balance", default: "equalize")
@@ -307,7 +362,7 @@ public struct FederationConfig: Sendable {
       v.contributors = f.value("tokenizer.contributors") == nil ? nil : try f.int("tokenizer.contributors", range: 1...100_000)
       v.phaseSeconds = try f.double("tokenizer.phase_seconds", default: 600, range: 1...86_400)
       v.maxBytesPerLanguage = try f.int("tokenizer.max_bytes_per_language", default: 4_000_000, range: 1...1 << 34)
-      vocabulary = v
+      vocabulary = federated ? v : nil
     }
     seed = UInt64(try f.int("model.seed", default: 1, range: 0...Int(Int32.max)))
     rounds = try f.int("rounds.count", default: 5, range: 1...100_000)
@@ -356,7 +411,7 @@ public struct FederationConfig: Sendable {
     secureAggregationRing = fixedRing ? .fixed(try f.int("rounds.secure_aggregation_bits", range: 4...32))
                                       : .perNode(try f.int("rounds.secure_aggregation_node_bits", default: SecureAggregationRing.defaultNodeBits, range: 2...24))
     secureAggregationNeighbours = try f.int("rounds.secure_aggregation_neighbours", default: 0, range: 0...254)
-    secureAggregationThreshold = try f.double("rounds.secure_aggregation_threshold", default: 2.0 / 3.0, range: 0.5...1)
+    secureAggregationThreshold = try f.double("rounds.secure_aggregation_threshold", default: SecureAggregationParameters.defaultThresholdFraction, range: 0.5...1)
     secureAggregationSetupSeconds = try f.double("rounds.secure_aggregation_setup_seconds", default: 30, range: 1...3600)
     members = f.value("federation.members") == nil ? nil : try f.path("federation.members")
     dpClip = try f.double("rounds.dp_clip", default: 0, range: 0...1e6)
@@ -379,10 +434,22 @@ public struct FederationConfig: Sendable {
       if dpClip > 0 { throw f.fail("rounds.moment_weighting", "differential privacy weighs every node the same: averaging by second moments needs rounds.dp_clip = 0") }
       if compression == .fp32 { throw f.fail("rounds.moment_weighting", "averaging by second moments needs quantised updates (rounds.compression = \"int8\", \"int4\" or \"fp4\")") }
     }
+    try f.rejectUnknownKeys()
   }
 }
 
 extension FederationConfig {
+  /// Checks that the files the federation's settings name exist (the tokenizer, unless the vocabulary phase
+  /// makes it; the evaluation and public text directories), with an error naming this file and the key. A
+  /// coordinator and a node call it before they start; reading the settings does not (the demo's set-up reads
+  /// them to make those files).
+  public func requireFiles() throws {
+    let fail = { (key: String) in { (problem: String) in ConfigError(file: self.path, key: key, problem: problem) } }
+    if vocabulary == nil { try TOMLFile.mustExist(tokenizer, directory: false, fail("model.tokenizer")) }
+    for (i, d) in evalData.enumerated() { try TOMLFile.mustExist(d, directory: true, fail("model.eval_data[\(i)]")) }
+    for (i, d) in publicData.enumerated() { try TOMLFile.mustExist(d, directory: true, fail("public.data[\(i)]")) }
+  }
+
   /// Inner steps of round `r` (1-based): the schedule's for its first rounds, then `rounds.inner_steps`.
   public func innerSteps(round r: Int) -> Int {
     r >= 1 && r <= innerStepsSchedule.count ? innerStepsSchedule[r - 1] : innerSteps

@@ -96,6 +96,12 @@ public final class CoordinatorService {
   /// The public corpus cut into shards for compute donors, and where the rotation over them stands.
   public private(set) var shards: [PublicShard] = []
   var shardCursor = 0
+  /// Blobs the blob server found corrupt, to repair (`repairCorrupt`) on the coordinator's thread.
+  var corruptFound: [[UInt8]] = []
+  /// The shard each donor was given in the round being held (a repeated ROUND names the same one).
+  var donorShards: [String: [UInt8]] = [:]
+  /// How often a round that waits says for whom, and announces itself again to the nodes it has heard nothing from.
+  static let waitReportSeconds: Double = 60
   let stop = ManagedAtomicFlag()
 
   public init(config: CoordinatorConfig) throws {
@@ -105,10 +111,7 @@ public final class CoordinatorService {
     guard let aggP = identity.card.aggregationPublic, let aggS = identity.aggregationSecret else {
       throw ConfigError(file: config.identity, key: "-", problem: "not a coordinator identity (no aggregation key; use agora keygen --coordinator)")
     }
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: config.enrolled, isDirectory: &isDir), isDir.boolValue else {
-      throw ConfigError(file: config.path, key: "coordinator.enrolled", problem: "\(config.enrolled) is not a directory (of the enrolled nodes' cards)")
-    }
+    try config.requireFiles()
     enrolment = try EnrolmentRegistry.load(directory: config.enrolled)
     let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
     var mc = try GPTConfig.preset(fed.preset)
@@ -203,6 +206,7 @@ public final class CoordinatorService {
   func pump(timeout: Double) -> Bool {
     defer {
       blobs.serve(endpoint: endpoint)
+      while let h = corruptFound.popLast() { repairCorrupt(h) }
       if Date().timeIntervalSince(nodesToldAt) > 1 { tellNodes() }
     }
     guard let m = endpoint.receive(timeout: timeout) else { return false }

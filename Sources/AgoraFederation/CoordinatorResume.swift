@@ -66,7 +66,10 @@ extension CoordinatorService {
       }
     }
     try blobs.publish(path: store.blobPath(versionHash), hash: versionHash, size: weightsHeader.count + params.count * 4)
-    blobs.onCorrupt = { [logSink] hash, path in logSink("  blob \(hex(hash).prefix(16))… (\(path)) no longer hashes to its name: it is no longer served") }
+    blobs.onCorrupt = { [logSink, weak self] hash, path in
+      logSink("  blob \(hex(hash).prefix(16))… (\(path)) no longer hashes to its name: it is no longer served")
+      self?.corruptFound.append(hash)
+    }
   }
 
   /// Loads θ (and the optimizer state) of `latest`, checked by hash. If its weights blob is corrupt or gone, it

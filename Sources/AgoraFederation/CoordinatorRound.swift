@@ -55,6 +55,8 @@ extension CoordinatorService {
       collector.secure = secureRound
     }
     defer { secureRound = nil }
+    donorShards = [:]
+    FaultInjection.damage(store.blobPath(versionHash), round: r)
     announce(round: r, to: selected, deadline: deadline)
     notify(.roundStarted(round: r, expected: selected.count, deadline: deadline))
     let wanted = Set(selected.map(\.fingerprint))
@@ -63,8 +65,22 @@ extension CoordinatorService {
       let taking = secureSetup(round: r, selected: selected, deadline: deadline) ?? []
       for fp in wanted.subtracting(taking) { collector.done.insert(fp) }
     }
+    var lastSaid = Date()
     while !stop.isSet && Date() < deadline && !wanted.isSubset(of: collector.done) {
       pump(timeout: 0.1)
+      // No wait is silent: every minute, whom the round waits for, and the round once more to those of them that
+      // are not sending (an announcement lost on the way must not hold a node, and the round, until the deadline;
+      // a node ignores a ROUND it already holds, SPEC §4.1).
+      if Date().timeIntervalSince(lastSaid) >= CoordinatorService.waitReportSeconds {
+        lastSaid = Date()
+        let missing = wanted.subtracting(collector.done).sorted()
+        let sending = missing.filter { receiver.isReceiving(node: $0) }
+        let quiet = missing.filter { !receiver.isReceiving(node: $0) }
+        log("  round \(r): waiting for \(missing.count) of \(wanted.count) updates until the deadline in \(Int(deadline.timeIntervalSinceNow)) s"
+            + (sending.isEmpty ? "" : "; uploading: " + sending.map { Printable.line(collector.name($0)) }.joined(separator: ", "))
+            + (quiet.isEmpty ? "" : "; announced again to " + quiet.map { Printable.line(collector.name($0)) }.joined(separator: ", ") + " (training, or the announcement was lost)"))
+        announce(round: r, to: selected.filter { quiet.contains($0.fingerprint) }, deadline: deadline, again: true)
+      }
       // A node that died is not waited for: once it is expired, the round goes on without it.
       // Its transfers are abandoned too: a stalled upload frees the slot of those waiting behind it.
       for gone in sessions.expire() {
@@ -140,15 +156,19 @@ extension CoordinatorService {
   }
 
   /// Sends ROUND to every selected node (a donor's names the public shard it trains on).
-  func announce(round r: Int, to selected: [SessionTable.Session], deadline: Date) {
+  /// ROUND to each selected node. `again`: a repeat to nodes the round still waits for (a donor keeps its shard).
+  func announce(round r: Int, to selected: [SessionTable.Session], deadline: Date, again: Bool = false) {
     let fed = config.federation
     let lrBits = Float(fed.learningRate).bitPattern
     for s in selected {
       var shard = Message.noHash
-      if s.donor, !shards.isEmpty {
+      if again, let given = donorShards[s.fingerprint] {
+        shard = given
+      } else if s.donor, !shards.isEmpty {
         let p = shards[shardCursor % shards.count]
         shardCursor += 1
         shard = p.hash
+        donorShards[s.fingerprint] = p.hash
         log("  \(s.name) (donor) trains on public shard \(p.language) #\(p.index)")
       }
       endpoint.send(.round(round: UInt64(r), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps(round: r)), batch: UInt32(fed.batch),

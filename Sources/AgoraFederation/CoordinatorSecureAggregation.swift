@@ -100,7 +100,7 @@ extension CoordinatorService {
     w.u32(range.bitPattern)
     for x in rowTotals ?? [] { w.u32(x.bitPattern) }
     let terms = SecAggRosterTerms(ringBits: UInt8(ringBits), neighbours: UInt16(fed.secureAggregationNeighbours),
-                                  thresholdPermille: UInt16((fed.secureAggregationThreshold * 1000).rounded()), ranges: 1, rows: UInt32(rowTotals?.count ?? 0))
+                                  thresholdPermille: UInt16(SecureAggregationParameters(thresholdFraction: fed.secureAggregationThreshold).thresholdPermille), ranges: 1, rows: UInt32(rowTotals?.count ?? 0))
     let message = Message.secaggRoster(round: UInt64(r), terms: terms, participants: roster.participants.map {
       SecAggParticipant(node: $0.node, keys: SecAggKeys(cPublic: $0.cPublic, sPublic: $0.sPublic, commitment: $0.selfMaskCommitment, signature: $0.signature))
     }, payload: Payload(w.bytes))

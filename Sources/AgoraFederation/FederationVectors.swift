@@ -13,6 +13,23 @@ public enum FederationVectors {
   /// A base parameter vector the patch is applied to.
   public static let base: [Float] = (0..<600).map { i in Float(Double((i * 13) % 97) - 48) / 100 }
 
+  /// Values on the rounding's edges, one block for each of int8 (scale = 127 / 127 = 1), int4 (7 / 7 = 1) and fp4
+  /// (scale = 1): ties of both signs (away from zero), values just below a tie, and zeros of both signs (coded +0).
+  public static let ties: [DeltaFormat: [Float]] = [
+    .int8: [127, -2.5, 2.5, -0.5, 0.5, -0.0, 0, -1.4999999, 1.5000001, -127],
+    .int4: [7, -2.5, 2.5, -0.5, 0.5, -0.0, 0, -6.5, 6.4999995, -7],
+    .fp4: [1, -0.1875, 0.1875, -0.75, 0.0078125, -0.0, 0, -0.0078124995, 0.375, -1],
+  ]
+
+  /// The `ties` block of `format`: its payload and what it decodes to.
+  static func tieVector(_ format: DeltaFormat) throws -> (values: [Float], payload: [UInt8], decoded: [Float]) {
+    let v = ties[format] ?? []
+    let bytes = v.withUnsafeBufferPointer { DeltaCodec.encode($0, format: format) }
+    var out = [Float](repeating: 0, count: v.count)
+    try bytes.withUnsafeBytes { try DeltaCodec.decode($0, into: &out, count: v.count, mode: .store) }
+    return (v, bytes, out)
+  }
+
   public static func payloadsJSON() throws -> String {
     let fp32 = values.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
     let int8 = values.withUnsafeBufferPointer { DeltaCodec.encode($0, format: .int8) }
@@ -35,6 +52,12 @@ public enum FederationVectors {
     let factors = BlockMoments.factors(means, alpha: 0.5, skip: 0..<256, count: values.count)
     let shard = Array("agora-shard 1 pl 3\n".utf8) + Array("Zażółć gęślą jaźń.\n\nDrugi dokument.\n".utf8)
     func floats(_ a: [Float]) -> String { "[" + a.map { String(format: "%.9g", $0) }.joined(separator: ", ") + "]" }
+    // Sign and bits exactly: -0 and +0 differ here.
+    func bitsOf(_ a: [Float]) -> String { "[" + a.map { "\"\(String(format: "%08x", $0.bitPattern))\"" }.joined(separator: ", ") + "]" }
+    let tieLines = try [DeltaFormat.int8, .int4, .fp4].map { f -> String in
+      let t = try tieVector(f)
+      return "\"ties_\(f.name)\": {\"values_bits\": \(bitsOf(t.values)), \"payload\": \"\(hex(t.payload))\", \"decoded_bits\": \(bitsOf(t.decoded))}"
+    }
     return """
     {
       "description": "AGDQ payloads (SPEC §6.2), a version patch (§5) and a public shard (§5.1). values[i] = ((37 i mod 101) - 50) / 1000 and base[i] = ((13 i mod 97) - 48) / 100 for i < 600, as binary32; int8, int4 and fp4 round to nearest",
@@ -47,6 +70,8 @@ public enum FederationVectors {
       "int4_decoded": \(floats(int4Decoded)),
       "fp4_payload": "\(hex(fp4))",
       "fp4_decoded": \(floats(fp4Decoded)),
+      "ties_comment": "rounding on its edges (SPEC §6.2): per format one block whose scale is 1 (max |v| = 127, 7 or 1); values and decoded values as binary32 bit patterns (hex, big-endian digits); v × (1 / scale) in binary32, to nearest with ties away from zero; a value coded 0 decodes to +0",
+      \(tieLines.joined(separator: ",\n  ")),
       "moments_comment": "second moments m[i] = ((11 i mod 89) + 1) / 10000 for i < 600; the AGDM trailer that follows int8_payload, its block means, and the block factors with alpha = 0.5 when values 0..<256 are the embedding's",
       "moments_trailer": "\(hex(moments))",
       "moments_block_means": \(floats(means)),

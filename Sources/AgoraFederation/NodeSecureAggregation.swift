@@ -52,7 +52,7 @@ public final class SecureAggregationClient {
       return nil
     }) else { throw TransferError.timeout("no secure-aggregation roster for round \(r) before its deadline") }
     let parameters = SecureAggregationParameters(neighbours: fed.secureAggregationNeighbours, thresholdFraction: fed.secureAggregationThreshold)
-    let ownPermille = UInt16((fed.secureAggregationThreshold * 1000).rounded())
+    let ownPermille = UInt16(SecureAggregationParameters(thresholdFraction: fed.secureAggregationThreshold).thresholdPermille)
     let ringBits = fed.secureAggregationRing.bits(participants: participants.count)
     guard Int(terms.ringBits) == ringBits, Int(terms.neighbours) == fed.secureAggregationNeighbours, terms.thresholdPermille == ownPermille else {
       throw SecureAggregationError.roster("the roster asks a \(terms.ringBits)-bit ring, \(terms.neighbours) neighbours, threshold \(terms.thresholdPermille)‰; this node is set to \(ringBits) (\(fed.secureAggregationRing), \(participants.count) participants), \(fed.secureAggregationNeighbours), \(ownPermille)‰ (\(fed.path))")

@@ -171,16 +171,18 @@ public struct SecureEncoding {
     return out
   }
 
-  /// The survivors' total factor, per parameter outside the rows and per row.
+  /// The survivors' total factor, per parameter outside the rows and per row, and how many survivors there are.
   public struct Totals {
     public var body = 0.0
     public var rows: [Double]
+    public var survivors = 0
   }
 
   public func totals() -> Totals { Totals(rows: [Double](repeating: 0, count: rows.count)) }
 
   /// Adds a survivor's factors to `t`.
   public func add(fraction f: Float, relative: [Float]?, to t: inout Totals) {
+    t.survivors += 1
     t.body += Double(f) / Double(participants)
     if let rf = rowFactors(fraction: f, relative: relative) {
       for r in 0..<rows.count { t.rows[r] += Double(rf[r]) }
@@ -189,13 +191,22 @@ public struct SecureEncoding {
     }
   }
 
+  /// The smallest total factor the mean divides by, with `survivors` in the sum: s·u/c. Each survivor's value is
+  /// within one quantum u of what it encoded (stochastic rounding), so the mean's error stays below
+  /// s·u / max(total, s·u/c) ≤ c, and an honest mean (within ±c) decodes within ±2c, which the coordinator checks.
+  /// Only a row whose survivors hold less weight than that (their nodes dropped out after the roster took their
+  /// counts, SPEC §7.2 step 5) is divided by the floor: it moves less, rather than by its rounding noise
+  /// amplified (issue 31: 9-bit and narrower rings refused honest rounds after such a dropout).
+  public func divisorFloor(survivors: Int) -> Double { Double(max(survivors, 1)) * Double(quantum) / Double(range) }
+
   /// The unmasked ring sum (`count` words at `memory`) becomes the survivors' weighted mean, as binary32 values in
-  /// the same memory.
+  /// the same memory (each total factor at least `divisorFloor`).
   public func decode(_ memory: UnsafeMutableRawPointer, count: Int, totals t: Totals) {
     let (lo, hi, width) = (rows.offset, rows.offset + rows.count * rows.width, rows.width)
     let u = Double(quantum)
-    let bodyScale = Float(u / t.body)
-    let rowScale = t.rows.map { Float(u / $0) }
+    let floor = divisorFloor(survivors: t.survivors)
+    let bodyScale = Float(u / max(t.body, floor))
+    let rowScale = t.rows.map { Float(u / max($0, floor)) }
     let codec = codec
     Parallel.forRange(count, minChunk: 16384) { a, b in
       for i in a..<b {

@@ -36,6 +36,17 @@ public struct CoordinatorConfig: Sendable {
     enrolled = try f.path("coordinator.enrolled")
     dataDir = try f.path("coordinator.data")
     bind = try f.string("coordinator.bind", default: federation.endpoint)
+    try f.rejectUnknownKeys()
+  }
+
+  /// What must be there before the coordinator starts: the federation's files and at least one enrolled card.
+  public func requireFiles() throws {
+    try federation.requireFiles()
+    try TOMLFile.mustExist(enrolled, directory: true) { ConfigError(file: path, key: "coordinator.enrolled", problem: $0 + " (the directory of the enrolled nodes' cards)") }
+    let cards = ((try? FileManager.default.contentsOfDirectory(atPath: enrolled)) ?? []).filter { $0.hasSuffix(".toml") }
+    guard !cards.isEmpty else {
+      throw ConfigError(file: path, key: "coordinator.enrolled", problem: "\(enrolled) holds no enrolment card (*.toml): nobody could join. Copy each member's card.toml there first")
+    }
   }
 }
 
@@ -81,5 +92,12 @@ public struct NodeConfig: Sendable {
     rejoinSeconds = try f.double("node.rejoin_seconds", default: 3600, range: 1...604_800)
     aloneBitsPerByte = try f.numbersByLanguage("node.alone_bits_per_byte", range: 0...1000)
     workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
+    try f.rejectUnknownKeys()
+  }
+
+  /// What must be there before the node starts: the federation's files and the node's data directories.
+  public func requireFiles() throws {
+    try federation.requireFiles()
+    for (i, d) in data.enumerated() { try TOMLFile.mustExist(d, directory: true) { ConfigError(file: path, key: "node.data[\(i)]", problem: $0) } }
   }
 }

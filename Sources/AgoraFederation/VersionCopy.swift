@@ -114,6 +114,8 @@ public final class VersionCopy {
       } catch is FetchError {
         // A patch that does not lead to the announced version: fall back to the whole model.
       } catch is DeltaError {
+      } catch TransferError.rejected(let code, _) where code == ErrorCode.unknownVersion.rawValue {
+        // The coordinator does not serve the patch (gone, or corrupt on its disk): the whole model instead.
       }
     }
     // The whole blob: the header must be the one this model's config gives; the rest is the parameters.

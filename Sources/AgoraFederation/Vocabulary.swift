@@ -6,22 +6,6 @@ import AgoraTransport
 import AgoraWire
 import Foundation
 
-/// What the vocabulary phase's signatures cover (SPEC §4.4).
-public enum VocabularyStatement {
-  /// A node's table: "AGORA-VOCAB-v1" ‖ u8 length ‖ federation ‖ BLAKE2b-256(table).
-  public static func table(federation: String, table: [UInt8]) -> [UInt8] {
-    Array("AGORA-VOCAB-v1".utf8) + [UInt8(federation.utf8.count)] + Array(federation.utf8) + Sodium.blake2b(table)
-  }
-
-  /// The coordinator's tokenizer: "AGORA-TOKENIZER-v1" ‖ u8 length ‖ federation ‖ its BLAKE2b-256.
-  public static func tokenizer(federation: String, hash: [UInt8]) -> [UInt8] {
-    Array("AGORA-TOKENIZER-v1".utf8) + [UInt8(federation.utf8.count)] + Array(federation.utf8) + hash
-  }
-
-  /// The payload of a node that holds no text (a compute donor): it asks for the tokenizer, contributing none.
-  public static let noText: [UInt8] = Array("AGV0".utf8)
-}
-
 /// The coordinator's side of the vocabulary phase: before version 0, when the federation's vocabulary is
 /// federated and not yet learned. It admits enrolled nodes (ZAP), takes each node's signed count tables,
 /// (sealed to its aggregation key), waits for `tokenizer.contributors` nodes to answer (every enrolled one by default; a compute donor answers
@@ -138,8 +122,7 @@ public final class VocabularyPhase {
     let tok = try trainer.train(vocabSize: size, balance: v.balance)
     let json = [UInt8](tok.jsonData())
     let hash = Sodium.blake2b(json)
-    try FileManager.default.createDirectory(atPath: (fed.tokenizer as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-    try AtomicFile.write(Data(json), to: fed.tokenizer)
+    try AtomicFile.write(Data(json), to: fed.tokenizer, createDirectory: true)
     try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
     // Fairness, for the model card: tokens per octet on the counts, and the premium on parallel text where this
     // machine has gettext catalogues in the federation's languages.
@@ -245,8 +228,7 @@ public final class VocabularyClient {
         if let size = v.size, tok.vocabSize != size {
           throw TransferError.protocolViolation("the tokenizer has \(tok.vocabSize) tokens; the federation's setting is \(size)")
         }
-        try FileManager.default.createDirectory(atPath: (fed.tokenizer as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try AtomicFile.write(Data(json), to: fed.tokenizer)
+        try AtomicFile.write(Data(json), to: fed.tokenizer, createDirectory: true)
         log("\(config.name): vocabulary phase: the federation's tokenizer \(hex(hash).prefix(12)) (\(tok.vocabSize) tokens, signed by the coordinator) saved to \(fed.tokenizer)")
         return
       case .error(_, let text, _):

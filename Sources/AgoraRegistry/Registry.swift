@@ -15,6 +15,9 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
   case notFound(String)
   /// A file the registry writes or reads could not be: the path and the system's reason.
   case io(path: String, problem: String)
+  /// The registry could not be opened or written because its file system is full (or nearly): not a corrupt
+  /// registry. `free`: the octets the file system had left.
+  case diskFull(path: String, free: Int64, reason: String)
 
   public var description: String {
     switch self {
@@ -31,6 +34,8 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
       return "blob \(p) does not hash to its name \(h.prefix(16))… (it hashes to \(g.prefix(16))…): it is corrupt and is never served; restore it from a backup."
     case .notFound(let s): return s
     case .io(let p, let r): return "\(p): \(r). Nothing already recorded was changed."
+    case .diskFull(let p, let free, let r):
+      return "\(p): the disk is full (\(free) octets free; SQLite said: \(r)). The registry is intact: free some space and start again."
     }
   }
 }
@@ -82,8 +87,31 @@ public final class Registry: @unchecked Sendable {
     } catch let e as RegistryError {
       throw e
     } catch {
-      throw RegistryError.unreadableDatabase(path: path, reason: "\(error)")
+      throw Registry.classify(error, path: path)
     }
+  }
+
+  /// Below this many free octets an I/O error of SQLite's is taken for a full disk (it reports one, not
+  /// SQLITE_FULL, when it cannot make its -wal or -shm file).
+  static let nearlyFull: Int64 = 4 << 20
+
+  /// What an SQLite failure at opening means: a full disk (SQLITE_FULL, or an I/O error with almost no space
+  /// left) or an unreadable registry.
+  static func classify(_ error: Error, path: String) -> RegistryError {
+    let free = freeBytes(near: path)
+    if let e = error as? DatabaseError {
+      if e.resultCode == .SQLITE_FULL || (e.resultCode == .SQLITE_IOERR && free < nearlyFull) {
+        return .diskFull(path: path, free: free, reason: "\(e.message ?? "\(e.resultCode)")")
+      }
+    }
+    return .unreadableDatabase(path: path, reason: "\(error)")
+  }
+
+  /// Octets available to this user on the file system that holds `path`'s directory (Int64.max if unknown).
+  static func freeBytes(near path: String) -> Int64 {
+    var st = statvfs()
+    guard statvfs((path as NSString).deletingLastPathComponent, &st) == 0 else { return .max }
+    return Int64(st.f_bavail) * Int64(st.f_frsize)
   }
 
   /// Named migrations, applied in order, never edited once merged (add a new one instead).

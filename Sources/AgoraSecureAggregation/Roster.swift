@@ -75,8 +75,13 @@ public struct SecureAggregationParameters: Equatable, Sendable {
   /// Shares needed to reconstruct a node's secrets, as a fraction of its neighbours (at least ⌊k/2⌋ + 1, so
   /// that a coordinator cannot gather enough of both kinds for one node).
   public var thresholdFraction: Double
+  /// The fraction in thousandths, as SA_ROSTER carries it: what t is computed from (integers, SPEC §7.2 step 2).
+  public var thresholdPermille: Int { Int((thresholdFraction * 1000).rounded()) }
 
-  public init(neighbours: Int = 0, thresholdFraction: Double = 2.0 / 3.0) {
+  /// The default fraction, 0.666 (666‰), gives t = ⌈2k/3⌉ for every k a roster can have (up to 254).
+  public static let defaultThresholdFraction = 0.666
+
+  public init(neighbours: Int = 0, thresholdFraction: Double = SecureAggregationParameters.defaultThresholdFraction) {
     self.neighbours = neighbours
     self.thresholdFraction = thresholdFraction
   }
@@ -103,7 +108,8 @@ public struct SecureAggregationParameters: Equatable, Sendable {
   public func threshold(participants n: Int) -> Int {
     let k = degree(participants: n)
     guard k > 0 else { return 1 }
-    let t = Int((Double(k) * thresholdFraction).rounded(.up))
+    // ⌈k · p / 1000⌉ in integers, so that every implementation gets the same t from SA_ROSTER's per mille.
+    let t = (k * thresholdPermille + 999) / 1000
     return min(k, max(k / 2 + 1, t))
   }
 }

@@ -36,9 +36,12 @@ public enum SecureAggregationVectors {
     let roster = try Roster(federation: federation, round: round, parameters: .init(), participants: ads)
     func list(_ w: [UInt32]) -> String { "[" + w.map(String.init).joined(separator: ", ") + "]" }
     let graph = roster.neighbours.enumerated().map { "\"\(hex(roster.participants[$0.offset].node))\": " + list($0.element.map(UInt32.init)) }
+    let entries = roster.participants.map {
+      "{\"node\": \"\(hex($0.node))\", \"c\": \"\(hex($0.cPublic))\", \"s\": \"\(hex($0.sPublic))\", \"commitment\": \"\(hex($0.selfMaskCommitment))\"}"
+    }
     return """
     {
-      "description": "Secure aggregation's derivations (SPEC §7.2). Keys: X25519 from crypto_box_seed_keypair(seed); bytes(x) = x, x+1, … (32 octets, mod 256). Mask words: the first 8 little-endian u32 words of AES-256-CTR(seed, counter 0) added to zeros (rings of more than 16 bits); *_words_16: the first 8 u16 words (rings of 9 to 16 bits); *_words_8: the first 8 octets (rings of up to 8 bits). Roster: participants in node-id order; neighbours by roster index.",
+      "description": "Secure aggregation's derivations (SPEC §7.2). Keys: X25519 from crypto_box_seed_keypair(seed); bytes(x) = x, x+1, … (32 octets, mod 256). Mask words: the first 8 little-endian u32 words of AES-256-CTR(seed, counter 0) added to zeros (rings of more than 16 bits); *_words_16: the first 8 u16 words (rings of 9 to 16 bits); *_words_8: the first 8 octets (rings of up to 8 bits). Roster: 20 advertisements, entry i (0-based) has node = bytes(11i), c = bytes(11i + 1), s = bytes(11i + 2), commitment = bytes(11i + 3) (roster_participants, in node-id order); neighbours automatic (k = 10); t from roster_threshold_permille; neighbours by roster index.",
       "federation": "\(federation)",
       "round": \(round),
       "node_u": "\(hex(u))",
@@ -61,6 +64,8 @@ public enum SecureAggregationVectors {
       "ring_bits": 12,
       "ring_values": \(list(values)),
       "ring_packed": "\(hex(packed))",
+      "roster_participants": [\(entries.joined(separator: ", "))],
+      "roster_threshold_permille": \(SecureAggregationParameters().thresholdPermille),
       "roster_size": \(ads.count),
       "roster_degree": \(roster.degree),
       "roster_threshold": \(roster.threshold),

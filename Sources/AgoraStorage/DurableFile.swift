@@ -69,7 +69,15 @@ public enum AtomicFile {
     if fd >= 0 { fsync(fd); close(fd) }
   }
 
-  public static func write(_ data: Data, to path: String) throws {
+  /// `createDirectory`: make the file's directory first if it is missing (nothing to make for a bare file name,
+  /// which is in the working directory).
+  public static func write(_ data: Data, to path: String, createDirectory: Bool = false) throws {
+    let dir = (path as NSString).deletingLastPathComponent
+    if createDirectory && !dir.isEmpty {
+      do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+        throw StorageError(path: path, problem: "cannot create its directory \(dir): \(error.localizedDescription)")
+      }
+    }
     try write(to: path) { try $0.write(contentsOf: data) }
   }
 }

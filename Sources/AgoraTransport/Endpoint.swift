@@ -57,8 +57,14 @@ public final class Endpoint: @unchecked Sendable {
   /// across transfers. A coordinator keeps few idle ones: its memory is budgeted per model, and its blob
   /// chunks come from the page cache anyway.
   public let buffers: BufferPool
-  /// Messages dropped because a peer was gone or its queue full (ROUTER) — for metrics and tests.
+  /// Messages dropped because a peer was gone, or its queue stayed full for `backlogSeconds` — for metrics and tests.
   public private(set) var dropped = 0
+  /// Messages that found their peer's queue full (EAGAIN) wait here, in order per peer, and are sent again on the
+  /// I/O thread's next turns: a burst (a WELCOME for each of many JOINs queued while the coordinator was busy)
+  /// must not make the next message (a ROUND, announced once) vanish. Owned by the I/O thread.
+  private var backlog: [(peer: [UInt8], frames: [[UInt8]], payload: Payload?, since: Date)] = []
+  /// How long a message may wait for a full queue before it is dropped.
+  public static let backlogSeconds: Double = 60
   private let divertLock = NSLock()
   private var divertHandler: (@Sendable (Inbound) -> Bool)?
 
@@ -164,7 +170,7 @@ public final class Endpoint: @unchecked Sendable {
     var drain = [UInt8](repeating: 0, count: 256)
     while !stopFlag.isSet {
       let (readable, woken): (Bool, Bool)
-      do { (readable, woken) = try socket.poll(alsoFD: wakeRead, timeoutMillis: 100) } catch { continue }
+      do { (readable, woken) = try socket.poll(alsoFD: wakeRead, timeoutMillis: backlog.isEmpty ? 100 : 5) } catch { continue }
       if woken { while read(wakeRead, &drain, drain.count) > 0 {} }
       flushOutbox()
       if readable && pending >= inboxLimit { usleep(1000); continue }  // let the consumer catch up
@@ -231,11 +237,22 @@ public final class Endpoint: @unchecked Sendable {
     let batch = outbox
     outbox.removeAll(keepingCapacity: true)
     lock.unlock()
-    for (peer, frames, payload) in batch {
+    // What waited first goes first; a peer whose queue is still full keeps the order of what follows for it.
+    let waiting = backlog
+    backlog.removeAll(keepingCapacity: true)
+    var full: Set<[UInt8]> = []
+    let now = Date()
+    for m in waiting.map({ ($0.peer, $0.frames, $0.payload, $0.since) }) + batch.map({ ($0.peer, $0.frames, $0.payload, now) }) {
+      let (peer, frames, payload, since) = m
+      if full.contains(peer) { backlog.append((peer, frames, payload, since)); continue }
       do {
         try socket.send(isRouter ? [peer] + frames : frames, payload: payload, dontWait: true)
+      } catch let e as ZMQError where e.errno == EAGAIN && now.timeIntervalSince(since) < Endpoint.backlogSeconds {
+        // The peer's queue is full (high-water mark): keep it, and what follows for that peer, for the next turn.
+        full.insert(peer)
+        backlog.append((peer, frames, payload, since))
       } catch {
-        // ROUTER_MANDATORY: the peer is gone (EHOSTUNREACH) or its queue is full (EAGAIN).
+        // ROUTER_MANDATORY: the peer is gone (EHOSTUNREACH), or its queue stayed full too long.
         dropped += 1
       }
     }

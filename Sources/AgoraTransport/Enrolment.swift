@@ -61,6 +61,14 @@ public final class EnrolmentRegistry: @unchecked Sendable {
     return nil
   }
 
+  /// Who a refused CURVE key is, for the operator's log: a revoked member's name and card fingerprint, or, for a
+  /// stranger, the key as its card shows it (`curve_public`, Z85), which finds the card a stranger sent.
+  public func describeRefused(curveKey: [UInt8]) -> String {
+    lock.lock(); defer { lock.unlock() }
+    if let c = byCurve[curveKey] { return "\(Printable.line(c.name)) (card fingerprint \(c.fingerprint)) is revoked" }
+    return "a key no enrolled card holds (curve_public = \"\(Z85.encode(curveKey) ?? hex(curveKey))\"; not enrolled)"
+  }
+
   public func card(fingerprint: String) -> EnrolmentCard? {
     lock.lock(); defer { lock.unlock() }
     guard !revoked.contains(fingerprint) else { return nil }
@@ -135,8 +143,9 @@ public final class ZAPHandler: @unchecked Sendable {
       if mechanism == "CURVE", f[6].count == 32, let card = registry.admit(curveKey: f[6]) {
         status = "200"; text = "OK"; user = card.fingerprint
       } else {
-        let who = f[6].count == 32 ? hex(Sodium.blake2b(f[6])) : "(no key)"
-        log("refused \(mechanism) connection from \(String(decoding: f[3], as: UTF8.self)): key \(who) is not enrolled or is revoked")
+        let who = mechanism != "CURVE" ? "not CURVE" : f[6].count == 32 ? registry.describeRefused(curveKey: f[6]) : "a malformed key"
+        let address = f[3].isEmpty ? "an unknown address" : Printable.line(String(decoding: f[3], as: UTF8.self))
+        log("refused \(Printable.line(mechanism)) connection from \(address): \(who)")
       }
       try? sock.send([Array("1.0".utf8), f[1], Array(status.utf8), Array(text.utf8), Array(user.utf8), []])
     }

@@ -252,9 +252,12 @@ public final class UploadReceiver {
       let forRound = round ?? incoming["\(node)/\(t)"]?.round ?? context.round
       if let inc = incoming.removeValue(forKey: "\(node)/\(t)"), inc.active { consumer?.uploadAborted(node: node, transfer: t); promote(endpoint) }
       waiting.removeAll { $0 == "\(node)/\(t)" }
-      // A refused update is the node's one update of the round: it may not try again (SPEC §4.1).
-      if code == .rejectedUpdate { spoken[forRound, default: []].insert(node) }
-      if code != .duplicate { consumer?.uploadRefused(node: node, round: forRound, reason: text) }
+      // A refused update is the node's one update of the round: it may not try again (SPEC §4.1). An upload
+      // answered for its round (6) or as a duplicate (12) is no update: the round still waits for the node's own.
+      if code == .rejectedUpdate {
+        spoken[forRound, default: []].insert(node)
+        consumer?.uploadRefused(node: node, round: forRound, reason: text)
+      }
       endpoint.send(.error(code: code.rawValue, message: text, subject: .transfer(t)), to: inbound.peer)
     }
     switch m {
@@ -296,6 +299,9 @@ public final class UploadReceiver {
           endpoint.send(.ack(transfer: t, next: 0, credit: 0), to: inbound.peer)  // wait for your turn
         }
         promote(endpoint)
+      } catch EnvelopeError.wrongRound(let expected, let got) {
+        // A head for another round (a stale retry) is answered as a wrong round, not as a refused update (SPEC §5).
+        reject(t, .wrongRound, "\(EnvelopeError.wrongRound(expected: expected, got: got))", round: round)
       } catch {
         reject(t, .rejectedUpdate, "\(error)", round: round)
       }
@@ -373,6 +379,9 @@ public final class UploadReceiver {
   /// Abandons every transfer of `node` (its session expired or it left): a stalled upload frees its slot for
   /// the uploads waiting behind it. Returns how many were abandoned.
   @discardableResult
+  /// Whether `node` has an upload in progress (streaming or waiting for its turn).
+  public func isReceiving(node: String) -> Bool { incoming.values.contains { $0.node == node } }
+
   public func forget(node: String, endpoint: Endpoint) -> Int {
     let gone = incoming.filter { $0.value.node == node }
     for (key, inc) in gone {

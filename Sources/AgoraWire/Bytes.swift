@@ -148,10 +148,16 @@ public enum Printable {
     return out
   }
 
-  /// `s` as HTML or XML text or a quoted attribute value: `&`, `<`, `>`, `"` and `'` escaped.
+  /// `s` as HTML or XML text or a quoted attribute value: `&`, `<`, `>`, `"` and `'` escaped, and the characters
+  /// XML 1.0 does not allow (C0 controls but tab, line feed and carriage return; U+FFFE, U+FFFF) shown as U+FFFD,
+  /// so that a page or an SVG stays well-formed whatever a name holds.
   public static func html(_ s: String) -> String {
     var out = ""
     for c in s.unicodeScalars {
+      if (c.value < 0x20 && c.value != 0x09 && c.value != 0x0A && c.value != 0x0D) || c.value == 0xFFFE || c.value == 0xFFFF {
+        out += "\u{FFFD}"
+        continue
+      }
       switch c {
       case "&": out += "&amp;"
       case "<": out += "&lt;"

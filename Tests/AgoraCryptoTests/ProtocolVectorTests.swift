@@ -22,6 +22,30 @@ import Testing
     }
   }
 
+  /// VOCABULARY and TOKENIZER vectors are what the SPEC's text says (issue 31, C2): the table opens from the sealed
+  /// box with the coordinator's aggregation key and its signature verifies with the node's key; the tokenizer's
+  /// hash field is BLAKE2b-256 of its payload and the coordinator's signature verifies.
+  @Test func vocabularyAndTokenizerVectorsFollowTheText() throws {
+    let list = try json("messages.json")["messages"] as! [[String: Any]]
+    func vector(_ name: String) throws -> (Message, [String: String]) {
+      let v = try #require(list.first { $0["name"] as? String == name })
+      return (try Message.decode((v["frames"] as! [String]).map { unhex($0)! }), v["inputs"] as! [String: String])
+    }
+    let (voc, vin) = try vector("vocabulary")
+    guard case .vocabulary(_, let signature, let payload) = voc else { Issue.record("not VOCABULARY"); return }
+    let box = try Sodium.boxKeypair(seed: unhex(vin["coordinator_box_seed"]!)!)
+    let table = try Sodium.sealOpen(payload.array, publicKey: box.publicKey, secretKey: box.secretKey)
+    #expect(hex(table) == vin["table"] && table.starts(with: Array("AGVC".utf8)))
+    let node = try Sodium.signKeypair(seed: unhex(vin["node_sign_seed"]!)!)
+    #expect(Sodium.verify(signature, message: VocabularyStatement.table(federation: vin["federation"]!, table: table), publicKey: node.publicKey))
+    #expect(try Sodium.seal(table, to: box.publicKey, ephemeralSeed: unhex(vin["ephemeral_seed"]!)!) == payload.array, "the box is crypto_box_seal's from that seed")
+    let (tok, tin) = try vector("tokenizer")
+    guard case .tokenizer(let hash, let tsig, let json) = tok else { Issue.record("not TOKENIZER"); return }
+    #expect(hash == Sodium.blake2b(json.array))
+    let coordinator = try Sodium.signKeypair(seed: unhex(tin["coordinator_sign_seed"]!)!)
+    #expect(Sodium.verify(tsig, message: VocabularyStatement.tokenizer(federation: tin["federation"]!, hash: hash), publicKey: coordinator.publicKey))
+  }
+
   @Test func vectorFilesAreWhatTheCodeWrites() throws {
     let onDisk = try String(contentsOfFile: repoRoot + "/Protocol/vectors/messages.json", encoding: .utf8)
     #expect(onDisk == ProtocolVectors.messagesJSON())

@@ -77,6 +77,27 @@ import Testing
     #expect(try store.versions().filter { $0.freedAt != nil }.count == versions.count - 2)
   }
 
+  /// The current version's blob damaged on disk while the coordinator runs (issue 31, probe 2: every later round
+  /// ran to its deadline with no update, the nodes told ERROR 5 and waiting): the coordinator finds it when a
+  /// node fetches it, writes it again from θ in memory, and the nodes, asking again, get it; every round takes
+  /// both updates. Whole versions are broadcast so that every node fetches the damaged blob.
+  @Test func aVersionDamagedOnDiskWhileRunningIsRepairedAndRoundsGoOn() throws {
+    let h = try Harness(nodes: [("east", ["de"]), ("west", ["fr"])], rounds: 4, innerSteps: 3, quorum: 1.0, deadline: 60,
+                        extra: "score_updates = false\nbroadcast = \"full\"")
+    defer { h.cleanup() }
+    let c = try h.coordinator(env: ["AGORA_FAULT": "corrupt-blob@3"])
+    let nodes = try h.nodes.map { try h.node($0) }
+    defer { for n in nodes where n.isRunning { n.terminate() } }
+    #expect(h.wait(c, seconds: 150) && c.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    let log = h.read("coordinator.log")
+    print(log)
+    #expect(log.contains("fault injection: one octet of"), "the fault fired")
+    #expect(log.contains("written again from θ in memory, hash checked, and served again"), "\(log)")
+    #expect(h.rows().map { $0[2] } == ["2/2", "2/2", "2/2", "2/2"], "every round took both updates: \(h.rows())")
+    let (status, verify) = try h.run(["verify", "--config", h.dir + "/coordinator.toml"])
+    #expect(status == 0 && verify.contains("all versions verify"), "\(verify)")
+  }
+
   /// SIGINT in the middle of a round: the coordinator abandons the round whole (nothing of it recorded), finishes
   /// writing the version before it, and exits 0; SIGTERM stops a node cleanly. A restart carries on from there.
   @Test func sigintMidRoundAbandonsTheRoundAndNothingIsHalfWritten() throws {

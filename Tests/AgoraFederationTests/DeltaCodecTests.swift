@@ -197,4 +197,34 @@ import Testing
     #expect(lang == "pl" && index == 3 && String(decoding: body, as: UTF8.self).hasPrefix("Zażółć"))
     #expect(hex(Sodium.blake2b(shard)) == v["shard_hash"] as! String)
   }
+
+  /// The rounding on its edges (issue 31, B1), read as the SPEC's text says, not from the codec: ties go away from
+  /// zero, a value just below a tie goes down, and every zero (of either sign, or a negative value rounded to 0)
+  /// decodes to +0. Every value of each block is also read from the payload's octets by hand.
+  @Test func tieVectorsRoundAwayFromZeroAndZeroIsPositive() throws {
+    let text = try String(contentsOfFile: repoRoot + "/Protocol/vectors/payloads.json", encoding: .utf8)
+    let v = try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
+    let expected: [String: [Float]] = [
+      "int8": [127, -3, 3, -1, 1, 0, 0, -1, 2, -127],
+      "int4": [7, -3, 3, -1, 1, 0, 0, -7, 6, -7],
+      "fp4": [1, -0.25, 0.25, -1, 0x1p-6, 0, 0, 0, 0.5, -1],
+    ]
+    for (name, want) in expected {
+      let t = v["ties_" + name] as! [String: Any]
+      let decoded = (t["decoded_bits"] as! [String]).map { Float(bitPattern: UInt32($0, radix: 16)!) }
+      #expect(decoded.map(\.bitPattern) == want.map(\.bitPattern), "\(name): \(decoded)")
+      let payload = unhex(t["payload"] as! String)!
+      // The SPEC's reader: one block, its scale, then int8 q or two 4-bit codes per octet (sign bit 3, index bits 0–2).
+      let scale = Float(bitPattern: UInt32(payload[16]) | UInt32(payload[17]) << 8 | UInt32(payload[18]) << 16 | UInt32(payload[19]) << 24)
+      #expect(scale == 1)
+      let e: [Float] = [0, 0x1p-6, 0x1p-5, 0x1p-4, 0x1p-3, 0x1p-2, 0x1p-1, 1]
+      let read: [Float] = (0..<want.count).map { i in
+        if name == "int8" { return Float(Int8(bitPattern: payload[20 + i])) * scale }
+        let code = (payload[20 + i / 2] >> (4 * UInt8(i % 2))) & 0xF
+        let magnitude = name == "int4" ? Float(code & 7) : e[Int(code & 7)]
+        return code & 8 != 0 ? -(scale * magnitude) : scale * magnitude
+      }
+      #expect(read.map(\.bitPattern) == want.map(\.bitPattern), "\(name) read by hand: \(read)")
+    }
+  }
 }

@@ -260,22 +260,25 @@ import Testing
     #expect(h.rows().map { $0[2] } == ["1/2", "2/2", "2/2"], "\(h.rows())")
   }
 
-  /// A missing enrolment directory is a configuration error; with no node connected, rounds are not held
-  /// (they used to run out in a second), and a stranger's refused key is logged with its fingerprint.
+  /// A missing or empty enrolment directory is a configuration error that names the key (an empty one used to
+  /// leave the coordinator waiting for ever while it refused everyone); with no node connected, rounds are not
+  /// held; a stranger's refused key is logged as its card shows it (curve_public), with its address (issue 31).
   @Test func noEnrolmentNoRoundsAndStrangersAreLogged() throws {
     let h = try Harness(nodes: [("a", ["de"])], rounds: 50, innerSteps: 5, deadline: 1, minNodes: 1)
     defer { h.cleanup() }
     let cfg = try String(contentsOfFile: h.dir + "/coordinator.toml", encoding: .utf8)
     try cfg.replacingOccurrences(of: "enrolled = \"keys/enrolled\"", with: "enrolled = \"keys/missing\"")
       .write(toFile: h.dir + "/coordinator.toml", atomically: true, encoding: .utf8)
-    let (status, out) = try h.run(["coordinator", "--config", h.dir + "/coordinator.toml"])
-    #expect(status != 0 && out.contains("coordinator.enrolled") && out.contains("is not a directory"), "\(out)")
-    // An empty directory: the coordinator waits for nodes.
+    var (status, out) = try h.run(["coordinator", "--config", h.dir + "/coordinator.toml"])
+    #expect(status != 0 && out.contains("coordinator.enrolled") && out.contains("does not exist"), "\(out)")
     try FileManager.default.createDirectory(atPath: h.dir + "/keys/missing", withIntermediateDirectories: true)
+    (status, out) = try h.run(["coordinator", "--config", h.dir + "/coordinator.toml"])
+    #expect(status != 0 && out.contains("coordinator.enrolled") && out.contains("holds no enrolment card"), "\(out)")
+    try cfg.write(toFile: h.dir + "/coordinator.toml", atomically: true, encoding: .utf8)
     let coord = try h.coordinator()
     Thread.sleep(forTimeInterval: 1)
-    // Node "a" is not enrolled here: it is a stranger.
-    let me = try Identity.load(from: h.dir + "/keys/a")
+    // A key nobody enrolled: a stranger.
+    let me = try Identity.generate(in: h.dir + "/keys/stranger", name: "stranger", institution: "nowhere", contact: "", coordinator: false)
     let card = try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml")
     let ep = try Endpoint.client(connect: "tcp://127.0.0.1:\(h.port)", serverKey: card.curvePublic, keys: CurveKeys(publicKey: me.card.curvePublic, secretKey: me.curveSecret))
     ep.send(.heartbeat)
@@ -288,7 +291,8 @@ import Testing
     print(log)
     #expect(log.contains("waiting for 1 node to join") && log.contains("round 1 waits for one"))
     #expect(h.rows().isEmpty, "no round was held: \(h.rows())")
-    #expect(log.contains("refused CURVE connection") && log.contains(hex(Sodium.blake2b(me.card.curvePublic))), "the stranger's key fingerprint is logged")
+    let line = log.split(separator: "\n").first { $0.contains("refused CURVE connection") } ?? ""
+    #expect(line.contains("curve_public = \"\(me.card.curvePublicZ85)\"") && line.contains("127.0.0.1"), "the stranger's card key and address are logged: \(line)")
   }
 
   /// JOIN repeated on the same connection (a node's JOIN loop resends it every 2.5 s until WELCOME, which a

@@ -66,6 +66,24 @@ import Testing
               && shown.contains("the public corpus (it)"), "\(shown)")
   }
 
+  /// `model.tokenizer = "tokenizer.json"`, a bare file name, with every process started from the configuration's
+  /// own directory and given its configuration by a relative path (issue 31, probe 3: the coordinator, then the
+  /// nodes, died once the tables were in, creating a directory for an empty path). The tokenizer lands beside
+  /// federation.toml and the rounds run.
+  @Test func aBareTokenizerFileNameRunFromTheConfigsDirectoryWorks() throws {
+    let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"])], rounds: 1, innerSteps: 2, minNodes: 2,
+                        extra: "\n[tokenizer]\nfederated = true\nvocab_size = 300\nmin_count = 1\nmin_documents = 1\nphase_seconds = 120")
+    defer { h.cleanup() }
+    try FileManager.default.removeItem(atPath: h.dir + "/tokenizer.json")
+    let coord = try h.start(["coordinator", "--config", "coordinator.toml"], log: "coordinator.log", directory: h.dir)
+    let nodes = try ["a", "b"].map { try h.start(["node", "--config", "\($0).toml"], log: "\($0).log", directory: h.dir) }
+    defer { for n in nodes where n.isRunning { n.terminate() } }
+    #expect(h.wait(coord, seconds: 120) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
+    for n in nodes { #expect(h.wait(n, seconds: 30) && n.terminationStatus == 0, "\(h.read("a.log")) \(h.read("b.log"))") }
+    #expect(FileManager.default.fileExists(atPath: h.dir + "/tokenizer.json"))
+    #expect(h.rows().count == 1, "\(h.read("coordinator.log"))")
+  }
+
   /// A table signed with another node's key, one not sealed to the coordinator, and a malformed one are refused
   /// with an ERROR each and counted nowhere; JOIN during the phase is told to send tables first. The phase then
   /// completes with the honest tables alone.

@@ -38,4 +38,47 @@ import Testing
     defer { out.deallocate() }
     #expect(throws: RegistryError.self) { try store.readBlob(hex(hash), into: out, what: "test") }
   }
+
+  /// A registry on a full disk at start-up is reported as a full disk, not as a corrupt registry to restore from a
+  /// backup (issue 31, probe 7): SQLite cannot make its -wal and -shm files there and says "disk I/O error". The
+  /// full disk is a real one: a tmpfs of 1 MiB, mounted here (the tests run as root), filled to the last octet.
+  @Test func aFullDiskAtStartIsSaidToBeFullAndTheRegistryIsKept() throws {
+    let dir = NSTemporaryDirectory() + "agora-full-\(UUID().uuidString)"
+    let small = dir + "/small"
+    try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+    defer { _ = shell("umount \(small)"); try? FileManager.default.removeItem(atPath: dir) }
+    // A registry made elsewhere, then copied onto the small disk, which is then filled.
+    do { let r = try Registry(dataDir: dir + "/made", federation: "f", create: true); try r.record(event: "test", subject: "x", detail: "kept") }
+    try #require(shell("mount -t tmpfs -o size=1m tmpfs \(small)") == 0, "mounting a tmpfs needs root")
+    try FileManager.default.createDirectory(atPath: small + "/data/blobs", withIntermediateDirectories: true)
+    for f in try FileManager.default.contentsOfDirectory(atPath: dir + "/made") where f.hasPrefix("registry.sqlite") && !f.hasSuffix("-shm") {
+      try FileManager.default.copyItem(atPath: dir + "/made/" + f, toPath: small + "/data/" + f)
+    }
+    let before = try Data(contentsOf: URL(fileURLWithPath: small + "/data/registry.sqlite"))
+    _ = shell("dd if=/dev/zero of=\(small)/filler bs=4096 2>/dev/null; dd if=/dev/zero of=\(small)/filler2 bs=1 2>/dev/null")
+    do {
+      _ = try Registry(dataDir: small + "/data", federation: "f", create: true)
+      Issue.record("the registry opened on a full disk")
+    } catch let e as RegistryError {
+      guard case .diskFull(let path, let free, _) = e else { Issue.record("not a full disk: \(e)"); return }
+      #expect(path == small + "/data/registry.sqlite" && free < 4096, "\(e)")
+      #expect(e.description.contains("the disk is full") && !e.description.contains("backup"), "\(e)")
+    }
+    #expect(try Data(contentsOf: URL(fileURLWithPath: small + "/data/registry.sqlite")) == before, "the registry is untouched")
+    // With room again it opens, and what it held is there.
+    try FileManager.default.removeItem(atPath: small + "/filler")
+    let r = try Registry(dataDir: small + "/data", federation: "f", create: false)
+    #expect(try r.events().contains { $0.detail == "kept" })
+  }
+}
+
+/// Runs `command` with /bin/sh; its exit status.
+@discardableResult
+func shell(_ command: String) -> Int32 {
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: "/bin/sh")
+  p.arguments = ["-c", command]
+  do { try p.run() } catch { return -1 }
+  p.waitUntilExit()
+  return p.terminationStatus
 }

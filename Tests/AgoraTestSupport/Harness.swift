@@ -108,7 +108,9 @@ public struct Harness {
 
   /// Starts `agora ARGS`; output goes to `log` under the harness directory.
   /// `namespace`: run it inside that network namespace (`ip netns exec`, which replaces itself with agora).
-  public func start(_ args: [String], log: String, env extra: [String: String] = [:], append: Bool = false, namespace: String? = nil) throws -> Process {
+  /// `directory`: the working directory (the harness's own when nil is not wanted; by default the test's).
+  public func start(_ args: [String], log: String, env extra: [String: String] = [:], append: Bool = false, namespace: String? = nil,
+                    directory: String? = nil) throws -> Process {
     guard FileManager.default.isExecutableFile(atPath: agoraBinary) else {
       throw DataError.missingSource("\(agoraBinary) is missing: build it first (scripts/setup does)")
     }
@@ -120,6 +122,7 @@ public struct Harness {
       p.executableURL = URL(fileURLWithPath: agoraBinary)
       p.arguments = args
     }
+    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
     var env = ProcessInfo.processInfo.environment
     env["OPENBLAS_NUM_THREADS"] = "1"
     env.merge(extra) { _, b in b }

@@ -12,10 +12,10 @@ import Testing
   let upload = UploadTests()
 
   func send(_ f: Federation, _ client: Endpoint, transfer: UInt64, id: Identity? = nil, bytes: Int = 200_000, round: UInt64 = 3,
-            chunkPause: Double = 0, stopAt: Int? = nil) throws -> Result<UploadSender.Result, TransferError> {
+            envelopeRound: UInt64? = nil, chunkPause: Double = 0, stopAt: Int? = nil) throws -> Result<UploadSender.Result, TransferError> {
     let me = id ?? f.alice
     let data = upload.payload(bytes), chunk = 16 << 10
-    let s = try EnvelopeSealer(context: .init(federation: "test-fed", round: round, baseHash: [UInt8](repeating: 7, count: 32), nodeID: me.card.nodeID),
+    let s = try EnvelopeSealer(context: .init(federation: "test-fed", round: envelopeRound ?? round, baseHash: [UInt8](repeating: 7, count: 32), nodeID: me.card.nodeID),
                                payloadLength: UInt64(bytes), chunkSize: chunk, recipient: f.coordinator.card.aggregationPublic!, signingSecretKey: me.signSecret)
     var sender = UploadSender(endpoint: client, transfer: transfer, round: round)
     sender.ackTimeout = 1
@@ -70,6 +70,29 @@ import Testing
     receiver.context.round = 4
     loop.refuse = { _ in }
     #expect(throws: Never.self) { try send(f, client, transfer: 3, round: 4).get() }
+  }
+
+  /// A stale retry: UPLOAD_BEGIN names the current round but carries an envelope sealed for the previous one. It
+  /// is answered wrong round (6), not refused (7), so the node's honest update of the round is still taken
+  /// (SPEC §4.1, §5; issue 31, C1).
+  @Test func anEnvelopeForAnotherRoundIsAWrongRoundAndCostsTheNodeNothing() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, receiver) = try upload.setup(f)
+    defer { zap.stop(); server.close() }
+    let loop = CoordinatorLoop(server: server, receiver: receiver)
+    defer { loop.finish() }
+    let client = try f.client(f.alice, of: server)
+    defer { client.close() }
+    guard case .failure(.rejected(let code, let text)) = try send(f, client, transfer: 1, round: 3, envelopeRound: 2) else {
+      Issue.record("an envelope of round 2 was taken in round 3"); return
+    }
+    #expect(code == ErrorCode.wrongRound.rawValue, "\(text)")
+    #expect(text.contains("round 2") && text.contains("expected 3"), "\(text)")
+    #expect(loop.count == 0)
+    // The honest update of round 3 that follows is the node's one update, and it is taken.
+    #expect(try send(f, client, transfer: 2, round: 3).get().chunks > 1)
+    #expect(loop.count == 1)
   }
 
   /// A node whose session ends mid-upload (killed, its link gone) must not hold the one upload slot: the
