@@ -20,6 +20,11 @@ public enum Adversary: String, CaseIterable, Sendable {
   case stalebase
   /// Every chunk of the honest update, but never UPLOAD_END (the node keeps its session alive).
   case partial
+  /// In round 2, once its shares are exchanged (secure aggregation) and it trains, the process kills itself
+  /// (SIGKILL): a node that dies between the share exchange and its masked update.
+  case vanish
+  /// Honest on its own languages plus gradient ascent on a language it does not hold (`TargetedAttack`).
+  case targeted
 
   /// This node's misbehaviour, if the environment names one for `node`.
   public static func from(environment env: [String: String] = ProcessInfo.processInfo.environment, node: String) -> Adversary? {
@@ -47,7 +52,7 @@ public enum Adversary: String, CaseIterable, Sendable {
       for i in 0..<n { noise2 += Double(d[i]) * Double(d[i]) }
       let s = Float((norm2 / max(noise2, 1e-300)).squareRoot())
       for i in 0..<n { d[i] *= s }
-    case .replay, .stalebase, .partial: break
+    case .replay, .stalebase, .partial, .vanish, .targeted: break
     }
   }
 }

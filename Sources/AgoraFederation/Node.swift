@@ -43,6 +43,8 @@ public final class NodeService {
   public internal(set) var roundsDone = 0
   /// Test-only misbehaviour (`AGORA_ADVERSARY`); nil for every real node.
   let adversary: Adversary?
+  /// The targeted adversary's second model (experiments only).
+  let attack: TargetedAttack?
   /// The base of the previous round (a stale-base adversary seals for it).
   var previousBase: [UInt8]? = nil
   /// When this node's last round ended (its update sent): the time until the next round's work starts is
@@ -64,6 +66,7 @@ public final class NodeService {
     self.config = config
     self.cluster = cluster
     let fed = config.federation
+    try config.requireFiles()
     if let cluster {
       guard cluster.isLeader else { throw ClusterError.config("rank \(cluster.rank) follows rank 0 (ClusterFollower)") }
       guard !config.donor else { throw ConfigError(file: config.path, key: "node.donor", problem: "a compute donor runs as one process, not under mpirun") }
@@ -92,6 +95,7 @@ public final class NodeService {
     errorFeedback = FloatBuffer(count: count)
     terms = try fed.terms(tokenizer: tokenizer, model: mc)
     adversary = Adversary.from(node: config.name)
+    attack = try TargetedAttack(adversary: adversary, settings: s, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, workDir: config.workDir)
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
     if fed.secureAggregation {
@@ -170,17 +174,33 @@ public final class NodeService {
     // trained meanwhile (kept until a round folds them in).
     var queued: Message? = nil
     var carried: CarriedSteps? = nil
+    // The rounds this session has taken: a coordinator that waits repeats ROUND to nodes it has no update from
+    // (SPEC §4.1), and a repeat of a round held already is not trained again. A new session starts afresh (a
+    // coordinator that restarted holds its round again).
+    var held: Set<UInt64> = []
+    var idleSince = Date()
     while !stop.isSet {
       let msg: Message
       if let q = queued {
         msg = q
         queued = nil
       } else {
-        guard let m = endpoint.receive(timeout: 1), case .success(let next) = m.message else { continue }
+        guard let m = endpoint.receive(timeout: 1), case .success(let next) = m.message else {
+          // No wait is silent: a node idle for a minute says what it waits for.
+          if Date().timeIntervalSince(idleSince) >= NodeService.idleReportSeconds {
+            idleSince = Date()
+            log("\(name): waiting for the coordinator's next round (" + (held.max().map { "the last taken was round \($0)" } ?? "none taken yet") + ")")
+          }
+          continue
+        }
         msg = next
       }
       switch msg {
+      case .round(let r, _, _, _, _, _, _, _, _, _, _, _) where held.contains(r):
+        continue  // announced again while this node held it (or after it sent its update)
       case .round(let r, let baseHash, let steps, let batch, let lrBits, let deadlineMs, let modelBytes, let patchFrom, let patchHash, let shard, let version, let signature):
+        held.insert(r)
+        defer { idleSince = Date() }
         let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         // Only a version the coordinator signed is trained on.
         guard signedByCoordinator(version: version, hash: baseHash, parent: patchFrom, signature: signature) else {
@@ -207,9 +227,11 @@ public final class NodeService {
           }
         } catch TransferError.sessionEnded(let kind, let reason) {
           if try ended(kind, reason) { return }
+          held = []
         } catch TransferError.rejected(let code, let text) where code == ErrorCode.notJoined.rawValue {
           log("\(name): round \(r) abandoned: \(Printable.line(text)); joining again")
           lastJoin = Date()
+          held = []
           endpoint.send(joinMessage)
         } catch TransferError.rejected(let code, let text) where code == ErrorCode.revoked.rawValue {
           throw TransferError.rejected(code: code, message: text)
@@ -221,6 +243,7 @@ public final class NodeService {
         }
       case .leave(let kind, let reason):
         if try ended(kind, reason) { return }
+        held = []
       case .error(let code, let text, _) where code == ErrorCode.revoked.rawValue:
         throw TransferError.rejected(code: code, message: text)
       case .error(let code, _, _) where code == ErrorCode.notJoined.rawValue:
@@ -228,6 +251,7 @@ public final class NodeService {
         if Date().timeIntervalSince(lastJoin) > 1 {
           lastJoin = Date()
           log("\(name): the coordinator no longer knows this session; joining again")
+          held = []
           endpoint.send(joinMessage)
         }
       case .welcome(_, let hb, _, _, _, _):
@@ -239,6 +263,9 @@ public final class NodeService {
     endpoint.send(.leave(kind: .session, reason: "node stopping"))
     Thread.sleep(forTimeInterval: 0.2)
   }
+
+  /// How long a node waits idle before it says what it waits for.
+  static let idleReportSeconds: Double = 60
 
   /// Whether the coordinator signed version `version` (`hash`, whose parent is `parent`): a node trains on nothing else.
   func signedByCoordinator(version: UInt64, hash: [UInt8], parent: [UInt8], signature: [UInt8]) -> Bool {
@@ -253,18 +280,25 @@ public final class NodeService {
     .join(name: config.name, software: "agora/0.1.0", latestVersion: copy.hash.isEmpty ? Message.noHash : copy.hash, role: config.donor ? 1 : 0, terms: terms)
   }
 
-  /// Sends JOIN (again every 2.5 s) until WELCOME, for at most `seconds`; nil if nothing answered. A refusal
+  /// Sends JOIN (again after 2.5 s, then at doubling intervals up to 20 s: a coordinator busy with a warm start
+  /// finds one JOIN per interval queued, not hundreds to answer) until WELCOME, for at most `seconds`; nil if
+  /// nothing answered. A refusal
   /// (other terms, not enrolled, revoked) is thrown: joining again would not change it.
   func join(within seconds: Double, sayAfter: Double? = nil) throws -> (chunk: Int, heartbeat: UInt32, aggregationKey: [UInt8])? {
     let start = Date(), end = Date(timeIntervalSinceNow: seconds)
     var sent = Date.distantPast
+    var interval = 2.5
     var said = false
     while Date() < end && !stop.isSet {
       if let after = sayAfter, !said, Date().timeIntervalSince(start) > after {
         said = true
         log("\(config.name): no answer yet from \(config.federation.endpoint) (still starting, not running, a wrong server key, or this node is not enrolled); trying for up to \(Int(seconds)) s")
       }
-      if Date().timeIntervalSince(sent) >= 2.5 { endpoint.send(joinMessage); sent = Date() }
+      if Date().timeIntervalSince(sent) >= interval {
+        if sent != .distantPast { interval = min(20, interval * 2) }
+        endpoint.send(joinMessage)
+        sent = Date()
+      }
       guard let m = endpoint.receive(timeout: 0.5) else { continue }
       switch m.message {
       case .success(.welcome(let fed, let hb, _, let chunk, _, let key)):

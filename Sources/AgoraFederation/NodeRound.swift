@@ -14,6 +14,22 @@ import Foundation
 /// version by patch or whole, the inner steps (led across the ranks of a cluster node), Δ encoded and sealed,
 /// the upload, and the round's time by phase.
 extension NodeService {
+  /// The round's version, asked for again (after 1, 2, 4, 8 s, within the deadline) while the coordinator answers
+  /// that it does not serve it: it repairs a version found corrupt on its disk and serves it again (SPEC §5).
+  func syncRetrying(target: [UInt8], patch: ([UInt8], [UInt8]), deadline: Date, work: FloatBuffer) throws -> VersionCopy.Sync {
+    var wait = 1.0
+    while true {
+      do {
+        return try copy.sync(endpoint: endpoint, target: target, patchFrom: patch.0, patchHash: patch.1, work: work)
+      } catch TransferError.rejected(let code, let text) where code == ErrorCode.unknownVersion.rawValue && wait <= 8
+                                                            && Date(timeIntervalSinceNow: wait) < deadline && !stop.isSet {
+        log("\(config.name): the coordinator does not serve version \(hex(target).prefix(12)) now (\(Printable.line(text))); asking again in \(Int(wait)) s")
+        Thread.sleep(forTimeInterval: wait)
+        wait *= 2
+      }
+    }
+  }
+
   func runRound(round r: UInt64, version: UInt64, baseHash hash: [UInt8], patch: ([UInt8], [UInt8]), shard: [UInt8], steps: Int, modelBytes: Int, deadline: Date,
                 chunk: Int, recipient: [UInt8], carried: CarriedSteps?) throws -> PendingUpload {
     let fed = config.federation
@@ -30,7 +46,7 @@ extension NodeService {
     // Fetched already if the exchange thread saw the announcement while this node trained ahead.
     let early = prefetched.flatMap { $0.hash == hash && copy.hash == hash ? $0.sync : nil }
     prefetched = nil
-    let sync = try early ?? copy.sync(endpoint: endpoint, target: hash, patchFrom: patch.0, patchHash: patch.1, work: trainer.model.parameters)
+    let sync = try early ?? syncRetrying(target: hash, patch: patch, deadline: deadline, work: trainer.model.parameters)
     let fetched = sync.bytesFetched
     let tTrain = Date()
     // Steps trained while the last update uploaded (rounds.overlap_steps) began this round's moments already.
@@ -55,6 +71,10 @@ extension NodeService {
     let first = done
     for _ in done..<n {
       if Date() > deadline || stop.isSet { break }
+      if adversary == .vanish && r == 2 && done > first {
+        log("\(config.name): round \(r): dying mid-training after the share exchange (AGORA_ADVERSARY)")
+        kill(getpid(), SIGKILL)
+      }
       try cluster?.send(.step)
       loss = try trainer.step().loss
       done += 1
@@ -73,7 +93,8 @@ extension NodeService {
     let format = fed.compression.format
     if let a = adversary {
       a.corrupt(delta, seed: r ^ fnv1a(identity.card.fingerprint))
-      log("\(config.name): round \(r): sending a \(a.rawValue) update (AGORA_ADVERSARY)")
+      if let attack { try attack.apply(to: delta, base: base, steps: done - first) }
+      log("\(config.name): round \(r): sending a \(a.rawValue) update (AGORA_ADVERSARY)\(attack.map { " against \($0.target), \($0.strength)× its norm" } ?? "")")
     }
     let payload: [UInt8]
     if let secure, let secureRound {
