@@ -144,7 +144,7 @@ public final class CoordinatorService {
       let model = try GPT(config: mc, batch: 8, sequence: mc.contextLength, seed: 0)
       let ev = Evaluator(corpus: corpus, tokenizer: tokenizer, maxWindows: fed.evalWindows)
       evaluator = (model, ev)
-      scorer = UpdateScorer(model: model, evaluator: ev, windows: fed.scoreWindows, tolerance: fed.scoreTolerance)
+      scorer = UpdateScorer(model: model, evaluator: ev, windows: fed.scoreWindows, tolerance: fed.scoreTolerance, collateral: fed.scoreCollateral)
     } else {
       evaluator = nil
       scorer = nil

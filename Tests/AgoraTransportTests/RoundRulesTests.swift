@@ -31,7 +31,8 @@ import Testing
     }
   }
 
-  @Test func aSecondUpdateOfANodeForTheSameRoundIsRefusedWhateverItsTransferID() throws {
+  /// A receiver of round 3 served on a loop, and Alice's client of it, for `body`.
+  func withAlice(_ body: (Federation, Endpoint, CoordinatorLoop, UploadReceiver) throws -> Void) throws {
     let f = try Federation()
     defer { f.cleanup() }
     let (zap, server, receiver) = try upload.setup(f)
@@ -40,15 +41,21 @@ import Testing
     defer { loop.finish() }
     let client = try f.client(f.alice, of: server)
     defer { client.close() }
-    #expect(try send(f, client, transfer: 1).get().chunks > 1)
-    // The same update again under a new transfer id: refused, with the code a node can act on.
-    guard case .failure(.rejected(let code, let text)) = try send(f, client, transfer: 2) else { Issue.record("the replay was accepted"); return }
-    #expect(code == ErrorCode.duplicate.rawValue, "\(text)")
-    #expect(text.contains("round 3"))
-    #expect(loop.count == 1, "the round counted the node once")
-    // Resuming the finished transfer is not a second update: it is told the transfer is complete.
-    #expect(try send(f, client, transfer: 1).get().chunks > 1)
-    #expect(loop.count == 1)
+    try body(f, client, loop, receiver)
+  }
+
+  @Test func aSecondUpdateOfANodeForTheSameRoundIsRefusedWhateverItsTransferID() throws {
+    try withAlice { f, client, loop, _ in
+      #expect(try send(f, client, transfer: 1).get().chunks > 1)
+      // The same update again under a new transfer id: refused, with the code a node can act on.
+      guard case .failure(.rejected(let code, let text)) = try send(f, client, transfer: 2) else { Issue.record("the replay was accepted"); return }
+      #expect(code == ErrorCode.duplicate.rawValue, "\(text)")
+      #expect(text.contains("round 3"))
+      #expect(loop.count == 1, "the round counted the node once")
+      // Resuming the finished transfer is not a second update: it is told the transfer is complete.
+      #expect(try send(f, client, transfer: 1).get().chunks > 1)
+      #expect(loop.count == 1)
+    }
   }
 
   @Test func aRefusedUpdateIsTheNodesLastWordInTheRound() throws {
@@ -76,23 +83,17 @@ import Testing
   /// is answered wrong round (6), not refused (7), so the node's honest update of the round is still taken
   /// (SPEC §4.1, §5; issue 31, C1).
   @Test func anEnvelopeForAnotherRoundIsAWrongRoundAndCostsTheNodeNothing() throws {
-    let f = try Federation()
-    defer { f.cleanup() }
-    let (zap, server, receiver) = try upload.setup(f)
-    defer { zap.stop(); server.close() }
-    let loop = CoordinatorLoop(server: server, receiver: receiver)
-    defer { loop.finish() }
-    let client = try f.client(f.alice, of: server)
-    defer { client.close() }
-    guard case .failure(.rejected(let code, let text)) = try send(f, client, transfer: 1, round: 3, envelopeRound: 2) else {
-      Issue.record("an envelope of round 2 was taken in round 3"); return
+    try withAlice { f, client, loop, _ in
+      guard case .failure(.rejected(let code, let text)) = try send(f, client, transfer: 1, round: 3, envelopeRound: 2) else {
+        Issue.record("an envelope of round 2 was taken in round 3"); return
+      }
+      #expect(code == ErrorCode.wrongRound.rawValue, "\(text)")
+      #expect(text.contains("round 2") && text.contains("expected 3"), "\(text)")
+      #expect(loop.count == 0)
+      // The honest update of round 3 that follows is the node's one update, and it is taken.
+      #expect(try send(f, client, transfer: 2, round: 3).get().chunks > 1)
+      #expect(loop.count == 1)
     }
-    #expect(code == ErrorCode.wrongRound.rawValue, "\(text)")
-    #expect(text.contains("round 2") && text.contains("expected 3"), "\(text)")
-    #expect(loop.count == 0)
-    // The honest update of round 3 that follows is the node's one update, and it is taken.
-    #expect(try send(f, client, transfer: 2, round: 3).get().chunks > 1)
-    #expect(loop.count == 1)
   }
 
   /// A node whose session ends mid-upload (killed, its link gone) must not hold the one upload slot: the
