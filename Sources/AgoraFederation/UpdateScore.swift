@@ -18,23 +18,20 @@ final class UpdateScorer {
   let tolerance: Double
   /// k of the collateral check (0: off). A targeted adversary trains honestly on its own languages, which then
   /// improve, and rides a component on its update that harms a language it does not hold (SPEC §7.1, check 6).
-  /// Every update is therefore also scored on the languages it did not train on: applied alone, an honest update
-  /// harms them a little (it was trained elsewhere), by an amount that varies by language and round. From the
-  /// third round on, an update is refused if it raises a language ℓ it did not train on by more than the median
-  /// of what the updates that passed did to ℓ in the last 3 rounds plus max(k × their median absolute deviation,
-  /// 2 points of a percent). The bound is fixed before the round's first update, and fewer than half of the
-  /// recent updates cannot move it.
+  /// Every update is therefore also scored on the languages it did not train on. Applied alone, an honest update
+  /// harms them a little (it was trained elsewhere), in proportion to how far it moved: what is compared is its
+  /// *collateral ratio* on ℓ, the relative rise of ℓ's bits per byte over the relative gain on its own languages
+  /// (at least 0.5%). From the third round on, an update is refused if its ratio on a language ℓ it did not train
+  /// on exceeds the median ratio m on ℓ of the updates that passed in the last 3 rounds plus max(k × their median
+  /// absolute deviation, 0.5, 2.5 |m|). The bound is fixed before the round's first update; fewer than half of the recent
+  /// updates cannot move it.
   let collateral: Double
   /// Bits per byte of the current version per language on the scoring windows (taken once per round, as needed).
   private var base: [String: Double] = [:]
-  /// Per round (the last 3), per language, the relative change (%) that the updates that passed made to a
-  /// language they did not train on; and this round's so far.
-  private var history: [[String: [Double]]] = []
-  private var current: [String: [Double]] = [:]
-  /// This round's collateral bound per language (%), fixed at `reset`; empty before two rounds of history.
-  private(set) var bounds: [String: Double] = [:]
-  /// The least margin above the median (points of a percent): a few windows are a noisy sample.
-  static let collateralMargin = 2.0
+  /// The collateral check's history and this round's bounds.
+  private(set) var collateralBounds: CollateralBounds
+  /// The least own-language gain (%) a ratio divides by: a flat update late in training is not a small divisor.
+  static let leastGain = 0.5
 
   init(model: GPT, evaluator: Evaluator, windows: Int, tolerance: Double, collateral: Double = 0) {
     self.model = model
@@ -42,28 +39,13 @@ final class UpdateScorer {
     self.windows = windows
     self.tolerance = tolerance
     self.collateral = collateral
+    collateralBounds = CollateralBounds(k: collateral)
   }
 
   /// A new round: θ changed (or may have). The collateral bounds of the new round are fixed here.
   func reset() {
     base = [:]
-    if !current.isEmpty { history.append(current) }
-    current = [:]
-    history = Array(history.suffix(3))
-    bounds = [:]
-    guard collateral > 0, history.count >= 2 else { return }
-    var pooled: [String: [Double]] = [:]
-    for round in history { for (l, v) in round { pooled[l, default: []] += v } }
-    for (l, v) in pooled where v.count >= 3 {
-      let m = UpdateScorer.median(v)
-      let mad = UpdateScorer.median(v.map { abs($0 - m) })
-      bounds[l] = m + max(collateral * mad, UpdateScorer.collateralMargin)
-    }
-  }
-
-  static func median(_ v: [Double]) -> Double {
-    let s = v.sorted()
-    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    collateralBounds.newRound()
   }
 
   /// Scores `payload` (an encoded Δ) on `languages` and logs the result. Throws `UpdateRefusal.score` when the
@@ -93,9 +75,13 @@ final class UpdateScorer {
     // What it did to each language it did not train on (%, relative to the current version), and the one that
     // came closest to its bound (or, before bounds, the one it harmed most).
     let changes = Dictionary(uniqueKeysWithValues: after.filter { others.contains($0.0) }.map { ($0.0, ($0.1 / (base[$0.0] ?? .nan) - 1) * 100) })
-    let worst = changes.max { a, b in (a.value - (bounds[a.key] ?? 0)) < (b.value - (bounds[b.key] ?? 0)) }
+    let gain = max((before - now) / before * 100, UpdateScorer.leastGain)
+    let ratios = changes.mapValues { $0 / gain }
+    let bounds = collateralBounds.bounds
+    let worst = ratios.max { a, b in (a.value - (bounds[a.key] ?? 0)) < (b.value - (bounds[b.key] ?? 0)) }
     log(String(format: "  update of %@ scored on %@: %.4f → %.4f bits/byte", node, scored.sorted().joined(separator: ","), before, now)
-        + (worst.map { String(format: "; elsewhere at worst %@ %+.2f%%", $0.key, $0.value) + (bounds[$0.key].map { String(format: " (bound %+.2f%%)", $0) } ?? "") } ?? "")
+        + (worst.map { String(format: "; elsewhere at worst %@ %+.2f%% (ratio %.2f", $0.key, changes[$0.key] ?? .nan, $0.value)
+                       + (bounds[$0.key].map { String(format: ", bound %.2f)", $0) } ?? ")") } ?? "")
         + (ProcessInfo.processInfo.environment["AGORA_TRACE"] == nil ? "" : "; elsewhere " + after.filter { others.contains($0.0) }.sorted { $0.0 < $1.0 }
             .map { String(format: "%@ %+.2f%%", $0.0, changes[$0.0] ?? .nan) }.joined(separator: " "))
         + String(format: " (%.0f ms)", Date().timeIntervalSince(t0) * 1000))
@@ -103,11 +89,64 @@ final class UpdateScorer {
     // (it trained on them from θ); a sign-flipped update is, by several percent.
     let bound = before * (1 + tolerance)
     guard now <= bound else { throw UpdateRefusal.score(before: before, after: now, bound: bound, languages: scored.sorted()) }
-    for (l, change) in changes.sorted(by: { $0.key < $1.key }) {
-      if let bound = bounds[l], change > bound, let b = base[l] {
-        throw UpdateRefusal.collateral(language: l, before: b, after: b * (1 + change / 100), bound: b * (1 + bound / 100))
-      }
+    if let v = collateralBounds.violation(ratios), let b = base[v.language] {
+      throw UpdateRefusal.collateral(language: v.language, before: b, after: b * (1 + (changes[v.language] ?? 0) / 100), bound: b * (1 + v.bound * gain / 100), gain: gain)
     }
-    for (l, change) in changes where change.isFinite { current[l, default: []].append(change) }
+    collateralBounds.passed(ratios)
+  }
+}
+
+/// The collateral check's bounds (SPEC §7.1, check 6). It keeps, for the last 3 rounds, the collateral ratios on
+/// each language of the updates that passed (a few numbers per update), and at each round's start fixes the bound
+/// of each language with at least 3 of them, once 2 rounds are kept: m + max(k · MAD, 0.5, 2.5 |m|), m and MAD
+/// the median and the median absolute deviation. An update whose ratio on a language exceeds its bound is refused.
+struct CollateralBounds {
+  /// k (0: no bounds).
+  let k: Double
+  private(set) var history: [[String: [Double]]] = []
+  private var current: [String: [Double]] = [:]
+  /// This round's bound per language; empty before two rounds are kept.
+  private(set) var bounds: [String: Double] = [:]
+  static let rounds = 3
+  /// The least margin above the median: a few windows are a noisy sample.
+  static let margin = 0.5
+  /// … and at least this share of the median itself: nodes of other languages harm ℓ by different amounts, more
+  /// than the pooled spread says.
+  static let relative = 2.5
+
+  init(k: Double) { self.k = k }
+
+  /// Closes the round that passed and fixes the next one's bounds.
+  mutating func newRound() {
+    if !current.isEmpty { history.append(current) }
+    current = [:]
+    history = Array(history.suffix(CollateralBounds.rounds))
+    bounds = [:]
+    guard k > 0, history.count >= 2 else { return }
+    var pooled: [String: [Double]] = [:]
+    for round in history { for (l, v) in round { pooled[l, default: []] += v } }
+    for (l, v) in pooled where v.count >= 3 {
+      let m = CollateralBounds.median(v)
+      let mad = CollateralBounds.median(v.map { abs($0 - m) })
+      bounds[l] = m + max(k * mad, CollateralBounds.margin, CollateralBounds.relative * abs(m))
+    }
+  }
+
+  /// The first language (by name) whose ratio is above its bound, if any.
+  func violation(_ ratios: [String: Double]) -> (language: String, ratio: Double, bound: Double)? {
+    for (l, r) in ratios.sorted(by: { $0.key < $1.key }) {
+      if let b = bounds[l], !(r <= b) { return (l, r, b) }
+    }
+    return nil
+  }
+
+  /// An update that passed: its ratios join this round's.
+  mutating func passed(_ ratios: [String: Double]) {
+    for (l, r) in ratios where r.isFinite { current[l, default: []].append(r) }
+  }
+
+  static func median(_ v: [Double]) -> Double {
+    let s = v.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
   }
 }

@@ -78,3 +78,47 @@ import Testing
     #expect(throws: DeltaError.self) { _ = try pa.withUnsafeBytes { try DeltaCodec.similarity($0, format: format, patchFile: path, count: n) } }
   }
 }
+
+/// The collateral check's bounds (SPEC §7.1, check 6; issue 31's targeted adversary): fixed from the updates that
+/// passed in earlier rounds, robust to a minority of adversaries among them, and refusing an update that harms a
+/// language it did not train on far more than recent updates did.
+@Suite struct CollateralBoundsTests {
+  /// Six honest updates' ratios on fi per round, spread like those measured (EXPERIMENTS.md), and two more.
+  func round(_ b: inout CollateralBounds, fi: [Double], pl: [Double] = []) {
+    for (i, r) in fi.enumerated() { b.passed(["fi": r] .merging(i < pl.count ? ["pl": pl[i]] : [:]) { a, _ in a }) }
+    b.newRound()
+  }
+
+  @Test func boundsComeAfterTwoRoundsAndRefuseAnOutlier() {
+    var b = CollateralBounds(k: 10)
+    b.newRound()  // round 1 opens: nothing kept
+    #expect(b.bounds.isEmpty && b.violation(["fi": 100]) == nil, "no bound in round 1")
+    round(&b, fi: [0.35, 0.42, 0.78, 0.71, -0.07, 0.19, 0.26, 0.07])
+    #expect(b.bounds.isEmpty && b.violation(["fi": 100]) == nil, "nor in round 2: one round kept")
+    round(&b, fi: [0.05, -0.05, -0.33, 0.11, -0.06, 0.11, 0.9, 0.08])
+    // Round 3: m = 0.11 (the pooled median of 16), MAD = 0.165: bound m + max(1.65, 0.5, 0.165) = 1.76.
+    let bound = b.bounds["fi"] ?? .nan
+    #expect(abs(bound - 1.76) < 1e-9, "\(b.bounds)")
+    #expect(b.violation(["fi": 1.7]) == nil, "an honest-looking ratio passes")
+    #expect(b.violation(["fi": 5.4, "pl": 0.1])?.language == "fi", "a targeted update's ratio (5 to 60 measured) is refused")
+    #expect(b.violation(["fi": .nan])?.language == "fi", "a ratio that is not a number is refused")
+    #expect(b.violation(["de": 50]) == nil, "a language without 3 recent ratios has no bound")
+  }
+
+  /// Two adversaries of eight whose ratios passed in the first rounds (no bounds yet) cannot lift the bound to
+  /// their level: the median and its deviation are the honest majority's.
+  @Test func aMinorityInTheHistoryCannotMoveTheBound() {
+    var b = CollateralBounds(k: 10)
+    b.newRound()
+    for _ in 0..<3 { round(&b, fi: [0.3, 0.25, 0.35, 0.4, 0.2, 0.3, 45, 52]) }
+    let bound = b.bounds["fi"] ?? .nan
+    #expect(bound < 2, "bound \(bound)")
+    #expect(b.violation(["fi": 5])?.language == "fi")
+  }
+
+  @Test func kZeroMeansNoBounds() {
+    var b = CollateralBounds(k: 0)
+    for _ in 0..<4 { round(&b, fi: [0.1, 0.2, 0.3]) }
+    #expect(b.bounds.isEmpty && b.violation(["fi": 1000]) == nil)
+  }
+}
