@@ -25,7 +25,7 @@ final class UpdateScorer {
   /// on exceeds the median ratio m on ℓ of the updates that passed in the last 3 rounds plus max(k × their median
   /// absolute deviation, 0.5, 2.5 |m|). The bound is fixed before the round's first update; fewer than half of the recent
   /// updates cannot move it.
-  let collateral: Double
+  var collateral: Double { collateralBounds.k }
   /// Bits per byte of the current version per language on the scoring windows (taken once per round, as needed).
   private var base: [String: Double] = [:]
   /// The collateral check's history and this round's bounds.
@@ -38,7 +38,6 @@ final class UpdateScorer {
     self.evaluator = evaluator
     self.windows = windows
     self.tolerance = tolerance
-    self.collateral = collateral
     collateralBounds = CollateralBounds(k: collateral)
   }
 
