@@ -43,7 +43,7 @@ public final class SecureAggregationClient {
   /// federation's settings) and this node's shares (SA_SHARES).
   public func setup(round r: UInt64, deadline: Date) throws -> Round {
     let fed = federation
-    inbox.drop(before: r)
+    inbox.open(round: r)
     let party = try SecureAggregationNode(federation: fed.id, round: r, node: identity.card.nodeID, signSecretKey: identity.signSecret)
     let a = party.advertisement
     endpoint.send(.secaggKeys(round: r, keys: SecAggKeys(cPublic: a.cPublic, sPublic: a.sPublic, commitment: a.selfMaskCommitment, signature: a.signature)))
@@ -94,7 +94,9 @@ public final class SecureAggregationClient {
   /// (the round was abandoned) is not an error; a request that would unmask a neighbour is refused and said.
   /// Throws only when the session ends meanwhile (LEAVE, or the coordinator no longer knows it).
   public func reveal(round r: UInt64, party: SecureAggregationNode, deadline: Date) throws -> Bool {
-    guard let (survivors, dropped) = try inbox.wait(until: deadline, stop: stop, { m -> ([[UInt8]], [[UInt8]])? in
+    // A round the coordinator closes without unmasking (quorum not reached) is followed by the next ROUND: the
+    // wait ends then, not at this round's deadline, and the node is in time to send its keys for the next one.
+    guard let (survivors, dropped) = try inbox.wait(until: deadline, round: r, stop: stop, { m -> ([[UInt8]], [[UInt8]])? in
       if case .secaggUnmask(let rr, let s, let d) = m, rr == r { return (s, d) }
       return nil
     }) else {

@@ -364,4 +364,57 @@ extension SecureEncodingTests {
     // With nothing pending the wait ends at its deadline with nothing.
     #expect(try inbox.wait(until: Date(timeIntervalSinceNow: 0.1)) { _ -> Int? in nil } == nil)
   }
+
+  /// A previous session's round-2 roster and shares (the coordinator was killed in round 2's key exchange and
+  /// restarted at round 2) are not taken as the new round 2's: opening the round drops them; what the new
+  /// session sends after it is taken. (CI, 7 Dec: the stale shares were taken, "wrong key or tampered box".)
+  @Test func openingARoundDropsWhatAnEarlierSessionSentForIt() throws {
+    let inbox = SecureInbox()
+    let stale = SecAggShareBox(peer: [UInt8](repeating: 1, count: 32), box: [1, 2, 3])
+    let fresh = SecAggShareBox(peer: [UInt8](repeating: 2, count: 32), box: [4, 5, 6])
+    #expect(inbox.take(inbound(.secaggShares(round: 2, shares: [stale]))))
+    #expect(inbox.take(inbound(.secaggShares(round: 3, shares: [stale]))))
+    #expect(inbox.take(inbound(.secaggUnmask(round: 1, survivors: [], dropped: []))))
+    inbox.open(round: 2)
+    func shares(_ r: UInt64) throws -> [SecAggShareBox]? {
+      try inbox.wait(until: Date(timeIntervalSinceNow: 0.05)) { m -> [SecAggShareBox]? in
+        if case .secaggShares(let rr, let b) = m, rr == r { return b }
+        return nil
+      }
+    }
+    #expect(try shares(2) == nil, "round 2's stale shares are gone")
+    #expect(try inbox.wait(until: Date(timeIntervalSinceNow: 0.05)) { m -> Int? in if case .secaggUnmask = m { return 1 }; return nil } == nil)
+    #expect(inbox.take(inbound(.secaggShares(round: 2, shares: [fresh]))))
+    #expect(try shares(2)?.first?.peer == fresh.peer, "the new session's shares for round 2 are taken")
+    #expect(try shares(3)?.first?.peer == stale.peer, "a later round's message is kept")
+  }
+
+  /// A node waiting for round 2's unmasking request stops waiting when round 3 is announced (the coordinator
+  /// closed round 2 without unmasking, quorum not reached), not at round 2's deadline: it is in time to send its
+  /// keys for round 3. The announcement itself goes on to the main loop. (CI, 7 Dec: two nodes waited out a
+  /// 20-s deadline and missed rounds 3 and 4's 5-s key exchange.)
+  @Test func aLaterRoundEndsTheWaitForAnEarlierRoundsUnmasking() throws {
+    let inbox = SecureInbox()
+    inbox.open(round: 2)
+    let zero32 = [UInt8](repeating: 0, count: 32)
+    let round3 = Message.round(round: 3, baseHash: zero32, innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0,
+                               patchFrom: zero32, patchHash: zero32, shardHash: zero32, version: 2, signature: [UInt8](repeating: 0, count: 64))
+    let sender = Thread { [inbox] in
+      // Bounded: the announcement is passed on (false) whether or not the waiter is there yet; sent a few times.
+      for _ in 0..<50 { #expect(!inbox.take(Inbound(peer: [], userID: "", message: .success(round3)))); Thread.sleep(forTimeInterval: 0.02) }
+    }
+    let start = Date()
+    sender.start()
+    let got = try inbox.wait(until: Date(timeIntervalSinceNow: 20), round: 2) { m -> Int? in if case .secaggUnmask(2, _, _) = m { return 1 }; return nil }
+    #expect(got == nil)
+    #expect(Date().timeIntervalSince(start) < 10, "the wait ended at round 3's announcement, not at the deadline")
+    // A re-announcement of round 2 itself ends nothing.
+    let again = SecureInbox()
+    again.open(round: 2)
+    #expect(!again.take(inbound(.round(round: 2, baseHash: zero32, innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0,
+                                        patchFrom: zero32, patchHash: zero32, shardHash: zero32, version: 1, signature: [UInt8](repeating: 0, count: 64)))))
+    let t0 = Date()
+    #expect(try again.wait(until: Date(timeIntervalSinceNow: 0.2), round: 2) { _ -> Int? in nil } == nil)
+    #expect(Date().timeIntervalSince(t0) >= 0.19, "the wait ran to its deadline")
+  }
 }
