@@ -62,29 +62,40 @@ let package = Package(
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData", "AgoraTensor", "AgoraStorage"]),
     // A node spanning an MPI cluster: ranks, all-reduce, broadcast (Open MPI).
     .target(name: "AgoraCluster", dependencies: ["CMPI"]),
-    // Layer 5: federated rounds (coordinator and node services).
-    .target(name: "AgoraFederation", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
-                                                    "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation", "AgoraCluster",
-                                                    .product(name: "Logging", package: "swift-log"),
-                                                    .product(name: "TOMLKit", package: "TOMLKit")]),
-    // Layer 6: the dashboard, which observes a coordinator.
+    // Layer 5: federated rounds. What coordinator, node and simulation share (the federation's settings, the
+    // update and patch formats, the outer optimizer, secure encoding, public shards, a node's version copy) ...
+    .target(name: "AgoraRounds", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
+                                                "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation",
+                                                .product(name: "TOMLKit", package: "TOMLKit")]),
+    // Layer 6: ... and the three that run rounds: the coordinator service, the node service, the simulation.
+    .target(name: "AgoraCoordinator", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
+                                                     "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation"]),
+    .target(name: "AgoraNode", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
+                                              "AgoraData", "AgoraStorage", "AgoraSecureAggregation", "AgoraCluster",
+                                              .product(name: "Logging", package: "swift-log")]),
+    .target(name: "AgoraSimulation", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraTensor", "AgoraModel",
+                                                    "AgoraData", "AgoraSecureAggregation"]),
     // Wide-area links between network namespaces, emulated in user space (scripts/wan, the wide-area tests).
     .target(name: "AgoraLinkEmulator"),
-    .target(name: "AgoraDashboard", dependencies: ["AgoraFederation", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
+    // Layer 7: the dashboard, which observes a coordinator.
+    .target(name: "AgoraDashboard", dependencies: ["AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),
 
     // MARK: - The command-line tool: a thin layer over the libraries
     .executableTarget(
       name: "agora",
       dependencies: [
-        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraFederation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
+        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
         "AgoraStorage", "AgoraDashboard", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 
     // MARK: - Tests: one target per library, and what they share
-    .target(name: "AgoraTestSupport", dependencies: ["AgoraFederation", "AgoraTransport", "AgoraCrypto", "AgoraModel", "AgoraData", "AgoraWire"],
-            path: "Tests/AgoraTestSupport"),
+    // What every test target may use (temporary directories, the demo slice, a server loop) ...
+    .target(name: "AgoraTestSupport", dependencies: ["AgoraTransport", "AgoraData"], path: "Tests/AgoraTestSupport"),
+    // ... and a whole federation of `agora` processes in a temporary directory, for the tests that need one.
+    .target(name: "AgoraHarness", dependencies: ["AgoraTestSupport", "AgoraRounds", "AgoraTransport", "AgoraCrypto", "AgoraModel", "AgoraData", "AgoraWire"],
+            path: "Tests/AgoraHarness"),
     .testTarget(name: "AgoraWireTests", dependencies: ["AgoraWire", "AgoraCrypto"]),  // the message vectors are listed in AgoraCrypto's ProtocolVectors
     .testTarget(name: "AgoraTensorTests", dependencies: ["AgoraTensor"]),
     .testTarget(name: "AgoraSecureAggregationTests", dependencies: ["AgoraSecureAggregation", "AgoraCrypto", "AgoraWire"]),
@@ -95,11 +106,11 @@ let package = Package(
     .testTarget(name: "AgoraTrainerTests", dependencies: ["AgoraTrainer", "AgoraModel", "AgoraData", "AgoraTestSupport"]),
     .testTarget(name: "AgoraTransportTests", dependencies: ["AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CZeroMQ"]),
     .testTarget(name: "AgoraRegistryTests", dependencies: ["AgoraRegistry", "AgoraWire", "AgoraTestSupport"]),
-    .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraFederation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire",
+    .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraHarness", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire",
                                                              "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
-    .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraDashboard", "AgoraFederation", "AgoraRegistry", "AgoraTestSupport",
-                                                         .product(name: "HummingbirdTesting", package: "hummingbird")]),
-    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraRegistry", "AgoraFederation", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraHarness", "AgoraDashboard", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraTestSupport",
+                                                         .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird")]),
+    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraTestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

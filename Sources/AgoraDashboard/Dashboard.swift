@@ -1,4 +1,4 @@
-import AgoraFederation
+import AgoraCoordinator
 import AgoraRegistry
 import AgoraWire
 import Foundation

@@ -1,6 +1,6 @@
 import AgoraCrypto
 import AgoraData
-import AgoraFederation
+import AgoraRounds
 import AgoraModel
 import Foundation
 

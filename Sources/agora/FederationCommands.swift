@@ -1,6 +1,8 @@
 import AgoraCluster
 import AgoraDashboard
-import AgoraFederation
+import AgoraRounds
+import AgoraCoordinator
+import AgoraNode
 import AgoraTransport
 import AgoraTensor
 import ArgumentParser

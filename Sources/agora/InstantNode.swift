@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraData
-import AgoraFederation
+import AgoraRounds
+import AgoraNode
 import AgoraModel
 import AgoraTransport
 import AgoraWire

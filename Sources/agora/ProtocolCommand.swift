@@ -1,6 +1,6 @@
 import AgoraCrypto
 import AgoraDigest
-import AgoraFederation
+import AgoraRounds
 import AgoraSecureAggregation
 import AgoraModel
 import AgoraStorage

@@ -1,5 +1,6 @@
 import AgoraCrypto
-import AgoraFederation
+import AgoraRounds
+import AgoraCoordinator
 import AgoraRegistry
 import AgoraWire
 import ArgumentParser

@@ -1,4 +1,5 @@
-import AgoraFederation
+import AgoraRounds
+import AgoraSimulation
 import ArgumentParser
 import Foundation
 

@@ -1,5 +1,6 @@
 import AgoraCrypto
-import AgoraFederation
+import AgoraRounds
+import AgoraNode
 import AgoraModel
 import AgoraTransport
 import AgoraWire

@@ -1,4 +1,5 @@
 import AgoraRegistry
+import AgoraHarness
 import AgoraTestSupport
 import Foundation
 import Testing

@@ -1,3 +1,4 @@
+import AgoraHarness
 import AgoraTestSupport
 import Foundation
 import Testing

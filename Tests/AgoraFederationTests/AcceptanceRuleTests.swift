@@ -1,4 +1,5 @@
-@testable import AgoraFederation
+@testable import AgoraRounds
+@testable import AgoraCoordinator
 import AgoraTensor
 import AgoraTestSupport
 import Foundation

@@ -1,6 +1,7 @@
-@testable import AgoraFederation
+@testable import AgoraRounds
 import AgoraModel
 import AgoraTensor
+import AgoraHarness
 import AgoraTestSupport
 import Foundation
 import Testing

@@ -1,4 +1,4 @@
-@testable import AgoraFederation
+@testable import AgoraRounds
 import AgoraData
 import AgoraTestSupport
 import AgoraWire

@@ -1,4 +1,6 @@
-@testable import AgoraFederation
+@testable import AgoraRounds
+@testable import AgoraCoordinator
+@testable import AgoraSimulation
 import AgoraModel
 import AgoraTensor
 import Foundation
@@ -92,7 +94,7 @@ struct EmbeddingRowsTests {
 
   /// The counts a node sends: zero below the minimum.
   @Test func countsBelowTheMinimumAreSentAsZero() {
-    #expect(NodeService.tokenCounts([0, 3, 10, 11, 5_000_000_000], minimum: 10) == [0, 0, 10, 11, UInt32.max])
+    #expect(EmbeddingRowWeights.sentCounts([0, 3, 10, 11, 5_000_000_000], minimum: 10) == [0, 0, 10, 11, UInt32.max])
   }
 }
 

@@ -1,7 +1,8 @@
 import AgoraCrypto
 import AgoraData
-@testable import AgoraFederation
+@testable import AgoraRounds
 import AgoraModel
+import AgoraHarness
 import AgoraTestSupport
 import AgoraTransport
 import AgoraWire

@@ -1,4 +1,4 @@
-import AgoraFederation
+import AgoraRounds
 import AgoraModel
 import AgoraTensor
 import AgoraTestSupport

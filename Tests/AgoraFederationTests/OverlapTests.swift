@@ -1,6 +1,7 @@
 import AgoraCrypto
-@testable import AgoraFederation
+@testable import AgoraRounds
 import AgoraRegistry
+import AgoraHarness
 import AgoraTestSupport
 import AgoraTransport
 import Foundation

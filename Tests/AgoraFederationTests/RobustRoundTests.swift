@@ -1,7 +1,8 @@
 import AgoraCrypto
-@testable import AgoraFederation
+@testable import AgoraRounds
 import AgoraModel
 import AgoraRegistry
+import AgoraHarness
 import AgoraTestSupport
 import AgoraTransport
 import AgoraWire

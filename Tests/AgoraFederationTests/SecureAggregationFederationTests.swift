@@ -1,9 +1,11 @@
 import AgoraCrypto
-@testable import AgoraFederation
+@testable import AgoraRounds
+@testable import AgoraNode
 @testable import AgoraTransport
 import AgoraWire
 import AgoraSecureAggregation
 import AgoraRegistry
+import AgoraHarness
 import AgoraTestSupport
 import Foundation
 import Testing

@@ -1,5 +1,5 @@
 import AgoraCrypto
-@testable import AgoraFederation
+@testable import AgoraRounds
 import AgoraModel
 import AgoraTensor
 import AgoraTestSupport

@@ -1,7 +1,8 @@
 import AgoraCrypto
-import AgoraFederation
+import AgoraRounds
 import AgoraModel
 import AgoraRegistry
+import AgoraHarness
 import AgoraTestSupport
 import AgoraTransport
 import AgoraWire

@@ -2,6 +2,10 @@ import AgoraData
 import AgoraTransport
 import Foundation
 
+/// The repository's root (tests read its Package.swift, scripts and demo corpus) and the release build's tool.
+public let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+public let agoraBinary = repoRoot + "/.build/release/agora"
+
 /// A new empty directory under the system's temporary directory (the caller removes it).
 public func temporaryDirectory(_ prefix: String = "agora-test") throws -> String {
   let dir = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString)"

@@ -1,0 +1,167 @@
+import AgoraRounds
+import AgoraCrypto
+import AgoraModel
+import AgoraRegistry
+import AgoraStorage
+import AgoraTensor
+import AgoraWire
+import Foundation
+
+/// Writes a version as a Hugging Face model directory: `config.json`, `model.safetensors`, `tokenizer.json`,
+/// `generation_config.json`, a `README.md` model card with the training-data summary, and
+/// `training_data.json`. The weights blob is hash-checked and the version's signature verified first.
+public enum VersionExport {
+  public struct Result: Sendable {
+    public var summary: TrainingDataSummary
+    public var signatureValid: Bool
+  }
+
+  public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String) throws -> Result {
+    let v = try store.version(number)
+    guard v.freedAt == nil else { throw RegistryError.notFound("version \(number)'s blobs were freed by agora gc; only its record remains") }
+    let config = try parseConfig(v.config)
+    let layout = ParameterLayout(config)
+    let params = FloatBuffer(count: layout.count)
+    // The weights blob is itself a safetensors file (header ‖ parameters); the export adds Agora's metadata.
+    var head = Checkpoint.weightsHeader(config)
+    try head.withUnsafeMutableBytes { h in
+      try store.readBlob(v.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(number)")
+    }
+    guard head == Checkpoint.weightsHeader(config) else { throw RegistryError.corruptBlob(hash: v.hash, path: store.blobPath(v.hash), got: "a header of another model") }
+    if let problem = store.checkBlob(v.tokenizer, what: "tokenizer of version \(number)") { throw problem }
+    let tokenizer = try Tokenizer(contentsOf: store.blobPath(v.tokenizer))
+    let valid = try store.signatureValid(v, signKey: signKey)
+    let summary = try TrainingDataSummary.of(number, in: store)
+    try Checkpoint.save(parameters: params, config: config, tokenizer: tokenizer, to: dir,
+                        metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash])
+    let gen = "{\n  \"bos_token_id\": \(tokenizer.eotID),\n  \"eos_token_id\": \(tokenizer.eotID),\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n  \"top_k\": 50,\n  \"max_new_tokens\": 64\n}\n"
+    try AtomicFile.write(Data(gen.utf8), to: dir + "/generation_config.json")
+    try AtomicFile.write(try summary.json(), to: dir + "/training_data.json")
+    let vocabulary = VocabularySummary.load(from: store, tokenizer: v.tokenizer)
+    if let vocabulary { try AtomicFile.write(vocabulary.raw, to: dir + "/vocabulary.json") }
+    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid, vocabulary: vocabulary).utf8), to: dir + "/README.md")
+    return Result(summary: summary, signatureValid: valid)
+  }
+
+  /// The model card `export` writes for a version (its signature checked with `signKey`).
+  public static func modelCard(_ number: Int, from store: Registry, signKey: [UInt8]) throws -> String {
+    let v = try store.version(number)
+    return modelCard(v, summary: try TrainingDataSummary.of(number, in: store), config: try parseConfig(v.config),
+                     signatureValid: try store.signatureValid(v, signKey: signKey), vocabulary: VocabularySummary.load(from: store, tokenizer: v.tokenizer))
+  }
+
+  static func parseConfig(_ json: String) throws -> GPTConfig {
+    try Checkpoint.readConfig(data: Data(json.utf8), source: "the registry's config.json")
+  }
+
+
+  static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool, vocabulary: VocabularySummary?) -> String {
+    let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \(TrainingDataSummary.cell($0.key)) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")
+    let llama = config.architecture == .llama
+    let (tag, kind, cls) = llama ? ("llama", "A LLaMA-style model", "LlamaForCausalLM") : ("gpt2", "A GPT-2 model", "GPT2LMHeadModel")
+    let heads = llama ? "\(config.heads) query and \(config.kvHeads) key/value heads, MLP width \(config.intermediate)" : "\(config.heads) heads"
+    return """
+    ---
+    library_name: transformers
+    pipeline_tag: text-generation
+    tags: [\(tag), federated-learning, agora, multilingual]
+    ---
+    # \(TrainingDataSummary.cell(summary.federation)), version \(v.number)
+
+    \(kind) (\(config.layers) layers, \(config.channels) channels, \(heads), context \(config.contextLength),
+    vocabulary \(config.vocabSize)) trained by federated learning with [Agora](https://example.org/agora): each contributor
+    trained on its own text and sent only signed, sealed model updates; the coordinator aggregated them
+    (\(v.optimizerKind)) into this version.
+
+    - Version \(v.number) of federation \(TrainingDataSummary.cell(summary.federation)), made in round \(v.round), parent \(v.parent.map(String.init) ?? "none").
+    - Weights hash (BLAKE2b-256 of the parameters, binary32): `\(v.hash)`.
+    - Signed by the coordinator (Ed25519): signature \(signatureValid ? "valid" : "INVALID") at export.
+    \(VersionRecord.privacyLine(v).map { "- " + $0 + "\n" } ?? "")
+
+    ```python
+    from transformers import \(cls), PreTrainedTokenizerFast
+    model = \(cls).from_pretrained("THIS_DIRECTORY")
+    tok = PreTrainedTokenizerFast(tokenizer_file="THIS_DIRECTORY/tokenizer.json")
+    ```
+
+    ## Training data
+
+    \(summary.markdown)
+    The same summary is in `training_data.json`. The text itself never left the contributors.
+
+    ## Evaluation (bits per byte on the federation's validation text)
+
+    | language | bits/byte |
+    | --- | --- |
+    \(bpb.isEmpty ? "| (not evaluated) | |" : bpb)
+    \(summary.institutions.isEmpty ? "" : "\n## Evaluation by the institutions (bits per byte on their own validation text, signed)\n\n" + summary.institutionsMarkdown)
+
+    ## Tokenizer
+
+    tokenizer.json, BLAKE2b-256 `\(v.tokenizer)`.
+    \(vocabulary?.markdown ?? "It was given to the federation (not learned in a vocabulary phase).")
+    """
+  }
+}
+
+extension VersionRecord {
+  /// One line on the version's client-level differential privacy, or nil without it.
+  public static func privacyLine(_ v: VersionRecord) -> String? {
+    guard let e = v.dpEpsilon, let d = v.dpDelta else { return nil }
+    return String(format: "Client-level differential privacy: (ε = %.3g, δ = %g) for every contributor over the version's whole lineage (Rényi accountant; noise multiplier %.3f in this version's round).",
+                  e, d, v.dpNoise ?? .nan)
+  }
+}
+
+/// `vocabulary.json` of a federation whose vocabulary was learned in the vocabulary phase (SPEC §4.4): who
+/// contributed counts for which languages, and how fairly the tokenizer serves them.
+public struct VocabularySummary {
+  public let raw: Data
+  let object: [String: Any]
+
+  /// The summary in the registry's data directory, if it belongs to `tokenizer` (its hash).
+  public static func load(from store: Registry, tokenizer: String) -> VocabularySummary? {
+    guard let d = FileManager.default.contents(atPath: store.dataDir + "/vocabulary.json"),
+          let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any], o["tokenizer"] as? String == tokenizer else { return nil }
+    return VocabularySummary(raw: d, object: o)
+  }
+
+  /// "A (de, fr), B (pl) and the public corpus (it)".
+  public var contributorLine: String {
+    var parts = ((object["contributors"] as? [[String: Any]]) ?? []).map { c -> String in
+      "\(c["name"] as? String ?? "?") (\(((c["languages"] as? [String: Any]) ?? [:]).keys.sorted().joined(separator: ", ")))"
+    }
+    if let p = object["public_corpus"] as? [String: Any], !p.isEmpty { parts.append("the public corpus (\(p.keys.sorted().joined(separator: ", ")))") }
+    return parts.joined(separator: ", ")
+  }
+
+  var markdown: String {
+    var lines = ["Learned in the federation's vocabulary phase from pre-token counts, never from text (balance `\(object["balance"] ?? "?")`;"
+                 + " pre-tokens seen fewer than \(object["min_count"] ?? "?") times or in fewer than \(object["min_documents"] ?? "?") documents stayed on the nodes)."]
+    lines.append("")
+    lines.append("| contributor | languages (octets of text counted) |")
+    lines.append("| --- | --- |")
+    for c in (object["contributors"] as? [[String: Any]]) ?? [] {
+      let langs = ((c["languages"] as? [String: Any]) ?? [:]).keys.sorted().map { l -> String in
+        let b = (((c["languages"] as? [String: Any])?[l] as? [String: Any])?["bytes"] as? NSNumber)?.intValue ?? 0
+        return "\(l) (\(b))"
+      }
+      lines.append("| \(TrainingDataSummary.cell(c["name"] as? String ?? "?")) | \(langs.joined(separator: ", ")) |")
+    }
+    if let p = object["public_corpus"] as? [String: Any], !p.isEmpty {
+      lines.append("| the coordinator's public corpus | \(p.keys.sorted().map { "\($0) (\((p[$0] as? NSNumber)?.intValue ?? 0))" }.joined(separator: ", ")) |")
+    }
+    let n = (object["parallel_sentences"] as? NSNumber)?.intValue ?? 0
+    lines.append("")
+    lines.append("| language | tokens per byte (on the counts) | premium on parallel text\(n > 0 ? " (\(n) sentences of gettext catalogues; 1 = the median language)" : "") |")
+    lines.append("| --- | --- | --- |")
+    let langs = (object["languages"] as? [String: Any]) ?? [:]
+    for l in langs.keys.sorted() {
+      let x = langs[l] as? [String: Any]
+      let tpb = (x?["tokens_per_byte"] as? NSNumber)?.doubleValue ?? .nan
+      let prem = (x?["premium"] as? NSNumber)?.doubleValue
+      lines.append("| \(TrainingDataSummary.cell(l)) | \(String(format: "%.4f", tpb)) | \(prem.map { String(format: "%.3f", $0) } ?? "—") |")
+    }
+    return lines.joined(separator: "\n")
+  }
+}

@@ -1,0 +1,152 @@
+import AgoraRounds
+import AgoraModel
+import AgoraTensor
+import AgoraTrainer
+import Foundation
+
+/// The score an update must pass before it is folded in (SPEC §7.1, check 6). The evaluator's model holds θ
+/// (the current version; the coordinator copies it in after each round's evaluation); an update is subtracted
+/// from it, the languages the node trained on are scored on their first `windows` validation windows, and it
+/// is added back. Applied to θ, an honest update is the node's own model after its inner steps on those
+/// languages, so it does better on them than θ, or about as well late in training (`tolerance`); a
+/// sign-flipped update does worse by several percent. Languages without evaluation text are not scored (nor
+/// is an update that names none of them). Memory: none beyond the evaluator's model; time: a forward pass of
+/// the windows per language.
+final class UpdateScorer {
+  let model: GPT
+  let evaluator: Evaluator
+  let windows: Int
+  let tolerance: Double
+  /// k of the collateral check (0: off). A targeted adversary trains honestly on its own languages, which then
+  /// improve, and rides a component on its update that harms a language it does not hold (SPEC §7.1, check 6).
+  /// Every update is therefore also scored on the languages it did not train on. Applied alone, an honest update
+  /// harms them a little (it was trained elsewhere), in proportion to how far it moved: what is compared is its
+  /// *collateral ratio* on ℓ, the relative rise of ℓ's bits per byte over the relative gain on its own languages
+  /// (at least 0.5%). From the third round on, an update is refused if its ratio on a language ℓ it did not train
+  /// on exceeds the median ratio m on ℓ of the updates that passed in the last 3 rounds plus max(k × their median
+  /// absolute deviation, 0.5, 2.5 |m|). The bound is fixed before the round's first update; fewer than half of the recent
+  /// updates cannot move it.
+  var collateral: Double { collateralBounds.k }
+  /// Bits per byte of the current version per language on the scoring windows (taken once per round, as needed).
+  private var base: [String: Double] = [:]
+  /// The collateral check's history and this round's bounds.
+  private(set) var collateralBounds: CollateralBounds
+  /// The least own-language gain (%) a ratio divides by: a flat update late in training is not a small divisor.
+  static let leastGain = 0.5
+
+  init(model: GPT, evaluator: Evaluator, windows: Int, tolerance: Double, collateral: Double = 0) {
+    self.model = model
+    self.evaluator = evaluator
+    self.windows = windows
+    self.tolerance = tolerance
+    collateralBounds = CollateralBounds(k: collateral)
+  }
+
+  /// A new round: θ changed (or may have). The collateral bounds of the new round are fixed here.
+  func reset() {
+    base = [:]
+    collateralBounds.newRound()
+  }
+
+  /// Scores `payload` (an encoded Δ) on `languages` and logs the result. Throws `UpdateRefusal.score` when the
+  /// update leaves its languages worse than the tolerance allows.
+  func score(_ payload: UnsafeRawBufferPointer, languages: [String], node: String, log: (String) -> Void) throws {
+    let langs = Set(languages).intersection(evaluator.corpus.languages)
+    guard !langs.isEmpty else { return }
+    let others = collateral > 0 ? Set(evaluator.corpus.languages).subtracting(langs) : []
+    let all = langs.union(others)
+    let t0 = Date()
+    let missing = all.subtracting(base.keys)
+    if !missing.isEmpty { for (l, b) in try evaluator.bitsPerByte(model: model, languages: missing, windows: windows) { base[l] = b } }
+    try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .subtract)
+    let after: [(String, Double)]
+    do {
+      after = try evaluator.bitsPerByte(model: model, languages: all, windows: windows)
+    } catch {
+      try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .add(1))
+      throw error
+    }
+    try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .add(1))
+    let own = after.filter { langs.contains($0.0) }
+    let scored = own.map(\.0)
+    guard !scored.isEmpty else { return }
+    let before = scored.map { base[$0] ?? .nan }.reduce(0, +) / Double(scored.count)
+    let now = own.map(\.1).reduce(0, +) / Double(own.count)
+    // What it did to each language it did not train on (%, relative to the current version), and the one that
+    // came closest to its bound (or, before bounds, the one it harmed most).
+    let changes = Dictionary(uniqueKeysWithValues: after.filter { others.contains($0.0) }.map { ($0.0, ($0.1 / (base[$0.0] ?? .nan) - 1) * 100) })
+    let gain = max((before - now) / before * 100, UpdateScorer.leastGain)
+    let ratios = changes.mapValues { $0 / gain }
+    let bounds = collateralBounds.bounds
+    let worst = ratios.max { a, b in (a.value - (bounds[a.key] ?? 0)) < (b.value - (bounds[b.key] ?? 0)) }
+    log(String(format: "  update of %@ scored on %@: %.4f → %.4f bits/byte", node, scored.sorted().joined(separator: ","), before, now)
+        + (worst.map { String(format: "; elsewhere at worst %@ %+.2f%% (ratio %.2f", $0.key, changes[$0.key] ?? .nan, $0.value)
+                       + (bounds[$0.key].map { String(format: ", bound %.2f)", $0) } ?? ")") } ?? "")
+        + (ProcessInfo.processInfo.environment["AGORA_TRACE"] == nil ? "" : "; elsewhere " + after.filter { others.contains($0.0) }.sorted { $0.0 < $1.0 }
+            .map { String(format: "%@ %+.2f%%", $0.0, changes[$0.0] ?? .nan) }.joined(separator: " "))
+        + String(format: " (%.0f ms)", Date().timeIntervalSince(t0) * 1000))
+    // Worse than the base on its own languages, beyond the noise of a few windows: an honest node's model is not
+    // (it trained on them from θ); a sign-flipped update is, by several percent.
+    let bound = before * (1 + tolerance)
+    guard now <= bound else { throw UpdateRefusal.score(before: before, after: now, bound: bound, languages: scored.sorted()) }
+    if let v = collateralBounds.violation(ratios), let b = base[v.language] {
+      throw UpdateRefusal.collateral(language: v.language, before: b, after: b * (1 + (changes[v.language] ?? 0) / 100), bound: b * (1 + v.bound * gain / 100), gain: gain)
+    }
+    collateralBounds.passed(ratios)
+  }
+}
+
+/// The collateral check's bounds (SPEC §7.1, check 6). It keeps, for the last 3 rounds, the collateral ratios on
+/// each language of the updates that passed (a few numbers per update), and at each round's start fixes the bound
+/// of each language with at least 3 of them, once 2 rounds are kept: m + max(k · MAD, 0.5, 2.5 |m|), m and MAD
+/// the median and the median absolute deviation. An update whose ratio on a language exceeds its bound is refused.
+struct CollateralBounds {
+  /// k (0: no bounds).
+  let k: Double
+  private(set) var history: [[String: [Double]]] = []
+  private var current: [String: [Double]] = [:]
+  /// This round's bound per language; empty before two rounds are kept.
+  private(set) var bounds: [String: Double] = [:]
+  static let rounds = 3
+  /// The least margin above the median: a few windows are a noisy sample.
+  static let margin = 0.5
+  /// … and at least this share of the median itself: nodes of other languages harm ℓ by different amounts, more
+  /// than the pooled spread says.
+  static let relative = 2.5
+
+  init(k: Double) { self.k = k }
+
+  /// Closes the round that passed and fixes the next one's bounds.
+  mutating func newRound() {
+    if !current.isEmpty { history.append(current) }
+    current = [:]
+    history = Array(history.suffix(CollateralBounds.rounds))
+    bounds = [:]
+    guard k > 0, history.count >= 2 else { return }
+    var pooled: [String: [Double]] = [:]
+    for round in history { for (l, v) in round { pooled[l, default: []] += v } }
+    for (l, v) in pooled where v.count >= 3 {
+      let m = CollateralBounds.median(v)
+      let mad = CollateralBounds.median(v.map { abs($0 - m) })
+      bounds[l] = m + max(k * mad, CollateralBounds.margin, CollateralBounds.relative * abs(m))
+    }
+  }
+
+  /// The first language (by name) whose ratio is above its bound, if any.
+  func violation(_ ratios: [String: Double]) -> (language: String, ratio: Double, bound: Double)? {
+    for (l, r) in ratios.sorted(by: { $0.key < $1.key }) {
+      if let b = bounds[l], !(r <= b) { return (l, r, b) }
+    }
+    return nil
+  }
+
+  /// An update that passed: its ratios join this round's.
+  mutating func passed(_ ratios: [String: Double]) {
+    for (l, r) in ratios where r.isFinite { current[l, default: []].append(r) }
+  }
+
+  static func median(_ v: [Double]) -> Double {
+    let s = v.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+  }
+}
