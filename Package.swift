@@ -38,8 +38,10 @@ let package = Package(
     .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
 
     // MARK: - Libraries, layer by layer (each depends only on the layers below; README draws them)
+    // Layer 0: text encodings every layer shares (hex, JSON strings, printable text); no dependencies.
+    .target(name: "AgoraText"),
     // Layer 1: formats, numbers, digests, files.
-    .target(name: "AgoraWire"),
+    .target(name: "AgoraWire", dependencies: ["AgoraText"]),
     .target(name: "AgoraTensor", dependencies: ["COpenBLAS", "CDNNL"], swiftSettings: fastMath),
     // BLAKE3 kernels for AVX-512 (16 lanes) and AVX2 (8 lanes); AgoraDigest calls them after a CPU check.
     .target(name: "AgoraDigestAVX512", dependencies: ["CIntrinsics"],
@@ -50,7 +52,7 @@ let package = Package(
     .target(name: "AgoraStorage"),
     // Layer 2: keys and envelopes; the model and its tokenizer.
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", "AgoraStorage"], swiftSettings: vectorCode),
-    .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraWire", "AgoraStorage"], swiftSettings: fastMath),
+    .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraText", "AgoraStorage"], swiftSettings: fastMath),
     // Secure aggregation: Shamir shares, pairwise and self masks, fixed-point vectors in Z/2^b (no transport).
     .target(name: "AgoraSecureAggregation", dependencies: ["AgoraCrypto", "AgoraWire"], swiftSettings: vectorCode),
     // Layer 3: tokenized text, the network, the registry.
@@ -81,12 +83,17 @@ let package = Package(
     .target(name: "AgoraDashboard", dependencies: ["AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),
 
+    // Layer 7: benchmark harnesses (coordinator, transport, secure aggregation) and the processes they start
+    // (instant nodes, the transport's receivers), as libraries the CLI calls.
+    .target(name: "AgoraBench", dependencies: ["AgoraRounds", "AgoraNode", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraModel", "AgoraData",
+                                               "AgoraDigest", "AgoraSecureAggregation", "AgoraLinkEmulator"]),
+
     // MARK: - The command-line tool: a thin layer over the libraries
     .executableTarget(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraStorage", "AgoraDashboard", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 

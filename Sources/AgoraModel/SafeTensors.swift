@@ -1,5 +1,5 @@
 import AgoraStorage
-import AgoraWire
+import AgoraText
 import Foundation
 
 /// Reading and writing the `safetensors` format (Hugging Face): an 8-byte little-endian header length,

@@ -1,5 +1,5 @@
 import AgoraStorage
-import AgoraWire
+import AgoraText
 import Foundation
 
 /// A byte-level BPE tokenizer in the form of GPT-2 and Hugging Face `tokenizers`.

@@ -1,3 +1,4 @@
+import AgoraBench
 import AgoraCluster
 import AgoraModel
 import AgoraTensor
@@ -107,17 +108,6 @@ struct Bench: ParsableCommand {
   }
 }
 
-func median(_ xs: [Double]) -> Double {
-  let s = xs.sorted()
-  return s.isEmpty ? .nan : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
-}
-
-/// Peak resident memory of this process in MiB.
-func peakRSSMiB() -> Double {
-  var u = rusage()
-  getrusage(RUSAGE_SELF.rawValue, &u)
-  return Double(u.ru_maxrss) / 1024
-}
 
 /// GFLOP/s of `product`, a 2048³ matrix product, timed `repeats` times (after one untimed call with `warmUp`),
 /// one figure per repetition; MFU divides the median step's throughput by the median of these.

@@ -1,3 +1,4 @@
+import AgoraLinkEmulator
 import AgoraCluster
 import AgoraDashboard
 import AgoraRounds

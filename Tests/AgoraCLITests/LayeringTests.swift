@@ -7,6 +7,7 @@ import Testing
 /// lines. This reads every source file's imports and Package.swift's dependencies.
 @Suite struct LayeringTests {
   static let layers: [String: Int] = [
+    "AgoraText": 0,
     "AgoraWire": 1, "AgoraTensor": 1, "AgoraDigest": 1, "AgoraDigestAVX512": 0, "AgoraDigestAVX2": 0, "AgoraStorage": 1,
     "AgoraCluster": 1, "AgoraLinkEmulator": 1,
     "AgoraCrypto": 2, "AgoraModel": 2,
@@ -14,7 +15,7 @@ import Testing
     "AgoraTrainer": 4,
     "AgoraRounds": 5,
     "AgoraCoordinator": 6, "AgoraNode": 6, "AgoraSimulation": 6,
-    "AgoraDashboard": 7,
+    "AgoraDashboard": 7, "AgoraBench": 7,
     "agora": 8,
   ]
   /// External packages a target may import, by the product name it declares.

@@ -14,7 +14,7 @@ import Foundation
 /// pseudo-random Δ made once, encoded once (plain mode) or anew each round with error feedback, as a real
 /// node encodes after training (`encodeEachRound`, and always under secure aggregation, whose masks change
 /// every round). Memory: Δ, its error feedback, the encoded update and a chunk.
-final class InstantNode {
+public final class InstantNode {
   let endpoint: Endpoint
   let identity: Identity
   let federation: String
@@ -125,4 +125,27 @@ final class InstantNode {
   }
 
   public func shutdown() { endpoint.close() }
+
+  /// `agora transport instant-node`: joins the federation of `federation` (a federation.toml) as the identity in
+  /// `identity`, and answers every round with a fixed update (fp32 or int8), without training, until it ends.
+  public static func serve(federation: String, identity: String, fp32: Bool, encodeEachRound: Bool) throws {
+      let fed = try FederationConfig(path: federation)
+      let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
+      var mc = try GPTConfig.preset(fed.preset)
+      mc.vocabSize = tokenizer.vocabSize
+      let id = try Identity.load(from: identity)
+      let node = try InstantNode(endpoint: fed.endpoint, coordinator: try EnrolmentCard.load(fed.coordinatorCard),
+                                 identity: id, federation: fed.id, terms: try fed.terms(tokenizer: tokenizer, model: mc))
+      defer { node.shutdown() }
+      node.log = { print($0); fflush(stdout) }
+      if fed.secureAggregation {
+        let layout = ParameterLayout(mc)
+        node.secure = try SecureAggregationClient(endpoint: node.endpoint, identity: id, federation: fed, embedding: (layout.wte, mc.vocabSize, mc.channels),
+                                                  stop: ManagedAtomicFlag(), log: { print($0); fflush(stdout) })
+      }
+      node.encodeEachRound = encodeEachRound
+      node.moments = fed.momentWeighting > 0
+      node.tokens = UInt64(fed.batch * mc.contextLength)
+      try node.run(format: fp32 ? .fp32 : .int8)
+  }
 }

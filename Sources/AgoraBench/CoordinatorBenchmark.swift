@@ -1,0 +1,164 @@
+import AgoraCrypto
+import AgoraLinkEmulator
+import AgoraData
+import AgoraRounds
+import AgoraModel
+import Foundation
+
+public struct CoordinatorBenchmark {
+
+  public var nodes: Int = 4
+  public var preset: String = "bench-14m"
+  public var rounds: Int = 3
+  public var fp32 = false
+  public var keep = false
+  public var secureAggregation = false
+  public var bits: Int? = nil
+  public var nodeBits: Int? = nil
+
+  /// The ring the federation is given.
+  var ring: SecureAggregationRing { bits.map { .fixed($0) } ?? .perNode(nodeBits ?? SecureAggregationRing.defaultNodeBits) }
+
+  public var encodeEachRound = false
+  public var momentWeighting: Double = 0
+  public var concurrentUploads: Int = 1
+  public var namespaces: String? = nil
+  public var address: String = "127.0.0.1"
+
+  public init() {}
+
+  public func run() throws {
+    let dir = NSTemporaryDirectory() + "agora-benchcoord-\(UUID().uuidString)"
+    defer { if keep { print("kept \(dir)") } else { try? FileManager.default.removeItem(atPath: dir) } }
+    let fm = FileManager.default
+    let mc = try GPTConfig.preset(preset)
+    // A tokenizer only fixes the vocabulary size here.
+    var bpe = BPETrainer()
+    let text = (0..<4000).map { "w\($0 % 997) x\($0 % 61)y\($0 % 13) " }.joined()
+    bpe.addLanguage("synthetic", texts: [text])
+    var tok = try bpe.train(vocabSize: 1000)
+    if tok.vocabSize != mc.vocabSize {
+      // Pad the vocabulary with merges of byte pairs, so the model has the preset's shape.
+      var merges = tok.merges
+      var a: Int32 = 0, b: Int32 = 0
+      while merges.count + 257 < mc.vocabSize {
+        b += 1; if b == 256 { a += 1; b = 0 }
+        if !merges.contains(where: { $0 == (a, b) }) { merges.append((a, b)) }
+      }
+      tok = try Tokenizer(merges: merges)
+    }
+    try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    try tok.save(to: dir + "/tokenizer.json")
+    _ = try Identity.generate(in: dir + "/keys/coordinator", name: "bench coordinator", institution: "bench", contact: "", coordinator: true)
+    try fm.createDirectory(atPath: dir + "/keys/enrolled", withIntermediateDirectories: true)
+    for i in 0..<nodes {
+      let id = try Identity.generate(in: dir + "/keys/n\(i)", name: "node \(i)", institution: "bench", contact: "", coordinator: false)
+      try id.card.toml().write(toFile: dir + "/keys/enrolled/n\(i).toml", atomically: true, encoding: .utf8)
+    }
+    let port = 47_200 + Int.random(in: 0..<500)
+    try """
+    [federation]
+    id = "bench"
+    endpoint = "tcp://\(address):\(port)"
+    coordinator_card = "keys/coordinator/card.toml"
+    members = "keys/enrolled"
+    [model]
+    preset = "\(preset)"
+    tokenizer = "tokenizer.json"
+    [rounds]
+    count = \(rounds)
+    inner_steps = 1
+    deadline_seconds = 600
+    quorum = 1.0
+    min_nodes = \(nodes)
+    outer_optimizer = "diloco"
+    compression = "\(fp32 ? "fp32" : "int8")"
+    secure_aggregation = \(secureAggregation)
+    \(ring.setting)
+    concurrent_uploads = \(concurrentUploads)
+    moment_weighting = \(momentWeighting)
+    """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
+    try "[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
+      .write(toFile: dir + "/coordinator.toml", atomically: true, encoding: .utf8)
+    let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    var env = ProcessInfo.processInfo.environment
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    func spawn(_ args: [String], out: String, namespace: String) throws -> Process {
+      let p = Process()
+      try p.setCommand(exe, args, inNamespace: namespaces.map { $0 + "-" + namespace })
+      p.environment = env
+      fm.createFile(atPath: out, contents: nil)
+      let h = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+      p.standardOutput = h
+      p.standardError = h
+      try p.run()
+      return p
+    }
+    let coord = try spawn(["coordinator", "--config", dir + "/coordinator.toml"], out: dir + "/coordinator.log", namespace: "coordinator")
+    Thread.sleep(forTimeInterval: 0.5)
+    var procs: [Process] = []
+    for i in 0..<nodes {
+      procs.append(try spawn(["transport", "instant-node", "--federation", dir + "/federation.toml", "--identity", dir + "/keys/n\(i)"]
+                             + (fp32 ? ["--fp32"] : []) + (encodeEachRound ? ["--encode-each-round"] : []), out: dir + "/n\(i).log", namespace: "n\(i)"))
+    }
+    var peakKiB = 0
+    // CPU seconds of every process (coordinator and nodes) between the end of round 1 and the end of the
+    // last round, seen from the log: on a shared machine this moves less than wall time does.
+    let pids = [coord.processIdentifier] + procs.map(\.processIdentifier)
+    var marks: [(rows: Int, cpu: Double, coordinator: Double)] = []
+    let end = Date(timeIntervalSinceNow: 1800)
+    // Until the coordinator finishes — or 5 s after every node has exited (refused, or failed: the coordinator
+    // would wait for nodes that never come back).
+    var nodesGone: Date? = nil
+    while coord.isRunning && Date() < end && Date() < (nodesGone ?? .distantFuture) {
+      if nodesGone == nil && !procs.contains(where: \.isRunning) { nodesGone = Date(timeIntervalSinceNow: 5) }
+      if let s = try? String(contentsOfFile: "/proc/\(coord.processIdentifier)/status", encoding: .utf8),
+         let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+         let kb = Int(line.split(separator: " ").dropFirst().first ?? "") { peakKiB = max(peakKiB, kb) }
+      let done = tableRows(dir + "/coordinator.log").count
+      if done >= 1 && done > (marks.last?.rows ?? 0) { marks.append((done, cpuSeconds(pids), cpuSeconds([coord.processIdentifier]))) }
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    for p in procs + [coord] where p.isRunning { p.terminate() }
+    let log = (try? String(contentsOfFile: dir + "/coordinator.log", encoding: .utf8)) ?? ""
+    let rows = tableRows(dir + "/coordinator.log")
+    let secs = rows.compactMap { Double($0[7].split(separator: " ").first ?? "") }
+    let counts = rows.map { $0[2].replacingOccurrences(of: " ", with: "") }
+    guard counts.allSatisfy({ $0 == "\(nodes)/\(nodes)" }) else { throw BenchError("not every node's update was applied in every round (\(counts)):\n\(log)") }
+    guard secs.count == rounds else { throw BenchError("the coordinator did not finish its rounds:\n\(log)") }
+    let steady = Array(secs.dropFirst())
+    let modelMB = Double(mc.parameterCount * 4) / 1e6
+    var cpu = Double.nan, coordCPU = Double.nan
+    if let a = marks.first, let b = marks.last, b.rows > a.rows {
+      cpu = (b.cpu - a.cpu) / Double(b.rows - a.rows)
+      coordCPU = (b.coordinator - a.coordinator) / Double(b.rows - a.rows)
+    }
+    // The most uploads that streamed at once in any round (the coordinator logs it when more than one may).
+    let streamed = log.split(separator: "\n").compactMap { line -> Int? in
+      guard let r = line.range(of: " uploads streamed at once") else { return nil }
+      return Int(line[..<r.lowerBound].split(separator: " ").last ?? "")
+    }.max() ?? 1
+    print(String(format: "{\"concurrent_uploads\":%d,\"streamed_at_once\":%d,\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f}",
+                 concurrentUploads, streamed, nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (momentWeighting > 0 ? ", moments" : "") + (secureAggregation ? ", secure aggregation, \(ring): \(ring.bits(participants: nodes))-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
+                 Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB, (rows.last.flatMap { Double($0[4]) } ?? .nan) / Double(nodes) / 1e6))
+  }
+
+  /// The round table's rows in a coordinator log (cells trimmed).
+  func tableRows(_ path: String) -> [[String]] {
+    let log = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+    return log.split(separator: "\n").map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { $0.count >= 8 && Int($0[0]) != nil }
+  }
+
+  /// User + system seconds of these processes so far (from /proc/<pid>/stat; a process gone counts 0).
+  func cpuSeconds(_ pids: [Int32]) -> Double {
+    let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+    var total = 0.0
+    for pid in pids {
+      guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = s.lastIndex(of: ")") else { continue }
+      // Fields after the command name: state is field 3, utime 14, stime 15.
+      let f = s[s.index(after: close)...].split(separator: " ")
+      if f.count > 13, let u = Double(f[11]), let k = Double(f[12]) { total += (u + k) / tick }
+    }
+    return total
+  }
+}
