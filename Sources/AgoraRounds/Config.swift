@@ -278,9 +278,12 @@ extension FederationConfig {
   /// makes it; the evaluation and public text directories), with an error naming this file and the key. A
   /// coordinator and a node call it before they start; reading the settings does not (the demo's set-up reads
   /// them to make those files).
-  public func requireFiles() throws {
+  /// The evaluation and public text are the coordinator's: a member's copy of the file names them as they lie on
+  /// the coordinator's machine, and a node (`coordinator: false`) does not look for them.
+  public func requireFiles(coordinator: Bool = true) throws {
     let fail = { (key: String) in { (problem: String) in ConfigError(file: self.path, key: key, problem: problem) } }
     if vocabulary == nil { try TOMLFile.mustExist(tokenizer, directory: false, fail("model.tokenizer")) }
+    guard coordinator else { return }
     for (i, d) in evalData.enumerated() { try TOMLFile.mustExist(d, directory: true, fail("model.eval_data[\(i)]")) }
     for (i, d) in publicData.enumerated() { try TOMLFile.mustExist(d, directory: true, fail("public.data[\(i)]")) }
   }

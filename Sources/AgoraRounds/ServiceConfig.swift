@@ -95,9 +95,10 @@ public struct NodeConfig: Sendable {
     try f.rejectUnknownKeys()
   }
 
-  /// What must be there before the node starts: the federation's files and the node's data directories.
+  /// What must be there before the node starts: the federation's tokenizer (unless the federation learns it)
+  /// and the node's data directories.
   public func requireFiles() throws {
-    try federation.requireFiles()
+    try federation.requireFiles(coordinator: false)
     for (i, d) in data.enumerated() { try TOMLFile.mustExist(d, directory: true) { ConfigError(file: path, key: "node.data[\(i)]", problem: $0) } }
   }
 }

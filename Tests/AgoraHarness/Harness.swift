@@ -28,15 +28,7 @@ public struct Harness {
     try bpe.train(vocabSize: 512).save(to: dir + "/tokenizer.json")
     _ = try Identity.generate(in: dir + "/keys/coordinator", name: "Test coordinator", institution: "T", contact: "", coordinator: true)
     try fm.createDirectory(atPath: dir + "/keys/enrolled", withIntermediateDirectories: true)
-    // A free port: bind to 0, read it, release it.
-    let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, len); return getsockname(probe, $0, &len) } }
-    port = Int(UInt16(bigEndian: addr.sin_port))
-    close(probe)
+    port = freeLocalPort()
     try """
     [federation]
     id = "test-federation"

@@ -6,6 +6,18 @@ import Foundation
 public let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 public let agoraBinary = repoRoot + "/.build/release/agora"
 
+/// A TCP port free on 127.0.0.1 now: bound to 0, read, released.
+public func freeLocalPort() -> Int {
+  let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  defer { close(probe) }
+  var addr = sockaddr_in()
+  addr.sin_family = sa_family_t(AF_INET)
+  addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+  var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+  _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, len); return getsockname(probe, $0, &len) } }
+  return Int(UInt16(bigEndian: addr.sin_port))
+}
+
 /// A new empty directory under the system's temporary directory (the caller removes it).
 public func temporaryDirectory(_ prefix: String = "agora-test") throws -> String {
   let dir = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString)"
