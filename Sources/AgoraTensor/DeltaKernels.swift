@@ -1,4 +1,4 @@
-/// The per-value kernels of update and patch payloads (`DeltaCodec` in AgoraFederation holds the format:
+/// The per-value kernels of update and patch payloads (`DeltaCodec` in AgoraRounds holds the format:
 /// fp32 little-endian, or int8 blocks of a 4-octet scale and `block` values). They live here to be compiled
 /// with the numeric kernels' flags: without range checks on every conversion they vectorise, and they run
 /// over every value of every update the coordinator folds (16 × 14M per round at N = 16) and of every patch
