@@ -300,6 +300,7 @@ public final class CoordinatorService {
     sessions.log = { logger("  " + $0) }
     receiver.log = { logger("  " + $0) }
     log("coordinator of \(fed.id) listening on \(endpoint.boundEndpoint); model \(fed.preset), \(params.count) parameters, version \(version) \(hex(versionHash).prefix(12))")
+    notify(.listening(endpoint: endpoint.boundEndpoint, version: version))
     initialVersion = version
     initialBitsPerByte = evaluate()
     tellNodes()

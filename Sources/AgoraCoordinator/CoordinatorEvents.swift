@@ -1,4 +1,6 @@
 import AgoraRounds
+import AgoraWire
+import Glibc
 import Foundation
 
 /// One round's outcome: the row of the round table, what the registry records of it (`record`), and what an
@@ -48,6 +50,9 @@ public struct ConnectedNode: Codable, Sendable, Equatable {
 
 /// What the coordinator tells whoever watches it.
 public enum CoordinatorEvent: Sendable {
+  /// The coordinator is bound at `endpoint` (nodes can join) and starts from `version` (nil: it is bound for
+  /// the vocabulary phase, before version 0 exists).
+  case listening(endpoint: String, version: Int?)
   /// The nodes connected now and the current version (about once a second, and when a round starts).
   case nodes([ConnectedNode], version: Int)
   /// A round is announced to `expected` nodes; it closes at `deadline` at the latest.
@@ -64,4 +69,61 @@ public enum CoordinatorEvent: Sendable {
 /// coordinator's thread: an observer must return at once (take a lock, copy, return).
 public protocol CoordinatorObserver: AnyObject, Sendable {
   func coordinator(_ event: CoordinatorEvent)
+}
+
+/// Several observers of one coordinator (the dashboard and an event file), told in order. It holds them.
+public final class CoordinatorObservers: CoordinatorObserver, @unchecked Sendable {
+  private let all: [any CoordinatorObserver]
+  public init(_ all: [any CoordinatorObserver]) { self.all = all }
+  public func coordinator(_ event: CoordinatorEvent) { for o in all { o.coordinator(event) } }
+}
+
+/// The coordinator's events as JSON lines appended to a file (`agora coordinator --events FILE`): what a
+/// supervisor, a script or a test waits on instead of reading the log's prose. One line per event, written
+/// whole with one `write` (O_APPEND): `listening`, `nodes` (when the set of connected nodes changes),
+/// `round_started`, `update_accepted`, `update_refused`, `round_ended`.
+public final class CoordinatorEventFile: CoordinatorObserver, @unchecked Sendable {
+  private let fd: Int32
+  private let lock = NSLock()
+  private var lastNodes: [String] = []
+
+  /// Opens (creates) `path` for appending; a file that cannot be opened is an error before anything runs.
+  public init(path: String) throws {
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw ConfigError(file: path, key: "--events", problem: "cannot open for appending: \(String(cString: strerror(errno)))") }
+  }
+  deinit { close(fd) }
+
+  public func coordinator(_ event: CoordinatorEvent) {
+    let line: String
+    switch event {
+    case .listening(let endpoint, let version):
+      line = "{\"event\":\"listening\",\"endpoint\":\(jsonString(endpoint)),\"phase\":\"\(version == nil ? "vocabulary" : "rounds")\""
+        + (version.map { ",\"version\":\($0)" } ?? "") + "}"
+    case .nodes(let nodes, let version):
+      let names = nodes.map(\.name).sorted()
+      lock.lock(); defer { lock.unlock() }
+      guard names != lastNodes else { return }
+      lastNodes = names
+      line = "{\"event\":\"nodes\",\"nodes\":[\(names.map(jsonString).joined(separator: ","))],\"version\":\(version)}"
+      write(line)
+      return
+    case .roundStarted(let round, let expected, let deadline):
+      line = "{\"event\":\"round_started\",\"round\":\(round),\"expected\":\(expected),\"deadline\":\(deadline.timeIntervalSince1970)}"
+    case .updateAccepted(let round, let bytes, let late):
+      line = "{\"event\":\"update_accepted\",\"round\":\(round),\"bytes\":\(bytes),\"late\":\(late)}"
+    case .updateRefused(let round):
+      line = "{\"event\":\"update_refused\",\"round\":\(round)}"
+    case .roundEnded(let o):
+      line = "{\"event\":\"round_ended\",\"round\":\(o.round),\"version\":\(o.version),\"applied\":\(o.applied),\"accepted\":\(o.accepted),"
+        + "\"selected\":\(o.selected),\"rejected\":[\(o.rejected.map(jsonString).joined(separator: ","))],\"note\":\(jsonString(o.note))}"
+    }
+    lock.lock(); defer { lock.unlock() }
+    write(line)
+  }
+
+  private func write(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+  }
 }

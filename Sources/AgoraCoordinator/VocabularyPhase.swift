@@ -17,6 +17,8 @@ import Foundation
 public final class VocabularyPhase {
   public let config: CoordinatorConfig
   public var log: (String) -> Void = { print($0) }
+  /// Told once the phase is bound (nodes can send their tables): the coordinator's `listening` event.
+  public weak var observer: (any CoordinatorObserver)?
 
   public init(config: CoordinatorConfig) { self.config = config }
 
@@ -47,6 +49,7 @@ public final class VocabularyPhase {
     let endpoint = try Endpoint.server(bind: config.bind, keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
     defer { endpoint.close() }
     let expected = v.contributors ?? enrolment.cards.count
+    observer?.coordinator(.listening(endpoint: endpoint.boundEndpoint, version: nil))
     log("vocabulary phase of \(fed.id): waiting for count tables from \(expected) node\(expected == 1 ? "" : "s") (at most \(Int(v.phaseSeconds)) s) on \(endpoint.boundEndpoint)")
     var from: [String: Contribution] = [:]
     var askers: [String: [UInt8]] = [:]  // fingerprint → peer, also nodes with no text

@@ -41,6 +41,8 @@ public final class DashboardObserver: CoordinatorObserver, @unchecked Sendable {
 
   public func coordinator(_ event: CoordinatorEvent) {
     switch event {
+    case .listening:
+      break
     case .nodes(let nodes, let version):
       live.update { $0.nodes = nodes; $0.version = version }
       metrics.nodesConnected.set(Double(nodes.count))

@@ -366,7 +366,9 @@ extension DeltaCodec {
     guard fd >= 0 else { throw DeltaError.header("cannot read \(path): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var head = [UInt8](repeating: 0, count: headerBytes)
-    guard pread(fd, &head, headerBytes, 0) == headerBytes else { throw DeltaError.header("\(path) is shorter than a payload header") }
+    do { try head.withUnsafeMutableBytes { try Posix.read(fd, path: path, at: 0, into: $0) } } catch {
+      throw DeltaError.header("\(path) is shorter than a payload header (\(error))")
+    }
     var st = stat()
     guard fstat(fd, &st) == 0, let pf = DeltaFormat(rawValue: head[4]), pf != .fp32, Int(st.st_size) == encodedSize(count: count, format: pf),
           Array(head[0..<4]) == magic, head[8..<16].enumerated().reduce(UInt64(0), { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }) == UInt64(count) else {
@@ -380,12 +382,9 @@ extension DeltaCodec {
       let r = start..<min(count, start + slice)
       try values(of: a, format: format, range: r, count: count, into: va)
       let bytes = patchBytes(values: r, count: count, format: pf)
-      var got = 0
       let at = headerBytes + patchBytes(values: 0..<start, count: count, format: pf)
-      while got < bytes {
-        let k = Posix.retrying { pread(fd, raw + got, bytes - got, off_t(at + got)) }
-        guard k > 0 else { throw DeltaError.length(got: at + got, expected: encodedSize(count: count, format: pf)) }
-        got += k
+      do { try Posix.read(fd, path: path, at: at, into: UnsafeMutableRawBufferPointer(start: raw, count: bytes)) } catch {
+        throw DeltaError.header("\(error)")
       }
       try applyPatch(raw, values: r, count: count, format: pf, into: vb - start, mode: .store)
       var d: Float = 0, x: Float = 0, y: Float = 0

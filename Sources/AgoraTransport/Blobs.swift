@@ -178,13 +178,8 @@ public final class BlobServer: @unchecked Sendable {
         // Read straight into a send buffer that libzmq then reads in place (one copy from the page cache).
         let length = min(chunkSize, size - i * chunkSize)
         let buf = endpoint.buffers.take(length)
-        var got = 0
-        while got < length {
-          let k = Posix.retrying { pread(fd, buf.mutableBytes.baseAddress! + got, length - got, off_t(i * chunkSize + got)) }
-          if k <= 0 { break }
-          got += k
-        }
-        guard got == length else { break }  // the node's retry gets an answer once the file is readable again
+        // A short or failed read ends the answer: the node's retry gets one once the file is readable again.
+        guard (try? Posix.read(fd, path: path, at: i * chunkSize, into: UnsafeMutableRawBufferPointer(start: buf.mutableBytes.baseAddress!, count: length))) != nil else { break }
         endpoint.send(.blobChunk(hash: r.hash, index: UInt32(i), count: UInt32(count), payload: Payload(buf)), to: r.peer)
       }
     }

@@ -32,14 +32,25 @@ struct CoordinatorCommand: ParsableCommand {
   @Option(name: .customLong("set"), help: "A federation setting that replaces federation.toml's, as KEY=VALUE in TOML (e.g. rounds.secure_aggregation=true); repeatable. Every party must be given the same.")
   var overrides: [String] = []
 
+  @Option(help: ArgumentHelp("Append the coordinator's events to FILE as JSON lines (listening, nodes, round_started, update_accepted, update_refused, round_ended), for scripts and supervisors.", valueName: "file"))
+  var events: String?
+
   func run() throws {
     setvbuf(stdout, nil, _IOLBF, 0)  // a line at a time, also into a log file
     let cfg: CoordinatorConfig
     do { cfg = try CoordinatorConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
+    // The dashboard and the event file watch the coordinator through its observer.
+    var observers: [any CoordinatorObserver] = []
+    if let events {
+      do { observers.append(try CoordinatorEventFile(path: events)) } catch let e as ConfigError { throw CLIError(e.description) }
+    }
     if VocabularyPhase.needed(cfg.federation) {
       // The federation's vocabulary is learned first, from the nodes' count tables (SPEC §4.4).
       let phase = VocabularyPhase(config: cfg)
       phase.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+      let watching = CoordinatorObservers(observers)
+      phase.observer = watching
+      defer { withExtendedLifetime(watching) {} }
       let stop = ManagedAtomicFlag()
       let signals = onTerminationSignal { stop.set() }
       defer { _ = signals }
@@ -48,16 +59,18 @@ struct CoordinatorCommand: ParsableCommand {
     let service = try CoordinatorService(config: cfg)
     // The round table goes to stdout; what happens inside a round to stderr (the demo keeps it in a log).
     service.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
-    // The dashboard watches the coordinator through its observer.
     var dashboard: DashboardServer? = nil
     if let (host, port) = cfg.dashboard {
       nonisolated(unsafe) let log = service.log
       let d = DashboardServer(store: service.store, federation: cfg.federation.id, host: host, port: port, token: cfg.dashboardToken,
                               signKey: service.signPublic, log: { log($0) })
-      service.observer = d.observer
+      observers.append(d.observer)
       service.log("dashboard on \(d.url)")
       dashboard = d
     }
+    let watching = CoordinatorObservers(observers)
+    service.observer = watching
+    defer { withExtendedLifetime(watching) {} }
     let signals = onTerminationSignal { service.requestStop() }
     defer { _ = signals; service.shutdown(); dashboard?.stop() }
     print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")

@@ -18,8 +18,7 @@ import Testing
     let c = try h.coordinator()
     let nodes = try h.nodes.map { try h.node($0) }
     defer { for p in nodes + [c] where p.isRunning { p.terminate() } }
-    let end = Date(timeIntervalSinceNow: 120)
-    while Date() < end, !h.read("coordinator.log").contains("    2 |") { Thread.sleep(forTimeInterval: 0.2) }
+    #expect(h.waitForRound(2, "round_ended") != nil)
     #expect(c.isRunning, "the federation is still running: \(h.read("coordinator.log"))")
     let shots = repoRoot + "/.agora/screenshots"
     try FileManager.default.createDirectory(atPath: shots, withIntermediateDirectories: true)

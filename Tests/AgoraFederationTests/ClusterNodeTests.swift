@@ -16,7 +16,6 @@ let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first { FileManager.de
     try? FileManager.default.removeItem(atPath: h.dir + "/coordinator")
     try? FileManager.default.removeItem(atPath: h.dir + "/work")
     let coordinator = try h.coordinator(log: "coordinator-\(ranks).log")
-    Thread.sleep(forTimeInterval: 0.3)
     let log = "a-\(ranks).log"
     let node: Process
     if ranks == 1 {

@@ -107,10 +107,9 @@ import Testing
     let c = try h.coordinator()
     let nodes = try h.nodes.map { try h.node($0) }
     defer { for n in nodes where n.isRunning { n.terminate() } }
-    // Wait until round 2 is under way (its nodes are training), then interrupt.
-    let end = Date(timeIntervalSinceNow: 120)
-    while Date() < end, !h.read("coordinator.log").contains("    1 |") { Thread.sleep(forTimeInterval: 0.2) }
-    Thread.sleep(forTimeInterval: 1)
+    // Once round 2 is under way (a node trains it: 400 steps), interrupt.
+    #expect(h.waitForRound(2) != nil)
+    #expect(waitUntil(120) { h.read("east.log").contains("version 1 on its own validation text") })
     kill(c.processIdentifier, SIGINT)
     #expect(h.wait(c, seconds: 60), "the coordinator stopped")
     #expect(c.terminationReason == .exit && c.terminationStatus == 0, "\(h.read("coordinator.log"))")

@@ -65,7 +65,6 @@ import Testing
     let h = try Harness(nodes: [("rogue", ["fr"]), ("other", ["de"])], rounds: 1, innerSteps: 5, quorum: 0.5, deadline: 20, minNodes: 1)
     defer { h.cleanup() }
     let c = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let rogue = try HandNode(h, "rogue")
     defer { rogue.ep.close() }
     guard let r = rogue.nextRound(seconds: 30) else { Issue.record("no ROUND"); return }
@@ -90,7 +89,7 @@ import Testing
     let unknown = answer()
     #expect(unknown?.0 == ErrorCode.unknownVersion.rawValue, "\(String(describing: unknown))")
     rogue.ep.send(try report(version: r.version, hash: r.base, signer: rogue.id))
-    Thread.sleep(forTimeInterval: 1)
+    #expect(waitUntil(30) { h.read("coordinator.log").contains("rogue scores version") })
     #expect(h.wait(c, seconds: 60))
     let records = try Registry(dataDir: h.dir + "/coordinator", federation: "test-federation", create: false).evaluations()
     #expect(records.map { "\($0.version) \($0.name) \($0.language) \($0.bitsPerByte)" } == ["\(r.version) rogue fr 4.5"], "\(records)")

@@ -20,7 +20,6 @@ import Testing
                         extra: compression == "fp32" ? "" : "concurrent_uploads = 2", compression: compression)
     defer { h.cleanup() }
     let c = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let nodes = try h.nodes.map { try h.node($0) }
     let finished = h.wait(c, seconds: 240)
     for n in nodes { _ = h.wait(n, seconds: 15) }
@@ -51,12 +50,10 @@ import Testing
     let h = try Harness(nodes: [("a", ["de"]), ("b", ["fr"]), ("c", ["pl"])], rounds: 4, innerSteps: 300, quorum: 0.5, deadline: 60, minNodes: 3)
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     var procs = try h.nodes.map { try h.node($0) }
-    // Once round 1 is in the table, round 2 has been announced: kill node c while it trains.
-    let end = Date(timeIntervalSinceNow: 120)
-    while Date() < end && h.table().isEmpty { Thread.sleep(forTimeInterval: 0.1) }
-    Thread.sleep(forTimeInterval: 1)
+    // Kill node c while it trains round 2: once it has fetched version 1 and scored it (what it does first).
+    #expect(h.waitForRound(2) != nil)
+    #expect(waitUntil(120) { h.read("c.log").contains("version 1 on its own validation text") })
     kill(procs[2].processIdentifier, SIGKILL)
     procs[2].waitUntilExit()
     // It restarts at once and must catch up with the latest version (by hash) in a later round.
@@ -81,7 +78,6 @@ import Testing
     let h = try Harness(nodes: [("good", ["de"]), ("rogue", ["fr"])], rounds: 2, innerSteps: 30, quorum: 0.5, deadline: 60, minNodes: 2, compression: "fp32")
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let good = try h.node("good")
     // The rogue node speaks the protocol by hand: it joins, and answers each round with a poisoned Δ.
     let (rogue, coordCard, ep) = try h.handClient("rogue")
@@ -127,7 +123,6 @@ import Testing
                         extra: "late_updates = \"\(mode)\"\nstaleness_exponent = 1", compression: "fp32")
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let prompt = try h.node("prompt")
     let (slow, coordCard, ep) = try h.handClient("slow")
     defer { ep.close() }
@@ -138,7 +133,7 @@ import Testing
       guard case .success(.round(let r, let base, _, _, _, let deadlineMs, let bytes, _, _, _, _, _)) = m.message else { continue }
       if r == 1 {
         // Miss the deadline (still sending heartbeats, so the session stays alive).
-        while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) + 800 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }
+        while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) + 800 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }  // behaviour: a node alive (heartbeats) but late, past the deadline
       }
       let payload = [Float](repeating: 1e-5, count: Int(bytes) / 4).withUnsafeBufferPointer { DeltaCodec.encode($0, format: .fp32) }
       let sealer = try EnvelopeSealer(context: .init(federation: "test-federation", round: r, baseHash: base, nodeID: slow.card.nodeID),
@@ -179,7 +174,6 @@ import Testing
                         extra: "late_updates = \"stale\"\nstaleness_exponent = 1", compression: "fp32")
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let prompt = try h.node("prompt")
     let (slow, coordCard, ep) = try h.handClient("slow")
     defer { ep.close() }
@@ -199,14 +193,14 @@ import Testing
                                       signingSecretKey: slow.signSecret)
       let half = sealer.head.chunkCount / 2
       // Start late in the round (the prompt node's update is in by then: one upload streams at a time).
-      while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) - 1000 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }
+      while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) - 1000 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }  // behaviour: a node alive (heartbeats) but late, past the deadline
       var sender = UploadSender(endpoint: ep, transfer: r, round: r)
       sender.ackTimeout = 2
       do {
         _ = try sender.send(sealer: sealer, tokens: 4096, steps: 10, loss: 5) { i in
           if i == half {
             // Half of it is staged: wait (heartbeats keep the session) until round 1 has closed and stepped.
-            while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) + 2500 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }
+            while Date().timeIntervalSince1970 * 1000 < Double(deadlineMs) + 2500 { Thread.sleep(forTimeInterval: 0.3); ep.send(.heartbeat) }  // behaviour: a node alive (heartbeats) but late, past the deadline
           }
           return Array(payload[(i * chunk)..<min(payload.count, (i + 1) * chunk)])
         }
@@ -232,7 +226,6 @@ import Testing
                         extra: "[public]\ndata = [\"public\"]\nshard_bytes = 8192", donors: ["volunteer"])
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let nodes = try ["inst", "volunteer"].map { try h.node($0) }
     #expect(h.wait(coord, seconds: 120) && coord.terminationStatus == 0)
     for n in nodes { _ = h.wait(n, seconds: 15) }

@@ -23,7 +23,6 @@ import Testing
     defer { h.cleanup() }
     if secure { try namesMembers(h) }
     let c = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     try (String(contentsOfFile: h.dir + "/north.toml", encoding: .utf8) + "\nmax_steps_per_round = 20\n").write(toFile: h.dir + "/north.toml", atomically: true, encoding: .utf8)
     let north = try h.node("north")
     let south = try h.node("south")

@@ -69,7 +69,6 @@ import Testing
                         minNodes: 3, extra: "[public]\ndata = [\"public\"]", warmStart: 40)
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let honest = try h.node("honest"), steady = try h.node("steady"), flipper = try h.node("flipper", env: ["AGORA_ADVERSARY": "flipper:signflip"])
     #expect(h.wait(coord, seconds: 120) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
     for p in [honest, steady, flipper] { _ = h.wait(p, seconds: 15) }
@@ -95,7 +94,6 @@ import Testing
                         extra: "moment_weighting = \(alpha)")
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     var rogue = try HandNode(h, "rogue")
     defer { rogue.ep.close() }
     #expect(rogue.moments == (alpha > 0))
@@ -112,7 +110,6 @@ import Testing
     let h = try Harness(nodes: [("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 30, minNodes: 1)
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     var rogue = try HandNode(h, "rogue")
     defer { rogue.ep.close() }
     var outcomes: [String] = []
@@ -136,7 +133,6 @@ import Testing
     let h = try Harness(nodes: [("rogue", ["fr"])], rounds: 3, innerSteps: 10, quorum: 0.5, deadline: 30, minNodes: 1, compression: "fp32")
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let rogue = try HandNode(h, "rogue")
     defer { rogue.ep.close() }
     var outcomes: [String] = []
@@ -184,7 +180,6 @@ import Testing
                         minNodes: 3)
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let honest = try h.node("honest")
     let quitter = try HandNode(h, "quitter"), leaver = try HandNode(h, "leaver")
     defer { quitter.ep.close(); leaver.ep.close() }
@@ -220,7 +215,6 @@ import Testing
         .write(toFile: h.dir + "/\(n).toml", atomically: true, encoding: .utf8)
     }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let bad = try ["batchy", "othertok"].map { try h.node($0) }
     for p in bad { #expect(h.wait(p, seconds: 30) && p.terminationStatus != 0, "a refused node stops") }
     let honest = try h.node("honest")
@@ -248,7 +242,6 @@ import Testing
     try t.replacingOccurrences(of: "federation = \"federation.toml\"", with: "federation = \"federation-b.toml\"")
       .write(toFile: h.dir + "/b.toml", atomically: true, encoding: .utf8)
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let a = try h.node("a"), b = try h.node("b")
     #expect(h.wait(coord, seconds: 90) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
     for p in [a, b] { _ = h.wait(p, seconds: 15) }
@@ -277,7 +270,6 @@ import Testing
     #expect(status != 0 && out.contains("coordinator.enrolled") && out.contains("holds no enrolment card"), "\(out)")
     try cfg.write(toFile: h.dir + "/coordinator.toml", atomically: true, encoding: .utf8)
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 1)
     // A key nobody enrolled: a stranger.
     let me = try Identity.generate(in: h.dir + "/keys/stranger", name: "stranger", institution: "nowhere", contact: "", coordinator: false)
     let card = try EnrolmentCard.load(h.dir + "/keys/coordinator/card.toml")
@@ -285,7 +277,7 @@ import Testing
     ep.send(.heartbeat)
     #expect(ep.receive(timeout: 2) == nil, "a stranger gets silence")
     ep.close()
-    Thread.sleep(forTimeInterval: 1.5)
+    #expect(waitUntil(60) { let l = h.read("coordinator.log"); return l.contains("refused CURVE connection") && l.contains("round 1 waits for one") })
     kill(coord.processIdentifier, SIGTERM)
     #expect(h.wait(coord, seconds: 20))
     let log = h.read("coordinator.log")
@@ -303,11 +295,10 @@ import Testing
     let h = try Harness(nodes: [("hand", ["de"])], rounds: 1, innerSteps: 5, deadline: 30, minNodes: 1, compression: "fp32")
     defer { h.cleanup() }
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let hand = try HandNode(h, "hand")
     let r = try #require(hand.nextRound(seconds: 60))
+    // The JOINs and the upload share the connection, so the coordinator reads them in this order.
     for _ in 0..<3 { hand.ep.send(.join(name: "hand", software: "test", latestVersion: r.base, role: 0, terms: try h.terms())) }
-    Thread.sleep(forTimeInterval: 1)
     let answer = try hand.send((0..<(r.bytes / 4)).map { Float(($0 % 9) - 4) * 1e-4 }, round: r.round, base: r.base, transfer: r.round, format: .fp32)
     #expect(answer == "accepted")
     _ = h.wait(coord, seconds: 30)
@@ -324,7 +315,6 @@ import Testing
     var seen: [(run: Int, round: UInt64, version: UInt64, hash: [UInt8])] = []
     for run in 0..<2 {
       let coord = try h.coordinator(env: run == 0 ? ["AGORA_FAULT": "mid-write@1"] : [:], log: "coordinator.log")
-      Thread.sleep(forTimeInterval: 0.3)
       let hand = try HandNode(h, "hand")
       let end = Date(timeIntervalSinceNow: 60)
       while coord.isRunning && Date() < end {
@@ -350,13 +340,11 @@ import Testing
     let h = try Harness(nodes: [("steady", ["de"])], rounds: 3, innerSteps: 10, deadline: 60, minNodes: 1)
     defer { h.cleanup() }
     let c1 = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let node = try h.node("steady")
-    let end = Date(timeIntervalSinceNow: 60)
-    while h.rows().isEmpty && Date() < end { Thread.sleep(forTimeInterval: 0.1) }
+    #expect(h.waitForRound(1, "round_ended", seconds: 60) != nil)
     kill(c1.processIdentifier, SIGTERM)
     #expect(h.wait(c1, seconds: 30))
-    Thread.sleep(forTimeInterval: 2)
+    #expect(waitUntil(30) { h.read("steady.log").contains("joining again when it is back") })
     #expect(node.isRunning, "the node did not quit: \(h.read("steady.log"))")
     #expect(h.read("steady.log").contains("joining again when it is back"))
     let c2 = try h.start(["coordinator", "--config", h.dir + "/coordinator.toml"], log: "coordinator.log", append: true)
@@ -380,8 +368,7 @@ import Testing
       try f.replacing(#/count = \d+/#, with: "count = \(rounds)").write(toFile: h.dir + "/federation.toml", atomically: true, encoding: .utf8)
     }
     func runAll(log: String) throws -> Process {
-      let c = try h.start(["coordinator", "--config", h.dir + "/coordinator.toml"], log: log)
-      Thread.sleep(forTimeInterval: 0.3)
+      let c = try h.coordinator(log: log)
       let nodes = try h.nodes.map { try h.node($0, log: "\($0)-\(log)") }
       #expect(h.wait(c, seconds: 120))
       for n in nodes { _ = h.wait(n, seconds: 20) }

@@ -32,7 +32,6 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, warmStart: Int = 0
       .write(toFile: f, atomically: true, encoding: .utf8)
   }
   let coord = try h.coordinator()
-  Thread.sleep(forTimeInterval: 0.3)
   let nodes = try ["a", "b", "c"].map { try h.node($0) }
   #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
   for p in nodes { _ = h.wait(p, seconds: 30) }
@@ -78,7 +77,6 @@ func threeNodes(innerSteps: Int, extra: String, secure: Bool, warmStart: Int = 0
     defer { h.cleanup() }
     try namesMembers(h)
     let coord = try h.coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     let nodes = try ["a", "b", "c"].map { try h.node($0) } + [try h.node("d", env: ["AGORA_ADVERSARY": "d:partial"])]
     #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")
     for p in nodes { _ = h.wait(p, seconds: 30) }
@@ -307,12 +305,10 @@ extension SecureEncodingTests {
     defer { h.cleanup() }
     try namesMembers(h)
     let first = try h.coordinator(log: "coordinator-0.log")
-    Thread.sleep(forTimeInterval: 0.3)
     let nodes = try ["a", "b", "c"].map { try h.node($0) }
     defer { for n in nodes where n.isRunning { n.terminate() } }
     // Wait (bounded) until round 2's roster is out, then kill.
-    let end = Date(timeIntervalSinceNow: 120)
-    while Date() < end && !h.read("coordinator-0.log").contains("round 2: secure aggregation:") { Thread.sleep(forTimeInterval: 0.02) }
+    waitUntil(120) { h.read("coordinator-0.log").contains("round 2: secure aggregation:") }
     #expect(h.read("coordinator-0.log").contains("round 2: secure aggregation:"), "\(h.read("coordinator-0.log"))")
     kill(first.processIdentifier, SIGKILL)
     _ = h.wait(first, seconds: 10)
@@ -351,8 +347,7 @@ extension SecureEncodingTests {
       let start = Date()
       let sender = Thread { [inbox] in
         // Bounded: until the waiter takes it (it is waiting once `take` answers true), at most 5 s.
-        let end = Date(timeIntervalSinceNow: 5)
-        while Date() < end && !inbox.take(Inbound(peer: [], userID: "", message: .success(message))) { Thread.sleep(forTimeInterval: 0.01) }
+        waitUntil(5, every: 0.01) { inbox.take(Inbound(peer: [], userID: "", message: .success(message))) }
       }
       sender.start()
       #expect(throws: expected) {
@@ -402,8 +397,8 @@ extension SecureEncodingTests {
     let round3 = Message.round(round: 3, baseHash: zero32, innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0,
                                patchFrom: zero32, patchHash: zero32, shardHash: zero32, version: 2, signature: [UInt8](repeating: 0, count: 64))
     let sender = Thread { [inbox] in
-      // Bounded: the announcement is passed on (false) whether or not the waiter is there yet; sent a few times.
-      for _ in 0..<50 { #expect(!inbox.take(Inbound(peer: [], userID: "", message: .success(round3)))); Thread.sleep(forTimeInterval: 0.02) }
+      // The announcement is passed on (false); it ends the wait whether it comes before the wait begins or during it.
+      #expect(!inbox.take(Inbound(peer: [], userID: "", message: .success(round3))))
     }
     let start = Date()
     sender.start()

@@ -163,8 +163,7 @@ import Testing
     let early = try ["a", "b"].map { try h.node($0) }
     // c starts as soon as the coordinator has learned the vocabulary (bounded wait): its first tables may reach the
     // coordinator between the phase's socket and the rounds' and be lost, and then it sends them again.
-    let until = Date(timeIntervalSinceNow: 60)
-    while !h.read("coordinator.log").contains("learned") && Date() < until { Thread.sleep(forTimeInterval: 0.1) }
+    #expect(waitUntil(60) { h.read("coordinator.log").contains("learned") }, "\(h.read("coordinator.log"))")
     #expect(h.read("coordinator.log").contains("learned"), "\(h.read("coordinator.log"))")
     let c = try h.node("c")
     #expect(h.wait(coord, seconds: 180) && coord.terminationStatus == 0, "\(h.read("coordinator.log"))")

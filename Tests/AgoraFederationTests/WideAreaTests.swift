@@ -25,15 +25,13 @@ import Testing
     try String(contentsOfFile: f, encoding: .utf8).replacingOccurrences(of: "tcp://127.0.0.1:\(h.port)", with: "tcp://\(net).1:\(h.port)")
       .write(toFile: f, atomically: true, encoding: .utf8)
     let coordinator = try h.coordinator(namespace: wan.namespace("coordinator"))
-    Thread.sleep(forTimeInterval: 0.5)
     let nodes = try ["far", "near"].map { try h.node($0, namespace: wan.namespace($0)) }
     defer { for n in nodes where n.isRunning { n.terminate() } }
     // Once round 2 is announced, the far institution's link goes down for 8 s (longer than a session's
     // liveness of 5 heartbeats), in the middle of its round.
-    let end = Date(timeIntervalSinceNow: 180)
-    while Date() < end && !h.read("far.log").contains("round 2") { Thread.sleep(forTimeInterval: 0.05) }
+    #expect(waitUntil(180, every: 0.05) { h.read("far.log").contains("round 2") })
     try wan.cut(["far"])
-    Thread.sleep(forTimeInterval: 8)
+    Thread.sleep(forTimeInterval: 8)  // behaviour: the outage itself (longer than a session's liveness)
     wan.restore()
     let finished = h.wait(coordinator, seconds: 300)
     for n in nodes { _ = h.wait(n, seconds: 20) }

@@ -126,8 +126,42 @@ public struct Harness {
     return p
   }
 
-  public func coordinator(env: [String: String] = [:], log: String = "coordinator.log", namespace: String? = nil) throws -> Process {
-    try start(["coordinator", "--config", dir + "/coordinator.toml"], log: log, env: env, namespace: namespace)
+  /// Starts the coordinator with its events in `<log>.events` (JSON lines) and returns once it is listening
+  /// (its `listening` event; at most `ready` seconds, a warm start included) — or once it has exited, for the
+  /// tests of a coordinator that refuses to start. Nodes started after it find it bound.
+  public func coordinator(env: [String: String] = [:], log: String = "coordinator.log", namespace: String? = nil, ready: Double = 120) throws -> Process {
+    let p = try start(["coordinator", "--config", dir + "/coordinator.toml", "--events", dir + "/" + eventFile(log)], log: log, env: env, namespace: namespace)
+    _ = waitForEvent("listening", log: log, seconds: ready, while: { p.isRunning })
+    return p
+  }
+
+  /// The event file of the coordinator whose log is `log`.
+  public func eventFile(_ log: String) -> String { (log.hasSuffix(".log") ? String(log.dropLast(4)) : log) + ".events" }
+
+  /// The coordinator's events so far (its `--events` file, one JSON object per line).
+  public func events(log: String = "coordinator.log") -> [[String: Any]] {
+    read(eventFile(log)).split(separator: "\n").compactMap {
+      try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+    }
+  }
+
+  /// Waits until the coordinator of `log` reports event `name` for which `match` holds (round numbers as Int):
+  /// the event, or nil after `seconds` or once `while` turns false. Polls the event file every 20 ms.
+  @discardableResult
+  public func waitForEvent(_ name: String, log: String = "coordinator.log", seconds: Double = 120, while alive: () -> Bool = { true },
+                           where match: ([String: Any]) -> Bool = { _ in true }) -> [String: Any]? {
+    var found: [String: Any]? = nil
+    waitUntil(seconds) {
+      found = events(log: log).first(where: { $0["event"] as? String == name && match($0) })
+      return found != nil || !alive()
+    }
+    return found
+  }
+
+  /// Waits for round `r`'s event `name` (`round_started`, `round_ended`, `update_accepted`, …).
+  @discardableResult
+  public func waitForRound(_ r: Int, _ name: String = "round_started", log: String = "coordinator.log", seconds: Double = 120) -> [String: Any]? {
+    waitForEvent(name, log: log, seconds: seconds) { ($0["round"] as? Int) == r }
   }
 
   /// A node that speaks the protocol by hand (for tests of what a well-behaved node never sends): its
@@ -166,8 +200,7 @@ public struct Harness {
 
   /// Waits (bounded) for a process to exit; kills it when the time is up.
   public func wait(_ p: Process, seconds: Double) -> Bool {
-    let end = Date(timeIntervalSinceNow: seconds)
-    while p.isRunning && Date() < end { Thread.sleep(forTimeInterval: 0.1) }
+    waitUntil(seconds, every: 0.05) { !p.isRunning }
     if p.isRunning { p.terminate(); return false }
     return true
   }
@@ -248,7 +281,6 @@ extension Harness {
   /// The coordinator, then a real node and a hand-driven one (the usual cast of these tests).
   public func coordinatorWith(node: String, hand: String) throws -> (coordinator: Process, node: Process, hand: HandNode) {
     let c = try coordinator()
-    Thread.sleep(forTimeInterval: 0.3)
     return (c, try self.node(node), try HandNode(self, hand))
   }
 

@@ -6,6 +6,21 @@ import Foundation
 public let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 public let agoraBinary = repoRoot + "/.build/release/agora"
 
+/// Waits until `condition` holds, checking it every `interval` seconds, for at most `seconds`: whether it came
+/// to hold. The tests' one way to wait for something another thread or process does (a log line, a file, a
+/// counter): a bounded wait on the event, never a fixed sleep standing in for it.
+@discardableResult
+public func waitUntil(_ seconds: Double, every interval: Double = 0.02, _ condition: () -> Bool) -> Bool {
+  let end = Date(timeIntervalSinceNow: seconds)
+  let tick = NSCondition()
+  tick.lock(); defer { tick.unlock() }
+  while !condition() {
+    guard Date() < end else { return false }
+    _ = tick.wait(until: min(end, Date(timeIntervalSinceNow: interval)))
+  }
+  return true
+}
+
 /// A TCP port free on 127.0.0.1 now: bound to 0, read, released.
 public func freeLocalPort() -> Int {
   let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -31,8 +31,7 @@ public final class WideAreaLinks {
     p.standardError = h
     try p.run()
     emulator = p
-    let end = Date(timeIntervalSinceNow: 10)
-    while Date() < end && p.isRunning && !FileManager.default.fileExists(atPath: ready) { Thread.sleep(forTimeInterval: 0.05) }
+    waitUntil(10, every: 0.05) { !p.isRunning || FileManager.default.fileExists(atPath: ready) }
     guard let text = try? String(contentsOfFile: ready, encoding: .utf8) else {
       p.terminate()
       throw WideAreaError.setup("the link emulator did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
@@ -75,8 +74,7 @@ public final class WideAreaLinks {
     }
     if emulator.isRunning {
       emulator.terminate()
-      let end = Date(timeIntervalSinceNow: 5)
-      while emulator.isRunning && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
+      waitUntil(5, every: 0.05) { !emulator.isRunning }
       if emulator.isRunning { kill(emulator.processIdentifier, SIGKILL) }
     }
   }

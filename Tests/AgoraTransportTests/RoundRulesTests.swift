@@ -23,7 +23,7 @@ import Testing
     do {
       return .success(try sender.send(sealer: s, tokens: 100, steps: 1, loss: 1) { i in
         if let stop = stopAt, i >= stop { throw TransferError.timeout("the test stops this sender at chunk \(stop)") }
-        if chunkPause > 0 { Thread.sleep(forTimeInterval: chunkPause) }
+        if chunkPause > 0 { Thread.sleep(forTimeInterval: chunkPause) }  // behaviour: a slow sender
         return Array(data[(i * chunk)..<min(bytes, (i + 1) * chunk)])
       })
     } catch let e as TransferError {
@@ -120,11 +120,10 @@ import Testing
     let result = Locked<Result<UploadSender.Result, TransferError>?>(nil)
     let t = Thread { result.value = try? self.send(f, waiting, transfer: 1) }
     t.start()
-    Thread.sleep(forTimeInterval: 1.5)
+    Thread.sleep(forTimeInterval: 1.5)  // behaviour: for this long Alice must wait behind Mallory's slot, and nothing arrive
     #expect(loop.count == 0, "Alice waits while Mallory holds the slot")
     forgetMallory.value = true
-    let end = Date(timeIntervalSinceNow: 10)
-    while result.value == nil && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
+    waitUntil(10, every: 0.05) { result.value != nil }
     #expect(result.value.map { (try? $0.get()) != nil } == true, "Alice's upload finished once Mallory was forgotten: \(String(describing: result.value))")
     #expect(Date().timeIntervalSince(started) < 8)
   }

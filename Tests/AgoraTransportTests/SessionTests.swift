@@ -62,9 +62,8 @@ final class SessionLoop: @unchecked Sendable {
     a.send(.heartbeat)
     #expect(try a.receive(timeout: 5)?.message.get() == .heartbeat)
     #expect(loop.sessions.session(f.alice.card.fingerprint)?.name == "Alice University")
-    // Silent for more than liveness × heartbeat (0.3 s): expired.
-    Thread.sleep(forTimeInterval: 0.5)
-    #expect(loop.sessions.expire().map(\.fingerprint) == [f.alice.card.fingerprint])
+    // Silent for more than liveness × heartbeat (0.3 s): expired — at a clock 0.5 s on, not after a real wait.
+    #expect(loop.sessions.expire(now: Date().addingTimeInterval(0.5)).map(\.fingerprint) == [f.alice.card.fingerprint])
     #expect(loop.sessions.live.isEmpty)
   }
 
@@ -106,9 +105,9 @@ final class SessionLoop: @unchecked Sendable {
     f.registry.revoke(fingerprint: f.alice.card.fingerprint)
     #expect(try a.receive(timeout: 5)?.message.get() == .error(code: ErrorCode.revoked.rawValue, message: "the key of Alice University was revoked", subject: .none))
     a.send(.round(round: 1, baseHash: [UInt8](repeating: 0, count: 32), innerSteps: 1, batch: 1, learningRateBits: 0, deadlineMillis: 0, modelBytes: 0, patchFrom: [UInt8](repeating: 0, count: 32), patchHash: [UInt8](repeating: 0, count: 32), shardHash: [UInt8](repeating: 0, count: 32), version: 0, signature: [UInt8](repeating: 0, count: 64)))
-    Thread.sleep(forTimeInterval: 0.3)
+    // The loop says it dropped the message (the event), and forwarded nothing.
+    #expect(waitUntil(5) { loop.dropped.contains { $0.contains("revoked") } })
     #expect(loop.forwarded.isEmpty)
-    #expect(loop.dropped.contains { $0.contains("revoked") })
   }
 
   @Test func modelFetchByContentHashIsVerified() throws {

@@ -146,9 +146,9 @@ final class CoordinatorLoop: UploadConsumer, @unchecked Sendable {
         server.close()
         // libzmq closes the old listener asynchronously: retry the bind briefly (bounded: 3 s).
         var again: Endpoint? = nil
-        for _ in 0..<60 where again == nil {
+        waitUntil(3, every: 0.05) {
           again = try? Endpoint.server(bind: addr, keys: f.keys(f.coordinator), context: f.context)
-          if again == nil { Thread.sleep(forTimeInterval: 0.05) }
+          return again != nil
         }
         guard let again else { throw TransferError.timeout("could not bind \(addr) again") }
         loop.swapServer(again)
@@ -260,8 +260,7 @@ extension UploadTests {
     let loop = CoordinatorLoop(server: server, receiver: receiver) { m, _ in
       if case .success(.uploadBegin) = m.message { begun.value += 1 }
       if case .success(.uploadChunk) = m.message {
-        let end = Date(timeIntervalSinceNow: 10)
-        while begun.value < 2 && Date() < end { Thread.sleep(forTimeInterval: 0.01) }
+        waitUntil(10, every: 0.01) { begun.value >= 2 }
       }
     }
     defer { loop.finish() }

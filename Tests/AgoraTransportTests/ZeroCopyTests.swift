@@ -57,8 +57,7 @@ import Testing
     // libzmq's I/O thread releases each buffer once it is done with it (without CURVE, the message written
     // last may stay referenced until another one is loaded, or the socket closes): all three come back.
     dealer.close()
-    let deadline = Date(timeIntervalSinceNow: 5)
-    while pool.idle < 3 && Date() < deadline { usleep(2000) }
+    waitUntil(5, every: 0.002) { pool.idle >= 3 }
     #expect(pool.idle == 3)
     // A buffer taken again is one of them (no new memory while the pool has one of that size).
     let again = pool.take(size)
