@@ -70,17 +70,18 @@ public final class CoordinatorService {
   public var onRound: (RoundOutcome) -> Void = { _ in }
   /// Told what happens (the dashboard); set before `run`.
   public weak var observer: (any CoordinatorObserver)?
-  public internal(set) var version = 0
-  /// The number of the version the current one was made from.
-  var versionParent = 0
+  /// The version the coordinator serves and the next round trains on: one value, set whole by `openStore`
+  /// (resume or genesis), by a repair, and by each version step (`CurrentVersion.next`), never field by field.
+  var current = CurrentVersion(number: 0, parent: 0, hash: [], parentHash: Message.noHash, signature: [UInt8](repeating: 0, count: 64))
+  public var version: Int { current.number }
+  public var versionHash: [UInt8] { current.hash }
+  var versionParent: Int { current.parent }
+  var parentHash: [UInt8] { current.parentHash }
+  var versionSignature: [UInt8] { current.signature }
   /// The number the next version takes: one past the highest the registry has recorded.
   var nextNumber = 1
-  public internal(set) var versionHash: [UInt8] = []
   /// The next version's optimizer state, written by the step under a temporary name until persisted.
   var pendingState: String? = nil
-  /// The current version's parent hash (zero for version 0) and the coordinator's signature of it.
-  var parentHash = Message.noHash
-  var versionSignature = [UInt8](repeating: 0, count: 64)
   /// The registry: blobs and metadata of every version, round and contribution.
   public let store: Registry
   /// The version this run started from and its bits per byte per language (empty without evaluation text).
@@ -187,9 +188,12 @@ public final class CoordinatorService {
   /// Asks `run` to stop at the next message (SIGINT/SIGTERM): the current round is abandoned, never half-applied.
   public func requestStop() { stop.set() }
 
-  func sign(number: Int) throws -> [UInt8] {
-    try Sodium.sign(VersionStatement.bytes(federation: config.federation.id, number: UInt64(number), hash: versionHash, parent: parentHash),
-                    secretKey: identity.signSecret)
+  /// The current version that `number` (made from version `parent`, hashing to `hash`, whose parent hashes to
+  /// `parentHash`) is, signed by this coordinator.
+  func signed(number: Int, parent: Int, hash: [UInt8], parentHash: [UInt8]) throws -> CurrentVersion {
+    let signature = try Sodium.sign(VersionStatement.bytes(federation: config.federation.id, number: UInt64(number), hash: hash, parent: parentHash),
+                                    secretKey: identity.signSecret)
+    return CurrentVersion(number: number, parent: parent, hash: hash, parentHash: parentHash, signature: signature)
   }
 
   func notify(_ event: CoordinatorEvent) { observer?.coordinator(event) }
@@ -358,4 +362,14 @@ public final class CoordinatorService {
     endpoint.close()
     zap.stop()
   }
+}
+
+/// The coordinator's current version: its number, the number it was made from, its hash, its parent's hash
+/// (zero for version 0) and the coordinator's signature of the statement binding them (SPEC §5).
+struct CurrentVersion: Equatable {
+  var number: Int
+  var parent: Int
+  var hash: [UInt8]
+  var parentHash: [UInt8]
+  var signature: [UInt8]
 }

@@ -40,10 +40,9 @@ extension CoordinatorService {
       }
       nextNumber = latest.number + 1
       let resumed = try loadNewestIntact(latest)
-      version = resumed.number
-      versionHash = unhex(resumed.hash) ?? []
-      parentHash = try resumed.parent.map { unhex(try store.version($0).hash) ?? Message.noHash } ?? Message.noHash
-      versionSignature = unhex(resumed.signature) ?? versionSignature
+      current = CurrentVersion(number: resumed.number, parent: resumed.parent ?? 0, hash: unhex(resumed.hash) ?? [],
+                               parentHash: try resumed.parent.map { unhex(try store.version($0).hash) ?? Message.noHash } ?? Message.noHash,
+                               signature: unhex(resumed.signature) ?? current.signature)
       firstRound = try store.lastRound() + 1
       log("  resuming \(fed.id) from version \(version) (\(resumed.hash.prefix(12))), round \(firstRound)")
     } else {
@@ -55,9 +54,8 @@ extension CoordinatorService {
                                          log: log)
       }
       let bytes = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
-      versionHash = try weightsHeader.withUnsafeBytes { try store.writeBlob(parts: [$0, bytes]) }
-      parentHash = Message.noHash
-      versionSignature = try sign(number: 0)
+      current = try signed(number: 0, parent: 0, hash: try weightsHeader.withUnsafeBytes { try store.writeBlob(parts: [$0, bytes]) },
+                           parentHash: Message.noHash)
       try store.commitGenesis(VersionRecord(number: 0, parent: nil, hash: hex(versionHash), optimizer: nil, optimizerKind: stepper.outer.kind.rawValue, round: 0,
                                             createdAt: Date().timeIntervalSince1970, signature: hex(versionSignature), bitsPerByte: [],
                                             tokens: warmTokens, contributors: 0, preset: fed.preset, config: configJSON, tokenizer: tokenizerHash))

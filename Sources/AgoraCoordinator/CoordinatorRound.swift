@@ -195,12 +195,8 @@ extension CoordinatorService {
     }
     let parent = versionHash
     guard let made = try stepper.run(round: r, parent: parent, marks: &marks) else { return false }
-    versionParent = version
-    version = nextNumber
+    current = try signed(number: nextNumber, parent: version, hash: made.hash, parentHash: parent)
     nextNumber += 1
-    versionHash = made.hash
-    parentHash = parent
-    versionSignature = try sign(number: version)
     pendingState = made.state
     marks.append(("hash and signature", Date()))
     if let old = stepper.patch {

@@ -1,5 +1,8 @@
-/// The wire shares its text encodings (hex, JSON strings, printable text) with every layer above it.
+/// The wire shares its text encodings (hex, JSON strings, printable text) with every layer above it. (The
+/// fuzzer compiles this module's files and AgoraText's as one module, where there is nothing to import.)
+#if canImport(AgoraText)
 @_exported import AgoraText
+#endif
 
 /// Little-endian binary writing for Agora's wire formats.
 public struct ByteWriter {

@@ -36,16 +36,8 @@ import Testing
     // transformers loads it and generates (the Python environment comes from scripts/setup --python).
     let python = ProcessInfo.processInfo.environment["AGORA_PYTHON"] ?? repoRoot + "/.venv/bin/python"
     try #require(FileManager.default.isExecutableFile(atPath: python), "no Python environment at \(python): run scripts/setup --python")
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: python)
-    p.arguments = [repoRoot + "/scripts/export_check.py", out]
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let outText = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
-    #expect(p.terminationStatus == 0, "\(outText)")
+    let (checked, outText) = try runProcess(python, [repoRoot + "/scripts/export_check.py", out])
+    #expect(checked == 0, "\(outText)")
     #expect(outText.contains("\"loaded\": \"\(loaded)\""), "\(outText)")
   }
 }

@@ -98,19 +98,10 @@ import Testing
     let script = Self.script(all, binary: agoraBinary).replacingOccurrences(of: "47190", with: "\(endpoint)")
       .replacingOccurrences(of: "47191", with: "\(dashboard)")
     try script.write(toFile: dir + "/guide.sh", atomically: true, encoding: .utf8)
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/bash")
-    p.arguments = [dir + "/guide.sh"]
-    p.currentDirectoryURL = URL(fileURLWithPath: dir)
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
+    let (status, output) = try runProcess("/bin/bash", [dir + "/guide.sh"], in: dir)
     let logs = ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/logs")) ?? []).sorted()
       .map { "--- \($0)\n" + ((try? String(contentsOfFile: dir + "/logs/" + $0, encoding: .utf8)) ?? "") }.joined(separator: "\n")
-    #expect(p.terminationStatus == 0, "\(output)\n\(logs)")
+    #expect(status == 0, "\(output)\n\(logs)")
     #expect(output.contains("all versions verify"), "\(output)")
     for f in ["model.safetensors", "config.json", "tokenizer.json", "README.md", "training_data.json"] {
       #expect(FileManager.default.fileExists(atPath: dir + "/release/v3/" + f), "the export holds \(f)")

@@ -88,10 +88,11 @@ public func demoSlice(languages: [String] = ["de", "fr", "pl", "cs", "es"], byte
 }
 
 /// Runs `exe ARGS` to the end; returns (status, combined standard output and error).
-public func runProcess(_ exe: String, _ args: [String]) throws -> (Int32, String) {
+public func runProcess(_ exe: String, _ args: [String], in directory: String? = nil) throws -> (Int32, String) {
   let p = Process()
   p.executableURL = URL(fileURLWithPath: exe)
   p.arguments = args
+  if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
   let pipe = Pipe()
   p.standardOutput = pipe
   p.standardError = pipe
