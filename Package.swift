@@ -53,6 +53,10 @@ let package = Package(
     // Layer 2: keys and envelopes; the model and its tokenizer.
     .target(name: "AgoraCrypto", dependencies: ["CSodium", "COpenSSL", "AgoraDigest", "AgoraWire", "AgoraStorage"], swiftSettings: vectorCode),
     .target(name: "AgoraModel", dependencies: ["AgoraTensor", "AgoraText", "AgoraStorage"], swiftSettings: fastMath),
+    // Layer 3: a Hugging Face checkpoint brought into Agora's layout (GPT-2, LLaMA; fp32, fp16, bf16; sharded) ...
+    .target(name: "AgoraImport", dependencies: ["AgoraModel", "AgoraTensor", "AgoraDigest", "AgoraStorage", "AgoraText"]),
+    // ... and text generation from any version (key/value cache, sampling, stop strings, streaming).
+    .target(name: "AgoraGeneration", dependencies: ["AgoraModel", "AgoraTensor"], swiftSettings: fastMath),
     // Secure aggregation: Shamir shares, pairwise and self masks, fixed-point vectors in Z/2^b (no transport).
     .target(name: "AgoraSecureAggregation", dependencies: ["AgoraCrypto", "AgoraWire"], swiftSettings: vectorCode),
     // Layer 3: tokenized text, the network, the registry.
@@ -93,7 +97,7 @@ let package = Package(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraImport", "AgoraGeneration", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 
@@ -110,6 +114,7 @@ let package = Package(
     .testTarget(name: "AgoraStorageTests", dependencies: ["AgoraStorage", "AgoraTestSupport"]),
     .testTarget(name: "AgoraCryptoTests", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CSodium"]),
     .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraGenerationTests", dependencies: ["AgoraGeneration", "AgoraImport", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
     .testTarget(name: "AgoraTrainerTests", dependencies: ["AgoraTrainer", "AgoraModel", "AgoraData", "AgoraTestSupport"]),
     .testTarget(name: "AgoraTransportTests", dependencies: ["AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CZeroMQ"]),
     .testTarget(name: "AgoraRegistryTests", dependencies: ["AgoraRegistry", "AgoraWire", "AgoraTestSupport"]),

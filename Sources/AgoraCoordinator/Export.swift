@@ -16,7 +16,8 @@ public enum VersionExport {
     public var signatureValid: Bool
   }
 
-  public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String) throws -> Result {
+  /// A version's weights (hash-checked), shape and tokenizer, read from the registry.
+  public static func load(_ number: Int, from store: Registry) throws -> (config: GPTConfig, parameters: FloatBuffer, tokenizer: Tokenizer) {
     let v = try store.version(number)
     guard v.freedAt == nil else { throw RegistryError.notFound("version \(number)'s blobs were freed by agora gc; only its record remains") }
     let config = try parseConfig(v.config)
@@ -29,7 +30,12 @@ public enum VersionExport {
     }
     guard head == Checkpoint.weightsHeader(config) else { throw RegistryError.corruptBlob(hash: v.hash, path: store.blobPath(v.hash), got: "a header of another model") }
     if let problem = store.checkBlob(v.tokenizer, what: "tokenizer of version \(number)") { throw problem }
-    let tokenizer = try Tokenizer(contentsOf: store.blobPath(v.tokenizer))
+    return (config, params, try Tokenizer(contentsOf: store.blobPath(v.tokenizer)))
+  }
+
+  public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String) throws -> Result {
+    let v = try store.version(number)
+    let (config, params, tokenizer) = try load(number, from: store)
     let valid = try store.signatureValid(v, signKey: signKey)
     let summary = try TrainingDataSummary.of(number, in: store)
     try Checkpoint.save(parameters: params, config: config, tokenizer: tokenizer, to: dir,

@@ -64,7 +64,6 @@ public final class TokenizedCorpus: @unchecked Sendable {
       if let v = s.valid { jobs.append((v, (cacheDir as NSString).appendingPathComponent("\(s.name).valid.tok"))) }
     }
     // Reuse a valid cache; otherwise tokenize, languages in parallel, one tokenizer per thread.
-    let merges = tokenizer.merges
     var results = [Result<TokenStream, Error>?](repeating: nil, count: jobs.count)
     let lock = NSLock()
     DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
@@ -74,7 +73,7 @@ public final class TokenizedCorpus: @unchecked Sendable {
         r = .success(s)
       } else {
         r = Result {
-          let tok = try Tokenizer(merges: merges)
+          let tok = tokenizer.copy()
           return try TokenStream.build(source: src, path: dst, tokenizer: tok, tokenizerFingerprint: tfp)
         }
       }

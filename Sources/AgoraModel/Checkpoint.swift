@@ -11,10 +11,11 @@ public enum Checkpoint {
   public static let configFile = "config.json"
   public static let tokenizerFile = "tokenizer.json"
   public static let optimizerFile = "optimizer.safetensors"
+  public static let tokenizerConfigFile = "tokenizer_config.json"
 
   /// Hugging Face `config.json` for `c` (GPT-2's or LLaMA's).
-  public static func configJSON(_ c: GPTConfig, eot: Int) -> Data {
-    if c.architecture == .llama { return llamaConfigJSON(c, eot: eot) }
+  public static func configJSON(_ c: GPTConfig, eot: Int, bos: Int? = nil) -> Data {
+    if c.architecture == .llama { return llamaConfigJSON(c, eot: eot, bos: bos ?? eot) }
     let s = """
     {
       "architectures": ["GPT2LMHeadModel"],
@@ -35,7 +36,7 @@ public enum Checkpoint {
       "scale_attn_weights": true,
       "tie_word_embeddings": true,
       "use_cache": true,
-      "bos_token_id": \(eot),
+      "bos_token_id": \(bos ?? eot),
       "eos_token_id": \(eot),
       "torch_dtype": "float32"
     }
@@ -44,7 +45,7 @@ public enum Checkpoint {
     return Data(s.utf8)
   }
 
-  static func llamaConfigJSON(_ c: GPTConfig, eot: Int) -> Data {
+  static func llamaConfigJSON(_ c: GPTConfig, eot: Int, bos: Int) -> Data {
     let s = """
     {
       "architectures": ["LlamaForCausalLM"],
@@ -68,7 +69,7 @@ public enum Checkpoint {
       "initializer_range": 0.02,
       "tie_word_embeddings": false,
       "use_cache": true,
-      "bos_token_id": \(eot),
+      "bos_token_id": \(bos),
       "eos_token_id": \(eot),
       "torch_dtype": "float32"
     }
@@ -124,8 +125,8 @@ public enum Checkpoint {
   }
 
   /// Writes the model directory (atomically per file).
-  public static func saveModel(_ model: GPT, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:]) throws {
-    try save(parameters: model.parameters, config: model.config, tokenizer: tokenizer, to: dir, metadata: metadata)
+  public static func saveModel(_ model: GPT, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:], bosTokenID: Int? = nil) throws {
+    try save(parameters: model.parameters, config: model.config, tokenizer: tokenizer, to: dir, metadata: metadata, bosTokenID: bosTokenID)
   }
 
   /// The safetensors header of a version blob: every tensor of `config`'s layout under its Hugging Face
@@ -144,7 +145,10 @@ public enum Checkpoint {
   }
 
   /// Writes a model directory from a flat parameter buffer in `config`'s layout.
-  public static func save(parameters: FloatBuffer, config: GPTConfig, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:]) throws {
+  /// A tokenizer that is not Agora's own layout also gets `tokenizer_config.json` (its end-of-text and
+  /// beginning tokens), so that both Agora and transformers find them again.
+  public static func save(parameters: FloatBuffer, config: GPTConfig, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:],
+                          bosTokenID: Int? = nil) throws {
     let layout = ParameterLayout(config)
     precondition(parameters.count == layout.count, "Checkpoint.save: the buffer does not fit the layout")
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -153,9 +157,13 @@ public enum Checkpoint {
     var meta = metadata
     for (k, v) in headerMetadata(config) { meta[k] = v }
     try SafeTensors.write(outs, metadata: meta, to: (dir as NSString).appendingPathComponent(modelFile))
-    try AtomicFile.write(configJSON(config, eot: tokenizer.map { Int($0.eotID) } ?? config.vocabSize - 1),
+    let bos = bosTokenID ?? tokenizer?.prefixIDs.first.map(Int.init)
+    try AtomicFile.write(configJSON(config, eot: tokenizer.map { Int($0.eotID) } ?? config.vocabSize - 1, bos: bos),
                          to: (dir as NSString).appendingPathComponent(configFile))
-    if let tokenizer { try tokenizer.save(to: (dir as NSString).appendingPathComponent(tokenizerFile)) }
+    if let tokenizer {
+      try tokenizer.save(to: (dir as NSString).appendingPathComponent(tokenizerFile))
+      if !tokenizer.isAgoraLayout { try AtomicFile.write(tokenizer.configJSON(bos: bos), to: (dir as NSString).appendingPathComponent(tokenizerConfigFile)) }
+    }
   }
 
   /// Loads weights from `dir/model.safetensors` into `model`, checking every name and shape.

@@ -11,8 +11,8 @@ import Foundation
 // Every loop is split over rows by `Parallel`; parameter-gradient reductions use per-chunk partial
 // sums added in a fixed order, so a run is bit-identical for the same thread count.
 
-typealias P = UnsafeMutablePointer<Float>
-typealias CP = UnsafePointer<Float>
+package typealias P = UnsafeMutablePointer<Float>
+package typealias CP = UnsafePointer<Float>
 
 // MARK: - Embeddings
 
@@ -43,7 +43,7 @@ func encoderBackward(_ dwte: P, _ dwpe: P, _ dout: CP, _ tokens: UnsafePointer<I
 // MARK: - LayerNorm
 
 /// inp (N, C) → out (N, C), with mean and rstd (N) kept for the backward pass. eps = 1e-5.
-func layernormForward(_ out: P, _ mean: P, _ rstd: P, _ inp: CP, _ w: CP, _ b: CP, N: Int, C: Int) {
+package func layernormForward(_ out: P, _ mean: P, _ rstd: P, _ inp: CP, _ w: CP, _ b: CP, N: Int, C: Int) {
   Parallel.forRange(N, minChunk: 8) { s, e in
     for i in s..<e {
       let x = inp + i * C, o = out + i * C
@@ -153,7 +153,7 @@ func biasBackward(_ db: P, _ dout: CP, N: Int, OC: Int) {
 private let geluK: Float = 0.7978845608028654  // sqrt(2/pi)
 
 /// out = 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), n elements.
-func geluForward(_ out: P, _ inp: CP, n: Int) {
+package func geluForward(_ out: P, _ inp: CP, n: Int) {
   Parallel.forRange(n / 16, minChunk: 256) { s, e in
     for v in s..<e {
       let x = VectorMath.load(inp + v * 16)
@@ -187,7 +187,7 @@ func geluBackward(_ dinp: P, _ inp: CP, _ dout: CP, n: Int) {
 // MARK: - Residual
 
 /// out = a + b, n elements.
-func residualForward(_ out: P, _ a: CP, _ b: CP, n: Int) {
+package func residualForward(_ out: P, _ a: CP, _ b: CP, n: Int) {
   Parallel.forRange(n, minChunk: 4096) { s, e in
     for i in s..<e { out[i] = a[i] + b[i] }
   }

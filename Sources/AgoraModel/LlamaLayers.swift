@@ -9,7 +9,7 @@ import Foundation
 // MARK: - RMSNorm
 
 /// inp (N, C) → out (N, C) = x · r · w with r = 1/√(mean(x²) + eps) kept in rstd (N) for the backward pass.
-func rmsnormForward(_ out: P, _ rstd: P, _ inp: CP, _ w: CP, N: Int, C: Int, eps: Float) {
+package func rmsnormForward(_ out: P, _ rstd: P, _ inp: CP, _ w: CP, N: Int, C: Int, eps: Float) {
   Parallel.forRange(N, minChunk: 8) { s, e in
     for i in s..<e {
       let x = inp + i * C, o = out + i * C
@@ -109,7 +109,7 @@ private func rotate(_ out: P, _ inp: CP, _ table: RotaryTable, B: Int, T: Int, N
 /// gu (N, 2I), each row gate ‖ up (the fused gate and up projections) → out (N, I) = silu(gate) · up
 /// (silu(g) = g · σ(g)). 16 lanes at a time with `VectorMath.exp` (libm's scalar expf was a tenth of a bf16
 /// step); a row's tail goes through the same function one value at a time.
-func swigluForward(_ out: P, _ gu: CP, N: Int, I: Int) {
+package func swigluForward(_ out: P, _ gu: CP, N: Int, I: Int) {
   @inline(__always) func silu(_ g: Vec) -> Vec { g / (1 + VectorMath.exp(-g)) }
   Parallel.forRange(N, minChunk: 4) { s, e in
     for r in s..<e {

@@ -9,12 +9,12 @@ import Foundation
 /// a `ModelError.file` naming the file and what is wrong.
 public struct SafeTensors {
   public enum DType: String, Sendable {
-    case f32 = "F32", i32 = "I32", f16 = "F16", bf16 = "BF16", i64 = "I64", u8 = "U8", i8 = "I8", u16 = "U16"
+    case f32 = "F32", i32 = "I32", f16 = "F16", bf16 = "BF16", i64 = "I64", u8 = "U8", i8 = "I8", u16 = "U16", f64 = "F64"
     public var size: Int {
       switch self {
       case .f32, .i32: return 4
       case .f16, .bf16, .u16: return 2
-      case .i64: return 8
+      case .i64, .f64: return 8
       case .u8, .i8: return 1
       }
     }
@@ -113,6 +113,29 @@ public struct SafeTensors {
       let src = raw.baseAddress! + dataStart + e.range.lowerBound
       UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: e.range.count)
     }
+  }
+
+  /// Copies a floating-point tensor (F32, F16, BF16 or F64) into `dst` as binary32, checking its shape:
+  /// F16 and BF16 widen exactly, F64 rounds to nearest. Returns the dtype it was stored in.
+  @discardableResult
+  public func copyConverting(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<Float>) throws -> DType {
+    guard let e = entries[name] else { throw ModelError.file(path: path, problem: "tensor '\(name)' is missing") }
+    guard shape == e.shape else { throw ModelError.file(path: path, problem: "tensor '\(name)' has shape \(e.shape), expected \(shape)") }
+    guard [.f32, .bf16, .f16, .f64].contains(e.dtype) else {
+      throw ModelError.file(path: path, problem: "tensor '\(name)' is \(e.dtype.rawValue), not a floating-point type (F32, F16, BF16, F64)")
+    }
+    let n = shape.reduce(1, *)
+    data.withUnsafeBytes { raw in
+      let src = raw.baseAddress! + dataStart + e.range.lowerBound
+      switch e.dtype {
+      case .f32: UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: 4 * n)
+      case .bf16: for i in 0..<n { dst[i] = Float(bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+      case .f16: for i in 0..<n { dst[i] = Float(Float16(bitPattern: UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
+      case .f64: for i in 0..<n { dst[i] = Float(Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+      default: break
+      }
+    }
+    return e.dtype
   }
 
   public func int32s(_ name: String) throws -> [Int32] {

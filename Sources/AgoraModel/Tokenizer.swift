@@ -4,43 +4,118 @@ import Foundation
 
 /// A byte-level BPE tokenizer in the form of GPT-2 and Hugging Face `tokenizers`.
 ///
-/// Ids 0–255 are the single bytes; each merge adds one id; the special `<|endoftext|>` token comes last.
-/// `encode` gives the same ids as `tokenizers` loading the `tokenizer.json` this type writes. An instance
-/// caches words and is not thread-safe: use one per thread.
+/// Agora's own vocabularies (`init(merges:)`): ids 0–255 are the single bytes, each merge adds one id and the
+/// special `<|endoftext|>` token comes last. A vocabulary read from another project's `tokenizer.json`
+/// (GPT-2's, or one made with `tokenizers`) keeps its own ids: bytes, merged tokens and added (special) tokens
+/// wherever that file puts them. `encode` gives the same ids as `tokenizers` loading the same `tokenizer.json`.
+/// An instance caches words and is not thread-safe: use one per thread (`copy()`).
 public final class Tokenizer {
   public static let endOfText = "<|endoftext|>"
 
-  /// Merges in rank order: (left id, right id); merge `r` creates id `256 + r`.
+  /// Merges in rank order: (left id, right id).
   public let merges: [(Int32, Int32)]
-  /// The bytes each id stands for (empty for the special token).
+  /// The bytes each id stands for (empty for added tokens).
   public let tokenBytes: [[UInt8]]
+  /// The token that ends a document (and a generation).
   public let eotID: Int32
+  /// Added tokens (id → literal text), matched whole in `encodeWithSpecial`: Agora's vocabulary has one,
+  /// `<|endoftext|>`.
+  public let addedTokens: [Int32: String]
+  /// Ids the tokenizer puts before every encoded text (its post-processor's template, e.g. LLaMA's BOS);
+  /// empty for Agora's vocabularies. `encodePrompt` adds them, `encode` does not.
+  public let prefixIDs: [Int32]
   public var vocabSize: Int { tokenBytes.count }
+  /// Whether the ids are Agora's layout (bytes, then merges in order, then `<|endoftext|>`).
+  public let isAgoraLayout: Bool
 
   /// (left << 32 | right) → (rank, new id)
   let mergeTable: [UInt64: (Int32, Int32)]
+  /// The id of each single byte.
+  let byteIDs: [Int32]
+  /// `tokenizers`' `ignore_merges`: a pre-token found in `wholeWords` is that one token.
+  public let ignoresMerges: Bool
+  let wholeWords: [[UInt8]: Int32]
   let pre = PreTokenizer()
   /// Cache of pre-token bytes → ids; the most common words are looked up, not merged again.
   private var cache: [ArraySlice<UInt8>: [Int32]] = [:]
   private let cacheLimit = 200_000
 
-  public init(merges: [(Int32, Int32)]) throws {
+  /// Agora's layout: merge `r` creates id `256 + r`; `<|endoftext|>` is the last id.
+  public convenience init(merges: [(Int32, Int32)]) throws {
     var bytes: [[UInt8]] = (0..<256).map { [UInt8($0)] }
-    var table: [UInt64: (Int32, Int32)] = [:]
     for (r, (a, b)) in merges.enumerated() {
       guard a >= 0, b >= 0, Int(a) < bytes.count, Int(b) < bytes.count else {
         throw ModelError.mismatch("merge \(r) refers to an id that does not exist yet (\(a), \(b))")
       }
-      let key = UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))
-      guard table[key] == nil else { throw ModelError.mismatch("merge \(r) (\(a), \(b)) is repeated") }
-      table[key] = (Int32(r), Int32(256 + r))
       bytes.append(bytes[Int(a)] + bytes[Int(b)])
     }
-    self.merges = merges
-    eotID = Int32(bytes.count)
+    let eot = Int32(bytes.count)
     bytes.append([])
-    tokenBytes = bytes
+    try self.init(tokenBytes: bytes, merges: merges, addedTokens: [eot: Self.endOfText], eotID: eot)
+  }
+
+  /// Any byte-level BPE vocabulary: `tokenBytes[id]` (empty for added tokens), merges in rank order (each one's
+  /// result must be in the vocabulary), the added tokens, the end-of-text id and the ids every text starts with.
+  /// With `ignoresMerges` (the `tokenizers` option of that name), a pre-token that is itself in the vocabulary
+  /// is that token, whatever the merges would make of it.
+  public init(tokenBytes: [[UInt8]], merges: [(Int32, Int32)], addedTokens: [Int32: String], eotID: Int32, prefixIDs: [Int32] = [],
+              ignoresMerges: Bool = false) throws {
+    let n = tokenBytes.count
+    guard n >= 1, n < 1 << 24 else { throw ModelError.mismatch("a vocabulary of \(n) tokens") }
+    var idOfBytes: [[UInt8]: Int32] = [:]
+    for (i, b) in tokenBytes.enumerated() where addedTokens[Int32(i)] == nil {
+      guard !b.isEmpty else { throw ModelError.mismatch("token \(i) stands for no bytes and is not an added token") }
+      guard idOfBytes[b] == nil else { throw ModelError.mismatch("tokens \(idOfBytes[b]!) and \(i) stand for the same bytes") }
+      idOfBytes[b] = Int32(i)
+    }
+    for id in addedTokens.keys + [eotID] + prefixIDs where id < 0 || Int(id) >= n {
+      throw ModelError.mismatch("token id \(id) lies outside the vocabulary of \(n)")
+    }
+    var byteIDs = [Int32](repeating: -1, count: 256)
+    for b in 0..<256 {
+      guard let id = idOfBytes[[UInt8(b)]] else {
+        throw ModelError.mismatch("byte 0x\(String(b, radix: 16)) has no token of its own: not a byte-level vocabulary")
+      }
+      byteIDs[b] = id
+    }
+    var table: [UInt64: (Int32, Int32)] = [:]
+    for (r, (a, b)) in merges.enumerated() {
+      guard a >= 0, b >= 0, Int(a) < n, Int(b) < n, addedTokens[a] == nil, addedTokens[b] == nil,
+            let c = idOfBytes[tokenBytes[Int(a)] + tokenBytes[Int(b)]] else {
+        throw ModelError.mismatch("merge \(r) (\(a), \(b)) does not join two tokens into a third of the vocabulary")
+      }
+      let key = UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))
+      guard table[key] == nil else { throw ModelError.mismatch("merge \(r) (\(a), \(b)) is repeated") }
+      table[key] = (Int32(r), c)
+    }
+    self.merges = merges
+    self.tokenBytes = tokenBytes
+    self.addedTokens = addedTokens
+    self.eotID = eotID
+    self.prefixIDs = prefixIDs
+    self.byteIDs = byteIDs
+    self.ignoresMerges = ignoresMerges
+    wholeWords = ignoresMerges ? idOfBytes : [:]
     mergeTable = table
+    isAgoraLayout = eotID == Int32(n - 1) && addedTokens.count == 1 && prefixIDs.isEmpty && !ignoresMerges
+      && (0..<256).allSatisfy { byteIDs[$0] == Int32($0) }
+      && merges.indices.allSatisfy { table[UInt64(UInt32(merges[$0].0)) << 32 | UInt64(UInt32(merges[$0].1))]!.1 == Int32(256 + $0) }
+  }
+
+  /// A tokenizer with the same vocabulary and an empty cache, for another thread.
+  public func copy() -> Tokenizer { Tokenizer(sharing: self) }
+
+  private init(sharing t: Tokenizer) {
+    merges = t.merges
+    tokenBytes = t.tokenBytes
+    eotID = t.eotID
+    addedTokens = t.addedTokens
+    prefixIDs = t.prefixIDs
+    isAgoraLayout = t.isAgoraLayout
+    mergeTable = t.mergeTable
+    byteIDs = t.byteIDs
+    ignoresMerges = t.ignoresMerges
+    wholeWords = t.wholeWords
   }
 
   // MARK: - Encoding
@@ -70,23 +145,37 @@ public final class Tokenizer {
     return out
   }
 
-  /// Encodes text where the literal `<|endoftext|>` stands for the special token (as `tokenizers` does).
+  /// Encodes text where the literal text of an added token (`<|endoftext|>` in Agora's vocabularies) stands
+  /// for that token, as `tokenizers` does; the longest one wins where two start at the same place.
   public func encodeWithSpecial(_ text: String) -> [Int32] {
     var out: [Int32] = []
-    let parts = text.components(separatedBy: Self.endOfText)
-    for (i, p) in parts.enumerated() {
-      if i > 0 { out.append(eotID) }
-      encode(p, into: &out)
+    let specials = addedTokens.sorted { $0.value.utf8.count > $1.value.utf8.count }.filter { !$0.value.isEmpty }
+    var rest = Substring(text)
+    while !rest.isEmpty {
+      var first: (Range<String.Index>, Int32)?
+      for (id, lit) in specials {
+        if let r = rest.range(of: lit), first == nil || r.lowerBound < first!.0.lowerBound { first = (r, id) }
+      }
+      guard let (r, id) = first else { break }
+      encode(String(rest[..<r.lowerBound]), into: &out)
+      out.append(id)
+      rest = rest[r.upperBound...]
     }
+    encode(String(rest), into: &out)
     return out
   }
 
+  /// What a model is given for `text` (as `tokenizer(text)` in transformers): the template's prefix, then the
+  /// text with added tokens recognised.
+  public func encodePrompt(_ text: String) -> [Int32] { prefixIDs + encodeWithSpecial(text) }
+
   @inline(__always)
   func encodeWord(_ w: UnsafeBufferPointer<UInt8>, into out: inout [Int32]) {
-    if w.count == 1 { out.append(Int32(w[0])); return }
+    if w.count == 1 { out.append(byteIDs[Int(w[0])]); return }
     let key = ArraySlice(w)
     if let hit = cache[key] { out.append(contentsOf: hit); return }
-    var sym = w.map { Int32($0) }
+    if ignoresMerges, let id = wholeWords[Array(w)] { out.append(id); return }
+    var sym = w.map { byteIDs[Int($0)] }
     while sym.count > 1 {
       var bestRank = Int32.max, bestNew: Int32 = 0, bestKey: UInt64 = 0
       for i in 0..<(sym.count - 1) {
@@ -109,11 +198,13 @@ public final class Tokenizer {
 
   // MARK: - Decoding
 
-  /// The bytes of `ids` (the special token decodes to its literal text).
-  public func decodeBytes(_ ids: [Int32]) -> [UInt8] {
+  /// The bytes of `ids` (an added token decodes to its literal text unless `skipAdded`).
+  public func decodeBytes(_ ids: [Int32], skipAdded: Bool = false) -> [UInt8] {
     var out: [UInt8] = []
     for id in ids {
-      if id == eotID { out.append(contentsOf: Array(Self.endOfText.utf8)) } else if id >= 0, Int(id) < tokenBytes.count { out.append(contentsOf: tokenBytes[Int(id)]) }
+      if let lit = addedTokens[id] {
+        if !skipAdded { out.append(contentsOf: Array(lit.utf8)) }
+      } else if id >= 0, Int(id) < tokenBytes.count { out.append(contentsOf: tokenBytes[Int(id)]) }
     }
     return out
   }
@@ -122,99 +213,4 @@ public final class Tokenizer {
 
   /// Number of UTF-8 bytes each id stands for (0 for the special token), for bits-per-byte.
   public lazy var byteLengths: [Int32] = tokenBytes.map { Int32($0.count) }
-}
-
-// MARK: - Hugging Face tokenizer.json
-
-/// GPT-2's reversible byte → printable-character map used in byte-level BPE vocabularies.
-public enum ByteLevel {
-  public static let byteToChar: [Character] = {
-    var bs: [Int] = Array(33...126) + Array(161...172) + Array(174...255)
-    var cs = bs
-    var n = 0
-    for b in 0..<256 where !bs.contains(b) {
-      bs.append(b)
-      cs.append(256 + n)
-      n += 1
-    }
-    var table = [Character](repeating: " ", count: 256)
-    for (b, c) in zip(bs, cs) { table[b] = Character(Unicode.Scalar(UInt32(c))!) }
-    return table
-  }()
-
-  public static let charToByte: [Character: UInt8] = {
-    var m: [Character: UInt8] = [:]
-    for (b, c) in byteToChar.enumerated() { m[c] = UInt8(b) }
-    return m
-  }()
-
-  public static func string(_ bytes: [UInt8]) -> String { String(bytes.map { byteToChar[Int($0)] }) }
-
-  public static func bytes(_ s: String) -> [UInt8]? {
-    var out: [UInt8] = []
-    for ch in s {
-      guard let b = charToByte[ch] else { return nil }
-      out.append(b)
-    }
-    return out
-  }
-}
-
-extension Tokenizer {
-  /// The `tokenizer.json` document (Hugging Face `tokenizers` format, byte-level BPE like GPT-2).
-  public func jsonData() -> Data {
-    var vocab = "{"
-    vocab += tokenBytes.indices.dropLast().map { "\(jsonString(ByteLevel.string(tokenBytes[$0]))):\($0)" }.joined(separator: ",")
-    vocab += ",\(jsonString(Self.endOfText)):\(eotID)}"
-    let mergeList = merges.map { jsonString(ByteLevel.string(tokenBytes[Int($0.0)]) + " " + ByteLevel.string(tokenBytes[Int($0.1)])) }
-      .joined(separator: ",")
-    let byteLevel = "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}"
-    let s = """
-    {"version":"1.0","truncation":null,"padding":null,\
-    "added_tokens":[{"id":\(eotID),"content":"<|endoftext|>","single_word":false,"lstrip":false,"rstrip":false,"normalized":true,"special":true}],\
-    "normalizer":null,"pre_tokenizer":\(byteLevel),"post_processor":\(byteLevel),"decoder":\(byteLevel),\
-    "model":{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,"end_of_word_suffix":null,\
-    "fuse_unk":false,"byte_fallback":false,"ignore_merges":false,"vocab":\(vocab),"merges":[\(mergeList)]}}
-    """
-    return Data(s.utf8)
-  }
-
-  public func save(to path: String) throws { try AtomicFile.write(jsonData(), to: path) }
-
-  /// Loads a byte-level BPE `tokenizer.json` written by Agora (or any GPT-2 style one whose first 256 ids
-  /// are the single bytes in order and whose merges create ids in order).
-  public convenience init(contentsOf path: String) throws {
-    guard let data = FileManager.default.contents(atPath: path) else { throw ModelError.file(path: path, problem: "cannot read the file") }
-    try self.init(json: data, source: path)
-  }
-
-  /// Loads tokenizer.json from its bytes (`source` names them in errors).
-  public convenience init(json data: Data, source path: String = "tokenizer.json") throws {
-    func fail(_ s: String) -> ModelError { .file(path: path, problem: s) }
-    guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object (corrupt or truncated?)") }
-    guard let model = root["model"] as? [String: Any], model["type"] as? String == "BPE" else { throw fail("model.type is not \"BPE\"") }
-    guard let vocab = model["vocab"] as? [String: Any], let mergesAny = model["merges"] as? [Any] else { throw fail("model.vocab or model.merges is missing") }
-    var idOf: [String: Int32] = [:]
-    for (k, v) in vocab {
-      guard let n = (v as? NSNumber)?.intValue, n >= 0, n < 1 << 24 else { throw fail("vocab entry \(jsonString(k)) has a bad id") }
-      idOf[k] = Int32(n)
-    }
-    for b in 0..<256 where idOf[ByteLevel.string([UInt8(b)])] != Int32(b) {
-      throw fail("id \(b) is not the byte \(b): not an Agora byte-level vocabulary")
-    }
-    var merges: [(Int32, Int32)] = []
-    for (r, m) in mergesAny.enumerated() {
-      let parts: [String]
-      if let s = m as? String { parts = s.split(separator: " ", omittingEmptySubsequences: false).map(String.init) } else if let a = m as? [String] { parts = a } else { throw fail("merge \(r) is neither \"a b\" nor [a, b]") }
-      guard parts.count == 2, let a = idOf[parts[0]], let b = idOf[parts[1]], let c = idOf[parts[0] + parts[1]] else {
-        throw fail("merge \(r) \(parts) names tokens that are not in the vocabulary")
-      }
-      guard c == Int32(256 + r) else { throw fail("merge \(r) creates id \(c), expected \(256 + r)") }
-      merges.append((a, b))
-    }
-    guard idOf[Self.endOfText] == Int32(256 + merges.count), vocab.count == 257 + merges.count else {
-      throw fail("vocabulary has \(vocab.count) entries; expected 256 bytes + \(merges.count) merges + <|endoftext|> last")
-    }
-    do { try self.init(merges: merges) } catch { throw fail("\(error)") }
-  }
 }

@@ -63,6 +63,27 @@ public enum BLAS {
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
   }
 
+  /// `y(n) = op(A) · x` for a row-major A with `rows` rows of `cols` (op: A, or Aᵀ with `transA`), split
+  /// over the threads by output values: each thread reads its own part of A once (a matrix-vector product is
+  /// bound by reading A, so this is the whole of batch-1 decoding's arithmetic).
+  public static func sgemv(transA: Bool, rows: Int, cols: Int, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>,
+                           y: UnsafeMutablePointer<Float>, threads: Int = Parallel.threads) {
+    _ = configured
+    let n = transA ? cols : rows
+    let parts = min(threads, max(1, n / 64))
+    Parallel.forRange(parts, minChunk: 1, threads: parts) { s, e in
+      for t in s..<e {
+        let j0 = (n * t / parts) & ~15, j1 = t == parts - 1 ? n : (n * (t + 1) / parts) & ~15
+        if j1 <= j0 { continue }
+        if transA {
+          cblas_sgemv(CblasRowMajor, CblasTrans, Int32(rows), Int32(j1 - j0), 1, a + j0, Int32(lda), x, 1, 0, y + j0, 1)
+        } else {
+          cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(j1 - j0), Int32(cols), 1, a + j0 * lda, Int32(lda), x, 1, 0, y + j0, 1)
+        }
+      }
+    }
+  }
+
   /// The reference twin of `sgemm`: three loops, double accumulation.
   public static func sgemmNaive(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,

@@ -12,7 +12,7 @@ struct Agora: AsyncParsableCommand {
     groupedSubcommands: [
       CommandGroup(name: "Running a federation", subcommands: [Demo.self, CoordinatorCommand.self, NodeCommand.self, Keygen.self, StatusCommand.self]),
       CommandGroup(name: "The registry of versions", subcommands: [VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, GCCommand.self]),
-      CommandGroup(name: "Data, tokenizer and model", subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, ModelCommand.self]),
+      CommandGroup(name: "Data, tokenizer and model", subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, ModelCommand.self, GenerateCommand.self]),
       CommandGroup(name: "Development", subcommands: [Bench.self, SimulateCommand.self, ProtocolCommand.self, LinkEmulatorCommand.self]),
     ])
 

@@ -1,3 +1,4 @@
+import AgoraImport
 import AgoraModel
 import AgoraTensor
 import ArgumentParser
@@ -6,7 +7,34 @@ import Foundation
 struct ModelCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "model", abstract: "Inspect model checkpoints and produce reference data for cross-checks.",
-    subcommands: [DumpReference.self, Check.self])
+    subcommands: [Import.self, DumpReference.self, Check.self])
+
+  struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Bring a Hugging Face checkpoint (GPT2LMHeadModel or LlamaForCausalLM) in as an Agora model directory.",
+      discussion: """
+        Reads config.json, model.safetensors (or a sharded model.safetensors.index.json) in fp32, fp16 or bf16, and
+        tokenizer.json; refuses by name any config field, tensor or tokenizer part the trainer does not implement.
+        Writes OUT (which must not exist) whole or not at all, with agora-base.json recording the checkpoint's
+        hash and origin. Name OUT, or the checkpoint itself, as model.init in federation.toml to start a
+        federation from it.
+        """)
+    @Argument(help: "The checkpoint's directory.")
+    var dir: String
+    @Option(help: "The Agora model directory to write.")
+    var out: String
+
+    func run() throws {
+      let t0 = Date()
+      let m: ImportedModel
+      do { m = try HuggingFaceImport.run(dir, out: out) } catch { throw CLIError("\(error)") }
+      let c = m.config
+      print(String(format: "imported %@ in %.2f s: %@, %d layers, width %d, %d heads (%d key/value), vocabulary %d, context %d",
+                   m.base.summary, Date().timeIntervalSince(t0), m.base.architecture, c.layers, c.channels, c.heads, c.kvHeads, c.vocabSize, c.contextLength))
+      for n in m.base.notes { print("  note: \(n)") }
+      print("wrote \(out)")
+    }
+  }
 
   struct DumpReference: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,0 +1,127 @@
+import AgoraBench
+import AgoraCoordinator
+import AgoraGeneration
+import AgoraImport
+import AgoraModel
+import AgoraRegistry
+import AgoraText
+import ArgumentParser
+import Foundation
+
+struct GenerateCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "generate",
+    abstract: "Generate text from a model directory or a version of the federation (streamed as it comes).",
+    discussion: """
+      Greedy decoding is --temperature 0. Without --json the text streams to the terminal; with it, one JSON
+      object is printed at the end (tokens, text, finish_reason, prefill_ms, decode_tokens_per_s, peak_rss_mib).
+      --prompts FILE reads one prompt per line (a line that is a JSON string, or an object with "prompt", is
+      decoded; any other line is the prompt as it stands) and generates them in batches.
+      """)
+
+  @Option(help: "Model directory (config.json, model.safetensors, tokenizer.json): an export, an import, or any GPT-2/LLaMA checkpoint in fp32.")
+  var model: String?
+  @Option(help: "A version of the federation (with --config).")
+  var version: Int?
+  @Option(help: "coordinator.toml of the federation whose version --version names.")
+  var config: String = "Nodes/demo/coordinator.toml"
+  @Option(help: "The prompt.")
+  var prompt: String?
+  @Option(help: "A file of prompts, one per line.")
+  var prompts: String?
+  @Option(help: "Prompts decoded together (with --prompts).")
+  var batch: Int = 8
+  @Option(help: "New tokens at most.")
+  var maxNewTokens: Int = 128
+  @Option(help: "Sampling temperature (0: greedy).")
+  var temperature: Double = SamplingSettings().temperature
+  @Option(help: "Nucleus sampling: keep the most likely tokens whose probabilities reach this.")
+  var topP: Double = SamplingSettings().topP
+  @Option(help: "Keep the k most likely tokens (0: all).")
+  var topK: Int = SamplingSettings().topK
+  @Option(help: "Penalty on tokens already in the sequence (1: none).")
+  var repetitionPenalty: Double = SamplingSettings().repetitionPenalty
+  @Option(help: "Seed of the sampler (the same seed gives the same text).")
+  var seed: UInt64 = 0
+  @Option(help: "Stop when the text contains this (repeatable).")
+  var stop: [String] = []
+  @Flag(help: "Print one JSON object at the end instead of streaming.")
+  var json = false
+
+  func readPrompts() throws -> [String] {
+    switch (prompt, prompts) {
+    case (let p?, nil): return [p]
+    case (nil, let f?):
+      guard let s = try? String(contentsOfFile: f, encoding: .utf8) else { throw CLIError("\(f): cannot read the prompts file") }
+      let lines = s.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+      guard !lines.isEmpty else { throw CLIError("\(f): no prompts") }
+      return lines.map { line in
+        if let o = try? JSONSerialization.jsonObject(with: Data(line.utf8), options: .fragmentsAllowed) {
+          if let s = o as? String { return s }
+          if let d = o as? [String: Any], let s = d["prompt"] as? String { return s }
+        }
+        return line
+      }
+    default: throw CLIError("give --prompt TEXT or --prompts FILE (one of them)")
+    }
+  }
+
+  func run() throws {
+    let texts = try readPrompts()
+    guard batch >= 1 else { throw CLIError("--batch must be at least 1") }
+    let slots = min(batch, texts.count)
+    let gen: Generator
+    do {
+      switch (model, version) {
+      case (let dir?, nil): gen = try Generator(modelDirectory: dir, slots: slots)
+      case (nil, let n?):
+        var registry = RegistryOptions()
+        registry.config = config
+        let (store, _) = try registry.open()
+        let (c, params, tok) = try VersionExport.load(n, from: store)
+        gen = try Generator(config: c, parameters: params, tokenizer: tok, slots: slots)
+      default: throw CLIError("give --model DIR or --version N (with --config), one of them")
+      }
+    } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
+    var s = GenerationSettings()
+    s.maxNewTokens = maxNewTokens
+    s.stop = stop
+    s.sampling.temperature = temperature
+    s.sampling.topP = topP
+    s.sampling.topK = topK
+    s.sampling.repetitionPenalty = repetitionPenalty
+    s.sampling.seed = seed
+    var all: [Completion] = []
+    var prefill = 0.0, decodeSeconds = 0.0, decodeTokens = 0
+    let single = texts.count == 1
+    for start in stride(from: 0, to: texts.count, by: slots) {
+      let part = Array(texts[start..<min(texts.count, start + slots)])
+      let stream: ((Int, String) -> Void)? = json || !single ? nil : { _, piece in
+        FileHandle.standardOutput.write(Data(piece.utf8))
+      }
+      if stream != nil { FileHandle.standardOutput.write(Data(part[0].utf8)) }
+      let (done, t): ([Completion], GenerationTimings)
+      do { (done, t) = try gen.generate(texts: part, s, onText: stream) } catch { throw CLIError("\(error)") }
+      all += done
+      prefill += t.prefillSeconds
+      decodeSeconds += t.decodeSeconds
+      decodeTokens += t.decodeTokens
+      if stream != nil { print("") }
+      if !json && !single {
+        for (k, c) in done.enumerated() { print("[\(start + k)] \(part[k])\(c.text)\n") }
+      }
+    }
+    if json {
+      func object(_ c: Completion) -> String {
+        "\"tokens\": [\(c.tokens.map(String.init).joined(separator: ", "))], \"text\": \(jsonString(c.text)), \"finish_reason\": \"\(c.finishReason.rawValue)\", \"prompt_tokens\": \(c.promptTokens)"
+      }
+      let rate = decodeSeconds > 0 ? Double(decodeTokens) / decodeSeconds : 0
+      let timing = String(format: "\"prefill_ms\": %.3f, \"decode_tokens_per_s\": %.2f, \"peak_rss_mib\": %.1f", prefill * 1000, rate, peakRSSMiB())
+      if single {
+        print("{\(object(all[0])), \(timing)}")
+      } else {
+        print("{\"completions\": [\(all.map { "{\(object($0))}" }.joined(separator: ", "))], \(timing)}")
+      }
+    }
+  }
+}
