@@ -70,11 +70,11 @@ let package = Package(
     .target(name: "AgoraCluster", dependencies: ["CMPI"]),
     // Layer 5: federated rounds. What coordinator, node and simulation share (the federation's settings, the
     // update and patch formats, the outer optimizer, secure encoding, public shards, a node's version copy) ...
-    .target(name: "AgoraRounds", dependencies: ["AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
+    .target(name: "AgoraRounds", dependencies: ["AgoraImport", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
                                                 "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation",
                                                 .product(name: "TOMLKit", package: "TOMLKit")]),
     // Layer 6: ... and the three that run rounds: the coordinator service, the node service, the simulation.
-    .target(name: "AgoraCoordinator", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
+    .target(name: "AgoraCoordinator", dependencies: ["AgoraImport", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                                      "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation"]),
     .target(name: "AgoraNode", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                               "AgoraData", "AgoraStorage", "AgoraSecureAggregation", "AgoraCluster",
@@ -90,14 +90,14 @@ let package = Package(
     // Layer 7: benchmark harnesses (coordinator, transport, secure aggregation) and the processes they start
     // (instant nodes, the transport's receivers), as libraries the CLI calls.
     .target(name: "AgoraBench", dependencies: ["AgoraRounds", "AgoraNode", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraModel", "AgoraData",
-                                               "AgoraDigest", "AgoraSecureAggregation", "AgoraLinkEmulator"]),
+                                               "AgoraDigest", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraGeneration", "AgoraImport", "AgoraTensor"]),
 
     // MARK: - The command-line tool: a thin layer over the libraries
     .executableTarget(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraImport", "AgoraGeneration", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraImport", "AgoraGeneration", "AgoraText", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 

@@ -131,8 +131,7 @@ public final class InstantNode {
   public static func serve(federation: String, identity: String, fp32: Bool, encodeEachRound: Bool) throws {
       let fed = try FederationConfig(path: federation)
       let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
-      var mc = try GPTConfig.preset(fed.preset)
-      mc.vocabSize = tokenizer.vocabSize
+      let mc = try fed.modelConfig(tokenizer: tokenizer)
       let id = try Identity.load(from: identity)
       let node = try InstantNode(endpoint: fed.endpoint, coordinator: try EnrolmentCard.load(fed.coordinatorCard),
                                  identity: id, federation: fed.id, terms: try fed.terms(tokenizer: tokenizer, model: mc))

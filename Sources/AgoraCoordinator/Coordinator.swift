@@ -116,8 +116,7 @@ public final class CoordinatorService {
     try config.requireFiles()
     enrolment = try EnrolmentRegistry.load(directory: config.enrolled)
     let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
-    var mc = try GPTConfig.preset(fed.preset)
-    mc.vocabSize = tokenizer.vocabSize
+    let mc = try fed.modelConfig(tokenizer: tokenizer)
     modelConfig = mc
     try mc.validate()
     let layout = ParameterLayout(mc)

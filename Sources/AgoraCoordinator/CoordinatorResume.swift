@@ -1,5 +1,6 @@
 import AgoraRounds
 import AgoraCrypto
+import AgoraImport
 import AgoraModel
 import AgoraRegistry
 import AgoraStorage
@@ -47,6 +48,18 @@ extension CoordinatorService {
       log("  resuming \(fed.id) from version \(version) (\(resumed.hash.prefix(12))), round \(firstRound)")
     } else {
       GPT.initialise(params, layout: layout, seed: fed.seed)
+      var baseRecord: String? = nil
+      if let pilot = try fed.pilot() {
+        // The pilot checkpoint is version 0 (its shape and hash are already the federation's model hash).
+        guard pilot.config == modelConfig else {
+          throw ConfigError(file: fed.path, key: "model.init", problem: "the checkpoint changed while the coordinator started (its hash is now \(pilot.base.hash))")
+        }
+        params.copy(from: pilot.parameters)
+        let enc = JSONEncoder()
+        enc.outputFormatting = .sortedKeys
+        baseRecord = String(decoding: try enc.encode(pilot.base), as: UTF8.self)
+        log("  version 0: the pilot checkpoint \(pilot.base.summary)")
+      }
       var warmTokens = 0
       if fed.warmStartSteps > 0 {
         log("  version 0: a warm start of \(fed.warmStartSteps) steps on the public corpus")
@@ -56,9 +69,11 @@ extension CoordinatorService {
       let bytes = UnsafeRawBufferPointer(start: params.pointer, count: params.count * 4)
       current = try signed(number: 0, parent: 0, hash: try weightsHeader.withUnsafeBytes { try store.writeBlob(parts: [$0, bytes]) },
                            parentHash: Message.noHash)
-      try store.commitGenesis(VersionRecord(number: 0, parent: nil, hash: hex(versionHash), optimizer: nil, optimizerKind: stepper.outer.kind.rawValue, round: 0,
-                                            createdAt: Date().timeIntervalSince1970, signature: hex(versionSignature), bitsPerByte: [],
-                                            tokens: warmTokens, contributors: 0, preset: fed.preset, config: configJSON, tokenizer: tokenizerHash))
+      var genesis = VersionRecord(number: 0, parent: nil, hash: hex(versionHash), optimizer: nil, optimizerKind: stepper.outer.kind.rawValue, round: 0,
+                                  createdAt: Date().timeIntervalSince1970, signature: hex(versionSignature), bitsPerByte: [],
+                                  tokens: warmTokens, contributors: 0, preset: fed.preset, config: configJSON, tokenizer: tokenizerHash)
+      genesis.base = baseRecord
+      try store.commitGenesis(genesis)
       if fed.warmStartSteps > 0 {
         try store.record(event: "warm start", subject: "0", detail: "version 0 trained \(fed.warmStartSteps) steps (\(warmTokens) tokens) on the public corpus "
                            + fed.publicData.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))

@@ -1,5 +1,6 @@
 import AgoraRounds
 import AgoraCrypto
+import AgoraImport
 import AgoraModel
 import AgoraRegistry
 import AgoraStorage
@@ -30,7 +31,11 @@ public enum VersionExport {
     }
     guard head == Checkpoint.weightsHeader(config) else { throw RegistryError.corruptBlob(hash: v.hash, path: store.blobPath(v.hash), got: "a header of another model") }
     if let problem = store.checkBlob(v.tokenizer, what: "tokenizer of version \(number)") { throw problem }
-    return (config, params, try Tokenizer(contentsOf: store.blobPath(v.tokenizer)))
+    // A blob has no tokenizer_config.json beside it: the version's config.json names the end-of-text token.
+    let eos = ((try? JSONSerialization.jsonObject(with: Data(v.config.utf8))) as? [String: Any])?["eos_token_id"] as? Int
+    let path = store.blobPath(v.tokenizer)
+    guard let json = FileManager.default.contents(atPath: path) else { throw RegistryError.notFound("tokenizer of version \(number) at \(path)") }
+    return (config, params, try Tokenizer(json: json, source: path, endOfTextID: eos))
   }
 
   public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String) throws -> Result {
@@ -40,12 +45,13 @@ public enum VersionExport {
     let summary = try TrainingDataSummary.of(number, in: store)
     try Checkpoint.save(parameters: params, config: config, tokenizer: tokenizer, to: dir,
                         metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash])
-    let gen = "{\n  \"bos_token_id\": \(tokenizer.eotID),\n  \"eos_token_id\": \(tokenizer.eotID),\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n  \"top_k\": 50,\n  \"max_new_tokens\": 64\n}\n"
+    let gen = "{\n  \"bos_token_id\": \(tokenizer.prefixIDs.first ?? tokenizer.eotID),\n  \"eos_token_id\": \(tokenizer.eotID),\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n  \"top_k\": 50,\n  \"max_new_tokens\": 64\n}\n"
     try AtomicFile.write(Data(gen.utf8), to: dir + "/generation_config.json")
     try AtomicFile.write(try summary.json(), to: dir + "/training_data.json")
     let vocabulary = VocabularySummary.load(from: store, tokenizer: v.tokenizer)
     if let vocabulary { try AtomicFile.write(vocabulary.raw, to: dir + "/vocabulary.json") }
-    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid, vocabulary: vocabulary).utf8), to: dir + "/README.md")
+    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid, vocabulary: vocabulary,
+                                        base: try baseModel(of: number, in: store)).utf8), to: dir + "/README.md")
     return Result(summary: summary, signatureValid: valid)
   }
 
@@ -53,7 +59,14 @@ public enum VersionExport {
   public static func modelCard(_ number: Int, from store: Registry, signKey: [UInt8]) throws -> String {
     let v = try store.version(number)
     return modelCard(v, summary: try TrainingDataSummary.of(number, in: store), config: try parseConfig(v.config),
-                     signatureValid: try store.signatureValid(v, signKey: signKey), vocabulary: VocabularySummary.load(from: store, tokenizer: v.tokenizer))
+                     signatureValid: try store.signatureValid(v, signKey: signKey), vocabulary: VocabularySummary.load(from: store, tokenizer: v.tokenizer),
+                     base: try baseModel(of: number, in: store))
+  }
+
+  /// The pilot checkpoint version `number`'s lineage starts from (version 0's base), if any.
+  public static func baseModel(of number: Int, in store: Registry) throws -> BaseModel? {
+    guard let root = try store.lineage(number).last, let json = root.base else { return nil }
+    return try? JSONDecoder().decode(BaseModel.self, from: Data(json.utf8))
   }
 
   static func parseConfig(_ json: String) throws -> GPTConfig {
@@ -61,7 +74,12 @@ public enum VersionExport {
   }
 
 
-  static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool, vocabulary: VocabularySummary?) -> String {
+  static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool, vocabulary: VocabularySummary?,
+                        base: BaseModel? = nil) -> String {
+    let baseYAML = base.map { b in "base_model: \(jsonString(b.nameOrPath ?? b.directory))\n" } ?? ""
+    let baseLine = base.map { b in
+      "- Base model: \(b.nameOrPath ?? b.directory) (\(b.architecture)\(b.license.map { ", licence \($0)" } ?? "")), imported as version 0; checkpoint hash `\(b.hash)`.\n"
+    } ?? ""
     let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \(TrainingDataSummary.cell($0.key)) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")
     let llama = config.architecture == .llama
     let (tag, kind, cls) = llama ? ("llama", "A LLaMA-style model", "LlamaForCausalLM") : ("gpt2", "A GPT-2 model", "GPT2LMHeadModel")
@@ -71,7 +89,7 @@ public enum VersionExport {
     library_name: transformers
     pipeline_tag: text-generation
     tags: [\(tag), federated-learning, agora, multilingual]
-    ---
+    \(baseYAML)---
     # \(TrainingDataSummary.cell(summary.federation)), version \(v.number)
 
     \(kind) (\(config.layers) layers, \(config.channels) channels, \(heads), context \(config.contextLength),
@@ -82,7 +100,7 @@ public enum VersionExport {
     - Version \(v.number) of federation \(TrainingDataSummary.cell(summary.federation)), made in round \(v.round), parent \(v.parent.map(String.init) ?? "none").
     - Weights hash (BLAKE2b-256 of the parameters, binary32): `\(v.hash)`.
     - Signed by the coordinator (Ed25519): signature \(signatureValid ? "valid" : "INVALID") at export.
-    \(VersionRecord.privacyLine(v).map { "- " + $0 + "\n" } ?? "")
+    \(baseLine)    \(VersionRecord.privacyLine(v).map { "- " + $0 + "\n" } ?? "")
 
     ```python
     from transformers import \(cls), PreTrainedTokenizerFast

@@ -8,6 +8,9 @@ public struct GenerationSettings: Sendable {
   public var maxNewTokens = 128
   /// Generation ends when the text produced contains one of these (the stop string itself is left out).
   public var stop: [String] = []
+  /// Whether the end-of-text token ends a completion (benchmarks that must decode a fixed count turn it off,
+  /// as transformers' `min_new_tokens` does).
+  public var stopAtEnd = true
   public init() {}
 }
 
@@ -71,7 +74,7 @@ public final class Generator {
     let tokenizer = try Tokenizer(contentsOf: (dir as NSString).appendingPathComponent(Checkpoint.tokenizerFile))
     let params = FloatBuffer(count: ParameterLayout(config).count)
     let st = try SafeTensors(path: (dir as NSString).appendingPathComponent(Checkpoint.modelFile))
-    for t in ParameterLayout(config).tensors { try st.copyFloats(t.name, shape: t.shape, into: params.pointer + t.offset) }
+    for t in ParameterLayout(config).tensors { try st.copyConverting(t.name, shape: t.shape, into: params.pointer + t.offset) }
     for i in 0..<params.count where !params.pointer[i].isFinite {
       throw ModelError.file(path: dir + "/" + Checkpoint.modelFile, problem: "parameter \(i) is not finite")
     }
@@ -122,7 +125,7 @@ public final class Generator {
       var rows: [Decoder.Row] = [], owners: [Int] = []
       for i in prompts.indices where done[i] == nil {
         let tok = next[i]
-        if endTokens.contains(tok) { done[i] = .eos; continue }
+        if settings.stopAtEnd && endTokens.contains(tok) { done[i] = .eos; continue }
         newTokens[i].append(tok)
         history[i].append(tok)
         if streams[i].add(tokenizer.decodeBytes([tok], skipAdded: true)) { done[i] = .stop; continue }

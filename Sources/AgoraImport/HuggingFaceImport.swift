@@ -109,7 +109,9 @@ public enum HuggingFaceImport {
     let configPath = (dir as NSString).appendingPathComponent(Checkpoint.configFile)
     guard let configData = FileManager.default.contents(atPath: configPath) else { throw ImportError.file(path: configPath, problem: "missing or unreadable") }
     let hf = try HuggingFaceConfig(data: configData)
-    let c = hf.shape
+    var c = hf.shape
+    let hash = try checkpointHash(dir)
+    c.base = hash
     let tokPath = (dir as NSString).appendingPathComponent(Checkpoint.tokenizerFile)
     guard let tokData = FileManager.default.contents(atPath: tokPath) else { throw ImportError.file(path: tokPath, problem: "missing: the tokenizer comes from the checkpoint's directory") }
     var eos = try Tokenizer.eosToken(configAt: (dir as NSString).appendingPathComponent("tokenizer_config.json"))
@@ -182,9 +184,16 @@ public enum HuggingFaceImport {
       }
       throw ImportError.tensor(name: name, problem: "unexpected: \(hf.architecture) of this config has no such tensor")
     }
-    let base = BaseModel(hash: try checkpointHash(dir), directory: ((dir as NSString).standardizingPath as NSString).lastPathComponent,
+    var base = BaseModel(hash: hash, directory: ((dir as NSString).standardizingPath as NSString).lastPathComponent,
                          nameOrPath: hf.nameOrPath, license: cardLicense(dir), architecture: hf.architecture, dtypes: dtypes.sorted(),
                          parameters: layout.count, notes: notes)
+    // An Agora import of another checkpoint keeps that one's origin (its hash is still this directory's).
+    if let earlier = try Self.base(of: dir) {
+      base.nameOrPath = base.nameOrPath ?? earlier.nameOrPath ?? earlier.directory
+      base.license = base.license ?? earlier.license
+      base.notes = earlier.notes + base.notes + ["imported from \(earlier.hash)"]
+      base.dtypes = earlier.dtypes
+    }
     return ImportedModel(config: c, tokenizer: tokenizer, parameters: params, base: base, bosTokenID: hf.bosTokenID)
   }
 

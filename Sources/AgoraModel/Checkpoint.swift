@@ -1,5 +1,6 @@
 import AgoraStorage
 import AgoraTensor
+import AgoraText
 import Foundation
 
 /// A model directory that Hugging Face `transformers` loads as `GPT2LMHeadModel` or `LlamaForCausalLM`:
@@ -15,7 +16,15 @@ public enum Checkpoint {
 
   /// Hugging Face `config.json` for `c` (GPT-2's or LLaMA's).
   public static func configJSON(_ c: GPTConfig, eot: Int, bos: Int? = nil) -> Data {
-    if c.architecture == .llama { return llamaConfigJSON(c, eot: eot, bos: bos ?? eot) }
+    var d = c.architecture == .llama ? llamaConfigJSON(c, eot: eot, bos: bos ?? eot) : gpt2ConfigJSON(c, eot: eot, bos: bos)
+    // A model that builds on a pilot checkpoint says which (transformers keeps unknown keys as they are).
+    if let b = c.base, let close = d.lastIndex(of: UInt8(ascii: "}")) {
+      d.replaceSubrange(close..<d.endIndex, with: Data("  ,\"agora_base\": \(jsonString(b))\n}\n".utf8))
+    }
+    return d
+  }
+
+  static func gpt2ConfigJSON(_ c: GPTConfig, eot: Int, bos: Int?) -> Data {
     let s = """
     {
       "architectures": ["GPT2LMHeadModel"],
@@ -92,6 +101,12 @@ public enum Checkpoint {
       guard let v = (o[k] as? NSNumber)?.intValue else { throw fail("key \"\(k)\" is missing or not an integer") }
       return v
     }
+    var c = try readShape(o, fail: fail, int: int)
+    if let b = o["agora_base"] { guard let s = b as? String else { throw fail("agora_base is not a string") }; c.base = s }
+    return c
+  }
+
+  private static func readShape(_ o: [String: Any], fail: (String) -> ModelError, int: (String) throws -> Int) throws -> GPTConfig {
     let type = o["model_type"] as? String ?? "gpt2"
     if type == "llama" { return try readLlamaConfig(o, fail: fail, int: int) }
     guard type == "gpt2" else { throw fail("model_type is \"\(type)\", expected \"gpt2\" or \"llama\"") }
@@ -113,11 +128,14 @@ public enum Checkpoint {
     if let tied = o["tie_word_embeddings"] as? Bool, tied { throw fail("tie_word_embeddings must be false (LLaMA's head is its own)") }
     for k in ["attention_bias", "mlp_bias"] { if let b = o[k] as? Bool, b { throw fail("\(k) must be false") } }
     if let r = o["rope_scaling"], !(r is NSNull) { throw fail("rope_scaling is not supported") }
+    if let r = o["rope_parameters"] as? [String: Any], let t = r["rope_type"] as? String, t != "default" { throw fail("rope_parameters.rope_type \"\(t)\" is not supported") }
     let heads = try int("num_attention_heads"), channels = try int("hidden_size")
     let c = GPTConfig.llama(vocabSize: try int("vocab_size"), contextLength: try int("max_position_embeddings"),
                             channels: channels, layers: try int("num_hidden_layers"), heads: heads,
                             kvHeads: o["num_key_value_heads"] == nil ? heads : try int("num_key_value_heads"),
-                            intermediate: try int("intermediate_size"), ropeTheta: try number("rope_theta", 10_000),
+                            intermediate: try int("intermediate_size"),
+                            // transformers 5 keeps θ in rope_parameters (with rope_type "default")
+                            ropeTheta: try ((o["rope_parameters"] as? [String: Any])?["rope_theta"] as? NSNumber)?.doubleValue ?? number("rope_theta", 10_000),
                             normEps: Float(try number("rms_norm_eps", 1e-6)))
     if o["head_dim"] != nil, try int("head_dim") != c.headSize { throw fail("head_dim must be hidden_size / num_attention_heads") }
     do { try c.validate() } catch { throw fail("\(error)") }
@@ -140,8 +158,10 @@ public enum Checkpoint {
   }
 
   static func headerMetadata(_ c: GPTConfig) -> [String: String] {
-    guard c.architecture == .llama else { return ["format": "pt"] }
-    return ["format": "pt", "agora.architecture": "llama heads=\(c.heads) kv_heads=\(c.kvHeads) rope_theta=\(c.ropeTheta) rms_norm_eps=\(c.normEps)"]
+    var m = ["format": "pt"]
+    if c.architecture == .llama { m["agora.architecture"] = "llama heads=\(c.heads) kv_heads=\(c.kvHeads) rope_theta=\(c.ropeTheta) rms_norm_eps=\(c.normEps)" }
+    if let b = c.base { m["agora.base"] = b }
+    return m
   }
 
   /// Writes a model directory from a flat parameter buffer in `config`'s layout.

@@ -32,6 +32,10 @@ public struct GPTConfig: Codable, Equatable, Sendable {
   public var ropeTheta: Double
   /// RMSNorm's ε (LLaMA; GPT-2's LayerNorm uses 1e-5).
   public var normEps: Float
+  /// The pilot checkpoint a federation's version 0 was imported from (`blake3:` and its hash), or nil. Not part
+  /// of the shape's arithmetic, but of its identity: the weights header names it, so every version and every
+  /// party's model hash says which base it builds on.
+  public var base: String? = nil
 
   /// A GPT-2 shape.
   public init(vocabSize: Int, contextLength: Int, channels: Int, layers: Int, heads: Int) {
@@ -63,7 +67,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
   public var headSize: Int { channels / heads }
 
   private enum CodingKeys: String, CodingKey {
-    case architecture, vocabSize, contextLength, channels, layers, heads, kvHeads, intermediate, ropeTheta, normEps
+    case architecture, vocabSize, contextLength, channels, layers, heads, kvHeads, intermediate, ropeTheta, normEps, base
   }
 
   /// Decodes configs written before LLaMA existed as GPT-2's (the new keys are optional).
@@ -77,6 +81,7 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     intermediate = try k.decodeIfPresent(Int.self, forKey: .intermediate) ?? 4 * channels
     ropeTheta = try k.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10_000
     normEps = try k.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-5
+    base = try k.decodeIfPresent(String.self, forKey: .base)
   }
 
   /// Checks the shape; every model built from a config goes through this.

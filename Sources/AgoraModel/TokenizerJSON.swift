@@ -105,7 +105,8 @@ extension Tokenizer {
 
   /// Loads tokenizer.json from its bytes (`source` names them in errors). Every part Agora does not implement
   /// exactly as `tokenizers` does is refused by name, so ids never silently differ from the original's.
-  public convenience init(json data: Data, source path: String = "tokenizer.json", endOfText: String? = nil) throws {
+  /// `endOfTextID` (e.g. a config.json's `eos_token_id`) names the end-of-text token by id instead.
+  public convenience init(json data: Data, source path: String = "tokenizer.json", endOfText: String? = nil, endOfTextID: Int? = nil) throws {
     func fail(_ s: String) -> ModelError { .file(path: path, problem: s) }
     guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object (corrupt or truncated?)") }
     guard let model = root["model"] as? [String: Any], model["type"] as? String ?? "BPE" == "BPE" else { throw fail("model.type is not \"BPE\"") }
@@ -151,7 +152,7 @@ extension Tokenizer {
       }
       merges.append((a, b))
     }
-    let eosName = endOfText ?? Self.endOfText
+    let eosName = endOfText ?? endOfTextID.flatMap { added[Int32($0)] } ?? Self.endOfText
     guard let eot = addedID[eosName] else {
       throw fail("no end-of-text token: \(jsonString(eosName)) is not among added_tokens (name it as eos_token in tokenizer_config.json)")
     }

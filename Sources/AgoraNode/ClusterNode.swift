@@ -77,6 +77,7 @@ public final class ClusterFollower {
           let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(config.data), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
                                            cacheDir: config.workDir + "/cache-rank\(cluster.rank)")
           var s = fed.trainSettings
+          s.model = try fed.modelConfig(tokenizer: tokenizer)
           s.batch = try Cluster.rankBatch(fed, ranks: cluster.size, file: fed.path)
           s.seed = UInt64(UInt32(bitPattern: m[1])) | UInt64(UInt32(bitPattern: m[2])) << 32
           s.precision = config.precision

@@ -78,6 +78,8 @@ public final class NodeService {
     tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
     try FileManager.default.createDirectory(atPath: config.workDir, withIntermediateDirectories: true)
     var s = fed.trainSettings
+    let mc = try fed.modelConfig(tokenizer: tokenizer)
+    s.model = mc
     s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)  // each node draws its own batches
     s.precision = config.precision
     if let cluster { s.batch = try Cluster.rankBatch(fed, ranks: cluster.size, file: fed.path) }
@@ -89,8 +91,6 @@ public final class NodeService {
       if fed.restrictedSoftmax { trainer?.restrictSoftmaxToCorpus() }
       if let cluster, let trainer { cluster.attach(trainer) }
     }
-    var mc = try GPTConfig.preset(fed.preset)
-    mc.vocabSize = tokenizer.vocabSize
     let count = ParameterLayout(mc).count
     copy = VersionCopy(header: Checkpoint.weightsHeader(mc), count: count)
     errorFeedback = FloatBuffer(count: count)

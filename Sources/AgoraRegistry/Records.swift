@@ -182,6 +182,9 @@ public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, Pers
   public var dpNoise: Double? = nil
   public var dpEpsilon: Double? = nil
   public var dpDelta: Double? = nil
+  /// Version 0 of a federation that starts from a pilot checkpoint (`model.init`): where it came from (the
+  /// import's base-model record, JSON: hash, directory, name_or_path, license, architecture, dtypes). nil otherwise.
+  public var base: String? = nil
 
   public init(number: Int, parent: Int?, hash: String, optimizer: String?, optimizerKind: String, round: Int, createdAt: Double, signature: String,
               bitsPerByte: [(String, Double)], tokens: Int, contributors: Int, preset: String, config: String, tokenizer: String) {
@@ -207,7 +210,7 @@ public struct VersionRecord: Codable, Equatable, Sendable, FetchableRecord, Pers
   enum CodingKeys: String, CodingKey {
     case number, parent, hash, optimizer, round, signature, tokens, contributors, preset, config, tokenizer
     case optimizerKind = "optimizer_kind", createdAt = "created_at", bitsPerByte = "bits_per_byte", meanBitsPerByte = "mean_bits_per_byte"
-    case freedAt = "freed_at", dpNoise = "dp_noise", dpEpsilon = "dp_epsilon", dpDelta = "dp_delta"
+    case freedAt = "freed_at", dpNoise = "dp_noise", dpEpsilon = "dp_epsilon", dpDelta = "dp_delta", base
   }
   public enum Columns {
     public static let number = Column(CodingKeys.number)

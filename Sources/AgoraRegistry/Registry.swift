@@ -159,6 +159,9 @@ public final class Registry: @unchecked Sendable {
     m.registerMigration("v4: versions.dp_noise, dp_epsilon, dp_delta (differential privacy)") { db in
       try db.execute(sql: "ALTER TABLE versions ADD COLUMN dp_noise DOUBLE; ALTER TABLE versions ADD COLUMN dp_epsilon DOUBLE; ALTER TABLE versions ADD COLUMN dp_delta DOUBLE")
     }
+    m.registerMigration("v5: versions.base (a pilot checkpoint as version 0)") { db in
+      try db.execute(sql: "ALTER TABLE versions ADD COLUMN base TEXT")
+    }
     return m
   }
 
@@ -317,7 +320,8 @@ public final class Registry: @unchecked Sendable {
   public func commitGenesis(_ v: VersionRecord) throws {
     try db.write { db in
       try v.insert(db)
-      try Registry.insertEvent(db, "version", "0", "initial version from the seed, hash \(v.hash.prefix(16))")
+      try Registry.insertEvent(db, "version", "0", v.base == nil ? "initial version from the seed, hash \(v.hash.prefix(16))"
+                                 : "initial version: the pilot checkpoint \(v.base!), hash \(v.hash.prefix(16))")
     }
   }
 

@@ -21,7 +21,12 @@ public struct FederationConfig: Sendable {
   public var id: String
   public var endpoint: String
   public var coordinatorCard: String
+  /// The model preset's name, or `import:` and the directory name of the pilot checkpoint (`model.init`).
   public var preset: String
+  /// A pilot checkpoint (`model.init`: a GPT2LMHeadModel or LlamaForCausalLM directory, e.g. one written by
+  /// `agora model import`) that is version 0: its shape, its tokenizer, its weights. Every member holds a copy;
+  /// its hash is part of the model hash each party's JOIN carries, so a member with another copy is refused.
+  public var modelInit: String?
   /// The nodes' matrix-product arithmetic unless a node says otherwise (`model.precision`, `node.precision`):
   /// a node's local choice, not part of the training terms.
   public var precision: Precision
@@ -178,12 +183,23 @@ public struct FederationConfig: Sendable {
     endpoint = try f.string("federation.endpoint")
     guard endpoint.hasPrefix("tcp://") else { throw f.fail("federation.endpoint", "expected tcp://HOST:PORT") }
     coordinatorCard = try f.path("federation.coordinator_card")
-    // `model.architecture = "llama"` turns a GPT-2 preset name into its LLaMA preset (`small` → `llama-small`).
-    preset = GPTConfig.presetName(try f.string("model.preset", default: "tiny"), architecture: try f.choice("model.architecture", default: GPTConfig.Architecture.gpt2))
-    do { _ = try GPTConfig.preset(preset) } catch { throw f.fail("model.preset", "\(error)") }
-    precision = try f.choice("model.precision", default: Precision.fp32)
     let federated = try f.bool("tokenizer.federated", default: false)
-    tokenizer = try f.path("model.tokenizer")
+    modelInit = f.value("model.init") == nil ? nil : try f.path("model.init")
+    if let dir = modelInit {
+      // The pilot checkpoint is version 0 with its own shape and tokenizer: nothing may say otherwise.
+      for k in ["model.preset", "model.architecture", "model.tokenizer", "model.warm_start_steps"] where f.value(k) != nil {
+        throw f.fail(k, "model.init names a pilot checkpoint, which is version 0 with its own shape, tokenizer and weights: leave \(k) out")
+      }
+      if federated { throw f.fail("tokenizer.federated", "a pilot checkpoint (model.init) brings its tokenizer: the vocabulary cannot be federated") }
+      preset = "import:" + ((dir as NSString).standardizingPath as NSString).lastPathComponent
+      tokenizer = (dir as NSString).appendingPathComponent("tokenizer.json")
+    } else {
+      // `model.architecture = "llama"` turns a GPT-2 preset name into its LLaMA preset (`small` → `llama-small`).
+      preset = GPTConfig.presetName(try f.string("model.preset", default: "tiny"), architecture: try f.choice("model.architecture", default: GPTConfig.Architecture.gpt2))
+      do { _ = try GPTConfig.preset(preset) } catch { throw f.fail("model.preset", "\(error)") }
+      tokenizer = try f.path("model.tokenizer")
+    }
+    precision = try f.choice("model.precision", default: Precision.fp32)
     do {  // read (and checked) whether or not the vocabulary is federated, so that no key of [tokenizer] goes unread
       var v = VocabularySettings()
       v.size = f.value("tokenizer.vocab_size") == nil ? nil : try f.int("tokenizer.vocab_size", range: 257...65_536)
@@ -282,7 +298,8 @@ extension FederationConfig {
   /// the coordinator's machine, and a node (`coordinator: false`) does not look for them.
   public func requireFiles(coordinator: Bool = true) throws {
     let fail = { (key: String) in { (problem: String) in ConfigError(file: self.path, key: key, problem: problem) } }
-    if vocabulary == nil { try TOMLFile.mustExist(tokenizer, directory: false, fail("model.tokenizer")) }
+    if let d = modelInit { try TOMLFile.mustExist(d, directory: true, fail("model.init")) }
+    if vocabulary == nil { try TOMLFile.mustExist(tokenizer, directory: false, fail(modelInit == nil ? "model.tokenizer" : "model.init")) }
     guard coordinator else { return }
     for (i, d) in evalData.enumerated() { try TOMLFile.mustExist(d, directory: true, fail("model.eval_data[\(i)]")) }
     for (i, d) in publicData.enumerated() { try TOMLFile.mustExist(d, directory: true, fail("public.data[\(i)]")) }

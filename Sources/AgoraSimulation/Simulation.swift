@@ -56,12 +56,12 @@ public final class FederationSimulation {
     federation = fed
     self.recipe = recipe
     let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
-    var mc = try GPTConfig.preset(fed.preset)
-    mc.vocabSize = tokenizer.vocabSize
+    let mc = try fed.modelConfig(tokenizer: tokenizer)
     let layout = ParameterLayout(mc)
     self.layout = layout
     params = FloatBuffer(count: layout.count)
     GPT.initialise(params, layout: layout, seed: fed.seed)
+    if let pilot = try fed.pilot() { params.copy(from: pilot.parameters) }
     if fed.warmStartSteps > 0 {
       _ = try WarmStart.train(params, fed: fed, tokenizer: tokenizer, cacheDir: NSTemporaryDirectory() + "agora-simulation-public-\(fnv1a(fed.tokenizer))",
                               log: { print($0) })
@@ -71,6 +71,7 @@ public final class FederationSimulation {
     for c in nodeConfigs where !c.donor {
       let identity = try Identity.load(from: c.identity)
       var s = fed.trainSettings
+      s.model = mc
       s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)
       let corpus = try TokenizedCorpus(sources: try LanguageSource.discover(c.data), tokenizer: tokenizer, tokenizerPath: fed.tokenizer,
                                        cacheDir: c.workDir + "/cache")

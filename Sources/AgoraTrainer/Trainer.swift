@@ -7,6 +7,8 @@ import Foundation
 /// Everything that decides a training run; saved with every checkpoint so a resume can check it.
 public struct TrainSettings: Codable, Equatable, Sendable {
   public var preset: String = "tiny"
+  /// A shape that is no preset's (an imported pilot model's); overrides `preset`.
+  public var model: GPTConfig? = nil
   public var batch: Int = 8
   public var sequence: Int? = nil
   public var gradAccumulation: Int = 1
@@ -80,7 +82,7 @@ public final class Trainer {
 
   public init(settings: TrainSettings, tokenizer: Tokenizer, corpus: TokenizedCorpus) throws {
     self.settings = settings
-    var config = try GPTConfig.preset(settings.preset)
+    var config = try settings.model ?? GPTConfig.preset(settings.preset)
     config.vocabSize = tokenizer.vocabSize
     let T = settings.sequence ?? config.contextLength
     model = try GPT(config: config, batch: settings.batch, sequence: T, seed: settings.seed, precision: settings.precision ?? .fp32)

@@ -7,7 +7,7 @@ import Foundation
 
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, TokenizerBench.self, TransportBench.self, CoordinatorBench.self, SecureAggregationBench.self])
+    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, GenerateBench.self, TokenizerBench.self, TransportBench.self, CoordinatorBench.self, SecureAggregationBench.self])
 
   struct TrainerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -71,6 +71,32 @@ struct Bench: ParsableCommand {
         print(String(format: "median %.1f ms/step (min %.1f, max %.1f over %d steps), %.0f tokens/s, %.1f GFLOP/s, MFU %.1f%%, peak RSS %.0f MiB",
                      ms, times.min()!, times.max()!, times.count, tokS, gflops, 100 * gflops / peak, rss))
       }
+    }
+  }
+
+  struct GenerateBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "generate",
+      abstract: "Time decoding at batch 1 (greedy): time to first token, tokens/s, peak memory, and its share of the measured memory bandwidth.")
+
+    @Option(help: "Model preset (a random model of it is written to --dir when the directory has none).")
+    var preset: String = "bench-14m"
+    @Option(help: "Model directory (default: .agora/bench/PRESET).")
+    var dir: String?
+    @Option(help: "Prompt tokens.")
+    var promptTokens: Int = 128
+    @Option(help: "New tokens per generation.")
+    var newTokens: Int = 256
+    @Option(help: "Timed generations (after one warm-up).")
+    var repeats: Int = 3
+    @Option(help: "Threads (default: every core).")
+    var threads: Int?
+
+    func run() throws {
+      if let threads { Parallel.threads = max(1, threads) }
+      let d = dir ?? ".agora/bench/\(preset)"
+      if !FileManager.default.fileExists(atPath: d + "/" + Checkpoint.modelFile) { try GenerationBenchmark.makeCheckpoint(preset: preset, dir: d) }
+      print(try GenerationBenchmark.run(dir: d, preset: preset, promptTokens: promptTokens, newTokens: newTokens, repeats: repeats).json)
     }
   }
 

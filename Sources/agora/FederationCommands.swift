@@ -1,6 +1,7 @@
 import AgoraLinkEmulator
 import AgoraCluster
 import AgoraDashboard
+import AgoraGeneration
 import AgoraRounds
 import AgoraCoordinator
 import AgoraNode
@@ -229,5 +230,22 @@ struct Demo: ParsableCommand {
     while Date() < deadline, children.contains(where: \.isRunning) { Thread.sleep(forTimeInterval: 0.1) }
     lock.lock(); for c in children where c.isRunning { c.terminate() }; lock.unlock()
     guard coordinator.terminationStatus == 0 else { throw CLIError("the coordinator failed (status \(coordinator.terminationStatus))") }
+    try Self.tryTheModel(config: nodes + "/coordinator.toml")
+  }
+
+  /// What the final version says: three prompts in the demo's languages, sampled with seed 1 (the same as
+  /// `agora generate --config Nodes/demo/coordinator.toml --prompt TEXT --seed 1 --max-new-tokens 32`).
+  static func tryTheModel(config: String) throws {
+    let prompts = ["Die Datei wird", "Le fichier est", "Il comando"]
+    let (gen, n) = try GenerateCommand.versionGenerator(config: config, version: nil, slots: 1)
+    var s = GenerationSettings()
+    s.maxNewTokens = 32
+    s.sampling.seed = 1
+    print("demo: version \(n) continues three prompts (agora generate --config \(config) --prompt TEXT --seed 1 --max-new-tokens 32):")
+    for (i, p) in prompts.enumerated() {
+      let (done, _) = try gen.generate(texts: [p], s)
+      let text = done[0].text.replacingOccurrences(of: "\n", with: " ⏎ ")
+      print("  [\(i + 1)] \(p)\(text)")
+    }
   }
 }

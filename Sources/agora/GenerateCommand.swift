@@ -21,7 +21,7 @@ struct GenerateCommand: ParsableCommand {
 
   @Option(help: "Model directory (config.json, model.safetensors, tokenizer.json): an export, an import, or any GPT-2/LLaMA checkpoint in fp32.")
   var model: String?
-  @Option(help: "A version of the federation (with --config).")
+  @Option(help: "A version of the federation (with --config; without --model and --version: the latest).")
   var version: Int?
   @Option(help: "coordinator.toml of the federation whose version --version names.")
   var config: String = "Nodes/demo/coordinator.toml"
@@ -47,6 +47,16 @@ struct GenerateCommand: ParsableCommand {
   var stop: [String] = []
   @Flag(help: "Print one JSON object at the end instead of streaming.")
   var json = false
+
+  /// A generator over version `version` (nil: the latest) of the federation whose coordinator.toml is `config`.
+  static func versionGenerator(config: String, version: Int?, slots: Int) throws -> (Generator, Int) {
+    var registry = RegistryOptions()
+    registry.config = config
+    let (store, _) = try registry.open()
+    guard let n = try version ?? store.latestVersion()?.number else { throw CLIError("the registry holds no version") }
+    let (c, params, tok) = try VersionExport.load(n, from: store)
+    return (try Generator(config: c, parameters: params, tokenizer: tok, slots: slots, endTokens: []), n)
+  }
 
   func readPrompts() throws -> [String] {
     switch (prompt, prompts) {
@@ -74,13 +84,8 @@ struct GenerateCommand: ParsableCommand {
     do {
       switch (model, version) {
       case (let dir?, nil): gen = try Generator(modelDirectory: dir, slots: slots)
-      case (nil, let n?):
-        var registry = RegistryOptions()
-        registry.config = config
-        let (store, _) = try registry.open()
-        let (c, params, tok) = try VersionExport.load(n, from: store)
-        gen = try Generator(config: c, parameters: params, tokenizer: tok, slots: slots)
-      default: throw CLIError("give --model DIR or --version N (with --config), one of them")
+      case (nil, let n): gen = try Self.versionGenerator(config: config, version: n, slots: slots).0
+      default: throw CLIError("give --model DIR or --version N (with --config), not both")
       }
     } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
     var s = GenerationSettings()

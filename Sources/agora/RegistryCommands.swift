@@ -75,6 +75,10 @@ struct ShowCommand: ParsableCommand {
     print("signature  \(ok ? "valid" : "INVALID") (coordinator key \(hex(try options.signKey(cfg)).prefix(16))…)")
     print("blobs      \(v.freedAt == nil ? (store.checkBlob(v.hash, what: "weights") == nil ? "weights present and intact" : "weights MISSING or CORRUPT") : "freed by gc")")
     print("lineage    " + lineage.map { "\($0.number) (\($0.hash.prefix(8)))" }.joined(separator: " ← "))
+    if let b = try VersionExport.baseModel(of: n, in: store) {
+      print("base model \(b.nameOrPath ?? b.directory): \(b.architecture), \(b.parameters) parameters\(b.license.map { ", licence \($0)" } ?? ""), imported as version 0 from \(b.directory) (\(b.dtypes.joined(separator: ", ")))")
+      print("           checkpoint \(b.hash)")
+    }
     if let vs = VocabularySummary.load(from: store, tokenizer: v.tokenizer) {
       print("tokenizer  \(v.tokenizer.prefix(16)) learned in the vocabulary phase from " + vs.contributorLine)
     } else {

@@ -16,7 +16,7 @@ public struct Harness {
 
   public init(nodes: [(String, [String])], rounds: Int, innerSteps: Int, quorum: Double = 0.5, deadline: Double = 60, minNodes: Int? = nil,
        bytes: Int = 60_000, extra: String = "", donors: [String] = [], compression: String = "int8", warmStart: Int = 0,
-       architecture: String = "gpt2") throws {
+       architecture: String = "gpt2", pilot: String? = nil) throws {
     dir = NSTemporaryDirectory() + "agora-federation-\(UUID().uuidString)"
     let fm = FileManager.default
     let demo = repoRoot + "/.agora/data/demo"
@@ -25,7 +25,9 @@ public struct Harness {
     try demoSlice(languages: langs.sorted(), bytes: bytes, into: dir + "/data")
     var bpe = BPETrainer()
     for l in langs.sorted() { bpe.addLanguage(l, texts: [try String(contentsOfFile: "\(dir)/data/\(l)/train.txt", encoding: .utf8)]) }
-    try bpe.train(vocabSize: 512).save(to: dir + "/tokenizer.json")
+    if pilot == nil { try bpe.train(vocabSize: 512).save(to: dir + "/tokenizer.json") }
+    // A pilot checkpoint (model.init) brings its own shape and tokenizer.
+    let model = pilot.map { "init = \"\($0)\"" } ?? "preset = \"tiny\"\narchitecture = \"\(architecture)\"\ntokenizer = \"tokenizer.json\""
     _ = try Identity.generate(in: dir + "/keys/coordinator", name: "Test coordinator", institution: "T", contact: "", coordinator: true)
     try fm.createDirectory(atPath: dir + "/keys/enrolled", withIntermediateDirectories: true)
     port = freeLocalPort()
@@ -35,9 +37,7 @@ public struct Harness {
     endpoint = "tcp://127.0.0.1:\(port)"
     coordinator_card = "keys/coordinator/card.toml"
     [model]
-    preset = "tiny"
-    architecture = "\(architecture)"
-    tokenizer = "tokenizer.json"
+    \(model)
     seed = 3
     eval_data = ["data"]\(warmStart > 0 ? "\nwarm_start_steps = \(warmStart)" : "")
     [rounds]
