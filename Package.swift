@@ -84,7 +84,7 @@ let package = Package(
     // Wide-area links between network namespaces, emulated in user space (scripts/wan, the wide-area tests).
     .target(name: "AgoraLinkEmulator"),
     // Layer 7: the dashboard, which observes a coordinator.
-    .target(name: "AgoraDashboard", dependencies: ["AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
+    .target(name: "AgoraDashboard", dependencies: ["AgoraGeneration", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),
 
     // Layer 7: benchmark harnesses (coordinator, transport, secure aggregation) and the processes they start

@@ -72,9 +72,12 @@ public final class DashboardServer: @unchecked Sendable {
 
   /// Serves the dashboard of the registry `store` on `host:port`; the coordinator's signing key checks the
   /// versions' signatures and signs the model cards' statements. Failures of the server are logged.
-  public init(store: Registry, federation: String, host: String, port: Int, token: String?, signKey: [UInt8], log: @escaping @Sendable (String) -> Void) {
+  /// `tryModelTokens`: the "try the model" box, with at most that many new tokens per completion (nil: off).
+  public init(store: Registry, federation: String, host: String, port: Int, token: String?, signKey: [UInt8], tryModelTokens: Int? = nil,
+              log: @escaping @Sendable (String) -> Void) {
     observer = DashboardObserver(live: LiveState(federation: federation))
-    let app = Application(router: Dashboard.router(store: store, live: observer.live, token: token, metrics: observer.metrics, signKey: signKey),
+    let app = Application(router: Dashboard.router(store: store, live: observer.live, token: token, metrics: observer.metrics, signKey: signKey,
+                                                   tryModel: tryModelTokens.map { TryModel(store: store, maxNewTokens: $0) }),
                           configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
     task = Task.detached {
       do { try await app.runService(gracefulShutdownSignals: []) } catch { log("  dashboard stopped: \(error)") }
@@ -113,7 +116,8 @@ public struct Overview: Codable, Sendable {
 /// (`Authorization: Bearer TOKEN` or `?token=TOKEN`).
 public enum Dashboard {
   public static func router(store: Registry, live: LiveState, token: String?, metrics: FederationMetrics = FederationMetrics(),
-                             signKey: [UInt8]? = nil, modelCard: (@Sendable (Int) throws -> String)? = nil) -> Router<BasicRequestContext> {
+                             signKey: [UInt8]? = nil, modelCard: (@Sendable (Int) throws -> String)? = nil,
+                             tryModel: TryModel? = nil) -> Router<BasicRequestContext> {
     let router = Router()
     if let token { router.add(middleware: TokenCheck(token: token)) }
     router.get("/metrics") { _, _ in
@@ -146,8 +150,13 @@ public enum Dashboard {
     router.get("/api/v1/institutions") { _, _ in LanguageStanding.from(try store.evaluations()) }
     router.get("/plots/institutions.svg") { _, _ in svg(Plots.institutions(try store.evaluations())) }
     router.get("/plots/loss.svg") { _, _ in svg(Plots.loss(try store.rounds(), try store.contributions())) }
+    router.post("/api/v1/generate") { request, context -> Response in
+      guard let tryModel else { throw HTTPError(.notFound, message: "trying the model is off ([dashboard] try_model = true in coordinator.toml)") }
+      return try await tryModel.route(request, context)
+    }
     router.get("/") { _, _ in
-      Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: Page.html(federation: live.snapshot.federation))))
+      Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+               body: .init(byteBuffer: ByteBuffer(string: Page.html(federation: live.snapshot.federation, tryModelTokens: tryModel?.maxNewTokens))))
     }
     return router
   }

@@ -1,8 +1,36 @@
 /// The dashboard page: static HTML and a few lines of script that poll `/api/v1` every two seconds and
 /// redraw the tables and plots in place (no reload, no framework, nothing fetched from elsewhere).
 enum Page {
-  static func html(federation: String) -> String {
+  static func html(federation: String, tryModelTokens: Int? = nil) -> String {
+    // The "try the model" box, when the coordinator allows it: a prompt, and the latest version's completion
+    // streamed into #completion (data-done="yes" once it has ended). `#try=TEXT` in the address fills and runs it.
+    let tryBox = tryModelTokens.map { n in
+      """
+      <h2>Try the model</h2>
+      <p class="muted">The latest version continues your prompt (at most \(n) new tokens, one generation at a time).</p>
+      <form id="try-form"><textarea id="prompt" rows="2" style="width:100%" placeholder="Die Datei wird"></textarea>
+      <button id="try" type="submit">Generate</button> <span id="try-status" class="muted"></span></form>
+      <pre id="completion" style="white-space:pre-wrap;background:#f6f6f6;padding:.5rem;min-height:2rem"></pre>
+      """
+    } ?? ""
+    let tryScript = tryModelTokens == nil ? "" : """
+    async function tryModel(prompt) {
+      const out = document.getElementById("completion"), status = document.getElementById("try-status");
+      out.dataset.done = "no"; out.textContent = ""; status.textContent = "generating…";
+      try {
+        const r = await fetch("api/v1/generate" + q, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({prompt})});
+        if (!r.ok) { status.textContent = "refused: " + r.status + " " + await r.text(); out.dataset.done = "refused"; return; }
+        status.textContent = "version " + ((r.headers.get("Content-Location") ?? "").split("/").pop() || "?") + ":";
+        out.append(document.createTextNode(prompt));
+        const reader = r.body.getReader(), dec = new TextDecoder();
+        for (;;) { const {done, value} = await reader.read(); if (done) break; out.append(document.createTextNode(dec.decode(value, {stream: true}))); }
+        out.dataset.done = "yes";
+      } catch (e) { status.textContent = "failed: " + e.message; out.dataset.done = "failed"; }
+    }
+    document.getElementById("try-form").addEventListener("submit", e => { e.preventDefault(); tryModel(document.getElementById("prompt").value); });
+    { const m = location.hash.match(/^#try=(.*)$/); if (m) { const p = decodeURIComponent(m[1]); document.getElementById("prompt").value = p; tryModel(p); } }
     """
+    return """
     <!doctype html>
     <html lang="en"><head><meta charset="utf-8"><title>Agora — \(Plots.esc(federation))</title>
     <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -30,6 +58,7 @@ enum Page {
     <h2>Versions</h2>
     <table id="versions"><thead><tr><th>version</th><th>round</th><th>parent</th><th>hash</th><th class="num">contributors</th><th class="num">tokens</th><th class="num">mean bits/byte</th><th class="num">privacy ε</th></tr></thead><tbody></tbody></table>
     <div id="version" class="muted">Select a version for its lineage, signature and training-data summary.</div>
+    \(tryBox)
     <script>
     const q = location.search.includes("token=") ? location.search : "";
     const esc = s => String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
@@ -69,6 +98,7 @@ enum Page {
     }
     for (const img of document.querySelectorAll(".plots img")) img.addEventListener("load", () => { img.dataset.loaded = img.naturalWidth > 0 ? "yes" : "empty"; });
     refresh().then(() => { document.body.dataset.refreshed = "yes"; const m = location.hash.match(/^#v([0-9]+)$/); if (m) show(+m[1]); });
+    \(tryScript)
     setInterval(() => refresh().catch(e => { document.getElementById("overview").textContent = "cannot reach the coordinator: " + e.message; }), 2000);
     </script>
     </body></html>

@@ -125,6 +125,17 @@ public struct SafeTensors {
       throw ModelError.file(path: path, problem: "tensor '\(name)' is \(e.dtype.rawValue), not a floating-point type (F32, F16, BF16, F64)")
     }
     let n = shape.reduce(1, *)
+    if e.dtype == .f32 {
+      // Read, not copied from the mapping: the file's pages stay in the page cache instead of also counting
+      // in this process's resident memory next to `dst` (a 100M-parameter model would be held twice).
+      let fd = open(path, O_RDONLY)
+      guard fd >= 0 else { throw ModelError.file(path: path, problem: "cannot be opened") }
+      defer { close(fd) }
+      do { try Posix.read(fd, path: path, at: dataStart + e.range.lowerBound, into: UnsafeMutableRawBufferPointer(start: dst, count: 4 * n)) } catch {
+        throw ModelError.file(path: path, problem: "tensor '\(name)': \(error)")
+      }
+      return .f32
+    }
     data.withUnsafeBytes { raw in
       let src = raw.baseAddress! + dataStart + e.range.lowerBound
       switch e.dtype {

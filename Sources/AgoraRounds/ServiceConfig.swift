@@ -14,6 +14,9 @@ public struct CoordinatorConfig: Sendable {
   /// Where the dashboard listens (host, port), if anywhere; a token it asks for.
   public var dashboard: (host: String, port: Int)?
   public var dashboardToken: String?
+  /// The dashboard's "try the model" box (`[dashboard] try_model`, off by default): at most this many new tokens
+  /// per completion (`[dashboard] try_model_max_tokens`); nil when off.
+  public var tryModelTokens: Int?
 
   public init(path: String, federationOverrides: [String] = []) throws {
     let f = try TOMLFile(path)
@@ -32,6 +35,10 @@ public struct CoordinatorConfig: Sendable {
         throw f.fail("coordinator.dashboard_token", "the dashboard listens on \(d.host), not on loopback: set a read-only access token of at least 16 characters")
       }
     }
+    let tryModel = try f.bool("dashboard.try_model", default: false)
+    let tokens = try f.int("dashboard.try_model_max_tokens", default: 64, range: 1...1024)
+    if tryModel && dashboard == nil { throw f.fail("dashboard.try_model", "there is no dashboard to try the model on (coordinator.dashboard)") }
+    tryModelTokens = tryModel ? tokens : nil
     identity = try f.path("coordinator.identity")
     enrolled = try f.path("coordinator.enrolled")
     dataDir = try f.path("coordinator.data")

@@ -64,7 +64,7 @@ struct CoordinatorCommand: ParsableCommand {
     if let (host, port) = cfg.dashboard {
       nonisolated(unsafe) let log = service.log
       let d = DashboardServer(store: service.store, federation: cfg.federation.id, host: host, port: port, token: cfg.dashboardToken,
-                              signKey: service.signPublic, log: { log($0) })
+                              signKey: service.signPublic, tryModelTokens: cfg.tryModelTokens, log: { log($0) })
       observers.append(d.observer)
       service.log("dashboard on \(d.url)")
       dashboard = d
