@@ -122,7 +122,7 @@ let package = Package(
                                                              "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraHarness", "AgoraDashboard", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraTestSupport",
                                                          .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird")]),
-    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )
