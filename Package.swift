@@ -24,6 +24,7 @@ let package = Package(
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
   ],
   targets: [
     // MARK: - System library shims (C only here; each has a README saying why)
@@ -87,6 +88,12 @@ let package = Package(
     .target(name: "AgoraDashboard", dependencies: ["AgoraGeneration", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),
 
+    // Layer 8: a coordinator process's and a node process's services in one ServiceGroup (graceful shutdown
+    // on SIGTERM/SIGINT): the rounds, the vocabulary phase, the dashboard.
+    .target(name: "AgoraServices", dependencies: ["AgoraCoordinator", "AgoraDashboard", "AgoraNode", "AgoraRounds", "AgoraTransport",
+                                                  .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                                                  .product(name: "Logging", package: "swift-log")]),
+
     // Layer 7: benchmark harnesses (coordinator, transport, secure aggregation) and the processes they start
     // (instant nodes, the transport's receivers), as libraries the CLI calls.
     .target(name: "AgoraBench", dependencies: ["AgoraRounds", "AgoraNode", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraModel", "AgoraData",
@@ -97,7 +104,8 @@ let package = Package(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraImport", "AgoraGeneration", "AgoraText", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraImport", "AgoraGeneration", "AgoraText", "AgoraServices",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
 

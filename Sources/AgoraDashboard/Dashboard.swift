@@ -64,28 +64,19 @@ public final class DashboardObserver: CoordinatorObserver, @unchecked Sendable {
   }
 }
 
-/// A dashboard being served (Hummingbird) on its own task; `stop` ends it.
-public final class DashboardServer: @unchecked Sendable {
-  public let observer: DashboardObserver
-  public let url: String
-  let task: Task<Void, Never>
-
+/// The dashboard as a server: a Hummingbird application, which a coordinator's service group runs (it is a
+/// `Service`) beside the rounds.
+public enum DashboardServer {
   /// Serves the dashboard of the registry `store` on `host:port`; the coordinator's signing key checks the
-  /// versions' signatures and signs the model cards' statements. Failures of the server are logged.
-  /// `tryModelTokens`: the "try the model" box, with at most that many new tokens per completion (nil: off).
-  public init(store: Registry, federation: String, host: String, port: Int, token: String?, signKey: [UInt8], tryModelTokens: Int? = nil,
-              log: @escaping @Sendable (String) -> Void) {
-    observer = DashboardObserver(live: LiveState(federation: federation))
-    let app = Application(router: Dashboard.router(store: store, live: observer.live, token: token, metrics: observer.metrics, signKey: signKey,
-                                                   tryModel: tryModelTokens.map { TryModel(store: store, maxNewTokens: $0) }),
-                          configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
-    task = Task.detached {
-      do { try await app.runService(gracefulShutdownSignals: []) } catch { log("  dashboard stopped: \(error)") }
-    }
-    url = "http://\(host.contains(":") ? "[\(host)]" : host):\(port)/"
+  /// versions' signatures and signs the model cards' statements; `tryModelTokens` turns the "try the model" box on.
+  public static func application(store: Registry, live: LiveState, metrics: FederationMetrics, host: String, port: Int, token: String?,
+                                 signKey: [UInt8], tryModelTokens: Int?) -> Application<RouterResponder<BasicRequestContext>> {
+    Application(router: Dashboard.router(store: store, live: live, token: token, metrics: metrics, signKey: signKey,
+                                         tryModel: tryModelTokens.map { TryModel(store: store, maxNewTokens: $0) }),
+                configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
   }
 
-  public func stop() { task.cancel() }
+  public static func url(host: String, port: Int) -> String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)/" }
 }
 
 /// One row of the contributors' leaderboard.

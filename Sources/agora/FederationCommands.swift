@@ -3,6 +3,8 @@ import AgoraCluster
 import AgoraDashboard
 import AgoraGeneration
 import AgoraRounds
+import AgoraServices
+import ServiceLifecycle
 import AgoraCoordinator
 import AgoraNode
 import AgoraTransport
@@ -23,7 +25,7 @@ func onTerminationSignal(_ handler: @escaping @Sendable () -> Void) -> [Dispatch
   }
 }
 
-struct CoordinatorCommand: ParsableCommand {
+struct CoordinatorCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "coordinator", abstract: "Run a federation's coordinator: admit enrolled nodes, run rounds, aggregate, version the model.")
 
@@ -36,7 +38,9 @@ struct CoordinatorCommand: ParsableCommand {
   @Option(help: ArgumentHelp("Append the coordinator's events to FILE as JSON lines (listening, nodes, round_started, update_accepted, update_refused, round_ended), for scripts and supervisors.", valueName: "file"))
   var events: String?
 
-  func run() throws {
+  /// The vocabulary phase and the rounds (`CoordinatorRun`) and the dashboard (`DashboardRun`) as one service
+  /// group: SIGTERM or SIGINT shuts both down gracefully, and the end of the rounds ends the dashboard.
+  func run() async throws {
     setvbuf(stdout, nil, _IOLBF, 0)  // a line at a time, also into a log file
     let cfg: CoordinatorConfig
     do { cfg = try CoordinatorConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
@@ -45,54 +49,32 @@ struct CoordinatorCommand: ParsableCommand {
     if let events {
       do { observers.append(try CoordinatorEventFile(path: events)) } catch let e as ConfigError { throw CLIError(e.description) }
     }
-    if VocabularyPhase.needed(cfg.federation) {
-      // The federation's vocabulary is learned first, from the nodes' count tables (SPEC §4.4).
-      let phase = VocabularyPhase(config: cfg)
-      phase.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
-      let watching = CoordinatorObservers(observers)
-      phase.observer = watching
-      defer { withExtendedLifetime(watching) {} }
-      let stop = ManagedAtomicFlag()
-      let signals = onTerminationSignal { stop.set() }
-      defer { _ = signals }
-      _ = try phase.run(stop: stop)
-    }
-    let service = try CoordinatorService(config: cfg)
+    let dashboard = cfg.dashboard == nil ? nil : DashboardObserver(live: LiveState(federation: cfg.federation.id))
+    if let dashboard { observers.append(dashboard) }
     // The round table goes to stdout; what happens inside a round to stderr (the demo keeps it in a log).
-    service.log = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
-    var dashboard: DashboardServer? = nil
-    if let (host, port) = cfg.dashboard {
-      nonisolated(unsafe) let log = service.log
-      let d = DashboardServer(store: service.store, federation: cfg.federation.id, host: host, port: port, token: cfg.dashboardToken,
-                              signKey: service.signPublic, tryModelTokens: cfg.tryModelTokens, log: { log($0) })
-      observers.append(d.observer)
-      service.log("dashboard on \(d.url)")
-      dashboard = d
+    let log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+    let rounds = CoordinatorRun(config: cfg, observers: observers, log: log) { service in
+      print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")
+      service.onRound = { r in
+        let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
+        print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.2f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
+                     r.bytesIn, r.meanLoss, mean, r.seconds,
+                     (r.applied ? "" : "  (\(r.note))") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
+        fflush(stdout)
+      }
     }
-    let watching = CoordinatorObservers(observers)
-    service.observer = watching
-    defer { withExtendedLifetime(watching) {} }
-    let signals = onTerminationSignal { service.requestStop() }
-    defer { _ = signals; service.shutdown(); dashboard?.stop() }
-    print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")
-    service.onRound = { r in
-      let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
-      print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.2f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
-                   r.bytesIn, r.meanLoss, mean, r.seconds,
-                   (r.applied ? "" : "  (\(r.note))") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
-      fflush(stdout)
-    }
-    let outcomes = try service.run()
-    let first = service.initialBitsPerByte
-    if let last = outcomes.last, !first.isEmpty {
+    var services: [any Service] = [rounds]
+    if let dashboard { services.append(DashboardRun(config: cfg, coordinator: rounds, observer: dashboard, log: log)) }
+    try await runGroup(services, label: "agora.coordinator")
+    if let service = rounds.first, let last = rounds.outcomes.last, !service.initialBitsPerByte.isEmpty {
       print("bits per byte per language, version \(service.initialVersion) → version \(last.version):")
       let after = Dictionary(uniqueKeysWithValues: last.bitsPerByte)
-      for (lang, b) in first { print(String(format: "  %@  %.3f → %.3f", lang, b, after[lang] ?? .nan)) }
+      for (lang, b) in service.initialBitsPerByte { print(String(format: "  %@  %.3f → %.3f", lang, b, after[lang] ?? .nan)) }
     }
   }
 }
 
-struct NodeCommand: ParsableCommand {
+struct NodeCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "node", abstract: "Run a node: train on local data each round and send sealed updates to the coordinator.")
 
@@ -102,7 +84,7 @@ struct NodeCommand: ParsableCommand {
   @Option(name: .customLong("set"), help: "A federation setting that replaces federation.toml's, as KEY=VALUE in TOML (e.g. rounds.secure_aggregation=true); repeatable. Every party must be given the same.")
   var overrides: [String] = []
 
-  func run() throws {
+  func run() async throws {
     setvbuf(stdout, nil, _IOLBF, 0)
     let cfg: NodeConfig
     do { cfg = try NodeConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
@@ -117,20 +99,13 @@ struct NodeCommand: ParsableCommand {
       }
       return
     }
-    if VocabularyPhase.needed(cfg.federation) {
-      // Count tables out, the federation's tokenizer in (SPEC §4.4), before the node can state its terms.
-      let client = VocabularyClient(config: cfg)
-      client.log = { print($0) }
-      let stop = ManagedAtomicFlag()
-      let signals = onTerminationSignal { stop.set() }
-      defer { _ = signals }
-      try client.run(stop: stop)
+    // The vocabulary phase and the rounds as a service group: SIGTERM or SIGINT stops the node gracefully.
+    let run = NodeRun(config: cfg, vocabularyLog: { print($0) }) {
+      let node = try NodeService(config: cfg, cluster: cluster)
+      if let cluster { print("\(cfg.name): a node of \(cluster.size) MPI ranks (batch \(cfg.federation.batch) = \(cluster.size) × \(cfg.federation.batch / cluster.size))") }
+      return node
     }
-    let node = try NodeService(config: cfg, cluster: cluster)
-    if let cluster { print("\(cfg.name): a node of \(cluster.size) MPI ranks (batch \(cfg.federation.batch) = \(cluster.size) × \(cfg.federation.batch / cluster.size))") }
-    let signals = onTerminationSignal { node.requestStop() }
-    defer { _ = signals; node.shutdown() }
-    do { try node.run() } catch {
+    do { try await runGroup([run], label: "agora.node") } catch {
       // The other ranks wait in a collective for this one: a failure ends them all.
       if let cluster { FileHandle.standardError.write(Data("\(cfg.name): \(error); stopping every rank\n".utf8)); cluster.abort() }
       throw error

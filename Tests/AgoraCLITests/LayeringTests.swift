@@ -15,8 +15,8 @@ import Testing
     "AgoraTrainer": 4,
     "AgoraRounds": 5,
     "AgoraCoordinator": 6, "AgoraNode": 6, "AgoraSimulation": 6,
-    "AgoraDashboard": 7, "AgoraBench": 7,
-    "agora": 8,
+    "AgoraDashboard": 7, "AgoraBench": 7, "AgoraServices": 8,
+    "agora": 9,
   ]
   /// External packages a target may import, by the product name it declares.
   static let external: Set<String> = ["GRDB", "TOMLKit", "Hummingbird", "HummingbirdTesting", "Prometheus", "Logging", "ArgumentParser"]
