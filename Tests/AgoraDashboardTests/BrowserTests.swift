@@ -9,7 +9,7 @@ import Testing
   /// plots load, the institutions' own scores are listed, the console shows no error, and a screenshot is saved (.agora/screenshots/dashboard.png).
   @Test func dashboardRendersInHeadlessChromium() throws {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
-    let browser = try #require(chromium, "Chromium is missing: scripts/setup --python installs it")
+    _ = try #require(chromium, "Chromium is missing: scripts/setup --python installs it")
     let h = try Harness(nodes: [("east", ["de"]), ("west", ["fr", "it"])], rounds: 8, innerSteps: 150, quorum: 1.0, deadline: 60)
     defer { h.cleanup() }
     let port = h.port + 1 < 65535 ? h.port + 1 : h.port - 1
@@ -23,18 +23,7 @@ import Testing
     let shots = repoRoot + "/.agora/screenshots"
     try FileManager.default.createDirectory(atPath: shots, withIntermediateDirectories: true)
     func chrome(_ args: [String], fragment: String = "") throws -> (String, String) {
-      let p = Process()
-      p.executableURL = URL(fileURLWithPath: browser)
-      p.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0",
-                     "--user-data-dir=" + h.dir + "/chromium", "--virtual-time-budget=6000", "--window-size=1200,1500"] + args + ["http://127.0.0.1:\(port)/" + fragment]
-      let out = Pipe(), err = Pipe()
-      p.standardOutput = out
-      p.standardError = err
-      try p.run()
-      let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-      let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-      p.waitUntilExit()
-      return (o, e)
+      try headlessChromium("http://127.0.0.1:\(port)/" + fragment, args, profile: h.dir + "/chromium")
     }
     let (dom, log) = try chrome(["--dump-dom"])
     #expect(dom.contains("data-refreshed=\"yes\""), "the page's script ran and fetched the API")

@@ -14,7 +14,7 @@ import Testing
 
   @Test func theLatestVersionContinuesAPromptInThePage() throws {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
-    let browser = try #require(chromium, "Chromium is missing: scripts/setup --python installs it")
+    _ = try #require(chromium, "Chromium is missing: scripts/setup --python installs it")
     let h = try Harness(nodes: [("east", ["de"])], rounds: 1, innerSteps: 5, deadline: 60)
     defer { h.cleanup() }
     let port = h.port + 1 < 65535 ? h.port + 1 : h.port - 1
@@ -37,17 +37,7 @@ import Testing
     #expect(bad == 400)
 
     // The page: #try=TEXT fills the box and runs it; the completion streams into #completion.
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: browser)
-    p.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0",
-                   "--user-data-dir=" + h.dir + "/chromium", "--virtual-time-budget=8000", "--dump-dom", url + "?token=\(token)#try=Die%20Datei%20wird"]
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let dom = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
+    let (dom, log) = try headlessChromium(url + "?token=\(token)#try=Die%20Datei%20wird", ["--dump-dom"], profile: h.dir + "/chromium", virtualTime: 8000)
     let completion = dom.components(separatedBy: "<pre id=\"completion\"").dropFirst().first?.components(separatedBy: "</pre>").first ?? ""
     #expect(completion.contains("data-done=\"yes\"") && completion.contains("Die Datei wird"), "the completion streamed into the page: \(completion.prefix(400))")
     #expect(completion.count > "data-done=\"yes\" style=\"\">Die Datei wird".count + 20, "new text after the prompt: \(completion.prefix(400))")

@@ -101,3 +101,24 @@ public func runProcess(_ exe: String, _ args: [String], in directory: String? = 
   p.waitUntilExit()
   return (p.terminationStatus, String(decoding: out, as: UTF8.self))
 }
+
+/// Headless Chromium (installed by scripts/setup --python) at `url`, with `args` (e.g. `--dump-dom`,
+/// `--screenshot=FILE`); its profile in `profile`, `virtualTime` ms of virtual time for the page's scripts.
+/// Returns (standard output, standard error: the console lines with --enable-logging).
+public func headlessChromium(_ url: String, _ args: [String], profile: String, virtualTime: Int = 6000) throws -> (String, String) {
+  guard let browser = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+    throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "Chromium is missing: scripts/setup --python installs it"])
+  }
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: browser)
+  p.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0",
+                 "--user-data-dir=" + profile, "--virtual-time-budget=\(virtualTime)", "--window-size=1200,1500"] + args + [url]
+  let out = Pipe(), err = Pipe()
+  p.standardOutput = out
+  p.standardError = err
+  try p.run()
+  let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  p.waitUntilExit()
+  return (o, e)
+}
