@@ -77,7 +77,7 @@ let package = Package(
     // Layer 6: ... and the three that run rounds: the coordinator service, the node service, the simulation.
     .target(name: "AgoraCoordinator", dependencies: ["AgoraImport", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                                      "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation"]),
-    .target(name: "AgoraNode", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
+    .target(name: "AgoraNode", dependencies: ["AgoraText", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                               "AgoraData", "AgoraStorage", "AgoraSecureAggregation", "AgoraCluster",
                                               .product(name: "Logging", package: "swift-log")]),
     .target(name: "AgoraSimulation", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraTensor", "AgoraModel",

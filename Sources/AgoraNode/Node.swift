@@ -30,6 +30,8 @@ public final class NodeService {
   let errorFeedback: FloatBuffer
   /// Where the node says what it does: swift-log (label `agora.node`) unless a caller sets its own.
   public var log: (String) -> Void = { [logger = Logger(label: "agora.node")] in logger.info("\($0)") }
+  /// Told what happens, as typed events (`agora node --events`).
+  public var observer: (any NodeObserver)?
   /// The live progress line while training (step, loss, tokens/s, ETA): rewritten in place on a terminal,
   /// a line every 10 s otherwise.
   public var progress: (String) -> Void = NodeService.defaultProgress
@@ -121,6 +123,7 @@ public final class NodeService {
       throw TransferError.timeout("no WELCOME from \(config.federation.endpoint) within \(Int(config.rejoinSeconds)) s (not running, wrong server key, or this node is not enrolled)")
     }
     log("\(name) joined \(config.federation.id): \(config.federation.preset), \(config.precision.summary), \(Parallel.threads) threads")
+    observer?.node(.joined(again: false))
     // Heartbeats while training keeps this thread busy.
     let beatEvery = Locked(Double(w.heartbeat) / 1000)
     let beat = Thread { [endpoint, stop] in
@@ -131,6 +134,7 @@ public final class NodeService {
     var lastJoin = Date()
     /// LEAVE from the coordinator: true when the federation is finished; otherwise joins again once it is back.
     func ended(_ kind: LeaveKind, _ reason: String) throws -> Bool {
+      observer?.node(.sessionEnded(finished: kind == .finished, reason: Printable.line(reason)))
       if kind == .finished {
         log("\(name): the coordinator says the federation is finished (\(Printable.line(reason))); leaving")
         return true
@@ -142,6 +146,7 @@ public final class NodeService {
       w = again
       beatEvery.value = Double(w.heartbeat) / 1000
       log("\(name) joined \(config.federation.id) again")
+      observer?.node(.joined(again: true))
       return false
     }
     // With rounds.overlap_steps: the message that ended the last upload's exchange, and the next round's steps
@@ -212,6 +217,7 @@ public final class NodeService {
         } catch TransferError.rejected(let code, let text) {
           // The coordinator refused this node's update (or its transfer): it knows; nothing to tell it.
           log("\(name): round \(r): update refused (code \(code)): \(Printable.line(text))")
+          observer?.node(.updateRefused(round: r, code: code, reason: Printable.line(text)))
         } catch {
           if stop.isSet { log("\(name): round \(r) abandoned: stopping") } else { abandon(round: r, "\(error)") }
         }
@@ -229,7 +235,9 @@ public final class NodeService {
           endpoint.send(joinMessage)
         }
       case .welcome(_, let hb, _, _, _, _):
+        // The answer to a JOIN sent again from this loop (a session the coordinator no longer knew).
         beatEvery.value = Double(hb) / 1000
+        observer?.node(.joined(again: true))
       default:
         continue
       }
@@ -281,8 +289,10 @@ public final class NodeService {
         sendCounts()
         return (Int(chunk), hb, key)
       case .success(.error(let code, let text, _)) where code == ErrorCode.termsMismatch.rawValue:
+        observer?.node(.refused(reason: Printable.line(text)))
         throw ConfigError(file: config.federation.path, key: "-", problem: "the coordinator refused this node: " + Printable.line(text))
       case .success(.error(let code, let text, _)) where code != ErrorCode.notJoined.rawValue:
+        observer?.node(.refused(reason: "code \(code): " + Printable.line(text)))
         throw TransferError.rejected(code: code, message: Printable.line(text))
       default: continue
       }
@@ -327,6 +337,7 @@ public final class NodeService {
     guard !scores.isEmpty else { return }
     let statement = LanguageScore.statement(federation: fed.id, version: version, hash: hash, scores: Array(scores))
     endpoint.send(.evaluation(version: version, hash: hash, scores: Array(scores), signature: try Sodium.sign(statement, secretKey: identity.signSecret)))
+    observer?.node(.evaluated(version: version, scores: scores.map { ($0.language, Double($0.bitsPerByte)) }))
     log("\(config.name): version \(version) on its own validation text: " + scores.map { String(format: "%@ %.3f", $0.language, $0.bitsPerByte) }.joined(separator: ", ")
         + String(format: " bits/byte (%.1f s)", Date().timeIntervalSince(t0)))
   }
@@ -334,6 +345,7 @@ public final class NodeService {
   /// Tells the coordinator this node will send nothing for round `r` (so the round need not wait for it), and logs why.
   func abandon(round r: UInt64, _ why: String) {
     log("\(config.name): round \(r) abandoned: \(why)")
+    observer?.node(.roundAbandoned(round: r, reason: why))
     endpoint.send(.error(code: ErrorCode.internalError.rawValue, message: "node abandons round \(r): " + String(why.prefix(900)), subject: .round(r)))
   }
 

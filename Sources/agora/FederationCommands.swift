@@ -84,6 +84,9 @@ struct NodeCommand: AsyncParsableCommand {
   @Option(name: .customLong("set"), help: "A federation setting that replaces federation.toml's, as KEY=VALUE in TOML (e.g. rounds.secure_aggregation=true); repeatable. Every party must be given the same.")
   var overrides: [String] = []
 
+  @Option(help: ArgumentHelp("Append the node's events to FILE as JSON lines (joined, refused, session_ended, round_abandoned, update_refused, evaluated).", valueName: "file"))
+  var events: String?
+
   func run() async throws {
     setvbuf(stdout, nil, _IOLBF, 0)
     let cfg: NodeConfig
@@ -100,8 +103,11 @@ struct NodeCommand: AsyncParsableCommand {
       return
     }
     // The vocabulary phase and the rounds as a service group: SIGTERM or SIGINT stops the node gracefully.
+    let eventFile: NodeEventFile?
+    do { eventFile = try events.map { try NodeEventFile(path: $0) } } catch let e as ConfigError { throw CLIError(e.description) }
     let run = NodeRun(config: cfg, vocabularyLog: { print($0) }) {
       let node = try NodeService(config: cfg, cluster: cluster)
+      node.observer = eventFile
       if let cluster { print("\(cfg.name): a node of \(cluster.size) MPI ranks (batch \(cfg.federation.batch) = \(cluster.size) × \(cfg.federation.batch / cluster.size))") }
       return node
     }

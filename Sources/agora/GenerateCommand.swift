@@ -19,7 +19,7 @@ struct GenerateCommand: ParsableCommand {
       decoded; any other line is the prompt as it stands) and generates them in batches.
       """)
 
-  @Option(help: "Model directory (config.json, model.safetensors, tokenizer.json): an export, an import, or any GPT-2/LLaMA checkpoint in fp32.")
+  @Option(help: "Model directory (config.json, model.safetensors, tokenizer.json): an export, an import, or any GPT-2/LLaMA checkpoint agora model import accepts.")
   var model: String?
   @Option(help: "A version of the federation (with --config; without --model and --version: the latest).")
   var version: Int?
@@ -83,7 +83,10 @@ struct GenerateCommand: ParsableCommand {
     let gen: Generator
     do {
       switch (model, version) {
-      case (let dir?, nil): gen = try Generator(modelDirectory: dir, slots: slots)
+      case (let dir?, nil):
+        // Read as an import reads it: any GPT2LMHeadModel/LlamaForCausalLM directory (sharded, fp16/bf16, tied).
+        let m = try HuggingFaceImport.read(dir)
+        gen = try Generator(config: m.config, parameters: m.parameters, tokenizer: m.tokenizer, slots: slots)
       case (nil, let n): gen = try Self.versionGenerator(config: config, version: n, slots: slots).0
       default: throw CLIError("give --model DIR or --version N (with --config), not both")
       }

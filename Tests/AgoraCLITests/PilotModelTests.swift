@@ -65,6 +65,7 @@ import Testing
     let n = try h.node("north")
     #expect(h.wait(n, seconds: 60), "the node did not stop")
     #expect(n.terminationStatus != 0)
-    #expect(h.read("north.log").contains("model (shape, and base checkpoint if any)"), "\(h.read("north.log").suffix(800))")
+    let refused = h.events(log: "north.log").first { $0["event"] as? String == "refused" }?["reason"] as? String ?? ""
+    #expect(refused.contains("model (shape, and base checkpoint if any)"), "\(h.read("north.log").suffix(800))")
   }
 }

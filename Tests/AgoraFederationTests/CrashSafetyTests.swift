@@ -44,7 +44,8 @@ import Testing
     #expect(finalLog.contains("resuming test-federation from version \(committed[3])"), "\(finalLog)")
     for n in nodes { _ = h.wait(n, seconds: 20) }
     for (i, _) in h.nodes.enumerated() { #expect(!nodes[i].isRunning) }
-    #expect(h.read("east.log").contains("joining again") || h.read("west.log").contains("joining again"), "nodes rejoined by themselves")
+    #expect(["east.log", "west.log"].contains { h.events(log: $0).contains { $0["event"] as? String == "joined" && $0["again"] as? Bool == true } },
+            "nodes rejoined by themselves")
 
     // The registry: versions 0…N in one chain, every round of the federation recorded once, verify passes.
     let (status, verify) = try h.run(["verify", "--config", h.dir + "/coordinator.toml"])
@@ -109,7 +110,7 @@ import Testing
     defer { for n in nodes where n.isRunning { n.terminate() } }
     // Once round 2 is under way (a node trains it: 400 steps), interrupt.
     #expect(h.waitForRound(2) != nil)
-    #expect(waitUntil(120) { h.read("east.log").contains("version 1 on its own validation text") })
+    #expect(h.waitForEvent("evaluated", log: "east.log") { ($0["version"] as? Int) == 1 } != nil, "east scored version 1")
     kill(c.processIdentifier, SIGINT)
     #expect(h.wait(c, seconds: 60), "the coordinator stopped")
     #expect(c.terminationReason == .exit && c.terminationStatus == 0, "\(h.read("coordinator.log"))")

@@ -53,7 +53,7 @@ import Testing
     var procs = try h.nodes.map { try h.node($0) }
     // Kill node c while it trains round 2: once it has fetched version 1 and scored it (what it does first).
     #expect(h.waitForRound(2) != nil)
-    #expect(waitUntil(120) { h.read("c.log").contains("version 1 on its own validation text") })
+    #expect(h.waitForEvent("evaluated", log: "c.log") { ($0["version"] as? Int) == 1 } != nil, "c scored version 1")
     kill(procs[2].processIdentifier, SIGKILL)
     procs[2].waitUntilExit()
     // It restarts at once and must catch up with the latest version (by hash) in a later round.

@@ -193,8 +193,11 @@ public struct Harness {
     p.waitUntilExit()
     return (p.terminationStatus, read(name))
   }
+  /// A node process; its events go to the event file of its log (`east.log` → `east.events`: `events(log:)`,
+  /// `waitForEvent(_:log:)` read it as they read the coordinator's).
   public func node(_ name: String, log: String? = nil, env: [String: String] = [:], namespace: String? = nil) throws -> Process {
-    try start(["node", "--config", "\(dir)/\(name).toml"], log: log ?? "\(name).log", env: env, namespace: namespace)
+    let l = log ?? "\(name).log"
+    return try start(["node", "--config", "\(dir)/\(name).toml", "--events", dir + "/" + eventFile(l)], log: l, env: env, namespace: namespace)
   }
   public func read(_ log: String) -> String { (try? String(contentsOfFile: dir + "/" + log, encoding: .utf8)) ?? "" }
 

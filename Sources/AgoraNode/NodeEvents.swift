@@ -1,0 +1,56 @@
+import AgoraRounds
+import AgoraText
+import Foundation
+
+/// What a node reports of itself as it happens (`agora node --events FILE`, JSON lines), so that supervisors and
+/// tests need not read its log's prose.
+public enum NodeEvent: Sendable {
+  /// A WELCOME (again: after the coordinator ended a session and came back).
+  case joined(again: Bool)
+  /// The coordinator refused the node at JOIN (other terms, not enrolled, revoked); the node stops.
+  case refused(reason: String)
+  /// The coordinator ended the session: the federation is finished (the node leaves), or not (it joins again).
+  case sessionEnded(finished: Bool, reason: String)
+  /// The node will send nothing for this round.
+  case roundAbandoned(round: UInt64, reason: String)
+  /// The coordinator refused the node's update for this round.
+  case updateRefused(round: UInt64, code: UInt16, reason: String)
+  /// The node scored a version on its own validation text (bits per byte by language) and sent the signed scores.
+  case evaluated(version: UInt64, scores: [(language: String, bitsPerByte: Double)])
+}
+
+public protocol NodeObserver: AnyObject, Sendable {
+  func node(_ event: NodeEvent)
+}
+
+/// Appends a node's events to a file as JSON lines: {"event": "joined", "again": false}, {"event": "refused",
+/// "reason": …}, {"event": "session_ended", "finished": …, "reason": …}, {"event": "round_abandoned", "round": …,
+/// "reason": …}, {"event": "update_refused", "round": …, "code": …, "reason": …}, {"event": "evaluated",
+/// "version": …, "scores": {"de": 3.1, …}}.
+public final class NodeEventFile: NodeObserver, @unchecked Sendable {
+  private let fd: Int32
+  private let lock = NSLock()
+
+  public init(path: String) throws {
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw ConfigError(file: path, key: "--events", problem: "cannot open for appending: \(String(cString: strerror(errno)))") }
+  }
+  deinit { close(fd) }
+
+  public func node(_ event: NodeEvent) {
+    let line: String
+    switch event {
+    case .joined(let again): line = "{\"event\":\"joined\",\"again\":\(again)}"
+    case .refused(let reason): line = "{\"event\":\"refused\",\"reason\":\(jsonString(reason))}"
+    case .sessionEnded(let finished, let reason): line = "{\"event\":\"session_ended\",\"finished\":\(finished),\"reason\":\(jsonString(reason))}"
+    case .roundAbandoned(let r, let reason): line = "{\"event\":\"round_abandoned\",\"round\":\(r),\"reason\":\(jsonString(reason))}"
+    case .updateRefused(let r, let code, let reason): line = "{\"event\":\"update_refused\",\"round\":\(r),\"code\":\(code),\"reason\":\(jsonString(reason))}"
+    case .evaluated(let v, let scores):
+      let s = scores.map { "\(jsonString($0.language)):\($0.bitsPerByte.isFinite ? String($0.bitsPerByte) : "null")" }.joined(separator: ",")
+      line = "{\"event\":\"evaluated\",\"version\":\(v),\"scores\":{\(s)}}"
+    }
+    let bytes = Array((line + "\n").utf8)
+    lock.lock(); defer { lock.unlock() }
+    _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+  }
+}
