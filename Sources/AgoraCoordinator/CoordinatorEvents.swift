@@ -83,16 +83,12 @@ public final class CoordinatorObservers: CoordinatorObserver, @unchecked Sendabl
 /// whole with one `write` (O_APPEND): `listening`, `nodes` (when the set of connected nodes changes),
 /// `round_started`, `update_accepted`, `update_refused`, `round_ended`.
 public final class CoordinatorEventFile: CoordinatorObserver, @unchecked Sendable {
-  private let fd: Int32
+  private let file: EventLines
   private let lock = NSLock()
   private var lastNodes: [String] = []
 
   /// Opens (creates) `path` for appending; a file that cannot be opened is an error before anything runs.
-  public init(path: String) throws {
-    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw ConfigError(file: path, key: "--events", problem: "cannot open for appending: \(String(cString: strerror(errno)))") }
-  }
-  deinit { close(fd) }
+  public init(path: String) throws { file = try EventLines(path: path) }
 
   public func coordinator(_ event: CoordinatorEvent) {
     let line: String
@@ -105,8 +101,7 @@ public final class CoordinatorEventFile: CoordinatorObserver, @unchecked Sendabl
       lock.lock(); defer { lock.unlock() }
       guard names != lastNodes else { return }
       lastNodes = names
-      line = "{\"event\":\"nodes\",\"nodes\":[\(names.map(jsonString).joined(separator: ","))],\"version\":\(version)}"
-      write(line)
+      file.append("{\"event\":\"nodes\",\"nodes\":[\(names.map(jsonString).joined(separator: ","))],\"version\":\(version)}")
       return
     case .roundStarted(let round, let expected, let deadline):
       line = "{\"event\":\"round_started\",\"round\":\(round),\"expected\":\(expected),\"deadline\":\(deadline.timeIntervalSince1970)}"
@@ -118,12 +113,6 @@ public final class CoordinatorEventFile: CoordinatorObserver, @unchecked Sendabl
       line = "{\"event\":\"round_ended\",\"round\":\(o.round),\"version\":\(o.version),\"applied\":\(o.applied),\"accepted\":\(o.accepted),"
         + "\"selected\":\(o.selected),\"rejected\":[\(o.rejected.map(jsonString).joined(separator: ","))],\"note\":\(jsonString(o.note))}"
     }
-    lock.lock(); defer { lock.unlock() }
-    write(line)
-  }
-
-  private func write(_ line: String) {
-    let bytes = Array((line + "\n").utf8)
-    _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    file.append(line)
   }
 }

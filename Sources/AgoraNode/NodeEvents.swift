@@ -28,14 +28,9 @@ public protocol NodeObserver: AnyObject, Sendable {
 /// "reason": …}, {"event": "update_refused", "round": …, "code": …, "reason": …}, {"event": "evaluated",
 /// "version": …, "scores": {"de": 3.1, …}}.
 public final class NodeEventFile: NodeObserver, @unchecked Sendable {
-  private let fd: Int32
-  private let lock = NSLock()
+  private let file: EventLines
 
-  public init(path: String) throws {
-    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw ConfigError(file: path, key: "--events", problem: "cannot open for appending: \(String(cString: strerror(errno)))") }
-  }
-  deinit { close(fd) }
+  public init(path: String) throws { file = try EventLines(path: path) }
 
   public func node(_ event: NodeEvent) {
     let line: String
@@ -49,8 +44,6 @@ public final class NodeEventFile: NodeObserver, @unchecked Sendable {
       let s = scores.map { "\(jsonString($0.language)):\($0.bitsPerByte.isFinite ? String($0.bitsPerByte) : "null")" }.joined(separator: ",")
       line = "{\"event\":\"evaluated\",\"version\":\(v),\"scores\":{\(s)}}"
     }
-    let bytes = Array((line + "\n").utf8)
-    lock.lock(); defer { lock.unlock() }
-    _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    file.append(line)
   }
 }
