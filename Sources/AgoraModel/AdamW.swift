@@ -20,12 +20,17 @@ public final class AdamW {
   /// (offset, count, decays) runs of the layout, merged where neighbours agree.
   let runs: [(Int, Int, Bool)]
 
-  public init(layout: ParameterLayout, settings: Settings = .init()) {
+  public convenience init(layout: ParameterLayout, settings: Settings = .init()) {
+    self.init(tensors: layout.tensors, count: layout.count, settings: settings)
+  }
+
+  /// An optimizer for any flat buffer of `count` values cut into `tensors` (a model's adapters: `LoRALayout`).
+  public init(tensors: [ParameterLayout.Tensor], count: Int, settings: Settings = .init()) {
     self.settings = settings
-    m = FloatBuffer(count: layout.count)
-    v = FloatBuffer(count: layout.count)
+    m = FloatBuffer(count: count)
+    v = FloatBuffer(count: count)
     var r: [(Int, Int, Bool)] = []
-    for t in layout.tensors {
+    for t in tensors {
       if let last = r.last, last.2 == t.decays, last.0 + last.1 == t.offset {
         r[r.count - 1].1 += t.count
       } else {

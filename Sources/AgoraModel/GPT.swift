@@ -18,6 +18,12 @@ public final class GPT {
   let body: Body
   /// The linear layers' arithmetic (`precision`).
   let products: Products
+  /// LoRA adapters on the blocks' linear layers (`attach(lora:seed:)`); with them the parameters are frozen.
+  public private(set) var adapters: LoRAAdapters?
+  /// Whether backward computes gradients of the parameters (not when adapters are attached).
+  public var trainsBase: Bool { adapters == nil }
+  /// Where a frozen norm's weight gradient goes (C floats, never read).
+  let discard: FloatBuffer
   public var precision: Precision { products.precision }
 
   /// The blocks' activations and their gradients' scratch, per architecture.
@@ -28,7 +34,9 @@ public final class GPT {
 
   /// Creates a model with GPT-2's initialisation (normal 0.02, residual projections 0.02/√(2L)) whose matrix
   /// products run in `precision`.
-  public init(config: GPTConfig, batch B: Int, sequence T: Int, seed: UInt64 = 1337, precision: Precision = .fp32) throws {
+  /// `baseGradients` false allocates no gradients for the parameters (a model that only trains LoRA adapters).
+  public init(config: GPTConfig, batch B: Int, sequence T: Int, seed: UInt64 = 1337, precision: Precision = .fp32,
+              baseGradients: Bool = true) throws {
     try config.validate()
     guard B >= 1, T >= 1, T <= config.contextLength else {
       throw ModelError.invalidConfig("batch \(B) × sequence \(T) must be positive with T ≤ contextLength \(config.contextLength)")
@@ -38,7 +46,8 @@ public final class GPT {
     self.T = T
     layout = ParameterLayout(config)
     parameters = FloatBuffer(count: layout.count)
-    gradients = FloatBuffer(count: layout.count)
+    gradients = FloatBuffer(count: baseGradients ? layout.count : 0)
+    discard = FloatBuffer(count: config.channels)
     head = HeadActivations(B: B, T: T, V: config.vocabSize)
     // The largest activation operands: a forward input or a backward dout (first), a backward input (second).
     let c = config, wide = max(4 * c.channels, 2 * c.intermediate, (c.heads + 2 * c.kvHeads) * c.headSize)
@@ -76,11 +85,30 @@ public final class GPT {
     }
   }
 
-  public func zeroGradients() { gradients.zero() }
+  public func zeroGradients() {
+    gradients.zero()
+    adapters?.gradients.zero()
+  }
+
+  /// Puts LoRA adapters (peft's initialisation from `seed`) on the modules `settings` names and freezes the
+  /// parameters: from now on backward computes the adapters' gradients only.
+  @discardableResult
+  public func attach(lora settings: LoRASettings, seed: UInt64 = 1337) throws -> LoRAAdapters {
+    let a = LoRAAdapters(layout: try LoRALayout(config, settings: settings), rows: B * T, seed: seed)
+    adapters = a
+    return a
+  }
+
+  /// Removes the adapters (the parameters train again, if this model has their gradients).
+  public func detachAdapters() { adapters = nil }
+
+  /// Gradient pointer for the parameter at `offset`, or a discard buffer when the parameters are frozen.
+  @inline(__always) func gradient(_ offset: Int) -> P { trainsBase ? gradients.pointer + offset : discard.pointer }
 
   // MARK: - Forward
 
-  /// Runs the model on `tokens` (B·T, row-major) and returns the mean loss over `targets` (B·T),
+  /// Runs the model on `tokens` (B·T, row-major) and returns the mean loss over `targets` (B·T; any may be
+  /// `ignoredTarget`, and the mean is over the others; the caller's `backwardScale` decides the gradient's weights),
   /// or nil without targets (logits are then in `logits`). With `backwardScale`, dlogits scaled by it
   /// are left in place of the logits for `backward`.
   @discardableResult
@@ -91,12 +119,17 @@ public final class GPT {
       throw ModelError.mismatch("expected \(BT) tokens and targets, got \(tokens.count) and \(targets?.count ?? 0)")
     }
     for tok in tokens where tok < 0 || Int(tok) >= V { throw ModelError.mismatch("token id \(tok) outside vocabulary 0..<\(V)") }
-    if let targets { for tok in targets where tok < 0 || Int(tok) >= V { throw ModelError.mismatch("target id \(tok) outside vocabulary 0..<\(V)") } }
+    if let targets {
+      for tok in targets where (tok < 0 || Int(tok) >= V) && tok != Self.ignoredTarget {
+        throw ModelError.mismatch("target id \(tok) outside vocabulary 0..<\(V) (and not \(Self.ignoredTarget), the ignored target)")
+      }
+    }
     let h = head
     h.tokens.update(from: tokens, count: BT)
     if let targets { h.targets.update(from: targets, count: BT) }
 
     products.refreshWeights()
+    adapters?.beginForward()
     let hidden: CP
     switch body {
     case .gpt2(let a, _): hidden = try gpt2Forward(a)
@@ -112,9 +145,20 @@ public final class GPT {
     }
     crossEntropyForward(h.logits, h.losses, h.targets, N: BT, V: V, dlossScale: backwardScale)
     var total = 0.0
-    for i in 0..<BT { total += Double(h.losses[i]) }
-    return Float(total / Double(BT))
+    var counted = 0
+    for i in 0..<BT where h.targets[i] != Self.ignoredTarget {
+      total += Double(h.losses[i])
+      counted += 1
+    }
+    lastCountedTargets = counted
+    return counted == 0 ? 0 : Float(total / Double(counted))
   }
+
+  /// A target that takes no part in the loss (Hugging Face's −100): the prompt's tokens when only answers train.
+  public static let ignoredTarget: Int32 = -100
+
+  /// How many targets of the last forward pass were not `ignoredTarget` (its loss is their mean).
+  public private(set) var lastCountedTargets = 0
 
   /// GPT-2's blocks and final LayerNorm on `head.tokens`; returns the normalised hidden states (BT, C).
   private func gpt2Forward(_ a: Activations) throws -> CP {
@@ -133,13 +177,17 @@ public final class GPT {
 
       layernormForward(ln1, ln1m, ln1r, residual, p + w.ln1w, p + w.ln1b, N: BT, C: C)
       try products.forward(qkv, ln1, w: w.qkvw, bias: w.qkvb, layout: .inOut, N: BT, C: C, OC: 3 * C)
+      adapters?.forward(.cAttn, layer: l, out: qkv, ldo: 3 * C, x: ln1)
       attentionForward(atty, att, qkv, B: B, T: T, C: C, NH: NH)
       try products.forward(a.proj, atty, w: w.attprojw, bias: w.attprojb, layout: .inOut, N: BT, C: C, OC: C)
+      adapters?.forward(.attnCProj, layer: l, out: a.proj, ldo: C, x: atty)
       residualForward(res2, residual, a.proj, n: BT * C)
       layernormForward(ln2, ln2m, ln2r, res2, p + w.ln2w, p + w.ln2b, N: BT, C: C)
       try products.forward(fch, ln2, w: w.fcw, bias: w.fcb, layout: .inOut, N: BT, C: C, OC: 4 * C)
+      adapters?.forward(.cFc, layer: l, out: fch, ldo: 4 * C, x: ln2)
       geluForward(fchg, fch, n: BT * 4 * C)
       try products.forward(a.proj, fchg, w: w.fcprojw, bias: w.fcprojb, layout: .inOut, N: BT, C: 4 * C, OC: C)
+      adapters?.forward(.mlpCProj, layer: l, out: a.proj, ldo: C, x: fchg)
       residualForward(res3, res2, a.proj, n: BT * C)
     }
     let last = a.residual3 + (L - 1) * BT * C
@@ -173,6 +221,9 @@ public final class GPT {
 
   /// Accumulates ∂loss/∂parameters into `gradients`. Needs a preceding `forward` with `backwardScale`.
   public func backward() throws {
+    guard trainsBase ? gradients.count == layout.count : true else {
+      throw ModelError.invalidConfig("this model was made without parameter gradients and has no adapters to train")
+    }
     switch body {
     case .gpt2(let a, let d): try gpt2Backward(a, d)
     case .llama(let a, let d, let rope): try llamaBackward(a, d, rope)
@@ -182,18 +233,19 @@ public final class GPT {
   /// The output head's backward: logits = hidden · headᵀ, so dhidden = dlogits · head (overwritten) and
   /// dhead += dlogitsᵀ · hidden.
   func headBackward(hidden: CP, dhidden: P) throws {
-    try products.backward(dhidden, head.logits, hidden, w: layout.head, layout: .outIn, N: B * T, C: config.channels, OC: config.vocabSize)
+    try products.backward(dhidden, head.logits, hidden, w: layout.head, layout: .outIn, N: B * T, C: config.channels, OC: config.vocabSize,
+                          weightGradients: trainsBase)
   }
 
   private func gpt2Backward(_ a: Activations, _ d: ActivationGradients) throws {
     let (B, T, C, L, NH) = (self.B, self.T, config.channels, config.layers, config.heads)
     let BT = B * T
     let p = UnsafePointer(parameters.pointer)
-    let g = gradients.pointer
+    let wg = trainsBase
     try headBackward(hidden: a.lnf, dhidden: d.dln)
     d.dresidual.update(repeating: 0, count: BT * C)
     let last = a.residual3 + (L - 1) * BT * C
-    layernormBackward(d.dresidual, g + layout.lnfw, g + layout.lnfb, d.dln, last, p + layout.lnfw,
+    layernormBackward(d.dresidual, gradient(layout.lnfw), gradient(layout.lnfb), d.dln, last, p + layout.lnfw,
                       a.lnfMean, a.lnfRstd, N: BT, C: C, scratch: d.scratch)
 
     for l in stride(from: L - 1, through: 0, by: -1) {
@@ -206,19 +258,23 @@ public final class GPT {
       let fch = a.fch + l * BT * 4 * C, fchg = a.fchGelu + l * BT * 4 * C
 
       // dresidual is ∂/∂residual3; the MLP branch:
-      try products.backward(d.dfch, d.dresidual, fchg, w: w.fcprojw, bias: w.fcprojb, layout: .inOut, N: BT, C: 4 * C, OC: C)
+      try products.backward(d.dfch, d.dresidual, fchg, w: w.fcprojw, bias: w.fcprojb, layout: .inOut, N: BT, C: 4 * C, OC: C, weightGradients: wg)
+      adapters?.backward(.mlpCProj, layer: l, dout: d.dresidual, ldo: C, x: fchg, dinp: d.dfch)
       geluBackward(d.dfch, fch, d.dfch, n: BT * 4 * C)
-      try products.backward(d.dln, d.dfch, ln2, w: w.fcw, bias: w.fcb, layout: .inOut, N: BT, C: C, OC: 4 * C)
-      layernormBackward(d.dresidual, g + w.ln2w, g + w.ln2b, d.dln, res2, p + w.ln2w, ln2m, ln2r,
+      try products.backward(d.dln, d.dfch, ln2, w: w.fcw, bias: w.fcb, layout: .inOut, N: BT, C: C, OC: 4 * C, weightGradients: wg)
+      adapters?.backward(.cFc, layer: l, dout: d.dfch, ldo: 4 * C, x: ln2, dinp: d.dln)
+      layernormBackward(d.dresidual, gradient(w.ln2w), gradient(w.ln2b), d.dln, res2, p + w.ln2w, ln2m, ln2r,
                         N: BT, C: C, scratch: d.scratch)
       // dresidual is now ∂/∂residual2; the attention branch:
-      try products.backward(d.datty, d.dresidual, atty, w: w.attprojw, bias: w.attprojb, layout: .inOut, N: BT, C: C, OC: C)
+      try products.backward(d.datty, d.dresidual, atty, w: w.attprojw, bias: w.attprojb, layout: .inOut, N: BT, C: C, OC: C, weightGradients: wg)
+      adapters?.backward(.attnCProj, layer: l, dout: d.dresidual, ldo: C, x: atty, dinp: d.datty)
       attentionBackward(d.dqkv, d.datty, qkv, att, B: B, T: T, C: C, NH: NH, scratch: d.attScratch)
-      try products.backward(d.dln, d.dqkv, ln1, w: w.qkvw, bias: w.qkvb, layout: .inOut, N: BT, C: C, OC: 3 * C)
-      layernormBackward(d.dresidual, g + w.ln1w, g + w.ln1b, d.dln, residual, p + w.ln1w, ln1m, ln1r,
+      try products.backward(d.dln, d.dqkv, ln1, w: w.qkvw, bias: w.qkvb, layout: .inOut, N: BT, C: C, OC: 3 * C, weightGradients: wg)
+      adapters?.backward(.cAttn, layer: l, dout: d.dqkv, ldo: 3 * C, x: ln1, dinp: d.dln)
+      layernormBackward(d.dresidual, gradient(w.ln1w), gradient(w.ln1b), d.dln, residual, p + w.ln1w, ln1m, ln1r,
                         N: BT, C: C, scratch: d.scratch)
     }
-    encoderBackward(g + layout.wte, g + layout.wpe, d.dresidual, head.tokens, BT: BT, T: T, C: C)
+    if wg { encoderBackward(gradients.pointer + layout.wte, gradients.pointer + layout.wpe, d.dresidual, head.tokens, BT: BT, T: T, C: C) }
   }
 
   /// Bytes held by activations and their gradients.

@@ -311,12 +311,18 @@ func gqaAttentionBackward(_ dqkv: P, _ dout: CP, _ qkv: CP, _ att: CP, B: Int, T
 // MARK: - Output head and cross-entropy
 
 /// logits (N, V), in place: softmax, per-row loss (nats) against `targets`, and — when `dlossScale` is given —
-/// dlogits = (p − onehot) · dlossScale written over the logits. Returns the summed loss of the rows.
+/// dlogits = (p − onehot) · dlossScale written over the logits. A row whose target is `GPT.ignoredTarget` has
+/// loss 0 and, with `dlossScale`, zero dlogits (Hugging Face's −100: a prompt token in answer-only training).
 func crossEntropyForward(_ logits: P, _ losses: P, _ targets: UnsafePointer<Int32>, N: Int, V: Int,
                          dlossScale: Float?) {
   Parallel.forRange(N, minChunk: 4) { s, e in
     for i in s..<e {
       let row = logits + i * V
+      if targets[i] == GPT.ignoredTarget {
+        losses[i] = 0
+        if dlossScale != nil { row.update(repeating: 0, count: V) }
+        continue
+      }
       var mx = -Float.infinity
       var vmx = Vec(repeating: -Float.infinity)
       var j = 0

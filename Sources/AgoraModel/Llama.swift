@@ -19,15 +19,23 @@ extension GPT {
       let x = l == 0 ? a.encoded : a.layer(l - 1).res3
       rmsnormForward(s.n1, s.r1, x, p + w.attnNorm, N: BT, C: C, eps: eps)
       try products.forward(s.qkv, s.n1, w: w.qkv, layout: .outIn, N: BT, C: C, OC: W)
+      if let ad = adapters {
+        for site in [LoRALayout.Site.q, .k, .v] { ad.forward(site, layer: l, out: s.qkv, ldo: W, x: s.n1) }
+      }
       // Queries and keys are adjacent in each row: one pass rotates NH + NKV heads.
       ropeForward(s.qkv, s.qkv, rope, B: B, T: T, NH: NH + NKV, HS: HS, stride: W)
       gqaAttentionForward(s.atty, s.att, s.qkv, B: B, T: T, NH: NH, NKV: NKV, HS: HS)
       try products.forward(a.proj, s.atty, w: w.o, layout: .outIn, N: BT, C: NH * HS, OC: C)
+      adapters?.forward(.o, layer: l, out: a.proj, ldo: C, x: s.atty)
       residualForward(s.res2, x, a.proj, n: BT * C)
       rmsnormForward(s.n2, s.r2, s.res2, p + w.mlpNorm, N: BT, C: C, eps: eps)
       try products.forward(s.gu, s.n2, w: w.gateUp, layout: .outIn, N: BT, C: C, OC: 2 * I)
+      if let ad = adapters {
+        for site in [LoRALayout.Site.gate, .up] { ad.forward(site, layer: l, out: s.gu, ldo: 2 * I, x: s.n2) }
+      }
       swigluForward(s.h, s.gu, N: BT, I: I)
       try products.forward(a.proj, s.h, w: w.down, layout: .outIn, N: BT, C: I, OC: C)
+      adapters?.forward(.down, layer: l, out: a.proj, ldo: C, x: s.h)
       residualForward(s.res3, s.res2, a.proj, n: BT * C)
     }
     rmsnormForward(a.nf, a.rf, a.layer(L - 1).res3, p + layout.lnfw, N: BT, C: C, eps: eps)
@@ -39,26 +47,34 @@ extension GPT {
     let (B, T, C, L, NH, NKV, HS, I) = (self.B, self.T, c.channels, c.layers, c.heads, c.kvHeads, c.headSize, c.intermediate)
     let BT = B * T, W = (NH + 2 * NKV) * HS
     let p = UnsafePointer(parameters.pointer)
-    let g = gradients.pointer
+    let wg = trainsBase
     try headBackward(hidden: a.nf, dhidden: d.dn)
     d.dresidual.update(repeating: 0, count: BT * C)
-    rmsnormBackward(d.dresidual, g + layout.lnfw, d.dn, a.layer(L - 1).res3, p + layout.lnfw, a.rf, N: BT, C: C, scratch: d.scratch)
+    rmsnormBackward(d.dresidual, gradient(layout.lnfw), d.dn, a.layer(L - 1).res3, p + layout.lnfw, a.rf, N: BT, C: C, scratch: d.scratch)
     for l in stride(from: L - 1, through: 0, by: -1) {
       let w = layout.llamaBlocks[l], s = a.layer(l)
       let x = l == 0 ? a.encoded : a.layer(l - 1).res3
       // dresidual is ∂/∂res3; the MLP branch:
-      try products.backward(d.dh, d.dresidual, s.h, w: w.down, layout: .outIn, N: BT, C: I, OC: C)
+      try products.backward(d.dh, d.dresidual, s.h, w: w.down, layout: .outIn, N: BT, C: I, OC: C, weightGradients: wg)
+      adapters?.backward(.down, layer: l, dout: d.dresidual, ldo: C, x: s.h, dinp: d.dh)
       swigluBackward(d.dgu, d.dh, s.gu, N: BT, I: I)
-      try products.backward(d.dn, d.dgu, s.n2, w: w.gateUp, layout: .outIn, N: BT, C: C, OC: 2 * I)
-      rmsnormBackward(d.dresidual, g + w.mlpNorm, d.dn, s.res2, p + w.mlpNorm, s.r2, N: BT, C: C, scratch: d.scratch)
+      try products.backward(d.dn, d.dgu, s.n2, w: w.gateUp, layout: .outIn, N: BT, C: C, OC: 2 * I, weightGradients: wg)
+      if let ad = adapters {
+        for site in [LoRALayout.Site.gate, .up] { ad.backward(site, layer: l, dout: d.dgu, ldo: 2 * I, x: s.n2, dinp: d.dn) }
+      }
+      rmsnormBackward(d.dresidual, gradient(w.mlpNorm), d.dn, s.res2, p + w.mlpNorm, s.r2, N: BT, C: C, scratch: d.scratch)
       // dresidual is now ∂/∂res2; the attention branch:
-      try products.backward(d.datty, d.dresidual, s.atty, w: w.o, layout: .outIn, N: BT, C: NH * HS, OC: C)
+      try products.backward(d.datty, d.dresidual, s.atty, w: w.o, layout: .outIn, N: BT, C: NH * HS, OC: C, weightGradients: wg)
+      adapters?.backward(.o, layer: l, dout: d.dresidual, ldo: C, x: s.atty, dinp: d.datty)
       gqaAttentionBackward(d.dqkv, d.datty, s.qkv, s.att, B: B, T: T, NH: NH, NKV: NKV, HS: HS, scratch: d.attScratch)
       ropeBackward(d.dqkv, d.dqkv, rope, B: B, T: T, NH: NH + NKV, HS: HS, stride: W)
-      try products.backward(d.dn, d.dqkv, s.n1, w: w.qkv, layout: .outIn, N: BT, C: C, OC: W)
-      rmsnormBackward(d.dresidual, g + w.attnNorm, d.dn, x, p + w.attnNorm, s.r1, N: BT, C: C, scratch: d.scratch)
+      try products.backward(d.dn, d.dqkv, s.n1, w: w.qkv, layout: .outIn, N: BT, C: C, OC: W, weightGradients: wg)
+      if let ad = adapters {
+        for site in [LoRALayout.Site.q, .k, .v] { ad.backward(site, layer: l, dout: d.dqkv, ldo: W, x: s.n1, dinp: d.dn) }
+      }
+      rmsnormBackward(d.dresidual, gradient(w.attnNorm), d.dn, x, p + w.attnNorm, s.r1, N: BT, C: C, scratch: d.scratch)
     }
-    embeddingBackward(g + layout.wte, d.dresidual, head.tokens, N: BT, C: C)
+    if wg { embeddingBackward(gradients.pointer + layout.wte, d.dresidual, head.tokens, N: BT, C: C) }
   }
 }
 

@@ -72,9 +72,12 @@ final class Products {
                     accumulate: bias != nil, c: out, ldc: OC)
   }
 
-  /// dout (N, OC) → dinp (N, C) (overwritten), dW and db (gradient offsets `w`, `bias`) accumulated.
-  func backward(_ dinp: P, _ dout: CP, _ inp: CP, w: Int, bias: Int? = nil, layout: WeightLayout, N: Int, C: Int, OC: Int) throws {
+  /// dout (N, OC) → dinp (N, C) (overwritten), dW and db (gradient offsets `w`, `bias`) accumulated — unless
+  /// the weights are frozen (`weightGradients` false: a LoRA model's base), when only dinp is computed.
+  func backward(_ dinp: P, _ dout: CP, _ inp: CP, w: Int, bias: Int? = nil, layout: WeightLayout, N: Int, C: Int, OC: Int,
+                weightGradients: Bool = true) throws {
     let g = gradients.pointer
+    if !weightGradients { return try inputGradient(dinp, dout, w: w, layout: layout, N: N, C: C, OC: OC) }
     guard let m = mixed else {
       var (d, x, weights) = (dout, inp, parameters.pointer)
       if let e = emulated {
@@ -101,5 +104,24 @@ final class Products {
       try m.gemm.gemm(transA: true, transB: false, m: OC, n: C, k: N, a: da, lda: OC, b: xb, ldb: C, accumulate: true, c: g + w, ldc: C)
     }
     if let bias { biasBackward(g + bias, dout, N: N, OC: OC) }
+  }
+
+  /// dinp (N, C) = dout · W (overwritten): the backward pass through a frozen layer.
+  private func inputGradient(_ dinp: P, _ dout: CP, w: Int, layout: WeightLayout, N: Int, C: Int, OC: Int) throws {
+    let outIn = layout == .outIn
+    guard let m = mixed else {
+      var (d, weights) = (dout, parameters.pointer)
+      if let e = emulated {
+        BF16.round(dout, e.a.pointer, count: N * OC)
+        (d, weights) = (UnsafePointer(e.a.pointer), e.weights.pointer)
+      }
+      // .inOut: W is C × OC, dinp = dout · Wᵀ; .outIn: W is OC × C, dinp = dout · W.
+      BLAS.sgemm(transA: false, transB: !outIn, m: N, n: C, k: OC, a: d, lda: OC, b: weights + w, ldb: outIn ? C : OC,
+                 beta: 0, c: dinp, ldc: C)
+      return
+    }
+    BF16.convert(dout, m.a.pointer, count: N * OC)
+    try m.gemm.gemm(transA: false, transB: !outIn, m: N, n: C, k: OC, a: m.a.pointer, lda: OC, b: m.weights.pointer + w,
+                    ldb: outIn ? C : OC, accumulate: false, c: dinp, ldc: C)
   }
 }
