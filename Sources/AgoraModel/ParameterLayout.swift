@@ -1,3 +1,5 @@
+import AgoraTensor
+
 /// Where each named tensor lives inside the model's one flat parameter buffer.
 ///
 /// GPT-2: names, shapes and order are Hugging Face GPT-2's (`transformers` `GPT2Model`), and linear weights
@@ -97,4 +99,27 @@ public struct ParameterLayout: Sendable {
   }
 
   public func tensor(named name: String) -> Tensor? { tensors.first { $0.name == name } }
+}
+
+extension ParameterLayout {
+  /// A parameter buffer for `config` with the vocabulary grown to `vocabSize` tokens (a chat template's special
+  /// tokens added to a model's vocabulary): every tensor copied, and each new row of the token embedding (and of
+  /// LLaMA's untied output head) set to the mean of the existing rows, so new tokens start as an average token.
+  public static func growVocabulary(_ parameters: FloatBuffer, config: GPTConfig, to vocabSize: Int) throws -> (GPTConfig, FloatBuffer) {
+    let old = ParameterLayout(config)
+    guard parameters.count == old.count else { throw ModelError.mismatch("\(parameters.count) parameters for a layout of \(old.count)") }
+    guard vocabSize >= config.vocabSize else { throw ModelError.mismatch("a vocabulary cannot shrink from \(config.vocabSize) to \(vocabSize)") }
+    var c = config
+    c.vocabSize = vocabSize
+    let new = ParameterLayout(c), out = FloatBuffer(count: new.count), C = config.channels
+    for (a, b) in zip(old.tensors, new.tensors) {
+      precondition(a.name == b.name, "layouts differ in more than the vocabulary")
+      (out.pointer + b.offset).update(from: parameters.pointer + a.offset, count: a.count)
+      guard b.count > a.count else { continue }
+      var mean = [Double](repeating: 0, count: C)
+      for r in 0..<config.vocabSize { for j in 0..<C { mean[j] += Double(parameters[a.offset + r * C + j]) } }
+      for r in config.vocabSize..<vocabSize { for j in 0..<C { out[b.offset + r * C + j] = Float(mean[j] / Double(config.vocabSize)) } }
+    }
+    return (c, out)
+  }
 }
