@@ -6,6 +6,7 @@
         gradient is not zero either) and saved with save_pretrained into OUT/adapter; the mean cross-entropy of
         the logits at every position against --labels (−100 ignored, no shift: label t is position t's target)
         and its gradients for every adapter matrix, into OUT/grads.safetensors under peft's file names.
+        --train-tokens 5,9: those tokens' rows train too (trainable_token_indices), moved off their base values.
     python scripts/hf_lora.py logits BASE_DIR ADAPTER_DIR OUT.safetensors --tokens 1,2,3 [--merged DIR]
         logits of PeftModel.from_pretrained(base, ADAPTER_DIR) and, with --merged, of the merged model
         transformers loads from DIR.
@@ -28,13 +29,19 @@ def grads(args):
     from peft import LoraConfig, get_peft_model
     torch.manual_seed(args.seed)
     base = load_base(args.base)
+    extra = {}
+    if args.train_tokens:
+        ids = [int(t) for t in args.train_tokens.split(",")]
+        extra["trainable_token_indices"] = {"wte": ids} if base.config.model_type == "gpt2" else {"embed_tokens": ids, "lm_head": ids}
     cfg = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=args.targets.split(","),
-                     bias="none", task_type="CAUSAL_LM", fan_in_fan_out=base.config.model_type == "gpt2")
+                     bias="none", task_type="CAUSAL_LM", fan_in_fan_out=base.config.model_type == "gpt2", **extra)
     model = get_peft_model(base, cfg)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_" in n:
                 p.copy_(0.3 * torch.randn_like(p) / p.shape[1] ** 0.5)
+            elif "trainable_tokens_delta" in n:
+                p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(os.path.join(args.out, "adapter"))
     tokens = torch.tensor([int(t) for t in args.tokens.split(",")]).view(args.batch, -1)
     labels = torch.tensor([int(t) for t in args.labels.split(",")]).view(args.batch, -1)
@@ -46,8 +53,8 @@ def grads(args):
     for n, p in model.named_parameters():
         if p.requires_grad:
             trained += 1
-            assert "lora_" in n, n
-            out[n.replace(".default.weight", ".weight")] = p.grad.detach().contiguous()
+            assert "lora_" in n or "trainable_tokens_delta" in n, n
+            out[n.replace(".default.weight", ".weight").replace("trainable_tokens_delta.default", "trainable_tokens_delta")] = p.grad.detach().contiguous()
     save_file(out, os.path.join(args.out, "grads.safetensors"))
     print(json.dumps({"loss": loss.item(), "trained": trained}))
 
@@ -81,6 +88,7 @@ def main():
     g.add_argument("--tokens", required=True)
     g.add_argument("--labels", required=True)
     g.add_argument("--batch", type=int, default=1)
+    g.add_argument("--train-tokens", help="ids for trainable_token_indices (their embedding and head rows train too)")
     g.set_defaults(run=grads)
     lg = sub.add_parser("logits")
     lg.add_argument("base")

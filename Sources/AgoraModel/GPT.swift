@@ -95,6 +95,7 @@ public final class GPT {
   @discardableResult
   public func attach(lora settings: LoRASettings, seed: UInt64 = 1337) throws -> LoRAAdapters {
     let a = LoRAAdapters(layout: try LoRALayout(config, settings: settings), rows: B * T, seed: seed)
+    a.takeTokenRows(from: parameters, layout)
     adapters = a
     return a
   }
@@ -128,8 +129,11 @@ public final class GPT {
     h.tokens.update(from: tokens, count: BT)
     if let targets { h.targets.update(from: targets, count: BT) }
 
+    if let a = adapters {
+      a.installTokenRows(into: parameters, layout)
+      a.beginForward()
+    }
     products.refreshWeights()
-    adapters?.beginForward()
     let hidden: CP
     switch body {
     case .gpt2(let a, _): hidden = try gpt2Forward(a)
@@ -233,6 +237,7 @@ public final class GPT {
   /// The output head's backward: logits = hidden · headᵀ, so dhidden = dlogits · head (overwritten) and
   /// dhead += dlogitsᵀ · hidden.
   func headBackward(hidden: CP, dhidden: P) throws {
+    adapters?.headRowsBackward(dlogits: head.logits, hidden: hidden, V: config.vocabSize)
     try products.backward(dhidden, head.logits, hidden, w: layout.head, layout: .outIn, N: B * T, C: config.channels, OC: config.vocabSize,
                           weightGradients: trainsBase)
   }
@@ -275,6 +280,7 @@ public final class GPT {
                         N: BT, C: C, scratch: d.scratch)
     }
     if wg { encoderBackward(gradients.pointer + layout.wte, gradients.pointer + layout.wpe, d.dresidual, head.tokens, BT: BT, T: T, C: C) }
+    adapters?.embeddingRowsBackward(dx: d.dresidual, tokens: head.tokens)
   }
 
   /// Bytes held by activations and their gradients.

@@ -75,6 +75,7 @@ extension GPT {
       rmsnormBackward(d.dresidual, gradient(w.attnNorm), d.dn, x, p + w.attnNorm, s.r1, N: BT, C: C, scratch: d.scratch)
     }
     if wg { embeddingBackward(gradients.pointer + layout.wte, d.dresidual, head.tokens, N: BT, C: C) }
+    adapters?.embeddingRowsBackward(dx: d.dresidual, tokens: head.tokens)
   }
 }
 

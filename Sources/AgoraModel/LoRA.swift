@@ -11,12 +11,28 @@ public struct LoRASettings: Codable, Equatable, Sendable {
   public var dropout: Float
   /// Hugging Face module names (see `LoRASettings.modules(for:)`).
   public var targets: [String]
+  /// Token ids whose embedding rows (and output-head rows) are trained too, as peft's `trainable_token_indices`:
+  /// the chat template's special tokens added to a base's vocabulary, which would otherwise stay at their
+  /// initial rows (all alike).
+  public var tokens: [Int]
 
-  public init(rank: Int = 16, alpha: Float = 32, dropout: Float = 0, targets: [String]) {
+  public init(rank: Int = 16, alpha: Float = 32, dropout: Float = 0, targets: [String], tokens: [Int] = []) {
     self.rank = rank
     self.alpha = alpha
     self.dropout = dropout
     self.targets = targets
+    self.tokens = tokens
+  }
+
+  enum CodingKeys: String, CodingKey { case rank, alpha, dropout, targets, tokens }
+
+  public init(from decoder: Decoder) throws {
+    let k = try decoder.container(keyedBy: CodingKeys.self)
+    rank = try k.decode(Int.self, forKey: .rank)
+    alpha = try k.decode(Float.self, forKey: .alpha)
+    dropout = try k.decodeIfPresent(Float.self, forKey: .dropout) ?? 0
+    targets = try k.decode([String].self, forKey: .targets)
+    tokens = try k.decodeIfPresent([Int].self, forKey: .tokens) ?? []
   }
 
   /// peft's scaling, α / r.
@@ -40,6 +56,7 @@ public struct LoRASettings: Codable, Equatable, Sendable {
       throw ModelError.invalidConfig("LoRA target \"\(t)\" is not a module of a \(architecture.rawValue) block (it has \(known.joined(separator: ", ")))")
     }
     guard Set(targets).count == targets.count else { throw ModelError.invalidConfig("LoRA targets \(targets) name a module twice") }
+    guard Set(tokens).count == tokens.count, tokens.count <= 4096 else { throw ModelError.invalidConfig("LoRA's trained tokens \(tokens.prefix(8)) repeat or are too many") }
   }
 }
 
@@ -71,6 +88,9 @@ public struct LoRALayout: Sendable {
   public let settings: LoRASettings
   public let config: GPTConfig
   public let modules: [Module]
+  /// The trained token rows (n, C): of the embedding, and of the output head when it is its own matrix (LLaMA's
+  /// untied head; GPT-2's head is its embedding, so its one set of rows serves both); −1 when there are none.
+  public let embeddingRows: Int, headRows: Int
   /// Every matrix, A then B per module, as `ParameterLayout.Tensor`s (peft names).
   public let tensors: [ParameterLayout.Tensor]
   public let count: Int
@@ -79,6 +99,9 @@ public struct LoRALayout: Sendable {
 
   public init(_ c: GPTConfig, settings: LoRASettings) throws {
     try settings.validate(for: c.architecture)
+    for t in settings.tokens where t < 0 || t >= c.vocabSize {
+      throw ModelError.invalidConfig("LoRA's trained token \(t) lies outside the vocabulary of \(c.vocabSize)")
+    }
     self.settings = settings
     config = c
     let r = settings.rank, C = c.channels
@@ -111,6 +134,22 @@ public struct LoRALayout: Sendable {
       }
       idx.append(here)
     }
+    var (embeddingRows, headRows) = (-1, -1)
+    if !settings.tokens.isEmpty {
+      let n = settings.tokens.count
+      let embedding = c.architecture == .llama ? "model.embed_tokens" : "transformer.wte"
+      let e = ParameterLayout.Tensor(name: "base_model.model.\(embedding).token_adapter.trainable_tokens_delta", shape: [n, C], offset: off)
+      list.append(e)
+      off += e.count
+      embeddingRows = e.offset
+      if c.architecture == .llama {
+        let h = ParameterLayout.Tensor(name: "base_model.model.lm_head.token_adapter.trainable_tokens_delta", shape: [n, C], offset: off)
+        list.append(h)
+        off += h.count
+        headRows = h.offset
+      }
+    }
+    (self.embeddingRows, self.headRows) = (embeddingRows, headRows)
     (modules, tensors, count, index) = (mods, list, off, idx)
   }
 
@@ -158,6 +197,53 @@ public final class LoRAAdapters {
   }
 
   func beginForward() { pass &+= 1 }
+
+  /// Copies the base's current rows of the trained tokens into the adapters (peft's initialisation of trainable
+  /// tokens: they start as they are).
+  func takeTokenRows(from parameters: FloatBuffer, _ pl: ParameterLayout) {
+    let C = layout.config.channels
+    for (i, t) in layout.settings.tokens.enumerated() {
+      if layout.embeddingRows >= 0 { (self.parameters.pointer + layout.embeddingRows + i * C).update(from: parameters.pointer + pl.wte + t * C, count: C) }
+      if layout.headRows >= 0 { (self.parameters.pointer + layout.headRows + i * C).update(from: parameters.pointer + pl.head + t * C, count: C) }
+    }
+  }
+
+  /// Writes the trained token rows into the base's embedding (and head): they replace those rows, as peft's
+  /// `index_copy` does, so a forward pass on the base then computes what the adapted model does.
+  public func installTokenRows(into parameters: FloatBuffer, _ pl: ParameterLayout) {
+    let C = layout.config.channels
+    for (i, t) in layout.settings.tokens.enumerated() {
+      if layout.embeddingRows >= 0 { (parameters.pointer + pl.wte + t * C).update(from: self.parameters.pointer + layout.embeddingRows + i * C, count: C) }
+      if layout.headRows >= 0 { (parameters.pointer + pl.head + t * C).update(from: self.parameters.pointer + layout.headRows + i * C, count: C) }
+    }
+  }
+
+  /// The output head's gradient for the trained tokens' rows: row i += Σ_t dlogits[t, token_i] · hidden[t]
+  /// (into the head rows, or GPT-2's shared embedding rows).
+  func headRowsBackward(dlogits: CP, hidden: CP, V: Int) {
+    guard !layout.settings.tokens.isEmpty else { return }
+    let C = layout.config.channels, rows = layout.headRows >= 0 ? layout.headRows : layout.embeddingRows
+    let column = FloatBuffer(count: N), y = FloatBuffer(count: C)
+    for (i, t) in layout.settings.tokens.enumerated() {
+      for r in 0..<N { column[r] = dlogits[r * V + t] }
+      BLAS.sgemv(transA: true, rows: N, cols: C, a: hidden, lda: C, x: column.pointer, y: y.pointer)
+      let g = gradients.pointer + rows + i * C
+      for j in 0..<C { g[j] += y[j] }
+    }
+  }
+
+  /// The embedding's gradient for the trained tokens' rows: row i += dx at every position holding token_i.
+  func embeddingRowsBackward(dx: CP, tokens: UnsafePointer<Int32>) {
+    guard layout.embeddingRows >= 0 else { return }
+    let C = layout.config.channels
+    var slot: [Int32: Int] = [:]
+    for (i, t) in layout.settings.tokens.enumerated() { slot[Int32(t)] = i }
+    for r in 0..<N {
+      guard let i = slot[tokens[r]] else { continue }
+      let g = gradients.pointer + layout.embeddingRows + i * C, d = dx + r * C
+      for j in 0..<C { g[j] += d[j] }
+    }
+  }
 
   /// The dropout draw of `m` in this pass: position k (of rows × in) is dropped when this is true.
   private func dropMask(_ m: LoRALayout.Module) -> (seed: UInt64, threshold: UInt64) {

@@ -26,6 +26,7 @@ public enum LoRACheckpoint {
       "use_rslora": false,
       "use_dora": false,
       "modules_to_save": null,
+      "trainable_token_indices": \(tokenIndices(s, architecture)),
       "init_lora_weights": true,
       "inference_mode": true
     }
@@ -69,6 +70,21 @@ public enum LoRACheckpoint {
     for key in ["rank_pattern", "alpha_pattern"] {
       if let v = o[key] as? [String: Any], !v.isEmpty { throw fail("\(key) gives some modules their own rank or alpha: not supported") }
     }
+    var tokens: [Int] = []
+    if let list = o["trainable_token_indices"] as? [Int] {
+      tokens = list
+    } else if let map = o["trainable_token_indices"] as? [String: [Int]] {
+      let embedding = architecture == .llama ? "embed_tokens" : "wte"
+      for (k, v) in map where k != embedding && !(architecture == .llama && k == "lm_head") {
+        throw fail("trainable_token_indices names \(k): Agora trains the rows of \(embedding)\(architecture == .llama ? " and lm_head" : "") only")
+      }
+      tokens = map[embedding] ?? []
+      if architecture == .llama, (map["lm_head"] ?? []) != tokens {
+        throw fail("trainable_token_indices gives lm_head other tokens than embed_tokens: Agora trains the same rows of both")
+      }
+    } else if let v = o["trainable_token_indices"], !(v is NSNull) {
+      throw fail("trainable_token_indices is neither a list of ids nor a map of module names to ids")
+    }
     var targets: [String]
     if let list = o["target_modules"] as? [String] {
       targets = list
@@ -80,7 +96,7 @@ public enum LoRACheckpoint {
     // peft stores a set; keep the architecture's order so equal settings compare equal.
     let known = LoRASettings.modules(for: architecture)
     targets = known.filter(targets.contains) + targets.filter { !known.contains($0) }
-    let s = LoRASettings(rank: r, alpha: alpha, dropout: dropout, targets: targets)
+    let s = LoRASettings(rank: r, alpha: alpha, dropout: dropout, targets: targets, tokens: tokens)
     do { try s.validate(for: architecture) } catch { throw fail("\(error)") }
     return s
   }
@@ -94,7 +110,10 @@ public enum LoRACheckpoint {
     func stored(_ name: String) -> String {
       st.entries[name] != nil ? name : name.replacingOccurrences(of: ".weight", with: ".default.weight")
     }
-    let unknown = st.entries.keys.filter { n in !expected.contains(n) && !expected.contains(n.replacingOccurrences(of: ".default.weight", with: ".weight")) }
+    // peft also saves a resized embedding whole (`token_adapter.base_layer.weight`): that is the base's, not the adapter's.
+    let unknown = st.entries.keys.filter { n in
+      !expected.contains(n) && !expected.contains(n.replacingOccurrences(of: ".default.weight", with: ".weight")) && !n.hasSuffix(".token_adapter.base_layer.weight")
+    }
     guard unknown.isEmpty else { throw ModelError.file(path: path, problem: "tensors that are no module's adapter: \(unknown.sorted().prefix(5))") }
     for t in adapters.layout.tensors {
       guard st.entries[stored(t.name)] != nil else { throw ModelError.file(path: path, problem: "missing \(t.name)") }
@@ -124,6 +143,7 @@ extension LoRAAdapters {
                    b: a + m.b, ldb: r, beta: 1, c: w + offset, ldc: m.outFeatures)
       }
     }
+    installTokenRows(into: parameters, pl)
   }
 
   /// The parameter offset of the weight a module adapts, and whether it is stored (out, in).
@@ -139,6 +159,13 @@ extension LoRAAdapters {
     case .mlpCProj: return (pl.blocks[m.layer].fcprojw, false)
     }
   }
+}
+
+/// peft's `trainable_token_indices`: null, or the embedding's (and LLaMA's head's) token ids.
+private func tokenIndices(_ s: LoRASettings, _ architecture: GPTConfig.Architecture) -> String {
+  guard !s.tokens.isEmpty else { return "null" }
+  let ids = "[" + s.tokens.map(String.init).joined(separator: ", ") + "]"
+  return architecture == .llama ? "{\"embed_tokens\": \(ids), \"lm_head\": \(ids)}" : "{\"wte\": \(ids)}"
 }
 
 private func jsonNumber(_ x: Float) -> String {

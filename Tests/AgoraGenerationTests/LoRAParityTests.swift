@@ -21,15 +21,18 @@ import Testing
     return o
   }
 
-  static let cases: [(String, [String])] = [
-    ("gpt2", ["c_attn", "c_proj", "c_fc"]),
-    ("llama", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
-    ("llama", ["v_proj", "up_proj"]),
+  /// (architecture, target modules, tokens whose embedding and head rows train too)
+  static let cases: [(String, [String], [Int])] = [
+    ("gpt2", ["c_attn", "c_proj", "c_fc"], []),
+    ("llama", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], []),
+    ("llama", ["v_proj", "up_proj"], []),
+    ("gpt2", ["c_attn"], [3, 17]),
+    ("llama", ["q_proj", "down_proj"], [5, 9, 30]),
   ]
 
   @Test(arguments: cases.indices)
   func lossAndAdapterGradientsEqualPeft(_ which: Int) throws {
-    let (kind, targets) = Self.cases[which]
+    let (kind, targets, trainTokens) = Self.cases[which]
     let (hf, cleanup) = try ImportParityTests.checkpoint(kind)
     defer { cleanup() }
     let root = (hf as NSString).deletingLastPathComponent
@@ -37,17 +40,20 @@ import Testing
     let (B, T) = (2, 24)
     var rng = SplitMix64(seed: UInt64(40 + which))
     let V = imported.config.vocabSize
-    let tokens = (0..<(B * T)).map { _ in Int32(rng.next() % UInt64(V)) }
+    var tokens = (0..<(B * T)).map { _ in Int32(rng.next() % UInt64(V)) }
+    for (i, t) in trainTokens.enumerated() { tokens[3 + 7 * i] = Int32(t) }  // their embedding rows get gradients
     let labels = (0..<(B * T)).map { i in i % 5 < 2 ? GPT.ignoredTarget : Int32(rng.next() % UInt64(V)) }
     let want = try Self.lora(["grads", hf, root + "/peft", "--targets", targets.joined(separator: ","), "--rank", "4", "--alpha", "12",
                               "--tokens", tokens.map(String.init).joined(separator: ","),
-                              "--labels=" + labels.map(String.init).joined(separator: ","), "--batch", String(B)])
-    #expect(want["trained"] as? Int == 2 * targets.count * imported.config.layers + (targets.contains("c_proj") ? 2 * imported.config.layers : 0))
+                              "--labels=" + labels.map(String.init).joined(separator: ","), "--batch", String(B)]
+                             + (trainTokens.isEmpty ? [] : ["--train-tokens", trainTokens.map(String.init).joined(separator: ",")]))
+    let rowTensors = trainTokens.isEmpty ? 0 : kind == "llama" ? 2 : 1
+    #expect(want["trained"] as? Int == 2 * targets.count * imported.config.layers + (targets.contains("c_proj") ? 2 * imported.config.layers : 0) + rowTensors)
 
     let model = try GPT(config: imported.config, batch: B, sequence: T, baseGradients: false)
     try Checkpoint.loadWeights(into: model, from: root + "/agora")
     let settings = try LoRACheckpoint.readSettings(root + "/peft/adapter", architecture: imported.config.architecture)
-    #expect(settings == LoRASettings(rank: 4, alpha: 12, dropout: 0, targets: targets))
+    #expect(settings == LoRASettings(rank: 4, alpha: 12, dropout: 0, targets: targets, tokens: trainTokens))
     let adapters = try model.attach(lora: settings)
     try LoRACheckpoint.loadWeights(into: adapters, from: root + "/peft/adapter")
     let counted = labels.filter { $0 != GPT.ignoredTarget }.count

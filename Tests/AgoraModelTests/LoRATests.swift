@@ -65,21 +65,26 @@ import Testing
     return (worst, checked)
   }
 
-  static let cases: [(String, [String], Float)] = [
-    ("tiny", ["c_attn", "c_proj", "c_fc"], 0),
-    ("llama-tiny", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], 0),
-    ("tiny", ["c_attn", "c_fc"], 0.25),
-    ("llama-tiny", ["k_proj", "up_proj", "down_proj"], 0.25),
+  /// (preset, targets, dropout, trains token rows)
+  static let cases: [(String, [String], Float, Bool)] = [
+    ("tiny", ["c_attn", "c_proj", "c_fc"], 0, false),
+    ("llama-tiny", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], 0, false),
+    ("tiny", ["c_attn", "c_fc"], 0.25, true),
+    ("llama-tiny", ["k_proj", "up_proj", "down_proj"], 0.25, true),
   ]
 
   @Test(arguments: cases.indices)
   func adapterGradientsMatchFiniteDifferences(_ which: Int) throws {
-    let (preset, targets, dropout) = Self.cases[which]
+    let (preset, targets, dropout, rows) = Self.cases[which]
     let m = try Self.model(preset)
-    let a = try m.attach(lora: LoRASettings(rank: 4, alpha: 8, dropout: dropout, targets: targets), seed: 7)
-    #expect(a.layout.modules.count == targets.count * m.config.layers + (targets.contains("c_proj") ? m.config.layers : 0))
-    Self.randomise(a)
     let (x, y) = Self.batch(m.B * m.T, ignoreEvery: 3)
+    // Token rows: two tokens of the batch (input and target) and one that is in neither (its rows get no gradient).
+    let unused = (0..<61).first { t in !x.contains(Int32(t)) && !y.contains(Int32(t)) }!
+    let tokens = rows ? [Int(x[0]), Int(y[4]), unused] : []
+    let a = try m.attach(lora: LoRASettings(rank: 4, alpha: 8, dropout: dropout, targets: targets, tokens: tokens), seed: 7)
+    #expect(a.layout.modules.count == targets.count * m.config.layers + (targets.contains("c_proj") ? m.config.layers : 0))
+    #expect(a.layout.tensors.count == 2 * a.layout.modules.count + (rows ? (preset == "tiny" ? 1 : 2) : 0))
+    Self.randomise(a)
     let (worst, checked) = try Self.finiteDifferences(m, x, y, pinDropout: dropout > 0)
     #expect(checked >= a.layout.tensors.count * 2, "\(checked) coordinates checked")
     #expect(worst < 3e-2, "\(preset) \(targets) dropout \(dropout): worst relative error \(worst) over \(checked) coordinates")
