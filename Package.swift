@@ -61,12 +61,14 @@ let package = Package(
     // Secure aggregation: Shamir shares, pairwise and self masks, fixed-point vectors in Z/2^b (no transport).
     .target(name: "AgoraSecureAggregation", dependencies: ["AgoraCrypto", "AgoraWire"], swiftSettings: vectorCode),
     // Layer 3: tokenized text, the network, the registry.
-    .target(name: "AgoraData", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "AgoraWire", "CZlib"]),
+    .target(name: "AgoraData", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "AgoraText", "AgoraWire", "CZlib"]),
+    // Layer 3: fine-tuning's formats: chat templates (ChatML, Llama 3) rendered with answer masks, JSONL conversations, peft adapter directories.
+    .target(name: "AgoraFineTune", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "AgoraText", "AgoraWire"]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto", "AgoraStorage",
                                                    .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraStorage", .product(name: "GRDB", package: "GRDB.swift")]),
     // Layer 4: the trainer.
-    .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData", "AgoraTensor", "AgoraStorage"]),
+    .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData", "AgoraFineTune", "AgoraTensor", "AgoraStorage"]),
     // A node spanning an MPI cluster: ranks, all-reduce, broadcast (Open MPI).
     .target(name: "AgoraCluster", dependencies: ["CMPI"]),
     // Layer 5: federated rounds. What coordinator, node and simulation share (the federation's settings, the
@@ -104,7 +106,7 @@ let package = Package(
       name: "agora",
       dependencies: [
         "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
-        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraImport", "AgoraGeneration", "AgoraText", "AgoraServices",
+        "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraImport", "AgoraGeneration", "AgoraFineTune", "AgoraText", "AgoraServices",
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
@@ -121,16 +123,16 @@ let package = Package(
     .testTarget(name: "AgoraDigestTests", dependencies: ["AgoraDigest", "AgoraCrypto", "AgoraWire"]),
     .testTarget(name: "AgoraStorageTests", dependencies: ["AgoraStorage", "AgoraTestSupport"]),
     .testTarget(name: "AgoraCryptoTests", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CSodium"]),
-    .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
-    .testTarget(name: "AgoraGenerationTests", dependencies: ["AgoraGeneration", "AgoraImport", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
-    .testTarget(name: "AgoraTrainerTests", dependencies: ["AgoraTrainer", "AgoraModel", "AgoraData", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraModelTests", dependencies: ["AgoraModel", "AgoraFineTune", "AgoraTensor", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraGenerationTests", dependencies: ["AgoraGeneration", "AgoraImport", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraTrainerTests", dependencies: ["AgoraTrainer", "AgoraModel", "AgoraData", "AgoraFineTune", "AgoraTensor", "AgoraTestSupport"]),
     .testTarget(name: "AgoraTransportTests", dependencies: ["AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CZeroMQ"]),
     .testTarget(name: "AgoraRegistryTests", dependencies: ["AgoraRegistry", "AgoraWire", "AgoraTestSupport"]),
     .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraHarness", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire",
                                                              "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraHarness", "AgoraDashboard", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraTestSupport",
                                                          .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird")]),
-    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

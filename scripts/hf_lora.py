@@ -63,13 +63,24 @@ def logits(args):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
     tokens = torch.tensor([[int(t) for t in args.tokens.split(",")]])
-    model = PeftModel.from_pretrained(load_base(args.base), args.adapter).eval()
+    base = load_base(args.base)
+    # An adapter that trains a chat template's new tokens needs the base's vocabulary grown to hold them first
+    # (the rows' values come from the adapter, so how they are initialised does not matter).
+    with open(os.path.join(args.adapter, "adapter_config.json")) as f:
+        indices = json.load(f).get("trainable_token_indices") or {}
+    ids = indices if isinstance(indices, list) else [i for v in indices.values() for i in v]
+    if ids and max(ids) >= base.get_input_embeddings().weight.shape[0]:
+        base.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
+    model = PeftModel.from_pretrained(base, args.adapter).eval()
     out = {"peft": model(input_ids=tokens).logits[0].detach().contiguous()}
     if args.merged:
         merged = AutoModelForCausalLM.from_pretrained(args.merged, dtype=torch.float32).eval()
         out["merged"] = merged(input_ids=tokens).logits[0].detach().contiguous()
     with torch.no_grad():
-        out["base"] = load_base(args.base)(input_ids=tokens).logits[0].detach().contiguous()
+        plain = load_base(args.base)
+        if plain.get_input_embeddings().weight.shape[0] < model.get_input_embeddings().weight.shape[0]:
+            plain.resize_token_embeddings(model.get_input_embeddings().weight.shape[0], mean_resizing=False)
+        out["base"] = plain(input_ids=tokens).logits[0].detach().contiguous()
     save_file(out, args.path)
     diff = (out["peft"] - out["merged"]).abs().max().item() if args.merged else None
     print(json.dumps({"max_peft_vs_merged": diff, "max_adapter_effect": (out["peft"] - out["base"]).abs().max().item()}))

@@ -167,8 +167,10 @@ public enum Checkpoint {
   /// Writes a model directory from a flat parameter buffer in `config`'s layout.
   /// A tokenizer that is not Agora's own layout also gets `tokenizer_config.json` (its end-of-text and
   /// beginning tokens), so that both Agora and transformers find them again.
+  /// With `chat` (a chat template's Jinja and the token that ends a turn), `tokenizer_config.json` carries the
+  /// template and `generation_config.json` ends generation at the end of a turn as well as at the end of text.
   public static func save(parameters: FloatBuffer, config: GPTConfig, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:],
-                          bosTokenID: Int? = nil) throws {
+                          bosTokenID: Int? = nil, chat: (template: String, endOfTurn: String)? = nil) throws {
     let layout = ParameterLayout(config)
     precondition(parameters.count == layout.count, "Checkpoint.save: the buffer does not fit the layout")
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -182,7 +184,14 @@ public enum Checkpoint {
                          to: (dir as NSString).appendingPathComponent(configFile))
     if let tokenizer {
       try tokenizer.save(to: (dir as NSString).appendingPathComponent(tokenizerFile))
-      if !tokenizer.isAgoraLayout { try AtomicFile.write(tokenizer.configJSON(bos: bos), to: (dir as NSString).appendingPathComponent(tokenizerConfigFile)) }
+      if !tokenizer.isAgoraLayout || chat != nil {
+        try AtomicFile.write(tokenizer.configJSON(bos: bos, chatTemplate: chat?.template), to: (dir as NSString).appendingPathComponent(tokenizerConfigFile))
+      }
+      if let chat, let end = tokenizer.addedTokens.first(where: { $0.value == chat.endOfTurn })?.key {
+        let ends = [Int(tokenizer.eotID), Int(end)].map(String.init).joined(separator: ", ")
+        let bosPart = bos.map { "\"bos_token_id\": \($0), " } ?? ""
+        try AtomicFile.write(Data("{\(bosPart)\"eos_token_id\": [\(ends)]}\n".utf8), to: (dir as NSString).appendingPathComponent("generation_config.json"))
+      }
     }
   }
 

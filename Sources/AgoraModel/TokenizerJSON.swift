@@ -77,11 +77,11 @@ extension Tokenizer {
 
   /// `tokenizer_config.json` naming the end-of-text (and, given, the beginning) token, for transformers'
   /// `AutoTokenizer` and for `init(contentsOf:)`.
-  /// With `chatTemplate`, its Jinja as `chat_template` (what `apply_chat_template` runs).
-  public func configJSON(bos: Int? = nil, chatTemplate: ChatTemplate? = nil) -> Data {
+  /// With `chatTemplate` (Jinja), it as `chat_template` (what `apply_chat_template` runs).
+  public func configJSON(bos: Int? = nil, chatTemplate: String? = nil) -> Data {
     var parts = ["\"tokenizer_class\": \"PreTrainedTokenizerFast\"", "\"eos_token\": \(jsonString(jsonToken(Int(eotID))))"]
     if let bos, bos >= 0, bos < vocabSize, addedTokens[Int32(bos)] != nil { parts.append("\"bos_token\": \(jsonString(jsonToken(bos)))") }
-    if let chatTemplate { parts.append("\"chat_template\": \(jsonString(chatTemplate.jinja))") }
+    if let chatTemplate { parts.append("\"chat_template\": \(jsonString(chatTemplate))") }
     parts.append("\"model_max_length\": 1000000000000000019884624838656")
     return Data(("{\n  " + parts.joined(separator: ",\n  ") + "\n}\n").utf8)
   }
@@ -103,20 +103,6 @@ extension Tokenizer {
     if let s = o["eos_token"] as? String { return s }
     if let t = o["eos_token"] as? [String: Any], let s = t["content"] as? String { return s }
     return nil
-  }
-
-  /// The chat template of a `tokenizer_config.json`: nil without the file or without `chat_template`; a
-  /// template Agora does not render (any Jinja but `ChatTemplate`'s own) is an error naming the file.
-  public static func chatTemplate(configAt path: String) throws -> ChatTemplate? {
-    guard let d = FileManager.default.contents(atPath: path) else { return nil }
-    guard let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else {
-      throw ModelError.file(path: path, problem: "not a JSON object (corrupt or truncated?)")
-    }
-    guard let jinja = o["chat_template"] else { return nil }
-    guard let text = jinja as? String, let t = ChatTemplate(jinja: text) else {
-      throw ModelError.file(path: path, problem: "its chat_template is not one Agora renders (\(ChatTemplate.allCases.map(\.rawValue).joined(separator: ", ")))")
-    }
-    return t
   }
 
   /// Loads tokenizer.json from its bytes (`source` names them in errors). Every part Agora does not implement

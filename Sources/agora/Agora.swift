@@ -12,7 +12,7 @@ struct Agora: AsyncParsableCommand {
     groupedSubcommands: [
       CommandGroup(name: "Running a federation", subcommands: [Demo.self, CoordinatorCommand.self, NodeCommand.self, Keygen.self, StatusCommand.self]),
       CommandGroup(name: "The registry of versions", subcommands: [VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, GCCommand.self]),
-      CommandGroup(name: "Data, tokenizer and model", subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, ModelCommand.self, GenerateCommand.self]),
+      CommandGroup(name: "Data, tokenizer and model", subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, FineTuneCommand.self, ModelCommand.self, GenerateCommand.self]),
       CommandGroup(name: "Development", subcommands: [Bench.self, SimulateCommand.self, ProtocolCommand.self, LinkEmulatorCommand.self]),
     ])
 
@@ -34,6 +34,8 @@ struct Agora: AsyncParsableCommand {
 
 /// Where set-up puts the embedded demo corpus, relative to the working directory.
 let defaultDemoData = ".agora/data/demo"
+/// The demo instruction set (`agora data build-demo-chat`, run by scripts/setup).
+let defaultDemoChatData = ".agora/data/demo-chat"
 
 /// Errors that reach the user as one line.
 struct CLIError: Error, CustomStringConvertible {

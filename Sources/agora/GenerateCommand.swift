@@ -3,9 +3,12 @@ import AgoraCoordinator
 import AgoraGeneration
 import AgoraImport
 import AgoraModel
+import AgoraTensor
 import AgoraRegistry
 import AgoraText
+import AgoraTrainer
 import ArgumentParser
+import AgoraFineTune
 import Foundation
 
 struct GenerateCommand: ParsableCommand {
@@ -17,6 +20,9 @@ struct GenerateCommand: ParsableCommand {
       object is printed at the end (tokens, text, finish_reason, prefill_ms, decode_tokens_per_s, peak_rss_mib).
       --prompts FILE reads one prompt per line (a line that is a JSON string, or an object with "prompt", is
       decoded; any other line is the prompt as it stands) and generates them in batches.
+      --chat makes each prompt a user's message, rendered with the model's chat template (tokenizer_config.json's
+      chat_template, or --template) and the assistant's header after it; generation ends at the end of the turn.
+      --adapter DIR applies a peft LoRA adapter directory to --model (as PeftModel.from_pretrained does).
       """)
 
   @Option(help: "Model directory (config.json, model.safetensors, tokenizer.json): an export, an import, or any GPT-2/LLaMA checkpoint agora model import accepts.")
@@ -47,6 +53,21 @@ struct GenerateCommand: ParsableCommand {
   var stop: [String] = []
   @Flag(help: "Print one JSON object at the end instead of streaming.")
   var json = false
+  @Flag(help: "Chat: each prompt is a user's message, rendered with the chat template.")
+  var chat = false
+  @Option(help: "Chat: a system message before each prompt.")
+  var system: String?
+  @Option(help: "Chat template (chatml, llama3) when the model names none.")
+  var template: ChatTemplate?
+  @Option(help: "A peft LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to apply to --model.")
+  var adapter: String?
+
+  /// The template for --chat: --template, else the model directory's own.
+  func chatTemplate(modelDir: String?) throws -> ChatTemplate {
+    if let template { return template }
+    if let dir = modelDir, let t = try ChatTemplate.read(configAt: (dir as NSString).appendingPathComponent(Checkpoint.tokenizerConfigFile)) { return t }
+    throw CLIError("--chat: the model names no chat template (tokenizer_config.json has no chat_template); give --template")
+  }
 
   /// A generator over version `version` (nil: the latest) of the federation whose coordinator.toml is `config`.
   static func versionGenerator(config: String, version: Int?, slots: Int) throws -> (Generator, Int) {
@@ -86,8 +107,17 @@ struct GenerateCommand: ParsableCommand {
       case (let dir?, nil):
         // Read as an import reads it: any GPT2LMHeadModel/LlamaForCausalLM directory (sharded, fp16/bf16, tied).
         let m = try HuggingFaceImport.read(dir)
-        gen = try Generator(config: m.config, parameters: m.parameters, tokenizer: m.tokenizer, slots: slots)
-      case (nil, let n): gen = try Self.versionGenerator(config: config, version: n, slots: slots).0
+        var (config, parameters, tokenizer) = (m.config, m.parameters, m.tokenizer)
+        if let adapter {
+          (config, parameters, tokenizer) = try Self.applying(adapter: adapter, config: config, parameters: parameters, tokenizer: tokenizer,
+                                                             template: chat ? try chatTemplate(modelDir: dir) : nil)
+        }
+        var ends: Set<Int32> = []
+        if chat, let end = tokenizer.addedTokenID(try chatTemplate(modelDir: dir).endOfTurn) { ends.insert(end) }
+        gen = try Generator(config: config, parameters: parameters, tokenizer: tokenizer, slots: slots, endTokens: ends)
+      case (nil, let n):
+        if adapter != nil { throw CLIError("--adapter applies to --model DIR") }
+        gen = try Self.versionGenerator(config: config, version: n, slots: slots).0
       default: throw CLIError("give --model DIR or --version N (with --config), not both")
       }
     } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
@@ -102,14 +132,24 @@ struct GenerateCommand: ParsableCommand {
     var all: [Completion] = []
     var prefill = 0.0, decodeSeconds = 0.0, decodeTokens = 0
     let single = texts.count == 1
+    var prompts: [[Int32]]
+    if chat {
+      let t = try chatTemplate(modelDir: model)
+      prompts = try texts.map { text in
+        try gen.tokenizer.render((system.map { [ChatMessage(.system, $0)] } ?? []) + [ChatMessage(.user, text)], template: t, addGenerationPrompt: true).ids
+      }
+    } else {
+      prompts = texts.map { gen.tokenizer.encodePrompt($0) }
+    }
     for start in stride(from: 0, to: texts.count, by: slots) {
       let part = Array(texts[start..<min(texts.count, start + slots)])
+      let ids = Array(prompts[start..<min(texts.count, start + slots)])
       let stream: ((Int, String) -> Void)? = json || !single ? nil : { _, piece in
         FileHandle.standardOutput.write(Data(piece.utf8))
       }
-      if stream != nil { FileHandle.standardOutput.write(Data(part[0].utf8)) }
+      if stream != nil { FileHandle.standardOutput.write(Data((chat ? "> \(part[0])\n" : part[0]).utf8)) }
       let (done, t): ([Completion], GenerationTimings)
-      do { (done, t) = try gen.generate(texts: part, s, onText: stream) } catch { throw CLIError("\(error)") }
+      do { (done, t) = try gen.generate(ids, s, onText: stream) } catch { throw CLIError("\(error)") }
       all += done
       prefill += t.prefillSeconds
       decodeSeconds += t.decodeSeconds
@@ -131,5 +171,22 @@ struct GenerateCommand: ParsableCommand {
         print("{\"completions\": [\(all.map { "{\(object($0))}" }.joined(separator: ", "))], \(timing)}")
       }
     }
+  }
+
+  /// The base with a peft adapter merged in: its settings and weights read and checked, the vocabulary grown
+  /// first when the adapter trains rows of tokens the base lacks (a chat template's, given `template`).
+  static func applying(adapter: String, config: GPTConfig, parameters: FloatBuffer, tokenizer: Tokenizer,
+                       template: ChatTemplate?) throws -> (GPTConfig, FloatBuffer, Tokenizer) {
+    var (c, p, tok) = (config, parameters, tokenizer)
+    let settings = try LoRACheckpoint.readSettings(adapter, architecture: c.architecture)
+    if let high = settings.tokens.max(), high >= c.vocabSize {
+      guard let template else { throw CLIError("\(adapter) trains token \(high), beyond the model's vocabulary of \(c.vocabSize): give --chat (and --template) so the template's tokens are added") }
+      let base = try ChatBase(config: c, parameters: p, tokenizer: tok, template: template)
+      (c, p, tok) = (base.config, base.parameters, base.tokenizer)
+    }
+    let adapters = LoRAAdapters(layout: try LoRALayout(c, settings: settings), rows: 1)
+    try LoRACheckpoint.loadWeights(into: adapters, from: adapter)
+    adapters.merge(into: p)
+    return (c, p, tok)
   }
 }

@@ -11,7 +11,7 @@ import Testing
     "AgoraWire": 1, "AgoraTensor": 1, "AgoraDigest": 1, "AgoraDigestAVX512": 0, "AgoraDigestAVX2": 0, "AgoraStorage": 1,
     "AgoraCluster": 1, "AgoraLinkEmulator": 1,
     "AgoraCrypto": 2, "AgoraModel": 2,
-    "AgoraData": 3, "AgoraImport": 3, "AgoraGeneration": 3, "AgoraTransport": 3, "AgoraRegistry": 3, "AgoraSecureAggregation": 3,
+    "AgoraData": 3, "AgoraFineTune": 3, "AgoraImport": 3, "AgoraGeneration": 3, "AgoraTransport": 3, "AgoraRegistry": 3, "AgoraSecureAggregation": 3,
     "AgoraTrainer": 4,
     "AgoraRounds": 5,
     "AgoraCoordinator": 6, "AgoraNode": 6, "AgoraSimulation": 6,

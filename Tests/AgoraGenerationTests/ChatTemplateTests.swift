@@ -2,6 +2,7 @@ import AgoraImport
 @testable import AgoraModel
 import AgoraTensor
 import AgoraTestSupport
+import AgoraFineTune
 import Foundation
 import Testing
 
@@ -57,8 +58,8 @@ import Testing
     let dir = root + "/chat"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     try tok.save(to: dir + "/tokenizer.json")
-    try tok.configJSON(bos: imported.bosTokenID, chatTemplate: template).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
-    #expect(try Tokenizer.chatTemplate(configAt: dir + "/tokenizer_config.json") == template)
+    try tok.configJSON(bos: imported.bosTokenID, chatTemplate: template.jinja).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+    #expect(try ChatTemplate.read(configAt: dir + "/tokenizer_config.json") == template)
 
     var rng = SplitMix64(seed: UInt64(100 + which))
     let convs = (0..<100).map { _ in Self.conversation(&rng) }

@@ -2,6 +2,7 @@ import AgoraImport
 @testable import AgoraModel
 import AgoraTensor
 import AgoraTestSupport
+import AgoraFineTune
 import Foundation
 import Testing
 

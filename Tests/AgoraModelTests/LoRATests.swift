@@ -1,5 +1,6 @@
 import AgoraTensor
 import AgoraTestSupport
+import AgoraFineTune
 import Foundation
 import Testing
 @testable import AgoraModel

@@ -2,6 +2,7 @@ import AgoraData
 import AgoraModel
 import AgoraTensor
 import AgoraTestSupport
+import AgoraFineTune
 import Foundation
 import Testing
 
@@ -97,8 +98,8 @@ import Testing
     }
     // A file with nothing to train on is an error that says so; a missing directory too.
     try Data(lines[1].utf8).write(to: URL(fileURLWithPath: dir + "/el/train.jsonl"))
-    #expect(throws: DataError.self) { try ChatCorpus(dirs: [dir], tokenizer: tok, template: .chatml, maxTokens: 128) }
-    #expect(throws: DataError.self) { try ChatCorpus(dirs: [dir + "/none"], tokenizer: tok, template: .chatml, maxTokens: 128) }
+    #expect(throws: ChatDataError.self) { try ChatCorpus(dirs: [dir], tokenizer: tok, template: .chatml, maxTokens: 128) }
+    #expect(throws: ChatDataError.self) { try ChatCorpus(dirs: [dir + "/none"], tokenizer: tok, template: .chatml, maxTokens: 128) }
   }
 
   @Test func conversationsArePackedWholeIntoRows() throws {
@@ -118,5 +119,57 @@ import Testing
     #expect(flat == chats.flatMap(\.ids))
     #expect(rows.flatMap(\.targets).filter { $0 != GPT.ignoredTarget } == chats.flatMap(\.targets).filter { $0 != GPT.ignoredTarget })
     #expect(rows.count < chats.count, "several conversations share a row")
+  }
+}
+
+/// The demo's instruction set: options and purposes read from a manual page's roff, and held-out commands.
+@Suite struct DemoInstructionTests {
+  /// A page written here in the style of help2man's output (not a Debian page).
+  static let page = #"""
+  .\" a comment
+  .TH FROB 1 "2026" "frob 1.0" "User Commands"
+  .SH NAME
+  frob \- turn widgets into gadgets
+  .SH SYNOPSIS
+  \fBfrob\fP [\fI\,OPTION\/\fP]…
+  .SH DESCRIPTION
+  .PP
+  Frob reads widgets.
+  .TP
+  \fB\-a\fP, \fB\-\-all\fP
+  frob every widget, even
+  hidden ones
+  .TP
+  .B \-\-quiet
+  say nothing at all
+  .TP
+  FILE
+  not an option
+  .PP
+  Trailing text.
+  """#
+
+  @Test func optionsAndPurposeFromRoff() {
+    let r = Roff.options(Self.page)
+    #expect(r.command == "frob")
+    #expect(r.summary == "Turn widgets into gadgets.")
+    #expect(r.options.map(\.tag) == ["-a, --all", "--quiet"])
+    #expect(r.options.first?.description == "frob every widget, even hidden ones")
+    #expect(Roff.options(".so man1/other.1").options.isEmpty)
+    let chats = DemoInstructions.conversations(page: Self.page, lang: "de")
+    #expect(chats?.command == "frob" && chats?.chats.count == 3)
+    #expect(chats?.chats[1].first?.content == "Was bewirkt die Option -a, --all von frob?")
+    #expect(DemoInstructions.conversations(page: Self.page, lang: "xx") == nil ? true : false, "no question pattern for an unknown language")
+  }
+
+  @Test func wholeCommandsAreHeldOut() {
+    let commands = (0..<57).map { "cmd\($0)" }
+    let held = DemoInstructions.heldOut(commands)
+    #expect(held.count == 6)
+    #expect(held.isSubset(of: Set(commands)))
+    // The choice depends on the names, not their order; a smaller language holds out at least one of three.
+    #expect(DemoInstructions.heldOut(commands.reversed()) == held)
+    #expect(DemoInstructions.heldOut(["a", "b", "c"]).count == 1)
+    #expect(DemoInstructions.heldOut(["a", "b"]).isEmpty)
   }
 }

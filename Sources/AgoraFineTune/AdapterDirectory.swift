@@ -1,3 +1,4 @@
+import AgoraModel
 import AgoraStorage
 import AgoraTensor
 import AgoraText
@@ -121,42 +122,6 @@ public enum LoRACheckpoint {
     }
     for i in 0..<adapters.parameters.count where !adapters.parameters[i].isFinite {
       throw ModelError.file(path: path, problem: "adapter value \(i) is not finite")
-    }
-  }
-}
-
-extension LoRAAdapters {
-  /// Adds (α/r)·B·A to each adapted weight of `parameters` (a buffer in `ParameterLayout(config)`): the merged
-  /// model, which computes what base + adapters compute (without dropout).
-  public func merge(into parameters: FloatBuffer) {
-    let c = layout.config, pl = ParameterLayout(c), r = layout.settings.rank, s = layout.settings.scaling
-    let a = UnsafePointer(self.parameters.pointer), w = parameters.pointer
-    for m in layout.modules {
-      let (offset, outIn) = Self.baseWeight(m, pl)
-      if outIn {
-        // W (out, in) rows column ..< column + out: += s · B (out, r) · A (r, in)
-        BLAS.sgemm(transA: false, transB: false, m: m.outFeatures, n: m.inFeatures, k: r, alpha: s, a: a + m.b, lda: r,
-                   b: a + m.a, ldb: m.inFeatures, beta: 1, c: w + offset + m.column * m.inFeatures, ldc: m.inFeatures)
-      } else {
-        // Conv1D W (in, out): += s · Aᵀ (in, r) · Bᵀ (r, out)
-        BLAS.sgemm(transA: true, transB: true, m: m.inFeatures, n: m.outFeatures, k: r, alpha: s, a: a + m.a, lda: m.inFeatures,
-                   b: a + m.b, ldb: r, beta: 1, c: w + offset, ldc: m.outFeatures)
-      }
-    }
-    installTokenRows(into: parameters, pl)
-  }
-
-  /// The parameter offset of the weight a module adapts, and whether it is stored (out, in).
-  static func baseWeight(_ m: LoRALayout.Module, _ pl: ParameterLayout) -> (Int, Bool) {
-    switch m.site {
-    case .q, .k, .v: return (pl.llamaBlocks[m.layer].qkv, true)
-    case .o: return (pl.llamaBlocks[m.layer].o, true)
-    case .gate, .up: return (pl.llamaBlocks[m.layer].gateUp, true)
-    case .down: return (pl.llamaBlocks[m.layer].down, true)
-    case .cAttn: return (pl.blocks[m.layer].qkvw, false)
-    case .attnCProj: return (pl.blocks[m.layer].attprojw, false)
-    case .cFc: return (pl.blocks[m.layer].fcw, false)
-    case .mlpCProj: return (pl.blocks[m.layer].fcprojw, false)
     }
   }
 }

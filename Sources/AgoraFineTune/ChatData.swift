@@ -1,5 +1,6 @@
 import AgoraModel
 import AgoraTensor
+import AgoraText
 import AgoraWire
 import Foundation
 
@@ -57,7 +58,7 @@ public struct ChatFile: Sendable {
 
   /// Reads and renders `path`. `maxTokens`: the longest rendered conversation kept (the model's context).
   public init(path: String, tokenizer: Tokenizer, template: ChatTemplate, maxTokens: Int) throws {
-    guard let data = FileManager.default.contents(atPath: path) else { throw DataError.missingSource("\(path): cannot read the file") }
+    guard let data = FileManager.default.contents(atPath: path) else { throw ChatDataError.unreadable("\(path): cannot read the file") }
     self.path = path
     var convs: [(line: Int, chat: RenderedChat)] = [], problems: [Problem] = [], count = 0
     var lineNumber = 0
@@ -133,19 +134,19 @@ public final class ChatCorpus: @unchecked Sendable {
     var found: [(String, String)] = []
     for dir in dirs {
       var isDir: ObjCBool = false
-      guard fm.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else { throw DataError.missingSource("\(dir) is not a directory") }
+      guard fm.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else { throw ChatDataError.unreadable("\(dir) is not a directory") }
       if fm.fileExists(atPath: dir + "/train.jsonl") { found.append(((dir as NSString).lastPathComponent, dir)); continue }
       let subs = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).sorted().filter { fm.fileExists(atPath: dir + "/" + $0 + "/train.jsonl") }
-      guard !subs.isEmpty else { throw DataError.empty("\(dir) has no train.jsonl and no language subdirectories with one") }
+      guard !subs.isEmpty else { throw ChatDataError.noData("\(dir) has no train.jsonl and no language subdirectories with one") }
       found += subs.map { ($0, dir + "/" + $0) }
     }
-    for (name, d) in found where !LanguageTokens.isValidName(name) { throw DataError.badLanguageName(directory: d) }
-    guard Set(found.map(\.0)).count == found.count else { throw DataError.missingSource("language names repeat: \(found.map(\.0))") }
+    for (name, d) in found where !LanguageTokens.isValidName(name) { throw ChatDataError.badLanguageName(directory: d) }
+    guard Set(found.map(\.0)).count == found.count else { throw ChatDataError.unreadable("language names repeat: \(found.map(\.0))") }
     var train: [ChatFile] = [], valid: [ChatFile?] = []
     for (_, d) in found {
       let t = try ChatFile(path: d + "/train.jsonl", tokenizer: tokenizer, template: template, maxTokens: maxTokens)
       log(t.report)
-      guard !t.conversations.isEmpty else { throw DataError.empty("\(t.path) has no conversation to train on (\(t.problems.count) refused)") }
+      guard !t.conversations.isEmpty else { throw ChatDataError.noData("\(t.path) has no conversation to train on (\(t.problems.count) refused)") }
       train.append(t)
       if fm.fileExists(atPath: d + "/valid.jsonl") {
         let v = try ChatFile(path: d + "/valid.jsonl", tokenizer: tokenizer, template: template, maxTokens: maxTokens)
@@ -198,7 +199,7 @@ public struct ChatSampler: Sendable {
   public init(corpus: ChatCorpus, weights: [Double]? = nil, seed: UInt64, pad: Int32) throws {
     let w = weights ?? [Double](repeating: 1, count: corpus.languages.count)
     guard w.count == corpus.languages.count, w.allSatisfy({ $0 >= 0 && $0.isFinite }), w.reduce(0, +) > 0 else {
-      throw DataError.empty("mixture weights \(w) do not fit languages \(corpus.languages)")
+      throw ChatDataError.noData("mixture weights \(w) do not fit languages \(corpus.languages)")
     }
     (self.corpus, self.weights, self.seed, self.pad) = (corpus, w.map { $0 / w.reduce(0, +) }, seed, pad)
   }
@@ -227,5 +228,18 @@ public struct ChatSampler: Sendable {
       langs.append(lang)
     }
     return (tokens, targets, langs)
+  }
+}
+
+public enum ChatDataError: Error, Equatable, CustomStringConvertible {
+  case unreadable(String)
+  case noData(String)
+  case badLanguageName(directory: String)
+
+  public var description: String {
+    switch self {
+    case .unreadable(let s), .noData(let s): return s
+    case .badLanguageName(let d): return "\(Printable.line(d)): a language directory's name must be 1 to 32 of a-z, 0-9, '-' and '_' (a lowercase language tag such as pt-br): rename it"
+    }
   }
 }

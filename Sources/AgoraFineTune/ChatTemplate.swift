@@ -1,3 +1,4 @@
+import AgoraModel
 import AgoraTensor
 import Foundation
 
@@ -50,6 +51,20 @@ public enum ChatTemplate: String, Codable, CaseIterable, Sendable {
         + " + (message['content'] | trim) + '<|eot_id|>' }}{% endfor %}"
         + "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
     }
+  }
+
+  /// The chat template of a `tokenizer_config.json`: nil without the file or without `chat_template`; a
+  /// template Agora does not render (any Jinja but `ChatTemplate`'s own) is an error naming the file.
+  public static func read(configAt path: String) throws -> ChatTemplate? {
+    guard let d = FileManager.default.contents(atPath: path) else { return nil }
+    guard let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else {
+      throw ModelError.file(path: path, problem: "not a JSON object (corrupt or truncated?)")
+    }
+    guard let jinja = o["chat_template"] else { return nil }
+    guard let text = jinja as? String, let t = Self(jinja: text) else {
+      throw ModelError.file(path: path, problem: "its chat_template is not one Agora renders (\(Self.allCases.map(\.rawValue).joined(separator: ", ")))")
+    }
+    return t
   }
 
   /// The template whose Jinja is exactly `jinja`, or nil.
