@@ -24,6 +24,8 @@ public final class GPT {
   public var trainsBase: Bool { adapters == nil }
   /// Where a frozen norm's weight gradient goes (C floats, never read).
   let discard: FloatBuffer
+  /// Whether attention probabilities are kept for one layer only and recomputed in backward.
+  let recomputesAttention: Bool
   public var precision: Precision { products.precision }
 
   /// The blocks' activations and their gradients' scratch, per architecture.
@@ -53,10 +55,13 @@ public final class GPT {
     let c = config, wide = max(4 * c.channels, 2 * c.intermediate, (c.heads + 2 * c.kvHeads) * c.headSize)
     products = try Products(precision: precision, parameters: parameters, gradients: gradients,
                             scratchA: B * T * max(c.vocabSize, wide), scratchB: B * T * max(4 * c.channels, c.intermediate, c.channels))
+    // A model that trains only adapters keeps one layer's attention probabilities and recomputes each layer's in
+    // backward (a few percent of a step; the probabilities are the largest activation at long T).
+    recomputesAttention = !baseGradients
     switch config.architecture {
-    case .gpt2: body = .gpt2(Activations(config, B: B, T: T), ActivationGradients(config, B: B, T: T))
+    case .gpt2: body = .gpt2(Activations(config, B: B, T: T, attentionLayers: baseGradients ? config.layers : 1), ActivationGradients(config, B: B, T: T))
     case .llama:
-      body = .llama(LlamaActivations(config, B: B, T: T), LlamaGradients(config, B: B, T: T),
+      body = .llama(LlamaActivations(config, B: B, T: T, attentionLayers: baseGradients ? config.layers : 1), LlamaGradients(config, B: B, T: T),
                     RotaryTable(T: T, headSize: config.headSize, theta: config.ropeTheta))
     }
     initialise(seed: seed)
@@ -174,7 +179,7 @@ public final class GPT {
       let w = layout.blocks[l]
       let residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * BT * C
       let ln1 = a.ln1 + l * BT * C, ln1m = a.ln1Mean + l * BT, ln1r = a.ln1Rstd + l * BT
-      let qkv = a.qkv + l * BT * 3 * C, atty = a.atty + l * BT * C, att = a.att + l * B * NH * T * T
+      let qkv = a.qkv + l * BT * 3 * C, atty = a.atty + l * BT * C, att = a.att + (recomputesAttention ? 0 : l) * B * NH * T * T
       let res2 = a.residual2 + l * BT * C, ln2 = a.ln2 + l * BT * C
       let ln2m = a.ln2Mean + l * BT, ln2r = a.ln2Rstd + l * BT
       let fch = a.fch + l * BT * 4 * C, fchg = a.fchGelu + l * BT * 4 * C, res3 = a.residual3 + l * BT * C
@@ -257,7 +262,7 @@ public final class GPT {
       let w = layout.blocks[l]
       let residual = l == 0 ? a.encoded : a.residual3 + (l - 1) * BT * C
       let ln1 = a.ln1 + l * BT * C, ln1m = a.ln1Mean + l * BT, ln1r = a.ln1Rstd + l * BT
-      let qkv = a.qkv + l * BT * 3 * C, atty = a.atty + l * BT * C, att = a.att + l * B * NH * T * T
+      let qkv = a.qkv + l * BT * 3 * C, atty = a.atty + l * BT * C, att = a.att + (recomputesAttention ? 0 : l) * B * NH * T * T
       let res2 = a.residual2 + l * BT * C, ln2 = a.ln2 + l * BT * C
       let ln2m = a.ln2Mean + l * BT, ln2r = a.ln2Rstd + l * BT
       let fch = a.fch + l * BT * 4 * C, fchg = a.fchGelu + l * BT * 4 * C
@@ -273,6 +278,8 @@ public final class GPT {
       // dresidual is now ∂/∂residual2; the attention branch:
       try products.backward(d.datty, d.dresidual, atty, w: w.attprojw, bias: w.attprojb, layout: .inOut, N: BT, C: C, OC: C, weightGradients: wg)
       adapters?.backward(.attnCProj, layer: l, dout: d.dresidual, ldo: C, x: atty, dinp: d.datty)
+      // Recomputed probabilities (and the same output, written again where it already is).
+      if recomputesAttention { attentionForward(atty, att, qkv, B: B, T: T, C: C, NH: NH) }
       attentionBackward(d.dqkv, d.datty, qkv, att, B: B, T: T, C: C, NH: NH, scratch: d.attScratch)
       try products.backward(d.dln, d.dqkv, ln1, w: w.qkvw, bias: w.qkvb, layout: .inOut, N: BT, C: C, OC: 3 * C, weightGradients: wg)
       adapters?.backward(.cAttn, layer: l, dout: d.dqkv, ldo: 3 * C, x: ln1, dinp: d.dln)
@@ -332,10 +339,11 @@ final class Activations {
   let fch, fchGelu, residual3, lnf, lnfMean, lnfRstd: P
   var floatCount: Int { storage.count }
 
-  init(_ c: GPTConfig, B: Int, T: Int) {
+  /// `attentionLayers`: layers whose attention probabilities are kept (L, or 1 when backward recomputes them).
+  init(_ c: GPTConfig, B: Int, T: Int, attentionLayers: Int) {
     let (C, L, NH) = (c.channels, c.layers, c.heads)
     let BT = B * T
-    let (s, ptrs) = carve([BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C, L * B * NH * T * T, BT * C,
+    let (s, ptrs) = carve([BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C, attentionLayers * B * NH * T * T, BT * C,
                            L * BT * C, L * BT * C, L * BT, L * BT, L * BT * 4 * C, L * BT * 4 * C, L * BT * C,
                            BT * C, BT, BT])
     storage = s

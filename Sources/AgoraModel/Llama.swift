@@ -66,6 +66,8 @@ extension GPT {
       // dresidual is now ∂/∂res2; the attention branch:
       try products.backward(d.datty, d.dresidual, s.atty, w: w.o, layout: .outIn, N: BT, C: NH * HS, OC: C, weightGradients: wg)
       adapters?.backward(.o, layer: l, dout: d.dresidual, ldo: C, x: s.atty, dinp: d.datty)
+      // Recomputed probabilities from the rotated q‖k‖v (and the same output, written again where it already is).
+      if recomputesAttention { gqaAttentionForward(s.atty, s.att, s.qkv, B: B, T: T, NH: NH, NKV: NKV, HS: HS) }
       gqaAttentionBackward(d.dqkv, d.datty, s.qkv, s.att, B: B, T: T, NH: NH, NKV: NKV, HS: HS, scratch: d.attScratch)
       ropeBackward(d.dqkv, d.dqkv, rope, B: B, T: T, NH: NH + NKV, HS: HS, stride: W)
       try products.backward(d.dn, d.dqkv, s.n1, w: w.qkv, layout: .outIn, N: BT, C: C, OC: W, weightGradients: wg)
@@ -95,18 +97,23 @@ final class LlamaActivations {
 
   func layer(_ l: Int) -> Layer { layers[l] }
 
-  init(_ c: GPTConfig, B: Int, T: Int) {
+  /// `attentionLayers`: layers whose attention probabilities are kept (L, or 1 when backward recomputes them:
+  /// every layer then shares the first one's).
+  init(_ c: GPTConfig, B: Int, T: Int, attentionLayers: Int) {
     let (C, L, NH, NKV, HS, I) = (c.channels, c.layers, c.heads, c.kvHeads, c.headSize, c.intermediate)
     let BT = B * T, W = (NH + 2 * NKV) * HS
-    let perLayer = [BT * C, BT, BT * W, B * NH * T * T, BT * NH * HS, BT * C, BT * C, BT, BT * 2 * I, BT * I, BT * C]
+    let perLayer = [BT * C, BT, BT * W, BT * NH * HS, BT * C, BT * C, BT, BT * 2 * I, BT * I, BT * C]
     var sizes = [BT * C, BT * C, BT * C, BT]
     for _ in 0..<L { sizes += perLayer }
+    for _ in 0..<attentionLayers { sizes.append(B * NH * T * T) }
     let (s, ptrs) = carve(sizes)
     storage = s
     (encoded, proj, nf, rf) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3])
+    let att = 4 + L * perLayer.count
     layers = (0..<L).map { l in
       let q = Array(ptrs[(4 + l * perLayer.count)..<(4 + (l + 1) * perLayer.count)])
-      return Layer(n1: q[0], r1: q[1], qkv: q[2], att: q[3], atty: q[4], res2: q[5], n2: q[6], r2: q[7], gu: q[8], h: q[9], res3: q[10])
+      return Layer(n1: q[0], r1: q[1], qkv: q[2], att: ptrs[att + min(l, attentionLayers - 1)], atty: q[3], res2: q[4], n2: q[5], r2: q[6],
+                   gu: q[7], h: q[8], res3: q[9])
     }
   }
 }

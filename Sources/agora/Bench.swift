@@ -7,7 +7,7 @@ import Foundation
 
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, GenerateBench.self, TokenizerBench.self, TransportBench.self, CoordinatorBench.self, SecureAggregationBench.self])
+    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, LoRABench.self, GenerateBench.self, TokenizerBench.self, TransportBench.self, CoordinatorBench.self, SecureAggregationBench.self])
 
   struct TrainerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
