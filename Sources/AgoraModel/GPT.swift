@@ -55,13 +55,14 @@ public final class GPT {
     let c = config, wide = max(4 * c.channels, 2 * c.intermediate, (c.heads + 2 * c.kvHeads) * c.headSize)
     products = try Products(precision: precision, parameters: parameters, gradients: gradients,
                             scratchA: B * T * max(c.vocabSize, wide), scratchB: B * T * max(4 * c.channels, c.intermediate, c.channels))
-    // A model that trains only adapters keeps one layer's attention probabilities and recomputes each layer's in
-    // backward (a few percent of a step; the probabilities are the largest activation at long T).
+    // A model that trains only adapters keeps one layer's attention probabilities (and, LLaMA, normalised inputs and
+    // SwiGLU output) and recomputes each layer's in backward (a few percent of a step; the probabilities are the
+    // largest activation at long T).
     recomputesAttention = !baseGradients
     switch config.architecture {
     case .gpt2: body = .gpt2(Activations(config, B: B, T: T, attentionLayers: baseGradients ? config.layers : 1), ActivationGradients(config, B: B, T: T))
     case .llama:
-      body = .llama(LlamaActivations(config, B: B, T: T, attentionLayers: baseGradients ? config.layers : 1), LlamaGradients(config, B: B, T: T),
+      body = .llama(LlamaActivations(config, B: B, T: T, shared: !baseGradients), LlamaGradients(config, B: B, T: T),
                     RotaryTable(T: T, headSize: config.headSize, theta: config.ropeTheta))
     }
     initialise(seed: seed)

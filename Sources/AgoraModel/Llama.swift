@@ -56,9 +56,12 @@ extension GPT {
       let x = l == 0 ? a.encoded : a.layer(l - 1).res3
       // dresidual is ∂/∂res3; the MLP branch:
       try products.backward(d.dh, d.dresidual, s.h, w: w.down, layout: .outIn, N: BT, C: I, OC: C, weightGradients: wg)
+      // A frozen base keeps one layer's normalised inputs and SwiGLU output: the adapters' backward recomputes them.
+      if recomputesAttention { swigluForward(s.h, s.gu, N: BT, I: I) }
       adapters?.backward(.down, layer: l, dout: d.dresidual, ldo: C, x: s.h, dinp: d.dh)
       swigluBackward(d.dgu, d.dh, s.gu, N: BT, I: I)
       try products.backward(d.dn, d.dgu, s.n2, w: w.gateUp, layout: .outIn, N: BT, C: C, OC: 2 * I, weightGradients: wg)
+      if recomputesAttention { rmsnormForward(s.n2, s.r2, s.res2, p + w.mlpNorm, N: BT, C: C, eps: c.normEps) }
       if let ad = adapters {
         for site in [LoRALayout.Site.gate, .up] { ad.backward(site, layer: l, dout: d.dgu, ldo: 2 * I, x: s.n2, dinp: d.dn) }
       }
@@ -71,6 +74,7 @@ extension GPT {
       gqaAttentionBackward(d.dqkv, d.datty, s.qkv, s.att, B: B, T: T, NH: NH, NKV: NKV, HS: HS, scratch: d.attScratch)
       ropeBackward(d.dqkv, d.dqkv, rope, B: B, T: T, NH: NH + NKV, HS: HS, stride: W)
       try products.backward(d.dn, d.dqkv, s.n1, w: w.qkv, layout: .outIn, N: BT, C: C, OC: W, weightGradients: wg)
+      if recomputesAttention { rmsnormForward(s.n1, s.r1, x, p + w.attnNorm, N: BT, C: C, eps: c.normEps) }
       if let ad = adapters {
         for site in [LoRALayout.Site.q, .k, .v] { ad.backward(site, layer: l, dout: d.dqkv, ldo: W, x: s.n1, dinp: d.dn) }
       }
@@ -97,23 +101,24 @@ final class LlamaActivations {
 
   func layer(_ l: Int) -> Layer { layers[l] }
 
-  /// `attentionLayers`: layers whose attention probabilities are kept (L, or 1 when backward recomputes them:
-  /// every layer then shares the first one's).
-  init(_ c: GPTConfig, B: Int, T: Int, attentionLayers: Int) {
+  /// `shared`: keep the attention probabilities, the normalised inputs and the SwiGLU output of one layer only
+  /// (every layer shares them; backward recomputes them where a frozen base's adapters need them).
+  init(_ c: GPTConfig, B: Int, T: Int, shared: Bool) {
     let (C, L, NH, NKV, HS, I) = (c.channels, c.layers, c.heads, c.kvHeads, c.headSize, c.intermediate)
     let BT = B * T, W = (NH + 2 * NKV) * HS
-    let perLayer = [BT * C, BT, BT * W, BT * NH * HS, BT * C, BT * C, BT, BT * 2 * I, BT * I, BT * C]
+    let perLayer = [BT, BT * W, BT * NH * HS, BT * C, BT, BT * 2 * I, BT * C]  // r1 qkv atty res2 r2 gu res3
+    let keptOnce = [B * NH * T * T, BT * C, BT * C, BT * I]                      // att n1 n2 h
     var sizes = [BT * C, BT * C, BT * C, BT]
     for _ in 0..<L { sizes += perLayer }
-    for _ in 0..<attentionLayers { sizes.append(B * NH * T * T) }
+    for _ in 0..<(shared ? 1 : L) { sizes += keptOnce }
     let (s, ptrs) = carve(sizes)
     storage = s
     (encoded, proj, nf, rf) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3])
-    let att = 4 + L * perLayer.count
+    let once = 4 + L * perLayer.count
     layers = (0..<L).map { l in
       let q = Array(ptrs[(4 + l * perLayer.count)..<(4 + (l + 1) * perLayer.count)])
-      return Layer(n1: q[0], r1: q[1], qkv: q[2], att: ptrs[att + min(l, attentionLayers - 1)], atty: q[3], res2: q[4], n2: q[5], r2: q[6],
-                   gu: q[7], h: q[8], res3: q[9])
+      let k = Array(ptrs[(once + (shared ? 0 : l) * keptOnce.count)...].prefix(keptOnce.count))
+      return Layer(n1: k[1], r1: q[0], qkv: q[1], att: k[0], atty: q[2], res2: q[3], n2: k[2], r2: q[4], gu: q[5], h: k[3], res3: q[6])
     }
   }
 }
