@@ -130,15 +130,12 @@ public enum ChatError: Error, Equatable, CustomStringConvertible {
 }
 
 extension Tokenizer {
-  /// The id of an added token by its literal text.
-  public func addedTokenID(_ literal: String) -> Int32? { addedTokens.first { $0.value == literal }?.key }
-
   /// This vocabulary with `specialTokens` that it lacks appended as added tokens (new ids after the last): the
   /// chat template's tokens for a model that has none. The model's embedding grows with it
   /// (`ParameterLayout.growVocabulary`).
   public func adding(specialTokens: [String]) throws -> Tokenizer {
     var bytes = tokenBytes, added = addedTokens
-    for t in specialTokens where addedTokenID(t) == nil && !added.values.contains(t) {
+    for t in specialTokens where !added.values.contains(t) {
       added[Int32(bytes.count)] = t
       bytes.append([])
     }

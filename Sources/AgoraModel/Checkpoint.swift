@@ -187,7 +187,7 @@ public enum Checkpoint {
       if !tokenizer.isAgoraLayout || chat != nil {
         try AtomicFile.write(tokenizer.configJSON(bos: bos, chatTemplate: chat?.template), to: (dir as NSString).appendingPathComponent(tokenizerConfigFile))
       }
-      if let chat, let end = tokenizer.addedTokens.first(where: { $0.value == chat.endOfTurn })?.key {
+      if let chat, let end = tokenizer.addedTokenID(chat.endOfTurn) {
         let ends = [Int(tokenizer.eotID), Int(end)].map(String.init).joined(separator: ", ")
         let bosPart = bos.map { "\"bos_token_id\": \($0), " } ?? ""
         try AtomicFile.write(Data("{\(bosPart)\"eos_token_id\": [\(ends)]}\n".utf8), to: (dir as NSString).appendingPathComponent("generation_config.json"))

@@ -102,6 +102,9 @@ public final class Tokenizer {
       && merges.indices.allSatisfy { table[UInt64(UInt32(merges[$0].0)) << 32 | UInt64(UInt32(merges[$0].1))]!.1 == Int32(256 + $0) }
   }
 
+  /// The id of an added token by its literal text.
+  public func addedTokenID(_ literal: String) -> Int32? { addedTokens.first { $0.value == literal }?.key }
+
   /// A tokenizer with the same vocabulary and an empty cache, for another thread.
   public func copy() -> Tokenizer { Tokenizer(sharing: self) }
 
