@@ -126,10 +126,8 @@ public struct MixtureSampler: Sendable {
   public func languages(_ index: Int, B: Int) -> [Int] {
     var rng = SplitMix64.derived(seed, UInt64(index))
     return (0..<B).map { _ in
-      let u = rng.nextUnit()
+      let lang = SplitMix64.pick(weights, at: rng.nextUnit())
       _ = rng.next()
-      var acc = 0.0, lang = weights.count - 1
-      for (i, w) in weights.enumerated() { acc += w; if u < acc { lang = i; break } }
       return lang
     }
   }
@@ -143,9 +141,7 @@ public struct MixtureSampler: Sendable {
     var tokens = [Int32](repeating: 0, count: rows.count * T), targets = tokens
     var window = [Int32](repeating: 0, count: T + 1)
     for b in 0..<rows.upperBound {
-      let u = rng.nextUnit()
-      var acc = 0.0, lang = weights.count - 1
-      for (i, w) in weights.enumerated() { acc += w; if u < acc { lang = i; break } }
+      let lang = SplitMix64.pick(weights, at: rng.nextUnit())
       let s = corpus.train[lang]
       guard s.count > T + 1 else { throw DataError.empty("\(corpus.languages[lang]) has \(s.count) tokens, fewer than T+1 = \(T + 1)") }
       let start = Int(rng.next() % UInt64(s.count - T - 1))

@@ -210,9 +210,7 @@ public struct ChatSampler: Sendable {
     var rng = SplitMix64.derived(seed ^ 0xC4A7, UInt64(index))
     var tokens: [Int32] = [], targets: [Int32] = [], langs: [Int] = []
     for b in 0..<rows.upperBound {
-      let u = rng.nextUnit()
-      var acc = 0.0, lang = weights.count - 1
-      for (i, w) in weights.enumerated() { acc += w; if u < acc { lang = i; break } }
+      let lang = SplitMix64.pick(weights, at: rng.nextUnit())
       let convs = corpus.train[lang].conversations
       var picked: [RenderedChat] = [], used = 0
       while true {

@@ -21,6 +21,17 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     return (-2 * _logD(u1)).squareRoot() * _cosD(2 * Double.pi * u2)
   }
 
+  /// The index whose share of the cumulative `weights` (summing to 1) holds `u` in [0, 1); the last index when
+  /// rounding leaves `u` past the sum. A mixture sampler's choice of language.
+  public static func pick(_ weights: [Double], at u: Double) -> Int {
+    var acc = 0.0
+    for (i, w) in weights.enumerated() {
+      acc += w
+      if u < acc { return i }
+    }
+    return weights.count - 1
+  }
+
   /// A generator for a derived stream, e.g. `(seed, step)`.
   public static func derived(_ seed: UInt64, _ salt: UInt64) -> SplitMix64 {
     var g = SplitMix64(seed: seed ^ (salt &* 0xD1B5_4A32_D192_ED03))
