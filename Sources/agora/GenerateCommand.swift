@@ -70,13 +70,19 @@ struct GenerateCommand: ParsableCommand {
   }
 
   /// A generator over version `version` (nil: the latest) of the federation whose coordinator.toml is `config`.
-  static func versionGenerator(config: String, version: Int?, slots: Int) throws -> (Generator, Int) {
+  /// `endOfTurn`: a chat template's end-of-turn token, where generation also ends.
+  static func versionGenerator(config: String, version: Int?, slots: Int, endOfTurn: String? = nil) throws -> (Generator, Int) {
     var registry = RegistryOptions()
     registry.config = config
     let (store, _) = try registry.open()
     guard let n = try version ?? store.latestVersion()?.number else { throw CLIError("the registry holds no version") }
     let (c, params, tok) = try VersionExport.load(n, from: store)
-    return (try Generator(config: c, parameters: params, tokenizer: tok, slots: slots, endTokens: []), n)
+    return (try Generator(config: c, parameters: params, tokenizer: tok, slots: slots, endTokens: endTokens(tok, endOfTurn)), n)
+  }
+
+  /// The id of `endOfTurn` in `tokenizer`, if it has one, as the generator's extra end token.
+  static func endTokens(_ tokenizer: Tokenizer, _ endOfTurn: String?) -> Set<Int32> {
+    endOfTurn.flatMap { tokenizer.addedTokenID($0) }.map { [$0] } ?? []
   }
 
   func readPrompts() throws -> [String] {
@@ -101,6 +107,7 @@ struct GenerateCommand: ParsableCommand {
     let texts = try readPrompts()
     guard batch >= 1 else { throw CLIError("--batch must be at least 1") }
     let slots = min(batch, texts.count)
+    let template = chat ? try chatTemplate(modelDir: model) : nil
     let gen: Generator
     do {
       switch (model, version) {
@@ -110,14 +117,13 @@ struct GenerateCommand: ParsableCommand {
         var (config, parameters, tokenizer) = (m.config, m.parameters, m.tokenizer)
         if let adapter {
           (config, parameters, tokenizer) = try Self.applying(adapter: adapter, config: config, parameters: parameters, tokenizer: tokenizer,
-                                                             template: chat ? try chatTemplate(modelDir: dir) : nil)
+                                                             template: template)
         }
-        var ends: Set<Int32> = []
-        if chat, let end = tokenizer.addedTokenID(try chatTemplate(modelDir: dir).endOfTurn) { ends.insert(end) }
-        gen = try Generator(config: config, parameters: parameters, tokenizer: tokenizer, slots: slots, endTokens: ends)
+        gen = try Generator(config: config, parameters: parameters, tokenizer: tokenizer, slots: slots,
+                            endTokens: Self.endTokens(tokenizer, template?.endOfTurn))
       case (nil, let n):
         if adapter != nil { throw CLIError("--adapter applies to --model DIR") }
-        gen = try Self.versionGenerator(config: config, version: n, slots: slots).0
+        gen = try Self.versionGenerator(config: config, version: n, slots: slots, endOfTurn: template?.endOfTurn).0
       default: throw CLIError("give --model DIR or --version N (with --config), not both")
       }
     } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
@@ -133,8 +139,7 @@ struct GenerateCommand: ParsableCommand {
     var prefill = 0.0, decodeSeconds = 0.0, decodeTokens = 0
     let single = texts.count == 1
     var prompts: [[Int32]]
-    if chat {
-      let t = try chatTemplate(modelDir: model)
+    if let t = template {
       prompts = try texts.map { text in
         try gen.tokenizer.render((system.map { [ChatMessage(.system, $0)] } ?? []) + [ChatMessage(.user, text)], template: t, addGenerationPrompt: true).ids
       }
