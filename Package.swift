@@ -73,13 +73,13 @@ let package = Package(
     .target(name: "AgoraCluster", dependencies: ["CMPI"]),
     // Layer 5: federated rounds. What coordinator, node and simulation share (the federation's settings, the
     // update and patch formats, the outer optimizer, secure encoding, public shards, a node's version copy) ...
-    .target(name: "AgoraRounds", dependencies: ["AgoraImport", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
+    .target(name: "AgoraRounds", dependencies: ["AgoraImport", "AgoraFineTune", "AgoraText", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
                                                 "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation",
                                                 .product(name: "TOMLKit", package: "TOMLKit")]),
     // Layer 6: ... and the three that run rounds: the coordinator service, the node service, the simulation.
-    .target(name: "AgoraCoordinator", dependencies: ["AgoraImport", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
+    .target(name: "AgoraCoordinator", dependencies: ["AgoraImport", "AgoraFineTune", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                                      "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation"]),
-    .target(name: "AgoraNode", dependencies: ["AgoraText", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
+    .target(name: "AgoraNode", dependencies: ["AgoraText", "AgoraFineTune", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                               "AgoraData", "AgoraStorage", "AgoraSecureAggregation", "AgoraCluster",
                                               .product(name: "Logging", package: "swift-log")]),
     .target(name: "AgoraSimulation", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraTensor", "AgoraModel",
@@ -129,7 +129,7 @@ let package = Package(
     .testTarget(name: "AgoraTransportTests", dependencies: ["AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CZeroMQ"]),
     .testTarget(name: "AgoraRegistryTests", dependencies: ["AgoraRegistry", "AgoraWire", "AgoraTestSupport"]),
     .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraHarness", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire",
-                                                             "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
+                                                             "AgoraData", "AgoraFineTune", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraHarness", "AgoraDashboard", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraTestSupport",
                                                          .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird")]),
     .testTarget(name: "AgoraCLITests", dependencies: ["AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),

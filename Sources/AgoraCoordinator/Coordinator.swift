@@ -1,6 +1,7 @@
 import AgoraRounds
 import AgoraCrypto
 import AgoraData
+import AgoraFineTune
 import AgoraModel
 import AgoraRegistry
 import AgoraTensor
@@ -40,6 +41,8 @@ public final class CoordinatorService {
   let blobs: BlobServer
   let receiver: UploadReceiver
   public let modelConfig: GPTConfig
+  /// What the versions are: the model, or a fine-tuning federation's adapters on its base.
+  public let federated: FederatedModel
   /// θ, the current version's parameters.
   let params: FloatBuffer
   /// The round's running weighted sum of updates, then their mean, then the outer step.
@@ -48,7 +51,7 @@ public final class CoordinatorService {
   let stepper: VersionStep
   let persister: VersionPersister
   /// The evaluator (per-language bits per byte of each version) and the update scorer, with evaluation text.
-  let evaluator: (GPT, Evaluator)?
+  let evaluator: VersionScoring?
   let scorer: UpdateScorer?
   let logSink = LogSink()
   public var log: (String) -> Void {
@@ -95,6 +98,8 @@ public final class CoordinatorService {
   let configJSON: String
   /// The safetensors header of every version blob of this model (`header ‖ parameters`).
   let weightsHeader: [UInt8]
+  /// A fine-tuning federation's base (with the template's tokens), loaded once; nil for pre-training.
+  let fineTuneBase: ChatBase?
   /// The public corpus cut into shards for compute donors, and where the rotation over them stands.
   public private(set) var shards: [PublicShard] = []
   var shardCursor = 0
@@ -115,20 +120,22 @@ public final class CoordinatorService {
     }
     try config.requireFiles()
     enrolment = try EnrolmentRegistry.load(directory: config.enrolled)
-    let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
-    let mc = try fed.modelConfig(tokenizer: tokenizer)
+    let fm = try fed.federatedModel(tokenizer: try Tokenizer(contentsOf: fed.tokenizer))
+    federated = fm
+    let tokenizer = fm.tokenizer
+    let mc = fm.config
     modelConfig = mc
     try mc.validate()
     let layout = ParameterLayout(mc)
-    embeddingOffset = layout.wte
-    params = FloatBuffer(count: layout.count, leading: DeltaCodec.headerBytes)
+    embeddingOffset = fm.embedding.offset
+    params = FloatBuffer(count: fm.count, leading: DeltaCodec.headerBytes)
     sum = FloatBuffer(count: params.count)
     // The registry first: a data directory that cannot be used stops the coordinator before it listens.
     try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
     let st = try Registry(dataDir: config.dataDir, federation: fed.id, create: true)
     store = st
     configJSON = String(decoding: Checkpoint.configJSON(mc, eot: Int(tokenizer.eotID)), as: UTF8.self)
-    weightsHeader = Checkpoint.weightsHeader(mc)
+    weightsHeader = fm.header
     let json = [UInt8](tokenizer.jsonData())
     let th = try json.withUnsafeBytes { try st.writeBlob($0) }
     tokenizerHash = hex(th)
@@ -139,24 +146,18 @@ public final class CoordinatorService {
                                momentumInMemory: false)
     stepper = VersionStep(outer: outer, params: params, sum: sum, weightsHeader: weightsHeader, store: st, patchDir: config.dataDir + "/patches",
                           patchFormat: fed.broadcast.patchFormat, seed: fed.seed)
-    if !fed.evalData.isEmpty {
-      let sources = try LanguageSource.discover(fed.evalData)
-      let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.dataDir + "/eval-cache")
-      let model = try GPT(config: mc, batch: 8, sequence: mc.contextLength, seed: 0)
-      let ev = Evaluator(corpus: corpus, tokenizer: tokenizer, maxWindows: fed.evalWindows)
-      evaluator = (model, ev)
-      scorer = UpdateScorer(model: model, evaluator: ev, windows: fed.scoreWindows, tolerance: fed.scoreTolerance, collateral: fed.scoreCollateral)
-    } else {
-      evaluator = nil
-      scorer = nil
-    }
+    // A fine-tuning federation's base, grown by its template's tokens (version 0 and the scoring model need it).
+    fineTuneBase = try fed.fineTuneBase()
+    let sink0 = logSink
+    evaluator = try fed.versionScoring(fm, base: fineTuneBase, cacheDir: config.dataDir + "/eval-cache") { sink0("  evaluation data: " + $0) }
+    scorer = evaluator.map { UpdateScorer(scoring: $0, windows: fed.scoreWindows, tolerance: fed.scoreTolerance, collateral: fed.scoreCollateral) }
     let sink = logSink
     zap = ZAPHandler(registry: enrolment, log: { line in sink("  " + line) })
     try zap.start()
     endpoint = try Endpoint.server(bind: config.bind, keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
     var p = SessionTable.Parameters(federation: fed.id, aggregationKey: aggP)
     p.chunkSize = 1 << 20
-    p.terms = try fed.terms(tokenizer: tokenizer, model: mc)
+    p.terms = try fed.terms(fm)
     sessions = SessionTable(parameters: p, registry: enrolment, endpoint: endpoint)
     blobs = BlobServer(chunkSize: Int(p.chunkSize))
     persister = VersionPersister(store: st, blobs: blobs, header: weightsHeader, params: params)
@@ -344,11 +345,11 @@ public final class CoordinatorService {
   /// Bits per byte of the current version per language (all evaluation windows); the scorer's model then holds
   /// θ. A round without a step (no quorum) can end with an fp32 update staged where θ is: θ comes back first.
   func evaluate() -> [(String, Double)] {
-    guard let (model, ev) = evaluator else { return [] }
+    guard let ev = evaluator else { return [] }
     do {
       try staging.restore(blob: store.blobPath(versionHash))
-      model.parameters.copy(from: params)
-      return (try? ev.bitsPerByte(model: model)) ?? []
+      ev.target.copy(from: params)
+      return (try? ev.scoring.bitsPerByte(model: ev.model, windows: config.federation.evalWindows)) ?? []
     } catch {
       log("  version \(version) is not scored: \(error)")
       return []

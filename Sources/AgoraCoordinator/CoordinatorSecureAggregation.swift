@@ -91,7 +91,7 @@ extension CoordinatorService {
     let ringBits = fed.secureAggregationRing.bits(participants: roster.participants.count)
     do {
       state.encoding = try SecureEncoding(bits: ringBits, participants: roster.participants.count, range: range, rowTotals: rowTotals,
-                                          rows: (embeddingOffset, modelConfig.vocabSize, modelConfig.channels))
+                                          rows: (embeddingOffset, federated.embedding.rows, modelConfig.channels))
     } catch {
       log("  round \(r): \(error); no update can be taken this round")
       return nil

@@ -1,5 +1,6 @@
 import AgoraRounds
 import AgoraCrypto
+import AgoraFineTune
 import AgoraImport
 import AgoraModel
 import AgoraRegistry
@@ -17,41 +18,89 @@ public enum VersionExport {
     public var signatureValid: Bool
   }
 
-  /// A version's weights (hash-checked), shape and tokenizer, read from the registry.
+  /// A version's weights (hash-checked), shape and tokenizer, read from the registry. A fine-tuning federation's
+  /// LoRA version is merged into its base (kept in the registry) first: the parameters are the model it computes.
   public static func load(_ number: Int, from store: Registry) throws -> (config: GPTConfig, parameters: FloatBuffer, tokenizer: Tokenizer) {
+    let l = try loadVersion(number, from: store)
+    return (l.config, l.parameters, l.tokenizer)
+  }
+
+  /// A version as `load` reads it, with a fine-tuning federation's method (`federated`, whose `template` is the
+  /// chat template) and a LoRA version's adapter values (in `federated.lora`'s layout).
+  public struct Loaded {
+    public var config: GPTConfig
+    public var parameters: FloatBuffer
+    public var tokenizer: Tokenizer
+    public var federated: FederatedModel?
+    public var adapter: FloatBuffer?
+  }
+
+  public static func loadVersion(_ number: Int, from store: Registry) throws -> Loaded {
     let v = try store.version(number)
     guard v.freedAt == nil else { throw RegistryError.notFound("version \(number)'s blobs were freed by agora gc; only its record remains") }
     let config = try parseConfig(v.config)
-    let layout = ParameterLayout(config)
-    let params = FloatBuffer(count: layout.count)
-    // The weights blob is itself a safetensors file (header ‖ parameters); the export adds Agora's metadata.
-    var head = Checkpoint.weightsHeader(config)
-    try head.withUnsafeMutableBytes { h in
-      try store.readBlob(v.hash, into: [h, UnsafeMutableRawBufferPointer(start: params.pointer, count: params.count * 4)], what: "weights of version \(number)")
-    }
-    guard head == Checkpoint.weightsHeader(config) else { throw RegistryError.corruptBlob(hash: v.hash, path: store.blobPath(v.hash), got: "a header of another model") }
     if let problem = store.checkBlob(v.tokenizer, what: "tokenizer of version \(number)") { throw problem }
     // A blob has no tokenizer_config.json beside it: the version's config.json names the end-of-text token.
     let eos = ((try? JSONSerialization.jsonObject(with: Data(v.config.utf8))) as? [String: Any])?["eos_token_id"] as? Int
     let path = store.blobPath(v.tokenizer)
     guard let json = FileManager.default.contents(atPath: path) else { throw RegistryError.notFound("tokenizer of version \(number) at \(path)") }
-    return (config, params, try Tokenizer(json: json, source: path, endOfTextID: eos))
+    let tokenizer = try Tokenizer(json: json, source: path, endOfTextID: eos)
+    let base = try baseModel(of: number, in: store)
+    let federated = try base?.fineTune.map { try FederatedModel(config: config, tokenizer: tokenizer, fineTune: $0) }
+    if let fm = federated, let layout = fm.lora {
+      // The version blob is peft's adapter_model.safetensors (header ‖ values); the base's blob is the model's.
+      let values = FloatBuffer(count: fm.count)
+      try readBlob(v.hash, header: fm.header, into: values, store: store, what: "adapter of version \(number)")
+      guard let w = base?.weights else { throw RegistryError.notFound("the base of version \(number)'s adapters (version 0's record names none)") }
+      let params = FloatBuffer(count: ParameterLayout(config).count)
+      try readBlob(w, header: Checkpoint.weightsHeader(config), into: params, store: store, what: "base of version \(number)")
+      let adapters = LoRAAdapters(layout: layout, rows: 1)
+      adapters.parameters.copy(from: values)
+      adapters.merge(into: params)
+      return Loaded(config: config, parameters: params, tokenizer: tokenizer, federated: fm, adapter: values)
+    }
+    let params = FloatBuffer(count: ParameterLayout(config).count)
+    // The weights blob is itself a safetensors file (header ‖ parameters); the export adds Agora's metadata.
+    try readBlob(v.hash, header: Checkpoint.weightsHeader(config), into: params, store: store, what: "weights of version \(number)")
+    return Loaded(config: config, parameters: params, tokenizer: tokenizer, federated: federated, adapter: nil)
   }
 
+  /// Reads blob `hash` (checked) as `header ‖ values`, refusing another header.
+  static func readBlob(_ hash: String, header: [UInt8], into values: FloatBuffer, store: Registry, what: String) throws {
+    var head = [UInt8](repeating: 0, count: header.count)
+    try head.withUnsafeMutableBytes { h in
+      try store.readBlob(hash, into: [h, UnsafeMutableRawBufferPointer(start: values.pointer, count: values.count * 4)], what: what)
+    }
+    guard head == header else { throw RegistryError.corruptBlob(hash: hash, path: store.blobPath(hash), got: "a header of another model (\(what))") }
+  }
+
+  /// Writes version `number` to `dir`. A fine-tuning federation's version also carries its chat template
+  /// (`tokenizer_config.json`, generation ending at the end of a turn); a LoRA version is written merged into its
+  /// base, with the adapter itself in `dir/adapter/` (`PeftModel.from_pretrained(base, dir/adapter)` loads it).
   public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String) throws -> Result {
     let v = try store.version(number)
-    let (config, params, tokenizer) = try load(number, from: store)
+    let l = try loadVersion(number, from: store)
+    let (config, params, tokenizer) = (l.config, l.parameters, l.tokenizer)
     let valid = try store.signatureValid(v, signKey: signKey)
     let summary = try TrainingDataSummary.of(number, in: store)
+    let base = try baseModel(of: number, in: store)
+    let chat = l.federated?.template.map { ($0.jinja, $0.endOfTurn) }
     try Checkpoint.save(parameters: params, config: config, tokenizer: tokenizer, to: dir,
-                        metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash])
-    let gen = "{\n  \"bos_token_id\": \(tokenizer.prefixIDs.first ?? tokenizer.eotID),\n  \"eos_token_id\": \(tokenizer.eotID),\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n  \"top_k\": 50,\n  \"max_new_tokens\": 64\n}\n"
-    try AtomicFile.write(Data(gen.utf8), to: dir + "/generation_config.json")
+                        metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash], chat: chat)
+    if chat == nil {
+      let gen = "{\n  \"bos_token_id\": \(tokenizer.prefixIDs.first ?? tokenizer.eotID),\n  \"eos_token_id\": \(tokenizer.eotID),\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n  \"top_k\": 50,\n  \"max_new_tokens\": 64\n}\n"
+      try AtomicFile.write(Data(gen.utf8), to: dir + "/generation_config.json")
+    }
+    if let fm = l.federated, let layout = fm.lora, let values = l.adapter {
+      let adapters = LoRAAdapters(layout: layout, rows: 1)
+      adapters.parameters.copy(from: values)
+      try LoRACheckpoint.save(adapters, to: dir + "/adapter", baseModel: base.map { $0.nameOrPath ?? $0.directory },
+                              metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash])
+    }
     try AtomicFile.write(try summary.json(), to: dir + "/training_data.json")
     let vocabulary = VocabularySummary.load(from: store, tokenizer: v.tokenizer)
     if let vocabulary { try AtomicFile.write(vocabulary.raw, to: dir + "/vocabulary.json") }
-    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid, vocabulary: vocabulary,
-                                        base: try baseModel(of: number, in: store)).utf8), to: dir + "/README.md")
+    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid, vocabulary: vocabulary, base: base).utf8), to: dir + "/README.md")
     return Result(summary: summary, signatureValid: valid)
   }
 
@@ -78,7 +127,14 @@ public enum VersionExport {
                         base: BaseModel? = nil) -> String {
     let baseYAML = base.map { b in "base_model: \(jsonString(b.nameOrPath ?? b.directory))\n" } ?? ""
     let baseLine = base.map { b in
-      "- Base model: \(b.nameOrPath ?? b.directory) (\(b.architecture)\(b.license.map { ", licence \($0)" } ?? "")), imported as version 0; checkpoint hash `\(b.hash)`.\n"
+      guard let ft = b.fineTune else {
+        return "- Base model: \(b.nameOrPath ?? b.directory) (\(b.architecture)\(b.license.map { ", licence \($0)" } ?? "")), imported as version 0; checkpoint hash `\(b.hash)`.\n"
+      }
+      let lora = ft.hasPrefix("lora")
+      return "- Base model: \(b.nameOrPath ?? b.directory) (\(b.architecture)\(b.license.map { ", licence \($0)" } ?? "")), checkpoint hash `\(b.hash)`;"
+        + " fine-tuned on the members' chat data (loss on the answers only): `\(ft)`.\n"
+        + (lora ? "- This version is a LoRA adapter on that base (`adapter/`, for peft; its version hash covers the base's hash). The weights here are the base with the adapter merged in.\n"
+                : "- Every parameter of the base was fine-tuned.\n")
     } ?? ""
     let bpb = summary.bitsPerByte.sorted { $0.key < $1.key }.map { "| \(TrainingDataSummary.cell($0.key)) | \(String(format: "%.3f", $0.value)) |" }.joined(separator: "\n")
     let llama = config.architecture == .llama

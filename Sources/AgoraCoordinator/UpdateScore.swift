@@ -13,8 +13,7 @@ import Foundation
 /// is an update that names none of them). Memory: none beyond the evaluator's model; time: a forward pass of
 /// the windows per language.
 final class UpdateScorer {
-  let model: GPT
-  let evaluator: Evaluator
+  let scoring: VersionScoring
   let windows: Int
   let tolerance: Double
   /// k of the collateral check (0: off). A targeted adversary trains honestly on its own languages, which then
@@ -34,9 +33,8 @@ final class UpdateScorer {
   /// The least own-language gain (%) a ratio divides by: a flat update late in training is not a small divisor.
   static let leastGain = 0.5
 
-  init(model: GPT, evaluator: Evaluator, windows: Int, tolerance: Double, collateral: Double = 0) {
-    self.model = model
-    self.evaluator = evaluator
+  init(scoring: VersionScoring, windows: Int, tolerance: Double, collateral: Double = 0) {
+    self.scoring = scoring
     self.windows = windows
     self.tolerance = tolerance
     collateralBounds = CollateralBounds(k: collateral)
@@ -51,22 +49,23 @@ final class UpdateScorer {
   /// Scores `payload` (an encoded Δ) on `languages` and logs the result. Throws `UpdateRefusal.score` when the
   /// update leaves its languages worse than the tolerance allows.
   func score(_ payload: UnsafeRawBufferPointer, languages: [String], node: String, log: (String) -> Void) throws {
-    let langs = Set(languages).intersection(evaluator.corpus.languages)
+    let (model, target, evaluator) = (scoring.model, scoring.target, scoring.scoring)
+    let langs = Set(languages).intersection(evaluator.languages)
     guard !langs.isEmpty else { return }
-    let others = collateral > 0 ? Set(evaluator.corpus.languages).subtracting(langs) : []
+    let others = collateral > 0 ? Set(evaluator.languages).subtracting(langs) : []
     let all = langs.union(others)
     let t0 = Date()
     let missing = all.subtracting(base.keys)
     if !missing.isEmpty { for (l, b) in try evaluator.bitsPerByte(model: model, languages: missing, windows: windows) { base[l] = b } }
-    try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .subtract)
+    try DeltaCodec.decode(payload, into: target.pointer, count: target.count, mode: .subtract)
     let after: [(String, Double)]
     do {
       after = try evaluator.bitsPerByte(model: model, languages: all, windows: windows)
     } catch {
-      try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .add(1))
+      try DeltaCodec.decode(payload, into: target.pointer, count: target.count, mode: .add(1))
       throw error
     }
-    try DeltaCodec.decode(payload, into: model.parameters.pointer, count: model.parameters.count, mode: .add(1))
+    try DeltaCodec.decode(payload, into: target.pointer, count: target.count, mode: .add(1))
     let own = after.filter { langs.contains($0.0) }
     let scored = own.map(\.0)
     guard !scored.isEmpty else { return }

@@ -129,25 +129,32 @@ public final class ChatCorpus: @unchecked Sendable {
     return subs.contains { fm.fileExists(atPath: dir + "/" + $0 + "/train.jsonl") }
   }
 
-  public convenience init(dirs: [String], tokenizer: Tokenizer, template: ChatTemplate, maxTokens: Int, log: (String) -> Void = { _ in }) throws {
+  /// The chat data of `dirs` (each a language directory holding train.jsonl and optionally valid.jsonl, or a
+  /// directory of them). `validationOnly`: held-out data for scoring (the coordinator's), found by valid.jsonl;
+  /// `train` is then empty and nothing may be sampled from it.
+  public convenience init(dirs: [String], tokenizer: Tokenizer, template: ChatTemplate, maxTokens: Int, validationOnly: Bool = false,
+                          log: (String) -> Void = { _ in }) throws {
     let fm = FileManager.default
+    let marker = validationOnly ? "valid.jsonl" : "train.jsonl"
     var found: [(String, String)] = []
     for dir in dirs {
       var isDir: ObjCBool = false
       guard fm.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else { throw ChatDataError.unreadable("\(dir) is not a directory") }
-      if fm.fileExists(atPath: dir + "/train.jsonl") { found.append(((dir as NSString).lastPathComponent, dir)); continue }
-      let subs = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).sorted().filter { fm.fileExists(atPath: dir + "/" + $0 + "/train.jsonl") }
-      guard !subs.isEmpty else { throw ChatDataError.noData("\(dir) has no train.jsonl and no language subdirectories with one") }
+      if fm.fileExists(atPath: dir + "/" + marker) { found.append(((dir as NSString).lastPathComponent, dir)); continue }
+      let subs = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).sorted().filter { fm.fileExists(atPath: dir + "/" + $0 + "/" + marker) }
+      guard !subs.isEmpty else { throw ChatDataError.noData("\(dir) has no \(marker) and no language subdirectories with one") }
       found += subs.map { ($0, dir + "/" + $0) }
     }
     for (name, d) in found where !LanguageTokens.isValidName(name) { throw ChatDataError.badLanguageName(directory: d) }
     guard Set(found.map(\.0)).count == found.count else { throw ChatDataError.unreadable("language names repeat: \(found.map(\.0))") }
     var train: [ChatFile] = [], valid: [ChatFile?] = []
     for (_, d) in found {
-      let t = try ChatFile(path: d + "/train.jsonl", tokenizer: tokenizer, template: template, maxTokens: maxTokens)
-      log(t.report)
-      guard !t.conversations.isEmpty else { throw ChatDataError.noData("\(t.path) has no conversation to train on (\(t.problems.count) refused)") }
-      train.append(t)
+      if !validationOnly {
+        let t = try ChatFile(path: d + "/train.jsonl", tokenizer: tokenizer, template: template, maxTokens: maxTokens)
+        log(t.report)
+        guard !t.conversations.isEmpty else { throw ChatDataError.noData("\(t.path) has no conversation to train on (\(t.problems.count) refused)") }
+        train.append(t)
+      }
       if fm.fileExists(atPath: d + "/valid.jsonl") {
         let v = try ChatFile(path: d + "/valid.jsonl", tokenizer: tokenizer, template: template, maxTokens: maxTokens)
         log(v.report)

@@ -23,10 +23,17 @@ public struct BaseModel: Codable, Equatable, Sendable {
   public var parameters: Int
   /// What the import changed beyond the dtype (e.g. a tied LLaMA head given its own copy).
   public var notes: [String]
+  /// A fine-tuning federation's base as it holds it (the chat template's rows added): the registry blob
+  /// (`header ‖ parameters`, hex BLAKE2b-256) that adapter versions are merged into at export.
+  public var weights: String? = nil
+  /// A fine-tuning federation's method, as its version headers state it (`lora r=16 alpha=32 … template=chatml`,
+  /// or `full template=chatml`); nil for a federation that pre-trains from a pilot checkpoint.
+  public var fineTune: String? = nil
 
   enum CodingKeys: String, CodingKey {
-    case hash, directory, license, architecture, dtypes, parameters, notes
+    case hash, directory, license, architecture, dtypes, parameters, notes, weights
     case nameOrPath = "name_or_path"
+    case fineTune = "fine_tune"
   }
 
   /// One line for people: "tiny-llama (LlamaForCausalLM, 1.2M parameters, Apache-2.0, blake3:ab12…)".

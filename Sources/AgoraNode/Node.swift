@@ -2,6 +2,7 @@ import AgoraRounds
 import AgoraCluster
 import AgoraCrypto
 import AgoraData
+import AgoraFineTune
 import AgoraModel
 import AgoraSecureAggregation
 import AgoraStorage
@@ -20,8 +21,12 @@ public final class NodeService {
   public let config: NodeConfig
   let identity: Identity
   let coordinatorCard: EnrolmentCard
-  /// Nil for a donor until its first shard arrives.
+  /// Nil for a donor until its first shard arrives, and in a fine-tuning federation.
   public internal(set) var trainer: Trainer?
+  /// A fine-tuning federation's trainer (`[finetune]`): LoRA adapters, or the whole model, on chat data.
+  public internal(set) var fineTuner: FineTuner?
+  /// What this node trains each round.
+  var training: (any RoundTraining)? { fineTuner ?? trainer }
   let settings: TrainSettings
   let tokenizer: Tokenizer
   var shardHash: [UInt8] = []
@@ -77,33 +82,40 @@ public final class NodeService {
     if let t = config.threads { Parallel.threads = t }
     identity = try Identity.load(from: config.identity)
     coordinatorCard = try EnrolmentCard.load(fed.coordinatorCard)
-    tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
+    let fm = try fed.federatedModel(tokenizer: try Tokenizer(contentsOf: fed.tokenizer))
+    tokenizer = fm.tokenizer
     try FileManager.default.createDirectory(atPath: config.workDir, withIntermediateDirectories: true)
     var s = fed.trainSettings
-    let mc = try fed.modelConfig(tokenizer: tokenizer)
+    let mc = fm.config
     s.model = mc
     s.seed = fed.seed ^ fnv1a(identity.card.fingerprint)  // each node draws its own batches
     s.precision = config.precision
     if let cluster { s.batch = try Cluster.rankBatch(fed, ranks: cluster.size, file: fed.path) }
     settings = s
-    if !config.donor {
+    if let ft = fed.fineTune {
+      guard !config.donor else { throw ConfigError(file: config.path, key: "node.donor", problem: "a fine-tuning federation ([finetune]) trains on its members' chat data: it has no public shards for a donor") }
+      guard cluster == nil else { throw ClusterError.config("a fine-tuning federation's node runs as one process") }
+      guard let base = try fed.fineTuneBase() else { throw ConfigError(file: fed.path, key: "model.init", problem: "a fine-tuning federation needs its base") }
+      let corpus = try ChatCorpus(dirs: config.data, tokenizer: fm.tokenizer, template: ft.template, maxTokens: mc.contextLength) { [name = config.name] in
+        print("\(name): data: \($0)")
+      }
+      fineTuner = try FineTuner(settings: fed.fineTuneSettings(seed: s.seed, precision: s.precision, lora: fm.lora?.settings), base: base, corpus: corpus)
+    } else if !config.donor {
       let sources = try LanguageSource.discover(config.data)
       let corpus = try TokenizedCorpus(sources: sources, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, cacheDir: config.workDir + "/cache")
       trainer = try Trainer(settings: s, tokenizer: tokenizer, corpus: corpus)
       if fed.restrictedSoftmax { trainer?.restrictSoftmaxToCorpus() }
       if let cluster, let trainer { cluster.attach(trainer) }
     }
-    let count = ParameterLayout(mc).count
-    copy = VersionCopy(header: Checkpoint.weightsHeader(mc), count: count)
-    errorFeedback = FloatBuffer(count: count)
-    terms = try fed.terms(tokenizer: tokenizer, model: mc)
+    copy = VersionCopy(header: fm.header, count: fm.count)
+    errorFeedback = FloatBuffer(count: fm.count)
+    terms = try fed.terms(fm)
     adversary = Adversary.from(node: config.name)
-    attack = try TargetedAttack(adversary: adversary, settings: s, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, workDir: config.workDir)
+    attack = fed.fineTune != nil ? nil : try TargetedAttack(adversary: adversary, settings: s, tokenizer: tokenizer, tokenizerPath: fed.tokenizer, workDir: config.workDir)
     endpoint = try Endpoint.client(connect: fed.endpoint, serverKey: coordinatorCard.curvePublic,
                                    keys: CurveKeys(publicKey: identity.card.curvePublic, secretKey: identity.curveSecret))
     if fed.secureAggregation {
-      let layout = ParameterLayout(mc)
-      secure = try SecureAggregationClient(endpoint: endpoint, identity: identity, federation: fed, embedding: (layout.wte, mc.vocabSize, mc.channels),
+      secure = try SecureAggregationClient(endpoint: endpoint, identity: identity, federation: fed, embedding: (fm.embedding.offset, fm.embedding.rows, fm.embedding.width),
                                            stop: stop, log: { _ in })
       secure?.log = { [unowned self] in log($0) }
     }
@@ -319,15 +331,21 @@ public final class NodeService {
   /// Federated evaluation: scores the round's base version (in the trainer, before any step) on the first
   /// `rounds.node_eval_windows` windows of each of this node's languages with validation text, and sends the
   /// figures, signed (EVALUATION): only numbers leave the node.
-  func evaluate(version: UInt64, hash: [UInt8], trainer: Trainer) throws {
+  func evaluate(version: UInt64, hash: [UInt8], training: any RoundTraining) throws {
     let fed = config.federation
-    let ev = evaluator ?? Evaluator(corpus: trainer.corpus, tokenizer: tokenizer, maxWindows: fed.nodeEvalWindows)
-    evaluator = ev
-    if fed.restrictedSoftmax { trainer.model.restrictSoftmax(to: nil) }  // versions are scored over the whole vocabulary
-    defer { if fed.restrictedSoftmax { trainer.restrictSoftmaxToCorpus() } }
+    let ev: any LanguageScoring
+    if let trainer {
+      let e = evaluator ?? Evaluator(corpus: trainer.corpus, tokenizer: tokenizer, maxWindows: fed.nodeEvalWindows)
+      evaluator = e
+      ev = e
+    } else {
+      ev = training.scoring  // chat data: the answer tokens of the validation conversations
+    }
+    if fed.restrictedSoftmax { trainer?.model.restrictSoftmax(to: nil) }  // versions are scored over the whole vocabulary
+    defer { if fed.restrictedSoftmax { trainer?.restrictSoftmaxToCorpus() } }
     let t0 = Date()
     var byName: [String: LanguageScore] = [:]
-    for s in try ev.scores(model: trainer.model) {
+    for s in try ev.scores(model: training.model, languages: nil, windows: fed.nodeEvalWindows) {
       let name = LanguageTokens.wireName(s.language)
       byName[name] = LanguageScore(language: name, bitsPerByte: Float(s.bitsPerByte), bytes: UInt64(s.bytes),
                                    alone: config.aloneBitsPerByte[s.language].map(Float.init) ?? .nan)

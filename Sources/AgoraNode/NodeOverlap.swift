@@ -61,11 +61,11 @@ extension NodeService {
   /// `rounds.overlap_steps`; returns the message that ended the exchange (nil when stopping) and what was
   /// trained. An upload that failed is thrown, as when it runs on the round loop's thread.
   func overlap(_ pending: PendingUpload) throws -> (Message?, CarriedSteps?) {
-    guard let trainer else { try pending.send(); return (nil, nil) }
+    guard let trainer = training else { try pending.send(); return (nil, nil) }
     let fed = config.federation
     let sent = carriedBuffer ?? FloatBuffer(count: copy.base.count)
     carriedBuffer = sent
-    sent.copy(from: trainer.model.parameters)
+    sent.copy(from: trainer.trained)
     let exchange = Exchange { [self] in
       do { try pending.send() } catch { return .failed(error) }
       return awaitNextRound()
@@ -99,7 +99,7 @@ extension NodeService {
         }
       }
       // θ_now − θ_sent: what the next round's version gets on top.
-      sent.store(trainer.model.parameters, minus: sent)
+      sent.store(trainer.trained, minus: sent)
       return (message, CarriedSteps(progress: sent, steps: steps, seconds: seconds, loss: loss, tokensBefore: tokensBefore, cpu0: cpu0))
     }
   }

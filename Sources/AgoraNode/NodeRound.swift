@@ -42,21 +42,21 @@ extension NodeService {
     let waited = lastRoundEnd.map { t0.timeIntervalSince($0) - (carried?.seconds ?? 0) }
     let secureRound = try secure?.setup(round: r, deadline: deadline)
     if config.donor { _ = try takeShard(shard) }
-    guard let trainer else { throw TransferError.protocolViolation("no data to train on") }
+    guard let trainer = training else { throw TransferError.protocolViolation("no data to train on") }
     let tFetch = Date()
     // Fetched already if the exchange thread saw the announcement while this node trained ahead.
     let early = prefetched.flatMap { $0.hash == hash && copy.hash == hash ? $0.sync : nil }
     prefetched = nil
-    let sync = try early ?? syncRetrying(target: hash, patch: patch, deadline: deadline, work: trainer.model.parameters)
+    let sync = try early ?? syncRetrying(target: hash, patch: patch, deadline: deadline, work: trainer.trained)
     let fetched = sync.bytesFetched
     let tTrain = Date()
     // Steps trained while the last update uploaded (rounds.overlap_steps) began this round's moments already.
     let keepMoments = roundsDone == 0 || carried != nil
     fed.beginRound(trainer, at: base, keepMoments: keepMoments)
-    if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, trainer: trainer) }
+    if !config.donor && fed.nodeEvalWindows > 0 && version != lastEvaluated { try evaluate(version: version, hash: hash, training: trainer) }
     // Folded in: the new version plus what this node trained since it sent its update.
-    if let carried { trainer.model.parameters.add(carried.progress) }
-    if let cluster {
+    if let carried { trainer.trained.add(carried.progress) }
+    if let cluster, let trainer = self.trainer {
       // The other ranks go on from the same θ, with the same batches (their rows of them).
       let seed = trainer.sampler.seed
       try cluster.send(.round, [Int32(bitPattern: UInt32(truncatingIfNeeded: seed)), Int32(bitPattern: UInt32(truncatingIfNeeded: seed >> 32)),
@@ -90,7 +90,7 @@ extension NodeService {
     guard !stop.isSet else { throw TransferError.timeout("stopping; round \(r) abandoned") }
     // Δ = θ_base − θ_local
     let delta = FloatBuffer(count: base.count)
-    delta.store(base, minus: trainer.model.parameters)
+    delta.store(base, minus: trainer.trained)
     let format = fed.compression.format
     if let a = adversary {
       a.corrupt(delta, seed: r ^ fnv1a(identity.card.fingerprint))

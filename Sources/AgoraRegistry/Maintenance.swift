@@ -91,6 +91,10 @@ extension Registry {
     guard let latest = all.last else { return r }
     let newest = Set(all.suffix(max(1, keepLast)).map(\.number))
     var referenced = protect
+    // A fine-tuning federation's base (named by version 0's record) is what every adapter version is merged into.
+    for v in all {
+      if let b = v.base, let o = (try? JSONSerialization.jsonObject(with: Data(b.utf8))) as? [String: Any], let w = o["weights"] as? String { referenced.insert(w) }
+    }
     for v in all where v.freedAt == nil {
       let keep = newest.contains(v.number) || (keepEvery > 0 && v.number % keepEvery == 0) || v.number == latest.number
       if keep {

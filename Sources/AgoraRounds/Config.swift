@@ -27,6 +27,9 @@ public struct FederationConfig: Sendable {
   /// `agora model import`) that is version 0: its shape, its tokenizer, its weights. Every member holds a copy;
   /// its hash is part of the model hash each party's JOIN carries, so a member with another copy is refused.
   public var modelInit: String?
+  /// `[finetune]`: the federation fine-tunes its base (`model.init`) on the members' chat data, with LoRA
+  /// adapters (each version is an adapter on the frozen base) or the whole model; nil: it pre-trains on text.
+  public var fineTune: FineTuneTerms?
   /// The nodes' matrix-product arithmetic unless a node says otherwise (`model.precision`, `node.precision`):
   /// a node's local choice, not part of the training terms.
   public var precision: Precision
@@ -200,6 +203,7 @@ public struct FederationConfig: Sendable {
       tokenizer = try f.path("model.tokenizer")
     }
     precision = try f.choice("model.precision", default: Precision.fp32)
+    fineTune = try FineTuneTerms(f, base: modelInit)
     do {  // read (and checked) whether or not the vocabulary is federated, so that no key of [tokenizer] goes unread
       var v = VocabularySettings()
       v.size = f.value("tokenizer.vocab_size") == nil ? nil : try f.int("tokenizer.vocab_size", range: 257...65_536)
@@ -252,7 +256,14 @@ public struct FederationConfig: Sendable {
     if overlapSteps >= (innerStepsSchedule + [innerSteps]).min()! {
       throw f.fail("rounds.overlap_steps", "overlapped steps are the first of a round's inner steps: fewer than the fewest a round takes")
     }
-    embeddingRows = try f.choice("rounds.embedding_rows", default: EmbeddingRows.token_counts)
+    embeddingRows = try f.choice("rounds.embedding_rows", default: fineTune == nil ? EmbeddingRows.token_counts : .tokens)
+    if fineTune != nil {
+      // A fine-tuning federation trains on its members' chat data from a given base: no public text, no donors'
+      // shards, no token counts of text, and every token of the vocabulary in the softmax (the answers use them all).
+      if !publicData.isEmpty { throw f.fail("public.data", "a fine-tuning federation ([finetune]) trains on its members' chat data: leave [public] out") }
+      if embeddingRows == .token_counts { throw f.fail("rounds.embedding_rows", "a fine-tuning federation ([finetune]) weighs updates by tokens: \"token_counts\" weighs the rows of the embedding of pre-training text") }
+      if restrictedSoftmax { throw f.fail("rounds.restricted_softmax", "a fine-tuning federation ([finetune]) trains over the whole vocabulary") }
+    }
     nodeEvalWindows = try f.int("rounds.node_eval_windows", default: 8, range: 0...100_000)
     tokenCountMinimum = try f.int("rounds.token_count_minimum", default: 10, range: 1...Int(UInt32.max))
     uploadStallSeconds = try f.double("rounds.upload_stall_seconds", default: 20, range: 1...86_400)

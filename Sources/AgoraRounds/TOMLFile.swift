@@ -141,6 +141,15 @@ final class TOMLFile {
     }
   }
 
+  func strings(_ key: String) throws -> [String]? {
+    guard let v = value(key) else { return nil }
+    guard let a = v.array else { throw fail(key, "expected a list of strings") }
+    return try (0..<a.count).map { i in
+      guard let x = a[i].string else { throw fail("\(key)[\(i)]", "expected a string") }
+      return x
+    }
+  }
+
   func bool(_ key: String, default d: Bool) throws -> Bool {
     guard let v = value(key) else { return d }
     guard let b = v.bool else { throw fail(key, "expected true or false") }

@@ -1,4 +1,5 @@
 import AgoraCrypto
+import AgoraFineTune
 import AgoraModel
 import AgoraTrainer
 import AgoraWire
@@ -8,7 +9,13 @@ extension FederationConfig {
   /// What a party of this federation trains with (JOIN carries it; the coordinator compares): the tokenizer
   /// and the model shape by hash, and the inner training settings.
   public func terms(tokenizer: Tokenizer, model: GPTConfig) throws -> TrainingTerms {
-    TrainingTerms(tokenizerHash: Sodium.blake2b([UInt8](tokenizer.jsonData())), modelHash: Sodium.blake2b(Checkpoint.weightsHeader(model)),
+    try terms(FederatedModel(config: model, tokenizer: tokenizer))
+  }
+
+  /// The terms of a federation whose versions are `model`'s: the model hash is its version header's (a
+  /// fine-tuning federation's names the base's hash and the adapter's settings).
+  public func terms(_ model: FederatedModel) throws -> TrainingTerms {
+    TrainingTerms(tokenizerHash: Sodium.blake2b([UInt8](model.tokenizer.jsonData())), modelHash: Sodium.blake2b(model.header),
                   innerSteps: UInt32(innerSteps), batch: UInt32(batch), learningRateBits: Float(learningRate).bitPattern, rounds: UInt32(rounds))
   }
 }
@@ -25,6 +32,28 @@ extension FederationConfig {
     s.minLR = Float(learningRate) / 10
     s.warmupSteps = min(20, innerSteps(round: 1))
     s.evalEvery = 0
+    return s
+  }
+}
+
+extension FederationConfig {
+  /// How every node of a fine-tuning federation trains (`[finetune]`): its method, adapters (`lora`, with the
+  /// template's token rows) and template; the federation's batch and peak learning rate, warmup, then a cosine
+  /// to a tenth over all the rounds' inner steps; no weight decay (the adapters start at the base).
+  public func fineTuneSettings(seed: UInt64, precision: Precision?, lora: LoRASettings?) -> FineTuneSettings {
+    var s = FineTuneSettings()
+    if let ft = fineTune {
+      s.method = ft.method
+      s.template = ft.template
+    }
+    s.lora = lora
+    s.batch = batch
+    s.steps = totalInnerSteps
+    s.maxLR = Float(learningRate)
+    s.minLR = Float(learningRate) / 10
+    s.warmupSteps = min(20, innerSteps(round: 1))
+    s.seed = seed
+    s.precision = precision
     return s
   }
 }

@@ -25,10 +25,6 @@ public struct Evaluator {
 
   /// bits-per-byte per language with validation text, in the corpus's language order; only `languages` when
   /// given, and at most `windows` windows each when given (the first ones: the same every time).
-  public func bitsPerByte(model: GPT, languages: Set<String>? = nil, windows limit: Int? = nil) throws -> [(String, Double)] {
-    try scores(model: model, languages: languages, windows: limit).map { ($0.language, $0.bitsPerByte) }
-  }
-
   /// `bitsPerByte` with the bytes each figure is over (the UTF-8 bytes of the predicted tokens).
   public func scores(model: GPT, languages: Set<String>? = nil, windows limit: Int? = nil) throws -> [(language: String, bitsPerByte: Double, bytes: Int)] {
     let B = model.B, T = model.T

@@ -67,12 +67,15 @@ public struct ChatEvaluator {
     pad = tokenizer.eotID
   }
 
-  public func scores(model: GPT, languages: Set<String>? = nil) throws -> [(language: String, bitsPerByte: Double, bytes: Int)] {
+  /// Answer-token bits per byte per language with validation conversations; only `languages` when given, over
+  /// the first `windows` packed rows of each when given (the same rows every time).
+  public func scores(model: GPT, languages: Set<String>? = nil, windows limit: Int? = nil) throws -> [(language: String, bitsPerByte: Double, bytes: Int)] {
     var out: [(language: String, bitsPerByte: Double, bytes: Int)] = []
     for (li, lang) in corpus.languages.enumerated() {
       if let only = languages, !only.contains(lang) { continue }
       guard let v = corpus.valid[li], !v.conversations.isEmpty else { continue }
-      let rows = ChatPacking.rows(v.conversations.map(\.chat), T: model.T, pad: pad)
+      let all = ChatPacking.rows(v.conversations.map(\.chat), T: model.T, pad: pad)
+      let rows = limit.map { Array(all.prefix(max(1, $0))) } ?? all
       var nats = 0.0, bytes = 0.0
       var i = 0
       while i < rows.count {
@@ -119,6 +122,8 @@ public final class FineTuner {
   public private(set) var state: FineTuneState
   /// Answer tokens trained on per language since this fine-tuner was made.
   public private(set) var answerTokensByLanguage: [String: UInt64] = [:]
+  /// Tokens (rows × T, prompts and padding included) trained on per language since this fine-tuner was made.
+  public private(set) var tokensByLanguage: [String: UInt64] = [:]
 
   public init(settings: FineTuneSettings, base: ChatBase, corpus: ChatCorpus) throws {
     self.settings = settings
@@ -148,7 +153,7 @@ public final class FineTuner {
   }
 
   /// What trains: the adapters' buffer (LoRA) or the parameters (full).
-  public var trained: (parameters: FloatBuffer, gradients: FloatBuffer) {
+  public var trainedBuffers: (parameters: FloatBuffer, gradients: FloatBuffer) {
     adapters.map { ($0.parameters, $0.gradients) } ?? (model.parameters, model.gradients)
   }
 
@@ -160,12 +165,13 @@ public final class FineTuner {
     for (r, l) in langs.enumerated() {
       let n = y[(r * model.T)..<((r + 1) * model.T)].filter { $0 != GPT.ignoredTarget }.count
       answerTokensByLanguage[corpus.languages[l], default: 0] += UInt64(n)
+      tokensByLanguage[corpus.languages[l], default: 0] += UInt64(model.T)
     }
     model.zeroGradients()
     let loss = try model.forward(tokens: x, targets: y, backwardScale: 1 / Float(max(counted, 1)))!
     guard loss.isFinite else { throw TrainerError.nonFiniteLoss(step: s) }
     try model.backward()
-    let (p, g) = trained
+    let (p, g) = trainedBuffers
     let norm = clipGradientNorm(g, maxNorm: settings.clipNorm)
     let lr = schedule.lr(at: s)
     optimizer.update(params: p, grads: g, lr: lr)

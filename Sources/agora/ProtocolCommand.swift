@@ -26,7 +26,8 @@ struct ProtocolCommand: ParsableCommand {
       try AtomicFile.write(Data(try ProtocolVectors.statementJSON().utf8), to: out + "/statement.json")
       try AtomicFile.write(Data(try FederationVectors.payloadsJSON().utf8), to: out + "/payloads.json")
       try AtomicFile.write(Data(try SecureAggregationVectors.json().utf8), to: out + "/secagg.json")
-      print("wrote \(out)/messages.json, envelope.json, malformed.json, statement.json, payloads.json and secagg.json")
+      try AtomicFile.write(Data(try AdapterVectors.json().utf8), to: out + "/adapter.json")
+      print("wrote \(out)/messages.json, envelope.json, malformed.json, statement.json, payloads.json, secagg.json and adapter.json")
     }
   }
 

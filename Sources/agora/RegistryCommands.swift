@@ -76,8 +76,14 @@ struct ShowCommand: ParsableCommand {
     print("blobs      \(v.freedAt == nil ? (store.checkBlob(v.hash, what: "weights") == nil ? "weights present and intact" : "weights MISSING or CORRUPT") : "freed by gc")")
     print("lineage    " + lineage.map { "\($0.number) (\($0.hash.prefix(8)))" }.joined(separator: " ← "))
     if let b = try VersionExport.baseModel(of: n, in: store) {
-      print("base model \(b.nameOrPath ?? b.directory): \(b.architecture), \(b.parameters) parameters\(b.license.map { ", licence \($0)" } ?? ""), imported as version 0 from \(b.directory) (\(b.dtypes.joined(separator: ", ")))")
+      let how = b.fineTune == nil ? "imported as version 0" : "fine-tuned from"
+      print("base model \(b.nameOrPath ?? b.directory): \(b.architecture), \(b.parameters) parameters\(b.license.map { ", licence \($0)" } ?? ""), \(how) \(b.directory) (\(b.dtypes.joined(separator: ", ")))")
       print("           checkpoint \(b.hash)")
+      if let ft = b.fineTune {
+        print("fine-tune  \(ft)")
+        print("           " + (ft.hasPrefix("lora") ? "each version is an adapter on the base (kept as blob \(b.weights?.prefix(16) ?? "?")…); agora export writes it merged and as adapter/"
+                                                    : "each version is the whole fine-tuned model"))
+      }
     }
     if let vs = VocabularySummary.load(from: store, tokenizer: v.tokenizer) {
       print("tokenizer  \(v.tokenizer.prefix(16)) learned in the vocabulary phase from " + vs.contributorLine)
