@@ -55,7 +55,7 @@ public struct TrainingTerms: Equatable, Hashable, Sendable {
   public func differences(fromFederation f: TrainingTerms) -> [String] {
     var d: [String] = []
     if tokenizerHash != f.tokenizerHash { d.append("tokenizer: node \(hex(tokenizerHash).prefix(12)), federation \(hex(f.tokenizerHash).prefix(12))") }
-    if modelHash != f.modelHash { d.append("model (shape, and base checkpoint if any): node \(hex(modelHash).prefix(12)), federation \(hex(f.modelHash).prefix(12))") }
+    if modelHash != f.modelHash { d.append("model (shape, and base checkpoint and adapter settings if any): node \(hex(modelHash).prefix(12)), federation \(hex(f.modelHash).prefix(12))") }
     if innerSteps != f.innerSteps { d.append("inner steps: node \(innerSteps), federation \(f.innerSteps)") }
     if batch != f.batch { d.append("batch: node \(batch), federation \(f.batch)") }
     if learningRateBits != f.learningRateBits {

@@ -30,16 +30,22 @@ import Testing
     }
   }
 
-  @Test func twoInstitutionsTuneAnAdapterThatPeftLoads() throws {
+  /// A LLaMA base transformers makes (random initialisation), imported into `work/base`.
+  func base(_ work: String) throws {
     try #require(FileManager.default.isExecutableFile(atPath: Self.python), "no Python environment at \(Self.python): run scripts/setup --python")
-    let work = NSTemporaryDirectory() + "agora-ftfed-\(UUID().uuidString)"
-    defer { try? FileManager.default.removeItem(atPath: work) }
     let (made, out) = try runProcess(Self.python, [repoRoot + "/scripts/hf_model.py", "make", "llama", work + "/hf"])
     try #require(made == 0, "\(out)")
     let (imported, text) = try runProcess(agora, ["model", "import", work + "/hf", "--out", work + "/base"])
     try #require(imported == 0, "\(text)")
-    let h = try Harness(nodes: [("north", ["de"]), ("south", ["fr"])], rounds: 2, innerSteps: 12,
-                        extra: "[finetune]\nmethod = \"lora\"\nrank = 4\nalpha = 8\ntemplate = \"chatml\"", pilot: work + "/base")
+  }
+
+  static let adapter = "[finetune]\nmethod = \"lora\"\nrank = 4\nalpha = 8\ntemplate = \"chatml\""
+
+  @Test func twoInstitutionsTuneAnAdapterThatPeftLoads() throws {
+    let work = NSTemporaryDirectory() + "agora-ftfed-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: work) }
+    try base(work)
+    let h = try Harness(nodes: [("north", ["de"]), ("south", ["fr"])], rounds: 2, innerSteps: 12, extra: Self.adapter, pilot: work + "/base")
     defer { if ProcessInfo.processInfo.environment["AGORA_KEEP"] == nil { h.cleanup() } else { print("kept " + h.dir) } }
     try Self.chatData(h, languages: ["de", "fr"])
     let c = try h.coordinator()
@@ -87,5 +93,39 @@ import Testing
     let diff = try #require(o["max_peft_vs_merged"] as? Double), effect = try #require(o["max_adapter_effect"] as? Double)
     #expect(diff <= 1e-4, "peft-loaded vs merged logits differ by \(diff)")
     #expect(effect > 1e-3, "the federation's adapter changes the logits (\(effect))")
+  }
+
+  /// Under secure aggregation with client-level differential privacy, the coordinator sees only the masked sum of
+  /// the adapters' clipped, noised changes, and the federation still makes its versions; a node set to another
+  /// rank is refused at JOIN (its model hash is another adapter's).
+  @Test func adaptersUnderSecureAggregationAndPrivacyAndAnotherRankIsRefused() throws {
+    let work = NSTemporaryDirectory() + "agora-ftfed-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: work) }
+    try base(work)
+    let h = try Harness(nodes: [("north", ["de"]), ("south", ["fr"])], rounds: 2, innerSteps: 8, quorum: 1,
+                        extra: "secure_aggregation = true\ndp_clip = 1.0\ndp_noise_multiplier = 0.05\n" + Self.adapter, pilot: work + "/base")
+    defer { h.cleanup() }
+    let f = h.dir + "/federation.toml"
+    let text = try String(contentsOfFile: f, encoding: .utf8)
+    try text.replacingOccurrences(of: "coordinator_card = \"keys/coordinator/card.toml\"", with: "coordinator_card = \"keys/coordinator/card.toml\"\nmembers = \"keys/enrolled\"")
+      .write(toFile: f, atomically: true, encoding: .utf8)
+    try Self.chatData(h, languages: ["de", "fr"])
+    let c = try h.coordinator()
+    // Another rank first: refused at JOIN, naming the adapter's settings.
+    try String(contentsOfFile: f, encoding: .utf8).replacingOccurrences(of: "rank = 4", with: "rank = 8").write(toFile: h.dir + "/other.toml", atomically: true, encoding: .utf8)
+    let node = try String(contentsOfFile: h.dir + "/north.toml", encoding: .utf8)
+    try node.replacingOccurrences(of: "federation = \"federation.toml\"", with: "federation = \"other.toml\"").write(toFile: h.dir + "/north-other.toml", atomically: true, encoding: .utf8)
+    let (status, out) = try h.run(["node", "--config", h.dir + "/north-other.toml"])
+    #expect(status != 0 && out.contains("adapter settings"), "\(out)")
+
+    let nodes = try h.nodes.map { try h.node($0) }
+    #expect(h.wait(c, seconds: 240) && c.terminationStatus == 0, "coordinator: \(String(h.read("coordinator.log").suffix(2500)))")
+    for n in nodes { _ = h.wait(n, seconds: 20) }
+    let log = h.read("coordinator.log")
+    #expect(log.contains("bits per byte per language, version 0 → version 2"), "\(String(log.suffix(2500)))")
+    #expect(h.read("north.log").contains("masked"), "\(String(h.read("north.log").suffix(1500)))")
+    // ε is recorded for the adapter versions as for whole-model ones.
+    let (shown, show) = try h.run(["show", "2", "--config", h.dir + "/coordinator.toml"])
+    #expect(shown == 0 && show.contains("differential privacy"), "\(show)")
   }
 }

@@ -66,6 +66,6 @@ import Testing
     #expect(h.wait(n, seconds: 60), "the node did not stop")
     #expect(n.terminationStatus != 0)
     let refused = h.events(log: "north.log").first { $0["event"] as? String == "refused" }?["reason"] as? String ?? ""
-    #expect(refused.contains("model (shape, and base checkpoint if any)"), "\(h.read("north.log").suffix(800))")
+    #expect(refused.contains("model (shape, and base checkpoint and adapter settings if any)"), "\(h.read("north.log").suffix(800))")
   }
 }
