@@ -40,7 +40,9 @@ public struct FineTuneTerms: Sendable, Equatable {
     template = try f.choice("finetune.template", default: ChatTemplate.chatml)
     let cfg = (base as NSString).appendingPathComponent(Checkpoint.configFile)
     // The architecture decides the module names; a missing or unreadable base is reported by requireFiles.
-    let architecture = FileManager.default.contents(atPath: cfg).flatMap { try? HuggingFaceConfig(data: $0).shape.architecture } ?? .llama
+    // (Without it the targets are checked when the model is made: `FederationConfig.federatedModel`.)
+    let read = FileManager.default.contents(atPath: cfg).flatMap { try? HuggingFaceConfig(data: $0).shape.architecture }
+    let architecture = read ?? .llama
     if method == .lora {
       let targets = try f.strings("finetune.targets") ?? Self.defaultTargets(for: architecture)
       let known = LoRASettings.modules(for: architecture)
@@ -48,7 +50,7 @@ public struct FineTuneTerms: Sendable, Equatable {
                            alpha: Float(try f.double("finetune.alpha", default: 32, range: 1e-6...1e6)),
                            dropout: Float(try f.double("finetune.dropout", default: 0, range: 0...0.9)),
                            targets: known.filter(targets.contains) + targets.filter { !known.contains($0) })
-      do { try s.validate(for: architecture) } catch { throw f.fail("finetune.targets", "\(error)") }
+      if read != nil { do { try s.validate(for: architecture) } catch { throw f.fail("finetune.targets", "\(error)") } }
       s.tokens = []
       lora = s
     } else {
@@ -57,6 +59,11 @@ public struct FineTuneTerms: Sendable, Equatable {
       }
       lora = nil
     }
+  }
+
+  /// The template a fine-tuning record (`BaseModel.fineTune`, "… template=NAME") names.
+  public static func template(ofLine line: String) -> ChatTemplate? {
+    line.split(separator: " ").first { $0.hasPrefix("template=") }.flatMap { ChatTemplate(rawValue: String($0.dropFirst("template=".count))) }
   }
 
   /// One line for logs and the model card: "LoRA r 16, α 32 on q_proj, k_proj, v_proj, o_proj (chatml)".

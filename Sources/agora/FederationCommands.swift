@@ -1,6 +1,7 @@
 import AgoraLinkEmulator
 import AgoraCluster
 import AgoraDashboard
+import AgoraFineTune
 import AgoraGeneration
 import AgoraRounds
 import AgoraServices
@@ -138,11 +139,22 @@ struct Demo: ParsableCommand {
   @Option(help: ArgumentHelp("Run each process in the network namespace PREFIX-NAME (NAME: coordinator, or the node's file name), as scripts/wan builds them; give the coordinator's address with --set federation.endpoint=….", valueName: "prefix"))
   var namespaces: String?
 
+  @Flag(help: "Instruction-tune the demo's final version (Nodes/demo-finetune): the institutions train LoRA adapters on their languages' chat data in a few rounds; answer bits/byte before and after per language, and three answers before and after. Runs the demo first if it has no version yet.")
+  var finetune = false
+
   func run() throws {
     let fm = FileManager.default
     guard fm.fileExists(atPath: defaultDemoData + "/de/train.txt"), fm.fileExists(atPath: defaultDemoData + "-public/de/train.txt") else {
       throw CLIError("the demo corpus is missing: run scripts/setup")
     }
+    if finetune { return try instructionTune() }
+    try pretrain()
+    try Self.tryTheModel(config: nodes + "/coordinator.toml")
+  }
+
+  /// The demo federation of `nodes`: a new registry, the vocabulary learned anew, the rounds.
+  func pretrain() throws {
+    let fm = FileManager.default
     let fedCfg = nodes + "/federation.toml"
     let nodeFiles = try DemoSetup.nodeConfigFiles(in: nodes)
     try DemoSetup.prepare(federation: fedCfg, nodeConfigs: nodeFiles.map { nodes + "/" + $0 })
@@ -158,7 +170,16 @@ struct Demo: ParsableCommand {
       print("demo: the vocabulary is learned anew from the institutions' count tables (removing \(URL(fileURLWithPath: fed.tokenizer).standardizedFileURL.path))")
       try fm.removeItem(atPath: fed.tokenizer)
     }
-    try fm.createDirectory(atPath: work + "/logs", withIntermediateDirectories: true)
+    // Under secure aggregation the coordinator cannot read each node's second moments: the mean is by tokens.
+    let sets = (secureAggregation ? ["--set", "rounds.secure_aggregation=true", "--set", "rounds.moment_weighting=0"] : []) + overrides.flatMap { ["--set", $0] }
+    if secureAggregation { print("demo: secure aggregation: the coordinator sees each round's sum, never an institution's update (so it averages by tokens, not by the nodes' second moments)") }
+    try federate(nodes: nodes, files: nodeFiles, logs: work + "/logs", sets: sets)
+  }
+
+  /// Runs the coordinator of `nodes` and its nodes (`files`) as processes until the coordinator ends.
+  func federate(nodes: String, files nodeFiles: [String], logs: String, sets: [String]) throws {
+    let fm = FileManager.default
+    try fm.createDirectory(atPath: logs, withIntermediateDirectories: true)
     let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     var children: [Process] = []
     let lock = NSLock()
@@ -188,22 +209,19 @@ struct Demo: ParsableCommand {
       return p
     }
     if let prefix = namespaces {
-      print("demo: coordinator and \(nodeFiles.count) nodes in network namespaces \(prefix)-* (logs in \(work)/logs)")
+      print("demo: coordinator and \(nodeFiles.count) nodes in network namespaces \(prefix)-* (logs in \(logs))")
     } else {
-      print("demo: coordinator and \(nodeFiles.count) nodes on 127.0.0.1 (logs in \(work)/logs)")
+      print("demo: coordinator and \(nodeFiles.count) nodes on 127.0.0.1 (logs in \(logs))")
     }
     if let d = try CoordinatorConfig(path: nodes + "/coordinator.toml").dashboard {
       print("demo: dashboard on http://\(d.host):\(d.port)/ while the demo runs\(namespaces.map { " (inside network namespace \($0)-coordinator)" } ?? "")")
     }
     fflush(stdout)
-    // Under secure aggregation the coordinator cannot read each node's second moments: the mean is by tokens.
-    let sets = (secureAggregation ? ["--set", "rounds.secure_aggregation=true", "--set", "rounds.moment_weighting=0"] : []) + overrides.flatMap { ["--set", $0] }
-    if secureAggregation { print("demo: secure aggregation: the coordinator sees each round's sum, never an institution's update (so it averages by tokens, not by the nodes' second moments)") }
-    let coordinator = try spawn("coordinator", ["coordinator", "--config", nodes + "/coordinator.toml"] + sets, log: nil, errorLog: work + "/logs/coordinator.log")
+    let coordinator = try spawn("coordinator", ["coordinator", "--config", nodes + "/coordinator.toml"] + sets, log: nil, errorLog: logs + "/coordinator.log")
     Thread.sleep(forTimeInterval: 0.5)
     for f in nodeFiles {
       let name = (f as NSString).deletingPathExtension
-      _ = try spawn(name, ["node", "--config", nodes + "/" + f] + sets, log: work + "/logs/" + name + ".log")
+      _ = try spawn(name, ["node", "--config", nodes + "/" + f] + sets, log: logs + "/" + name + ".log")
     }
     coordinator.waitUntilExit()
     // Nodes leave when the coordinator says so; anything still running after 10 s is stopped.
@@ -211,7 +229,62 @@ struct Demo: ParsableCommand {
     while Date() < deadline, children.contains(where: \.isRunning) { Thread.sleep(forTimeInterval: 0.1) }
     lock.lock(); for c in children where c.isRunning { c.terminate() }; lock.unlock()
     guard coordinator.terminationStatus == 0 else { throw CLIError("the coordinator failed (status \(coordinator.terminationStatus))") }
-    try Self.tryTheModel(config: nodes + "/coordinator.toml")
+  }
+
+  /// `--finetune`: the demo's final version (made first if there is none) exported as the base of
+  /// Nodes/demo-finetune, whose institutions train LoRA adapters on their chat data; then three held-out
+  /// questions answered by version 0 (the base) and by the last version.
+  func instructionTune() throws {
+    let fm = FileManager.default
+    guard fm.fileExists(atPath: defaultDemoChatData + "/de/train.jsonl") else { throw CLIError("the demo's chat data is missing: run scripts/setup") }
+    let tuning = "Nodes/demo-finetune"
+    var registry = RegistryOptions()
+    registry.config = nodes + "/coordinator.toml"
+    let demoData = try CoordinatorConfig(path: nodes + "/coordinator.toml").dataDir
+    let trained = fm.fileExists(atPath: demoData + "/registry.sqlite") ? try registry.open().0.latestVersion()?.number ?? 0 : 0
+    if trained == 0 {
+      print("demo --finetune: the demo has no trained version yet; running it first")
+      try pretrain()
+    }
+    let (store, cfg) = try registry.open()
+    guard let n = try store.latestVersion()?.number else { throw CLIError("the demo's registry holds no version") }
+    guard let base = try FederationConfig(path: tuning + "/federation.toml").modelInit else { throw CLIError("\(tuning)/federation.toml names no base (model.init)") }
+    try? fm.removeItem(atPath: base)
+    _ = try VersionExport.export(n, from: store, signKey: try registry.signKey(cfg), to: base)
+    let fed = try FederationConfig(path: tuning + "/federation.toml", overrides: overrides)
+    print("demo --finetune: version \(n) of the demo is the base (exported to \(URL(fileURLWithPath: base).standardizedFileURL.path))")
+    let coordData = try CoordinatorConfig(path: tuning + "/coordinator.toml").dataDir
+    if fm.fileExists(atPath: coordData) { try fm.removeItem(atPath: coordData) }
+    let files = try DemoSetup.nodeConfigFiles(in: tuning)
+    try DemoSetup.prepare(federation: tuning + "/federation.toml", nodeConfigs: files.map { tuning + "/" + $0 })
+    print("demo --finetune: \(fed.fineTune?.summary ?? "?"), \(fed.rounds) rounds of \(fed.innerSteps) steps; answer-token bits/byte on held-out commands' questions")
+    try federate(nodes: tuning, files: files, logs: work + "/finetune/logs", sets: overrides.flatMap { ["--set", $0] })
+    try Self.answer(config: tuning + "/coordinator.toml", chat: defaultDemoChatData)
+  }
+
+  /// Three held-out questions (the first of de, fr and el's valid.jsonl) answered greedily by version 0 and by
+  /// the latest version of the fine-tuning federation of `config`, with the reference answer.
+  static func answer(config: String, chat: String) throws {
+    guard let template = try GenerateCommand.versionTemplate(config: config, version: nil) else { throw CLIError("\(config): not a fine-tuning federation") }
+    let (before, _) = try GenerateCommand.versionGenerator(config: config, version: 0, slots: 1, endOfTurn: template.endOfTurn)
+    let (after, n) = try GenerateCommand.versionGenerator(config: config, version: nil, slots: 1, endOfTurn: template.endOfTurn)
+    var s = GenerationSettings()
+    s.maxNewTokens = 40
+    s.sampling.temperature = 0
+    print("demo --finetune: three held-out questions, answered by version 0 (the base) and version \(n) (agora generate --config \(config) --version N --chat --temperature 0):")
+    for lang in ["de", "fr", "el"] {
+      guard let line = (try? String(contentsOfFile: chat + "/" + lang + "/valid.jsonl", encoding: .utf8))?.split(separator: "\n").first,
+            let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let msgs = o["messages"] as? [[String: String]],
+            let q = msgs.first(where: { $0["role"] == "user" })?["content"], let ref = msgs.first(where: { $0["role"] == "assistant" })?["content"] else { continue }
+      func reply(_ g: Generator) throws -> String {
+        let ids = try g.tokenizer.render([ChatMessage(.user, q)], template: template, addGenerationPrompt: true).ids
+        return try g.generate([ids], s).0[0].text.replacingOccurrences(of: "\n", with: " ⏎ ")
+      }
+      print("  [\(lang)] \(q)")
+      print("       before: \(try reply(before))")
+      print("       after:  \(try reply(after))")
+      print("       (the manual: \(ref))")
+    }
   }
 
   /// What the final version says: three prompts in the demo's languages, sampled with seed 1 (the same as

@@ -57,6 +57,8 @@ struct FineTuneCommand: ParsableCommand {
   var threads: Int?
   @Option(help: "Output directory.")
   var out: String = "runs/finetune"
+  @Option(help: ArgumentHelp("Languages' shares of the rows, as LANG=WEIGHT,… (default: equal).", valueName: "mixture"))
+  var mixture: String?
 
   func run() throws {
     if let threads { Parallel.threads = max(1, threads) }
@@ -77,12 +79,18 @@ struct FineTuneCommand: ParsableCommand {
       s.sequence = sequence
       s.seed = seed
       s.precision = precision
+      for part in (mixture ?? "").split(separator: ",") {
+        let kv = part.split(separator: "=")
+        guard kv.count == 2, let w = Double(kv[1]), w >= 0, w.isFinite else { throw CLIError("--mixture: \(part) is not LANG=WEIGHT") }
+        s.mixture[String(kv[0]).trimmingCharacters(in: .whitespaces)] = w
+      }
       if method == .lora {
         let t = targets.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? LoRASettings.defaultTargets(for: m.config.architecture)
         s.lora = LoRASettings(rank: rank, alpha: alpha, dropout: dropout, targets: t, tokens: chatBase.newTokens)
       }
       let T = sequence ?? chatBase.config.contextLength
       let corpus = try ChatCorpus(dirs: data, tokenizer: chatBase.tokenizer, template: template, maxTokens: T) { print("data: \($0)") }
+      for l in s.mixture.keys where !corpus.languages.contains(l) { throw CLIError("--mixture names \(l), which --data does not hold") }
       let tuner = try FineTuner(settings: s, base: chatBase, corpus: corpus)
       if let a = tuner.adapters {
         print("finetune: LoRA r=\(a.layout.settings.rank) α=\(a.layout.settings.alpha) on \(a.layout.modules.count) modules: \(a.layout.count) trained values (\(String(format: "%.2f", 100 * Double(a.layout.count) / Double(tuner.model.layout.count)))% of \(tuner.model.layout.count))")

@@ -5,6 +5,7 @@ import AgoraImport
 import AgoraModel
 import AgoraTensor
 import AgoraRegistry
+import AgoraRounds
 import AgoraText
 import AgoraTrainer
 import ArgumentParser
@@ -62,11 +63,22 @@ struct GenerateCommand: ParsableCommand {
   @Option(help: "A peft LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to apply to --model.")
   var adapter: String?
 
-  /// The template for --chat: --template, else the model directory's own.
+  /// The template for --chat: --template, else the model directory's own, else (a version) its fine-tuning
+  /// federation's.
   func chatTemplate(modelDir: String?) throws -> ChatTemplate {
     if let template { return template }
     if let dir = modelDir, let t = try ChatTemplate.read(configAt: (dir as NSString).appendingPathComponent(Checkpoint.tokenizerConfigFile)) { return t }
-    throw CLIError("--chat: the model names no chat template (tokenizer_config.json has no chat_template); give --template")
+    if modelDir == nil, let t = try Self.versionTemplate(config: config, version: version) { return t }
+    throw CLIError("--chat: the model names no chat template (tokenizer_config.json has no chat_template, nor is the federation a fine-tuning one); give --template")
+  }
+
+  /// The chat template of a fine-tuning federation's version `version` (nil: the latest), or nil.
+  static func versionTemplate(config: String, version: Int?) throws -> ChatTemplate? {
+    var registry = RegistryOptions()
+    registry.config = config
+    let (store, _) = try registry.open()
+    guard let n = try version ?? store.latestVersion()?.number else { return nil }
+    return try VersionExport.baseModel(of: n, in: store)?.fineTune.flatMap(FineTuneTerms.template(ofLine:))
   }
 
   /// A generator over version `version` (nil: the latest) of the federation whose coordinator.toml is `config`.
