@@ -99,6 +99,9 @@ public struct Overview: Codable, Sendable {
   public var live: LiveStatus
   public var rounds: Int
   public var versions: [VersionRecord]
+  /// What the versions are, in one line: the base a federation started from (a pilot checkpoint, or a fine-tuning
+  /// federation's base and its adapter); nil for a federation that trains a model of its own from the seed.
+  public var model: String? = nil
 }
 
 /// The coordinator's dashboard: a page of rounds, nodes, versions and per-language plots (server-rendered
@@ -166,7 +169,14 @@ public enum Dashboard {
   }
 
   static func overview(_ store: Registry, _ live: LiveState) throws -> Overview {
-    Overview(live: live.snapshot, rounds: try store.lastRound(), versions: Array(try store.versions().suffix(5).reversed()))
+    var o = Overview(live: live.snapshot, rounds: try store.lastRound(), versions: Array(try store.versions().suffix(5).reversed()))
+    if let b = (try? VersionExport.baseModel(of: 0, in: store)) ?? nil {
+      let name = "\(b.nameOrPath ?? b.directory) (\(b.architecture), \(b.hash.prefix(19))…)"
+      o.model = b.fineTune.map { ft in
+        (ft.hasPrefix("lora") ? "each version is a LoRA adapter on the base " : "each version is the base ") + name + ", fine-tuned on chat data: " + ft
+      } ?? "version 0 is the pilot checkpoint " + name
+    }
+    return o
   }
 
   static func nodes(_ store: Registry, _ live: LiveState) throws -> [NodeRow] {

@@ -83,7 +83,8 @@ enum Page {
       const left = l.deadline ? Math.max(0, Math.round(l.deadline - Date.now() / 1000)) + " s to the deadline" : "";
       document.getElementById("overview").innerHTML = (l.round ? "Round <b>" + l.round + "</b>: " + l.received + " of " + l.expected +
         " updates <span class=bar><div style='width:" + pct + "%'></div></span> " + left : "No round in progress") +
-        " · version <b>" + l.version + "</b> · " + l.nodes.length + " nodes connected · " + o.rounds + " rounds recorded";
+        " · version <b>" + l.version + "</b> · " + l.nodes.length + " nodes connected · " + o.rounds + " rounds recorded" +
+        (o.model ? "<br>" + esc(o.model) : "");
       rows("rounds", rounds.slice().reverse(), r => [td(r.number, 1), td(r.outcome), td(r.selected, 1), td(r.accepted, 1), td(r.rejected, 1), td(r.late, 1), td((r.ended_at - r.started_at).toFixed(1), 1)]);
       rows("nodes", nodes, n => [td(n.name), td(n.role), td(n.languages.join(", ")), td(n.connected ? "connected" : n.status), td(n.lastSeen ? new Date(n.lastSeen * 1000).toLocaleTimeString() : "—"),
         td(n.roundsJoined, 1), td(n.roundsMissed, 1), td(n.tokens, 1), td(n.cpuSeconds.toFixed(0), 1)]);

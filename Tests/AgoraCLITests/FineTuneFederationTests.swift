@@ -84,6 +84,15 @@ import Testing
     let card = try String(contentsOfFile: export + "/README.md", encoding: .utf8)
     #expect(card.contains("fine-tuned on the members' chat data") && card.contains("This version is a LoRA adapter"), "\(String(card.prefix(1500)))")
 
+    // Chat generation from the version (its template found in the registry) and from the export: the same tokens.
+    let args = ["--chat", "--prompt", "repeat Haus", "--temperature", "0", "--max-new-tokens", "12", "--json"]
+    let (g1, fromVersion) = try h.run(["generate", "--version", "2", "--config", h.dir + "/coordinator.toml"] + args)
+    let (g2, fromExport) = try h.run(["generate", "--model", export] + args)
+    func tokens(_ s: String) -> [Int]? {
+      s.split(separator: "\n").last { $0.hasPrefix("{") }.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }?["tokens"] as? [Int]
+    }
+    #expect(g1 == 0 && g2 == 0 && tokens(fromVersion) != nil && tokens(fromVersion) == tokens(fromExport), "\(fromVersion)\n\(fromExport)")
+
     // peft loads the adapter onto the base; its logits equal the merged model's, and the adapter changed them.
     let (ps, pout) = try runProcess(Self.python, [repoRoot + "/scripts/hf_lora.py", "logits", work + "/base", export + "/adapter", work + "/logits.safetensors",
                                                   "--tokens", "1,2,3,4,5,6", "--merged", export])

@@ -99,6 +99,28 @@ import Testing
     }
   }
 
+  /// A fine-tuning federation's overview names the base its versions adapt and the adapter (issue #34).
+  @Test func aFineTuningFederationsOverviewNamesBaseAndAdapter() async throws {
+    let dir = NSTemporaryDirectory() + "agora-dashboard-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let store = try Registry(dataDir: dir, federation: "tune", create: true)
+    var genesis = VersionRecord(number: 0, parent: nil, hash: String(repeating: "0", count: 64), optimizer: nil, optimizerKind: "fedavg", round: 0,
+                                createdAt: 1, signature: "", bitsPerByte: [], tokens: 0, contributors: 0, preset: "import:base", config: "{}", tokenizer: "t")
+    genesis.base = #"{"architecture":"GPT2LMHeadModel","directory":"base","dtypes":["F32"],"fine_tune":"lora r=16 alpha=32.0 dropout=0.0 targets=c_attn tokens=4096,4097 template=chatml","hash":"blake3:0123456789abcdef0123","notes":[],"parameters":1000,"weights":"ab"}"#
+    try store.commitGenesis(genesis)
+    let app = Application(router: Dashboard.router(store: store, live: LiveState(federation: "tune"), token: nil, metrics: FederationMetrics(), modelCard: { _ in "" }))
+    try await app.test(.router) { client in
+      try await client.execute(uri: "/api/v1/overview", method: .get) { r in
+        let o = try JSONDecoder().decode(Overview.self, from: Data(buffer: r.body))
+        #expect(o.model == "each version is a LoRA adapter on the base base (GPT2LMHeadModel, blake3:0123456789ab…), fine-tuned on chat data: lora r=16 alpha=32.0 dropout=0.0 targets=c_attn tokens=4096,4097 template=chatml", "\(o.model ?? "nil")")
+      }
+    }
+    // A federation of its own model says nothing of a base.
+    let (plain, live, plainDir) = try registry()
+    defer { try? FileManager.default.removeItem(atPath: plainDir) }
+    #expect(try Dashboard.overview(plain, live).model == nil)
+  }
+
   @Test func aTokenGuardsEveryRoute() async throws {
     let (store, live, dir) = try registry()
     defer { try? FileManager.default.removeItem(atPath: dir) }
