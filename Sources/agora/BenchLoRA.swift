@@ -1,6 +1,7 @@
 import AgoraBench
 import AgoraImport
 import AgoraModel
+import AgoraRounds
 import AgoraTensor
 import ArgumentParser
 import Foundation
@@ -60,7 +61,20 @@ extension Bench {
         if i >= 1 { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
       }
       let s = median(times)
-      print("{\"method\":\"\(method)\",\"precision\":\"\(precision.summary)\",\"rank\":\(lora ? rank : 0),\"B\":\(batch),\"T\":\(sequence),\"threads\":\(Parallel.threads),\"trained\":\(params.count),\"seconds_per_step\":\(s),\"tokens_per_s\":\(Double(BT) / s),\"peak_rss_mib\":\(peakRSSMiB())}")
+      let bytes = try Self.roundBytes(m.config, rank: rank, alpha: alpha)
+      print("{\"method\":\"\(method)\",\"precision\":\"\(precision.summary)\",\"rank\":\(lora ? rank : 0),\"B\":\(batch),\"T\":\(sequence),\"threads\":\(Parallel.threads),\"trained\":\(params.count),\"seconds_per_step\":\(s),\"tokens_per_s\":\(Double(BT) / s),\"peak_rss_mib\":\(peakRSSMiB()),"
+            + "\"federation_adapter_values\":\(bytes.adapter),\"federation_update_bytes_int4\":\(bytes.update),\"full_update_bytes_int4\":\(bytes.full)}")
+    }
+
+    /// What a node of a fine-tuning federation sends each round on this model with the federation's recommended
+    /// adapter (`FineTuneTerms.defaultTargets`, rank r, ChatML's two tokens' rows), as an int4 AGDQ payload,
+    /// beside a whole model's int4 update (without the moments trailer, which both would add in proportion).
+    static func roundBytes(_ c: GPTConfig, rank: Int, alpha: Float) throws -> (adapter: Int, update: Int, full: Int) {
+      var grown = c
+      grown.vocabSize = c.vocabSize + 2
+      let l = try LoRALayout(grown, settings: LoRASettings(rank: rank, alpha: alpha, targets: FineTuneTerms.defaultTargets(for: c.architecture),
+                                                           tokens: [c.vocabSize, c.vocabSize + 1]))
+      return (l.count, DeltaCodec.encodedSize(count: l.count, format: .int4), DeltaCodec.encodedSize(count: ParameterLayout(grown).count, format: .int4))
     }
   }
 }
