@@ -38,8 +38,8 @@ extension FederationConfig {
 
 extension FederationConfig {
   /// How every node of a fine-tuning federation trains (`[finetune]`): its method, adapters (`lora`, with the
-  /// template's token rows) and template; the federation's batch and peak learning rate, warmup, then a cosine
-  /// to a tenth over all the rounds' inner steps; no weight decay (the adapters start at the base).
+  /// template's token rows) and template; `trainSettings`' batch and schedule; no weight decay (the adapters
+  /// start at the base).
   public func fineTuneSettings(seed: UInt64, precision: Precision?, lora: LoRASettings?) -> FineTuneSettings {
     var s = FineTuneSettings()
     if let ft = fineTune {
@@ -47,11 +47,9 @@ extension FederationConfig {
       s.template = ft.template
     }
     s.lora = lora
-    s.batch = batch
-    s.steps = totalInnerSteps
-    s.maxLR = Float(learningRate)
-    s.minLR = Float(learningRate) / 10
-    s.warmupSteps = min(20, innerSteps(round: 1))
+    // The schedule is the pre-training nodes' (one place decides it).
+    let t = trainSettings
+    (s.batch, s.steps, s.maxLR, s.minLR, s.warmupSteps) = (t.batch, t.steps, t.maxLR, t.minLR, t.warmupSteps)
     s.seed = seed
     s.precision = precision
     return s

@@ -53,6 +53,9 @@ public final class FederationSimulation {
   public init(nodeConfigs: [NodeConfig], recipe: Recipe = Recipe()) throws {
     guard let first = nodeConfigs.first else { throw ConfigError(file: "-", key: "-", problem: "no node configurations") }
     let fed = first.federation
+    guard fed.fineTune == nil else {
+      throw ConfigError(file: fed.path, key: "finetune", problem: "agora simulate runs pre-training federations; a fine-tuning federation runs through its coordinator and nodes (agora demo --finetune, scripts/finetune-experiment)")
+    }
     federation = fed
     self.recipe = recipe
     let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)

@@ -63,12 +63,8 @@ import Testing
     // peft loads the adapter onto the base (grown for the template's tokens); its logits equal the merged model's.
     let tok = try Tokenizer(contentsOf: out + "/merged/tokenizer.json")
     let ids = try tok.render([ChatMessage(.user, "repeat tessa")], template: .chatml, addGenerationPrompt: true).ids
-    let (ps, pout) = try runProcess(Self.python, [repoRoot + "/scripts/hf_lora.py", "logits", base, out + "/adapter", root + "/logits.safetensors",
-                                                  "--tokens", ids.map(String.init).joined(separator: ","), "--merged", out + "/merged"])
-    let line = try #require(pout.split(separator: "\n").last { $0.hasPrefix("{") }, "\(pout)")
-    let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-    #expect(ps == 0)
-    let diff = try #require(o["max_peft_vs_merged"] as? Double), effect = try #require(o["max_adapter_effect"] as? Double)
+    let check = try peftLogits(python: Self.python, base: base, adapter: out + "/adapter", merged: out + "/merged", tokens: ids, scratch: root)
+    let diff = try #require(check.peftVsMerged, "\(check.output)"), effect = try #require(check.adapterEffect, "\(check.output)")
     #expect(diff <= 1e-4, "peft-loaded vs merged logits differ by \(diff)")
     #expect(effect > 1e-2, "the adapter changes the logits (\(effect))")
 

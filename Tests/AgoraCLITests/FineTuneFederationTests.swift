@@ -84,6 +84,12 @@ import Testing
     let card = try String(contentsOfFile: export + "/README.md", encoding: .utf8)
     #expect(card.contains("fine-tuned on the members' chat data") && card.contains("This version is a LoRA adapter"), "\(String(card.prefix(1500)))")
 
+    // agora gc frees old versions' blobs but keeps the base every adapter version is merged into.
+    let (collected, gtext) = try h.run(["gc", "--keep-last", "1", "--config", h.dir + "/coordinator.toml"])
+    #expect(collected == 0 && gtext.contains("freed 2 versions"), "\(gtext)")
+    let (again, atext) = try h.run(["export", "2", "--config", h.dir + "/coordinator.toml", "--out", h.dir + "/export-after-gc"])
+    #expect(again == 0 && fm.fileExists(atPath: h.dir + "/export-after-gc/adapter/adapter_model.safetensors"), "\(atext)")
+
     // Chat generation from the version (its template found in the registry) and from the export: the same tokens.
     let args = ["--chat", "--prompt", "repeat Haus", "--temperature", "0", "--max-new-tokens", "12", "--json"]
     let (g1, fromVersion) = try h.run(["generate", "--version", "2", "--config", h.dir + "/coordinator.toml"] + args)
@@ -94,12 +100,8 @@ import Testing
     #expect(g1 == 0 && g2 == 0 && tokens(fromVersion) != nil && tokens(fromVersion) == tokens(fromExport), "\(fromVersion)\n\(fromExport)")
 
     // peft loads the adapter onto the base; its logits equal the merged model's, and the adapter changed them.
-    let (ps, pout) = try runProcess(Self.python, [repoRoot + "/scripts/hf_lora.py", "logits", work + "/base", export + "/adapter", work + "/logits.safetensors",
-                                                  "--tokens", "1,2,3,4,5,6", "--merged", export])
-    let line = try #require(pout.split(separator: "\n").last { $0.hasPrefix("{") }, "\(pout)")
-    let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-    #expect(ps == 0)
-    let diff = try #require(o["max_peft_vs_merged"] as? Double), effect = try #require(o["max_adapter_effect"] as? Double)
+    let check = try peftLogits(python: Self.python, base: work + "/base", adapter: export + "/adapter", merged: export, tokens: [1, 2, 3, 4, 5, 6], scratch: work)
+    let diff = try #require(check.peftVsMerged, "\(check.output)"), effect = try #require(check.adapterEffect, "\(check.output)")
     #expect(diff <= 1e-4, "peft-loaded vs merged logits differ by \(diff)")
     #expect(effect > 1e-3, "the federation's adapter changes the logits (\(effect))")
   }

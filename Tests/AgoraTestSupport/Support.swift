@@ -102,6 +102,18 @@ public func runProcess(_ exe: String, _ args: [String], in directory: String? = 
   return (p.terminationStatus, String(decoding: out, as: UTF8.self))
 }
 
+/// scripts/hf_lora.py's cross-check of a LoRA export: peft loads `adapter` onto `base` (grown for the adapter's
+/// tokens) and runs `tokens`; `merged` runs them too. Returns the largest |peft − merged| logit difference and the
+/// largest change the adapter makes to the base's logits (nil when the script printed no figures), and its output.
+public func peftLogits(python: String, base: String, adapter: String, merged: String, tokens: [Int32], scratch: String) throws
+  -> (peftVsMerged: Double?, adapterEffect: Double?, output: String) {
+  let (status, out) = try runProcess(python, [repoRoot + "/scripts/hf_lora.py", "logits", base, adapter, scratch + "/logits.safetensors",
+                                              "--tokens", tokens.map(String.init).joined(separator: ","), "--merged", merged])
+  guard status == 0, let line = out.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
+        let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else { return (nil, nil, out) }
+  return (o["max_peft_vs_merged"] as? Double, o["max_adapter_effect"] as? Double, out)
+}
+
 /// Headless Chromium (installed by scripts/setup --python) at `url`, with `args` (e.g. `--dump-dom`,
 /// `--screenshot=FILE`); its profile in `profile`, `virtualTime` ms of virtual time for the page's scripts.
 /// Returns (standard output, standard error: the console lines with --enable-logging).
