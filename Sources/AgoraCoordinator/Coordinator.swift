@@ -2,6 +2,7 @@ import AgoraRounds
 import AgoraCrypto
 import AgoraData
 import AgoraFineTune
+import AgoraImport
 import AgoraModel
 import AgoraRegistry
 import AgoraTensor
@@ -98,8 +99,9 @@ public final class CoordinatorService {
   let configJSON: String
   /// The safetensors header of every version blob of this model (`header ‖ parameters`).
   let weightsHeader: [UInt8]
-  /// A fine-tuning federation's base (with the template's tokens), loaded once; nil for pre-training.
-  let fineTuneBase: ChatBase?
+  /// A fine-tuning federation's base (with the template's tokens) and its record, read once at start-up for
+  /// version 0 and the scoring model, then let go (the scoring model holds its own copy); nil for pre-training.
+  var fineTuneBase: (base: ChatBase, record: BaseModel)?
   /// The public corpus cut into shards for compute donors, and where the rotation over them stands.
   public private(set) var shards: [PublicShard] = []
   var shardCursor = 0
@@ -149,7 +151,7 @@ public final class CoordinatorService {
     // A fine-tuning federation's base, grown by its template's tokens (version 0 and the scoring model need it).
     fineTuneBase = try fed.fineTuneBase()
     let sink0 = logSink
-    evaluator = try fed.versionScoring(fm, base: fineTuneBase, cacheDir: config.dataDir + "/eval-cache") { sink0("  evaluation data: " + $0) }
+    evaluator = try fed.versionScoring(fm, base: fineTuneBase?.base, cacheDir: config.dataDir + "/eval-cache") { sink0("  evaluation data: " + $0) }
     scorer = evaluator.map { UpdateScorer(scoring: $0, windows: fed.scoreWindows, tolerance: fed.scoreTolerance, collateral: fed.scoreCollateral) }
     let sink = logSink
     zap = ZAPHandler(registry: enrolment, log: { line in sink("  " + line) })
@@ -174,6 +176,7 @@ public final class CoordinatorService {
     }
     acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor), cosineFactor: Float(fed.cosineBoundFactor))
     try openStore(layout: layout)
+    fineTuneBase = nil
     let recent = try store.recentNorms(rounds: acceptance.window)
     acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor), cosineFactor: Float(fed.cosineBoundFactor), history: recent.norms, cosines: recent.cosines)
     if !fed.publicData.isEmpty {

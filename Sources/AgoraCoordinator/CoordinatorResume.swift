@@ -48,8 +48,8 @@ extension CoordinatorService {
       log("  resuming \(fed.id) from version \(version) (\(resumed.hash.prefix(12))), round \(firstRound)")
     } else {
       var baseRecord: String? = nil
-      if fineTuneBase == nil { GPT.initialise(params, layout: layout, seed: fed.seed) }
-      if let base = fineTuneBase, let ft = fed.fineTune, let pilot = try fed.pilot() {
+      if fed.fineTune == nil { GPT.initialise(params, layout: layout, seed: fed.seed) }
+      if let (base, pilotRecord) = fineTuneBase, let ft = fed.fineTune {
         // A fine-tuning federation: version 0 is the adapters as peft initialises them (the adapted model is the
         // base), or the base itself; its lineage starts at the base's hash.
         params.copy(from: try fed.fineTuneVersionZero(federated, base: base))
@@ -58,13 +58,13 @@ extension CoordinatorService {
         let weights = try Checkpoint.weightsHeader(base.config).withUnsafeBytes {
           try store.writeBlob(parts: [$0, UnsafeRawBufferPointer(start: base.parameters.pointer, count: base.parameters.count * 4)])
         }
-        var record = pilot.base
+        var record = pilotRecord
         record.weights = hex(weights)
         record.fineTune = federated.fineTuneLine
         let enc = JSONEncoder()
         enc.outputFormatting = .sortedKeys
         baseRecord = String(decoding: try enc.encode(record), as: UTF8.self)
-        log("  version 0: \(ft.summary) on the base \(pilot.base.summary)"
+        log("  version 0: \(ft.summary) on the base \(pilotRecord.summary)"
             + (federated.newTokens.isEmpty ? "" : "; the template's tokens are ids \(federated.newTokens)"))
       } else if let pilot = try fed.pilot() {
         // The pilot checkpoint is version 0 (its shape and hash are already the federation's model hash).

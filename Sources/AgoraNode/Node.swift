@@ -95,7 +95,7 @@ public final class NodeService {
     if let ft = fed.fineTune {
       guard !config.donor else { throw ConfigError(file: config.path, key: "node.donor", problem: "a fine-tuning federation ([finetune]) trains on its members' chat data: it has no public shards for a donor") }
       guard cluster == nil else { throw ClusterError.config("a fine-tuning federation's node runs as one process") }
-      guard let base = try fed.fineTuneBase() else { throw ConfigError(file: fed.path, key: "model.init", problem: "a fine-tuning federation needs its base") }
+      guard let base = try fed.fineTuneBase()?.base else { throw ConfigError(file: fed.path, key: "model.init", problem: "a fine-tuning federation needs its base") }
       let corpus = try ChatCorpus(dirs: config.data, tokenizer: fm.tokenizer, template: ft.template, maxTokens: mc.contextLength) { [name = config.name] in
         print("\(name): data: \($0)")
       }

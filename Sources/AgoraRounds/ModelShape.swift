@@ -144,12 +144,13 @@ extension FederationConfig {
     }
   }
 
-  /// A fine-tuning federation's base, read whole from `model.init` and grown by the template's tokens (their
-  /// new rows at the mean of the others, the same at every party); nil for a pre-training federation.
-  public func fineTuneBase() throws -> ChatBase? {
+  /// A fine-tuning federation's base, read whole from `model.init` once and grown by the template's tokens (their
+  /// new rows at the mean of the others, the same at every party), with the checkpoint's record; nil for a
+  /// pre-training federation.
+  public func fineTuneBase() throws -> (base: ChatBase, record: BaseModel)? {
     guard let ft = fineTune, let pilot = try pilot() else { return nil }
     do {
-      return try ChatBase(config: pilot.config, parameters: pilot.parameters, tokenizer: pilot.tokenizer, template: ft.template)
+      return (try ChatBase(config: pilot.config, parameters: pilot.parameters, tokenizer: pilot.tokenizer, template: ft.template), pilot.base)
     } catch { throw ConfigError(file: path, key: "model.init", problem: "\(error)") }
   }
 }

@@ -55,7 +55,7 @@ import Testing
     let header = String(decoding: fm.header.dropFirst(8), as: UTF8.self)
     #expect(header.contains("\"agora.base\":\"blake3:") && header.contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"), "\(header)")
     // Version 0 is the base: B = 0, and the token rows as the (grown) base has them.
-    let base = try #require(try fed.fineTuneBase())
+    let base = try #require(try fed.fineTuneBase()?.base)
     let zero = try fed.fineTuneVersionZero(fm, base: base)
     #expect(zero.count == fm.count)
     let l = try #require(fm.lora)
