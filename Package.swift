@@ -66,6 +66,9 @@ let package = Package(
     .target(name: "AgoraFineTune", dependencies: ["AgoraModel", "AgoraTensor", "AgoraStorage", "AgoraText", "AgoraWire"]),
     .target(name: "AgoraTransport", dependencies: ["CZeroMQ", "CMalloc", "AgoraWire", "AgoraCrypto", "AgoraStorage",
                                                    .product(name: "TOMLKit", package: "TOMLKit")]),
+    // Layer 3: what the AI Act asks of a released model: institutions' signed declarations of their training data
+    // and the public summary of training content (the EU AI Office's template) compiled from them.
+    .target(name: "AgoraDisclosure", dependencies: ["AgoraCrypto", "AgoraText", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraStorage", .product(name: "GRDB", package: "GRDB.swift")]),
     // Layer 4: the trainer.
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData", "AgoraFineTune", "AgoraTensor", "AgoraStorage"]),
@@ -73,13 +76,13 @@ let package = Package(
     .target(name: "AgoraCluster", dependencies: ["CMPI"]),
     // Layer 5: federated rounds. What coordinator, node and simulation share (the federation's settings, the
     // update and patch formats, the outer optimizer, secure encoding, public shards, a node's version copy) ...
-    .target(name: "AgoraRounds", dependencies: ["AgoraImport", "AgoraFineTune", "AgoraText", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
+    .target(name: "AgoraRounds", dependencies: ["AgoraDisclosure", "AgoraImport", "AgoraFineTune", "AgoraText", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel", "AgoraData",
                                                 "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation",
                                                 .product(name: "TOMLKit", package: "TOMLKit")]),
     // Layer 6: ... and the three that run rounds: the coordinator service, the node service, the simulation.
-    .target(name: "AgoraCoordinator", dependencies: ["AgoraImport", "AgoraFineTune", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
+    .target(name: "AgoraCoordinator", dependencies: ["AgoraDisclosure", "AgoraImport", "AgoraFineTune", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                                      "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation"]),
-    .target(name: "AgoraNode", dependencies: ["AgoraText", "AgoraFineTune", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
+    .target(name: "AgoraNode", dependencies: ["AgoraDisclosure", "AgoraText", "AgoraFineTune", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                               "AgoraData", "AgoraStorage", "AgoraSecureAggregation", "AgoraCluster",
                                               .product(name: "Logging", package: "swift-log")]),
     .target(name: "AgoraSimulation", dependencies: ["AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraTensor", "AgoraModel",
@@ -105,7 +108,7 @@ let package = Package(
     .executableTarget(
       name: "agora",
       dependencies: [
-        "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
+        "AgoraDisclosure", "AgoraModel", "AgoraData", "AgoraTrainer", "AgoraWire", "AgoraCrypto", "AgoraDigest", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTransport", "AgoraTensor", "AgoraRegistry",
         "AgoraStorage", "AgoraDashboard", "AgoraBench", "AgoraImport", "AgoraGeneration", "AgoraFineTune", "AgoraText", "AgoraServices",
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraCluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
@@ -128,11 +131,12 @@ let package = Package(
     .testTarget(name: "AgoraTrainerTests", dependencies: ["AgoraTrainer", "AgoraModel", "AgoraData", "AgoraFineTune", "AgoraTensor", "AgoraTestSupport"]),
     .testTarget(name: "AgoraTransportTests", dependencies: ["AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTestSupport", "CZeroMQ"]),
     .testTarget(name: "AgoraRegistryTests", dependencies: ["AgoraRegistry", "AgoraWire", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraDisclosureTests", dependencies: ["AgoraDisclosure", "AgoraCrypto", "AgoraText", "AgoraTestSupport"]),
     .testTarget(name: "AgoraFederationTests", dependencies: ["AgoraHarness", "AgoraRounds", "AgoraCoordinator", "AgoraNode", "AgoraSimulation", "AgoraTensor", "AgoraModel", "AgoraCrypto", "AgoraTransport", "AgoraWire",
                                                              "AgoraData", "AgoraFineTune", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraHarness", "AgoraDashboard", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraTestSupport",
                                                          .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird")]),
-    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraDisclosure", "AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

@@ -1,5 +1,6 @@
 import AgoraRounds
 import AgoraCrypto
+import AgoraDisclosure
 import AgoraFineTune
 import AgoraImport
 import AgoraModel
@@ -16,6 +17,18 @@ public enum VersionExport {
   public struct Result: Sendable {
     public var summary: TrainingDataSummary
     public var signatureValid: Bool
+    public var content: TrainingContentSummary
+  }
+
+  /// Why `export --release` wrote nothing: every contributor and field the version's public summary of training
+  /// content lacks.
+  public struct ReleaseRefused: Error, CustomStringConvertible {
+    public var version: Int
+    public var problems: [String]
+    public var description: String {
+      "version \(version) cannot be released: its public summary of training content lacks what the AI Act's template asks (nothing was written):\n"
+        + problems.map { "  - " + $0 }.joined(separator: "\n")
+    }
   }
 
   /// A version's weights (hash-checked), shape and tokenizer, read from the registry. A fine-tuning federation's
@@ -77,8 +90,13 @@ public enum VersionExport {
   /// Writes version `number` to `dir`. A fine-tuning federation's version also carries its chat template
   /// (`tokenizer_config.json`, generation ending at the end of a turn); a LoRA version is written merged into its
   /// base, with the adapter itself in `dir/adapter/` (`PeftModel.from_pretrained(base, dir/adapter)` loads it).
-  public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String) throws -> Result {
+  /// Writes `training-content-summary.md` and `.json` (the AI Act's public summary, from the contributors'
+  /// declarations and `provider`) beside the model. With `release`, a summary that lacks a mandatory field
+  /// refuses the export before anything is written (`ReleaseRefused`).
+  public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String, provider: Provider = Provider(), release: Bool = false) throws -> Result {
     let v = try store.version(number)
+    let content = try TrainingContentSummary.of(number, in: store, provider: provider, releaseDay: release ? Declaration.today() : nil)
+    if release, !content.releaseProblems.isEmpty { throw ReleaseRefused(version: number, problems: content.releaseProblems) }
     let l = try loadVersion(number, from: store)
     let (config, params, tokenizer) = (l.config, l.parameters, l.tokenizer)
     let valid = try store.signatureValid(v, signKey: signKey)
@@ -98,18 +116,24 @@ public enum VersionExport {
                               metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash])
     }
     try AtomicFile.write(try summary.json(), to: dir + "/training_data.json")
+    try AtomicFile.write(try content.json(), to: dir + "/" + contentSummaryFile + ".json")
+    try AtomicFile.write(Data(content.markdown.utf8), to: dir + "/" + contentSummaryFile + ".md")
     let vocabulary = VocabularySummary.load(from: store, tokenizer: v.tokenizer)
     if let vocabulary { try AtomicFile.write(vocabulary.raw, to: dir + "/vocabulary.json") }
-    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid, vocabulary: vocabulary, base: base).utf8), to: dir + "/README.md")
-    return Result(summary: summary, signatureValid: valid)
+    try AtomicFile.write(Data(modelCard(v, summary: summary, config: config, signatureValid: valid, vocabulary: vocabulary, base: base, content: content).utf8),
+                         to: dir + "/README.md")
+    return Result(summary: summary, signatureValid: valid, content: content)
   }
 
+  /// The name (without extension) of the public summary of training content beside an exported model.
+  public static let contentSummaryFile = "training-content-summary"
+
   /// The model card `export` writes for a version (its signature checked with `signKey`).
-  public static func modelCard(_ number: Int, from store: Registry, signKey: [UInt8]) throws -> String {
+  public static func modelCard(_ number: Int, from store: Registry, signKey: [UInt8], provider: Provider = Provider()) throws -> String {
     let v = try store.version(number)
     return modelCard(v, summary: try TrainingDataSummary.of(number, in: store), config: try parseConfig(v.config),
                      signatureValid: try store.signatureValid(v, signKey: signKey), vocabulary: VocabularySummary.load(from: store, tokenizer: v.tokenizer),
-                     base: try baseModel(of: number, in: store))
+                     base: try baseModel(of: number, in: store), content: try TrainingContentSummary.of(number, in: store, provider: provider))
   }
 
   /// The pilot checkpoint version `number`'s lineage starts from (version 0's base), if any.
@@ -124,8 +148,18 @@ public enum VersionExport {
 
 
   static func modelCard(_ v: VersionRecord, summary: TrainingDataSummary, config: GPTConfig, signatureValid: Bool, vocabulary: VocabularySummary?,
-                        base: BaseModel? = nil) -> String {
+                        base: BaseModel? = nil, content: TrainingContentSummary) -> String {
     let baseYAML = base.map { b in "base_model: \(jsonString(b.nameOrPath ?? b.directory))\n" } ?? ""
+    // Hugging Face's card keys: the languages trained (language tags only), the model's licence, public datasets on the Hub.
+    let languages = summary.tokensPerLanguage.keys.filter { $0 != "unknown" && $0.count <= 8 && $0.allSatisfy { $0.isLetter || $0 == "-" } }.sorted()
+    let languageYAML = languages.isEmpty ? "" : "language: [\(languages.joined(separator: ", "))]\n"
+    let licenseYAML = content.licenseOfModel.map { spdx -> String in
+      let hf = TrainingContentSummary.huggingFaceLicense(spdx)
+      return "license: \(hf.license)\n" + (hf.name.map { "license_name: \(jsonString($0))\n" } ?? "")
+    } ?? ""
+    let hub = "https://huggingface.co/datasets/"
+    let datasets = content.s21.sources.compactMap { $0.url }.filter { $0.hasPrefix(hub) }.map { String($0.dropFirst(hub.count)) }
+    let datasetsYAML = datasets.isEmpty ? "" : "datasets: [\(datasets.map(jsonString).joined(separator: ", "))]\n"
     let baseLine = base.map { b in
       guard let ft = b.fineTune else {
         return "- Base model: \(b.nameOrPath ?? b.directory) (\(b.architecture)\(b.license.map { ", licence \($0)" } ?? "")), imported as version 0; checkpoint hash `\(b.hash)`.\n"
@@ -145,11 +179,11 @@ public enum VersionExport {
     library_name: transformers
     pipeline_tag: text-generation
     tags: [\(tag), federated-learning, agora, multilingual]
-    \(baseYAML)---
+    \(languageYAML)\(licenseYAML)\(baseYAML)\(datasetsYAML)---
     # \(TrainingDataSummary.cell(summary.federation)), version \(v.number)
 
     \(kind) (\(config.layers) layers, \(config.channels) channels, \(heads), context \(config.contextLength),
-    vocabulary \(config.vocabSize)) trained by federated learning with [Agora](https://example.org/agora): each contributor
+    vocabulary \(config.vocabSize)) trained by federated learning with Agora: each contributor
     trained on its own text and sent only signed, sealed model updates; the coordinator aggregated them
     (\(v.optimizerKind)) into this version.
 
@@ -168,6 +202,12 @@ public enum VersionExport {
 
     \(summary.markdown)
     The same summary is in `training_data.json`. The text itself never left the contributors.
+
+    ## Public summary of training content (AI Act, Art. 53(1)(d))
+
+    [training-content-summary.md](training-content-summary.md) (and `.json`) is this version's summary in the EU AI
+    Office's template, compiled from the declarations its contributors signed: \(content.sourceLine).
+    \(content.releaseProblems.isEmpty ? "Every field the template asks for is declared." : "Not yet complete for a release: \(content.releaseProblems.count) field(s) missing (agora export --release names them).")
 
     ## Evaluation (bits per byte on the federation's validation text)
 

@@ -34,6 +34,8 @@ public enum ProtocolVectors {
     ("vocabulary", .vocabulary(remaining: 1, signature: VocabularyVector.signature, payload: Payload(VocabularyVector.sealed))),
     ("tokenizer", .tokenizer(hash: Sodium.blake2b(VocabularyVector.tokenizer), signature: VocabularyVector.tokenizerSignature,
                              payload: Payload(VocabularyVector.tokenizer))),
+    ("declaration", .declaration(hash: Sodium.blake2b(VocabularyVector.declaration), signature: VocabularyVector.declarationSignature,
+                                 payload: Payload(VocabularyVector.declaration))),
     ("secagg_keys", .secaggKeys(round: 42, keys: keys(0x40))),
     ("secagg_roster", .secaggRoster(round: 42, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 666, ranges: 2, rows: 1),
                                     participants: [SecAggParticipant(node: hash(0x01), keys: keys(0x40)), SecAggParticipant(node: hash(0x02), keys: keys(0x50))],
@@ -62,12 +64,19 @@ public enum ProtocolVectors {
     static let sealed = (try? Sodium.seal(table, to: Sodium.boxKeypair(seed: coordinatorBoxSeed).publicKey, ephemeralSeed: ephemeralSeed)) ?? []
     static let tokenizerSignature = (try? Sodium.sign(VocabularyStatement.tokenizer(federation: federation, hash: Sodium.blake2b(tokenizer)),
                                                        secretKey: Sodium.signKeypair(seed: coordinatorSignSeed).secretKey)) ?? []
+    /// DECLARATION's vector (SPEC §4.5): a declaration's JSON signed with the node's key (seed 01…01).
+    public static let declaration: [UInt8] = Array(("{\"declarant\":\"Charles University\",\"format\":\"agora-declaration-1\",\"sources\":[{\"category\":\"public_dataset\","
+      + "\"confidential\":false,\"content_types\":[\"news\"],\"domains\":[],\"languages\":[\"cs\"],\"license\":\"CC-BY-4.0\",\"modality\":\"text\","
+      + "\"name\":\"Czech news\",\"url\":\"https://example.com/news\"}]}").utf8)
+    static let declarationSignature = (try? Sodium.sign(DeclarationStatement.bytes(federation: federation, payload: declaration),
+                                                         secretKey: Sodium.signKeypair(seed: nodeSignSeed).secretKey)) ?? []
     /// The inputs a checker needs, as JSON members.
     static var inputs: [String: String] {
       [
         "vocabulary": "\"inputs\": {\"federation\": \"\(federation)\", \"table\": \"\(hex(table))\", \"node_sign_seed\": \"\(hex(nodeSignSeed))\", "
           + "\"coordinator_box_seed\": \"\(hex(coordinatorBoxSeed))\", \"ephemeral_seed\": \"\(hex(ephemeralSeed))\"}",
         "tokenizer": "\"inputs\": {\"federation\": \"\(federation)\", \"coordinator_sign_seed\": \"\(hex(coordinatorSignSeed))\"}",
+        "declaration": "\"inputs\": {\"federation\": \"\(federation)\", \"node_sign_seed\": \"\(hex(nodeSignSeed))\"}",
       ]
     }
   }
@@ -127,6 +136,8 @@ public enum ProtocolVectors {
       ("vocabulary_without_payload", [v, [0x14, 0, 0] + [UInt8](repeating: 1, count: 64)]),
       ("vocabulary_short_signature", [v, [0x14, 0, 0] + [UInt8](repeating: 1, count: 63), [1]]),
       ("tokenizer_short_hash", [v, [0x15] + [UInt8](repeating: 1, count: 95), [0x7B]]),
+      ("declaration_without_payload", [v, [0x16] + [UInt8](repeating: 1, count: 96)]),
+      ("declaration_short_signature", [v, [0x16] + [UInt8](repeating: 1, count: 95), [0x7B]]),
       ("secagg_roster_unsorted", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 666, ranges: 1, rows: 0),
                                                        participants: [SecAggParticipant(node: hash(0x02), keys: keys(0x40)), SecAggParticipant(node: hash(0x01), keys: keys(0x50))],
                                                        payload: Payload([0, 0, 0x80, 0x3F]))), [0, 0, 0x80, 0x3F]]),

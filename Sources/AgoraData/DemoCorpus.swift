@@ -23,6 +23,12 @@ public enum DemoCorpus {
     ("it", "manpages-it"), ("nl", "manpages-nl"), ("pl", "manpages-pl"), ("pt", "manpages-pt-br"),
     ("ro", "manpages-ro"), ("sv", "manpages-sv"),
   ]
+  /// The English name of a demo language (for declarations and messages).
+  public static func languageName(_ code: String) -> String {
+    let names = ["cs": "Czech", "da": "Danish", "de": "German", "el": "Greek", "es": "Spanish", "fi": "Finnish", "fr": "French", "hu": "Hungarian",
+                 "it": "Italian", "nl": "Dutch", "pl": "Polish", "pt": "Brazilian Portuguese", "ro": "Romanian", "sv": "Swedish"]
+    return names[code] ?? code
+  }
   /// The installation guide's package; its HTML is in `/usr/share/doc/<package>/<lang>/`.
   public static let guidePackage = "installation-guide-amd64"
   /// What `<out>/SOURCES` starts with: a corpus built by an older builder lacks it, and `scripts/setup` rebuilds it.

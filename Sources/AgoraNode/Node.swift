@@ -2,6 +2,7 @@ import AgoraRounds
 import AgoraCluster
 import AgoraCrypto
 import AgoraData
+import AgoraDisclosure
 import AgoraFineTune
 import AgoraModel
 import AgoraSecureAggregation
@@ -66,6 +67,11 @@ public final class NodeService {
   var prefetchBuffer: FloatBuffer? = nil
   var prefetched: (hash: [UInt8], sync: VersionCopy.Sync)? = nil
 
+  /// DECLARATION (SPEC §4.5), sent after each WELCOME: what this institution declares about its training data,
+  /// signed; nil when it declares nothing (`node.declaration` unset). What it lacks for a release is logged once.
+  let declaration: (message: Message, hash: String, sources: Int, missing: [String])?
+  var declarationSaid = false
+
   /// The MPI cluster this node spans (`mpirun -np K agora node`), of which this process is rank 0; nil for a
   /// node of one process.
   let cluster: Cluster?
@@ -107,6 +113,7 @@ public final class NodeService {
       if fed.restrictedSoftmax { trainer?.restrictSoftmaxToCorpus() }
       if let cluster, let trainer { cluster.attach(trainer) }
     }
+    declaration = try NodeService.declaration(config, identity: identity)
     copy = VersionCopy(header: fm.header, count: fm.count)
     errorFeedback = FloatBuffer(count: fm.count)
     terms = try fed.terms(fm)
@@ -250,6 +257,7 @@ public final class NodeService {
         // The answer to a JOIN sent again from this loop (a session the coordinator no longer knew).
         beatEvery.value = Double(hb) / 1000
         observer?.node(.joined(again: true))
+        sendDeclaration()
       default:
         continue
       }
@@ -299,6 +307,7 @@ public final class NodeService {
         guard fed == config.federation.id else { throw ConfigError(file: config.path, key: "node.federation", problem: "the coordinator runs federation \(Printable.line(fed))") }
         guard key == coordinatorCard.aggregationPublic else { throw ConfigError(file: config.federation.path, key: "federation.coordinator_card", problem: "the coordinator's aggregation key differs from the card's") }
         sendCounts()
+        sendDeclaration()
         return (Int(chunk), hb, key)
       case .success(.error(let code, let text, _)) where code == ErrorCode.termsMismatch.rawValue:
         observer?.node(.refused(reason: Printable.line(text)))
@@ -322,6 +331,41 @@ public final class NodeService {
     for c in counts { w.u32(c) }
     endpoint.send(.counts(vocabulary: UInt32(counts.count), minimum: UInt32(fed.tokenCountMinimum), payload: Payload(w.bytes)))
     log("\(config.name): sent token counts: \(counts.filter { $0 > 0 }.count) of \(counts.count) tokens (those its text holds at least \(fed.tokenCountMinimum) times), \(w.bytes.count) bytes")
+  }
+
+  /// The declaration file's sources that cover this node's languages, as DECLARATION: JSON, its BLAKE2b-256 and
+  /// the node's signature. A file that declares none of them is a configuration error.
+  static func declaration(_ config: NodeConfig, identity: Identity) throws -> (message: Message, hash: String, sources: Int, missing: [String])? {
+    guard let path = config.declaration else { return nil }
+    let languages = config.data.map { ($0 as NSString).lastPathComponent }
+    let d: Declaration
+    do { d = try DeclarationFile.load(path).covering(languages) } catch let e as DeclarationError {
+      throw ConfigError(file: e.file, key: e.key, problem: e.problem + " (node.declaration of \(config.path))")
+    }
+    guard !d.sources.isEmpty else {
+      throw ConfigError(file: path, key: "source", problem: "no source covers this node's languages (\(languages.joined(separator: ", "))): list them in each source's languages (node.declaration of \(config.path))")
+    }
+    let json = try d.json()
+    let signature = try Sodium.sign(Declaration.statement(federation: config.federation.id, payload: json), secretKey: identity.signSecret)
+    let hash = Sodium.blake2b(json)
+    return (.declaration(hash: hash, signature: signature, payload: Payload(json)), hex(hash), d.sources.count, d.missing(trained: languages))
+  }
+
+  /// DECLARATION after WELCOME: the coordinator records it if it is new (a changed file is a new declaration from
+  /// the next round on).
+  func sendDeclaration() {
+    guard let d = declaration else {
+      if !declarationSaid, !config.donor {
+        declarationSaid = true
+        log("\(config.name): declares nothing about its training data (node.declaration): it may train, but a release of a version it contributes to will name it")
+      }
+      return
+    }
+    endpoint.send(d.message)
+    guard !declarationSaid else { return }
+    declarationSaid = true
+    log("\(config.name): sent its declaration of training data \(d.hash.prefix(16)) (\(d.sources) source\(d.sources == 1 ? "" : "s"))"
+        + (d.missing.isEmpty ? "" : "; a release will need: " + d.missing.joined(separator: "; ")))
   }
 
   /// The last version this node scored (a round that repeats a version is not scored again).

@@ -162,6 +162,16 @@ public final class Registry: @unchecked Sendable {
     m.registerMigration("v5: versions.base (a pilot checkpoint as version 0)") { db in
       try db.execute(sql: "ALTER TABLE versions ADD COLUMN base TEXT")
     }
+    m.registerMigration("v6: declarations (what each contributor declares of its training data, signed)") { db in
+      try db.execute(sql: """
+        CREATE TABLE declarations (
+          id INTEGER PRIMARY KEY AUTOINCREMENT, node TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL,
+          json TEXT NOT NULL, signature TEXT NOT NULL, sign_key TEXT NOT NULL, recorded_at DOUBLE NOT NULL);
+        CREATE INDEX declarations_node ON declarations (node, recorded_at);
+        CREATE TRIGGER declarations_append_only_update BEFORE UPDATE ON declarations BEGIN SELECT RAISE(ABORT, 'declarations are append-only'); END;
+        CREATE TRIGGER declarations_append_only_delete BEFORE DELETE ON declarations BEGIN SELECT RAISE(ABORT, 'declarations are append-only'); END;
+        """)
+    }
     return m
   }
 

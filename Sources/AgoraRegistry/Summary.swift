@@ -64,16 +64,7 @@ public struct TrainingDataSummary: Codable, Sendable {
 
   /// Text from nodes and files in a Markdown table cell of the model card: one line, HTML escaped (Hugging
   /// Face renders raw HTML in model cards), table pipes and Markdown's link and code characters escaped.
-  public static func cell(_ s: String) -> String {
-    var out = ""
-    for ch in Printable.html(Printable.line(s)) {
-      switch ch {
-      case "|", "`", "[", "]", "*", "_", "\\": out += "\\" + String(ch)
-      default: out.append(ch)
-      }
-    }
-    return out
-  }
+  public static func cell(_ s: String) -> String { MarkdownCell.escape(s) }
 
   public var markdown: String {
     var s = "| contributor | role | rounds | tokens | languages (tokens) | steps | CPU-seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"

@@ -1,3 +1,4 @@
+import AgoraDisclosure
 import AgoraModel
 import AgoraSecureAggregation
 import Foundation
@@ -65,6 +66,10 @@ public struct FederationConfig: Sendable {
   /// Sequences per warm-start step (default: `rounds.batch`).
   public var warmStartBatch: Int
   public var shardBytes: Int
+  /// The coordinator's declaration of its public corpus (`public.declaration`), a declaration file like a node's.
+  public var publicDeclaration: String?
+  /// `[provider]`: who places the model on the market, its name and licence (the training-content summary's 1.1, 1.2).
+  public var provider: Provider
   /// What happens to an update that arrives after its round closed.
   public var lateUpdates: LateUpdates
   /// A late update's weight is multiplied by (1 + staleness)^−exponent (staleness = rounds late).
@@ -241,6 +246,13 @@ public struct FederationConfig: Sendable {
       throw f.fail("model.warm_start_steps", "a warm start trains version 0 on the public corpus, and the federation names none ([public] data)")
     }
     shardBytes = try f.int("public.shard_bytes", default: 262_144, range: 4096...(64 << 20))
+    publicDeclaration = f.value("public.declaration") == nil ? nil : try f.path("public.declaration")
+    if publicDeclaration != nil && publicData.isEmpty { throw f.fail("public.declaration", "declares the public corpus, and the federation names none ([public] data)") }
+    func optional(_ key: String) throws -> String? { f.value(key) == nil ? nil : try f.string(key) }
+    provider = Provider(name: try optional("provider.name"), contact: try optional("provider.contact"), representative: try optional("provider.representative"),
+                        modelName: try optional("provider.model_name"), license: try optional("provider.license"),
+                        placedOnMarket: try optional("provider.placed_on_market"), url: try optional("provider.url"))
+    do { try provider.check(file: path) } catch let e as DeclarationError { throw f.fail(e.key, e.problem) }
     lateUpdates = try f.choice("rounds.late_updates", default: LateUpdates.drop)
     stalenessExponent = try f.double("rounds.staleness_exponent", default: 0.5, range: 0...10)
     normBoundFactor = try f.double("rounds.norm_bound_factor", default: 4, range: 1.5...1000)
@@ -314,6 +326,7 @@ extension FederationConfig {
     guard coordinator else { return }
     for (i, d) in evalData.enumerated() { try TOMLFile.mustExist(d, directory: true, fail("model.eval_data[\(i)]")) }
     for (i, d) in publicData.enumerated() { try TOMLFile.mustExist(d, directory: true, fail("public.data[\(i)]")) }
+    if let d = publicDeclaration { try TOMLFile.mustExist(d, directory: false, fail("public.declaration")) }
   }
 
   /// Inner steps of round `r` (1-based): the schedule's for its first rounds, then `rounds.inner_steps`.

@@ -76,6 +76,10 @@ public struct NodeConfig: Sendable {
   /// Bits per byte per language of what this institution trains alone (its own baseline), reported with its
   /// evaluations so the federation shows whether joining pays; empty: none.
   public var aloneBitsPerByte: [String: Double]
+  /// The declaration file of this institution's training data (`node.declaration`): its sources, each with what
+  /// the AI Act's public summary asks; sent signed to the coordinator (metadata only). nil: none (the node may
+  /// train; a release names it).
+  public var declaration: String?
 
   public init(path: String, federationOverrides: [String] = []) throws {
     let f = try TOMLFile(path)
@@ -98,6 +102,8 @@ public struct NodeConfig: Sendable {
     precision = try f.choice("node.precision", default: federation.precision)
     rejoinSeconds = try f.double("node.rejoin_seconds", default: 3600, range: 1...604_800)
     aloneBitsPerByte = try f.numbersByLanguage("node.alone_bits_per_byte", range: 0...1000)
+    declaration = f.value("node.declaration") == nil ? nil : try f.path("node.declaration")
+    if donor && declaration != nil { throw f.fail("node.declaration", "a donor trains on the coordinator's public corpus, which the coordinator declares ([public] declaration): remove node.declaration") }
     workDir = try f.path("node.work", default: ".agora/nodes/" + ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
     try f.rejectUnknownKeys()
   }
@@ -107,5 +113,6 @@ public struct NodeConfig: Sendable {
   public func requireFiles() throws {
     try federation.requireFiles(coordinator: false)
     for (i, d) in data.enumerated() { try TOMLFile.mustExist(d, directory: true) { ConfigError(file: path, key: "node.data[\(i)]", problem: $0) } }
+    if let d = declaration { try TOMLFile.mustExist(d, directory: false) { ConfigError(file: path, key: "node.declaration", problem: $0) } }
   }
 }

@@ -89,3 +89,18 @@ public enum Printable {
     return out
   }
 }
+
+/// Text from nodes and files in a Markdown table cell (model cards, summaries): one line, HTML escaped (Hugging
+/// Face renders raw HTML in model cards), table pipes and Markdown's link, emphasis and code characters escaped.
+public enum MarkdownCell {
+  public static func escape(_ s: String) -> String {
+    var out = ""
+    for ch in Printable.html(Printable.line(s)) {
+      switch ch {
+      case "|", "`", "[", "]", "*", "_", "\\": out += "\\" + String(ch)
+      default: out.append(ch)
+      }
+    }
+    return out
+  }
+}

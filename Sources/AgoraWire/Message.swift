@@ -12,6 +12,8 @@ public enum Wire {
   public static let maxPayload = (16 << 20) + 64
   public static let maxString = 1024
   public static let maxBlob = 8 << 10
+  /// The largest DECLARATION payload (a declaration's JSON).
+  public static let maxDeclaration = 1 << 20
 }
 
 public enum MessageType: UInt8, Sendable, CaseIterable {
@@ -19,7 +21,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
        uploadBegin = 0x06, uploadChunk = 0x07, uploadEnd = 0x08, ack = 0x09,
        heartbeat = 0x0A, leave = 0x0B, error = 0x0C, counts = 0x0D,
        evaluation = 0x0E, secaggKeys = 0x0F, secaggRoster = 0x10, secaggShares = 0x11, secaggUnmask = 0x12, secaggReveal = 0x13,
-       vocabulary = 0x14, tokenizer = 0x15
+       vocabulary = 0x14, tokenizer = 0x15, declaration = 0x16
 }
 
 /// Every message of the protocol. Large binary data (model and update chunks) lives in the payload frame.
@@ -87,6 +89,10 @@ public enum Message: Equatable, Sendable {
   /// Coordinator → node: the federation's tokenizer.json (payload frame), its BLAKE2b-256 `hash` (what version 0
   /// and JOIN's terms name) and the coordinator's signature ("AGORA-TOKENIZER-v1" ‖ federation ‖ hash).
   case tokenizer(hash: [UInt8], signature: [UInt8], payload: Payload)
+  /// Node → coordinator, once per session after WELCOME (SPEC §4.5): what the node declares about its training
+  /// data (payload frame: the declaration's JSON, at most `Wire.maxDeclaration` octets), its BLAKE2b-256 `hash`
+  /// and the node's signature ("AGORA-DECLARATION-v1" ‖ federation ‖ hash). Metadata only: never text.
+  case declaration(hash: [UInt8], signature: [UInt8], payload: Payload)
 
   public var type: MessageType {
     switch self {
@@ -111,6 +117,7 @@ public enum Message: Equatable, Sendable {
     case .secaggReveal: return .secaggReveal
     case .vocabulary: return .vocabulary
     case .tokenizer: return .tokenizer
+    case .declaration: return .declaration
     }
   }
 
@@ -183,7 +190,7 @@ public enum Message: Equatable, Sendable {
       for x in shares { w.raw(x.about); w.u8(x.kind); w.u8(x.x); w.raw(x.share) }
     case .vocabulary(let remaining, let sig, let p):
       w.u16(remaining); w.raw(sig); payload = p
-    case .tokenizer(let hash, let sig, let p):
+    case .tokenizer(let hash, let sig, let p), .declaration(let hash, let sig, let p):
       w.raw(hash); w.raw(sig); payload = p
     }
     return ([Wire.versionFrame, w.bytes], payload)
@@ -208,7 +215,7 @@ public enum Message: Equatable, Sendable {
     guard !body.isEmpty else { throw WireError.emptyBody }
     guard body.count <= Wire.maxBody else { throw WireError.decode(.tooLarge("body", value: body.count, bound: Wire.maxBody)) }
     guard let type = MessageType(rawValue: body[0]) else { throw WireError.unknownType(body[0]) }
-    let hasPayload = type == .blobChunk || type == .uploadChunk || type == .counts || type == .secaggRoster || type == .vocabulary || type == .tokenizer
+    let hasPayload = type == .blobChunk || type == .uploadChunk || type == .counts || type == .secaggRoster || type == .vocabulary || type == .tokenizer || type == .declaration
     guard frames.count == (hasPayload ? 3 : 2) else { throw WireError.payloadFrame(type: type, present: frames.count == 3) }
     if hasPayload {
       guard frames[2].count <= Wire.maxPayload else { throw WireError.decode(.tooLarge("payload", value: frames[2].count, bound: Wire.maxPayload)) }
@@ -310,6 +317,11 @@ public enum Message: Equatable, Sendable {
         m = .vocabulary(remaining: try r.u16("remaining"), signature: try r.raw(64, "signature"), payload: frames[2])
       case .tokenizer:
         m = .tokenizer(hash: try r.raw(32, "tokenizer hash"), signature: try r.raw(64, "signature"), payload: frames[2])
+      case .declaration:
+        guard frames[2].count <= Wire.maxDeclaration else {
+          throw DecodeError.tooLarge("declaration", value: frames[2].count, bound: Wire.maxDeclaration)
+        }
+        m = .declaration(hash: try r.raw(32, "declaration hash"), signature: try r.raw(64, "signature"), payload: frames[2])
       }
       try r.expectEnd()
       return m

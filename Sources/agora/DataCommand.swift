@@ -1,4 +1,5 @@
 import AgoraData
+import AgoraDisclosure
 import ArgumentParser
 import Foundation
 
@@ -28,6 +29,22 @@ struct DataCommand: ParsableCommand {
         print("\(s.lang): \(s.pages) manual pages, \(s.guidePages) installation-guide pages, train \(s.trainBytes) bytes, valid \(s.validBytes) bytes, public \(s.publicBytes) bytes")
       }
       print("demo corpus written to \(out), its public part to \(pub)")
+      // What each part is, declared from what Debian ships with the packages (for the AI Act's public summary).
+      let day = Declaration.today()
+      let sources = DemoCorpus.packages.filter { p in summary.contains { $0.lang == p.lang } }.map {
+        DebianDeclaration.Package(package: $0.package, languages: [$0.lang], title: "Debian's manual pages in \(DemoCorpus.languageName($0.lang))",
+                                  contentTypes: ["technical documentation", "manual pages"])
+      } + [DebianDeclaration.Package(package: DemoCorpus.guidePackage, languages: summary.filter { $0.guidePages > 0 }.map(\.lang).sorted(),
+                                     title: "The Debian installation guide", contentTypes: ["technical documentation", "installation guide"])]
+      for (dir, who, how) in [(out, "the demo institutions (each declares the sources of its languages)",
+                               "reduced to paragraphs, the pages split by a hash of their file names into the institutions' training and validation text"),
+                              (pub, "the demo coordinator (its public corpus)",
+                               "reduced to paragraphs; the pages a hash of their file names puts in the public part (held by no institution): version 0's warm start and the donors' shards")] {
+        let d = try DebianDeclaration.make(sources.filter { !$0.languages.isEmpty }, declarant: who, day: day, how: how)
+        try Data(DeclarationFile.toml(d, comment: "What this text is, for the AI Act's public summary of training content: written by agora data build-demo on \(day)\nfrom each Debian package's copyright file, version and home page.").utf8)
+          .write(to: URL(fileURLWithPath: dir + "/declaration.toml"), options: .atomic)
+      }
+      print("declarations written to \(out)/declaration.toml and \(pub)/declaration.toml")
     }
   }
 

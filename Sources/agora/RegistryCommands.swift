@@ -1,6 +1,7 @@
 import AgoraCrypto
 import AgoraRounds
 import AgoraCoordinator
+import AgoraDisclosure
 import AgoraRegistry
 import AgoraWire
 import ArgumentParser
@@ -125,14 +126,48 @@ struct ExportCommand: ParsableCommand {
   var version: Int
   @Option(help: "Output directory.")
   var out: String
+  @Flag(help: "A release: refuse (and write nothing) unless the public summary of training content has every field the AI Act's template asks for.")
+  var release = false
 
   func run() throws {
     let (store, cfg) = try options.open()
     do {
-      let r = try VersionExport.export(version, from: store, signKey: try options.signKey(cfg), to: out)
+      let r = try VersionExport.export(version, from: store, signKey: try options.signKey(cfg), to: out, provider: cfg.federation.provider, release: release)
       print("version \(version) written to \(out) (signature \(r.signatureValid ? "valid" : "INVALID"); \(r.summary.contributors.count) contributors, \(r.summary.tokens) tokens)")
+      print("public summary of training content: \(out)/\(VersionExport.contentSummaryFile).md and .json (\(r.content.sourceLine))"
+            + (r.content.releaseProblems.isEmpty ? "; complete for a release" : "; \(r.content.releaseProblems.count) field(s) missing for a release (agora summary \(version) lists them)"))
       if !r.signatureValid { throw ExitCode(1) }
     } catch let e as RegistryError { throw CLIError(e.description) }
+    catch let e as VersionExport.ReleaseRefused { throw CLIError(e.description) }
+  }
+}
+
+struct SummaryCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "summary",
+    abstract: "A version's public summary of training content (the EU AI Office's template, AI Act Art. 53(1)(d)), compiled from the declarations of the contributors in its lineage.")
+  enum Format: String, ExpressibleByArgument, CaseIterable { case md, json }
+  @OptionGroup var options: RegistryOptions
+  @Argument(help: "Version number (default: the latest).")
+  var version: Int?
+  @Option(help: "md (Markdown) or json (the template's section numbers as keys; Protocol/training-content-summary.schema.json).")
+  var format: Format = .md
+
+  func run() throws {
+    let (store, cfg) = try options.open()
+    guard let n = try version ?? store.latestVersion()?.number else { throw CLIError("the registry holds no version") }
+    let s: TrainingContentSummary
+    do { s = try TrainingContentSummary.of(n, in: store, provider: cfg.federation.provider) } catch let e as RegistryError { throw CLIError(e.description) }
+    switch format {
+    case .md: print(s.markdown, terminator: "")
+    case .json: print(String(decoding: try s.json(), as: UTF8.self))
+    }
+    if s.releaseProblems.isEmpty {
+      FileHandle.standardError.write(Data("agora summary: complete: every field a release needs is declared\n".utf8))
+    } else {
+      FileHandle.standardError.write(Data(("agora summary: a release (agora export \(n) --release) would be refused; it lacks:\n"
+                                           + s.releaseProblems.map { "  - " + $0 }.joined(separator: "\n") + "\n").utf8))
+    }
   }
 }
 

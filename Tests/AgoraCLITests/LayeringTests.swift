@@ -12,6 +12,7 @@ import Testing
     "AgoraCluster": 1, "AgoraLinkEmulator": 1,
     "AgoraCrypto": 2, "AgoraModel": 2,
     "AgoraData": 3, "AgoraFineTune": 3, "AgoraImport": 3, "AgoraGeneration": 3, "AgoraTransport": 3, "AgoraRegistry": 3, "AgoraSecureAggregation": 3,
+    "AgoraDisclosure": 3,
     "AgoraTrainer": 4,
     "AgoraRounds": 5,
     "AgoraCoordinator": 6, "AgoraNode": 6, "AgoraSimulation": 6,
