@@ -136,7 +136,7 @@ let package = Package(
                                                              "AgoraData", "AgoraFineTune", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraHarness", "AgoraDashboard", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraTestSupport",
                                                          .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird")]),
-    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraDisclosure", "AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraDisclosure", "AgoraCrypto", "AgoraWire", "AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

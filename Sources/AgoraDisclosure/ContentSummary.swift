@@ -226,7 +226,8 @@ public struct TrainingContentSummary: Sendable {
                     contentTypes: s.contentTypes, languages: s.languages.sorted(), collectionStart: s.collectionStart, collectionEnd: s.collectionEnd,
                     crawler: s.crawler, crawlerBehaviour: s.crawlerBehaviour, domains: s.domains, generator: s.generator, declaredBy: [u.by])
       var list = entries[s.category] ?? []
-      if !s.confidential, let i = list.firstIndex(where: { !$0.confidential && $0.name == e.name && $0.url == e.url && $0.license == e.license && $0.description == e.description }) {
+      if !s.confidential, let i = list.firstIndex(where: { !$0.confidential && $0.name == e.name && $0.url == e.url && $0.license == e.license }) {
+        if let d = e.description, !(list[i].description ?? "").contains(d) { list[i].description = list[i].description.map { $0 + " / " + d } ?? d }
         list[i].declaredBy = Array(Set(list[i].declaredBy + [u.by])).sorted()
         list[i].languages = Array(Set(list[i].languages + e.languages)).sorted()
         list[i].contentTypes = Array(Set(list[i].contentTypes + e.contentTypes)).sorted()
@@ -239,7 +240,7 @@ public struct TrainingContentSummary: Sendable {
       entries[s.category] = list
     }
     func section(_ c: SourceCategory, _ title: String, _ none: String) -> SourcesSection {
-      let list = entries[c] ?? []
+      let list = (entries[c] ?? []).sorted { ($0.name, $0.description ?? "") < ($1.name, $1.description ?? "") }
       return SourcesSection(title: title, used: !list.isEmpty, sources: list, statement: list.isEmpty ? none : "\(list.count) source\(list.count == 1 ? "" : "s") declared by the contributors (below).")
     }
     func measures(_ title: String, _ key: KeyPath<DeclaredSource, String?>, none: String) -> MeasuresSection {

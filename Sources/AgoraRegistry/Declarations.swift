@@ -60,3 +60,19 @@ extension Registry {
     return (before.map { [$0] } ?? []) + all.filter { $0.recordedAt > start && $0.recordedAt <= end }
   }
 }
+
+extension Registry {
+  /// Rewrites a recorded declaration's JSON behind the append-only triggers' back, as someone editing the file
+  /// would: for the tests that show such a row is then not used. Never called by Agora itself.
+  public func alterDeclarationForTesting(hash: String, json: String) throws {
+    try db.write { db in
+      try db.execute(sql: "DROP TRIGGER declarations_append_only_update")
+      try db.execute(sql: "UPDATE declarations SET json = ? WHERE hash = ?", arguments: [json, hash])
+    }
+  }
+
+  /// Tries to change a recorded declaration through SQL (it must fail: declarations are append-only). For tests.
+  public func tamperWithDeclarationsForTesting() throws {
+    try db.write { try $0.execute(sql: "UPDATE declarations SET json = '{}'") }
+  }
+}

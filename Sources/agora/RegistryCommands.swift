@@ -162,6 +162,7 @@ struct SummaryCommand: ParsableCommand {
     case .md: print(s.markdown, terminator: "")
     case .json: print(String(decoding: try s.json(), as: UTF8.self))
     }
+    fflush(stdout)  // the summary before the note on standard error, when both go to one file
     if s.releaseProblems.isEmpty {
       FileHandle.standardError.write(Data("agora summary: complete: every field a release needs is declared\n".utf8))
     } else {

@@ -82,3 +82,32 @@ func shell(_ command: String) -> Int32 {
   p.waitUntilExit()
   return p.terminationStatus
 }
+
+/// Declarations as the registry keeps them: appended, never changed; a node's current one recorded once; the
+/// ones in effect in a round are the last before it began and every one recorded while it ran.
+@Suite struct DeclarationRecordTests {
+  func record(_ node: String, _ hash: String, at t: Double) -> DeclarationRecord {
+    DeclarationRecord(node: node, name: node, role: "institution", hash: hash, json: "{}", signature: "", signKey: "", recordedAt: t)
+  }
+
+  @Test func declarationsAreAppendedOnceAndNeverChanged() throws {
+    let dir = try temporaryDirectory("agora-registry-declarations")
+    let store = try Registry(dataDir: dir, federation: "alpha", create: true)
+    #expect(try store.record(declaration: record("a", "h1", at: 1)))
+    #expect(try !store.record(declaration: record("a", "h1", at: 2)), "the same declaration again (a new session) is not a new one")
+    #expect(try store.record(declaration: record("b", "h1", at: 2)))
+    #expect(try store.record(declaration: record("a", "h2", at: 5)))
+    #expect(try store.declarations(node: "a").map(\.hash) == ["h1", "h2"])
+    #expect(throws: (any Error).self) { try store.tamperWithDeclarationsForTesting() }
+    #expect(try store.declarations().allSatisfy { $0.json == "{}" } && store.declarations().count == 3)
+    #expect(try store.events().filter { $0.kind == "declaration" }.count == 3)
+  }
+
+  @Test func theDeclarationsInEffectDuringARound() {
+    let all = [record("a", "h1", at: 1), record("a", "h2", at: 5), record("a", "h3", at: 5.5)]
+    #expect(Registry.inEffect(all, from: 2, to: 3).map(\.hash) == ["h1"])
+    #expect(Registry.inEffect(all, from: 4, to: 6).map(\.hash) == ["h1", "h2", "h3"], "changed while the round ran: both")
+    #expect(Registry.inEffect(all, from: 6, to: 9).map(\.hash) == ["h3"])
+    #expect(Registry.inEffect(all, from: 0, to: 0.5).isEmpty)
+  }
+}
