@@ -90,7 +90,7 @@ let package = Package(
     // Wide-area links between network namespaces, emulated in user space (scripts/wan, the wide-area tests).
     .target(name: "AgoraLinkEmulator"),
     // Layer 7: the dashboard, which observes a coordinator.
-    .target(name: "AgoraDashboard", dependencies: ["AgoraGeneration", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
+    .target(name: "AgoraDashboard", dependencies: ["AgoraDisclosure", "AgoraGeneration", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraWire", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Prometheus", package: "swift-prometheus")]),
 
     // Layer 8: a coordinator process's and a node process's services in one ServiceGroup (graceful shutdown

@@ -1,4 +1,5 @@
 import AgoraCoordinator
+import AgoraDisclosure
 import AgoraRegistry
 import AgoraWire
 import Foundation
@@ -70,9 +71,9 @@ public enum DashboardServer {
   /// Serves the dashboard of the registry `store` on `host:port`; the coordinator's signing key checks the
   /// versions' signatures and signs the model cards' statements; `tryModelTokens` turns the "try the model" box on.
   public static func application(store: Registry, live: LiveState, metrics: FederationMetrics, host: String, port: Int, token: String?,
-                                 signKey: [UInt8], tryModelTokens: Int?) -> Application<RouterResponder<BasicRequestContext>> {
+                                 signKey: [UInt8], tryModelTokens: Int?, provider: Provider = Provider()) -> Application<RouterResponder<BasicRequestContext>> {
     Application(router: Dashboard.router(store: store, live: live, token: token, metrics: metrics, signKey: signKey,
-                                         tryModel: tryModelTokens.map { TryModel(store: store, maxNewTokens: $0) }),
+                                         tryModel: tryModelTokens.map { TryModel(store: store, maxNewTokens: $0) }, provider: provider),
                 configuration: .init(address: .hostname(host, port: port), serverName: "agora"))
   }
 
@@ -111,7 +112,7 @@ public struct Overview: Codable, Sendable {
 public enum Dashboard {
   public static func router(store: Registry, live: LiveState, token: String?, metrics: FederationMetrics = FederationMetrics(),
                              signKey: [UInt8]? = nil, modelCard: (@Sendable (Int) throws -> String)? = nil,
-                             tryModel: TryModel? = nil) -> Router<BasicRequestContext> {
+                             tryModel: TryModel? = nil, provider: Provider = Provider()) -> Router<BasicRequestContext> {
     let router = Router()
     if let token { router.add(middleware: TokenCheck(token: token)) }
     router.get("/metrics") { _, _ in
@@ -133,11 +134,22 @@ public enum Dashboard {
     router.get("/api/v1/versions/{number}/card") { _, context -> Response in
       let n = try context.parameters.require("number", as: Int.self)
       // The model card `agora export` writes (signed statement checked with `signKey`), unless the caller gives another.
-      guard let card = modelCard ?? signKey.map({ key in { n in try VersionExport.modelCard(n, from: store, signKey: key) } }) else {
+      guard let card = modelCard ?? signKey.map({ key in { n in try VersionExport.modelCard(n, from: store, signKey: key, provider: provider) } }) else {
         throw HTTPError(.notFound, message: "no model cards here")
       }
       do {
         return Response(status: .ok, headers: [.contentType: "text/markdown; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: try card(n))))
+      } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
+    }
+    // Each version's public summary of training content (AI Act Art. 53(1)(d)), as `agora summary` compiles it.
+    router.get("/api/v1/versions/{number}/training-content") { request, context -> Response in
+      let n = try context.parameters.require("number", as: Int.self)
+      do {
+        let s = try TrainingContentSummary.of(n, in: store, provider: provider)
+        if request.uri.queryParameters.get("format") == "json" {
+          return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try s.json())))
+        }
+        return Response(status: .ok, headers: [.contentType: "text/markdown; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: s.markdown)))
       } catch let e as RegistryError { throw HTTPError(.notFound, message: e.description) }
     }
     router.get("/plots/bits-per-byte.svg") { _, _ in svg(Plots.bitsPerByte(try store.versions())) }

@@ -56,7 +56,7 @@ enum Page {
     <h2>Nodes — contributors</h2>
     <table id="nodes"><thead><tr><th>node</th><th>role</th><th>languages</th><th>status</th><th>last heartbeat</th><th class="num">rounds joined</th><th class="num">missed</th><th class="num">tokens</th><th class="num">CPU-s</th></tr></thead><tbody></tbody></table>
     <h2>Versions</h2>
-    <table id="versions"><thead><tr><th>version</th><th>round</th><th>parent</th><th>hash</th><th class="num">contributors</th><th class="num">tokens</th><th class="num">mean bits/byte</th><th class="num">privacy ε</th></tr></thead><tbody></tbody></table>
+    <table id="versions"><thead><tr><th>version</th><th>round</th><th>parent</th><th>hash</th><th class="num">contributors</th><th class="num">tokens</th><th class="num">mean bits/byte</th><th class="num">privacy ε</th><th>training content</th></tr></thead><tbody></tbody></table>
     <div id="version" class="muted">Select a version for its lineage, signature and training-data summary.</div>
     \(tryBox)
     <script>
@@ -73,6 +73,7 @@ enum Page {
         "</b> · lineage " + d.lineage.map(esc).join(" ← ") + "</p><p>Training data: " + s.tokens + " tokens in rounds " + s.rounds.join(", ") + "; " +
         Object.entries(s.tokensPerLanguage).map(([l, t]) => esc(l) + " " + t).join(", ") + "</p><table><tr><th>contributor</th><th>role</th><th class=num>rounds</th><th class=num>tokens</th><th>languages</th><th class=num>CPU-s</th></tr>" +
         s.contributors.map(c => "<tr>" + td(c.name) + td(c.role) + td(c.rounds, 1) + td(c.tokens, 1) + td(Object.entries(c.tokensPerLanguage).map(([l, t]) => l + " " + t).join(", ")) + td(c.seconds.toFixed(0), 1) + "</tr>").join("") + "</table>" +
+        "<p>Public summary of training content (AI Act): <a href='api/v1/versions/" + n + "/training-content" + q + "'>Markdown</a> · <a href='api/v1/versions/" + n + "/training-content" + (q ? q + "&" : "?") + "format=json'>JSON</a></p>" +
         "<h2>Model card</h2><pre id=card style='white-space:pre-wrap;font-size:.8rem'></pre>";
       const card = await fetch("api/v1/versions/" + n + "/card" + q);
       document.getElementById("card").textContent = card.ok ? await card.text() : "(no model card: " + card.status + ")";
@@ -91,7 +92,8 @@ enum Page {
       rows("institutions", inst, x => [td(x.language), td(x.name), td(x.latest.toFixed(3), 1), td(x.latestVersion, 1), td(x.best.toFixed(3), 1), td(x.bestVersion, 1), td(x.alone == null ? "—" : x.alone.toFixed(3), 1)]);
       rows("versions", versions.slice().reverse(), v => ["<td class=num><a href='#v" + v.number + "' onclick='show(" + v.number + ")'>" + v.number + "</a></td>", td(v.round, 1), td(v.parent ?? "—", 1), "<td><code>" + esc(v.hash.slice(0, 16)) + "</code></td>",
         td(v.contributors, 1), td(v.tokens, 1), td(v.mean_bits_per_byte == null ? "—" : v.mean_bits_per_byte.toFixed(3), 1),
-        td(v.dp_epsilon == null ? "—" : v.dp_epsilon.toPrecision(3) + " (δ " + v.dp_delta + ")", 1)]);
+        td(v.dp_epsilon == null ? "—" : v.dp_epsilon.toPrecision(3) + " (δ " + v.dp_delta + ")", 1),
+        "<td><a href='api/v1/versions/" + v.number + "/training-content" + q + "'>summary</a></td>"]);
       if (rounds.length !== lastRounds) {
         lastRounds = rounds.length;
         for (const [id, p] of [["plot-bpb", "plots/bits-per-byte.svg"], ["plot-loss", "plots/loss.svg"], ["plot-inst", "plots/institutions.svg"]]) document.getElementById(id).src = p + (q ? q + "&" : "?") + "n=" + lastRounds;

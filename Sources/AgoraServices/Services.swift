@@ -125,7 +125,8 @@ public struct DashboardRun: Service {
   public func run() async throws {
     guard let (host, port) = config.dashboard, let service = await coordinator.ready.get() else { return }
     let app = DashboardServer.application(store: service.store, live: observer.live, metrics: observer.metrics, host: host, port: port,
-                                          token: config.dashboardToken, signKey: service.signPublic, tryModelTokens: config.tryModelTokens)
+                                          token: config.dashboardToken, signKey: service.signPublic, tryModelTokens: config.tryModelTokens,
+                                          provider: config.federation.provider)
     log("dashboard on \(DashboardServer.url(host: host, port: port))")
     try await app.run()
   }

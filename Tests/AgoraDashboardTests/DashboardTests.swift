@@ -82,6 +82,17 @@ import Testing
       try await client.execute(uri: "/api/v1/versions/2/card", method: .get) { r in #expect(r.status == .ok && String(buffer: r.body) == "# card 2") }
       try await client.execute(uri: "/api/v1/versions/9/card", method: .get) { r in #expect(r.status == .notFound) }
       try await client.execute(uri: "/api/v1/versions/x", method: .get) { r in #expect(r.status == .badRequest) }
+      // Each version's public summary of training content: every section, in Markdown or as JSON.
+      try await client.execute(uri: "/api/v1/versions/2/training-content", method: .get) { r in
+        let md = String(buffer: r.body)
+        #expect(r.status == .ok && r.headers[.contentType]?.hasPrefix("text/markdown") == true)
+        #expect(md.contains("version 2") && md.contains("### 2.2.1 ") && md.contains("### 3.2 "), "\(md.prefix(300))")
+      }
+      try await client.execute(uri: "/api/v1/versions/2/training-content?format=json", method: .get) { r in
+        let o = try JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any]
+        #expect(o?["2.3"] != nil && (o?["agora"] as? [String: Any])?["version"] as? Int == 2)
+      }
+      try await client.execute(uri: "/api/v1/versions/99/training-content", method: .get) { r in #expect(r.status == .notFound) }
       try await client.execute(uri: "/plots/bits-per-byte.svg", method: .get) { r in
         let svg = String(buffer: r.body)
         #expect(r.headers[.contentType] == "image/svg+xml")
