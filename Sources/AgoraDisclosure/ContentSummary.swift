@@ -274,7 +274,7 @@ public struct TrainingContentSummary: Sendable {
                            authorisedRepresentative: input.provider.representative ?? "None: the provider has no authorised representative."),
       s12: ModelSection(modelName: name, versionedName: "\(name) version \(input.version)", versionHash: input.hash, dependencies: deps,
                         dependenciesStatement: deps.isEmpty ? "The model is not a modification or fine-tuning of another model: version 0 was initialised by the federation."
-                                                            : "Trained from \(deps[0].name) (\(deps[0].relation)); that model's own training content is summarised by its provider.",
+                                                            : "The training content of the model it depends on is summarised by that model's provider; this summary covers what this federation trained on.",
                         placedOnMarket: input.provider.placedOnMarket == Provider.onRelease
                           ? (input.releaseDay ?? "on release (the day of agora export --release)") : (input.provider.placedOnMarket ?? notStated), license: input.provider.license ?? notStated),
       s13: DataSection(modalities: mods, latestCollectionDate: latest ?? notStated,

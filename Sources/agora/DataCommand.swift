@@ -65,10 +65,21 @@ struct DataCommand: ParsableCommand {
 
     func run() throws {
       let langs = languages?.split(separator: ",").map(String.init)
-      for s in try DemoInstructions.build(out: out, languages: langs, limit: limit) {
+      let built = try DemoInstructions.build(out: out, languages: langs, limit: limit)
+      for s in built {
         print("\(s.lang): \(s.commands) commands, \(s.train) training and \(s.valid) held-out conversations")
       }
       print("demo instructions written to \(out)")
+      let day = Declaration.today()
+      let sources = DemoCorpus.packages.filter { p in built.contains { $0.lang == p.lang } }.map {
+        DebianDeclaration.Package(package: $0.package, languages: [$0.lang], title: "Debian's manual pages in \(DemoCorpus.languageName($0.lang))",
+                                  contentTypes: ["instructions and answers", "technical documentation"])
+      }
+      let d = try DebianDeclaration.make(sources, declarant: "the demo institutions (each declares the sources of its languages)", day: day,
+                                         how: "made into conversations by Agora's own question templates (one per language), each answer the page's own text about a command or an option")
+      try Data(DeclarationFile.toml(d, comment: "What these conversations are made of, for the AI Act's public summary of training content: written by\nagora data build-demo-chat on \(day) from each Debian package's copyright file, version and home page.").utf8)
+        .write(to: URL(fileURLWithPath: out + "/declaration.toml"), options: .atomic)
+      print("declaration written to \(out)/declaration.toml")
     }
   }
 }

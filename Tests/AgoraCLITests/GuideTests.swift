@@ -103,12 +103,16 @@ import Testing
       .map { "--- \($0)\n" + ((try? String(contentsOfFile: dir + "/logs/" + $0, encoding: .utf8)) ?? "") }.joined(separator: "\n")
     #expect(status == 0, "\(output)\n\(logs)")
     #expect(output.contains("all versions verify"), "\(output)")
-    for f in ["model.safetensors", "config.json", "tokenizer.json", "README.md", "training_data.json"] {
+    for f in ["model.safetensors", "config.json", "tokenizer.json", "README.md", "training_data.json", "training-content-summary.md", "training-content-summary.json"] {
       #expect(FileManager.default.fileExists(atPath: dir + "/release/v3/" + f), "the export holds \(f)")
     }
     // The card names both members; the institution's log says what it sent.
     let card = (try? String(contentsOfFile: dir + "/release/v3/README.md", encoding: .utf8)) ?? ""
     #expect(card.contains("Example University") && card.contains("A volunteer"), "\(card)")
     #expect(logs.contains("sent ") && logs.contains("Example University"), "\(logs)")
+    // The institution's declaration reached the summary (its confidential source by category only); the donor
+    // trained on a public corpus nobody declared, and agora summary says so.
+    #expect(output.contains("### 2.2.2 Private datasets obtained from other third parties") && output.contains("name withheld"), "\(output)")
+    #expect(output.contains("the coordinator's public corpus") && output.contains("no declaration"), "\(output)")
   }
 }
