@@ -1,7 +1,6 @@
 import AgoraRounds
 import AgoraCrypto
 import AgoraData
-import AgoraDisclosure
 import AgoraFineTune
 import AgoraImport
 import AgoraModel
@@ -266,51 +265,6 @@ public final class CoordinatorService {
     let counts = payload.withUnsafeBytes { raw in (0..<vocabulary).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
     rowRelative[m.userID] = EmbeddingRowWeights.relative(counts: counts, rows: vocabulary)
     log("  \(who) sent token counts: \(counts.filter { $0 > 0 }.count) of \(vocabulary) tokens (those it holds at least \(minimum) times)")
-  }
-
-  /// DECLARATION from a node: checked (its hash, its signature by the node's enrolled key, the declaration's
-  /// form) and recorded if it is new; anything else is refused with ERROR(1) naming why, and nothing is recorded.
-  func takeDeclaration(from m: Inbound, hash: [UInt8], signature: [UInt8], payload: Payload) {
-    let who = displayName(m.userID)
-    func refuse(_ why: String) {
-      endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "declaration refused: " + why, subject: .none), to: m.peer)
-      log("  \(who): declaration refused: \(why)")
-    }
-    let bytes = payload.array
-    guard Sodium.blake2b(bytes) == hash else { return refuse("its hash \(hex(hash).prefix(16))… is not the BLAKE2b-256 of its payload (altered on the way?)") }
-    guard let card = enrolment.card(fingerprint: m.userID),
-          Sodium.verify(signature, message: Declaration.statement(federation: config.federation.id, payload: bytes), publicKey: card.signPublic) else {
-      return refuse("not signed by this node's key")
-    }
-    do {
-      _ = try Declaration.parse(bytes, source: "DECLARATION from \(who)")
-      let role = sessions.session(m.userID)?.donor == true ? "donor" : "institution"
-      let new = try store.record(declaration: DeclarationRecord(node: m.userID, name: card.name, role: role, hash: hex(hash), json: String(decoding: bytes, as: UTF8.self),
-                                                                signature: hex(signature), signKey: hex(card.signPublic), recordedAt: Date().timeIntervalSince1970))
-      if new { log("  \(who) declared its training data: declaration \(hex(hash).prefix(16))") }
-    } catch let e as DeclarationError {
-      refuse(e.problem + (e.key == "-" ? "" : " (\(e.key))"))
-    } catch {
-      log("  \(who): declaration not recorded: \(error)")
-    }
-  }
-
-  /// The coordinator's own declaration of its public corpus (`public.declaration`), signed and recorded like a
-  /// node's, at start-up.
-  func declarePublicCorpus() throws {
-    guard let path = config.federation.publicDeclaration else { return }
-    let d: Declaration
-    do { d = try DeclarationFile.load(path) } catch let e as DeclarationError {
-      throw ConfigError(file: e.file, key: e.key, problem: e.problem + " (public.declaration of \(config.federation.path))")
-    }
-    let json = try d.json()
-    let hash = Sodium.blake2b(json)
-    let sig = try Sodium.sign(Declaration.statement(federation: config.federation.id, payload: json), secretKey: identity.signSecret)
-    if try store.record(declaration: DeclarationRecord(node: identity.card.fingerprint, name: identity.card.name, role: "coordinator", hash: hex(hash),
-                                                       json: String(decoding: json, as: UTF8.self), signature: hex(sig), signKey: hex(identity.card.signPublic),
-                                                       recordedAt: Date().timeIntervalSince1970)) {
-      logSink("  the public corpus's declaration \(hex(hash).prefix(16)) recorded (\(d.sources.count) sources)")
-    }
   }
 
   /// EVALUATION from a node: its signed scores of a version on its own validation text, recorded in the registry.

@@ -1,6 +1,8 @@
 import AgoraCrypto
 import AgoraDisclosure
 import AgoraRegistry
+import AgoraRounds
+import AgoraTransport
 import AgoraWire
 import Foundation
 
@@ -52,5 +54,53 @@ extension TrainingContentSummary {
     var summary = compile(input)
     summary.releaseProblems = problems + summary.releaseProblems
     return summary
+  }
+}
+
+/// The coordinator's side of declarations (SPEC §4.5): a node's DECLARATION, and its own of the public corpus.
+extension CoordinatorService {
+  /// DECLARATION from a node: checked (its hash, its signature by the node's enrolled key, the declaration's
+  /// form) and recorded if it is new; anything else is refused with ERROR(1) naming why, and nothing is recorded.
+  func takeDeclaration(from m: Inbound, hash: [UInt8], signature: [UInt8], payload: Payload) {
+    let who = displayName(m.userID)
+    func refuse(_ why: String) {
+      endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: "declaration refused: " + why, subject: .none), to: m.peer)
+      log("  \(who): declaration refused: \(why)")
+    }
+    let bytes = payload.array
+    guard Sodium.blake2b(bytes) == hash else { return refuse("its hash \(hex(hash).prefix(16))… is not the BLAKE2b-256 of its payload (altered on the way?)") }
+    guard let card = enrolment.card(fingerprint: m.userID),
+          Sodium.verify(signature, message: Declaration.statement(federation: config.federation.id, payload: bytes), publicKey: card.signPublic) else {
+      return refuse("not signed by this node's key")
+    }
+    do {
+      _ = try Declaration.parse(bytes, source: "DECLARATION from \(who)")
+      let role = sessions.session(m.userID)?.donor == true ? "donor" : "institution"
+      let new = try store.record(declaration: DeclarationRecord(node: m.userID, name: card.name, role: role, hash: hex(hash), json: String(decoding: bytes, as: UTF8.self),
+                                                                signature: hex(signature), signKey: hex(card.signPublic), recordedAt: Date().timeIntervalSince1970))
+      if new { log("  \(who) declared its training data: declaration \(hex(hash).prefix(16))") }
+    } catch let e as DeclarationError {
+      refuse(e.problem + (e.key == "-" ? "" : " (\(e.key))"))
+    } catch {
+      log("  \(who): declaration not recorded: \(error)")
+    }
+  }
+
+  /// The coordinator's own declaration of its public corpus (`public.declaration`), signed and recorded like a
+  /// node's, at start-up.
+  func declarePublicCorpus() throws {
+    guard let path = config.federation.publicDeclaration else { return }
+    let d: Declaration
+    do { d = try DeclarationFile.load(path) } catch let e as DeclarationError {
+      throw ConfigError(file: e.file, key: e.key, problem: e.problem + " (public.declaration of \(config.federation.path))")
+    }
+    let json = try d.json()
+    let hash = Sodium.blake2b(json)
+    let sig = try Sodium.sign(Declaration.statement(federation: config.federation.id, payload: json), secretKey: identity.signSecret)
+    if try store.record(declaration: DeclarationRecord(node: identity.card.fingerprint, name: identity.card.name, role: "coordinator", hash: hex(hash),
+                                                       json: String(decoding: json, as: UTF8.self), signature: hex(sig), signKey: hex(identity.card.signPublic),
+                                                       recordedAt: Date().timeIntervalSince1970)) {
+      logSink("  the public corpus's declaration \(hex(hash).prefix(16)) recorded (\(d.sources.count) sources)")
+    }
   }
 }

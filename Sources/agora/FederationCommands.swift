@@ -7,6 +7,7 @@ import AgoraRounds
 import AgoraServices
 import ServiceLifecycle
 import AgoraCoordinator
+import AgoraDisclosure
 import AgoraNode
 import AgoraTransport
 import AgoraTensor
@@ -150,6 +151,20 @@ struct Demo: ParsableCommand {
     if finetune { return try instructionTune() }
     try pretrain()
     try Self.tryTheModel(config: nodes + "/coordinator.toml")
+    try Self.trainingContent(config: nodes + "/coordinator.toml")
+  }
+
+  /// Whether the final version's public summary of training content is complete for a release (it is when every
+  /// institution declared its data and the coordinator its public corpus): one line, and what is missing.
+  static func trainingContent(config: String) throws {
+    var registry = RegistryOptions()
+    registry.config = config
+    let (store, cfg) = try registry.open()
+    guard let n = try store.latestVersion()?.number else { return }
+    let s = try TrainingContentSummary.of(n, in: store, provider: cfg.federation.provider)
+    print("demo: version \(n)'s public summary of training content (AI Act): \(s.sourceLine); "
+          + (s.releaseProblems.isEmpty ? "complete for a release (agora summary \(n), agora export \(n) --out DIR --release)"
+                                       : "a release lacks: " + s.releaseProblems.joined(separator: "; ")))
   }
 
   /// The demo federation of `nodes`: a new registry, the vocabulary learned anew, the rounds.
@@ -260,6 +275,7 @@ struct Demo: ParsableCommand {
     print("demo --finetune: \(fed.fineTune?.summary ?? "?"), \(fed.rounds) rounds of \(fed.innerSteps) steps; answer-token bits/byte on held-out commands' questions")
     try federate(nodes: tuning, files: files, logs: work + "/finetune/logs", sets: overrides.flatMap { ["--set", $0] })
     try Self.answer(config: tuning + "/coordinator.toml", chat: defaultDemoChatData)
+    try Self.trainingContent(config: tuning + "/coordinator.toml")
   }
 
   /// Three held-out questions (the first of de, fr and el's valid.jsonl) answered greedily by version 0 and by

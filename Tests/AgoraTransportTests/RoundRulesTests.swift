@@ -106,7 +106,9 @@ import Testing
     defer { zap.stop(); server.close() }
     // The receiver belongs to the loop's thread: the test asks it to forget Mallory there.
     let forgetMallory = Locked(false)
-    let loop = CoordinatorLoop(server: server, receiver: receiver) { _, ep in
+    let aliceBegins = Locked(0)
+    let loop = CoordinatorLoop(server: server, receiver: receiver) { m, ep in
+      if case .success(.uploadBegin) = m.message, m.userID == f.alice.card.fingerprint { aliceBegins.value += 1 }
       if forgetMallory.value { forgetMallory.value = false; receiver.forget(node: f.mallory.card.fingerprint, endpoint: ep) }
     }
     defer { loop.finish() }
@@ -120,7 +122,9 @@ import Testing
     let result = Locked<Result<UploadSender.Result, TransferError>?>(nil)
     let t = Thread { result.value = try? self.send(f, waiting, transfer: 1) }
     t.start()
-    Thread.sleep(forTimeInterval: 1.5)  // behaviour: for this long Alice must wait behind Mallory's slot, and nothing arrive
+    // Alice's UPLOAD_BEGIN is answered "busy" while Mallory holds the slot: her second one (a retry after the
+    // first was refused) shows she waited, and nothing arrived meanwhile.
+    #expect(waitUntil(30, every: 0.02) { aliceBegins.value >= 2 }, "Alice asks again after being told to wait")
     #expect(loop.count == 0, "Alice waits while Mallory holds the slot")
     forgetMallory.value = true
     waitUntil(10, every: 0.05) { result.value != nil }
