@@ -59,6 +59,9 @@ extension TrainingContentSummary {
 
 /// The coordinator's side of declarations (SPEC §4.5): a node's DECLARATION, and its own of the public corpus.
 extension CoordinatorService {
+  /// How many different declarations one node may have recorded over the federation's life.
+  static let maxDeclarationsPerNode = 64
+
   /// DECLARATION from a node: checked (its hash, its signature by the node's enrolled key, the declaration's
   /// form) and recorded if it is new; anything else is refused with ERROR(1) naming why, and nothing is recorded.
   func takeDeclaration(from m: Inbound, hash: [UInt8], signature: [UInt8], payload: Payload) {
@@ -75,6 +78,11 @@ extension CoordinatorService {
     }
     do {
       _ = try Declaration.parse(bytes, source: "DECLARATION from \(who)")
+      // Declarations are kept for good: a node that keeps changing its own cannot fill the registry.
+      let kept = try store.declarations(node: m.userID)
+      if kept.last?.hash != hex(hash), kept.count >= CoordinatorService.maxDeclarationsPerNode {
+        return refuse("this node has recorded \(kept.count) declarations, the most a node may (ask the coordinator's operator)")
+      }
       let role = sessions.session(m.userID)?.donor == true ? "donor" : "institution"
       let new = try store.record(declaration: DeclarationRecord(node: m.userID, name: card.name, role: role, hash: hex(hash), json: String(decoding: bytes, as: UTF8.self),
                                                                 signature: hex(signature), signKey: hex(card.signPublic), recordedAt: Date().timeIntervalSince1970))

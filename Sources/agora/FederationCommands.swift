@@ -164,7 +164,8 @@ struct Demo: ParsableCommand {
     let s = try TrainingContentSummary.of(n, in: store, provider: cfg.federation.provider)
     print("demo: version \(n)'s public summary of training content (AI Act): \(s.sourceLine); "
           + (s.releaseProblems.isEmpty ? "complete for a release (agora summary \(n), agora export \(n) --out DIR --release)"
-                                       : "a release lacks: " + s.releaseProblems.joined(separator: "; ")))
+                                       : "a release lacks \(s.releaseProblems.count) field(s), e.g. " + s.releaseProblems.prefix(2).joined(separator: "; ")
+                                         + " (agora summary \(n) lists them)"))
   }
 
   /// The demo federation of `nodes`: a new registry, the vocabulary learned anew, the rounds.
