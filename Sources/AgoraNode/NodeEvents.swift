@@ -11,6 +11,10 @@ public enum NodeEvent: Sendable {
   case refused(reason: String)
   /// The coordinator ended the session: the federation is finished (the node leaves), or not (it joins again).
   case sessionEnded(finished: Bool, reason: String)
+  /// The node took a round's announcement: it trains version `version` for round `round`.
+  case roundStarted(round: UInt64, version: UInt64)
+  /// The node's update for `round` went out whole (`bytes` on the wire, `steps` trained, masked or not).
+  case updateSent(round: UInt64, bytes: Int, steps: Int, masked: Bool)
   /// The node will send nothing for this round.
   case roundAbandoned(round: UInt64, reason: String)
   /// The coordinator refused the node's update for this round.
@@ -26,7 +30,8 @@ public protocol NodeObserver: AnyObject, Sendable {
 /// Appends a node's events to a file as JSON lines: {"event": "joined", "again": false}, {"event": "refused",
 /// "reason": …}, {"event": "session_ended", "finished": …, "reason": …}, {"event": "round_abandoned", "round": …,
 /// "reason": …}, {"event": "update_refused", "round": …, "code": …, "reason": …}, {"event": "evaluated",
-/// "version": …, "scores": {"de": 3.1, …}}.
+/// "version": …, "scores": {"de": 3.1, …}}, {"event": "round_started", "round": …, "version": …},
+/// {"event": "update_sent", "round": …, "bytes": …, "steps": …, "masked": …}.
 public final class NodeEventFile: NodeObserver, @unchecked Sendable {
   private let file: EventLines
 
@@ -38,6 +43,8 @@ public final class NodeEventFile: NodeObserver, @unchecked Sendable {
     case .joined(let again): line = "{\"event\":\"joined\",\"again\":\(again)}"
     case .refused(let reason): line = "{\"event\":\"refused\",\"reason\":\(jsonString(reason))}"
     case .sessionEnded(let finished, let reason): line = "{\"event\":\"session_ended\",\"finished\":\(finished),\"reason\":\(jsonString(reason))}"
+    case .roundStarted(let r, let v): line = "{\"event\":\"round_started\",\"round\":\(r),\"version\":\(v)}"
+    case .updateSent(let r, let bytes, let steps, let masked): line = "{\"event\":\"update_sent\",\"round\":\(r),\"bytes\":\(bytes),\"steps\":\(steps),\"masked\":\(masked)}"
     case .roundAbandoned(let r, let reason): line = "{\"event\":\"round_abandoned\",\"round\":\(r),\"reason\":\(jsonString(reason))}"
     case .updateRefused(let r, let code, let reason): line = "{\"event\":\"update_refused\",\"round\":\(r),\"code\":\(code),\"reason\":\(jsonString(reason))}"
     case .evaluated(let v, let scores):

@@ -35,6 +35,7 @@ extension NodeService {
                 chunk: Int, recipient: [UInt8], carried: CarriedSteps?) throws -> PendingUpload {
     let fed = config.federation
     let t0 = Date()
+    observer?.node(.roundStarted(round: r, version: version))
     let base = copy.base
     guard modelBytes == base.count * 4 else { throw TransferError.protocolViolation("round announces \(modelBytes) model bytes, this node's model has \(base.count * 4)") }
     // Secure aggregation: keys, roster and shares before training (SPEC §7.2).
@@ -147,6 +148,7 @@ extension NodeService {
       if adversary == .replay { replay(round: r, hash: hash, payload: payload, sender: sender, chunk: chunk, recipient: recipient, tokens: tokens,
                                        steps: done, loss: loss, cpuMillis: cpuMillis, languages: perLanguage) }
       let end = Date()
+      observer?.node(.updateSent(round: r, bytes: res.bytesSent, steps: done, masked: secureRound != nil))
       log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
                  res.bytesSent, secureRound.map { "masked, \($0.encoding.codec.bits)-bit ring" } ?? format.name, end.timeIntervalSince(t0)))
       // The round's time by phase (scripts/wan reads this line): key exchange, fetching the version, training (with

@@ -62,10 +62,7 @@ import Testing
     #expect(log.contains("scored on de:") && log.contains("scored on fr:"), "\(String(log.suffix(2500)))")
 
     // An update is the adapters' change only: a small fraction of the model's bytes.
-    let sent = h.read("north.log").split(separator: "\n").compactMap { l -> Int? in
-      guard let r = l.range(of: "sent "), let end = l[r.upperBound...].firstIndex(of: " ") else { return nil }
-      return Int(l[r.upperBound..<end])
-    }
+    let sent = h.events(log: "north.log").filter { $0["event"] as? String == "update_sent" }.compactMap { $0["bytes"] as? Int }
     let (shown, show) = try h.run(["show", "2", "--config", h.dir + "/coordinator.toml"])
     #expect(shown == 0 && show.contains("fine-tune  lora r=4 alpha=8.0") && show.contains("each version is an adapter on the base"), "\(show)")
     let baseLine = show.split(separator: "\n").first { $0.hasPrefix("base model") } ?? ""
@@ -134,7 +131,7 @@ import Testing
     for n in nodes { _ = h.wait(n, seconds: 20) }
     let log = h.read("coordinator.log")
     #expect(log.contains("bits per byte per language, version 0 → version 2"), "\(String(log.suffix(2500)))")
-    #expect(h.read("north.log").contains("masked"), "\(String(h.read("north.log").suffix(1500)))")
+    #expect(h.events(log: "north.log").contains { $0["event"] as? String == "update_sent" && $0["masked"] as? Bool == true }, "\(String(h.read("north.log").suffix(1500)))")
     // ε is recorded for the adapter versions as for whole-model ones.
     let (shown, show) = try h.run(["show", "2", "--config", h.dir + "/coordinator.toml"])
     #expect(shown == 0 && show.contains("differential privacy"), "\(show)")
