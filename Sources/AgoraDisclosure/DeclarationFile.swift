@@ -72,20 +72,7 @@ public enum DeclarationFile {
 
   /// Writes `d` as a declaration file (what `agora data build-demo` writes for the demo corpus).
   public static func toml(_ d: Declaration, comment: String) -> String {
-    func q(_ s: String) -> String {
-      var out = "\""
-      for ch in s.unicodeScalars {
-        switch ch {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\t": out += "\\t"
-        default:
-          if ch.value < 0x20 || ch.value == 0x7f { out += String(format: "\\u%04X", ch.value) } else { out.unicodeScalars.append(ch) }
-        }
-      }
-      return out + "\""
-    }
+    let q = jsonString  // a JSON string literal is a TOML basic string
     func list(_ a: [String]) -> String { "[" + a.map(q).joined(separator: ", ") + "]" }
     var s = comment.split(separator: "\n", omittingEmptySubsequences: false).map { "# " + $0 }.joined(separator: "\n") + "\n\ndeclarant = \(q(d.declarant))\n"
     for src in d.sources {

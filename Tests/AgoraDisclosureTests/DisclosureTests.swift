@@ -54,6 +54,14 @@ import Testing
     #expect(try Declaration.parse(try d.json(), source: "test") == d)
   }
 
+  @Test func aWrittenFileReadsBackTheSame() throws {
+    var d = try DeclarationFile.load(try write(Self.complete))
+    d.sources[0].description = "Quotes \" and a backslash \\, a tab\tand\na second line, ü, 東京"
+    d.sources[0].domains = ["a.example", "b.example"]
+    let back = try DeclarationFile.load(try write(DeclarationFile.toml(d, comment: "written by a test\nsecond line")))
+    #expect(back == d)
+  }
+
   @Test func whatAReleaseNeedsIsNamedSourceBySource() throws {
     let d = try DeclarationFile.load(try write("""
       declarant = "X"
