@@ -205,7 +205,12 @@ public struct TrainingContentSummary: Sendable {
       for d in c.declarations {
         refer(d, c.name, c.fingerprint, c.role)
         problems += d.declaration.missing(trained: Array(trained)).map { "contributor \(who), declaration \(d.hash.prefix(12)): \($0)" }
-        for s in d.declaration.sources { uses.append(Use(source: s, by: c.name, trained: trained.intersection(s.languages))) }
+        // A source of a language the contributor did not train in these rounds did not go into this version (a node
+        // that did not say its languages keeps every source it declared).
+        let known = !trained.isEmpty && !trained.contains("unknown")
+        for s in d.declaration.sources where !known || !trained.isDisjoint(with: s.languages) {
+          uses.append(Use(source: s, by: c.name, trained: known ? trained.intersection(s.languages) : Set(s.languages)))
+        }
       }
     }
     if publicTokens > 0 {
@@ -213,7 +218,11 @@ public struct TrainingContentSummary: Sendable {
         refer(p, "the coordinator's public corpus", input.coordinator, "coordinator")
         let all = Set(p.declaration.sources.flatMap(\.languages))
         problems += p.declaration.missing(trained: []).map { "the coordinator's public corpus, declaration \(p.hash.prefix(12)): \($0)" }
-        for s in p.declaration.sources { uses.append(Use(source: s, by: "the coordinator's public corpus", trained: publicLanguages.isEmpty ? all : publicLanguages.intersection(s.languages))) }
+        // Version 0's warm start used the whole corpus; donors only the shards of their languages.
+        let used = input.warmStartTokens > 0 ? all : publicLanguages
+        for s in p.declaration.sources where !used.isDisjoint(with: s.languages) {
+          uses.append(Use(source: s, by: "the coordinator's public corpus", trained: used.intersection(s.languages)))
+        }
       } else {
         problems.append("the coordinator's public corpus (version 0's warm start or the donors' shards, \(publicTokens) tokens): no declaration ([public] declaration in federation.toml)")
       }
@@ -223,7 +232,7 @@ public struct TrainingContentSummary: Sendable {
     for u in uses {
       let s = u.source
       var e = Entry(name: s.shownName, confidential: s.confidential, description: s.description, url: s.url, license: s.license, modality: s.modality ?? "text",
-                    contentTypes: s.contentTypes, languages: s.languages.sorted(), collectionStart: s.collectionStart, collectionEnd: s.collectionEnd,
+                    contentTypes: s.contentTypes, languages: u.trained.sorted(), collectionStart: s.collectionStart, collectionEnd: s.collectionEnd,
                     crawler: s.crawler, crawlerBehaviour: s.crawlerBehaviour, domains: s.domains, generator: s.generator, declaredBy: [u.by])
       var list = entries[s.category] ?? []
       if !s.confidential, let i = list.firstIndex(where: { !$0.confidential && $0.name == e.name && $0.url == e.url && $0.license == e.license }) {

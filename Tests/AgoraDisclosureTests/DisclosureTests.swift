@@ -205,6 +205,20 @@ import Testing
     #expect(!md.contains("Secret"))
   }
 
+  @Test func onlyTheSourcesOfLanguagesTrainedInTheLineageAreListed() throws {
+    var i = try input()
+    // Heidelberg's updates in this lineage trained German only: its Italian source did not go into this version.
+    i.contributors[1].tokensPerLanguage = ["de": 500]
+    // Without a warm start the public corpus counts only for the donor's language (es): still its source.
+    i.warmStartTokens = 0
+    let s = TrainingContentSummary.compile(i)
+    #expect(s.s21.sources.count == 1 && s.s21.sources[0].declaredBy == ["Paris-Saclay"] && s.s21.sources[0].languages == ["fr", "it"])
+    #expect(s.s23.sources.map(\.languages) == [["de"]])
+    #expect(s.s25.sources.count == 1)
+    i.contributors.removeLast()  // no donor, no warm start: the public corpus is not in this version at all
+    #expect(!TrainingContentSummary.compile(i).s25.used)
+  }
+
   @Test func aReleaseNamesEachContributorAndFieldMissing() throws {
     var i = try input()
     i.provider = Provider(name: "Consortium")
