@@ -92,6 +92,9 @@ struct ShowCommand: ParsableCommand {
       print("tokenizer  \(v.tokenizer.prefix(16)) (given to the federation)")
     }
     if let p = VersionRecord.privacyLine(v) { print("privacy    " + p) }
+    let content = try TrainingContentSummary.of(n, in: store, provider: cfg.federation.provider)
+    print("content    public summary of training content (AI Act): \(content.sourceLine); "
+          + (content.releaseProblems.isEmpty ? "complete for a release" : "\(content.releaseProblems.count) field(s) missing for a release (agora summary \(n))"))
     print("\ncontributors to its lineage:")
     print(summary.markdown)
     if !summary.bitsPerByte.isEmpty {
