@@ -28,12 +28,13 @@ extension TrainingContentSummary {
       }
       return SignedDeclaration(hash: r.hash, signature: r.signature, recordedAt: r.recordedAt, declaration: d)
     }
+    let byDeclarant = Dictionary(grouping: all, by: \.node)  // each node's declarations, oldest first, read once
     var byNode: [String: (name: String, role: String, tokens: [String: Int], records: [Int64: DeclarationRecord])] = [:]
     for c in try store.contributions() where rounds.contains(c.round) {
       var k = byNode[c.node] ?? (c.name, c.role.rawValue, [:], [:])
       for (l, t) in c.tokensPerLanguage { k.tokens[l, default: 0] += t }
       if let (start, end) = times[c.round] {
-        for r in Registry.inEffect(all.filter { $0.node == c.node }, from: start, to: end) { k.records[r.id ?? 0] = r }
+        for r in Registry.inEffect(byDeclarant[c.node] ?? [], from: start, to: end) { k.records[r.id ?? 0] = r }
       }
       byNode[c.node] = k
     }
