@@ -81,7 +81,7 @@ let package = Package(
                                                 .product(name: "TOMLKit", package: "TOMLKit")]),
     // Layer 6: ... and the three that run rounds: the coordinator service, the node service, the simulation.
     .target(name: "AgoraCoordinator", dependencies: ["AgoraDisclosure", "AgoraImport", "AgoraFineTune", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
-                                                     "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation"]),
+                                                     "AgoraData", "AgoraRegistry", "AgoraStorage", "AgoraSecureAggregation", "AgoraText"]),
     .target(name: "AgoraNode", dependencies: ["AgoraDisclosure", "AgoraText", "AgoraFineTune", "AgoraRounds", "AgoraTrainer", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraTensor", "AgoraModel",
                                               "AgoraData", "AgoraStorage", "AgoraSecureAggregation", "AgoraCluster",
                                               .product(name: "Logging", package: "swift-log")]),
@@ -95,7 +95,7 @@ let package = Package(
 
     // Layer 8: a coordinator process's and a node process's services in one ServiceGroup (graceful shutdown
     // on SIGTERM/SIGINT): the rounds, the vocabulary phase, the dashboard.
-    .target(name: "AgoraServices", dependencies: ["AgoraCoordinator", "AgoraDashboard", "AgoraNode", "AgoraRounds", "AgoraTransport",
+    .target(name: "AgoraServices", dependencies: ["AgoraCoordinator", "AgoraDashboard", "AgoraNode", "AgoraRounds", "AgoraTransport", "AgoraCluster",
                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                   .product(name: "Logging", package: "swift-log")]),
 
@@ -136,7 +136,7 @@ let package = Package(
                                                              "AgoraData", "AgoraFineTune", "AgoraRegistry", "AgoraStorage", "AgoraTestSupport", "AgoraSecureAggregation"]),
     .testTarget(name: "AgoraDashboardTests", dependencies: ["AgoraHarness", "AgoraDashboard", "AgoraCoordinator", "AgoraRounds", "AgoraRegistry", "AgoraTestSupport",
                                                          .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird")]),
-    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraDisclosure", "AgoraCrypto", "AgoraWire", "AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
+    .testTarget(name: "AgoraCLITests", dependencies: ["AgoraServices", "AgoraDisclosure", "AgoraCrypto", "AgoraWire", "AgoraHarness", "AgoraRegistry", "AgoraRounds", "AgoraData", "AgoraFineTune", "AgoraModel", "AgoraTensor", "AgoraTestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

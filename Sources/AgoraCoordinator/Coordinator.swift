@@ -28,7 +28,7 @@ final class LogSink: @unchecked Sendable {
 /// - `UpdateStaging`: where an update is decrypted (a buffer, or θ's memory for fp32 updates);
 /// - `VersionStep`: the outer step, its patch and optimizer state;
 /// - `VersionPersister`: the background write and commit of each version;
-/// - `CoordinatorRound.swift`: a round from announcement to outcome; `CoordinatorResume.swift`: resume,
+/// - `HeldRound` and `CoordinatorRound.swift`: a round from announcement to outcome; `CoordinatorResume.swift`: resume,
 ///   genesis and repair from the registry;
 /// - a `CoordinatorObserver` (the dashboard, wired by `agora coordinator`) told what happens.
 public final class CoordinatorService {
@@ -61,15 +61,13 @@ public final class CoordinatorService {
   }
   /// Which updates reach the sum (norm bound from past rounds, claims); resumed from the registry.
   var acceptance: AcceptanceRule
-  /// Per round, nodes that told the coordinator they abandon it (ERROR about the round).
-  var abandoned: [UInt64: Set<String>] = [:]
   /// Where the token embedding matrix starts among the parameters.
   let embeddingOffset: Int
   /// Per node, V·q of its last COUNTS (`EmbeddingRowWeights`): how much more often than an average token its
   /// training text holds each token.
   var rowRelative: [String: [Float]] = [:]
-  /// The round's secure aggregation, while one runs (SPEC §7.2).
-  var secureRound: SecureRoundState? = nil
+  /// The round being held (its selection, intake, secure aggregation, donors' shards); nil between rounds.
+  var held: HeldRound? = nil
   /// Called with each round's outcome (the round table).
   public var onRound: (RoundOutcome) -> Void = { _ in }
   /// Told what happens (the dashboard); set before `run`.
@@ -107,8 +105,6 @@ public final class CoordinatorService {
   var shardCursor = 0
   /// Blobs the blob server found corrupt, to repair (`repairCorrupt`) on the coordinator's thread.
   var corruptFound: [[UInt8]] = []
-  /// The shard each donor was given in the round being held (a repeated ROUND names the same one).
-  var donorShards: [String: [UInt8]] = [:]
   /// How often a round that waits says for whom, and announces itself again to the nodes it has heard nothing from.
   static let waitReportSeconds: Double = 60
   let stop = ManagedAtomicFlag()
@@ -225,7 +221,7 @@ public final class CoordinatorService {
     case .forward:
       if case .success(.error(_, let text, .round(let r))) = m.message {
         // A node says it will send nothing for round r (a bad version, other settings, a failure): not waited for.
-        abandoned[r, default: []].insert(m.userID)
+        if let h = held, h.number == r { h.release(m.userID) }
         log("  \(displayName(m.userID)) abandons round \(r): \(Printable.line(text))")
       } else if case .success(.counts(let vocabulary, let minimum, let payload)) = m.message {
         takeCounts(from: m, vocabulary: Int(vocabulary), minimum: Int(minimum), payload: payload)

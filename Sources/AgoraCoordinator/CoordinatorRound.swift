@@ -10,17 +10,33 @@ import Foundation
 extension CoordinatorService {
   /// Holds round `r`; nil when a stop request abandoned it (nothing of it is recorded).
   func round(_ r: Int) throws -> RoundOutcome? {
-    let fed = config.federation
     // Only a committed version is announced: the previous round's version is in the registry before any node
     // trains on it (a crash in the write then never leaves nodes holding a number the registry gives to another).
     try finishWrite()
-    let started = Date()
-    let deadline = Date(timeIntervalSinceNow: fed.deadlineSeconds)
     // Take what arrived while the last round was being applied and scored (heartbeats above all) before
     // deciding who is gone.
     for _ in 0..<100_000 { guard pump(timeout: 0) else { break } }
     _ = sessions.expire()
-    let selected = sessions.live
+    let h = open(round: r, selected: sessions.live)
+    held = h
+    defer { held = nil; receiver.consumer = nil }
+    FaultInjection.damage(store.blobPath(versionHash), round: r)
+    announce(h, to: h.selected)
+    notify(.roundStarted(round: r, expected: h.selected.count, deadline: h.deadline))
+    if h.secure != nil {
+      // Nodes that did not get through the share exchange cannot send an update this round.
+      let taking = secureSetup(h) ?? []
+      for fp in h.wanted.subtracting(taking) { h.release(fp) }
+    }
+    wait(for: h)
+    return try close(h)
+  }
+
+  /// Round `r` made ready for `selected`: the receiver set to take its updates (and, with late updates taken,
+  /// the previous round's still streaming), a collector of its intake, its secure aggregation.
+  func open(round r: Int, selected: [SessionTable.Session]) -> HeldRound {
+    let fed = config.federation
+    let started = Date()
     // With late updates taken, the previous round's uploads go on (an active one keeps streaming into the
     // staging buffer) and are folded into this round with staleness weighting.
     let stale = fed.lateUpdates == .stale && r > 1
@@ -30,7 +46,6 @@ extension CoordinatorService {
     receiver.context.baseHash = versionHash
     receiver.peakActive = 0
     scorer?.reset()
-    abandoned = abandoned.filter { $0.key >= UInt64(r) }
     let settings = RoundCollector.Settings(round: UInt64(r), format: fed.compression.format,
                                            // The most steps an update taken this round may have run (a late one ran its own round's).
                                            innerSteps: (1...r).map(fed.innerSteps(round:)).max() ?? fed.innerSteps,
@@ -47,73 +62,68 @@ extension CoordinatorService {
                                                               parameters: fed.momentWeighting > 0 ? sum.count : nil),
                                    relative: { [unowned self] in rowRelative[$0] }, log: log, notify: { [weak self] in self?.notify($0) })
     receiver.consumer = collector
-    defer { receiver.consumer = nil }
     sum.zero()
-    if fed.secureAggregation {
-      secureRound = SecureRoundState(round: UInt64(r), party: SecureAggregationCoordinator(
-        federation: fed.id, round: UInt64(r),
-        parameters: SecureAggregationParameters(neighbours: fed.secureAggregationNeighbours, thresholdFraction: fed.secureAggregationThreshold)))
-      collector.secure = secureRound
-    }
-    defer { secureRound = nil }
-    donorShards = [:]
-    FaultInjection.damage(store.blobPath(versionHash), round: r)
-    announce(round: r, to: selected, deadline: deadline)
-    notify(.roundStarted(round: r, expected: selected.count, deadline: deadline))
-    let wanted = Set(selected.map(\.fingerprint))
-    if fed.secureAggregation {
-      // Nodes that did not get through the share exchange cannot send an update this round.
-      let taking = secureSetup(round: r, selected: selected, deadline: deadline) ?? []
-      for fp in wanted.subtracting(taking) { collector.done.insert(fp) }
-    }
-    var lastSaid = Date()
-    while !stop.isSet && Date() < deadline && !wanted.isSubset(of: collector.done) {
+    let secure = fed.secureAggregation
+      ? SecureRoundState(round: UInt64(r), party: SecureAggregationCoordinator(
+          federation: fed.id, round: UInt64(r),
+          parameters: SecureAggregationParameters(neighbours: fed.secureAggregationNeighbours, thresholdFraction: fed.secureAggregationThreshold)))
+      : nil
+    return HeldRound(number: r, started: started, deadline: Date(timeIntervalSinceNow: fed.deadlineSeconds), selected: selected,
+                     collector: collector, secure: secure)
+  }
+
+  /// Takes messages until every selected node's say is in, the deadline passes or a stop is asked for. Nodes
+  /// that are gone, left, restarted or abandon the round are not waited for.
+  func wait(for h: HeldRound) {
+    let r = h.number
+    while !stop.isSet && Date() < h.deadline && !h.complete {
       pump(timeout: 0.1)
       // No wait is silent: every minute, whom the round waits for, and the round once more to those of them that
       // are not sending (an announcement lost on the way must not hold a node, and the round, until the deadline;
       // a node ignores a ROUND it already holds, SPEC §4.1).
-      if Date().timeIntervalSince(lastSaid) >= CoordinatorService.waitReportSeconds {
-        lastSaid = Date()
-        let missing = wanted.subtracting(collector.done).sorted()
+      if Date().timeIntervalSince(h.lastSaid) >= CoordinatorService.waitReportSeconds {
+        h.lastSaid = Date()
+        let missing = h.missing.sorted()
         let sending = missing.filter { receiver.isReceiving(node: $0) }
         let quiet = missing.filter { !receiver.isReceiving(node: $0) }
-        log("  round \(r): waiting for \(missing.count) of \(wanted.count) updates until the deadline in \(Int(deadline.timeIntervalSinceNow)) s"
-            + (sending.isEmpty ? "" : "; uploading: " + sending.map { Printable.line(collector.name($0)) }.joined(separator: ", "))
-            + (quiet.isEmpty ? "" : "; announced again to " + quiet.map { Printable.line(collector.name($0)) }.joined(separator: ", ") + " (training, or the announcement was lost)"))
-        announce(round: r, to: selected.filter { quiet.contains($0.fingerprint) }, deadline: deadline, again: true)
+        log("  round \(r): waiting for \(missing.count) of \(h.wanted.count) updates until the deadline in \(Int(h.deadline.timeIntervalSinceNow)) s"
+            + (sending.isEmpty ? "" : "; uploading: " + sending.map { Printable.line(h.collector.name($0)) }.joined(separator: ", "))
+            + (quiet.isEmpty ? "" : "; announced again to " + quiet.map { Printable.line(h.collector.name($0)) }.joined(separator: ", ") + " (training, or the announcement was lost)"))
+        announce(h, to: h.selected.filter { quiet.contains($0.fingerprint) }, again: true)
       }
       // A node that died is not waited for: once it is expired, the round goes on without it.
       // Its transfers are abandoned too: a stalled upload frees the slot of those waiting behind it.
       for gone in sessions.expire() {
         receiver.forget(node: gone.fingerprint, endpoint: endpoint)
-        if wanted.contains(gone.fingerprint) && collector.done.insert(gone.fingerprint).inserted {
-          log("  \(gone.name) stopped answering; round \(r) goes on without it")
-        }
+        if h.release(gone.fingerprint) { log("  \(gone.name) stopped answering; round \(r) goes on without it") }
       }
-      // A node that left (LEAVE) or said it abandons the round is not waited for either.
+      // A node that left (LEAVE) is not waited for either (one that abandons the round is released by `pump`).
       for fp in sessions.takeLeft() {
         receiver.forget(node: fp, endpoint: endpoint)
-        if wanted.contains(fp) && collector.done.insert(fp).inserted { log("  \(collector.name(fp)) left; round \(r) goes on without it") }
+        if h.release(fp) { log("  \(h.collector.name(fp)) left; round \(r) goes on without it") }
       }
-      for fp in abandoned[UInt64(r)] ?? [] where wanted.contains(fp) { collector.done.insert(fp) }
-      receiver.refuseStalled(after: fed.uploadStallSeconds, endpoint: endpoint)
+      receiver.refuseStalled(after: config.federation.uploadStallSeconds, endpoint: endpoint)
       // A selected node that joined again during the round has restarted and lost its work: it takes part
       // from the next round on (fetching the latest version by hash then).
-      for fp in wanted.subtracting(collector.done) {
-        if let s = sessions.session(fp), s.joined > started {
-          log("  \(s.name) restarted; round \(r) goes on without it")
-          collector.done.insert(fp)
-        }
+      for fp in h.missing {
+        if let s = sessions.session(fp), s.joined > h.started, h.release(fp) { log("  \(s.name) restarted; round \(r) goes on without it") }
       }
     }
+  }
+
+  /// The round's outcome: the next version when the quorum's updates are in (unmasked first under secure
+  /// aggregation), recorded with the round and its contributions; nil when a stop request abandoned it.
+  func close(_ h: HeldRound) throws -> RoundOutcome? {
+    let fed = config.federation
+    let r = h.number, collector = h.collector
     if receiver.maxActive > 1 { log("  round \(r): up to \(receiver.peakActive) uploads streamed at once (rounds.concurrent_uploads allows \(receiver.maxActive))") }
-    let needed = max(1, Int((fed.quorum * Double(selected.count)).rounded(.up)))
+    let needed = h.needed(quorum: fed.quorum)
     var applied = false
     var note = ""
-    if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 && fed.secureAggregation && !secureFinish(round: r, deadline: deadline) {
+    if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 && h.secure != nil && !secureFinish(h) {
       note = "secure aggregation: not unmasked"
     } else if !stop.isSet && collector.accepted >= needed && collector.weightTotal > 0 {
-      if !fed.secureAggregation {
+      if h.secure == nil {
         // Differential privacy: the coordinator's noise on the sum of clipped updates, N(0, (z·C)²) per value.
         if fed.dpClip > 0 { try GaussianNoise.add(sigma: fed.dpNoiseMultiplier * fed.dpClip, to: sum.buffer, threads: Parallel.threads) }
         collector.rows.finish(sum.pointer, count: sum.count, weightTotal: collector.weightTotal)
@@ -127,18 +137,18 @@ extension CoordinatorService {
       }
     } else {
       note = "quorum not reached (\(collector.accepted) of \(needed))"
-      log("  round \(r): \(collector.accepted) of \(selected.count) updates, quorum \(needed) not reached; version \(version) stays")
+      log("  round \(r): \(collector.accepted) of \(h.selected.count) updates, quorum \(needed) not reached; version \(version) stays")
     }
     if !stop.isSet { acceptance.endRound(accepted: collector.onTime, cosines: collector.onTimeCosines) }
     // A round stopped by SIGINT/SIGTERM is abandoned whole: nothing of it is recorded.
     guard !stop.isSet || applied else { return nil }
     let losses = collector.losses
-    var outcome = RoundOutcome(round: r, version: version, hash: hex(versionHash), started: started, ended: Date(), selected: selected.count,
-                               donors: selected.filter(\.donor).count, accepted: collector.accepted, rejected: collector.rejected, late: collector.late,
+    var outcome = RoundOutcome(round: r, version: version, hash: hex(versionHash), started: h.started, ended: Date(), selected: h.selected.count,
+                               donors: h.selected.filter(\.donor).count, accepted: collector.accepted, rejected: collector.rejected, late: collector.late,
                                tokens: collector.tokens, bytesIn: collector.bytesIn,
                                meanLoss: losses.isEmpty ? .nan : losses.reduce(0, +) / Double(losses.count), bitsPerByte: [], applied: applied, note: note)
     outcome.bitsPerByte = evaluate()
-    let record = RoundRecord(number: r, startedAt: started.timeIntervalSince1970, endedAt: Date().timeIntervalSince1970, selected: selected.count,
+    let record = RoundRecord(number: r, startedAt: h.started.timeIntervalSince1970, endedAt: Date().timeIntervalSince1970, selected: h.selected.count,
                              accepted: outcome.accepted, rejected: outcome.rejected.count, late: outcome.late,
                              outcome: applied ? "version \(version)" : note, version: applied ? version : nil)
     if applied {
@@ -147,7 +157,7 @@ extension CoordinatorService {
                                                optimizerKind: stepper.outer.kind.rawValue, round: r, createdAt: Date().timeIntervalSince1970,
                                                signature: hex(versionSignature), bitsPerByte: outcome.bitsPerByte, tokens: Int(outcome.tokens),
                                                contributors: Set(collector.contributions.map(\.node)).count, preset: fed.preset, config: configJSON,
-                                               tokenizer: tokenizerHash).withPrivacy(privacy(round: r, parent: versionParent, collector: collector)),
+                                               tokenizer: tokenizerHash).withPrivacy(privacy(h, parent: versionParent)),
                         round: record, contributions: collector.contributions)
       pendingState = nil
     } else {
@@ -156,24 +166,24 @@ extension CoordinatorService {
     return outcome
   }
 
-  /// Sends ROUND to every selected node (a donor's names the public shard it trains on).
-  /// ROUND to each selected node. `again`: a repeat to nodes the round still waits for (a donor keeps its shard).
-  func announce(round r: Int, to selected: [SessionTable.Session], deadline: Date, again: Bool = false) {
+  /// ROUND to `selected` nodes of round `h` (a donor's names the public shard it trains on). `again`: a repeat to
+  /// nodes the round still waits for (a donor keeps its shard).
+  func announce(_ h: HeldRound, to selected: [SessionTable.Session], again: Bool = false) {
     let fed = config.federation
     let lrBits = Float(fed.learningRate).bitPattern
     for s in selected {
       var shard = Message.noHash
-      if again, let given = donorShards[s.fingerprint] {
+      if again, let given = h.donorShards[s.fingerprint] {
         shard = given
       } else if s.donor, !shards.isEmpty {
         let p = shards[shardCursor % shards.count]
         shardCursor += 1
         shard = p.hash
-        donorShards[s.fingerprint] = p.hash
+        h.donorShards[s.fingerprint] = p.hash
         log("  \(s.name) (donor) trains on public shard \(p.language) #\(p.index)")
       }
-      endpoint.send(.round(round: UInt64(r), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps(round: r)), batch: UInt32(fed.batch),
-                           learningRateBits: lrBits, deadlineMillis: UInt64(deadline.timeIntervalSince1970 * 1000),
+      endpoint.send(.round(round: UInt64(h.number), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps(round: h.number)), batch: UInt32(fed.batch),
+                           learningRateBits: lrBits, deadlineMillis: UInt64(h.deadline.timeIntervalSince1970 * 1000),
                            modelBytes: UInt64(params.count * 4), patchFrom: parentHash, patchHash: stepper.patch?.hash ?? Message.noHash, shardHash: shard,
                            version: UInt64(version), signature: versionSignature), to: s.peer)
     }

@@ -3,6 +3,7 @@ import AgoraCrypto
 import AgoraRegistry
 import AgoraSecureAggregation
 import AgoraTensor
+import AgoraText
 import AgoraTransport
 import AgoraWire
 import Foundation
@@ -40,7 +41,7 @@ extension CoordinatorService {
       endpoint.send(.error(code: ErrorCode.malformed.rawValue, message: why, subject: .none), to: m.peer)
       log("  \(who): \(why)")
     }
-    guard let state = secureRound, let id = hexBytes(m.userID) else { return refuse("no round with secure aggregation is in progress") }
+    guard let state = held?.secure, let id = unhex(m.userID) else { return refuse("no round with secure aggregation is in progress") }
     do {
       switch msg {
       case .secaggKeys(let r, let k):
@@ -72,9 +73,10 @@ extension CoordinatorService {
 
   /// Keys, roster and shares (SPEC §7.2 steps 1–3) after ROUND went out: the nodes that take part (by
   /// fingerprint), or nil when fewer than two advertised keys (then no update can be taken this round).
-  func secureSetup(round r: Int, selected: [SessionTable.Session], deadline: Date) -> Set<String>? {
+  func secureSetup(_ h: HeldRound) -> Set<String>? {
     let fed = config.federation
-    guard let state = secureRound else { return nil }
+    let r = h.number, selected = h.selected, deadline = h.deadline
+    guard let state = h.secure else { return nil }
     let until = min(deadline, Date(timeIntervalSinceNow: fed.secureAggregationSetupSeconds))
     pump(until: until) { state.party.advertised >= selected.count }
     let roster: Roster
@@ -121,9 +123,10 @@ extension CoordinatorService {
 
   /// Unmasking (SPEC §7.2 step 5): asks every node whose masked update is in the sum for its shares, removes the
   /// masks and leaves the survivors' weighted mean in `sum`. False (and a log line) when it cannot.
-  func secureFinish(round r: Int, deadline: Date) -> Bool {
+  func secureFinish(_ h: HeldRound) -> Bool {
     let fed = config.federation
-    guard let state = secureRound, let encoding = state.encoding, let totals = state.totals, let roster = state.party.roster else { return false }
+    let r = h.number
+    guard let state = h.secure, let encoding = state.encoding, let totals = state.totals, let roster = state.party.roster else { return false }
     var asked = 0
     for i in state.party.sentUpdate.sorted() {
       let node = roster.participants[i].node
@@ -157,19 +160,6 @@ extension CoordinatorService {
   }
 }
 
-/// Octets of a lowercase hex string (a ZAP User-Id), or nil.
-func hexBytes(_ s: String) -> [UInt8]? {
-  let u = Array(s.utf8)
-  guard u.count % 2 == 0 else { return nil }
-  var out: [UInt8] = []
-  out.reserveCapacity(u.count / 2)
-  for i in stride(from: 0, to: u.count, by: 2) {
-    guard let b = UInt8(String(decoding: u[i..<(i + 2)], as: UTF8.self), radix: 16) else { return nil }
-    out.append(b)
-  }
-  return out
-}
-
 extension VersionRecord {
   /// The record with its differential-privacy figures (nil: none).
   func withPrivacy(_ p: (noise: Double, epsilon: Double, delta: Double)?) -> VersionRecord {
@@ -180,15 +170,16 @@ extension VersionRecord {
 }
 
 extension CoordinatorService {
-  /// Differential privacy of the version round `r` makes: the noise multiplier actually in its sum (z; under
+  /// Differential privacy of the version round `h` makes: the noise multiplier actually in its sum (z; under
   /// secure aggregation only the senders' shares of the noise are in it, z·√(senders/participants)) and ε at
   /// `rounds.dp_delta` of the whole lineage, every round's noise composed by the Rényi accountant (every live
   /// node takes part in a round: no sampling amplification, q = 1). Nil without differential privacy.
-  func privacy(round r: Int, parent: Int, collector: RoundCollector) -> (noise: Double, epsilon: Double, delta: Double)? {
+  func privacy(_ h: HeldRound, parent: Int) -> (noise: Double, epsilon: Double, delta: Double)? {
     let fed = config.federation
+    let r = h.number
     guard fed.dpClip > 0 else { return nil }
     var z = fed.dpNoiseMultiplier
-    if fed.secureAggregation, let s = secureRound, let roster = s.party.roster {
+    if let s = h.secure, let roster = s.party.roster {
       z *= (Double(s.party.sentUpdate.count) / Double(max(roster.participants.count, 1))).squareRoot()
     }
     var acc = PrivacyAccountant()

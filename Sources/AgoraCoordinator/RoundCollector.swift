@@ -1,6 +1,7 @@
 import AgoraRounds
 import AgoraRegistry
 import AgoraTensor
+import AgoraText
 import AgoraTransport
 import AgoraWire
 import Foundation
@@ -190,7 +191,7 @@ final class RoundCollector: UploadConsumer {
   /// its form and claims; the unmasked sum is checked instead.
   func completedMasked(_ c: UploadReceiver.Completed, secure: SecureRoundState) throws {
     let s = settings
-    guard c.round == s.round, let encoding = secure.encoding, secure.totals != nil, let id = hexBytes(c.node) else {
+    guard c.round == s.round, let encoding = secure.encoding, secure.totals != nil, let id = unhex(c.node) else {
       throw UpdateRefusal.claims("a masked update outside its round's secure aggregation")
     }
     guard c.steps >= 1, Int(c.steps) <= s.roundSteps else {

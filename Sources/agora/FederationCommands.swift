@@ -46,28 +46,23 @@ struct CoordinatorCommand: AsyncParsableCommand {
     setvbuf(stdout, nil, _IOLBF, 0)  // a line at a time, also into a log file
     let cfg: CoordinatorConfig
     do { cfg = try CoordinatorConfig(path: config, federationOverrides: overrides) } catch let e as ConfigError { throw CLIError(e.description) }
-    // The dashboard and the event file watch the coordinator through its observer.
-    var observers: [any CoordinatorObserver] = []
-    if let events {
-      do { observers.append(try CoordinatorEventFile(path: events)) } catch let e as ConfigError { throw CLIError(e.description) }
-    }
-    let dashboard = cfg.dashboard == nil ? nil : DashboardObserver(live: LiveState(federation: cfg.federation.id))
-    if let dashboard { observers.append(dashboard) }
     // The round table goes to stdout; what happens inside a round to stderr (the demo keeps it in a log).
     let log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
-    let rounds = CoordinatorRun(config: cfg, observers: observers, log: log) { service in
-      print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")
-      service.onRound = { r in
-        let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
-        print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.2f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
-                     r.bytesIn, r.meanLoss, mean, r.seconds,
-                     (r.applied ? "" : "  (\(r.note))") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
-        fflush(stdout)
+    let process: CoordinatorProcess
+    do {
+      process = try CoordinatorProcess(config: cfg, events: events, log: log) { service in
+        print("round | version | nodes | tokens    | bytes in   | node loss | mean bits/byte | seconds")
+        service.onRound = { r in
+          let mean = r.bitsPerByte.isEmpty ? Double.nan : r.bitsPerByte.map(\.1).reduce(0, +) / Double(r.bitsPerByte.count)
+          print(String(format: "%5d | %7d | %2d/%-2d | %9llu | %10llu | %9.3f | %14.3f | %7.2f%@", r.round, r.version, r.accepted, r.selected, r.tokens,
+                       r.bytesIn, r.meanLoss, mean, r.seconds,
+                       (r.applied ? "" : "  (\(r.note))") + (r.late > 0 ? "  (+\(r.late) late)" : "")))
+          fflush(stdout)
+        }
       }
-    }
-    var services: [any Service] = [rounds]
-    if let dashboard { services.append(DashboardRun(config: cfg, coordinator: rounds, observer: dashboard, log: log)) }
-    try await runGroup(services, label: "agora.coordinator")
+    } catch let e as ConfigError { throw CLIError(e.description) }
+    try await process.run()
+    let rounds = process.rounds
     if let service = rounds.first, let last = rounds.outcomes.last, !service.initialBitsPerByte.isEmpty {
       print("bits per byte per language, version \(service.initialVersion) → version \(last.version):")
       let after = Dictionary(uniqueKeysWithValues: last.bitsPerByte)
@@ -105,15 +100,9 @@ struct NodeCommand: AsyncParsableCommand {
       return
     }
     // The vocabulary phase and the rounds as a service group: SIGTERM or SIGINT stops the node gracefully.
-    let eventFile: NodeEventFile?
-    do { eventFile = try events.map { try NodeEventFile(path: $0) } } catch let e as ConfigError { throw CLIError(e.description) }
-    let run = NodeRun(config: cfg, vocabularyLog: { print($0) }) {
-      let node = try NodeService(config: cfg, cluster: cluster)
-      node.observer = eventFile
-      if let cluster { print("\(cfg.name): a node of \(cluster.size) MPI ranks (batch \(cfg.federation.batch) = \(cluster.size) × \(cfg.federation.batch / cluster.size))") }
-      return node
-    }
-    do { try await runGroup([run], label: "agora.node") } catch {
+    let process: NodeProcess
+    do { process = try NodeProcess(config: cfg, events: events, cluster: cluster, log: { print($0) }) } catch let e as ConfigError { throw CLIError(e.description) }
+    do { try await process.run() } catch {
       // The other ranks wait in a collective for this one: a failure ends them all.
       if let cluster { FileHandle.standardError.write(Data("\(cfg.name): \(error); stopping every rank\n".utf8)); cluster.abort() }
       throw error
