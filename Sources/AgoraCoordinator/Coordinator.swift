@@ -105,8 +105,6 @@ public final class CoordinatorService {
   var shardCursor = 0
   /// Blobs the blob server found corrupt, to repair (`repairCorrupt`) on the coordinator's thread.
   var corruptFound: [[UInt8]] = []
-  /// How often a round that waits says for whom, and announces itself again to the nodes it has heard nothing from.
-  static let waitReportSeconds: Double = 60
   let stop = ManagedAtomicFlag()
 
   public init(config: CoordinatorConfig) throws {

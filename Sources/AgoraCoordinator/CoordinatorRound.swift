@@ -78,10 +78,10 @@ extension CoordinatorService {
     let r = h.number
     while !stop.isSet && Date() < h.deadline && !h.complete {
       pump(timeout: 0.1)
-      // No wait is silent: every minute, whom the round waits for, and the round once more to those of them that
+      // No wait is silent: every minute (`coordinator.wait_report_seconds`), whom the round waits for, and the round once more to those of them that
       // are not sending (an announcement lost on the way must not hold a node, and the round, until the deadline;
       // a node ignores a ROUND it already holds, SPEC §4.1).
-      if Date().timeIntervalSince(h.lastSaid) >= CoordinatorService.waitReportSeconds {
+      if Date().timeIntervalSince(h.lastSaid) >= config.waitReportSeconds {
         h.lastSaid = Date()
         let missing = h.missing.sorted()
         let sending = missing.filter { receiver.isReceiving(node: $0) }

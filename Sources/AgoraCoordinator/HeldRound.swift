@@ -18,7 +18,7 @@ final class HeldRound {
   let secure: SecureRoundState?
   /// The shard each donor was given (a repeated ROUND names the same one).
   var donorShards: [String: [UInt8]] = [:]
-  /// When the round last said whom it waits for (every `CoordinatorService.waitReportSeconds`).
+  /// When the round last said whom it waits for (every `coordinator.wait_report_seconds`).
   var lastSaid: Date
 
   init(number: Int, started: Date, deadline: Date, selected: [SessionTable.Session], collector: RoundCollector, secure: SecureRoundState?) {

@@ -68,7 +68,7 @@ extension NodeService {
     sent.copy(from: trainer.trained)
     let exchange = Exchange { [self] in
       do { try pending.send() } catch { return .failed(error) }
-      return awaitNextRound()
+      return awaitNextRound(after: pending.round)
     }
     // The next round starts here: its moments as `rounds.inner_state` says, then its first steps.
     fed.forgetMoments(trainer)
@@ -104,11 +104,25 @@ extension NodeService {
     }
   }
 
-  /// On the exchange thread, after the upload: the next message the round loop acts on (ROUND, LEAVE, a
-  /// session-wide ERROR, WELCOME); a ROUND's version, if the coordinator signed it, is fetched meanwhile.
-  func awaitNextRound() -> Exchange.Outcome {
+  /// Whether `msg`, read after the update of round `sent` went out, is one the round loop acts on: a ROUND of a
+  /// later round, LEAVE, WELCOME, or a session-wide ERROR. A ROUND of round `sent` or earlier is the coordinator
+  /// announcing again a round it waited for (SPEC §4.1: every minute, to nodes it heard nothing from, which
+  /// includes one training for longer), queued while this node trained: it must not end the exchange, or the
+  /// node would stop training ahead and then wait idle for the real next round.
+  static func endsExchange(_ msg: Message, sent: UInt64) -> Bool {
+    switch msg {
+    case .round(let r, _, _, _, _, _, _, _, _, _, _, _): return r > sent
+    case .leave, .welcome: return true
+    case .error(let code, _, _): return code == ErrorCode.revoked.rawValue || code == ErrorCode.notJoined.rawValue
+    default: return false
+    }
+  }
+
+  /// On the exchange thread, after the upload of round `sent`: the next message the round loop acts on
+  /// (`endsExchange`); a ROUND's version, if the coordinator signed it, is fetched meanwhile.
+  func awaitNextRound(after sent: UInt64) -> Exchange.Outcome {
     while !stop.isSet {
-      guard let m = endpoint.receive(timeout: 0.5), case .success(let msg) = m.message else { continue }
+      guard let m = endpoint.receive(timeout: 0.5), case .success(let msg) = m.message, NodeService.endsExchange(msg, sent: sent) else { continue }
       switch msg {
       case .round(_, let baseHash, _, _, _, _, let modelBytes, let patchFrom, let patchHash, _, let version, let signature):
         guard signedByCoordinator(version: version, hash: baseHash, parent: patchFrom, signature: signature), Int(modelBytes) == copy.base.count * 4 else {
@@ -122,12 +136,8 @@ extension NodeService {
         } catch {
           return .next(msg, prefetchError: error)
         }
-      case .leave, .welcome:
-        return .next(msg, prefetchError: nil)
-      case .error(let code, _, _) where code == ErrorCode.revoked.rawValue || code == ErrorCode.notJoined.rawValue:
-        return .next(msg, prefetchError: nil)
       default:
-        continue
+        return .next(msg, prefetchError: nil)
       }
     }
     return .stopped

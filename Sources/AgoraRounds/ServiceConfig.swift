@@ -17,6 +17,9 @@ public struct CoordinatorConfig: Sendable {
   /// The dashboard's "try the model" box (`[dashboard] try_model`, off by default): at most this many new tokens
   /// per completion (`[dashboard] try_model_max_tokens`); nil when off.
   public var tryModelTokens: Int?
+  /// How often a round that waits says in the log whom it waits for and announces itself again to the selected
+  /// nodes it has heard nothing from (`coordinator.wait_report_seconds`, 60 by default).
+  public var waitReportSeconds: Double
 
   public init(path: String, federationOverrides: [String] = []) throws {
     let f = try TOMLFile(path)
@@ -43,6 +46,7 @@ public struct CoordinatorConfig: Sendable {
     enrolled = try f.path("coordinator.enrolled")
     dataDir = try f.path("coordinator.data")
     bind = try f.string("coordinator.bind", default: federation.endpoint)
+    waitReportSeconds = try f.double("coordinator.wait_report_seconds", default: 60, range: 0.1...3600)
     try f.rejectUnknownKeys()
   }
 

@@ -10,20 +10,23 @@ import Testing
 /// `rounds.overlap_steps`: a node trains the next round's first steps while its update uploads and the
 /// coordinator aggregates, then folds the new version in (issue #19).
 @Suite(.serialized) struct OverlapTests {
-  /// Two real nodes; "north" trains at most 20 of a round's 40 steps (`node.max_steps_per_round`), so it waits
+  /// Two real nodes; "north" trains at most 60 of a round's 120 steps (`node.max_steps_per_round`), so it waits
   /// for "south" every round and trains the whole overlap (5 steps) ahead of rounds 2–4. Every update counts the
   /// steps its round took, overlapped ones included; the federation learns as a plain one does; with secure
-  /// aggregation the unmasking runs beside the steps.
+  /// aggregation the unmasking runs beside the steps. The coordinator announces the round again every 0.1 s to
+  /// the nodes still training (`coordinator.wait_report_seconds`; 60 s by default, when rounds last longer): a
+  /// repeat queued while north trained must not end its training ahead (it did, and north then waited idle).
   @Test(arguments: [false, true])
   func nodesTrainAheadWhileTheirUpdatesGoOut(secure: Bool) throws {
-    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 40, quorum: 1.0, deadline: 120,
-                        // Not scored: a tiny model's 20-step update is sometimes refused by the score (worse on its own
+    let h = try Harness(nodes: [("north", ["de", "sv"]), ("south", ["es", "it"])], rounds: 4, innerSteps: 120, quorum: 1.0, deadline: 120,
+                        // Not scored: a tiny model's 60-step update is sometimes refused by the score (worse on its own
                         // windows), and the round then has no version; this test is about the steps trained ahead.
                         extra: "overlap_steps = 5\nscore_updates = false" + (secure ? "\nsecure_aggregation = true" : ""), compression: "int4")
     defer { h.cleanup() }
     if secure { try namesMembers(h) }
+    try (String(contentsOfFile: h.dir + "/coordinator.toml", encoding: .utf8) + "\nwait_report_seconds = 0.1\n").write(toFile: h.dir + "/coordinator.toml", atomically: true, encoding: .utf8)
     let c = try h.coordinator()
-    try (String(contentsOfFile: h.dir + "/north.toml", encoding: .utf8) + "\nmax_steps_per_round = 20\n").write(toFile: h.dir + "/north.toml", atomically: true, encoding: .utf8)
+    try (String(contentsOfFile: h.dir + "/north.toml", encoding: .utf8) + "\nmax_steps_per_round = 60\n").write(toFile: h.dir + "/north.toml", atomically: true, encoding: .utf8)
     let north = try h.node("north")
     let south = try h.node("south")
     let finished = h.wait(c, seconds: 240)
@@ -39,7 +42,7 @@ import Testing
     for name in ["north", "south"] {
       let lines = h.read("\(name).log").split(separator: "\n")
       let sent = lines.filter { $0.contains(": round ") && $0.contains(" steps, loss ") }
-      #expect(sent.count == 4 && sent.allSatisfy { $0.contains(name == "north" ? ": 20 steps, " : ": 40 steps, ") }, "\(name): \(sent)")
+      #expect(sent.count == 4 && sent.allSatisfy { $0.contains(name == "north" ? ": 60 steps, " : ": 120 steps, ") }, "\(name): \(sent)")
       let timing = lines.filter { $0.contains(" timing: ") }
       #expect(timing.count == 4, "\(name): \(timing)")
       // Round 1 has nothing ahead of it; later rounds at most the cap.
@@ -50,6 +53,7 @@ import Testing
       #expect(ahead.first == 0 && ahead.allSatisfy { (0...5).contains($0) }, "\(name): \(timing)")
       if name == "north" { #expect(ahead == [0, 5, 5, 5], "north waits for south every round: \(timing)") }
     }
+    #expect(log.split(separator: "\n").contains { $0.contains("announced again to") && $0.contains("north") }, "the round was announced again while north trained: \(log)")
     if secure {
       #expect(!log.contains(": norm "), "the coordinator opened an update")
       #expect(log.components(separatedBy: ": unmasked the sum of 2 updates").count - 1 == 4, "\(log)")
