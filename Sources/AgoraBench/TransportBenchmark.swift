@@ -14,6 +14,8 @@ public struct TransportBenchmark {
   public var only: String = "agora,curve,plain"
   public var json = false
   public var cryptoOnly = false
+  /// The envelope's cipher suite (by default what a node on this CPU seals with).
+  public var suite: EnvelopeSuite = .preferred
 
   struct Sample { var seconds: Double; var cpu: Double; var senderCPU: Double }
 
@@ -39,7 +41,8 @@ public struct TransportBenchmark {
                                          keys: CurveKeys(publicKey: node.card.curvePublic, secretKey: node.curveSecret))
         defer { client.close() }
         let sealer = try EnvelopeSealer(context: .init(federation: "bench", round: 1, baseHash: [UInt8](repeating: 0, count: 32), nodeID: node.card.nodeID),
-                                        payloadLength: UInt64(bytes), chunkSize: chunk, recipient: coord.card.aggregationPublic!, signingSecretKey: node.signSecret)
+                                        payloadLength: UInt64(bytes), chunkSize: chunk, recipient: coord.card.aggregationPublic!, signingSecretKey: node.signSecret,
+                                        suite: suite)
         var block = [UInt8](repeating: 0, count: chunk)
         for i in 0..<chunk { block[i] = UInt8(truncatingIfNeeded: i &* 131) }
         _ = try UploadSender(endpoint: client, transfer: UInt64(r + 1), round: 1).send(sealer: sealer, tokens: 0, steps: 0, loss: 0) { i in
@@ -66,14 +69,15 @@ public struct TransportBenchmark {
     let paired = pairs.isEmpty ? Double.nan : median(pairs)
     if json {
       func num(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }  // a transfer left out with --only
-      print("{\"megabytes\":\(megabytes),\"chunk_kib\":\(chunkKiB),\"plain_kib\":\(plainKiB),\"agora_mb_s\":\(num(a)),\"curve_mb_s\":\(num(c)),\"plain_mb_s\":\(num(p)),\"agora_cpu_s_per_gb\":\(num(cpuPerGB(agora, bytes))),\"curve_cpu_s_per_gb\":\(num(cpuPerGB(curve, plainBytes))),\"plain_cpu_s_per_gb\":\(num(cpuPerGB(plain, plainBytes))),\"ratio_to_curve\":\(num(a / c)),\"paired_ratio_median\":\(num(paired))}")
+      print("{\"suite\":\"\(suite)\",\"megabytes\":\(megabytes),\"chunk_kib\":\(chunkKiB),\"plain_kib\":\(plainKiB),\"agora_mb_s\":\(num(a)),\"curve_mb_s\":\(num(c)),\"plain_mb_s\":\(num(p)),\"agora_cpu_s_per_gb\":\(num(cpuPerGB(agora, bytes))),\"curve_cpu_s_per_gb\":\(num(cpuPerGB(curve, plainBytes))),\"plain_cpu_s_per_gb\":\(num(cpuPerGB(plain, plainBytes))),\"ratio_to_curve\":\(num(a / c)),\"paired_ratio_median\":\(num(paired))}")
     } else {
       print("update \(megabytes) MB in \(chunkKiB) KiB chunks, credit \(credit), \(rounds) rounds, node and coordinator in separate processes on loopback")
       func split(_ s: [Sample], _ n: Int) -> String {
         s.isEmpty ? "" : String(format: "  (node %.2f + coordinator %.2f)", median(s.map(\.senderCPU)) / (Double(n) / 1e9),
                                 median(s.map { $0.cpu - $0.senderCPU }) / (Double(n) / 1e9))
       }
-      print(String(format: "  Agora (CURVE + ZAP, signed, sealed, chunked): %7.1f MB/s  %5.2f CPU-s/GB", a, cpuPerGB(agora, bytes)) + split(agora, bytes))
+      print(String(format: "  Agora (CURVE + ZAP, signed, sealed, chunked): %7.1f MB/s  %5.2f CPU-s/GB", a, cpuPerGB(agora, bytes)) + split(agora, bytes)
+            + "  [envelope suite \(suite)]")
       let size = plainKiB % 1024 == 0 ? "\(plainKiB >> 10) MiB" : "\(plainKiB) KiB"
       print(String(format: "  plain libzmq, CURVE on (%@ messages):%@ %7.1f MB/s  %5.2f CPU-s/GB", size, String(repeating: " ", count: max(0, 9 - size.count)), c, cpuPerGB(curve, plainBytes)) + split(curve, plainBytes))
       print(String(format: "  plain libzmq, CURVE off (%@ messages):%@%7.1f MB/s  %5.2f CPU-s/GB", size, String(repeating: " ", count: max(0, 9 - size.count)), p, cpuPerGB(plain, plainBytes)))
@@ -87,24 +91,27 @@ public struct TransportBenchmark {
     for i in 0..<chunk { block[i] = UInt8(truncatingIfNeeded: i &* 131) }
     let ctx = Envelope.Context(federation: "bench", round: 1, baseHash: [UInt8](repeating: 0, count: 32), nodeID: node.card.nodeID)
     // Sealed chunks go to memory touched beforehand, as the transport's reused send buffers are.
-    let sealer = try EnvelopeSealer(context: ctx, payloadLength: UInt64(bytes), chunkSize: chunk, recipient: coord.card.aggregationPublic!, signingSecretKey: node.signSecret)
-    var sealed: [[UInt8]] = (0..<sealer.head.chunkCount).map { i in
-      [UInt8](repeating: 1, count: min(chunk, bytes - i * chunk) + SecretStream.overhead)
-    }
-    let t0 = Date()
-    for i in 0..<sealer.head.chunkCount {
-      let n = min(chunk, bytes - i * chunk)
-      try block.withUnsafeBytes { b in
-        try sealed[i].withUnsafeMutableBytes { try sealer.seal(UnsafeRawBufferPointer(rebasing: b[0..<n]), into: $0) }
+    var sealed: [[UInt8]] = (0..<((bytes + chunk - 1) / chunk)).map { i in [UInt8](repeating: 1, count: min(chunk, bytes - i * chunk) + SecretStream.overhead) }
+    var speeds: [(EnvelopeSuite, seal: Double, open: Double)] = []
+    for suite in EnvelopeSuite.allCases {
+      let sealer = try EnvelopeSealer(context: ctx, payloadLength: UInt64(bytes), chunkSize: chunk, recipient: coord.card.aggregationPublic!,
+                                      signingSecretKey: node.signSecret, suite: suite)
+      let t0 = Date()
+      for i in 0..<sealer.head.chunkCount {
+        let n = min(chunk, bytes - i * chunk)
+        try block.withUnsafeBytes { b in
+          try sealed[i].withUnsafeMutableBytes { try sealer.seal(UnsafeRawBufferPointer(rebasing: b[0..<n]), into: $0) }
+        }
       }
+      let final = try sealer.finish()
+      let t1 = Date()
+      let opener = try EnvelopeOpener(headBytes: sealer.headBytes, expected: ctx, aggregationPublicKey: coord.card.aggregationPublic!,
+                                      aggregationSecretKey: coord.aggregationSecret!, sessionNodeID: nil) { _ in node.card.signPublic }
+      for c in sealed { _ = try opener.open(c) }
+      try opener.finish(final)
+      let t2 = Date()
+      speeds.append((suite, Double(bytes) / 1e6 / t1.timeIntervalSince(t0), Double(bytes) / 1e6 / t2.timeIntervalSince(t1)))
     }
-    let final = try sealer.finish()
-    let t1 = Date()
-    let opener = try EnvelopeOpener(headBytes: sealer.headBytes, expected: ctx, aggregationPublicKey: coord.card.aggregationPublic!,
-                                    aggregationSecretKey: coord.aggregationSecret!, sessionNodeID: nil) { _ in node.card.signPublic }
-    for c in sealed { _ = try opener.open(c) }
-    try opener.finish(final)
-    let t2 = Date()
     var h = Date()
     for _ in 0..<(bytes / chunk) { _ = SHA256.hash(block) }
     let hashSecs = Date().timeIntervalSince(h)
@@ -120,10 +127,17 @@ public struct TransportBenchmark {
     let ss = try SecretStreamPush(key: SecretStream.keygen())
     for _ in 0..<(bytes / chunk) { _ = try ss.push(block) }
     let ssSecs = Date().timeIntervalSince(h)
+    h = Date()
+    let gcm = try GCMStreamPush(key: SecretStream.keygen())
+    for _ in 0..<(bytes / chunk) { _ = try gcm.push(block) }
+    let gcmSecs = Date().timeIntervalSince(h)
     let gb = Double(bytes) / 1e9
-    print(String(format: "one thread: seal %.0f MB/s, open %.0f MB/s; of which the payload digest %.0f MB/s (BLAKE3, %@), secretstream push %.0f MB/s (for comparison: SHA-256 %.0f MB/s, BLAKE2b %.0f MB/s)",
-                 gb * 1000 / t1.timeIntervalSince(t0), gb * 1000 / t2.timeIntervalSince(t1), gb * 1000 / digestSecs,
-                 ["avx512": "16 chunks at once with AVX-512", "avx2": "8 chunks at once with AVX2", "portable": "portable code"][Blake3.best.rawValue]!, gb * 1000 / ssSecs, gb * 1000 / hashSecs, gb * 1000 / blakeSecs))
+    for (suite, seal, open) in speeds {
+      print(String(format: "one thread, envelope suite %@: seal %.0f MB/s, open %.0f MB/s%@", suite.description, seal, open, suite == EnvelopeSuite.preferred ? " (what a node on this CPU seals with)" : ""))
+    }
+    print(String(format: "of which the payload digest %.0f MB/s (BLAKE3, %@), secretstream push %.0f MB/s, AES-256-GCM push %.0f MB/s (for comparison: SHA-256 %.0f MB/s, BLAKE2b %.0f MB/s)",
+                 gb * 1000 / digestSecs,
+                 ["avx512": "16 chunks at once with AVX-512", "avx2": "8 chunks at once with AVX2", "portable": "portable code"][Blake3.best.rawValue]!, gb * 1000 / ssSecs, gb * 1000 / gcmSecs, gb * 1000 / hashSecs, gb * 1000 / blakeSecs))
   }
 
   /// Starts `agora ARGS` as the receiving process, waits for its READY line, runs `body(endpoint)` as the

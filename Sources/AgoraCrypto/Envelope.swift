@@ -5,12 +5,16 @@ import AgoraWire
 ///
 /// Layout (see Protocol/SPEC.md, "Update envelope"):
 ///
-///     head  = "AGEV" ‖ version u8 (=4) ‖ 3 zero bytes ‖ federation (u16 len ‖ UTF-8) ‖ round u64 ‖
+///     head  = "AGEV" ‖ version u8 (=5) ‖ suite u8 ‖ 2 zero bytes ‖ federation (u16 len ‖ UTF-8) ‖ round u64 ‖
 ///             base hash (32) ‖ node id (32) ‖ payload length u64 ‖ chunk size u32 ‖
-///             sealed stream key (80: crypto_box_seal of the 32-byte secretstream key) ‖ secretstream header (24)
-///     chunk_i = secretstream push(payload[i·chunk ..< (i+1)·chunk], ad = SHA-256(head), TAG_MESSAGE)
-///     final   = secretstream push(Ed25519 signature, ad = SHA-256(head), TAG_FINAL)
+///             sealed stream key (80: crypto_box_seal of the 32-byte stream key) ‖ stream header (24)
+///     chunk_i = push(payload[i·chunk ..< (i+1)·chunk], ad = SHA-256(head), TAG_MESSAGE)
+///     final   = push(Ed25519 signature, ad = SHA-256(head), TAG_FINAL)
 ///     signature = Ed25519(node key, "AGORA-UPDATE-v4" ‖ SHA-256(head) ‖ payload digest)
+///
+/// `push` is the suite's (`EnvelopeSuite`): libsodium's secretstream (XChaCha20-Poly1305; the header is its
+/// header) or AES-256-GCM with a counter nonce (`GCMStream`; the header is 24 zero bytes). The sender chooses
+/// (AES-256-GCM where the CPU has AES instructions); a receiver opens both.
 ///
 /// The payload digest (`PayloadDigest`) is BLAKE3 of the whole payload, computed on both ends of every
 /// update, 16 of BLAKE3's chunks at a time with AVX-512. SHA-256 hashes only the head. (Earlier envelope
@@ -22,7 +26,7 @@ import AgoraWire
 /// update attributable to the node even after a relay or a store-and-forward hop.
 public enum Envelope {
   public static let magic: [UInt8] = Array("AGEV".utf8)
-  public static let version: UInt8 = 4
+  public static let version: UInt8 = 5
   public static let signingContext: [UInt8] = Array("AGORA-UPDATE-v4".utf8)
   public static let maxFederationBytes = 255
   public static let minChunk = 1 << 10
@@ -52,6 +56,7 @@ public enum Envelope {
     public var chunkSize: Int
     public var sealedKey: [UInt8]
     public var streamHeader: [UInt8]
+    public var suite: EnvelopeSuite = .xchacha20poly1305
 
     public var chunkCount: Int { Int((payloadLength + UInt64(chunkSize) - 1) / UInt64(chunkSize)) }
 
@@ -59,7 +64,8 @@ public enum Envelope {
       var w = ByteWriter(capacity: 256)
       w.raw(Envelope.magic)
       w.u8(Envelope.version)
-      w.raw([0, 0, 0])
+      w.u8(suite.rawValue)
+      w.raw([0, 0])
       w.string(context.federation)
       w.u64(context.round)
       w.raw(context.baseHash)
@@ -76,7 +82,9 @@ public enum Envelope {
       guard try r.raw(4, "magic") == Envelope.magic else { throw EnvelopeError.malformed("not an Agora envelope (bad magic)") }
       let v = try r.u8("version")
       guard v == Envelope.version else { throw EnvelopeError.unsupportedVersion(v) }
-      guard try r.raw(3, "reserved") == [0, 0, 0] else { throw EnvelopeError.malformed("reserved bytes are not zero") }
+      let code = try r.u8("suite")
+      guard let suite = EnvelopeSuite(rawValue: code) else { throw EnvelopeError.unsupportedSuite(code) }
+      guard try r.raw(2, "reserved") == [0, 0] else { throw EnvelopeError.malformed("reserved bytes are not zero") }
       let fed = try r.string("federation", max: Envelope.maxFederationBytes)
       let round = try r.u64("round")
       let base = try r.raw(32, "base hash")
@@ -90,8 +98,9 @@ public enum Envelope {
       let sealed = try r.raw(SecretStream.keyBytes + Sodium.sealBytes, "sealed key")
       let header = try r.raw(SecretStream.headerBytes, "stream header")
       try r.expectEnd()
+      guard suite != .aes256gcm || header.allSatisfy({ $0 == 0 }) else { throw EnvelopeError.malformed("an AES-256-GCM envelope's stream header is not zero") }
       return Head(context: Context(federation: fed, round: round, baseHash: base, nodeID: node), payloadLength: len,
-                  chunkSize: chunk, sealedKey: sealed, streamHeader: header)
+                  chunkSize: chunk, sealedKey: sealed, streamHeader: header, suite: suite)
     }
   }
 
@@ -105,6 +114,7 @@ public enum Envelope {
 public enum EnvelopeError: Error, Equatable, CustomStringConvertible {
   case malformed(String)
   case unsupportedVersion(UInt8)
+  case unsupportedSuite(UInt8)
   case decode(DecodeError)
   case wrongFederation(expected: String, got: String)
   case wrongRound(expected: UInt64, got: UInt64)
@@ -121,6 +131,7 @@ public enum EnvelopeError: Error, Equatable, CustomStringConvertible {
     switch self {
     case .malformed(let s): return "malformed envelope: \(s)"
     case .unsupportedVersion(let v): return "envelope version \(v) is not supported (this build speaks \(Envelope.version))"
+    case .unsupportedSuite(let s): return "envelope cipher suite \(s) is not supported (this build opens " + EnvelopeSuite.allCases.map { "\($0.rawValue) \($0)" }.joined(separator: ", ") + ")"
     case .decode(let e): return "malformed envelope head: \(e)"
     case .wrongFederation(let e, let g): return "envelope is for federation '\(g)', expected '\(e)' (cross-federation replay?)"
     case .wrongRound(let e, let g): return "envelope is for round \(g), expected \(e) (replayed from another round?)"
@@ -141,14 +152,14 @@ public final class EnvelopeSealer {
   public let head: Envelope.Head
   public let headBytes: [UInt8]
   let headHash: [UInt8]
-  let stream: SecretStreamPush
+  let stream: any ChunkPush
   let payloadHasher = PayloadDigest()
   let signingKey: [UInt8]
   var sent: UInt64 = 0
   public private(set) var chunksSealed = 0
 
   /// Fixed randomness for reproducible test vectors: the stream key, the sealed box's ephemeral key seed and
-  /// the secretstream header. Production code passes nil.
+  /// the secretstream header (unused by AES-256-GCM). Production code passes nil.
   public struct FixedRandomness {
     public var streamKey: [UInt8], ephemeralSeed: [UInt8], streamHeader: [UInt8]
     public init(streamKey: [UInt8], ephemeralSeed: [UInt8], streamHeader: [UInt8]) {
@@ -158,8 +169,9 @@ public final class EnvelopeSealer {
     }
   }
 
+  /// `suite`: the AEAD of the chunks; by default the faster one on this CPU (`EnvelopeSuite.preferred`).
   public init(context: Envelope.Context, payloadLength: UInt64, chunkSize: Int, recipient: [UInt8], signingSecretKey: [UInt8],
-              fixed: FixedRandomness? = nil) throws {
+              suite: EnvelopeSuite = .preferred, fixed: FixedRandomness? = nil) throws {
     guard context.baseHash.count == 32, context.nodeID.count == 32 else { throw EnvelopeError.misuse("base hash and node id are 32 bytes") }
     guard context.federation.utf8.count <= Envelope.maxFederationBytes else { throw EnvelopeError.misuse("federation id longer than 255 bytes") }
     guard chunkSize >= Envelope.minChunk, chunkSize <= Envelope.maxChunk else { throw EnvelopeError.misuse("chunk size \(chunkSize)") }
@@ -168,8 +180,15 @@ public final class EnvelopeSealer {
     var key = fixed?.streamKey ?? SecretStream.keygen()
     defer { Sodium.wipe(&key) }
     let sealed = try Sodium.seal(key, to: recipient, ephemeralSeed: fixed?.ephemeralSeed)
-    stream = try SecretStreamPush(key: key, header: fixed?.streamHeader)
-    head = Envelope.Head(context: context, payloadLength: payloadLength, chunkSize: chunkSize, sealedKey: sealed, streamHeader: stream.header)
+    let header: [UInt8]
+    switch suite {
+    case .xchacha20poly1305:
+      let push = try SecretStreamPush(key: key, header: fixed?.streamHeader)
+      (stream, header) = (push, push.header)
+    case .aes256gcm:
+      (stream, header) = (try GCMStreamPush(key: key), [UInt8](repeating: 0, count: SecretStream.headerBytes))
+    }
+    head = Envelope.Head(context: context, payloadLength: payloadLength, chunkSize: chunkSize, sealedKey: sealed, streamHeader: header, suite: suite)
     headBytes = head.encode()
     headHash = SHA256.hash(headBytes)
     signingKey = signingSecretKey
@@ -214,7 +233,7 @@ public final class EnvelopeSealer {
 public final class EnvelopeOpener {
   public let head: Envelope.Head
   let headHash: [UInt8]
-  let stream: SecretStreamPull
+  let stream: any ChunkPull
   let payloadHasher = PayloadDigest()
   let signerPublicKey: [UInt8]
   var received: UInt64 = 0
@@ -238,7 +257,10 @@ public final class EnvelopeOpener {
     do { key = try Sodium.sealOpen(h.sealedKey, publicKey: aggregationPublicKey, secretKey: aggregationSecretKey) } catch { throw EnvelopeError.cannotOpenKey }
     defer { Sodium.wipe(&key) }
     guard key.count == SecretStream.keyBytes else { throw EnvelopeError.cannotOpenKey }
-    stream = try SecretStreamPull(key: key, header: h.streamHeader)
+    switch h.suite {
+    case .xchacha20poly1305: stream = try SecretStreamPull(key: key, header: h.streamHeader)
+    case .aes256gcm: stream = try GCMStreamPull(key: key)
+    }
     head = h
     headHash = SHA256.hash(headBytes)
     signerPublicKey = pk

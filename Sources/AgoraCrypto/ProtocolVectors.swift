@@ -213,15 +213,15 @@ public enum ProtocolVectors {
     public init() {}
   }
 
-  /// The envelope vector: (node keys, coordinator keys, context, head, chunks, final).
-  public static func envelope() throws -> (node: ([UInt8], [UInt8]), coordinator: ([UInt8], [UInt8]), context: Envelope.Context,
-                                           head: [UInt8], chunks: [[UInt8]], final: [UInt8]) {
+  /// The envelope vector of a cipher suite: (node keys, coordinator keys, context, head, chunks, final).
+  public static func envelope(suite: EnvelopeSuite = .xchacha20poly1305) throws -> (node: ([UInt8], [UInt8]), coordinator: ([UInt8], [UInt8]), context: Envelope.Context,
+                                                                                   head: [UInt8], chunks: [[UInt8]], final: [UInt8]) {
     let i = EnvelopeInputs()
     let node = try Sodium.signKeypair(seed: i.nodeSeed)
     let coord = try Sodium.boxKeypair(seed: i.coordinatorSeed)
     let ctx = Envelope.Context(federation: "openeurollm", round: 42, baseHash: hash(0x33), nodeID: Envelope.fingerprint(node.publicKey))
     let s = try EnvelopeSealer(context: ctx, payloadLength: UInt64(i.payload.count), chunkSize: i.chunkSize, recipient: coord.publicKey,
-                               signingSecretKey: node.secretKey,
+                               signingSecretKey: node.secretKey, suite: suite,
                                fixed: .init(streamKey: i.streamKey, ephemeralSeed: i.ephemeralSeed, streamHeader: i.streamHeader))
     var chunks: [[UInt8]] = []
     var o = 0
@@ -235,9 +235,11 @@ public enum ProtocolVectors {
   public static func envelopeJSON() throws -> String {
     let i = EnvelopeInputs()
     let v = try envelope()
+    let g = try envelope(suite: .aes256gcm)
     return """
     {
-      "description": "Update envelope (head version 4) with fixed keys and randomness (Protocol/SPEC.md, Update envelope)",
+      "description": "Update envelope (head version 5) with fixed keys and randomness (Protocol/SPEC.md, Update envelope): suite 0 (XChaCha20-Poly1305 secretstream) here, suite 1 (AES-256-GCM, the same inputs but no stream header) under aes256gcm",
+      "suite": 0,
       "node_sign_seed": "\(hex(i.nodeSeed))",
       "node_sign_public": "\(hex(v.node.0))",
       "node_id": "\(hex(v.context.nodeID))",
@@ -253,7 +255,16 @@ public enum ProtocolVectors {
       "payload": "bytes 0, 1, ..., 255, 0, 1, ... (2500 bytes: i mod 256)",
       "head": "\(hex(v.head))",
       "chunks": [\(v.chunks.map { "\"\(hex($0))\"" }.joined(separator: ", "))],
-      "final": "\(hex(v.final))"
+      "final": "\(hex(v.final))",
+      "aes256gcm": {
+        "suite": 1,
+        "stream_header": "\(hex(g.head.suffix(SecretStream.headerBytes)))",
+        "nonces": [\((0...g.chunks.count).map { "\"\(hex(GCMStream.nonce(UInt64($0))))\"" }.joined(separator: ", "))],
+        "head": "\(hex(g.head))",
+        "head_hash": "\(hex(SHA256.hash(g.head)))",
+        "chunks": [\(g.chunks.map { "\"\(hex($0))\"" }.joined(separator: ", "))],
+        "final": "\(hex(g.final))"
+      }
     }
 
     """

@@ -1,4 +1,5 @@
 import AgoraBench
+import AgoraCrypto
 import ArgumentParser
 
 struct TransportBench: ParsableCommand {
@@ -18,6 +19,8 @@ struct TransportBench: ParsableCommand {
   var plainKiB: Int = TransportBenchmark().plainKiB
   @Option(help: "Run only these transfers (comma-separated: agora, curve, plain); the ratio needs agora and curve.")
   var only: String = TransportBenchmark().only
+  @Option(help: ArgumentHelp("The envelope's cipher suite: aes256gcm or xchacha20poly1305 (default: what a node on this CPU seals with).", valueName: "suite"))
+  var suite: String?
   @Flag(help: "One JSON object instead of the table.")
   var json = false
   @Flag(help: "Only time sealing and opening the envelope in this process (no network), to see the crypto's share.")
@@ -33,6 +36,10 @@ struct TransportBench: ParsableCommand {
     b.only = only
     b.json = json
     b.cryptoOnly = cryptoOnly
+    if let suite {
+      guard let s = EnvelopeSuite(name: suite) else { throw ValidationError("--suite takes " + EnvelopeSuite.allCases.map(\.description).joined(separator: " or ")) }
+      b.suite = s
+    }
     try b.run()
   }
 }

@@ -1,4 +1,5 @@
 import AgoraCrypto
+import CSodium
 import AgoraTestSupport
 import AgoraWire
 import Foundation
@@ -93,5 +94,47 @@ import Testing
     for c in v["chunks"] as! [String] { payload += try o.open(unhex(c)!) }
     try o.finish(unhex(v["final"] as! String)!)
     #expect(payload == (0..<2500).map { UInt8(truncatingIfNeeded: $0) })
+  }
+
+  /// Suite 1 of the envelope vector opens with the fixed keys, and each of its messages is, octet for octet,
+  /// what libsodium's own AES-256-GCM (another implementation than OpenSSL's) makes of [tag] ‖ chunk under the
+  /// stream key, the SPEC's counter nonce and the head's hash.
+  @Test func theAESGCMEnvelopeVectorIsLibsodiumsAESGCMOfEachChunk() throws {
+    let all = try json("envelope.json")
+    let v = all["aes256gcm"] as! [String: Any]
+    let coord = try Sodium.boxKeypair(seed: unhex(all["coordinator_box_seed"] as! String)!)
+    let node = try Sodium.signKeypair(seed: unhex(all["node_sign_seed"] as! String)!)
+    let ctx = Envelope.Context(federation: all["federation"] as! String, round: UInt64(all["round"] as! Int),
+                               baseHash: unhex(all["base_hash"] as! String)!, nodeID: unhex(all["node_id"] as! String)!)
+    let head = unhex(v["head"] as! String)!
+    #expect(head[4] == 5 && head[5] == 1, "head version 5, suite 1")
+    let o = try EnvelopeOpener(headBytes: head, expected: ctx, aggregationPublicKey: coord.publicKey,
+                               aggregationSecretKey: coord.secretKey, sessionNodeID: nil) { $0 == ctx.nodeID ? node.publicKey : nil }
+    #expect(o.head.suite == .aes256gcm)
+    let chunks = (v["chunks"] as! [String]).map { unhex($0)! }
+    var payload: [UInt8] = []
+    for c in chunks { payload += try o.open(c) }
+    let final = unhex(v["final"] as! String)!
+    try o.finish(final)
+    #expect(payload == (0..<2500).map { UInt8(truncatingIfNeeded: $0) })
+
+    try #require(crypto_aead_aes256gcm_is_available() == 1, "libsodium's AES-256-GCM needs AES-NI and PCLMULQDQ")
+    let key = unhex(all["stream_key"] as! String)!
+    let ad = unhex(v["head_hash"] as! String)!
+    #expect(ad == SHA256.hash(head))
+    let nonces = (v["nonces"] as! [String]).map { unhex($0)! }
+    #expect(nonces.count == chunks.count + 1 && nonces.allSatisfy { $0.count == 12 })
+    let pull = try GCMStreamPull(key: key)
+    for c in chunks { _ = try pull.pull(c, ad: ad) }
+    let (signature, isFinal) = try pull.pull(final, ad: ad)
+    #expect(isFinal && signature.count == 64)
+    let plains = (0..<chunks.count).map { [SecretStream.tagMessage] + Array(payload[(1024 * $0)..<min(payload.count, 1024 * ($0 + 1))]) }
+      + [[SecretStream.tagFinal] + signature]
+    for (i, (plain, sealed)) in zip(plains, chunks + [final]).enumerated() {
+      var out = [UInt8](repeating: 0, count: plain.count + 16)
+      var outLen: UInt64 = 0
+      #expect(crypto_aead_aes256gcm_encrypt(&out, &outLen, plain, UInt64(plain.count), ad, UInt64(ad.count), nil, nonces[i], key) == 0)
+      #expect(out == sealed, "message \(i) is AES-256-GCM(K, nonce_\(i), H; [tag] ‖ m)")
+    }
   }
 }

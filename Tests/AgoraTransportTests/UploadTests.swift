@@ -63,12 +63,14 @@ final class CoordinatorLoop: UploadConsumer, @unchecked Sendable {
 
   func payload(_ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) } }
 
-  func sealer(_ f: Federation, bytes: Int, chunk: Int, round: UInt64 = 3) throws -> EnvelopeSealer {
+  func sealer(_ f: Federation, bytes: Int, chunk: Int, round: UInt64 = 3, suite: EnvelopeSuite = .preferred) throws -> EnvelopeSealer {
     try EnvelopeSealer(context: .init(federation: "test-fed", round: round, baseHash: [UInt8](repeating: 7, count: 32), nodeID: f.alice.card.nodeID),
-                       payloadLength: UInt64(bytes), chunkSize: chunk, recipient: f.coordinator.card.aggregationPublic!, signingSecretKey: f.alice.signSecret)
+                       payloadLength: UInt64(bytes), chunkSize: chunk, recipient: f.coordinator.card.aggregationPublic!, signingSecretKey: f.alice.signSecret,
+                       suite: suite)
   }
 
-  @Test func streamedSealedUpdateArrivesIntact() throws {
+  /// Each cipher suite's update streams through the coordinator's receiver whole (a receiver opens both).
+  @Test(arguments: EnvelopeSuite.allCases) func streamedSealedUpdateArrivesIntact(suite: EnvelopeSuite) throws {
     let f = try Federation()
     defer { f.cleanup() }
     let (zap, server, receiver) = try setup(f)
@@ -78,7 +80,8 @@ final class CoordinatorLoop: UploadConsumer, @unchecked Sendable {
     let client = try f.client(f.alice, of: server)
     defer { client.close() }
     let data = payload(3_000_000), chunk = 64 << 10
-    let s = try sealer(f, bytes: data.count, chunk: chunk)
+    let s = try sealer(f, bytes: data.count, chunk: chunk, suite: suite)
+    #expect(s.head.suite == suite)
     let r = try UploadSender(endpoint: client, transfer: 1, round: 3).send(sealer: s, tokens: 1234, steps: 10, loss: 2.5) { i in
       Array(data[(i * chunk)..<min(data.count, (i + 1) * chunk)])
     }
