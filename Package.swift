@@ -68,7 +68,7 @@ let package = Package(
                                                    .product(name: "TOMLKit", package: "TOMLKit")]),
     // Layer 3: what the AI Act asks of a released model: institutions' signed declarations of their training data
     // and the public summary of training content (the EU AI Office's template) compiled from them.
-    .target(name: "AgoraDisclosure", dependencies: ["AgoraCrypto", "AgoraText", .product(name: "TOMLKit", package: "TOMLKit")]),
+    .target(name: "AgoraDisclosure", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraText", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(name: "AgoraRegistry", dependencies: ["AgoraCrypto", "AgoraWire", "AgoraStorage", .product(name: "GRDB", package: "GRDB.swift")]),
     // Layer 4: the trainer.
     .target(name: "AgoraTrainer", dependencies: ["AgoraModel", "AgoraData", "AgoraFineTune", "AgoraTensor", "AgoraStorage"]),

@@ -1,4 +1,5 @@
 import AgoraCrypto
+import AgoraWire
 import Foundation
 import TOMLKit
 
@@ -159,8 +160,8 @@ public struct Declaration: Codable, Equatable, Sendable {
     return Array(try e.encode(self))
   }
 
-  /// The largest DECLARATION payload a party accepts.
-  public static let maxBytes = 1 << 20
+  /// The largest DECLARATION payload a party accepts (the wire's bound, SPEC §4.5).
+  public static let maxBytes = Wire.maxDeclaration
 
   /// A declaration from the octets of a DECLARATION (or a registry row), checked as `check` checks a file.
   public static func parse(_ bytes: [UInt8], source: String) throws -> Declaration {

@@ -113,7 +113,8 @@ public final class NodeService {
       if fed.restrictedSoftmax { trainer?.restrictSoftmaxToCorpus() }
       if let cluster, let trainer { cluster.attach(trainer) }
     }
-    declaration = try NodeService.declaration(config, identity: identity)
+    // The languages its trainer found (a directory of language directories names each), not the directories.
+    declaration = try NodeService.declaration(config, identity: identity, languages: fineTuner?.corpus.languages ?? trainer?.corpus.languages ?? [])
     copy = VersionCopy(header: fm.header, count: fm.count)
     errorFeedback = FloatBuffer(count: fm.count)
     terms = try fed.terms(fm)
@@ -333,11 +334,10 @@ public final class NodeService {
     log("\(config.name): sent token counts: \(counts.filter { $0 > 0 }.count) of \(counts.count) tokens (those its text holds at least \(fed.tokenCountMinimum) times), \(w.bytes.count) bytes")
   }
 
-  /// The declaration file's sources that cover this node's languages, as DECLARATION: JSON, its BLAKE2b-256 and
+  /// The declaration file's sources that cover this node's `languages`, as DECLARATION: JSON, its BLAKE2b-256 and
   /// the node's signature. A file that declares none of them is a configuration error.
-  static func declaration(_ config: NodeConfig, identity: Identity) throws -> (message: Message, hash: String, sources: Int, missing: [String])? {
+  static func declaration(_ config: NodeConfig, identity: Identity, languages: [String]) throws -> (message: Message, hash: String, sources: Int, missing: [String])? {
     guard let path = config.declaration else { return nil }
-    let languages = config.data.map { ($0 as NSString).lastPathComponent }
     let d: Declaration
     do { d = try DeclarationFile.load(path).covering(languages) } catch let e as DeclarationError {
       throw ConfigError(file: e.file, key: e.key, problem: e.problem + " (node.declaration of \(config.path))")
