@@ -13,6 +13,21 @@ enum OpenSSL {
   static let sha256: OpaquePointer? = EVP_MD_fetch(nil, "SHA256", nil)
 
   static func fail(_ function: String) -> SodiumError { SodiumError("OpenSSL " + function, "failed") }
+
+  /// `EVP_CipherUpdate` of a started `ctx` over `count` octets, in pieces OpenSSL's 32-bit lengths allow
+  /// (`input` and `output` the same memory or not overlapping).
+  static func update(_ ctx: OpaquePointer, _ input: UnsafeRawPointer, _ output: UnsafeMutableRawPointer, _ count: Int, _ cipher: String) throws {
+    var done = 0
+    while done < count {
+      let n = min(count - done, 1 << 30)
+      var outl: Int32 = 0
+      guard EVP_CipherUpdate(ctx, output.advanced(by: done).assumingMemoryBound(to: UInt8.self), &outl,
+                             input.advanced(by: done).assumingMemoryBound(to: UInt8.self), Int32(n)) == 1, Int(outl) == n else {
+        throw OpenSSL.fail("EVP_CipherUpdate(\(cipher))")
+      }
+      done += n
+    }
+  }
 }
 
 /// ChaCha20 with a 96-bit nonce and a 32-bit block counter (RFC 8439), as libsodium's
@@ -38,16 +53,7 @@ final class ChaCha20Stream {
         throw OpenSSL.fail("EVP_EncryptInit_ex2(ChaCha20)")
       }
     }
-    var done = 0
-    while done < count {
-      let n = min(count - done, 1 << 30)
-      var outl: Int32 = 0
-      guard EVP_EncryptUpdate(ctx, output.advanced(by: done).assumingMemoryBound(to: UInt8.self), &outl,
-                              input.advanced(by: done).assumingMemoryBound(to: UInt8.self), Int32(n)) == 1, Int(outl) == n else {
-        throw OpenSSL.fail("EVP_EncryptUpdate(ChaCha20)")
-      }
-      done += n
-    }
+    try OpenSSL.update(ctx, input, output, count, "ChaCha20")
   }
 }
 

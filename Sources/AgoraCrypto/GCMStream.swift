@@ -33,21 +33,30 @@ public enum EnvelopeSuite: UInt8, Sendable, CaseIterable, CustomStringConvertibl
   }()
 }
 
-/// AES-256-GCM (NIST SP 800-38D, 96-bit nonce, 128-bit tag) through OpenSSL's EVP, fed in pieces.
+/// AES-256-GCM (NIST SP 800-38D, 96-bit nonce, 128-bit tag) through OpenSSL's EVP under one key, fed in
+/// pieces. The key is kept in memory of its own, wiped when the cipher goes.
 final class AES256GCM {
   static let cipher: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil)
   let ctx: OpaquePointer
+  let key: UnsafeMutableRawPointer
 
-  init() throws {
+  init(key k: [UInt8]) throws {
+    guard k.count == 32 else { throw SodiumError("AES-256-GCM", "key of \(k.count) bytes, expected 32") }
     guard AES256GCM.cipher != nil, let c = EVP_CIPHER_CTX_new() else { throw OpenSSL.fail("EVP_CIPHER_CTX_new(AES-256-GCM)") }
     ctx = c
+    key = .allocate(byteCount: 32, alignment: 16)
+    key.copyMemory(from: k, byteCount: 32)
   }
 
-  deinit { EVP_CIPHER_CTX_free(ctx) }
+  deinit {
+    EVP_CIPHER_CTX_free(ctx)
+    sodium_memzero(key, 32)
+    key.deallocate()
+  }
 
-  /// Starts a message: `key` 32 octets, `nonce` 12, `ad` authenticated and not encrypted.
-  func start(encrypt: Bool, key: UnsafeRawPointer, nonce: UnsafeRawPointer, ad: UnsafeRawBufferPointer) throws {
-    guard EVP_CipherInit_ex2(ctx, AES256GCM.cipher, key.assumingMemoryBound(to: UInt8.self), nonce.assumingMemoryBound(to: UInt8.self),
+  /// Starts a message: `nonce` 12 octets, `ad` authenticated and not encrypted.
+  func start(encrypt: Bool, nonce: UnsafeRawPointer, ad: UnsafeRawBufferPointer) throws {
+    guard EVP_CipherInit_ex2(ctx, AES256GCM.cipher, UnsafePointer(key.assumingMemoryBound(to: UInt8.self)), nonce.assumingMemoryBound(to: UInt8.self),
                              encrypt ? 1 : 0, nil) == 1 else { throw OpenSSL.fail("EVP_CipherInit_ex2(AES-256-GCM)") }
     if ad.count > 0 {
       var outl: Int32 = 0
@@ -59,16 +68,7 @@ final class AES256GCM {
 
   /// Encrypts or decrypts `count` octets (`input` and `output` the same memory or not overlapping).
   func update(_ input: UnsafeRawPointer, _ output: UnsafeMutableRawPointer, _ count: Int) throws {
-    var done = 0
-    while done < count {
-      let n = min(count - done, 1 << 30)
-      var outl: Int32 = 0
-      guard EVP_CipherUpdate(ctx, output.advanced(by: done).assumingMemoryBound(to: UInt8.self), &outl,
-                             input.advanced(by: done).assumingMemoryBound(to: UInt8.self), Int32(n)) == 1, Int(outl) == n else {
-        throw OpenSSL.fail("EVP_CipherUpdate(AES-256-GCM)")
-      }
-      done += n
-    }
+    try OpenSSL.update(ctx, input, output, count, "AES-256-GCM")
   }
 
   /// Ends an encryption and writes its 16-octet tag.
@@ -119,21 +119,10 @@ public enum GCMStream {
 
 /// The encrypting end of the AES-256-GCM suite.
 public final class GCMStreamPush {
-  let key: UnsafeMutableRawPointer
   let gcm: AES256GCM
   var index: UInt64 = 0
 
-  public init(key k: [UInt8]) throws {
-    guard k.count == 32 else { throw SodiumError("AES-256-GCM", "key of \(k.count) bytes, expected 32") }
-    gcm = try AES256GCM()
-    key = .allocate(byteCount: 32, alignment: 16)
-    key.copyMemory(from: k, byteCount: 32)
-  }
-
-  deinit {
-    sodium_memzero(key, 32)
-    key.deallocate()
-  }
+  public init(key: [UInt8]) throws { gcm = try AES256GCM(key: key) }
 
   /// Encrypts one message with associated data `ad` into `out` (exactly `message.count + 17` octets, not
   /// overlapping `message`). `each` sees the plaintext piece by piece (`SecretStream.piece` octets) just
@@ -143,17 +132,14 @@ public final class GCMStreamPush {
     guard out.count == message.count + GCMStream.overhead else {
       throw SodiumError("AES-256-GCM push", "output of \(out.count) bytes for a \(message.count)-byte message")
     }
-    try GCMStream.nonce(index).withUnsafeBytes { n in try ad.withUnsafeBytes { try gcm.start(encrypt: true, key: key, nonce: n.baseAddress!, ad: $0) } }
+    try GCMStream.nonce(index).withUnsafeBytes { n in try ad.withUnsafeBytes { try gcm.start(encrypt: true, nonce: n.baseAddress!, ad: $0) } }
     var t = tag
     try gcm.update(&t, out.baseAddress!, 1)
     let c = out.baseAddress!.advanced(by: 1)
-    var at = 0
-    while at < message.count {
-      let n = min(SecretStream.piece, message.count - at)
+    for (at, n) in SecretStream.pieces(message.count) {
       let plain = UnsafeRawBufferPointer(rebasing: message[at..<(at + n)])
       each?(plain)
       try gcm.update(plain.baseAddress!, c + at, n)
-      at += n
     }
     try gcm.sealTag(into: c + message.count)
     index += 1
@@ -171,22 +157,11 @@ public final class GCMStreamPush {
 
 /// The decrypting end of the AES-256-GCM suite.
 public final class GCMStreamPull {
-  let key: UnsafeMutableRawPointer
   let gcm: AES256GCM
   var index: UInt64 = 0
   public private(set) var finished = false
 
-  public init(key k: [UInt8]) throws {
-    guard k.count == 32 else { throw SodiumError("AES-256-GCM", "key of \(k.count) bytes, expected 32") }
-    gcm = try AES256GCM()
-    key = .allocate(byteCount: 32, alignment: 16)
-    key.copyMemory(from: k, byteCount: 32)
-  }
-
-  deinit {
-    sodium_memzero(key, 32)
-    key.deallocate()
-  }
+  public init(key: [UInt8]) throws { gcm = try AES256GCM(key: key) }
 
   /// Authenticates and decrypts the next message into `out` (`cipher.count - 17` octets, not overlapping
   /// `cipher`); returns its tag. Throws on a wrong key, tampering, reordering, replay or a message after the
@@ -196,20 +171,14 @@ public final class GCMStreamPull {
   public func pull(_ cipher: UnsafeRawBufferPointer, ad: [UInt8] = [], into out: UnsafeMutableRawBufferPointer,
                    each: ((UnsafeRawBufferPointer) -> Void)? = nil) throws -> UInt8 {
     let fn = "AES-256-GCM pull"
-    guard !finished else { throw SodiumError(fn, "message after the final one") }
-    guard cipher.count >= GCMStream.overhead else { throw SodiumError(fn, "message of \(cipher.count) bytes is shorter than \(GCMStream.overhead)") }
-    let mlen = cipher.count - GCMStream.overhead
-    guard out.count == mlen else { throw SodiumError(fn, "output of \(out.count) bytes for a \(mlen)-byte message") }
-    try GCMStream.nonce(index).withUnsafeBytes { n in try ad.withUnsafeBytes { try gcm.start(encrypt: false, key: key, nonce: n.baseAddress!, ad: $0) } }
+    let mlen = try messageLength(cipher, out, finished: finished, fn)
+    try GCMStream.nonce(index).withUnsafeBytes { n in try ad.withUnsafeBytes { try gcm.start(encrypt: false, nonce: n.baseAddress!, ad: $0) } }
     var tag: UInt8 = 0
     try gcm.update(cipher.baseAddress!, &tag, 1)
     let c = cipher.baseAddress!.advanced(by: 1)
-    var at = 0
-    while at < mlen {
-      let n = min(SecretStream.piece, mlen - at)
+    for (at, n) in SecretStream.pieces(mlen) {
       try gcm.update(c + at, out.baseAddress! + at, n)
       each?(UnsafeRawBufferPointer(rebasing: out[at..<(at + n)]))
-      at += n
     }
     guard try gcm.checkTag(c + mlen), tag == SecretStream.tagMessage || tag == SecretStream.tagFinal else {
       throw SodiumError(fn, "forged, altered, reordered or replayed message")

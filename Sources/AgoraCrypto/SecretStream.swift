@@ -33,6 +33,11 @@ public enum SecretStream {
   /// and its ciphertext together do not fit).
   public static let piece = 128 << 10
 
+  /// Where each piece of a `count`-octet message starts, and its length.
+  static func pieces(_ count: Int) -> [(at: Int, n: Int)] {
+    stride(from: 0, to: count, by: piece).map { ($0, min(piece, count - $0)) }
+  }
+
   public static func keygen() -> [UInt8] {
     _ = Sodium.ready
     var k = [UInt8](repeating: 0, count: keyBytes)
@@ -175,15 +180,12 @@ public final class SecretStreamPush {
     try block.withUnsafeBytes { try state.poly.update($0.baseAddress, 64) }
     out[0] = block[0]
     let c = out.baseAddress!.advanced(by: 1)
-    var at = 0
-    while at < message.count {
-      let n = min(SecretStream.piece, message.count - at)
+    for (at, n) in SecretStream.pieces(message.count) {
       let plain = UnsafeRawBufferPointer(rebasing: message[at..<(at + n)])
       each?(plain)
       // Keystream block 2 + at/64 onwards (`piece` is a multiple of the 64-byte block).
       try state.chacha.xor(key: state.key, nonce: state.nonce, counter: 2 + UInt32(at / 64), input: plain.baseAddress!, output: c + at, count: n)
       try state.poly.update(c + at, n)
-      at += n
     }
     let mac = c.advanced(by: message.count)
     try state.finishMAC(adCount: ad.count, count: message.count, into: mac)
@@ -203,6 +205,16 @@ public final class SecretStreamPush {
 
   /// For tests: sets the message counter (to check wrap-around against libsodium).
   func setCounter(_ c: UInt32) { state.counter = c }
+}
+
+/// The plaintext length of `cipher` (17 octets more in either envelope suite), checked before a pull: not after
+/// the final message, not shorter than the overhead, `out` exactly as long as the plaintext.
+func messageLength(_ cipher: UnsafeRawBufferPointer, _ out: UnsafeMutableRawBufferPointer, finished: Bool, _ fn: String) throws -> Int {
+  guard !finished else { throw SodiumError(fn, "message after the final one") }
+  guard cipher.count >= SecretStream.overhead else { throw SodiumError(fn, "message of \(cipher.count) bytes is shorter than \(SecretStream.overhead)") }
+  let mlen = cipher.count - SecretStream.overhead
+  guard out.count == mlen else { throw SodiumError(fn, "output of \(out.count) bytes for a \(mlen)-byte message") }
+  return mlen
 }
 
 /// The decrypting end of a secretstream.
@@ -231,23 +243,17 @@ public final class SecretStreamPull {
   public func pull(_ cipher: UnsafeRawBufferPointer, ad: [UInt8] = [], into out: UnsafeMutableRawBufferPointer,
                    each: ((UnsafeRawBufferPointer) -> Void)? = nil) throws -> UInt8 {
     let fn = "crypto_secretstream_xchacha20poly1305_pull"
-    guard !finished else { throw SodiumError(fn, "message after the final one") }
-    guard cipher.count >= SecretStream.overhead else { throw SodiumError(fn, "message of \(cipher.count) bytes is shorter than \(SecretStream.overhead)") }
-    let mlen = cipher.count - SecretStream.overhead
-    guard out.count == mlen else { throw SodiumError(fn, "output of \(out.count) bytes for a \(mlen)-byte message") }
+    let mlen = try messageLength(cipher, out, finished: finished, fn)
     try ad.withUnsafeBytes { try state.startMAC(ad: $0) }
     var block = try state.tagBlock(cipher[0])
     let tag = block[0]
     block[0] = cipher[0]
     try block.withUnsafeBytes { try state.poly.update($0.baseAddress, 64) }
     let c = cipher.baseAddress!.advanced(by: 1)
-    var at = 0
-    while at < mlen {
-      let n = min(SecretStream.piece, mlen - at)
+    for (at, n) in SecretStream.pieces(mlen) {
       try state.poly.update(c + at, n)
       try state.chacha.xor(key: state.key, nonce: state.nonce, counter: 2 + UInt32(at / 64), input: c + at, output: out.baseAddress! + at, count: n)
       each?(UnsafeRawBufferPointer(rebasing: out[at..<(at + n)]))
-      at += n
     }
     var mac = [UInt8](repeating: 0, count: 16)
     try mac.withUnsafeMutableBytes { try state.finishMAC(adCount: ad.count, count: mlen, into: $0.baseAddress!) }
