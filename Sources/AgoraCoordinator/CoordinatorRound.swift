@@ -63,13 +63,12 @@ extension CoordinatorService {
                                    relative: { [unowned self] in rowRelative[$0] }, log: log, notify: { [weak self] in self?.notify($0) })
     receiver.consumer = collector
     sum.zero()
-    let secure = fed.secureAggregation
-      ? SecureRoundState(round: UInt64(r), party: SecureAggregationCoordinator(
-          federation: fed.id, round: UInt64(r),
-          parameters: SecureAggregationParameters(neighbours: fed.secureAggregationNeighbours, thresholdFraction: fed.secureAggregationThreshold)))
-      : nil
-    return HeldRound(number: r, started: started, deadline: Date(timeIntervalSinceNow: fed.deadlineSeconds), selected: selected,
-                     collector: collector, secure: secure)
+    if fed.secureAggregation {
+      collector.secure = SecureRoundState(round: UInt64(r), party: SecureAggregationCoordinator(
+        federation: fed.id, round: UInt64(r),
+        parameters: SecureAggregationParameters(neighbours: fed.secureAggregationNeighbours, thresholdFraction: fed.secureAggregationThreshold)))
+    }
+    return HeldRound(number: r, started: started, deadline: Date(timeIntervalSinceNow: fed.deadlineSeconds), selected: selected, collector: collector)
   }
 
   /// Takes messages until every selected node's say is in, the deadline passes or a stop is asked for. Nodes

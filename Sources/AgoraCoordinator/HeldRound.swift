@@ -14,23 +14,22 @@ final class HeldRound {
   let selected: [SessionTable.Session]
   let wanted: Set<String>
   let collector: RoundCollector
-  /// The round's secure aggregation (SPEC §7.2), when the federation runs it.
-  let secure: SecureRoundState?
+  /// The round's secure aggregation (SPEC §7.2), when the federation runs it: the collector's, which folds the
+  /// masked updates in.
+  var secure: SecureRoundState? { collector.secure }
   /// The shard each donor was given (a repeated ROUND names the same one).
   var donorShards: [String: [UInt8]] = [:]
   /// When the round last said whom it waits for (every `coordinator.wait_report_seconds`).
   var lastSaid: Date
 
-  init(number: Int, started: Date, deadline: Date, selected: [SessionTable.Session], collector: RoundCollector, secure: SecureRoundState?) {
+  init(number: Int, started: Date, deadline: Date, selected: [SessionTable.Session], collector: RoundCollector) {
     self.number = number
     self.started = started
     self.deadline = deadline
     self.selected = selected
     self.wanted = Set(selected.map(\.fingerprint))
     self.collector = collector
-    self.secure = secure
     self.lastSaid = started
-    collector.secure = secure
   }
 
   /// The selected nodes whose say (an update taken or refused) is not in yet.
