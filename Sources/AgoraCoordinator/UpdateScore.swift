@@ -21,18 +21,16 @@ final class UpdateScorer {
   /// Every update is therefore also scored on the languages it did not train on. Applied alone, an honest update
   /// harms them a little (it was trained elsewhere), in proportion to how far it moved: what is compared is its
   /// *collateral ratio* on ℓ, the relative rise of ℓ's bits per byte over the relative gain on its own languages
-  /// (at least 0.5%). From the third round on, an update is refused if its ratio on a language ℓ it did not train
-  /// on exceeds the median ratio m on ℓ of the updates that passed in the last 3 rounds plus max(k × their median
-  /// absolute deviation, 0.5, 2.5 |m|). The bound is fixed before the round's first update; fewer than half of the recent
-  /// updates cannot move it.
+  /// (at least 0.5%, and from the third round on at least the median gain of the recent passing updates: an honest
+  /// update that gained little, a donor's on a shard the model already knows, is not a small divisor). From the
+  /// third round on, an update is refused if its ratio on a language ℓ it did not train on exceeds the median ratio
+  /// m on ℓ of the updates that passed in the last 3 rounds plus max(k × their median absolute deviation, 0.5,
+  /// 2.5 |m|). The bound is fixed before the round's first update; fewer than half of the recent updates cannot move it.
   var collateral: Double { collateralBounds.k }
   /// Bits per byte of the current version per language on the scoring windows (taken once per round, as needed).
   private var base: [String: Double] = [:]
   /// The collateral check's history and this round's bounds.
   private(set) var collateralBounds: CollateralBounds
-  /// The least own-language gain (%) a ratio divides by: a flat update late in training is not a small divisor.
-  static let leastGain = 0.5
-
   init(scoring: VersionScoring, windows: Int, tolerance: Double, collateral: Double = 0) {
     self.scoring = scoring
     self.windows = windows
@@ -74,7 +72,8 @@ final class UpdateScorer {
     // What it did to each language it did not train on (%, relative to the current version), and the one that
     // came closest to its bound (or, before bounds, the one it harmed most).
     let changes = Dictionary(uniqueKeysWithValues: after.filter { others.contains($0.0) }.map { ($0.0, ($0.1 / (base[$0.0] ?? .nan) - 1) * 100) })
-    let gain = max((before - now) / before * 100, UpdateScorer.leastGain)
+    let rawGain = (before - now) / before * 100
+    let gain = max(rawGain, collateralBounds.leastGain)
     let ratios = changes.mapValues { $0 / gain }
     let bounds = collateralBounds.bounds
     let worst = ratios.max { a, b in (a.value - (bounds[a.key] ?? 0)) < (b.value - (bounds[b.key] ?? 0)) }
@@ -91,22 +90,31 @@ final class UpdateScorer {
     if let v = collateralBounds.violation(ratios), let b = base[v.language] {
       throw UpdateRefusal.collateral(language: v.language, before: b, after: b * (1 + (changes[v.language] ?? 0) / 100), bound: b * (1 + v.bound * gain / 100), gain: gain)
     }
-    collateralBounds.passed(ratios)
+    collateralBounds.passed(changes: changes, gain: rawGain)
   }
 }
 
-/// The collateral check's bounds (SPEC §7.1, check 6). It keeps, for the last 3 rounds, the collateral ratios on
-/// each language of the updates that passed (a few numbers per update), and at each round's start fixes the bound
-/// of each language with at least 3 of them, once 2 rounds are kept: m + max(k · MAD, 0.5, 2.5 |m|), m and MAD
-/// the median and the median absolute deviation. An update whose ratio on a language exceeds its bound is refused.
+/// The collateral check's bounds (SPEC §7.1, check 6). It keeps, for the last 3 rounds, what each update that
+/// passed did to each language it did not train on (its relative rise there, %) and its relative gain on its own
+/// languages: a few numbers per update. At each round's start, once 2 rounds are kept, it fixes the least gain a
+/// ratio divides by, G = max(0.5, the median gain), and the bound of each language with at least 3 rises:
+/// m + max(k · MAD, 0.5, 2.5 |m|), m and MAD the median and the median absolute deviation of the kept updates'
+/// ratios rise ÷ max(gain, G). An update whose ratio on a language exceeds its bound is refused.
 struct CollateralBounds {
   /// k (0: no bounds).
   let k: Double
-  private(set) var history: [[String: [Double]]] = []
-  private var current: [String: [Double]] = [:]
+  /// What one passing update did: its rise per language (%) and its own gain (%).
+  typealias Passed = (changes: [String: Double], gain: Double)
+  private(set) var history: [[Passed]] = []
+  private var current: [Passed] = []
   /// This round's bound per language; empty before two rounds are kept.
   private(set) var bounds: [String: Double] = [:]
+  /// This round's least divisor of a ratio (%): a flat update is not a small divisor, nor, once bounds are set,
+  /// one that gained less than the recent median.
+  private(set) var leastGain = CollateralBounds.floor
   static let rounds = 3
+  /// The least own-language gain (%) a ratio ever divides by.
+  static let floor = 0.5
   /// The least margin above the median: a few windows are a noisy sample.
   static let margin = 0.5
   /// … and at least this share of the median itself: nodes of other languages harm ℓ by different amounts, more
@@ -115,15 +123,22 @@ struct CollateralBounds {
 
   init(k: Double) { self.k = k }
 
-  /// Closes the round that passed and fixes the next one's bounds.
+  /// Closes the round that passed and fixes the next one's least gain and bounds.
   mutating func newRound() {
     if !current.isEmpty { history.append(current) }
-    current = [:]
+    current = []
     history = Array(history.suffix(CollateralBounds.rounds))
     bounds = [:]
+    leastGain = CollateralBounds.floor
     guard k > 0, history.count >= 2 else { return }
+    let kept = history.joined()
+    let gains = kept.map(\.gain).filter(\.isFinite)
+    if !gains.isEmpty { leastGain = max(CollateralBounds.floor, CollateralBounds.median(gains)) }
     var pooled: [String: [Double]] = [:]
-    for round in history { for (l, v) in round { pooled[l, default: []] += v } }
+    for p in kept {
+      let divisor = max(p.gain, leastGain)
+      for (l, c) in p.changes where c.isFinite { pooled[l, default: []].append(c / divisor) }
+    }
     for (l, v) in pooled where v.count >= 3 {
       let m = CollateralBounds.median(v)
       let mad = CollateralBounds.median(v.map { abs($0 - m) })
@@ -139,9 +154,9 @@ struct CollateralBounds {
     return nil
   }
 
-  /// An update that passed: its ratios join this round's.
-  mutating func passed(_ ratios: [String: Double]) {
-    for (l, r) in ratios where r.isFinite { current[l, default: []].append(r) }
+  /// An update that passed: its rises per language (%) and its own gain (%) join this round's.
+  mutating func passed(changes: [String: Double], gain: Double) {
+    current.append((changes, gain))
   }
 
   static func median(_ v: [Double]) -> Double {

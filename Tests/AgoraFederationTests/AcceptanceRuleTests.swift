@@ -84,9 +84,10 @@ import Testing
 /// passed in earlier rounds, robust to a minority of adversaries among them, and refusing an update that harms a
 /// language it did not train on far more than recent updates did.
 @Suite struct CollateralBoundsTests {
-  /// Six honest updates' ratios on fi per round, spread like those measured (EXPERIMENTS.md), and two more.
+  /// Six honest updates' ratios on fi per round, spread like those measured (EXPERIMENTS.md), and two more; each
+  /// gained 1% on its own languages, so its rises are its ratios.
   func round(_ b: inout CollateralBounds, fi: [Double], pl: [Double] = []) {
-    for (i, r) in fi.enumerated() { b.passed(["fi": r] .merging(i < pl.count ? ["pl": pl[i]] : [:]) { a, _ in a }) }
+    for (i, r) in fi.enumerated() { b.passed(changes: ["fi": r].merging(i < pl.count ? ["pl": pl[i]] : [:]) { a, _ in a }, gain: 1) }
     b.newRound()
   }
 
@@ -115,6 +116,30 @@ import Testing
     let bound = b.bounds["fi"] ?? .nan
     #expect(bound < 2, "bound \(bound)")
     #expect(b.violation(["fi": 5])?.language == "fi")
+  }
+
+  /// The demo's round 4 (`agora demo --set rounds.score_collateral=12`, before the least gain followed the
+  /// median): the donor's honest update gained 0.66% on its shard's language (el) and raised cs by 4.56%, which the
+  /// institutions' updates of rounds 1–3, gaining 1–7%, also did; divided by its own gain the ratio was 6.9 against
+  /// a bound of 3.5, and it was refused. Divided by at least the recent median gain, it passes; a targeted update
+  /// that gains like the others and raises a language five times as much does not.
+  @Test func aSmallGainIsNotASmallDivisor() {
+    var b = CollateralBounds(k: 12)
+    b.newRound()
+    let rounds: [[(cs: Double, gain: Double)]] = [
+      [(2.09, 3.8), (1.21, 1.2), (0.79, 1.6), (2.66, 3.0)],
+      [(1.61, 2.5), (4.49, 6.2), (1.34, 6.1), (2.99, 4.4), (-0.36, 6.2)],
+      [(2.88, 4.0), (3.87, 6.5), (3.15, 6.2), (0.79, 1.6)],
+    ]
+    for r in rounds {
+      for u in r { b.passed(changes: ["cs": u.cs], gain: u.gain) }
+      b.newRound()
+    }
+    #expect(abs(b.leastGain - 4.0) < 1e-9, "the median of the 13 gains kept: \(b.leastGain)")
+    let bound = b.bounds["cs"] ?? .nan
+    #expect(bound > 4.56 / max(0.66, b.leastGain), "the donor's update (cs +4.56%, gain 0.66%) passes: bound \(bound)")
+    #expect(4.56 / 0.66 > bound, "… which its ratio over its own gain would not")
+    #expect(b.violation(["cs": 22.0 / max(5.0, b.leastGain)])?.language == "cs", "a targeted update: gain 5%, cs +22%")
   }
 
   @Test func kZeroMeansNoBounds() {
