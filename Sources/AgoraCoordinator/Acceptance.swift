@@ -15,8 +15,6 @@ public enum UpdateRefusal: Error, Equatable, CustomStringConvertible {
   case direction(Float, bound: Float, basis: String)
   /// Applied to the current version, the update raises the loss on the languages it says it trained on.
   case score(before: Double, after: Double, bound: Double, languages: [String])
-  /// Applied to the current version, the update raises the loss of a language it did not train on beyond the bound.
-  case collateral(language: String, before: Double, after: Double, bound: Double, gain: Double)
 
   public var description: String {
     switch self {
@@ -29,9 +27,6 @@ public enum UpdateRefusal: Error, Equatable, CustomStringConvertible {
     case .score(let b, let a, let bound, let ls):
       return String(format: "applied to the current version, the update takes %@ from %.4f to %.4f bits/byte, above %.4f: worse on the languages it was trained on",
                     ls.joined(separator: ", "), b, a, bound)
-    case .collateral(let l, let b, let a, let bound, let gain):
-      return String(format: "applied to the current version, the update takes %@, a language it did not train on, from %.4f to %.4f bits/byte, above %.4f "
-                    + "(what the recent updates that passed did to it for a %.2f%% gain on their own languages)", l, b, a, bound, gain)
     }
   }
 }

@@ -145,10 +145,13 @@ final class RoundCollector: UploadConsumer {
     log(String(format: "  update of %@ for round %llu: norm %.6g%@, %llu tokens", name(c.node), c.round, norm,
                cosine.map { String(format: ", cosine with the last step %+.4f", $0) } ?? "", c.tokens))
     try acceptance.checkDirection(cosine)
-    if s.score, c.round == s.round, let scorer { try scorer.score(payload, languages: c.languages.map(\.language), node: name(c.node), log: log) }
-    // With differential privacy every node weighs the same and its update is clipped to the norm C (the sum's
-    // sensitivity to one node is then C, which the round's noise covers).
-    var w = s.dpClip > 0 ? 1 : Double(max(c.tokens, 1))
+    // The score may refuse it (its own languages got worse), or weigh it down (the collateral check).
+    var collateral = 1.0
+    if s.score, c.round == s.round, let scorer { collateral = try scorer.score(payload, languages: c.languages.map(\.language), node: name(c.node), log: log) }
+    // With differential privacy every node weighs the same (the collateral factor too is left out: a weight that
+    // depends on the data would change the sum's sensitivity and what the mean divides by) and its update is
+    // clipped to the norm C (the sum's sensitivity to one node is then C, which the round's noise covers).
+    var w = s.dpClip > 0 ? 1 : Double(max(c.tokens, 1)) * collateral
     let clip = s.dpClip > 0 ? min(1, Float(s.dpClip) / max(norm, 1e-30)) : 1
     if c.round < s.round {
       // A late update, made on an older version: weighted down by (1 + staleness)^−a.

@@ -21,16 +21,20 @@ final class UpdateScorer {
   /// Every update is therefore also scored on the languages it did not train on. Applied alone, an honest update
   /// harms them a little (it was trained elsewhere), in proportion to how far it moved: what is compared is its
   /// *collateral ratio* on ℓ, the relative rise of ℓ's bits per byte over the relative gain on its own languages
-  /// (at least 0.5%, and from the third round on at least the median gain of the recent passing updates: an honest
-  /// update that gained little, a donor's on a shard the model already knows, is not a small divisor). From the
-  /// third round on, an update is refused if its ratio on a language ℓ it did not train on exceeds the median ratio
-  /// m on ℓ of the updates that passed in the last 3 rounds plus max(k × their median absolute deviation, 0.5,
-  /// 2.5 |m|). The bound is fixed before the round's first update; fewer than half of the recent updates cannot move it.
+  /// (at least 0.5%). From the third round on, the bound on ℓ is the median ratio m on ℓ of the updates within
+  /// their bounds in the last 3 rounds plus max(k × their median absolute deviation, 0.5, 2.5 |m|); an update
+  /// above it on some language is weighted down by the least bound ÷ ratio over those languages, so that what it
+  /// does there per unit of its own gain counts no more than the bound allows. Nothing is refused by it: an honest
+  /// update that gained little (a donor's, on a shard the model already knows) is weighted down, not lost. The
+  /// bound is fixed before the round's first update; fewer than half of the recent updates cannot move it.
   var collateral: Double { collateralBounds.k }
   /// Bits per byte of the current version per language on the scoring windows (taken once per round, as needed).
   private var base: [String: Double] = [:]
   /// The collateral check's history and this round's bounds.
   private(set) var collateralBounds: CollateralBounds
+  /// The least own-language gain (%) a ratio divides by: a flat update late in training is not a small divisor.
+  static let leastGain = 0.5
+
   init(scoring: VersionScoring, windows: Int, tolerance: Double, collateral: Double = 0) {
     self.scoring = scoring
     self.windows = windows
@@ -45,11 +49,13 @@ final class UpdateScorer {
   }
 
   /// Scores `payload` (an encoded Δ) on `languages` and logs the result. Throws `UpdateRefusal.score` when the
-  /// update leaves its languages worse than the tolerance allows.
-  func score(_ payload: UnsafeRawBufferPointer, languages: [String], node: String, log: (String) -> Void) throws {
+  /// update leaves its languages worse than the tolerance allows; returns the factor its weight takes from the
+  /// collateral check (1 within every bound, or without the check).
+  @discardableResult
+  func score(_ payload: UnsafeRawBufferPointer, languages: [String], node: String, log: (String) -> Void) throws -> Double {
     let (model, target, evaluator) = (scoring.model, scoring.target, scoring.scoring)
     let langs = Set(languages).intersection(evaluator.languages)
-    guard !langs.isEmpty else { return }
+    guard !langs.isEmpty else { return 1 }
     let others = collateral > 0 ? Set(evaluator.languages).subtracting(langs) : []
     let all = langs.union(others)
     let t0 = Date()
@@ -66,14 +72,13 @@ final class UpdateScorer {
     try DeltaCodec.decode(payload, into: target.pointer, count: target.count, mode: .add(1))
     let own = after.filter { langs.contains($0.0) }
     let scored = own.map(\.0)
-    guard !scored.isEmpty else { return }
+    guard !scored.isEmpty else { return 1 }
     let before = scored.map { base[$0] ?? .nan }.reduce(0, +) / Double(scored.count)
     let now = own.map(\.1).reduce(0, +) / Double(own.count)
     // What it did to each language it did not train on (%, relative to the current version), and the one that
     // came closest to its bound (or, before bounds, the one it harmed most).
     let changes = Dictionary(uniqueKeysWithValues: after.filter { others.contains($0.0) }.map { ($0.0, ($0.1 / (base[$0.0] ?? .nan) - 1) * 100) })
-    let rawGain = (before - now) / before * 100
-    let gain = max(rawGain, collateralBounds.leastGain)
+    let gain = max((before - now) / before * 100, UpdateScorer.leastGain)
     let ratios = changes.mapValues { $0 / gain }
     let bounds = collateralBounds.bounds
     let worst = ratios.max { a, b in (a.value - (bounds[a.key] ?? 0)) < (b.value - (bounds[b.key] ?? 0)) }
@@ -87,34 +92,30 @@ final class UpdateScorer {
     // (it trained on them from θ); a sign-flipped update is, by several percent.
     let bound = before * (1 + tolerance)
     guard now <= bound else { throw UpdateRefusal.score(before: before, after: now, bound: bound, languages: scored.sorted()) }
-    if let v = collateralBounds.violation(ratios), let b = base[v.language] {
-      throw UpdateRefusal.collateral(language: v.language, before: b, after: b * (1 + (changes[v.language] ?? 0) / 100), bound: b * (1 + v.bound * gain / 100), gain: gain)
+    let factor = collateralBounds.factor(ratios)
+    if factor < 1, let v = collateralBounds.violation(ratios) {
+      log(String(format: "  update of %@ weighted ×%.3f: on %@, a language it did not train on, it raises bits/byte by %.2f%% for a %.2f%% gain on its own "
+                 + "(ratio %.2f, bound %.2f)", node, factor, v.language, changes[v.language] ?? .nan, gain, v.ratio, v.bound))
+    } else {
+      collateralBounds.passed(ratios)
     }
-    collateralBounds.passed(changes: changes, gain: rawGain)
+    return factor
   }
 }
 
-/// The collateral check's bounds (SPEC §7.1, check 6). It keeps, for the last 3 rounds, what each update that
-/// passed did to each language it did not train on (its relative rise there, %) and its relative gain on its own
-/// languages: a few numbers per update. At each round's start, once 2 rounds are kept, it fixes the least gain a
-/// ratio divides by, G = max(0.5, the median gain), and the bound of each language with at least 3 rises:
-/// m + max(k · MAD, 0.5, 2.5 |m|), m and MAD the median and the median absolute deviation of the kept updates'
-/// ratios rise ÷ max(gain, G). An update whose ratio on a language exceeds its bound is refused.
+/// The collateral check's bounds (SPEC §7.1, check 6). It keeps, for the last 3 rounds, the collateral ratios on
+/// each language of the updates that stayed within their bounds (a few numbers per update), and at each round's
+/// start fixes the bound of each language with at least 3 of them, once 2 rounds are kept: m + max(k · MAD, 0.5,
+/// 2.5 |m|), m and MAD the median and the median absolute deviation. An update whose ratio on a language exceeds
+/// its bound is weighted down by bound ÷ ratio (the least over such languages), and its ratios are not kept.
 struct CollateralBounds {
   /// k (0: no bounds).
   let k: Double
-  /// What one passing update did: its rise per language (%) and its own gain (%).
-  typealias Passed = (changes: [String: Double], gain: Double)
-  private(set) var history: [[Passed]] = []
-  private var current: [Passed] = []
+  private(set) var history: [[String: [Double]]] = []
+  private var current: [String: [Double]] = [:]
   /// This round's bound per language; empty before two rounds are kept.
   private(set) var bounds: [String: Double] = [:]
-  /// This round's least divisor of a ratio (%): a flat update is not a small divisor, nor, once bounds are set,
-  /// one that gained less than the recent median.
-  private(set) var leastGain = CollateralBounds.floor
   static let rounds = 3
-  /// The least own-language gain (%) a ratio ever divides by.
-  static let floor = 0.5
   /// The least margin above the median: a few windows are a noisy sample.
   static let margin = 0.5
   /// … and at least this share of the median itself: nodes of other languages harm ℓ by different amounts, more
@@ -123,22 +124,15 @@ struct CollateralBounds {
 
   init(k: Double) { self.k = k }
 
-  /// Closes the round that passed and fixes the next one's least gain and bounds.
+  /// Closes the round that passed and fixes the next one's bounds.
   mutating func newRound() {
     if !current.isEmpty { history.append(current) }
-    current = []
+    current = [:]
     history = Array(history.suffix(CollateralBounds.rounds))
     bounds = [:]
-    leastGain = CollateralBounds.floor
     guard k > 0, history.count >= 2 else { return }
-    let kept = history.joined()
-    let gains = kept.map(\.gain).filter(\.isFinite)
-    if !gains.isEmpty { leastGain = max(CollateralBounds.floor, CollateralBounds.median(gains)) }
     var pooled: [String: [Double]] = [:]
-    for p in kept {
-      let divisor = max(p.gain, leastGain)
-      for (l, c) in p.changes where c.isFinite { pooled[l, default: []].append(c / divisor) }
-    }
+    for round in history { for (l, v) in round { pooled[l, default: []] += v } }
     for (l, v) in pooled where v.count >= 3 {
       let m = CollateralBounds.median(v)
       let mad = CollateralBounds.median(v.map { abs($0 - m) })
@@ -146,17 +140,27 @@ struct CollateralBounds {
     }
   }
 
-  /// The first language (by name) whose ratio is above its bound, if any.
+  /// The language whose ratio is furthest above its bound (relative to the bound), if any is above.
   func violation(_ ratios: [String: Double]) -> (language: String, ratio: Double, bound: Double)? {
+    var worst: (language: String, ratio: Double, bound: Double)? = nil
     for (l, r) in ratios.sorted(by: { $0.key < $1.key }) {
-      if let b = bounds[l], !(r <= b) { return (l, r, b) }
+      guard let b = bounds[l], !(r <= b) else { continue }
+      if !r.isFinite { return (l, r, b) }
+      if worst.map({ r / b > $0.ratio / $0.bound }) ?? true { worst = (l, r, b) }
     }
-    return nil
+    return worst
   }
 
-  /// An update that passed: its rises per language (%) and its own gain (%) join this round's.
-  mutating func passed(changes: [String: Double], gain: Double) {
-    current.append((changes, gain))
+  /// The factor an update's weight takes: 1 within every bound, else the least bound ÷ ratio over the languages
+  /// above theirs (0 for a ratio that is not a number).
+  func factor(_ ratios: [String: Double]) -> Double {
+    guard let v = violation(ratios) else { return 1 }
+    return v.ratio.isFinite ? v.bound / v.ratio : 0
+  }
+
+  /// An update within its bounds: its ratios join this round's.
+  mutating func passed(_ ratios: [String: Double]) {
+    for (l, r) in ratios where r.isFinite { current[l, default: []].append(r) }
   }
 
   static func median(_ v: [Double]) -> Double {
