@@ -170,6 +170,7 @@ public final class CoordinatorService {
     }
     acceptance = AcceptanceRule(factor: Float(fed.normBoundFactor), cosineFactor: Float(fed.cosineBoundFactor))
     try openStore(layout: layout)
+    try openInvitations()
     fineTuneBase = nil
     try declarePublicCorpus()
     let recent = try store.recentNorms(rounds: acceptance.window)
@@ -213,6 +214,11 @@ public final class CoordinatorService {
       if Date().timeIntervalSince(nodesToldAt) > 1 { tellNodes() }
     }
     guard let m = endpoint.receive(timeout: timeout) else { return false }
+    if m.userID.hasPrefix(EnrolmentRegistry.invitationPrefix) {
+      // An invitation's session (SPEC §2.2): ENROL, nothing else.
+      takeInvitee(m)
+      return true
+    }
     switch sessions.handle(m) {
     case .handled: break
     case .dropped(let why): log("  dropped: \(why)")

@@ -20,7 +20,7 @@ extension CoordinatorService {
     for card in enrolment.cards {
       let known = try store.nodes().first { $0.fingerprint == card.fingerprint }
       try store.upsert(node: NodeRecord(fingerprint: card.fingerprint, name: card.name, institution: card.institution, contact: card.contact,
-                                        role: known?.role ?? .institution, languages: [], status: known?.status ?? .enrolled,
+                                        role: enrolment.isDonorOnly(card.fingerprint) ? .donor : known?.role ?? .institution, languages: [], status: known?.status ?? .enrolled,
                                         enrolledAt: known?.enrolledAt ?? Date().timeIntervalSince1970, revokedAt: known?.revokedAt,
                                         signKey: hex(card.signPublic), curveKey: hex(card.curvePublic)).keepingLanguages(of: known))
       if known?.status == .revoked { enrolment.revoke(fingerprint: card.fingerprint) }

@@ -36,6 +36,9 @@ public enum ProtocolVectors {
                              payload: Payload(VocabularyVector.tokenizer))),
     ("declaration", .declaration(hash: Sodium.blake2b(VocabularyVector.declaration), signature: VocabularyVector.declarationSignature,
                                  payload: Payload(VocabularyVector.declaration))),
+    ("enrol", .enrol(token: InvitationVector.token, name: InvitationVector.name, contact: InvitationVector.contact,
+                     signKey: InvitationVector.donorSign.publicKey, curveKey: InvitationVector.donorCurve, signature: InvitationVector.proof)),
+    ("enrolled", .enrolled(node: Envelope.fingerprint(InvitationVector.donorSign.publicKey), payload: Payload(InvitationVector.bundle))),
     ("secagg_keys", .secaggKeys(round: 42, keys: keys(0x40))),
     ("secagg_roster", .secaggRoster(round: 42, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 666, ranges: 2, rows: 1),
                                     participants: [SecAggParticipant(node: hash(0x01), keys: keys(0x40)), SecAggParticipant(node: hash(0x02), keys: keys(0x50))],
@@ -78,6 +81,37 @@ public enum ProtocolVectors {
         "tokenizer": "\"inputs\": {\"federation\": \"\(federation)\", \"coordinator_sign_seed\": \"\(hex(coordinatorSignSeed))\"}",
         "declaration": "\"inputs\": {\"federation\": \"\(federation)\", \"node_sign_seed\": \"\(hex(nodeSignSeed))\"}",
       ]
+    }
+  }
+
+  /// ENROL's and ENROLLED's vectors (SPEC §2.2): an invitation for federation "openeurollm" signed by the coordinator
+  /// (signing seed 07…07), 3 uses, expiring at 1,800,000,000 (2027-01-15), id 21…21, invitation key from box
+  /// seed 08…08; the donor's card: signing seed 09…09, CurveZMQ key from box seed 0a…0a.
+  public enum InvitationVector {
+    public static let federation = "openeurollm"
+    public static let coordinatorSignSeed = [UInt8](repeating: 0x07, count: 32)
+    public static let inviteBoxSeed = [UInt8](repeating: 0x08, count: 32)
+    public static let donorSignSeed = [UInt8](repeating: 0x09, count: 32)
+    public static let donorCurveSeed = [UInt8](repeating: 0x0A, count: 32)
+    public static let name = "Volunteer"
+    public static let contact = "volunteer@example.org"
+    static let coordinator = (try? Sodium.signKeypair(seed: coordinatorSignSeed)) ?? (publicKey: [], secretKey: [])
+    public static let donorSign = (try? Sodium.signKeypair(seed: donorSignSeed)) ?? (publicKey: [], secretKey: [])
+    public static let donorCurve = (try? Sodium.boxKeypair(seed: donorCurveSeed).publicKey) ?? []
+    public static let token: [UInt8] = {
+      guard let key = try? Sodium.boxKeypair(seed: inviteBoxSeed).publicKey else { return [] }
+      var t = InvitationToken(role: InvitationToken.donor, uses: 3, expires: 1_800_000_000, id: [UInt8](repeating: 0x21, count: 16),
+                              inviteKey: key, signature: [])
+      t.signature = (try? Sodium.sign(InvitationToken.statement(federation: federation, signedPart: t.signedPart), secretKey: coordinator.1)) ?? []
+      return t.bytes
+    }()
+    public static let proof = (try? Sodium.sign(EnrolmentStatement.bytes(federation: federation, token: token, name: name, contact: contact, curveKey: donorCurve),
+                                                secretKey: donorSign.1)) ?? []
+    public static let bundle: [UInt8] = Array("{\"federation.toml\":\"[federation]\\nid = \\\"openeurollm\\\"\\n\",\"tokenizer.json\":\"{\\\"model\\\":{}}\"}".utf8)
+    static var inputs: [String: String] {
+      let common = "\"federation\": \"\(federation)\", \"coordinator_sign_seed\": \"\(hex(coordinatorSignSeed))\", \"invite_box_seed\": \"\(hex(inviteBoxSeed))\", "
+        + "\"donor_sign_seed\": \"\(hex(donorSignSeed))\", \"donor_curve_seed\": \"\(hex(donorCurveSeed))\""
+      return ["enrol": "\"inputs\": {\(common)}", "enrolled": "\"inputs\": {\(common)}"]
     }
   }
 
@@ -138,6 +172,9 @@ public enum ProtocolVectors {
       ("tokenizer_short_hash", [v, [0x15] + [UInt8](repeating: 1, count: 95), [0x7B]]),
       ("declaration_without_payload", [v, [0x16] + [UInt8](repeating: 1, count: 96)]),
       ("declaration_short_signature", [v, [0x16] + [UInt8](repeating: 1, count: 95), [0x7B]]),
+      ("enrol_short_token", [v, [0x17] + [UInt8](repeating: 1, count: 127)]),
+      ("enrol_empty_name", [v, [0x17] + [UInt8](repeating: 1, count: 128) + [0, 0, 0, 0] + [UInt8](repeating: 2, count: 128)]),
+      ("enrolled_without_payload", [v, [0x18] + [UInt8](repeating: 1, count: 32)]),
       ("secagg_roster_unsorted", [v, body(.secaggRoster(round: 1, terms: SecAggRosterTerms(ringBits: 12, neighbours: 0, thresholdPermille: 666, ranges: 1, rows: 0),
                                                        participants: [SecAggParticipant(node: hash(0x02), keys: keys(0x40)), SecAggParticipant(node: hash(0x01), keys: keys(0x50))],
                                                        payload: Payload([0, 0, 0x80, 0x3F]))), [0, 0, 0x80, 0x3F]]),
@@ -196,7 +233,7 @@ public enum ProtocolVectors {
     var parts: [String] = []
     for (name, m) in messages {
       let frames = m.frames().map { "\"\(hex($0))\"" }.joined(separator: ", ")
-      parts.append("    {\"name\": \"\(name)\", \"type\": \(m.type.rawValue), \"frames\": [\(frames)]\(VocabularyVector.inputs[name].map { ", " + $0 } ?? "")}")
+      parts.append("    {\"name\": \"\(name)\", \"type\": \(m.type.rawValue), \"frames\": [\(frames)]\((VocabularyVector.inputs[name] ?? InvitationVector.inputs[name]).map { ", " + $0 } ?? "")}")
     }
     return "{\n  \"protocol_version\": \(Wire.protocolVersion),\n  \"messages\": [\n" + parts.joined(separator: ",\n") + "\n  ]\n}\n"
   }

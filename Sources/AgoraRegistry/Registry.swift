@@ -172,6 +172,16 @@ public final class Registry: @unchecked Sendable {
         CREATE TRIGGER declarations_append_only_delete BEFORE DELETE ON declarations BEGIN SELECT RAISE(ABORT, 'declarations are append-only'); END;
         """)
     }
+    m.registerMigration("v7: invitations (compute donors enrolling with a signed token)") { db in
+      try db.execute(sql: """
+        CREATE TABLE invitations (
+          id TEXT PRIMARY KEY NOT NULL, role TEXT NOT NULL, uses INTEGER NOT NULL, used INTEGER NOT NULL, expires_at DOUBLE NOT NULL,
+          created_at DOUBLE NOT NULL, revoked_at DOUBLE, invite_key TEXT NOT NULL UNIQUE, token TEXT NOT NULL, note TEXT NOT NULL);
+        CREATE TABLE invited (
+          node TEXT PRIMARY KEY NOT NULL, invitation TEXT NOT NULL REFERENCES invitations(id), name TEXT NOT NULL, card TEXT NOT NULL,
+          address TEXT NOT NULL, at DOUBLE NOT NULL);
+        """)
+    }
     return m
   }
 

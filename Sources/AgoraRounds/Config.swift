@@ -19,6 +19,8 @@ public struct ConfigError: Error, Equatable, CustomStringConvertible {
 /// `federation.toml`: what every party of a federation agrees on.
 public struct FederationConfig: Sendable {
   public var path: String
+  /// The `KEY=VALUE` settings that replaced the file's.
+  public var overrides: [String]
   public var id: String
   public var endpoint: String
   public var coordinatorCard: String
@@ -186,6 +188,7 @@ public struct FederationConfig: Sendable {
   public init(path: String, overrides: [String] = []) throws {
     let f = try TOMLFile(path, overrides: overrides)
     self.path = path
+    self.overrides = overrides
     id = try f.string("federation.id")
     guard !id.isEmpty, id.utf8.count <= 255 else { throw f.fail("federation.id", "must be 1 to 255 bytes") }
     endpoint = try f.string("federation.endpoint")

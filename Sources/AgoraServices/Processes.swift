@@ -41,11 +41,14 @@ public struct NodeProcess {
 
   /// `log` says how the node is made (its MPI ranks) and the vocabulary phase's progress. An event file that
   /// cannot be opened is a `ConfigError` naming it, before anything runs.
-  public init(config: NodeConfig, events: String? = nil, cluster: Cluster? = nil, log: @escaping @Sendable (String) -> Void) throws {
+  /// `observer`: told the node's events too (after the event file), e.g. a donor's progress line.
+  public init(config: NodeConfig, events: String? = nil, cluster: Cluster? = nil, observer: NodeObserver? = nil,
+              log: @escaping @Sendable (String) -> Void) throws {
     let eventFile = try events.map { try NodeEventFile(path: $0) }
+    let observers: [NodeObserver] = [eventFile, observer].compactMap { $0 }
     node = NodeRun(config: config, vocabularyLog: log) {
       let node = try NodeService(config: config, cluster: cluster)
-      node.observer = eventFile
+      node.observer = observers.count > 1 ? NodeObservers(observers) : observers.first
       if let cluster {
         log("\(config.name): a node of \(cluster.size) MPI ranks (batch \(config.federation.batch) = \(cluster.size) × \(config.federation.batch / cluster.size))")
       }

@@ -14,6 +14,18 @@ public final class EnrolmentRegistry: @unchecked Sendable {
   private var observers: [(EnrolmentCard) -> Void] = []
   /// Fingerprints (BLAKE2b-256 of the CURVE key, hex) of refused connection attempts, most recent last.
   public private(set) var refusals: [String] = []
+  /// Cards enrolled by invitation (SPEC §2.2): compute donors only, by fingerprint.
+  private var donorOnly: Set<String> = []
+  /// Invitations (SPEC §2.2): which invitation id (hex), if any, a CurveZMQ key belongs to that can still enrol —
+  /// unrevoked, unexpired, a use left (the coordinator answers it from its registry). Nil: no invitations.
+  private var invitationLookup: (([UInt8]) -> String?)?
+  /// At most this many invitation connections are admitted per minute, whoever makes them.
+  public static let invitationsPerMinute = 10
+  private var invitationTimes: [Date] = []
+  /// The address each invitation's last admitted connection came from, by invitation id.
+  private var invitationAddresses: [String: String] = [:]
+  /// The User-Id prefix of an invitation's session: "invite:" then the invitation's id in hex.
+  public static let invitationPrefix = "invite:"
 
   /// Every enrolled card (revoked ones included), by name.
   public var cards: [EnrolmentCard] {
@@ -25,16 +37,65 @@ public final class EnrolmentRegistry: @unchecked Sendable {
     for c in cards { byCurve[c.curvePublic] = c }
   }
 
-  /// Loads every `*.toml` card of a directory.
+  /// Loads every `*.toml` card of a directory, and as compute donors only those of its `invited/` subdirectory
+  /// (cards enrolled by invitation, SPEC §2.2).
   public static func load(directory: String) throws -> EnrolmentRegistry {
-    let files = (try? FileManager.default.contentsOfDirectory(atPath: directory))?.filter { $0.hasSuffix(".toml") }.sorted() ?? []
-    return EnrolmentRegistry(cards: try files.map { try EnrolmentCard.load(directory + "/" + $0) })
+    func cards(_ dir: String) throws -> [EnrolmentCard] {
+      let files = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.filter { $0.hasSuffix(".toml") }.sorted() ?? []
+      return try files.map { try EnrolmentCard.load(dir + "/" + $0) }
+    }
+    let r = EnrolmentRegistry(cards: try cards(directory))
+    for c in try cards(directory + "/" + invitedDirectory) { r.enrol(c, donorOnly: true) }
+    return r
   }
 
-  public func enrol(_ card: EnrolmentCard) {
+  /// The subdirectory of the enrolment directory that holds cards enrolled by invitation.
+  public static let invitedDirectory = "invited"
+
+  public func enrol(_ card: EnrolmentCard, donorOnly donor: Bool = false) {
     lock.lock(); defer { lock.unlock() }
     byCurve[card.curvePublic] = card
     revoked.remove(card.fingerprint)
+    if donor { donorOnly.insert(card.fingerprint) }
+  }
+
+  /// Whether a card was enrolled by invitation: it may join as a compute donor only.
+  public func isDonorOnly(_ fingerprint: String) -> Bool {
+    lock.lock(); defer { lock.unlock() }
+    return donorOnly.contains(fingerprint)
+  }
+
+  /// Whether some card, enrolled or revoked, holds this CurveZMQ key or this signing key's fingerprint.
+  public func holds(curveKey: [UInt8], fingerprint: String) -> Bool {
+    lock.lock(); defer { lock.unlock() }
+    return byCurve[curveKey] != nil || byCurve.values.contains { $0.fingerprint == fingerprint }
+  }
+
+  /// Admits invitations' keys from now on, as `lookup` says.
+  public func acceptInvitations(_ lookup: @escaping ([UInt8]) -> String?) {
+    lock.lock(); invitationLookup = lookup; lock.unlock()
+  }
+
+  /// The User-Id of a usable invitation's key, within the rate limit; nil otherwise (and why, for the log).
+  func admitInvitation(curveKey: [UInt8], address: String, now: Date = Date()) -> (user: String?, why: String) {
+    lock.lock()
+    let lookup = invitationLookup
+    lock.unlock()
+    guard let lookup, let id = lookup(curveKey) else { return (nil, "") }
+    lock.lock(); defer { lock.unlock() }
+    invitationTimes.removeAll { now.timeIntervalSince($0) >= 60 }
+    guard invitationTimes.count < EnrolmentRegistry.invitationsPerMinute else {
+      return (nil, "invitation \(id.prefix(8)): more than \(EnrolmentRegistry.invitationsPerMinute) invitation connections in a minute (rate limit)")
+    }
+    invitationTimes.append(now)
+    invitationAddresses[id] = address
+    return (EnrolmentRegistry.invitationPrefix + id, "invitation \(id.prefix(8))")
+  }
+
+  /// The address the last admitted connection of an invitation came from.
+  public func invitationAddress(_ id: String) -> String {
+    lock.lock(); defer { lock.unlock() }
+    return invitationAddresses[id] ?? "an unknown address"
   }
 
   /// Revokes a node by fingerprint: new connections are refused and observers (the coordinator's live
@@ -140,11 +201,19 @@ public final class ZAPHandler: @unchecked Sendable {
       }
       let mechanism = String(decoding: f[5], as: UTF8.self)
       var status = "400", text = "not enrolled", user = ""
+      let address = f[3].isEmpty ? "an unknown address" : Printable.line(String(decoding: f[3], as: UTF8.self))
       if mechanism == "CURVE", f[6].count == 32, let card = registry.admit(curveKey: f[6]) {
         status = "200"; text = "OK"; user = card.fingerprint
+      } else if mechanism == "CURVE", f[6].count == 32, case let (invited, why) = registry.admitInvitation(curveKey: f[6], address: address), !why.isEmpty {
+        // An invitation's key (SPEC §2.2): its session may only ENROL.
+        if let invited {
+          status = "200"; text = "OK"; user = invited
+          log("\(why): connection from \(address) (key fingerprint \(hex(Sodium.blake2b(f[6])).prefix(16)))")
+        } else {
+          log("refused CURVE connection from \(address): \(why) (key fingerprint \(hex(Sodium.blake2b(f[6])).prefix(16)))")
+        }
       } else {
         let who = mechanism != "CURVE" ? "not CURVE" : f[6].count == 32 ? registry.describeRefused(curveKey: f[6]) : "a malformed key"
-        let address = f[3].isEmpty ? "an unknown address" : Printable.line(String(decoding: f[3], as: UTF8.self))
         log("refused \(Printable.line(mechanism)) connection from \(address): \(who)")
       }
       try? sock.send([Array("1.0".utf8), f[1], Array(status.utf8), Array(text.utf8), Array(user.utf8), []])
@@ -178,8 +247,13 @@ public final class Locked<Value>: @unchecked Sendable {
 extension EnrolmentCard {
   public static func load(_ path: String) throws -> EnrolmentCard {
     guard let d = FileManager.default.contents(atPath: path) else { throw IdentityError.io(path, "cannot read") }
+    return try parse(toml: String(decoding: d, as: UTF8.self), path: path)
+  }
+
+  /// A card from its TOML text (`path` names it in errors).
+  public static func parse(toml: String, path: String) throws -> EnrolmentCard {
     let table: TOMLTable
-    do { table = try TOMLTable(string: String(decoding: d, as: UTF8.self)) } catch { throw IdentityError.card(path, "not TOML: \(error)") }
+    do { table = try TOMLTable(string: toml) } catch { throw IdentityError.card(path, "not TOML: \(error)") }
     return try parse(path: path, field: { table[$0]?.string }, has: { table[$0] != nil })
   }
 }

@@ -88,6 +88,14 @@ public final class SessionTable: @unchecked Sendable {
     case .join(_, let software, let latest, let role, let terms):
       // The name shown and recorded is the enrolment card's, never the one a node says at JOIN.
       let name = Printable.line(registry.card(fingerprint: fp)?.name ?? String(fp.prefix(12)))
+      if role != 1, registry.isDonorOnly(fp) {
+        // A card enrolled by invitation never holds an institution's role (SPEC §2.2).
+        lock.lock(); sessions[fp] = nil; lock.unlock()
+        endpoint.send(.error(code: ErrorCode.invitation.rawValue, message: "this card was enrolled by invitation as a compute donor: join with role 1",
+                             subject: .none), to: inbound.peer)
+        log("\(name) (\(fp.prefix(12))) refused at JOIN: enrolled by invitation as a compute donor, it asked for an institution's role")
+        return .handled
+      }
       if let mine = parameters.terms {
         let diff = terms.differences(fromFederation: mine)
         guard diff.isEmpty else {

@@ -16,12 +16,18 @@ public enum Wire {
   public static let maxDeclaration = 1 << 20
 }
 
+/// ENROL's fixed sizes (SPEC §2.2).
+public enum InvitationWire {
+  /// An invitation token: 64 signed octets and the coordinator's signature.
+  public static let tokenSize = 128
+}
+
 public enum MessageType: UInt8, Sendable, CaseIterable {
   case join = 0x01, welcome = 0x02, round = 0x03, fetch = 0x04, blobChunk = 0x05,
        uploadBegin = 0x06, uploadChunk = 0x07, uploadEnd = 0x08, ack = 0x09,
        heartbeat = 0x0A, leave = 0x0B, error = 0x0C, counts = 0x0D,
        evaluation = 0x0E, secaggKeys = 0x0F, secaggRoster = 0x10, secaggShares = 0x11, secaggUnmask = 0x12, secaggReveal = 0x13,
-       vocabulary = 0x14, tokenizer = 0x15, declaration = 0x16
+       vocabulary = 0x14, tokenizer = 0x15, declaration = 0x16, enrol = 0x17, enrolled = 0x18
 }
 
 /// Every message of the protocol. Large binary data (model and update chunks) lives in the payload frame.
@@ -93,6 +99,13 @@ public enum Message: Equatable, Sendable {
   /// data (payload frame: the declaration's JSON, at most `Wire.maxDeclaration` octets), its BLAKE2b-256 `hash`
   /// and the node's signature ("AGORA-DECLARATION-v1" ‖ federation ‖ hash). Metadata only: never text.
   case declaration(hash: [UInt8], signature: [UInt8], payload: Payload)
+  /// Invitee → coordinator, the only message of an invitation's session (SPEC §2.2): the invitation's signed
+  /// `token` (128 octets) and the card it enrols (`name`, `contact`, Ed25519 `signKey`, CurveZMQ `curveKey`),
+  /// with the new signing key's `signature` over `EnrolmentStatement` (it holds that key).
+  case enrol(token: [UInt8], name: String, contact: String, signKey: [UInt8], curveKey: [UInt8], signature: [UInt8])
+  /// Coordinator → invitee: the card is enrolled as a compute donor under node id `node`; the payload frame is the
+  /// enrolment bundle (JSON: the federation's settings for its nodes, and the tokenizer).
+  case enrolled(node: [UInt8], payload: Payload)
 
   public var type: MessageType {
     switch self {
@@ -118,6 +131,8 @@ public enum Message: Equatable, Sendable {
     case .vocabulary: return .vocabulary
     case .tokenizer: return .tokenizer
     case .declaration: return .declaration
+    case .enrol: return .enrol
+    case .enrolled: return .enrolled
     }
   }
 
@@ -192,6 +207,10 @@ public enum Message: Equatable, Sendable {
       w.u16(remaining); w.raw(sig); payload = p
     case .tokenizer(let hash, let sig, let p), .declaration(let hash, let sig, let p):
       w.raw(hash); w.raw(sig); payload = p
+    case .enrol(let token, let name, let contact, let signKey, let curveKey, let sig):
+      w.raw(token); w.string(name); w.string(contact); w.raw(signKey); w.raw(curveKey); w.raw(sig)
+    case .enrolled(let node, let p):
+      w.raw(node); payload = p
     }
     return ([Wire.versionFrame, w.bytes], payload)
   }
@@ -216,6 +235,7 @@ public enum Message: Equatable, Sendable {
     guard body.count <= Wire.maxBody else { throw WireError.decode(.tooLarge("body", value: body.count, bound: Wire.maxBody)) }
     guard let type = MessageType(rawValue: body[0]) else { throw WireError.unknownType(body[0]) }
     let hasPayload = type == .blobChunk || type == .uploadChunk || type == .counts || type == .secaggRoster || type == .vocabulary || type == .tokenizer || type == .declaration
+      || type == .enrolled
     guard frames.count == (hasPayload ? 3 : 2) else { throw WireError.payloadFrame(type: type, present: frames.count == 3) }
     if hasPayload {
       guard frames[2].count <= Wire.maxPayload else { throw WireError.decode(.tooLarge("payload", value: frames[2].count, bound: Wire.maxPayload)) }
@@ -322,6 +342,14 @@ public enum Message: Equatable, Sendable {
           throw DecodeError.tooLarge("declaration", value: frames[2].count, bound: Wire.maxDeclaration)
         }
         m = .declaration(hash: try r.raw(32, "declaration hash"), signature: try r.raw(64, "signature"), payload: frames[2])
+      case .enrol:
+        let token = try r.raw(InvitationWire.tokenSize, "token")
+        let name = try r.string("name", max: 256), contact = try r.string("contact", max: 256)
+        guard !name.isEmpty else { throw DecodeError.invalid("ENROL with an empty name") }
+        m = .enrol(token: token, name: name, contact: contact, signKey: try r.raw(32, "sign key"), curveKey: try r.raw(32, "curve key"),
+                   signature: try r.raw(64, "signature"))
+      case .enrolled:
+        m = .enrolled(node: try r.raw(32, "node id"), payload: frames[2])
       }
       try r.expectEnd()
       return m

@@ -8,7 +8,10 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable {
        /// This node already delivered an update for the round, or had one refused (one update per node and round).
        duplicate = 12,
        /// JOIN: the node's tokenizer, model shape or training settings differ from the federation's.
-       termsMismatch = 13
+       termsMismatch = 13,
+       /// ENROL: the invitation or the card cannot be enrolled (SPEC §2.2); JOIN: a card enrolled by invitation
+       /// joined as an institution.
+       invitation = 14
 }
 
 /// What an ERROR answers: a transfer (UPLOAD_*), a blob (FETCH), a round, or nothing in particular.

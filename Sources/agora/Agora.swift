@@ -10,7 +10,7 @@ struct Agora: AsyncParsableCommand {
     version: "0.1.0",
     subcommands: [TransportCommand.self],  // helper processes of the benchmarks and tests; not listed in help
     groupedSubcommands: [
-      CommandGroup(name: "Running a federation", subcommands: [Demo.self, CoordinatorCommand.self, NodeCommand.self, Keygen.self, StatusCommand.self]),
+      CommandGroup(name: "Running a federation", subcommands: [Demo.self, CoordinatorCommand.self, NodeCommand.self, Keygen.self, StatusCommand.self, InviteCommand.self, DonateCommand.self]),
       CommandGroup(name: "The registry of versions", subcommands: [VersionsCommand.self, ShowCommand.self, VerifyCommand.self, ExportCommand.self, SummaryCommand.self, GCCommand.self]),
       CommandGroup(name: "Data, tokenizer and model", subcommands: [DataCommand.self, TokenizerCommand.self, Train.self, FineTuneCommand.self, ModelCommand.self, GenerateCommand.self]),
       CommandGroup(name: "Development", subcommands: [Bench.self, SimulateCommand.self, ProtocolCommand.self, LinkEmulatorCommand.self]),

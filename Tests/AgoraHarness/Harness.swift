@@ -88,7 +88,7 @@ public struct Harness {
   }
 
   /// public/it/train.txt: 30 KB of the demo's Italian.
-  static func publicCorpus(in dir: String) throws {
+  public static func publicCorpus(in dir: String) throws {
     try FileManager.default.createDirectory(atPath: dir + "/public/it", withIntermediateDirectories: true)
     let d = try Data(contentsOf: URL(fileURLWithPath: repoRoot + "/.agora/data/demo/it/train.txt")).prefix(30_000)
     try d.prefix(through: d.lastIndex(of: 0x0A)!).write(to: URL(fileURLWithPath: dir + "/public/it/train.txt"))

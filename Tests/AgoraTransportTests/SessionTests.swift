@@ -158,3 +158,20 @@ extension TrainingTerms {
   static let forTests = TrainingTerms(tokenizerHash: [UInt8](repeating: 1, count: 32), modelHash: [UInt8](repeating: 2, count: 32),
                                       innerSteps: 10, batch: 8, learningRateBits: Float(1e-3).bitPattern, rounds: 3)
 }
+
+/// Invitation connections are rate-limited whoever makes them (SPEC §2.2): at most 10 a minute are admitted.
+@Suite struct InvitationAdmissionTests {
+  @Test func atMostTenInvitationConnectionsAMinute() {
+    let r = EnrolmentRegistry()
+    let key = [UInt8](repeating: 7, count: 32)
+    #expect(r.admitInvitation(curveKey: key, address: "a").user == nil, "no invitations accepted yet")
+    r.acceptInvitations { $0 == key ? "abcd" : nil }
+    let t0 = Date()
+    for i in 0..<10 { #expect(r.admitInvitation(curveKey: key, address: "a", now: t0.addingTimeInterval(Double(i))).user == "invite:abcd") }
+    let refused = r.admitInvitation(curveKey: key, address: "b", now: t0.addingTimeInterval(30))
+    #expect(refused.user == nil && refused.why.contains("rate limit"))
+    #expect(r.admitInvitation(curveKey: key, address: "c", now: t0.addingTimeInterval(60.5)).user == "invite:abcd", "a minute later")
+    #expect(r.admitInvitation(curveKey: [UInt8](repeating: 8, count: 32), address: "a", now: t0.addingTimeInterval(61)).user == nil, "an unknown key")
+    #expect(r.invitationAddress("abcd") == "c")
+  }
+}
