@@ -96,6 +96,33 @@ public struct NodeRow: Codable, Sendable {
   public var cpuSeconds: Double
 }
 
+/// One invitation (SPEC §2.2) as the dashboard shows it: never its token, key or note.
+public struct InvitationRow: Codable, Sendable {
+  /// The first 8 hexadecimal digits of its id (what `agora invite --revoke` takes).
+  public var id: String
+  /// pending, active, used, expired or revoked.
+  public var status: String
+  public var uses: Int
+  public var used: Int
+  public var expiresAt: Double
+  public var createdAt: Double
+  /// The donors it enrolled: name and card fingerprint.
+  public var donors: [InvitedDonor]
+
+  public struct InvitedDonor: Codable, Sendable {
+    public var name: String
+    public var fingerprint: String
+  }
+
+  static func all(_ store: Registry, now: Double = Date().timeIntervalSince1970) throws -> [InvitationRow] {
+    let invited = try store.invited()
+    return try store.invitations().map { r in
+      InvitationRow(id: String(r.id.prefix(8)), status: r.status(at: now), uses: r.uses, used: r.used, expiresAt: r.expiresAt, createdAt: r.createdAt,
+                    donors: invited.filter { $0.invitation == r.id }.map { InvitedDonor(name: $0.name, fingerprint: $0.node) })
+    }
+  }
+}
+
 public struct Overview: Codable, Sendable {
   public var live: LiveStatus
   public var rounds: Int
@@ -121,6 +148,7 @@ public enum Dashboard {
     router.get("/api/v1/overview") { _, _ in try overview(store, live) }
     router.get("/api/v1/nodes") { _, _ in try nodes(store, live) }
     router.get("/api/v1/rounds") { _, _ in try store.rounds() }
+    router.get("/api/v1/invitations") { _, _ in try InvitationRow.all(store) }
     router.get("/api/v1/versions") { _, _ in try store.versions() }
     router.get("/api/v1/versions/{number}") { _, context -> VersionDetail in
       let n = try context.parameters.require("number", as: Int.self)
@@ -212,6 +240,7 @@ extension RoundRecord: ResponseEncodable {}
 extension ContributionRecord: ResponseEncodable {}
 extension Overview: ResponseEncodable {}
 extension NodeRow: ResponseEncodable {}
+extension InvitationRow: ResponseEncodable {}
 extension LanguageStanding: ResponseEncodable {}
 
 /// Refuses requests without the dashboard's token (401).

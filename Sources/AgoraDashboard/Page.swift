@@ -55,6 +55,8 @@ enum Page {
     <table id="institutions"><thead><tr><th>language</th><th>institution</th><th class="num">latest</th><th class="num">version</th><th class="num">best</th><th class="num">version</th><th class="num">trained alone</th></tr></thead><tbody></tbody></table>
     <h2>Nodes — contributors</h2>
     <table id="nodes"><thead><tr><th>node</th><th>role</th><th>languages</th><th>status</th><th>last heartbeat</th><th class="num">rounds joined</th><th class="num">missed</th><th class="num">tokens</th><th class="num">CPU-s</th></tr></thead><tbody></tbody></table>
+    <h2>Invitations — compute donors who enrol themselves</h2>
+    <table id="invitations"><thead><tr><th>invitation</th><th>status</th><th class="num">uses taken</th><th>expires</th><th>donors enrolled</th></tr></thead><tbody></tbody></table>
     <h2>Versions</h2>
     <table id="versions"><thead><tr><th>version</th><th>round</th><th>parent</th><th>hash</th><th class="num">contributors</th><th class="num">tokens</th><th class="num">mean bits/byte</th><th class="num">privacy ε</th><th>training content</th></tr></thead><tbody></tbody></table>
     <div id="version" class="muted">Select a version for its lineage, signature and training-data summary.</div>
@@ -79,7 +81,7 @@ enum Page {
       document.getElementById("card").textContent = card.ok ? await card.text() : "(no model card: " + card.status + ")";
     }
     async function refresh() {
-      const [o, nodes, rounds, versions, inst] = await Promise.all([get("api/v1/overview"), get("api/v1/nodes"), get("api/v1/rounds"), get("api/v1/versions"), get("api/v1/institutions")]);
+      const [o, nodes, rounds, versions, inst, inv] = await Promise.all([get("api/v1/overview"), get("api/v1/nodes"), get("api/v1/rounds"), get("api/v1/versions"), get("api/v1/institutions"), get("api/v1/invitations")]);
       const l = o.live, pct = l.expected ? Math.round(100 * l.received / l.expected) : 0;
       const left = l.deadline ? Math.max(0, Math.round(l.deadline - Date.now() / 1000)) + " s to the deadline" : "";
       document.getElementById("overview").innerHTML = (l.round ? "Round <b>" + l.round + "</b>: " + l.received + " of " + l.expected +
@@ -89,6 +91,8 @@ enum Page {
       rows("rounds", rounds.slice().reverse(), r => [td(r.number, 1), td(r.outcome), td(r.selected, 1), td(r.accepted, 1), td(r.rejected, 1), td(r.late, 1), td((r.ended_at - r.started_at).toFixed(1), 1)]);
       rows("nodes", nodes, n => [td(n.name), td(n.role), td(n.languages.join(", ")), td(n.connected ? "connected" : n.status), td(n.lastSeen ? new Date(n.lastSeen * 1000).toLocaleTimeString() : "—"),
         td(n.roundsJoined, 1), td(n.roundsMissed, 1), td(n.tokens, 1), td(n.cpuSeconds.toFixed(0), 1)]);
+      rows("invitations", inv, x => ["<td><code>" + esc(x.id) + "</code></td>", td(x.status), td(x.used + " / " + x.uses, 1), td(new Date(x.expiresAt * 1000).toLocaleString()),
+        td(x.donors.map(d => d.name).join(", ") || "—")]);
       rows("institutions", inst, x => [td(x.language), td(x.name), td(x.latest.toFixed(3), 1), td(x.latestVersion, 1), td(x.best.toFixed(3), 1), td(x.bestVersion, 1), td(x.alone == null ? "—" : x.alone.toFixed(3), 1)]);
       rows("versions", versions.slice().reverse(), v => ["<td class=num><a href='#v" + v.number + "' onclick='show(" + v.number + ")'>" + v.number + "</a></td>", td(v.round, 1), td(v.parent ?? "—", 1), "<td><code>" + esc(v.hash.slice(0, 16)) + "</code></td>",
         td(v.contributors, 1), td(v.tokens, 1), td(v.mean_bits_per_byte == null ? "—" : v.mean_bits_per_byte.toFixed(3), 1),

@@ -89,8 +89,8 @@ public struct FederationConfig: Sendable {
   /// still pass the score: a few windows are a noisy sample, and late in training an honest update can be flat.
   public var scoreTolerance: Double
   /// k of the collateral check: how many median absolute deviations above the recent median collateral ratio an
-  /// update may harm a language it did not train on (`UpdateScorer`; 0, the default: other languages are not
-  /// scored). Off by default: it refused an honest update in the demo (EXPERIMENTS.md, "A targeted adversary").
+  /// update may harm a language it did not train on before its weight is taken down by bound ÷ ratio
+  /// (`UpdateScorer`; 12 by default, EXPERIMENTS.md "A targeted adversary"; 0: other languages are not scored).
   public var scoreCollateral: Double
   /// Nodes train with a softmax restricted to the tokens their own text contains (FedRS-style): a node does not
   /// push down the tokens of languages it never sees, which averaging would otherwise apply for everyone.
@@ -263,7 +263,7 @@ public struct FederationConfig: Sendable {
     scoreUpdates = try f.bool("rounds.score_updates", default: true)
     scoreWindows = try f.int("rounds.score_windows", default: 4, range: 1...10_000)
     scoreTolerance = try f.double("rounds.score_tolerance", default: 0.005, range: 0...1)
-    scoreCollateral = try f.double("rounds.score_collateral", default: 0, range: 0...1000)
+    scoreCollateral = try f.double("rounds.score_collateral", default: 12, range: 0...1000)
     restrictedSoftmax = try f.bool("rounds.restricted_softmax", default: false)
     innerState = try f.choice("rounds.inner_state", default: InnerState.keep)
     overlapSteps = try f.int("rounds.overlap_steps", default: 0, range: 0...1_000_000)

@@ -31,6 +31,15 @@ import Testing
                                               tokens: 1500, contributors: 2, preset: "tiny", config: "{}", tokenizer: "t"),
                        round: round, contributions: cs)
     }
+    // An invitation that enrolled the volunteer, and one still pending (SPEC §2.2).
+    let now = Date().timeIntervalSince1970
+    try store.record(invitation: InvitationRecord(id: String(repeating: "ab", count: 16), uses: 1, expiresAt: now + 3600, createdAt: now,
+                                                  inviteKey: "11", token: "secret-token", note: "for Bob"))
+    try store.record(invitation: InvitationRecord(id: String(repeating: "cd", count: 16), uses: 3, expiresAt: now + 3600, createdAt: now + 1,
+                                                  inviteKey: "22", token: "secret-token-2", note: ""))
+    _ = try store.redeem(invitation: String(repeating: "ab", count: 16), node: NodeRecord(fingerprint: "cc33", name: "Invited <i>", institution: "donor",
+                         contact: "", role: .donor, languages: [], status: .enrolled, enrolledAt: now, revokedAt: nil, signKey: "01", curveKey: "02"),
+                         card: "card", address: "tcp://10.0.0.9:4000", at: now)
     let live = LiveState(federation: "test-fed")
     live.update {
       $0.round = 4; $0.expected = 2; $0.received = 1; $0.deadline = Date().timeIntervalSince1970 + 30; $0.version = 3
@@ -52,7 +61,7 @@ import Testing
         #expect(r.status == .ok)
         #expect(r.headers[.contentType]?.hasPrefix("text/html") == true)
         let page = String(buffer: r.body)
-        #expect(page.contains("<table id=\"rounds\"") && page.contains("plots/bits-per-byte.svg"))
+        #expect(page.contains("<table id=\"rounds\"") && page.contains("plots/bits-per-byte.svg") && page.contains("<table id=\"invitations\""))
         #expect(!page.contains("http://") && !page.contains("https://"), "nothing is fetched from elsewhere")
       }
       try await client.execute(uri: "/api/v1/overview", method: .get) { r in
@@ -61,9 +70,16 @@ import Testing
       }
       try await client.execute(uri: "/api/v1/nodes", method: .get) { r in
         let nodes = try JSONDecoder().decode([NodeRow].self, from: Data(buffer: r.body))
-        #expect(nodes.map(\.name) == ["Alpha University", "Volunteer <b>"], "leaderboard by tokens")
+        #expect(nodes.map(\.name) == ["Alpha University", "Volunteer <b>", "Invited <i>"], "leaderboard by tokens")
         #expect(nodes[0].tokens == 3000 && nodes[0].roundsJoined == 3 && nodes[0].connected && nodes[0].languages == ["de"])
         #expect(nodes[1].role == .donor && !nodes[1].connected && nodes[1].cpuSeconds == 3)
+      }
+      try await client.execute(uri: "/api/v1/invitations", method: .get) { r in
+        let body = String(buffer: r.body)
+        let inv = try JSONDecoder().decode([InvitationRow].self, from: Data(buffer: r.body))
+        #expect(inv.map(\.id) == ["cdcdcdcd", "abababab"] && inv.map(\.status) == ["pending", "used"], "\(body)")
+        #expect(inv[1].donors.map(\.name) == ["Invited <i>"] && inv[1].used == 1)
+        #expect(!body.contains("secret-token") && !body.contains("Bob") && !body.contains("\"11\""), "never the token, key or note: \(body)")
       }
       try await client.execute(uri: "/api/v1/rounds", method: .get) { r in
         let rounds = try JSONDecoder().decode([RoundRecord].self, from: Data(buffer: r.body))
@@ -137,7 +153,7 @@ import Testing
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let app = Application(router: Dashboard.router(store: store, live: live, token: "s3cret"))
     try await app.test(.router) { client in
-      for uri in ["/", "/metrics", "/api/v1/overview", "/api/v1/nodes", "/api/v1/rounds", "/api/v1/versions", "/api/v1/versions/1", "/plots/loss.svg", "/plots/bits-per-byte.svg"] {
+      for uri in ["/", "/metrics", "/api/v1/overview", "/api/v1/nodes", "/api/v1/invitations", "/api/v1/rounds", "/api/v1/versions", "/api/v1/versions/1", "/plots/loss.svg", "/plots/bits-per-byte.svg"] {
         try await client.execute(uri: uri, method: .get) { r in #expect(r.status == .unauthorized, "\(uri) without the token") }
         try await client.execute(uri: uri, method: .get, headers: [.authorization: "Bearer wrong"]) { r in #expect(r.status == .unauthorized) }
         try await client.execute(uri: uri, method: .get, headers: [.authorization: "Bearer s3cret"]) { r in #expect(r.status == .ok, "\(uri) with the token") }
