@@ -33,7 +33,12 @@ import Testing
     let h = try Harness(nodes: [("north", ["de", "sv"])], rounds: 3, innerSteps: 20, minNodes: 2, extra: "[public]\ndata = [\"public\"]")
     defer { h.cleanup() }
     try Harness.publicCorpus(in: h.dir)
+    // A dashboard, which the invitation names: the donor reads its rank there.
+    let dashboard = freeLocalPort()
+    try (h.read("coordinator.toml") + "\ndashboard = \"127.0.0.1:\(dashboard)\"\n")
+      .write(toFile: h.dir + "/coordinator.toml", atomically: true, encoding: .utf8)
     _ = try invite(h, "inv.toml")
+    #expect(try String(contentsOfFile: h.dir + "/inv.toml", encoding: .utf8).contains("http://127.0.0.1:\(dashboard)"))
     let revoked = try invite(h, "revoked.toml")
     _ = try invite(h, "forged.toml", uses: 5)
     let (rs, rt) = try h.run(["invite", "--config", h.dir + "/coordinator.toml", "--revoke", String(revoked.prefix(8))])
@@ -102,6 +107,8 @@ import Testing
     #expect(rows.count == 3 && rows.allSatisfy { $0.contains(" 2/2 ") }, "\(rows)")
     let progress = h.read("donor.log").split(separator: "\n").filter { $0.hasPrefix("donated: round") }
     #expect(progress.count == 3 && progress.last!.contains("3 rounds, 60 steps"), "\(h.read("donor.log"))")
+    // Round 2's line at the latest: by then round 1's contributions are in the registry the dashboard reads.
+    #expect(progress.dropFirst().contains { $0.contains("rank ") && $0.contains("of 2 contributors by tokens") }, "the dashboard answered: \(progress)")
     let list = try h.run(["invite", "--config", h.dir + "/coordinator.toml", "--list"]).1
     #expect(list.contains("used") && list.contains("revoked") && list.contains("enrolled Volunteer"), "\(list)")
   }
