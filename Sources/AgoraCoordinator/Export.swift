@@ -93,7 +93,8 @@ public enum VersionExport {
   /// Writes `training-content-summary.md` and `.json` (the AI Act's public summary, from the contributors'
   /// declarations and `provider`) beside the model. With `release`, a summary that lacks a mandatory field
   /// refuses the export before anything is written (`ReleaseRefused`).
-  public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String, provider: Provider = Provider(), release: Bool = false) throws -> Result {
+  public static func export(_ number: Int, from store: Registry, signKey: [UInt8], to dir: String, provider: Provider = Provider(), release: Bool = false,
+                            shardBytes: Int = Checkpoint.defaultShardBytes) throws -> Result {
     let v = try store.version(number)
     let content = try TrainingContentSummary.of(number, in: store, provider: provider, releaseDay: release ? Declaration.today() : nil)
     if release, !content.releaseProblems.isEmpty { throw ReleaseRefused(version: number, problems: content.releaseProblems) }
@@ -104,7 +105,8 @@ public enum VersionExport {
     let base = try baseModel(of: number, in: store)
     let chat = l.federated?.template.map { ($0.jinja, $0.endOfTurn) }
     try Checkpoint.save(parameters: params, config: config, tokenizer: tokenizer, to: dir,
-                        metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash], chat: chat)
+                        metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash], chat: chat,
+                        shardBytes: shardBytes)
     if chat == nil {
       let gen = "{\n  \"bos_token_id\": \(tokenizer.prefixIDs.first ?? tokenizer.eotID),\n  \"eos_token_id\": \(tokenizer.eotID),\n  \"do_sample\": true,\n  \"temperature\": 0.8,\n  \"top_k\": 50,\n  \"max_new_tokens\": 64\n}\n"
       try AtomicFile.write(Data(gen.utf8), to: dir + "/generation_config.json")

@@ -169,8 +169,14 @@ public enum Checkpoint {
   /// beginning tokens), so that both Agora and transformers find them again.
   /// With `chat` (a chat template's Jinja and the token that ends a turn), `tokenizer_config.json` carries the
   /// template and `generation_config.json` ends generation at the end of a turn as well as at the end of text.
+  /// Weights above this many octets are written as shards, `model-0000i-of-0000n.safetensors`, each at most this
+  /// large (a tensor larger than it alone in its shard), with `model.safetensors.index.json` naming each tensor's
+  /// file, as transformers' `save_pretrained` writes them.
+  public static let defaultShardBytes = 2_000_000_000
+  public static let indexFile = "model.safetensors.index.json"
+
   public static func save(parameters: FloatBuffer, config: GPTConfig, tokenizer: Tokenizer?, to dir: String, metadata: [String: String] = [:],
-                          bosTokenID: Int? = nil, chat: (template: String, endOfTurn: String)? = nil) throws {
+                          bosTokenID: Int? = nil, chat: (template: String, endOfTurn: String)? = nil, shardBytes: Int = defaultShardBytes) throws {
     let layout = ParameterLayout(config)
     precondition(parameters.count == layout.count, "Checkpoint.save: the buffer does not fit the layout")
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -178,7 +184,7 @@ public enum Checkpoint {
     let outs = layout.tensors.map { SafeTensors.Output(name: $0.name, shape: $0.shape, pointer: p + 4 * $0.offset) }
     var meta = metadata
     for (k, v) in headerMetadata(config) { meta[k] = v }
-    try SafeTensors.write(outs, metadata: meta, to: (dir as NSString).appendingPathComponent(modelFile))
+    try writeWeights(outs, metadata: meta, to: dir, shardBytes: shardBytes)
     let bos = bosTokenID ?? tokenizer?.prefixIDs.first.map(Int.init)
     try AtomicFile.write(configJSON(config, eot: tokenizer.map { Int($0.eotID) } ?? config.vocabSize - 1, bos: bos),
                          to: (dir as NSString).appendingPathComponent(configFile))
@@ -195,21 +201,73 @@ public enum Checkpoint {
     }
   }
 
-  /// Loads weights from `dir/model.safetensors` into `model`, checking every name and shape.
+  /// Writes `tensors` as `dir/model.safetensors`, or, above `shardBytes`, as shards and their index (removing
+  /// what another layout left there, so a directory never holds both).
+  static func writeWeights(_ tensors: [SafeTensors.Output], metadata: [String: String], to dir: String, shardBytes: Int) throws {
+    let fm = FileManager.default
+    let total = tensors.reduce(0) { $0 + $1.byteCount }
+    let single = (dir as NSString).appendingPathComponent(modelFile), index = (dir as NSString).appendingPathComponent(indexFile)
+    for f in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where f.hasPrefix("model-") && f.hasSuffix(".safetensors") {
+      try fm.removeItem(atPath: (dir as NSString).appendingPathComponent(f))
+    }
+    guard total > shardBytes else {
+      try? fm.removeItem(atPath: index)
+      try SafeTensors.write(tensors, metadata: metadata, to: single)
+      return
+    }
+    var shards: [[SafeTensors.Output]] = [[]]
+    var size = 0
+    for t in tensors {
+      if size > 0, size + t.byteCount > shardBytes { shards.append([]); size = 0 }
+      shards[shards.count - 1].append(t)
+      size += t.byteCount
+    }
+    var map: [(String, String)] = []
+    for (i, shard) in shards.enumerated() {
+      let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
+      try SafeTensors.write(shard, metadata: metadata, to: (dir as NSString).appendingPathComponent(name))
+      map += shard.map { ($0.name, name) }
+    }
+    let entries = map.sorted { $0.0 < $1.0 }.map { "    \(jsonString($0.0)): \(jsonString($0.1))" }.joined(separator: ",\n")
+    try AtomicFile.write(Data("{\n  \"metadata\": {\"total_size\": \(total)},\n  \"weight_map\": {\n\(entries)\n  }\n}\n".utf8), to: index)
+    try? fm.removeItem(atPath: single)
+  }
+
+  /// Loads weights from `dir/model.safetensors`, or the shards `dir/model.safetensors.index.json` names, into
+  /// `model`, checking every name and shape.
   public static func loadWeights(into model: GPT, from dir: String) throws {
-    let path = (dir as NSString).appendingPathComponent(modelFile)
-    let st = try SafeTensors(path: path)
+    let index = (dir as NSString).appendingPathComponent(indexFile)
+    var files: [String: SafeTensors] = [:]
+    var fileOf: [String: String] = [:]
+    if FileManager.default.fileExists(atPath: index) {
+      guard let d = FileManager.default.contents(atPath: index),
+            let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any], let map = o["weight_map"] as? [String: String] else {
+        throw ModelError.file(path: index, problem: "not a safetensors index (a JSON object with a weight_map of names to files)")
+      }
+      for (name, f) in map {
+        guard !f.contains("/"), !f.hasPrefix(".") else { throw ModelError.file(path: index, problem: "shard \(jsonString(f)) is not a file name in the directory") }
+        fileOf[name] = (dir as NSString).appendingPathComponent(f)
+      }
+      for f in Set(fileOf.values) { files[f] = try SafeTensors(path: f) }
+    } else {
+      let path = (dir as NSString).appendingPathComponent(modelFile)
+      files[path] = try SafeTensors(path: path)
+      for name in files[path]!.entries.keys { fileOf[name] = path }
+    }
     let expected = Set(model.layout.tensors.map(\.name))
     // transformers may add GPT-2's tied head and causal-mask buffers, or LLaMA's rotary frequencies; anything
     // else is a mismatch.
     let extra = model.config.architecture == .gpt2 ? ["lm_head.weight", ".attn.bias", ".attn.masked_bias"] : [".rotary_emb.inv_freq"]
-    let unknown = st.entries.keys.filter { name in !expected.contains(name) && !extra.contains { name.hasSuffix($0) } }
-    guard unknown.isEmpty else { throw ModelError.file(path: path, problem: "unexpected tensors \(unknown.sorted().prefix(5))") }
+    for (path, st) in files.sorted(by: { $0.key < $1.key }) {
+      let unknown = st.entries.keys.filter { name in !expected.contains(name) && !extra.contains { name.hasSuffix($0) } }
+      guard unknown.isEmpty else { throw ModelError.file(path: path, problem: "unexpected tensors \(unknown.sorted().prefix(5))") }
+    }
     for t in model.layout.tensors {
+      guard let f = fileOf[t.name], let st = files[f] else { throw ModelError.file(path: dir, problem: "no file holds tensor \(t.name)") }
       try st.copyFloats(t.name, shape: t.shape, into: model.parameters.pointer + t.offset)
     }
     for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
-      throw ModelError.file(path: path, problem: "parameter \(i) is not finite")
+      throw ModelError.file(path: dir, problem: "parameter \(i) is not finite")
     }
   }
 

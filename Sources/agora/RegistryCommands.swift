@@ -131,11 +131,26 @@ struct ExportCommand: ParsableCommand {
   var out: String
   @Flag(help: "A release: refuse (and write nothing) unless the public summary of training content has every field the AI Act's template asks for.")
   var release = false
+  @Option(name: .customLong("max-shard-size"), help: ArgumentHelp("Weights above this size are written as shards of at most this size with model.safetensors.index.json (e.g. 2GB, 500MB, 100KB, or octets).", valueName: "size"))
+  var maxShardSize: String = "2GB"
+
+  /// "2GB", "500MB", "100KB" (decimal, as transformers writes max_shard_size) or a number of octets.
+  static func octets(_ s: String) throws -> Int {
+    let units: [(String, Int)] = [("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1_000), ("B", 1)]
+    let t = s.uppercased()
+    for (u, f) in units where t.hasSuffix(u) {
+      if let n = Double(t.dropLast(u.count)), n >= 1, n * Double(f) <= 1e15 { return Int(n * Double(f)) }
+    }
+    if let n = Int(t), n >= 1 { return n }
+    throw CLIError("--max-shard-size \(s): expected a size such as 2GB, 500MB, 100KB or a number of octets (at least 1)")
+  }
 
   func run() throws {
     let (store, cfg) = try options.open()
+    let shardBytes = try ExportCommand.octets(maxShardSize)
     do {
-      let r = try VersionExport.export(version, from: store, signKey: try options.signKey(cfg), to: out, provider: cfg.federation.provider, release: release)
+      let r = try VersionExport.export(version, from: store, signKey: try options.signKey(cfg), to: out, provider: cfg.federation.provider, release: release,
+                                       shardBytes: shardBytes)
       print("version \(version) written to \(out) (signature \(r.signatureValid ? "valid" : "INVALID"); \(r.summary.contributors.count) contributors, \(r.summary.tokens) tokens)")
       print("public summary of training content: \(out)/\(VersionExport.contentSummaryFile).md and .json (\(r.content.sourceLine))"
             + (r.content.releaseProblems.isEmpty ? "; complete for a release" : "; \(r.content.releaseProblems.count) field(s) missing for a release (agora summary \(version) lists them)"))

@@ -39,5 +39,28 @@ import Testing
     let (checked, outText) = try runProcess(python, [repoRoot + "/scripts/export_check.py", out])
     #expect(checked == 0, "\(outText)")
     #expect(outText.contains("\"loaded\": \"\(loaded)\""), "\(outText)")
+    // Sharded (issue 37: a 1B model's 4 GB go out in shards): the same version at 100 KB a shard is shards and an
+    // index, which transformers loads to the same tensors, Agora's import reads back, and `agora generate` runs.
+    let sharded = h.dir + "/export-sharded"
+    let (ss, st) = try h.run(["export", "2", "--config", h.dir + "/coordinator.toml", "--out", sharded, "--max-shard-size", "100KB"])
+    #expect(ss == 0, "\(st)")
+    let files = try FileManager.default.contentsOfDirectory(atPath: sharded)
+    let shards = files.filter { $0.hasPrefix("model-") && $0.hasSuffix(".safetensors") }
+    #expect(shards.count >= 3 && files.contains("model.safetensors.index.json") && !files.contains("model.safetensors"), "\(files)")
+    // Each shard holds at most 100 KB of weights, or one tensor larger than that alone (and its header).
+    let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: sharded + "/model.safetensors.index.json"))) as! [String: Any]
+    let map = index["weight_map"] as! [String: String]
+    for f in shards {
+      let size = (try FileManager.default.attributesOfItem(atPath: sharded + "/" + f)[.size] as? Int) ?? .max
+      let tensors = map.values.filter { $0 == f }.count
+      #expect(tensors >= 1 && (size <= 100_000 + 4_096 || tensors == 1), "\(f): \(size) octets, \(tensors) tensors")
+    }
+    let (same, sameText) = try runProcess(python, [repoRoot + "/scripts/export_check.py", sharded, out])
+    #expect(same == 0 && sameText.contains("\"same_tensors\""), "\(sameText)")
+    let (imported, importText) = try h.run(["model", "import", sharded, "--out", h.dir + "/reimported"])
+    #expect(imported == 0, "\(importText)")
+    let (generated, generateText) = try h.run(["generate", "--model", sharded, "--prompt", "Die Datei", "--max-new-tokens", "4", "--seed", "1"])
+    #expect(generated == 0, "\(generateText)")
+    #expect((try? h.run(["export", "2", "--config", h.dir + "/coordinator.toml", "--out", sharded, "--max-shard-size", "0"]).0) != 0, "a size of 0 is refused")
   }
 }
