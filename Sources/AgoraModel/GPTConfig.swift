@@ -132,6 +132,8 @@ public struct GPTConfig: Codable, Equatable, Sendable {
     "llama-medium": .llama(vocabSize: 4096, contextLength: 128, channels: 256, layers: 6, heads: 4, kvHeads: 2, intermediate: 688),
     "llama-14m": .llama(vocabSize: 8192, contextLength: 256, channels: 384, layers: 6, heads: 6, kvHeads: 2, intermediate: 1024),
     "llama-100m": .llama(vocabSize: 16384, contextLength: 512, channels: 768, layers: 12, heads: 12, kvHeads: 4, intermediate: 2048),
+    // For the coordinator's benches only (nobody trains it here): ~1.1B parameters in the shape of a 1B LLaMA.
+    "llama-1b": .llama(vocabSize: 32768, contextLength: 2048, channels: 2048, layers: 16, heads: 32, kvHeads: 8, intermediate: 8192),
   ]
 
   /// The preset of `architecture` named `name`: LLaMA's presets are GPT-2's names with `llama-` in front

@@ -7,7 +7,7 @@ import Foundation
 
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, LoRABench.self, GenerateBench.self, TokenizerBench.self, TransportBench.self, CoordinatorBench.self, SecureAggregationBench.self])
+    abstract: "Benchmarks (release builds only mean anything).", subcommands: [TrainerBench.self, LoRABench.self, GenerateBench.self, TokenizerBench.self, TransportBench.self, CoordinatorBench.self, SecureAggregationBench.self, ExportBench.self])
 
   struct TrainerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -205,5 +205,26 @@ extension Bench.TrainerBench {
     print("preset \(model.presetName): \(c.parameterCount) parameters, \(cluster.size) MPI ranks × (B=\(model.batch) T=\(T), \(Parallel.threads) threads), \(model.precision.summary)")
     print(String(format: "median %.1f ms/step (min %.1f, max %.1f over %d steps), %.0f tokens/s over all ranks; all-reduce of %d gradients (%.1f MB) %.1f ms/step (%.1f%% of the step)",
                  ms, times.min()!, times.max()!, times.count, tokS, gpt.gradients.count, Double(gpt.gradients.count * 4) / 1e6, r, 100 * r / ms))
+  }
+}
+
+extension Bench {
+  struct ExportBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "export", abstract: "Write a model of a preset's shape as sharded safetensors and import it back: seconds each way, peak memory (one JSON line).")
+    @Option(help: "Model preset (llama-1b: ~1.1B parameters, 4.4 GB).")
+    var preset: String = "llama-1b"
+    @Option(name: .customLong("max-shard-size"), help: "Largest shard (2GB, 500MB, or octets).")
+    var maxShardSize: String = "2GB"
+    @Flag(help: "Keep the directory.")
+    var keep = false
+
+    func run() throws {
+      var b = ExportBenchmark()
+      b.preset = preset
+      b.shardBytes = try ExportCommand.octets(maxShardSize)
+      b.keep = keep
+      print(try b.run())
+    }
   }
 }
