@@ -46,6 +46,8 @@ public enum VersionExport {
     public var tokenizer: Tokenizer
     public var federated: FederatedModel?
     public var adapter: FloatBuffer?
+    /// The pilot checkpoint the federation started from (version 0's record), if any.
+    public var base: BaseModel?
   }
 
   public static func loadVersion(_ number: Int, from store: Registry) throws -> Loaded {
@@ -70,12 +72,12 @@ public enum VersionExport {
       let adapters = LoRAAdapters(layout: layout, rows: 1)
       adapters.parameters.copy(from: values)
       adapters.merge(into: params)
-      return Loaded(config: config, parameters: params, tokenizer: tokenizer, federated: fm, adapter: values)
+      return Loaded(config: config, parameters: params, tokenizer: tokenizer, federated: fm, adapter: values, base: base)
     }
     let params = FloatBuffer(count: ParameterLayout(config).count)
     // The weights blob is itself a safetensors file (header ‖ parameters); the export adds Agora's metadata.
     try readBlob(v.hash, header: Checkpoint.weightsHeader(config), into: params, store: store, what: "weights of version \(number)")
-    return Loaded(config: config, parameters: params, tokenizer: tokenizer, federated: federated, adapter: nil)
+    return Loaded(config: config, parameters: params, tokenizer: tokenizer, federated: federated, adapter: nil, base: base)
   }
 
   /// Reads blob `hash` (checked) as `header ‖ values`, refusing another header.
@@ -102,7 +104,7 @@ public enum VersionExport {
     let (config, params, tokenizer) = (l.config, l.parameters, l.tokenizer)
     let valid = try store.signatureValid(v, signKey: signKey)
     let summary = try TrainingDataSummary.of(number, in: store)
-    let base = try baseModel(of: number, in: store)
+    let base = l.base
     let chat = l.federated?.template.map { ($0.jinja, $0.endOfTurn) }
     try Checkpoint.save(parameters: params, config: config, tokenizer: tokenizer, to: dir,
                         metadata: ["agora.federation": store.federation, "agora.version": String(number), "agora.hash": v.hash], chat: chat,

@@ -265,9 +265,10 @@ public enum Checkpoint {
     for t in model.layout.tensors {
       guard let f = fileOf[t.name], let st = files[f] else { throw ModelError.file(path: dir, problem: "no file holds tensor \(t.name)") }
       try st.copyFloats(t.name, shape: t.shape, into: model.parameters.pointer + t.offset)
-    }
-    for i in 0..<model.parameters.count where !model.parameters[i].isFinite {
-      throw ModelError.file(path: dir, problem: "parameter \(i) is not finite")
+      // The file that holds a value that is not finite is the one named.
+      for i in t.offset..<(t.offset + t.shape.reduce(1, *)) where !model.parameters[i].isFinite {
+        throw ModelError.file(path: f, problem: "parameter \(i) is not finite")
+      }
     }
   }
 
