@@ -95,7 +95,7 @@ let package = Package(
 
     // Layer 8: a coordinator process's and a node process's services in one ServiceGroup (graceful shutdown
     // on SIGTERM/SIGINT): the rounds, the vocabulary phase, the dashboard.
-    .target(name: "AgoraServices", dependencies: ["AgoraCoordinator", "AgoraDashboard", "AgoraNode", "AgoraRounds", "AgoraTransport", "AgoraCluster", "AgoraModel", "AgoraText",
+    .target(name: "AgoraServices", dependencies: ["AgoraCoordinator", "AgoraDashboard", "AgoraNode", "AgoraRounds", "AgoraTransport", "AgoraCluster", "AgoraText",
                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                   .product(name: "Logging", package: "swift-log")]),
 

@@ -13,8 +13,9 @@ public enum NodeEvent: Sendable {
   case sessionEnded(finished: Bool, reason: String)
   /// The node took a round's announcement: it trains version `version` for round `round`.
   case roundStarted(round: UInt64, version: UInt64)
-  /// The node's update for `round` went out whole (`bytes` on the wire, `steps` trained, masked or not).
-  case updateSent(round: UInt64, bytes: Int, steps: Int, masked: Bool)
+  /// The node's update for `round` went out whole (`bytes` on the wire, `steps` trained on `tokens` tokens, as
+  /// its UPLOAD_END says; masked or not).
+  case updateSent(round: UInt64, bytes: Int, steps: Int, tokens: Int, masked: Bool)
   /// The node will send nothing for this round.
   case roundAbandoned(round: UInt64, reason: String)
   /// The coordinator refused the node's update for this round.
@@ -31,7 +32,7 @@ public protocol NodeObserver: AnyObject, Sendable {
 /// "reason": …}, {"event": "session_ended", "finished": …, "reason": …}, {"event": "round_abandoned", "round": …,
 /// "reason": …}, {"event": "update_refused", "round": …, "code": …, "reason": …}, {"event": "evaluated",
 /// "version": …, "scores": {"de": 3.1, …}}, {"event": "round_started", "round": …, "version": …},
-/// {"event": "update_sent", "round": …, "bytes": …, "steps": …, "masked": …}.
+/// {"event": "update_sent", "round": …, "bytes": …, "steps": …, "tokens": …, "masked": …}.
 public final class NodeEventFile: NodeObserver, @unchecked Sendable {
   private let file: EventLines
 
@@ -44,7 +45,8 @@ public final class NodeEventFile: NodeObserver, @unchecked Sendable {
     case .refused(let reason): line = "{\"event\":\"refused\",\"reason\":\(jsonString(reason))}"
     case .sessionEnded(let finished, let reason): line = "{\"event\":\"session_ended\",\"finished\":\(finished),\"reason\":\(jsonString(reason))}"
     case .roundStarted(let r, let v): line = "{\"event\":\"round_started\",\"round\":\(r),\"version\":\(v)}"
-    case .updateSent(let r, let bytes, let steps, let masked): line = "{\"event\":\"update_sent\",\"round\":\(r),\"bytes\":\(bytes),\"steps\":\(steps),\"masked\":\(masked)}"
+    case .updateSent(let r, let bytes, let steps, let tokens, let masked):
+      line = "{\"event\":\"update_sent\",\"round\":\(r),\"bytes\":\(bytes),\"steps\":\(steps),\"tokens\":\(tokens),\"masked\":\(masked)}"
     case .roundAbandoned(let r, let reason): line = "{\"event\":\"round_abandoned\",\"round\":\(r),\"reason\":\(jsonString(reason))}"
     case .updateRefused(let r, let code, let reason): line = "{\"event\":\"update_refused\",\"round\":\(r),\"code\":\(code),\"reason\":\(jsonString(reason))}"
     case .evaluated(let v, let scores):

@@ -148,7 +148,7 @@ extension NodeService {
       if adversary == .replay { replay(round: r, hash: hash, payload: payload, sender: sender, chunk: chunk, recipient: recipient, tokens: tokens,
                                        steps: done, loss: loss, cpuMillis: cpuMillis, languages: perLanguage) }
       let end = Date()
-      observer?.node(.updateSent(round: r, bytes: res.bytesSent, steps: done, masked: secureRound != nil))
+      observer?.node(.updateSent(round: r, bytes: res.bytesSent, steps: done, tokens: Int(tokens), masked: secureRound != nil))
       log(String(format: "%@: round %llu: %d steps, loss %.3f, fetched %d B%@, sent %d B (%@) in %.1f s", config.name, r, done, loss, fetched, sync.viaPatch ? " (patch)" : "",
                  res.bytesSent, secureRound.map { "masked, \($0.encoding.codec.bits)-bit ring" } ?? format.name, end.timeIntervalSince(t0)))
       // The round's time by phase (scripts/wan reads this line): key exchange, fetching the version, training (with

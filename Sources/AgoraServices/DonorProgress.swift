@@ -1,6 +1,4 @@
-import AgoraModel
 import AgoraNode
-import AgoraRounds
 import AgoraText
 import Foundation
 #if canImport(FoundationNetworking)
@@ -15,18 +13,16 @@ public final class NodeObservers: NodeObserver, @unchecked Sendable {
 }
 
 /// A compute donor's progress line (`agora donate`): after each update it sent, what it has given so far — rounds,
-/// steps, tokens, CPU-seconds of this process — and, where the federation's dashboard answers without a token,
-/// its rank among the federation's contributors by tokens.
+/// steps, tokens (as its updates claimed them), CPU-seconds of this process — and, where the federation's dashboard
+/// answers without a token, its rank among the federation's contributors by tokens.
 public final class DonorProgress: NodeObserver, @unchecked Sendable {
-  let tokensPerStep: Int
   let fingerprint: String
   let dashboard: String?
   let print: @Sendable (String) -> Void
   private let lock = NSLock()
-  private var rounds = 0, steps = 0
+  private var rounds = 0, steps = 0, tokens = 0
 
-  public init(config: NodeConfig, fingerprint: String, dashboard: String?, print: @escaping @Sendable (String) -> Void) throws {
-    tokensPerStep = config.federation.batch * (try GPTConfig.preset(config.federation.preset).contextLength)
+  public init(fingerprint: String, dashboard: String?, print: @escaping @Sendable (String) -> Void) {
     self.fingerprint = fingerprint
     self.dashboard = dashboard
     self.print = print
@@ -34,9 +30,9 @@ public final class DonorProgress: NodeObserver, @unchecked Sendable {
 
   public func node(_ event: NodeEvent) {
     switch event {
-    case .updateSent(let round, _, let s, _):
-      lock.lock(); rounds += 1; steps += s; let (r, st) = (rounds, steps); lock.unlock()
-      print(String(format: "donated: round %llu sent; %d round%@, %d steps, %d tokens, %.0f CPU-seconds", round, r, r == 1 ? "" : "s", st, st * tokensPerStep,
+    case .updateSent(let round, _, let s, let t, _):
+      lock.lock(); rounds += 1; steps += s; tokens += t; let (r, st, tk) = (rounds, steps, tokens); lock.unlock()
+      print(String(format: "donated: round %llu sent; %d round%@, %d steps, %d tokens, %.0f CPU-seconds", round, r, r == 1 ? "" : "s", st, tk,
                    DonorProgress.cpuSeconds()) + (rank().map { "; rank \($0.rank) of \($0.of) contributors by tokens" } ?? ""))
     case .updateRefused(let round, let code, let reason):
       print("donated: round \(round): the coordinator refused the update (ERROR \(code)): \(Printable.line(reason))")

@@ -143,7 +143,7 @@ struct DonateCommand: AsyncParsableCommand {
     do { cfg = try NodeConfig(path: nodePath) } catch let e as ConfigError { throw CLIError(e.description) }
     LoggingSystem.bootstrap { StreamLogHandler.standardOutput(label: $0) }
     let card = try EnrolmentCard.load(cfg.identity + "/" + Identity.cardFile)
-    let progress = try DonorProgress(config: cfg, fingerprint: card.fingerprint, dashboard: dashboard) { print($0) }
+    let progress = DonorProgress(fingerprint: card.fingerprint, dashboard: dashboard) { print($0) }
     let process: NodeProcess
     do { process = try NodeProcess(config: cfg, observer: progress, log: { print($0) }) } catch let e as ConfigError { throw CLIError(e.description) }
     try await process.run()
