@@ -23,13 +23,16 @@ extension CoordinatorService {
   /// The directory of cards enrolled by invitation.
   var invitedDirectory: String { config.enrolled + "/" + EnrolmentRegistry.invitedDirectory }
 
+  /// Where the card of the donor with this fingerprint lies once enrolled by invitation.
+  func invitedCardPath(_ fingerprint: String) -> String { invitedDirectory + "/" + String(fingerprint.prefix(16)) + ".toml" }
+
   /// Rewrites the card of every donor the registry says was enrolled by invitation whose file is missing (the
   /// registry commits first, the file follows), and admits invitations' keys from now on.
   func openInvitations() throws {
     guard CoordinatorService.invitationsAllowed(config.federation) == nil else { return }
     for r in try store.invited() where !enrolment.isDonorOnly(r.node) {
       try writeInvitedCard(r.card, fingerprint: r.node)
-      let path = invitedDirectory + "/" + String(r.node.prefix(16)) + ".toml"
+      let path = invitedCardPath(r.node)
       enrolment.enrol(try EnrolmentCard.load(path), donorOnly: true)
       log("  rewrote the card of \(Printable.line(r.name)), enrolled by invitation \(r.invitation.prefix(8)) (\(path))")
     }
@@ -43,7 +46,7 @@ extension CoordinatorService {
 
   func writeInvitedCard(_ toml: String, fingerprint: String) throws {
     try FileManager.default.createDirectory(atPath: invitedDirectory, withIntermediateDirectories: true)
-    try AtomicFile.write(to: invitedDirectory + "/" + String(fingerprint.prefix(16)) + ".toml") { try $0.write(contentsOf: Data(toml.utf8)) }
+    try AtomicFile.write(to: invitedCardPath(fingerprint)) { try $0.write(contentsOf: Data(toml.utf8)) }
   }
 
   /// A message on an invitation's session: ENROL is checked and, if everything holds, the card is enrolled and
