@@ -10,7 +10,14 @@ public struct CoordinatorBenchmark {
   public var nodes: Int = 4
   public var preset: String = "bench-14m"
   public var rounds: Int = 3
-  public var fp32 = false
+  /// The updates' format: fp32, int8 or int4 (the federation's `rounds.compression`).
+  public var format: DeltaFormat = .int8
+  /// Nodes per process (threads of one `agora transport instant-node`); 1 = a process each.
+  public var nodesPerProcess = 1
+  /// Nodes make their updates from a seed while sending them (`SeededPayload`), holding none of it.
+  public var streamed = false
+  /// Serve the dashboard and time its answers while the rounds run.
+  public var probeDashboard = false
   public var keep = false
   public var secureAggregation = false
   public var bits: Int? = nil
@@ -56,6 +63,7 @@ public struct CoordinatorBenchmark {
       try id.card.toml().write(toFile: dir + "/keys/enrolled/n\(i).toml", atomically: true, encoding: .utf8)
     }
     let port = 47_200 + Int.random(in: 0..<500)
+    let dashboardPort = port + 600
     try """
     [federation]
     id = "bench"
@@ -68,17 +76,18 @@ public struct CoordinatorBenchmark {
     [rounds]
     count = \(rounds)
     inner_steps = 1
-    deadline_seconds = 600
+    deadline_seconds = 3600
     quorum = 1.0
     min_nodes = \(nodes)
     outer_optimizer = "diloco"
-    compression = "\(fp32 ? "fp32" : "int8")"
+    compression = "\(format.name)"
     secure_aggregation = \(secureAggregation)
     \(ring.setting)
     concurrent_uploads = \(concurrentUploads)
     moment_weighting = \(momentWeighting)
     """.write(toFile: dir + "/federation.toml", atomically: true, encoding: .utf8)
-    try "[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
+    try ("[coordinator]\nfederation = \"federation.toml\"\nidentity = \"keys/coordinator\"\nenrolled = \"keys/enrolled\"\ndata = \"coordinator\"\n"
+       + (probeDashboard ? "dashboard = \"127.0.0.1:\(dashboardPort)\"\n" : ""))
       .write(toFile: dir + "/coordinator.toml", atomically: true, encoding: .utf8)
     let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     var env = ProcessInfo.processInfo.environment
@@ -97,16 +106,26 @@ public struct CoordinatorBenchmark {
     let coord = try spawn(["coordinator", "--config", dir + "/coordinator.toml"], out: dir + "/coordinator.log", namespace: "coordinator")
     Thread.sleep(forTimeInterval: 0.5)
     var procs: [Process] = []
-    for i in 0..<nodes {
-      procs.append(try spawn(["transport", "instant-node", "--federation", dir + "/federation.toml", "--identity", dir + "/keys/n\(i)"]
-                             + (fp32 ? ["--fp32"] : []) + (encodeEachRound ? ["--encode-each-round"] : []), out: dir + "/n\(i).log", namespace: "n\(i)"))
+    let perProcess = max(1, nodesPerProcess)
+    for first in stride(from: 0, to: nodes, by: perProcess) {
+      let group = first..<min(nodes, first + perProcess)
+      var args = ["transport", "instant-node", "--federation", dir + "/federation.toml"]
+      for i in group { args += ["--identity", dir + "/keys/n\(i)"] }
+      if format == .fp32 { args.append("--fp32") }
+      if format == .int4 { args.append("--int4") }
+      if encodeEachRound { args.append("--encode-each-round") }
+      if streamed { args.append("--streamed") }
+      procs.append(try spawn(args, out: dir + "/n\(first).log", namespace: "n\(first)"))
     }
-    var peakKiB = 0
+    let probe = probeDashboard ? DashboardProbe(port: dashboardPort) : nil
+    var peakKiB = 0, nodesPeakKiB = 0
+    // The coordinator's resident set as each round's row appears: flat, or growing with the rounds?
+    var residentAtRoundEnds: [Int] = []
     // CPU seconds of every process (coordinator and nodes) between the end of round 1 and the end of the
     // last round, seen from the log: on a shared machine this moves less than wall time does.
     let pids = [coord.processIdentifier] + procs.map(\.processIdentifier)
     var marks: [(rows: Int, cpu: Double, coordinator: Double)] = []
-    let end = Date(timeIntervalSinceNow: 1800)
+    let end = Date(timeIntervalSinceNow: 1800 * Double(max(1, rounds)))
     // Until the coordinator finishes — or 5 s after every node has exited (refused, or failed: the coordinator
     // would wait for nodes that never come back).
     var nodesGone: Date? = nil
@@ -115,10 +134,17 @@ public struct CoordinatorBenchmark {
       if let s = try? String(contentsOfFile: "/proc/\(coord.processIdentifier)/status", encoding: .utf8),
          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
          let kb = Int(line.split(separator: " ").dropFirst().first ?? "") { peakKiB = max(peakKiB, kb) }
+      nodesPeakKiB = max(nodesPeakKiB, procs.reduce(0) { $0 + residentKiB($1.processIdentifier) })
       let done = tableRows(dir + "/coordinator.log").count
-      if done >= 1 && done > (marks.last?.rows ?? 0) { marks.append((done, cpuSeconds(pids), cpuSeconds([coord.processIdentifier]))) }
+      // The dashboard is timed from the end of round 1 (start-up answers are not a round's) to the last.
+      if done >= 1 && done < rounds { probe?.start() } else { probe?.pause() }
+      if done >= 1 && done > (marks.last?.rows ?? 0) {
+        marks.append((done, cpuSeconds(pids), cpuSeconds([coord.processIdentifier])))
+        residentAtRoundEnds.append(residentKiB(coord.processIdentifier))
+      }
       Thread.sleep(forTimeInterval: 0.05)
     }
+    probe?.stop()
     for p in procs + [coord] where p.isRunning { p.terminate() }
     let log = (try? String(contentsOfFile: dir + "/coordinator.log", encoding: .utf8)) ?? ""
     let rows = tableRows(dir + "/coordinator.log")
@@ -134,13 +160,31 @@ public struct CoordinatorBenchmark {
       coordCPU = (b.coordinator - a.coordinator) / Double(b.rows - a.rows)
     }
     // The most uploads that streamed at once in any round (the coordinator logs it when more than one may).
-    let streamed = log.split(separator: "\n").compactMap { line -> Int? in
+    let atOnce = log.split(separator: "\n").compactMap { line -> Int? in
       guard let r = line.range(of: " uploads streamed at once") else { return nil }
       return Int(line[..<r.lowerBound].split(separator: " ").last ?? "")
     }.max() ?? 1
-    print(String(format: "{\"concurrent_uploads\":%d,\"streamed_at_once\":%d,\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f}",
-                 concurrentUploads, streamed, nodes, mc.parameterCount, (fp32 ? "fp32" : "int8") + (momentWeighting > 0 ? ", moments" : "") + (secureAggregation ? ", secure aggregation, \(ring): \(ring.bits(participants: nodes))-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
-                 Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB, (rows.last.flatMap { Double($0[4]) } ?? .nan) / Double(nodes) / 1e6))
+    var extra = ""
+    if streamed || perProcess > 1 {
+      extra += String(format: ",\"node_processes\":%d,\"nodes_streamed\":%@,\"node_processes_peak_rss_mb\":%.0f", procs.count, streamed ? "true" : "false", Double(nodesPeakKiB) / 1000)
+    }
+    extra += ",\"coordinator_rss_mb_at_round_ends\":[" + residentAtRoundEnds.map { String(format: "%.0f", Double($0) / 1000) }.joined(separator: ",") + "]"
+    if let probe {
+      let t = probe.times.sorted()
+      guard !t.isEmpty else { throw BenchError("the dashboard answered no request during the rounds (\(probe.failures) failed)") }
+      extra += String(format: ",\"dashboard_requests\":%d,\"dashboard_failed\":%d,\"dashboard_ms_median\":%.1f,\"dashboard_ms_p99\":%.1f,\"dashboard_ms_max\":%.1f,\"dashboard_slowest\":\"%@\"",
+                      t.count, probe.failures, 1000 * median(t), 1000 * t[min(t.count - 1, Int(Double(t.count) * 0.99))], 1000 * t.last!, probe.slowest)
+    }
+    print(String(format: "{\"concurrent_uploads\":%d,\"streamed_at_once\":%d,\"nodes\":%d,\"params\":%d,\"updates\":\"%@\",\"first_round_s\":%.2f,\"round_s_median\":%.2f,\"cpu_s_per_round\":%.2f,\"coordinator_cpu_s_per_round\":%.2f,\"coordinator_peak_mb\":%.0f,\"model_mb\":%.1f,\"peak_over_model\":%.2f,\"upload_mb_per_node\":%.2f%@}",
+                 concurrentUploads, atOnce, nodes, mc.parameterCount, format.name + (streamed ? ", streamed" : "") + (momentWeighting > 0 ? ", moments" : "") + (secureAggregation ? ", secure aggregation, \(ring): \(ring.bits(participants: nodes))-bit" : encodeEachRound ? ", encoded each round" : ""), secs[0], median(steady.isEmpty ? secs : steady), cpu, coordCPU,
+                 Double(peakKiB) / 1000, modelMB, Double(peakKiB) / 1000 / modelMB, (rows.last.flatMap { Double($0[4]) } ?? .nan) / Double(nodes) / 1e6, extra))
+  }
+
+  /// Resident set of a process now, in KiB (0 once it is gone).
+  func residentKiB(_ pid: Int32) -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
+    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
   }
 
   /// The round table's rows in a coordinator log (cells trimmed).

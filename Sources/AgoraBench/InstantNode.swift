@@ -44,12 +44,18 @@ public final class InstantNode {
   /// The tokens each update claims: one step of the federation's batch of whole context windows (what the
   /// coordinator accepts for one step).
   var tokens: UInt64 = 2048
+  /// Streamed mode: the update is a `SeededPayload` (seeded by the node's fingerprint and the round), made chunk
+  /// by chunk as it is sealed, so the node holds no Δ, no feedback and no encoding: a chunk and its seals.
+  var streamed = false
 
   public func run(format: DeltaFormat) throws {
     endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: terms))
     var chunk = 1 << 20, key: [UInt8] = []
     var payload: [UInt8] = []
     var have: [UInt8] = []
+    // The last round answered: a round announced again (the coordinator repeats its announcement to the nodes it
+    // waits for, and it may arrive while this node uploads) is not answered twice.
+    var answered: UInt64 = 0
     // Heartbeats, so the coordinator does not expire this node while it fetches or seals.
     let stop = ManagedAtomicFlag()
     defer { stop.set() }
@@ -63,6 +69,8 @@ public final class InstantNode {
       case .welcome(_, _, _, let c, _, let k):
         chunk = Int(c); key = k
       case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash, _, _, _):
+        guard r > answered else { continue }
+        answered = r
         let t0 = Date()
         let deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         let secureRound = try secure?.setup(round: r, deadline: deadline)
@@ -70,6 +78,18 @@ public final class InstantNode {
         let fetched = try BlobFetcher(endpoint: endpoint).fetch(hash: viaPatch ? patchHash : base) { _ in }
         have = base
         let t1 = Date()
+        if streamed {
+          let update = SeededPayload(count: Int(bytes) / 4, format: format, seed: fnv1a(identity.card.fingerprint) ^ r)
+          let sealer = try EnvelopeSealer(context: .init(federation: federation, round: r, baseHash: base, nodeID: identity.card.nodeID),
+                                          payloadLength: UInt64(update.size), chunkSize: chunk, recipient: key, signingSecretKey: identity.signSecret)
+          var sender = UploadSender(endpoint: endpoint, transfer: r, round: r)
+          sender.deadline = deadline
+          sender.maxRetries = 10_000
+          _ = try sender.send(sealer: sealer, tokens: tokens, steps: 1, loss: 1) { i in update.octets(at: i * chunk, count: min(chunk, update.size - i * chunk)) }
+          log(String(format: "round %llu: fetched %ld B%@ in %.2f s, sent %ld B (streamed) in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
+                     t1.timeIntervalSince(t0), update.size, Date().timeIntervalSince(t1)))
+          continue
+        }
         if delta.isEmpty {
           let n = Int(bytes) / 4
           var g = fnv1a(identity.card.fingerprint)
@@ -104,7 +124,7 @@ public final class InstantNode {
         sender.deadline = Date(timeIntervalSince1970: Double(deadlineMs) / 1000)
         sender.maxRetries = 10_000
         _ = try payload.withUnsafeBytes { try sender.send(sealer: sealer, tokens: tokens, steps: 1, loss: 1, payload: $0) }
-        log(String(format: "round %llu: fetched %d B%@ in %.2f s, sent %d B in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
+        log(String(format: "round %llu: fetched %ld B%@ in %.2f s, sent %ld B in %.2f s", r, fetched, viaPatch ? " (patch)" : "",
                    t1.timeIntervalSince(t0), payload.count, Date().timeIntervalSince(t1)))
         if let secure, let secureRound { _ = try secure.reveal(round: r, party: secureRound.party, deadline: deadline) }
       case .leave(.finished, _):
@@ -126,25 +146,47 @@ public final class InstantNode {
 
   public func shutdown() { endpoint.close() }
 
-  /// `agora transport instant-node`: joins the federation of `federation` (a federation.toml) as the identity in
-  /// `identity`, and answers every round with a fixed update (fp32 or int8), without training, until it ends.
-  public static func serve(federation: String, identity: String, fp32: Bool, encodeEachRound: Bool) throws {
-      let fed = try FederationConfig(path: federation)
-      let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
-      let mc = try fed.modelConfig(tokenizer: tokenizer)
-      let id = try Identity.load(from: identity)
-      let node = try InstantNode(endpoint: fed.endpoint, coordinator: try EnrolmentCard.load(fed.coordinatorCard),
-                                 identity: id, federation: fed.id, terms: try fed.terms(tokenizer: tokenizer, model: mc))
-      defer { node.shutdown() }
-      node.log = { print($0); fflush(stdout) }
+  /// `agora transport instant-node`: joins the federation of `federation` (a federation.toml) as each identity in
+  /// `identities`, one thread per node in this process, and answers every round with a fixed update (fp32,
+  /// int8 or int4), without training, until it ends. With `streamed` each node's update is made chunk by chunk
+  /// from a seed (`SeededPayload`) instead of held: hundreds of nodes, or a 1B-parameter model's, fit in one process.
+  public static func serve(federation: String, identities: [String], format: DeltaFormat, encodeEachRound: Bool, streamed: Bool) throws {
+    let fed = try FederationConfig(path: federation)
+    let tokenizer = try Tokenizer(contentsOf: fed.tokenizer)
+    let mc = try fed.modelConfig(tokenizer: tokenizer)
+    let terms = try fed.terms(tokenizer: tokenizer, model: mc)
+    let coordinator = try EnrolmentCard.load(fed.coordinatorCard)
+    let output = NSLock()
+    @Sendable func say(_ s: String) { output.lock(); print(s); fflush(stdout); output.unlock() }
+    let failed = ManagedAtomicFlag()
+    var threads: [Thread] = []
+    let done = DispatchGroup()
+    for path in identities {
+      let id = try Identity.load(from: path)
+      let node = try InstantNode(endpoint: fed.endpoint, coordinator: coordinator, identity: id, federation: fed.id, terms: terms)
+      let prefix = identities.count > 1 ? id.card.name + ": " : ""
+      node.log = { say(prefix + $0) }
       if fed.secureAggregation {
+        guard !streamed else { throw BenchError("streamed updates are plain: not with secure aggregation") }
         let layout = ParameterLayout(mc)
         node.secure = try SecureAggregationClient(endpoint: node.endpoint, identity: id, federation: fed, embedding: (layout.wte, mc.vocabSize, mc.channels),
-                                                  stop: ManagedAtomicFlag(), log: { print($0); fflush(stdout) })
+                                                  stop: ManagedAtomicFlag(), log: { say(prefix + $0) })
       }
       node.encodeEachRound = encodeEachRound
+      node.streamed = streamed
       node.moments = fed.momentWeighting > 0
+      guard !(streamed && (node.moments || encodeEachRound)) else { throw BenchError("streamed updates carry no moments and are not encoded each round") }
       node.tokens = UInt64(fed.batch * mc.contextLength)
-      try node.run(format: fp32 ? .fp32 : .int8)
+      done.enter()
+      let t = Thread {
+        defer { node.shutdown(); done.leave() }
+        do { try node.run(format: format) } catch { say(prefix + "failed: \(error)"); failed.set() }
+      }
+      t.stackSize = 1 << 20
+      threads.append(t)
+    }
+    threads.forEach { $0.start() }
+    done.wait()
+    if failed.isSet { throw BenchError("an instant node failed (see above)") }
   }
 }

@@ -126,6 +126,18 @@ public final class Endpoint: @unchecked Sendable {
     t.start()
   }
 
+  /// When each peer's last message arrived on a ROUTER (in the I/O thread, whether or not anyone has read it yet):
+  /// a consumer busy for a while (a large model's step, a hash) must not take its peers for silent.
+  private var arrivals: [[UInt8]: Date] = [:]
+  private let arrivalLock = NSLock()
+  private var arrivalsPruned = Date()
+
+  /// When the last message from `peer` arrived (nil if none in the last two minutes, or not a ROUTER).
+  public func lastArrival(from peer: [UInt8]) -> Date? {
+    arrivalLock.lock(); defer { arrivalLock.unlock() }
+    return arrivals[peer]
+  }
+
   /// Queues a message (to `peer` on a ROUTER). Never blocks.
   /// A chunk's payload is not copied here (nor, if its memory has an owner, into libzmq).
   public func send(_ message: Message, to peer: [UInt8] = []) {
@@ -180,7 +192,18 @@ public final class Endpoint: @unchecked Sendable {
           guard let r = try? socket.receive(dontWait: true, maxFrames: isRouter ? 5 : 4) else { break }
           var frames = r.frames
           var peer: [UInt8] = []
-          if isRouter, !frames.isEmpty { peer = frames.removeFirst().array }
+          if isRouter, !frames.isEmpty {
+            peer = frames.removeFirst().array
+            let now = Date()
+            arrivalLock.lock()
+            arrivals[peer] = now
+            // Peers gone for two minutes are forgotten (routing ids change with every connection).
+            if now.timeIntervalSince(arrivalsPruned) > 30 {
+              arrivals = arrivals.filter { now.timeIntervalSince($0.value) < 120 }
+              arrivalsPruned = now
+            }
+            arrivalLock.unlock()
+          }
           let result: Result<Message, WireError> = Result { try Message.decode(received: frames) }.mapError { $0 as! WireError }
           let inbound = Inbound(peer: peer, userID: r.userID, message: result)
           if let divert = divertLock.withLock({ divertHandler }), divert(inbound) { continue }

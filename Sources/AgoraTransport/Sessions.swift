@@ -165,10 +165,15 @@ public final class SessionTable: @unchecked Sendable {
     return l
   }
 
-  /// Removes and returns the sessions silent for longer than `liveness` heartbeat intervals.
+  /// Removes and returns the sessions silent for longer than `liveness` heartbeat intervals. Silence is counted
+  /// from the last message that arrived from the node's connection, read or not: a message waiting in the queue
+  /// while the coordinator was busy is a sign of life.
   public func expire(now: Date = Date()) -> [Session] {
     let limit = Double(parameters.liveness) * Double(parameters.heartbeatMillis) / 1000
     lock.lock(); defer { lock.unlock() }
+    for (fp, s) in sessions where now.timeIntervalSince(s.lastSeen) > limit {
+      if let heard = endpoint.lastArrival(from: s.peer), heard > s.lastSeen { sessions[fp]!.lastSeen = heard }
+    }
     let gone = sessions.values.filter { now.timeIntervalSince($0.lastSeen) > limit }
     for s in gone { sessions[s.fingerprint] = nil }
     return gone

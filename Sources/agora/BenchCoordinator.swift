@@ -1,4 +1,5 @@
 import AgoraBench
+import AgoraRounds
 import ArgumentParser
 
 struct CoordinatorBench: ParsableCommand {
@@ -14,6 +15,14 @@ struct CoordinatorBench: ParsableCommand {
   var rounds: Int = CoordinatorBenchmark().rounds
   @Flag(help: "Send fp32 updates instead of int8.")
   var fp32 = false
+  @Flag(help: "Send int4 updates instead of int8.")
+  var int4 = false
+  @Option(help: "Nodes per node process (threads of one process); 1 = a process per node.")
+  var nodesPerProcess: Int = CoordinatorBenchmark().nodesPerProcess
+  @Flag(help: "Nodes make each update from a seed chunk by chunk while sending it and hold none of it (int8 or int4): how many nodes, or a 1B model's, fit on one machine.")
+  var streamed = false
+  @Flag(help: "Serve the coordinator's dashboard and time its answers (page, /api/v1, /metrics) from the end of round 1 to the last round.")
+  var probeDashboard = false
   @Flag(help: "Keep the working directory (keys, configs, every process's log) and print its path.")
   var keep = false
   @Flag(help: "Rounds with secure aggregation (SPEC §7.2): masked updates in the ring, unmasked once per round.")
@@ -34,6 +43,11 @@ struct CoordinatorBench: ParsableCommand {
   var address: String = CoordinatorBenchmark().address
 
   func validate() throws {
+    if fp32 && int4 { throw ValidationError("--fp32 or --int4, not both") }
+    if streamed && (fp32 || secureAggregation || encodeEachRound || momentWeighting > 0) {
+      throw ValidationError("--streamed nodes send plain int8 or int4 updates without moments, encoded once")
+    }
+    if nodesPerProcess < 1 { throw ValidationError("--nodes-per-process is at least 1") }
     if bits != nil && nodeBits != nil { throw ValidationError("--bits and --node-bits: a fixed ring or each node's bits, not both") }
   }
 
@@ -42,7 +56,10 @@ struct CoordinatorBench: ParsableCommand {
     b.nodes = nodes
     b.preset = preset
     b.rounds = rounds
-    b.fp32 = fp32
+    b.format = fp32 ? .fp32 : int4 ? .int4 : .int8
+    b.nodesPerProcess = nodesPerProcess
+    b.streamed = streamed
+    b.probeDashboard = probeDashboard
     b.keep = keep
     b.secureAggregation = secureAggregation
     b.bits = bits

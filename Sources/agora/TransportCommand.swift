@@ -1,4 +1,5 @@
 import AgoraBench
+import AgoraRounds
 import ArgumentParser
 import Foundation
 
@@ -52,18 +53,29 @@ struct TransportCommand: ParsableCommand {
 
   struct InstantNodeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "instant-node",
-      abstract: "A benchmark node: joins, fetches each base, and answers with a fixed update without training.")
+      abstract: "Benchmark nodes: each joins, fetches each base, and answers with a fixed update without training.")
     @Option(help: "federation.toml.")
     var federation: String
-    @Option(help: "The node's identity directory (enrolled at the coordinator).")
-    var identity: String
+    @Option(name: .customLong("identity"), help: "A node's identity directory (enrolled at the coordinator); repeat it to run several nodes in this process, one thread each.")
+    var identities: [String]
     @Flag(help: "fp32 updates instead of int8.")
     var fp32 = false
+    @Flag(help: "int4 updates instead of int8.")
+    var int4 = false
     @Flag(help: "Encode the update anew every round, with error feedback (as a real node does).")
     var encodeEachRound = false
+    @Flag(help: "Make each update chunk by chunk from a seed while it is sent, holding none of it (int8 or int4).")
+    var streamed = false
+
+    func validate() throws {
+      if fp32 && int4 { throw ValidationError("--fp32 or --int4, not both") }
+      if streamed && fp32 { throw ValidationError("--streamed sends int8 or int4") }
+      if identities.isEmpty { throw ValidationError("at least one --identity") }
+    }
 
     func run() throws {
-      try InstantNode.serve(federation: federation, identity: identity, fp32: fp32, encodeEachRound: encodeEachRound)
+      try InstantNode.serve(federation: federation, identities: identities, format: fp32 ? .fp32 : int4 ? .int4 : .int8,
+                            encodeEachRound: encodeEachRound, streamed: streamed)
     }
   }
 }

@@ -1,4 +1,5 @@
 import AgoraCrypto
+import AgoraModel
 @testable import AgoraRounds
 import AgoraTensor
 import AgoraTestSupport
@@ -154,6 +155,29 @@ import Testing
     q.replaceSubrange((16 + 260)..<(16 + 264), with: [0x00, 0x00, 0x80, 0x7F])
     #expect(throws: DeltaError.nonFinite(index: 256)) { _ = try q.withUnsafeBytes { try DeltaCodec.validate($0, count: 300) } }
   }
+
+  /// A payload made on demand from a seed (the benchmark's streamed senders): any range of it is the same octets
+  /// as the whole made at once, the whole is a valid payload of its format that decodes to finite values within
+  /// the amplitude, not all zero, and another seed gives another payload.
+  @Test(arguments: [(DeltaFormat.int8, 1001), (.int4, 1001), (.int4, 1024), (.fp4, 257), (.int4, 1)])
+  func seededPayloadIsValidInAnyPieces(format: DeltaFormat, count: Int) throws {
+    let p = SeededPayload(count: count, format: format, seed: 42)
+    #expect(p.size == DeltaCodec.encodedSize(count: count, format: format))
+    let whole = p.octets(at: 0, count: p.size)
+    var g = SplitMix64(seed: UInt64(count))
+    for _ in 0..<50 {
+      let a = Int(g.next() % UInt64(p.size)), n = Int(g.next() % UInt64(p.size - a)) + 1
+      #expect(p.octets(at: a, count: n) == Array(whole[a..<(a + n)]), "octets \(a) ..< \(a + n)")
+    }
+    let (f, sq) = try whole.withUnsafeBytes { try DeltaCodec.validate($0, count: count) }
+    #expect(f == format)
+    #expect(sq > 0)
+    let x = try decode(whole, count: count)
+    #expect(x.allSatisfy { $0.isFinite && abs($0) <= p.amplitude * 1.0001 })
+    if count > 1 { #expect(Set(x).count > 1) }
+    #expect(SeededPayload(count: count, format: format, seed: 43).octets(at: 0, count: p.size) != whole)
+    if format != .int8 && count % 2 == 1 { #expect(whole.last! >> 4 == 0, "an odd last block pads a zero nibble") }
+  }
 }
 
 /// Protocol/vectors/payloads.json: what the code writes, and an outside reader's view of it (decoded values,
@@ -227,4 +251,5 @@ import Testing
       #expect(read.map(\.bitPattern) == want.map(\.bitPattern), "\(name) read by hand: \(read)")
     }
   }
+
 }

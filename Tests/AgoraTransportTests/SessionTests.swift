@@ -67,6 +67,34 @@ final class SessionLoop: @unchecked Sendable {
     #expect(loop.sessions.live.isEmpty)
   }
 
+  /// A coordinator busy for longer than the liveness limit (a 1B model's step, a hash) reads its queue late: a
+  /// node whose messages arrived meanwhile is alive, not expired. Silence counts from the last arrival on the
+  /// node's connection, read or not.
+  @Test func messagesWaitingUnreadAreSignsOfLife() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, loop) = try start(f)
+    defer { server.close(); zap.stop() }
+    let a = try client(f, server)
+    defer { a.close() }
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
+    guard case .success(.welcome) = try #require(a.receive(timeout: 5)).message else { Issue.record("no WELCOME"); return }
+    loop.finish()  // the coordinator is busy from here on: nothing more is read
+    let fp = f.alice.card.fingerprint
+    let peer = try #require(loop.sessions.session(fp)).peer
+    // Its last read message was 10 s ago, as after a long step.
+    loop.sessions.touch(fp, peer: peer, now: Date().addingTimeInterval(-10))
+    let before = try #require(server.lastArrival(from: peer))
+    a.send(.heartbeat)
+    let deadline = Date().addingTimeInterval(5)
+    while Date() < deadline, (server.lastArrival(from: peer) ?? before) <= before { usleep(1000) }  // until the heartbeat has arrived
+    #expect(try #require(server.lastArrival(from: peer)) > before)
+    #expect(loop.sessions.expire().isEmpty, "a heartbeat waiting in the queue keeps the session")
+    #expect(loop.sessions.session(fp) != nil)
+    // Silent since that heartbeat for longer than the limit (0.3 s): expired.
+    #expect(loop.sessions.expire(now: Date().addingTimeInterval(0.5)).map(\.fingerprint) == [fp])
+  }
+
   /// A node whose terms differ is refused at JOIN with ERROR(13) naming the difference; the name a session
   /// shows is the enrolment card's, whatever JOIN says.
   @Test func joinChecksTermsAndTakesTheNameFromTheCard() throws {
