@@ -184,7 +184,10 @@ extension CoordinatorService {
       endpoint.send(.round(round: UInt64(h.number), baseHash: versionHash, innerSteps: UInt32(fed.innerSteps(round: h.number)), batch: UInt32(fed.batch),
                            learningRateBits: lrBits, deadlineMillis: UInt64(h.deadline.timeIntervalSince1970 * 1000),
                            modelBytes: UInt64(params.count * 4), patchFrom: parentHash, patchHash: stepper.patch?.hash ?? Message.noHash, shardHash: shard,
-                           version: UInt64(version), signature: versionSignature), to: s.peer)
+                           version: UInt64(version), signature: versionSignature),
+                    // The connection it has now: a node that reconnected since the round began has a new routing id, and
+                    // a message to the old one is dropped without a word.
+                    to: sessions.session(s.fingerprint)?.peer ?? s.peer)
     }
   }
 

@@ -107,13 +107,15 @@ extension CoordinatorService {
     let message = Message.secaggRoster(round: UInt64(r), terms: terms, participants: roster.participants.map {
       SecAggParticipant(node: $0.node, keys: SecAggKeys(cPublic: $0.cPublic, sPublic: $0.sPublic, commitment: $0.selfMaskCommitment, signature: $0.signature))
     }, payload: Payload(w.bytes))
-    let peers = Dictionary(selected.map { ($0.fingerprint, $0.peer) }, uniquingKeysWith: { a, _ in a })
-    for p in roster.participants { if let peer = peers[hex(p.node)] { endpoint.send(message, to: peer) } }
+    // Each node's connection as it is when the message goes out (a reconnect changes the routing id).
+    let selectedNodes = Set(selected.map(\.fingerprint))
+    let peer = { [sessions] (fp: String) -> [UInt8]? in selectedNodes.contains(fp) ? sessions.session(fp)?.peer : nil }
+    for p in roster.participants { if let peer = peer(hex(p.node)) { endpoint.send(message, to: peer) } }
     pump(until: min(deadline, Date(timeIntervalSinceNow: fed.secureAggregationSetupSeconds))) { state.party.shared.count >= roster.participants.count }
     var taking: Set<String> = []
     for i in state.party.shared.sorted() {
       let node = roster.participants[i].node
-      guard let peer = peers[hex(node)] else { continue }
+      guard let peer = peer(hex(node)) else { continue }
       endpoint.send(.secaggShares(round: UInt64(r), shares: state.party.shares(for: node).map { SecAggShareBox(peer: $0.from, box: $0.box) }), to: peer)
       taking.insert(hex(node))
     }
