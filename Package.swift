@@ -102,7 +102,8 @@ let package = Package(
     // Layer 7: benchmark harnesses (coordinator, transport, secure aggregation) and the processes they start
     // (instant nodes, the transport's receivers), as libraries the CLI calls.
     .target(name: "AgoraBench", dependencies: ["AgoraRounds", "AgoraNode", "AgoraTransport", "AgoraCrypto", "AgoraWire", "AgoraModel", "AgoraData",
-                                               "AgoraDigest", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraGeneration", "AgoraImport", "AgoraTensor"]),
+                                               "AgoraDigest", "AgoraSecureAggregation", "AgoraLinkEmulator", "AgoraGeneration", "AgoraImport", "AgoraTensor",
+                                               "AgoraCoordinator", "AgoraRegistry"]),
 
     // MARK: - The command-line tool: a thin layer over the libraries
     .executableTarget(

@@ -8,7 +8,7 @@ median seconds per round after the first. A cross-check only: the product is Swi
     .venv/bin/pip install "flwr[simulation]"
     .venv/bin/python scripts/bench_flower_secagg.py --nodes 4 --params 13891584 --rounds 3
 """
-import argparse, time
+import argparse, resource, time
 import numpy as np
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
@@ -57,4 +57,6 @@ t0 = time.time()
 run_simulation(server_app=server, client_app=client, num_supernodes=a.nodes, backend_config={"client_resources": {"num_cpus": 1}})
 steps = np.diff([t0] + ends)
 print({"nodes": a.nodes, "params": a.params, "secure": a.secure, "round_s": [round(x, 2) for x in steps],
-       "round_s_median_after_first": round(float(np.median(steps[1:])) if len(steps) > 1 else float("nan"), 2)})
+       "round_s_median_after_first": round(float(np.median(steps[1:])) if len(steps) > 1 else float("nan"), 2),
+       # The server app runs in this process (its clients in Ray's workers): its peak resident set, in MB.
+       "server_process_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000)})

@@ -1,8 +1,11 @@
+import AgoraCoordinator
 import AgoraCrypto
+import AgoraImport
 import AgoraLinkEmulator
 import AgoraData
 import AgoraRounds
 import AgoraModel
+import AgoraRegistry
 import Foundation
 
 public struct CoordinatorBenchmark {
@@ -18,6 +21,9 @@ public struct CoordinatorBenchmark {
   public var streamed = false
   /// Serve the dashboard and time its answers while the rounds run.
   public var probeDashboard = false
+  /// After the rounds: the last version out with `agora export` (sharded safetensors) and read back with the
+  /// pilot-model import, compared bit for bit with the registry's version.
+  public var exportLast = false
   public var keep = false
   public var secureAggregation = false
   public var bits: Int? = nil
@@ -166,6 +172,26 @@ public struct CoordinatorBenchmark {
       return Int(line[..<r.lowerBound].split(separator: " ").last ?? "")
     }.max() ?? 1
     var extra = ""
+    if exportLast, let last = rows.last.flatMap({ Int($0[1]) }) {
+      let out = dir + "/export"
+      let t0 = Date()
+      let p = try spawn(["export", "--config", dir + "/coordinator.toml", "\(last)", "--out", out], out: dir + "/export.log", namespace: "coordinator")
+      p.waitUntilExit()
+      guard p.terminationStatus == 0 else { throw BenchError("agora export failed:\n" + ((try? String(contentsOfFile: dir + "/export.log", encoding: .utf8)) ?? "")) }
+      let exportSeconds = Date().timeIntervalSince(t0)
+      let files = try fm.contentsOfDirectory(atPath: out).filter { $0.hasSuffix(".safetensors") }
+      let shards = files.filter { $0.hasPrefix("model-") }.count
+      let largest = try files.map { (try fm.attributesOfItem(atPath: out + "/" + $0)[.size] as? Int) ?? 0 }.max() ?? 0
+      let t1 = Date()
+      let back = try HuggingFaceImport.read(out)
+      let importSeconds = Date().timeIntervalSince(t1)
+      let store = try Registry(dataDir: dir + "/coordinator", federation: "bench", create: false)
+      let held = try VersionExport.load(last, from: store).parameters
+      let equal = back.parameters.count == held.count && memcmp(back.parameters.pointer, held.pointer, 4 * held.count) == 0
+      guard equal else { throw BenchError("version \(last) exported and imported back differs from the registry's") }
+      extra += String(format: ",\"exported_version\":%d,\"export_s\":%.1f,\"shards\":%d,\"largest_shard_gb\":%.2f,\"import_s\":%.1f,\"imported_equal\":true",
+                      last, exportSeconds, shards, Double(largest) / 1e9, importSeconds)
+    }
     if streamed || perProcess > 1 {
       extra += String(format: ",\"node_processes\":%d,\"nodes_streamed\":%@,\"node_processes_peak_rss_mb\":%.0f", procs.count, streamed ? "true" : "false", Double(nodesPeakKiB) / 1000)
     }

@@ -49,7 +49,12 @@ public final class InstantNode {
   var streamed = false
 
   public func run(format: DeltaFormat) throws {
-    endpoint.send(.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: terms))
+    // JOIN until WELCOME, as a node does (again after 2.5 s, then at doubling intervals up to 20 s): a JOIN or
+    // its WELCOME can be lost with a connection that drops while the coordinator is busy.
+    let join = Message.join(name: identity.card.name, software: "agora-bench", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: terms)
+    endpoint.send(join)
+    var joinSent = Date(), joinInterval = 2.5
+    let welcomed = ManagedAtomicFlag()
     var chunk = 1 << 20, key: [UInt8] = []
     var payload: [UInt8] = []
     var have: [UInt8] = []
@@ -60,14 +65,21 @@ public final class InstantNode {
     let stop = ManagedAtomicFlag()
     defer { stop.set() }
     Thread { [endpoint] in
-      while !stop.isSet { Thread.sleep(forTimeInterval: 1); endpoint.send(.heartbeat) }
+      while !stop.isSet { Thread.sleep(forTimeInterval: 1); if welcomed.isSet { endpoint.send(.heartbeat) } }
     }.start()
     let end = Date(timeIntervalSinceNow: 3600)
     while Date() < end {
+      if !welcomed.isSet && Date().timeIntervalSince(joinSent) >= joinInterval {
+        endpoint.send(join)
+        joinSent = Date(); joinInterval = min(20, joinInterval * 2)
+      }
       guard let m = endpoint.receive(timeout: 1), case .success(let msg) = m.message else { continue }
       switch msg {
       case .welcome(_, _, _, let c, _, let k):
         chunk = Int(c); key = k
+        welcomed.set()
+      case .round where !welcomed.isSet:
+        continue  // announced again once this node has joined
       case .round(let r, let base, _, _, _, let deadlineMs, let bytes, let patchFrom, let patchHash, _, _, _):
         guard r > answered else { continue }
         answered = r

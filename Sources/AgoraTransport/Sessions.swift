@@ -58,6 +58,10 @@ public final class SessionTable: @unchecked Sendable {
     self.registry = registry
     self.endpoint = endpoint
     registry.onRevoke { [weak self] card in self?.revoked(card) }
+    // Heartbeats of joined nodes are answered in the endpoint's I/O thread, never queued behind the coordinator's
+    // work: a coordinator busy for a while (a large model's step or hash) would otherwise let them fill its inbox,
+    // stop reading, and so stop libzmq's own heartbeats too, and its nodes would reconnect and lose what was on the way.
+    endpoint.divert { [weak self] inbound in self?.answerHeartbeat(inbound) ?? false }
   }
 
   public var live: [Session] {
@@ -142,6 +146,13 @@ public final class SessionTable: @unchecked Sendable {
       }
       return .forward
     }
+  }
+
+  /// A joined node's HEARTBEAT: recorded and answered here (true); anything else is left for `handle` (false).
+  func answerHeartbeat(_ inbound: Inbound) -> Bool {
+    guard case .success(.heartbeat) = inbound.message, !inbound.userID.isEmpty, touch(inbound.userID, peer: inbound.peer, now: Date()) else { return false }
+    endpoint.send(.heartbeat, to: inbound.peer)
+    return true
   }
 
   /// Records a sign of life (and the current routing id: it changes when a node reconnects).

@@ -23,6 +23,8 @@ struct CoordinatorBench: ParsableCommand {
   var streamed = false
   @Flag(help: "Serve the coordinator's dashboard and time its answers (page, /api/v1, /metrics) from the end of round 1 to the last round.")
   var probeDashboard = false
+  @Flag(name: .customLong("export"), help: "After the rounds, export the last version with `agora export` (sharded safetensors above 2 GB), import it back with the pilot-model import and compare it bit for bit with the registry's.")
+  var exportLast = false
   @Flag(help: "Keep the working directory (keys, configs, every process's log) and print its path.")
   var keep = false
   @Flag(help: "Rounds with secure aggregation (SPEC §7.2): masked updates in the ring, unmasked once per round.")
@@ -60,6 +62,7 @@ struct CoordinatorBench: ParsableCommand {
     b.nodesPerProcess = nodesPerProcess
     b.streamed = streamed
     b.probeDashboard = probeDashboard
+    b.exportLast = exportLast
     b.keep = keep
     b.secureAggregation = secureAggregation
     b.bits = bits

@@ -85,14 +85,37 @@ final class SessionLoop: @unchecked Sendable {
     // Its last read message was 10 s ago, as after a long step.
     loop.sessions.touch(fp, peer: peer, now: Date().addingTimeInterval(-10))
     let before = try #require(server.lastArrival(from: peer))
-    a.send(.heartbeat)
+    a.send(.fetch(hash: [UInt8](repeating: 7, count: 32), fromChunk: 0, credit: 1))
     let deadline = Date().addingTimeInterval(5)
-    while Date() < deadline, (server.lastArrival(from: peer) ?? before) <= before { usleep(1000) }  // until the heartbeat has arrived
+    while Date() < deadline, (server.lastArrival(from: peer) ?? before) <= before { usleep(1000) }  // until the request has arrived
     #expect(try #require(server.lastArrival(from: peer)) > before)
-    #expect(loop.sessions.expire().isEmpty, "a heartbeat waiting in the queue keeps the session")
+    #expect(loop.sessions.expire().isEmpty, "a request waiting in the queue keeps the session")
     #expect(loop.sessions.session(fp) != nil)
     // Silent since that heartbeat for longer than the limit (0.3 s): expired.
     #expect(loop.sessions.expire(now: Date().addingTimeInterval(0.5)).map(\.fingerprint) == [fp])
+  }
+
+  /// A joined node's heartbeats are answered while the coordinator is busy (nothing read from its queue): they
+  /// never wait behind its work, so they cannot fill the inbox and stall the connection. A node not joined still
+  /// gets its answer from the session layer once it is read.
+  @Test func heartbeatsAreAnsweredWhileTheCoordinatorIsBusy() throws {
+    let f = try Federation()
+    defer { f.cleanup() }
+    let (zap, server, loop) = try start(f)
+    defer { server.close(); zap.stop() }
+    let a = try client(f, server)
+    defer { a.close() }
+    a.send(.join(name: "Alice University", software: "test", latestVersion: [UInt8](repeating: 0, count: 32), role: 0, terms: .forTests))
+    guard case .success(.welcome) = try #require(a.receive(timeout: 5)).message else { Issue.record("no WELCOME"); return }
+    loop.finish()  // busy from here on
+    let fp = f.alice.card.fingerprint
+    let peer = try #require(loop.sessions.session(fp)).peer
+    loop.sessions.touch(fp, peer: peer, now: Date().addingTimeInterval(-10))
+    for _ in 0..<3 {
+      a.send(.heartbeat)
+      #expect(try a.receive(timeout: 5)?.message.get() == .heartbeat)
+    }
+    #expect(try #require(loop.sessions.session(fp)).lastSeen > Date().addingTimeInterval(-5), "the heartbeat is a sign of life at once")
   }
 
   /// A node whose terms differ is refused at JOIN with ERROR(13) naming the difference; the name a session
