@@ -197,7 +197,19 @@ public final class UploadReceiver {
   }
 
   final class Incoming {
-    let opener: EnvelopeOpener
+    /// The envelope's opener while the upload streams. An upload waiting for its turn holds none (a hasher's
+    /// buffers and the cipher's state, ≈ 70 KB): with hundreds of nodes in a round, nearly all of them wait. It is
+    /// made again, from the head already checked, when the upload starts streaming.
+    private var held: EnvelopeOpener?
+    private let make: () throws -> EnvelopeOpener
+    func opener() throws -> EnvelopeOpener {
+      if let held { return held }
+      let o = try make()
+      held = o
+      return o
+    }
+    /// Lets go of the opener while waiting (nothing of the payload has been opened yet).
+    func park() { if next == 0 { held = nil } }
     var next = 0
     let total: Int
     var peer: [UInt8]
@@ -207,8 +219,9 @@ public final class UploadReceiver {
     let node: String
     let transfer: UInt64
     var round: UInt64 = 0
-    init(opener: EnvelopeOpener, total: Int, peer: [UInt8], node: String, transfer: UInt64) {
-      self.opener = opener
+    init(opener: EnvelopeOpener, make: @escaping () throws -> EnvelopeOpener, total: Int, peer: [UInt8], node: String, transfer: UInt64) {
+      self.held = opener
+      self.make = make
       self.total = total
       self.peer = peer
       self.node = node
@@ -287,18 +300,23 @@ public final class UploadReceiver {
       let base = late ? context.previous!.baseHash : context.baseHash
       guard let nodeID = unhex(node), nodeID.count == 32 else { reject(t, .notEnrolled, "session has no enrolled identity", round: round); return true }
       do {
-        let opener = try EnvelopeOpener(
-          headBytes: head, expected: .init(federation: context.federation, round: round, baseHash: base, nodeID: nodeID),
-          aggregationPublicKey: context.aggregationPublic, aggregationSecretKey: context.aggregationSecret, sessionNodeID: nodeID,
-          signerKey: { [registry] id in registry.card(fingerprint: hex(id))?.signPublic })
+        let expected = Envelope.Context(federation: context.federation, round: round, baseHash: base, nodeID: nodeID)
+        let (aggregationPublic, aggregationSecret) = (context.aggregationPublic, context.aggregationSecret)
+        let make = { [registry] in
+          try EnvelopeOpener(headBytes: head, expected: expected, aggregationPublicKey: aggregationPublic, aggregationSecretKey: aggregationSecret,
+                             sessionNodeID: nodeID, signerKey: { id in registry.card(fingerprint: hex(id))?.signPublic })
+        }
+        let opener = try make()
         guard opener.head.chunkCount == Int(chunks) else { reject(t, .rejectedUpdate, "head says \(opener.head.chunkCount) chunks, message says \(chunks)", round: round); return true }
-        incoming[key] = Incoming(opener: opener, total: Int(chunks), peer: inbound.peer, node: node, transfer: t)
-        incoming[key]!.round = round
+        let inc = Incoming(opener: opener, make: make, total: Int(chunks), peer: inbound.peer, node: node, transfer: t)
+        inc.round = round
+        incoming[key] = inc
         waiting.append(key)
         if incoming.values.filter(\.active).count >= maxActive {
           endpoint.send(.ack(transfer: t, next: 0, credit: 0), to: inbound.peer)  // wait for your turn
         }
         promote(endpoint)
+        if !inc.active { inc.park() }
       } catch EnvelopeError.wrongRound(let expected, let got) {
         // A head for another round (a stale retry) is answered as a wrong round, not as a refused update (SPEC §5).
         reject(t, .wrongRound, "\(EnvelopeError.wrongRound(expected: expected, got: got))", round: round)
@@ -318,7 +336,8 @@ public final class UploadReceiver {
         return true
       }
       do {
-        let n = inc.opener.nextChunkBytes
+        let opener = try inc.opener()
+        let n = opener.nextChunkBytes
         let plain: UnsafeMutableRawBufferPointer
         if let d = consumer?.destination(node: node, chunk: inc.next, bytes: n), d.count == n {
           plain = d
@@ -329,7 +348,7 @@ public final class UploadReceiver {
           }
           plain = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
         }
-        try payload.withUnsafeBytes { try inc.opener.open($0, into: plain) }
+        try payload.withUnsafeBytes { try opener.open($0, into: plain) }
         try consumer?.chunk(node: node, index: inc.next, plaintext: UnsafeRawBufferPointer(plain))
         inc.next += 1
         inc.progressed = Date()
@@ -346,8 +365,9 @@ public final class UploadReceiver {
       }
       guard inc.active else { return true }
       do {
-        try inc.opener.finish(final)
-        try consumer?.completed(Completed(node: node, transfer: t, round: inc.round, bytes: inc.opener.head.payloadLength, tokens: tokens, steps: steps,
+        let opener = try inc.opener()
+        try opener.finish(final)
+        try consumer?.completed(Completed(node: node, transfer: t, round: inc.round, bytes: opener.head.payloadLength, tokens: tokens, steps: steps,
                                  loss: Float(bitPattern: loss), cpuSeconds: Double(cpu) / 1000, languages: languages))
         incoming[key] = nil
         finished[key] = (inc.total, inc.round)
