@@ -54,7 +54,7 @@ extension CoordinatorService {
                                            // From an untrained version 0 (random weights, no warm start) held-out loss says nothing of
                                            // an update's direction: honest updates can raise it and flipped ones lower it (SPEC §7.1).
                                            score: fed.scoreUpdates && (version > 0 || fed.warmStartSteps > 0 || fed.fineTune != nil), roundSteps: fed.innerSteps(round: r),
-                                           dpClip: fed.dpClip, momentWeighting: fed.momentWeighting)
+                                           dpClip: fed.dpClip, momentWeighting: fed.momentWeighting, weighBy: fed.weighBy)
     let collector = RoundCollector(settings: settings, staging: staging, sum: sum, acceptance: acceptance, scorer: scorer,
                                    lastStep: stepper.patch?.path, names: Dictionary(selected.map { ($0.fingerprint, ($0.name, $0.donor)) }, uniquingKeysWith: { a, _ in a }),
                                    sessions: sessions, currentBlob: { [unowned self] in currentBlob() },

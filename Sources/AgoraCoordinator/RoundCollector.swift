@@ -27,6 +27,8 @@ final class RoundCollector: UploadConsumer {
     var dpClip: Double = 0
     /// α of averaging by second moments (0: off); updates then carry their moments after Δ (`BlockMoments`).
     var momentWeighting: Double = 0
+    /// How the mean weighs updates: by their tokens, or each the same (`rounds.weigh_by`).
+    var weighBy: FederationConfig.WeighBy = .tokens
   }
 
   let settings: Settings
@@ -151,7 +153,7 @@ final class RoundCollector: UploadConsumer {
     // With differential privacy every node weighs the same (the collateral factor too is left out: a weight that
     // depends on the data would change the sum's sensitivity and what the mean divides by) and its update is
     // clipped to the norm C (the sum's sensitivity to one node is then C, which the round's noise covers).
-    var w = s.dpClip > 0 ? 1 : Double(max(c.tokens, 1)) * collateral
+    var w = s.dpClip > 0 ? 1 : (s.weighBy == .updates ? 1 : Double(max(c.tokens, 1))) * collateral
     let clip = s.dpClip > 0 ? min(1, Float(s.dpClip) / max(norm, 1e-30)) : 1
     if c.round < s.round {
       // A late update, made on an older version: weighted down by (1 + staleness)^−a.

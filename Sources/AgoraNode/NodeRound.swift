@@ -71,8 +71,11 @@ extension NodeService {
     let cpu0 = carried?.cpu0 ?? processCPUSeconds()
     let tokensPerStep = Double(trainer.globalBatch * trainer.model.T)
     let first = done
+    // Rounds of time (rounds.inner_seconds): train until the cut-off, counted from hearing the round, with at
+    // least one step; `steps` is then a cap.
+    let cutoff = fed.innerSeconds > 0 ? t0.addingTimeInterval(fed.innerSeconds) : Date.distantFuture
     for _ in done..<n {
-      if Date() > deadline || stop.isSet { break }
+      if Date() > deadline || stop.isSet || (done >= 1 && Date() > cutoff) { break }
       if adversary == .vanish && r == 2 && done > first {
         log("\(config.name): round \(r): dying mid-training after the share exchange (AGORA_ADVERSARY)")
         kill(getpid(), SIGKILL)

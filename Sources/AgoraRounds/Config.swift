@@ -74,6 +74,15 @@ public struct FederationConfig: Sendable {
   public var provider: Provider
   /// What happens to an update that arrives after its round closed.
   public var lateUpdates: LateUpdates
+  /// `rounds.inner_seconds` (0: off): rounds of time, not of steps. A node trains from the moment it hears the
+  /// round for this many seconds — or until the round's `inner_steps`, now a cap, if that comes first — and sends
+  /// what it trained: a fast machine trains more steps, a slow one fewer, and none waits for the others.
+  public var innerSeconds: Double = 0
+  /// How the mean weighs updates (`rounds.weigh_by`): by the tokens each claims, or each update the same. With
+  /// rounds of time an update's Δ already holds as many steps as its node could train, so weighing it by its
+  /// tokens too would count a fast node's work twice: `updates` is then the default.
+  public var weighBy: WeighBy = .tokens
+  public enum WeighBy: String, CaseIterable, Sendable { case tokens, updates }
   /// A late update's weight is multiplied by (1 + staleness)^−exponent (staleness = rounds late).
   public var stalenessExponent: Double
   /// An update's norm may be at most this many times the median norm of the last rounds' accepted updates.
@@ -258,6 +267,11 @@ public struct FederationConfig: Sendable {
     do { try provider.check(file: path) } catch let e as DeclarationError { throw f.fail(e.key, e.problem) }
     lateUpdates = try f.choice("rounds.late_updates", default: LateUpdates.drop)
     stalenessExponent = try f.double("rounds.staleness_exponent", default: 0.5, range: 0...10)
+    innerSeconds = try f.double("rounds.inner_seconds", default: 0, range: 0...86_400)
+    if innerSeconds > 0 && innerSeconds >= deadlineSeconds {
+      throw f.fail("rounds.inner_seconds", "a node trains for \(innerSeconds) s of a round that closes after \(deadlineSeconds) s (rounds.deadline_seconds): leave time to send the update")
+    }
+    weighBy = try f.choice("rounds.weigh_by", default: innerSeconds > 0 ? WeighBy.updates : .tokens)
     normBoundFactor = try f.double("rounds.norm_bound_factor", default: 4, range: 1.5...1000)
     cosineBoundFactor = try f.double("rounds.cosine_bound_factor", default: 0, range: 0...1)
     scoreUpdates = try f.bool("rounds.score_updates", default: true)
@@ -294,6 +308,9 @@ public struct FederationConfig: Sendable {
     dpClip = try f.double("rounds.dp_clip", default: 0, range: 0...1e6)
     dpNoiseMultiplier = try f.double("rounds.dp_noise_multiplier", default: 1, range: 0...1000)
     dpDelta = try f.double("rounds.dp_delta", default: 1e-6, range: 1e-30...0.1)
+    if secureAggregation && weighBy != .tokens {
+      throw f.fail("rounds.weigh_by", "secure aggregation weighs masked updates by their steps: \"updates\" is not available with it")
+    }
     if secureAggregation {
       guard members != nil else {
         throw f.fail("federation.members", "secure aggregation needs the directory of every member's enrolment card (nodes check key advertisements against it)")
