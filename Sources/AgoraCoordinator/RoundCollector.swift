@@ -153,7 +153,13 @@ final class RoundCollector: UploadConsumer {
     // With differential privacy every node weighs the same (the collateral factor too is left out: a weight that
     // depends on the data would change the sum's sensitivity and what the mean divides by) and its update is
     // clipped to the norm C (the sum's sensitivity to one node is then C, which the round's noise covers).
-    var w = s.dpClip > 0 ? 1 : (s.weighBy == .updates ? 1 : Double(max(c.tokens, 1))) * collateral
+    let base: Double
+    switch s.weighBy {
+    case .tokens: base = Double(max(c.tokens, 1))
+    case .updates: base = 1
+    case .per_step: base = 1 / Double(max(c.steps, 1))
+    }
+    var w = s.dpClip > 0 ? 1 : base * collateral
     let clip = s.dpClip > 0 ? min(1, Float(s.dpClip) / max(norm, 1e-30)) : 1
     if c.round < s.round {
       // A late update, made on an older version: weighted down by (1 + staleness)^−a.

@@ -78,11 +78,13 @@ public struct FederationConfig: Sendable {
   /// round for this many seconds — or until the round's `inner_steps`, now a cap, if that comes first — and sends
   /// what it trained: a fast machine trains more steps, a slow one fewer, and none waits for the others.
   public var innerSeconds: Double = 0
-  /// How the mean weighs updates (`rounds.weigh_by`): by the tokens each claims, or each update the same. With
-  /// rounds of time an update's Δ already holds as many steps as its node could train, so weighing it by its
-  /// tokens too would count a fast node's work twice: `updates` is then the default.
+  /// How the mean weighs updates (`rounds.weigh_by`): by the tokens each claims, each update the same, or each by
+  /// one over its steps (`per_step`: the mean of the nodes' per-step directions, as FedNova normalises unequal
+  /// local steps, scaled by the harmonic mean of their steps). With rounds of time an update's Δ already holds as
+  /// many steps as its node could train, so weighing it by its tokens too would count a fast node's work twice:
+  /// `updates` is then the default.
   public var weighBy: WeighBy = .tokens
-  public enum WeighBy: String, CaseIterable, Sendable { case tokens, updates }
+  public enum WeighBy: String, CaseIterable, Sendable { case tokens, updates, per_step }
   /// A late update's weight is multiplied by (1 + staleness)^−exponent (staleness = rounds late).
   public var stalenessExponent: Double
   /// An update's norm may be at most this many times the median norm of the last rounds' accepted updates.
@@ -309,7 +311,7 @@ public struct FederationConfig: Sendable {
     dpNoiseMultiplier = try f.double("rounds.dp_noise_multiplier", default: 1, range: 0...1000)
     dpDelta = try f.double("rounds.dp_delta", default: 1e-6, range: 1e-30...0.1)
     if secureAggregation && weighBy != .tokens {
-      throw f.fail("rounds.weigh_by", "secure aggregation weighs masked updates by their steps: \"updates\" is not available with it")
+      throw f.fail("rounds.weigh_by", "secure aggregation weighs masked updates by their steps: only \"tokens\" is available with it")
     }
     if secureAggregation {
       guard members != nil else {

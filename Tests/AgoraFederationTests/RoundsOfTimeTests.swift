@@ -53,5 +53,6 @@ import Testing
     #expect(try config("").weighBy == .tokens)
     #expect(try config("inner_seconds = 10\nweigh_by = \"tokens\"").weighBy == .tokens)
     #expect(try config("weigh_by = \"updates\"").weighBy == .updates)
+    #expect(try config("inner_seconds = 10\nweigh_by = \"per_step\"").weighBy == .per_step)
   }
 }
