@@ -83,6 +83,15 @@ import Testing
     #expect(t2.contains("signature does not verify"), "\(t2)")
     guard case .error(14, let t3, _)? = try answer(h, forged, { _ in .heartbeat }) else { Issue.record("heartbeat"); return }
     #expect(t3.contains("ENROL only"), "\(t3)")
+    // A card whose name is not one line of printable text (a terminal escape in it), signed and with a valid token:
+    // refused, and no use of the invitation is taken.
+    let escape = "Some\u{1B}[2Jone"
+    let proof = try Sodium.sign(EnrolmentStatement.bytes(federation: "test-federation", token: forged.token.bytes, name: escape, contact: "", curveKey: someone.card.curvePublic),
+                                secretKey: someone.signSecret)
+    guard case .error(14, let t5, _)? = try answer(h, forged, { f in
+      .enrol(token: f.token.bytes, name: escape, contact: "", signKey: someone.card.signPublic, curveKey: someone.card.curvePublic, signature: proof)
+    }) else { Issue.record("a name with a control character"); return }
+    #expect(t5.contains("printable"), "\(t5)")
     #expect(try h.run(["invite", "--config", h.dir + "/coordinator.toml", "--list"]).1.contains("0/5"), "no use of the forged-at invitation was taken")
 
     // The invited card asks for an institution's role: refused.

@@ -258,10 +258,15 @@ extension UploadTests {
                                                  aggregationPublic: f.coordinator.card.aggregationPublic!, aggregationSecret: f.coordinator.aggregationSecret!),
                                   registry: registry)
     receiver.maxActive = limit
-    // The first chunk is not handled until both nodes have asked to upload (bounded: 10 s).
+    // The first chunk is not handled until both nodes' UPLOAD_BEGIN has arrived (bounded: 10 s). Arrivals are counted
+    // in the endpoint's I/O thread: the loop would see a BEGIN queued behind the chunk it is holding only after it,
+    // and every chunk would wait the whole bound (four of them took 40 s on a loaded machine, past the sender's retries).
     let begun = Locked(0)
+    server.divert { inbound in
+      if case .success(.uploadBegin) = inbound.message { begun.value += 1 }
+      return false
+    }
     let loop = CoordinatorLoop(server: server, receiver: receiver) { m, _ in
-      if case .success(.uploadBegin) = m.message { begun.value += 1 }
       if case .success(.uploadChunk) = m.message {
         waitUntil(10, every: 0.01) { begun.value >= 2 }
       }
