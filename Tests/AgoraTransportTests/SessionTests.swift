@@ -94,9 +94,7 @@ final class SessionLoop: @unchecked Sendable {
     loop.sessions.touch(fp, peer: peer, now: Date().addingTimeInterval(-10))
     let before = try #require(server.lastArrival(from: peer))
     a.send(.fetch(hash: [UInt8](repeating: 7, count: 32), fromChunk: 0, credit: 1))
-    let deadline = Date().addingTimeInterval(5)
-    while Date() < deadline, (server.lastArrival(from: peer) ?? before) <= before { usleep(1000) }  // until the request has arrived
-    #expect(try #require(server.lastArrival(from: peer)) > before)
+    #expect(waitUntil(5, every: 0.001) { (server.lastArrival(from: peer) ?? before) > before }, "the request arrived")
     #expect(loop.sessions.expire().isEmpty, "a request waiting in the queue keeps the session")
     #expect(loop.sessions.session(fp) != nil)
     // Silent since that request for longer than the limit (0.3 s): expired.
